@@ -1,0 +1,304 @@
+%% Peer benchmarks for troupe, written in plain Erlang/OTP.
+%%
+%% Usage (see run.sh):
+%%   erl -noshell +S T:T +P 2000000 -pa BUILD -run troupe_bench main BENCH T
+%%
+%% Prints one line:
+%%   bench=<name> impl=erlang threads=<t> n=<n> seconds=<s> check=<c>
+%% and halts with status 0 when the checksum is right, 1 otherwise.
+%%
+%% The workloads are defined in /work/shared/BENCH.md (copied into the
+%% project's bench docs). The timed part runs from just before the first
+%% spawn until the result is known.
+-module(troupe_bench).
+-behaviour(gen_server).
+
+-export([main/1]).
+%% gen_server callbacks for the `ask' counter server.
+-export([init/1, handle_call/3, handle_cast/2]).
+
+-define(PINGPONG_ROUND_TRIPS, 1000000).
+-define(RING_SIZE, 10000).
+-define(RING_HOPS, 1000000).
+-define(SKYNET_LEAVES, 1000000).
+-define(FANIN_PRODUCERS, 4).
+-define(FANIN_PER_PRODUCER, 1000000).
+-define(FANIN_CAPACITY, 1024).
+-define(ASK_REQUESTS, 1000000).
+-define(IDLE_ACTORS, 1000000).
+
+%%--------------------------------------------------------------------
+%% Entry point
+%%--------------------------------------------------------------------
+
+main([Bench, Threads]) ->
+    Result =
+        try run(Bench)
+        catch Class:Reason:Stack ->
+            io:format(standard_error, "~s failed: ~p:~p~n~p~n",
+                      [Bench, Class, Reason, Stack]),
+            error
+        end,
+    case Result of
+        {N, Seconds, Check, Expected, Extra} ->
+            io:format("bench=~s impl=erlang threads=~s n=~b seconds=~.6f check=~b~s~n",
+                      [Bench, Threads, N, Seconds, Check, Extra]),
+            case Check =:= Expected of
+                true ->
+                    halt(0);
+                false ->
+                    io:format(standard_error, "~s: check failed: got ~b, want ~b~n",
+                              [Bench, Check, Expected]),
+                    halt(1)
+            end;
+        error ->
+            halt(1)
+    end;
+main(_) ->
+    io:format(standard_error,
+              "usage: troupe_bench <pingpong|ring|skynet|fanin|ask|idle> <threads>~n", []),
+    halt(2).
+
+run("pingpong") -> pingpong();
+run("ring")     -> ring();
+run("skynet")   -> skynet();
+run("fanin")    -> fanin();
+run("ask")      -> ask();
+run("idle")     -> idle();
+run(Other)      -> erlang:error({unknown_bench, Other}).
+
+now_ns() -> erlang:monotonic_time(nanosecond).
+
+seconds(T0, T1) -> (T1 - T0) / 1.0e9.
+
+%%--------------------------------------------------------------------
+%% pingpong: A sends an integer to B, B replies with it + 1.
+%%--------------------------------------------------------------------
+
+pingpong() ->
+    Main = self(),
+    T0 = now_ns(),
+    B = spawn(fun pong/0),
+    _A = spawn(fun() -> ping(B, 0, ?PINGPONG_ROUND_TRIPS, Main) end),
+    Final = receive {pingpong_done, V} -> V end,
+    T1 = now_ns(),
+    {2 * ?PINGPONG_ROUND_TRIPS, seconds(T0, T1), Final, ?PINGPONG_ROUND_TRIPS, ""}.
+
+ping(B, Value, 0, Main) ->
+    B ! stop,
+    Main ! {pingpong_done, Value};
+ping(B, Value, Left, Main) ->
+    B ! {self(), Value},
+    receive
+        Reply when is_integer(Reply) -> ping(B, Reply, Left - 1, Main)
+    end.
+
+pong() ->
+    receive
+        {From, Value} ->
+            From ! Value + 1,
+            pong();
+        stop ->
+            ok
+    end.
+
+%%--------------------------------------------------------------------
+%% ring: 10,000 processes; a countdown token travels around the ring,
+%% decremented on each hop; the process that receives 0 reports.
+%%--------------------------------------------------------------------
+
+ring() ->
+    Main = self(),
+    T0 = now_ns(),
+    %% Process 0 is spawned first and learns its successor once the rest
+    %% of the ring exists; the others are spawned from the end backwards so
+    %% each one knows its successor at spawn time.
+    First = spawn(fun() -> receive {next, Next} -> ring_node(0, Next, Main, 0) end end),
+    Second = lists:foldl(
+               fun(Index, Next) -> spawn(fun() -> ring_node(Index, Next, Main, 0) end) end,
+               First,
+               lists:seq(?RING_SIZE - 1, 1, -1)),
+    First ! {next, Second},
+    First ! ?RING_HOPS,
+    EndIndex = receive {ring_done, Index} -> Index end,
+    T1 = now_ns(),
+    %% Stop the ring (not timed): a stop message goes round once, adding up
+    %% how many times each process forwarded the token.
+    First ! {stop, 0},
+    Hops = receive {ring_hops, H} -> H end,
+    Expected = ?RING_HOPS rem ?RING_SIZE,
+    case EndIndex of
+        Expected -> ok;
+        _ ->
+            io:format(standard_error, "ring: token ended at index ~b, want ~b~n",
+                      [EndIndex, Expected]),
+            halt(1)
+    end,
+    {?RING_HOPS, seconds(T0, T1), Hops, ?RING_HOPS, ""}.
+
+ring_node(Index, Next, Main, Forwarded) ->
+    receive
+        0 ->
+            Main ! {ring_done, Index},
+            ring_node(Index, Next, Main, Forwarded);
+        Token when is_integer(Token) ->
+            Next ! Token - 1,
+            ring_node(Index, Next, Main, Forwarded + 1);
+        {stop, Total} when Index =:= ?RING_SIZE - 1 ->
+            Main ! {ring_hops, Total + Forwarded};
+        {stop, Total} ->
+            Next ! {stop, Total + Forwarded}
+    end.
+
+%%--------------------------------------------------------------------
+%% skynet: each node above level 6 spawns 10 children; the leaves reply
+%% with their ordinal; parents sum and reply.
+%%--------------------------------------------------------------------
+
+skynet() ->
+    Main = self(),
+    T0 = now_ns(),
+    spawn(fun() -> skynet_node(Main, 0, ?SKYNET_LEAVES) end),
+    Sum = receive S when is_integer(S) -> S end,
+    T1 = now_ns(),
+    Expected = ?SKYNET_LEAVES * (?SKYNET_LEAVES - 1) div 2,
+    {1111111, seconds(T0, T1), Sum, Expected, ""}.
+
+skynet_node(Parent, Num, 1) ->
+    Parent ! Num;
+skynet_node(Parent, Num, Size) ->
+    Self = self(),
+    ChildSize = Size div 10,
+    spawn_children(Self, Num, ChildSize, 10),
+    Parent ! collect(10, 0).
+
+spawn_children(_Self, _Num, _ChildSize, 0) ->
+    ok;
+spawn_children(Self, Num, ChildSize, K) ->
+    ChildNum = Num + (K - 1) * ChildSize,
+    spawn(fun() -> skynet_node(Self, ChildNum, ChildSize) end),
+    spawn_children(Self, Num, ChildSize, K - 1).
+
+collect(0, Sum) ->
+    Sum;
+collect(K, Sum) ->
+    receive
+        V when is_integer(V) -> collect(K - 1, Sum + V)
+    end.
+
+%%--------------------------------------------------------------------
+%% fanin: 4 producers -> 1 consumer, bounded with credit flow control.
+%%
+%% Erlang mailboxes are unbounded, so the bound is enforced the usual way:
+%% the consumer grants credit. Each producer starts with a window of
+%% 1024 / 4 = 256 credits and spends one per message; the consumer returns
+%% credit in batches of 128 as it processes a producer's messages. At most
+%% 1024 data messages are ever outstanding in the consumer's mailbox.
+%%--------------------------------------------------------------------
+
+-define(FANIN_WINDOW, (?FANIN_CAPACITY div ?FANIN_PRODUCERS)).
+-define(FANIN_ACK_BATCH, (?FANIN_WINDOW div 2)).
+
+fanin() ->
+    Main = self(),
+    T0 = now_ns(),
+    Consumer = spawn(fun() -> consumer(Main, ?FANIN_PRODUCERS, 0, #{}) end),
+    [spawn(fun() -> producer(Consumer, 0, ?FANIN_PER_PRODUCER, ?FANIN_WINDOW) end)
+     || _ <- lists:seq(1, ?FANIN_PRODUCERS)],
+    Sum = receive {fanin_done, S} -> S end,
+    T1 = now_ns(),
+    Per = ?FANIN_PER_PRODUCER,
+    Expected = ?FANIN_PRODUCERS * (Per * (Per - 1) div 2),
+    {?FANIN_PRODUCERS * Per, seconds(T0, T1), Sum, Expected, ""}.
+
+producer(Consumer, Limit, Limit, _Credit) ->
+    Consumer ! {done, self()};
+producer(Consumer, I, Limit, 0) ->
+    receive
+        {credit, N} -> producer(Consumer, I, Limit, N)
+    end;
+producer(Consumer, I, Limit, Credit) ->
+    Consumer ! {data, self(), I},
+    producer(Consumer, I + 1, Limit, Credit - 1).
+
+%% Pending maps each producer to the number of its messages consumed since
+%% it was last granted credit.
+consumer(Main, 0, Sum, _Pending) ->
+    Main ! {fanin_done, Sum};
+consumer(Main, Producers, Sum, Pending) ->
+    receive
+        {data, From, V} ->
+            case maps:get(From, Pending, 0) + 1 of
+                ?FANIN_ACK_BATCH ->
+                    From ! {credit, ?FANIN_ACK_BATCH},
+                    consumer(Main, Producers, Sum + V, Pending#{From => 0});
+                Count ->
+                    consumer(Main, Producers, Sum + V, Pending#{From => Count})
+            end;
+        {done, _From} ->
+            consumer(Main, Producers - 1, Sum, Pending)
+    end.
+
+%%--------------------------------------------------------------------
+%% ask: gen_server:call on a gen_server holding a counter.
+%%--------------------------------------------------------------------
+
+ask() ->
+    Main = self(),
+    T0 = now_ns(),
+    {ok, Server} = gen_server:start(?MODULE, 0, []),
+    spawn(fun() -> Main ! {ask_done, ask_loop(Server, ?ASK_REQUESTS, 0)} end),
+    Last = receive {ask_done, V} -> V end,
+    T1 = now_ns(),
+    gen_server:stop(Server),
+    {?ASK_REQUESTS, seconds(T0, T1), Last, ?ASK_REQUESTS, ""}.
+
+ask_loop(_Server, 0, Last) ->
+    Last;
+ask_loop(Server, Left, _Last) ->
+    ask_loop(Server, Left - 1, gen_server:call(Server, increment)).
+
+init(Counter) ->
+    {ok, Counter}.
+
+handle_call(increment, _From, Counter) ->
+    New = Counter + 1,
+    {reply, New, New}.
+
+handle_cast(_Msg, Counter) ->
+    {noreply, Counter}.
+
+%%--------------------------------------------------------------------
+%% idle: 1,000,000 processes each waiting for one message.
+%%--------------------------------------------------------------------
+
+idle() ->
+    Main = self(),
+    RssBefore = vm_rss(),
+    T0 = now_ns(),
+    Pids = spawn_idle(Main, ?IDLE_ACTORS, []),
+    RssAfter = vm_rss(),
+    lists:foreach(fun(Pid) -> Pid ! stop end, Pids),
+    Ended = await_ended(?IDLE_ACTORS, 0),
+    T1 = now_ns(),
+    PerActor = (RssAfter - RssBefore) div ?IDLE_ACTORS,
+    {?IDLE_ACTORS, seconds(T0, T1), Ended, ?IDLE_ACTORS,
+     io_lib:format(" bytes_per_actor=~b", [PerActor])}.
+
+spawn_idle(_Main, 0, Acc) ->
+    Acc;
+spawn_idle(Main, K, Acc) ->
+    Pid = spawn(fun() -> receive stop -> Main ! ended end end),
+    spawn_idle(Main, K - 1, [Pid | Acc]).
+
+await_ended(0, Count) ->
+    Count;
+await_ended(K, Count) ->
+    receive ended -> await_ended(K - 1, Count + 1) end.
+
+%% Resident set size of this OS process in bytes, from /proc/self/status.
+vm_rss() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    {match, [Kb]} = re:run(Status, "VmRSS:\\s+(\\d+)\\s+kB",
+                           [{capture, all_but_first, list}]),
+    list_to_integer(Kb) * 1024.

@@ -1,0 +1,300 @@
+// Peer benchmarks for troupe, written in plain Go (standard library only).
+//
+// Usage: GOMAXPROCS is set from the threads argument.
+//
+//	troupe-bench <pingpong|ring|skynet|fanin|ask|idle> <threads>
+//
+// Prints one line:
+//
+//	bench=<name> impl=go threads=<t> n=<n> seconds=<s> check=<c>
+//
+// and exits with status 0 when the checksum is right, 1 otherwise.
+// The timed part runs from just before the first spawn until the result
+// is known.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	pingpongRoundTrips = 1_000_000
+	ringSize           = 10_000
+	ringHops           = 1_000_000
+	skynetLeaves       = 1_000_000
+	skynetActors       = 1_111_111
+	faninProducers     = 4
+	faninPerProducer   = 1_000_000
+	faninCapacity      = 1024
+	askRequests        = 1_000_000
+	idleActors         = 1_000_000
+)
+
+type result struct {
+	n        int64
+	elapsed  time.Duration
+	check    int64
+	expected int64
+	extra    string
+}
+
+func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: troupe-bench <pingpong|ring|skynet|fanin|ask|idle> <threads>")
+		os.Exit(2)
+	}
+	bench := os.Args[1]
+	threads, err := strconv.Atoi(os.Args[2])
+	if err != nil || threads < 1 {
+		fmt.Fprintf(os.Stderr, "bad thread count %q\n", os.Args[2])
+		os.Exit(2)
+	}
+	runtime.GOMAXPROCS(threads)
+
+	benches := map[string]func() result{
+		"pingpong": pingpong,
+		"ring":     ring,
+		"skynet":   skynet,
+		"fanin":    fanin,
+		"ask":      ask,
+		"idle":     idle,
+	}
+	run, ok := benches[bench]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "unknown bench %q\n", bench)
+		os.Exit(2)
+	}
+
+	r := run()
+	fmt.Printf("bench=%s impl=go threads=%d n=%d seconds=%.6f check=%d%s\n",
+		bench, threads, r.n, r.elapsed.Seconds(), r.check, r.extra)
+	if r.check != r.expected {
+		fmt.Fprintf(os.Stderr, "%s: check failed: got %d, want %d\n", bench, r.check, r.expected)
+		os.Exit(1)
+	}
+}
+
+// pingpong: A sends an integer to B, B replies with it + 1.
+func pingpong() result {
+	start := time.Now()
+	toB := make(chan int64)
+	toA := make(chan int64)
+	done := make(chan int64)
+
+	go func() { // B
+		for v := range toB {
+			toA <- v + 1
+		}
+	}()
+	go func() { // A
+		var v int64
+		for i := 0; i < pingpongRoundTrips; i++ {
+			toB <- v
+			v = <-toA
+		}
+		close(toB)
+		done <- v
+	}()
+	final := <-done
+	elapsed := time.Since(start)
+	return result{2 * pingpongRoundTrips, elapsed, final, pingpongRoundTrips, ""}
+}
+
+// ring: 10,000 goroutines in a ring, each with its own inbox; a countdown
+// token is passed on and decremented on each hop; the holder of 0 reports.
+func ring() result {
+	start := time.Now()
+	inboxes := make([]chan int, ringSize)
+	for i := range inboxes {
+		inboxes[i] = make(chan int, 1)
+	}
+	done := make(chan int)
+	forwardedCounts := make(chan int, ringSize)
+	for i := 0; i < ringSize; i++ {
+		go func(index int, in <-chan int, next chan<- int) {
+			forwarded := 0
+			for token := range in {
+				if token == 0 {
+					done <- index
+					break
+				}
+				next <- token - 1
+				forwarded++
+			}
+			forwardedCounts <- forwarded
+		}(i, inboxes[i], inboxes[(i+1)%ringSize])
+	}
+	inboxes[0] <- ringHops
+	endIndex := <-done
+	elapsed := time.Since(start)
+
+	// Stop the ring (not timed) and add up how often the token was passed on.
+	for i, in := range inboxes {
+		if i != endIndex {
+			close(in)
+		}
+	}
+	var hops int64
+	for i := 0; i < ringSize; i++ {
+		hops += int64(<-forwardedCounts)
+	}
+	if want := ringHops % ringSize; endIndex != want {
+		fmt.Fprintf(os.Stderr, "ring: token ended at index %d, want %d\n", endIndex, want)
+		os.Exit(1)
+	}
+	return result{ringHops, elapsed, hops, ringHops, ""}
+}
+
+// skynet: each node above level 6 spawns 10 children; leaves reply with
+// their ordinal; parents sum and reply.
+func skynet() result {
+	start := time.Now()
+	out := make(chan int64, 1)
+	go skynetNode(out, 0, skynetLeaves)
+	sum := <-out
+	elapsed := time.Since(start)
+	return result{skynetActors, elapsed, sum, skynetLeaves * (skynetLeaves - 1) / 2, ""}
+}
+
+func skynetNode(parent chan<- int64, num, size int64) {
+	if size == 1 {
+		parent <- num
+		return
+	}
+	children := make(chan int64, 10)
+	childSize := size / 10
+	for i := int64(0); i < 10; i++ {
+		go skynetNode(children, num+i*childSize, childSize)
+	}
+	var sum int64
+	for i := 0; i < 10; i++ {
+		sum += <-children
+	}
+	parent <- sum
+}
+
+// fanin: 4 producers send into one channel of capacity 1024 (senders block
+// while it is full); the consumer sums until the channel is closed.
+func fanin() result {
+	start := time.Now()
+	ch := make(chan int64, faninCapacity)
+	done := make(chan int64)
+	go func() { // consumer
+		var sum int64
+		for v := range ch {
+			sum += v
+		}
+		done <- sum
+	}()
+	var wg sync.WaitGroup
+	wg.Add(faninProducers)
+	for p := 0; p < faninProducers; p++ {
+		go func() {
+			defer wg.Done()
+			for i := int64(0); i < faninPerProducer; i++ {
+				ch <- i
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(ch)
+	}()
+	sum := <-done
+	elapsed := time.Since(start)
+	const per = faninPerProducer
+	return result{faninProducers * per, elapsed, sum, faninProducers * (per * (per - 1) / 2), ""}
+}
+
+// ask: a server goroutine owns a counter; the client sends requests that
+// carry a oneshot reply channel (capacity 1) and waits for each reply.
+type incrementRequest struct {
+	reply chan int64
+}
+
+func ask() result {
+	start := time.Now()
+	requests := make(chan incrementRequest)
+	go func() { // server
+		var counter int64
+		for req := range requests {
+			counter++
+			req.reply <- counter
+		}
+	}()
+	done := make(chan int64)
+	go func() { // client
+		var last int64
+		for i := 0; i < askRequests; i++ {
+			reply := make(chan int64, 1)
+			requests <- incrementRequest{reply}
+			last = <-reply
+		}
+		close(requests)
+		done <- last
+	}()
+	last := <-done
+	elapsed := time.Since(start)
+	return result{askRequests, elapsed, last, askRequests, ""}
+}
+
+// idle: 1,000,000 goroutines each waiting for one message on its own
+// channel; measure the growth of VmRSS; then stop them all and wait.
+func idle() result {
+	runtime.GC()
+	rssBefore := vmRSS()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var ended atomic.Int64
+	wg.Add(idleActors)
+	inboxes := make([]chan struct{}, idleActors)
+	for i := range inboxes {
+		in := make(chan struct{}, 1)
+		inboxes[i] = in
+		go func() {
+			defer wg.Done()
+			<-in
+			ended.Add(1)
+		}()
+	}
+	rssAfter := vmRSS()
+	for _, in := range inboxes {
+		in <- struct{}{}
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	perActor := (rssAfter - rssBefore) / idleActors
+	return result{idleActors, elapsed, ended.Load(), idleActors,
+		fmt.Sprintf(" bytes_per_actor=%d", perActor)}
+}
+
+// vmRSS returns the resident set size of this process in bytes, read from
+// /proc/self/status.
+func vmRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "VmRSS:") {
+			fields := strings.Fields(line)
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil {
+				panic(err)
+			}
+			return kb * 1024
+		}
+	}
+	panic("VmRSS not found in /proc/self/status")
+}

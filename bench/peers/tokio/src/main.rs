@@ -1,0 +1,351 @@
+//! Tokio peer of troupe's benchmark workloads (/work/shared/BENCH.md).
+//!
+//! Usage: bench-tokio <pingpong|ring|skynet|fanin|ask|idle> <threads>
+//!
+//! Prints one line:
+//!   bench=<name> impl=tokio threads=<t> n=<work units> seconds=<s> check=<checksum>
+//! and exits non-zero when the checksum is wrong.
+//!
+//! Written against tokio 1.24 (Debian bookworm) and rustc >= 1.63.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// What a workload hands back: work units, checksum, optional extra field.
+struct Outcome {
+    n: u64,
+    seconds: f64,
+    check: u64,
+    ok: bool,
+    extra: String,
+}
+
+// ---------------------------------------------------------------- pingpong
+
+const ROUND_TRIPS: u64 = 1_000_000;
+
+async fn pingpong() -> Outcome {
+    let start = Instant::now();
+    let (to_b, mut b_inbox) = mpsc::channel::<u64>(1);
+    let (to_a, mut a_inbox) = mpsc::channel::<u64>(1);
+
+    // B: reply to every integer with the integer + 1.
+    tokio::spawn(async move {
+        while let Some(v) = b_inbox.recv().await {
+            if to_a.send(v + 1).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    // A: start at 0, send, await the reply, 1,000,000 times.
+    let a = tokio::spawn(async move {
+        let mut v = 0u64;
+        for _ in 0..ROUND_TRIPS {
+            to_b.send(v).await.expect("B is gone");
+            v = a_inbox.recv().await.expect("B is gone");
+        }
+        v
+    });
+
+    let v = a.await.expect("A panicked");
+    let seconds = start.elapsed().as_secs_f64();
+    Outcome {
+        n: 2 * ROUND_TRIPS,
+        seconds,
+        check: v,
+        ok: v == ROUND_TRIPS,
+        extra: String::new(),
+    }
+}
+
+// ---------------------------------------------------------------- ring
+
+const RING_SIZE: usize = 10_000;
+const RING_TOKEN: u64 = 1_000_000;
+
+async fn ring() -> Outcome {
+    let start = Instant::now();
+    // Whoever holds the token when it reaches 0 reports (its index, hops).
+    let (report_tx, mut report_rx) = mpsc::channel::<(usize, u64)>(1);
+
+    // Actor i receives on inbox i and sends to inbox (i + 1) % RING_SIZE.
+    let (inboxes_tx, inboxes_rx): (Vec<_>, Vec<_>) =
+        (0..RING_SIZE).map(|_| mpsc::channel::<u64>(1)).unzip();
+    for (i, mut inbox) in inboxes_rx.into_iter().enumerate() {
+        let next = inboxes_tx[(i + 1) % RING_SIZE].clone();
+        let report = report_tx.clone();
+        tokio::spawn(async move {
+            while let Some(token) = inbox.recv().await {
+                if token == 0 {
+                    let _ = report.send((i, RING_TOKEN - token)).await;
+                    // Returning drops `next`; the ring then unwinds actor by
+                    // actor as each inbox loses its only sender.
+                    return;
+                }
+                if next.send(token - 1).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(report_tx);
+
+    inboxes_tx[0].send(RING_TOKEN).await.expect("ring is gone");
+    drop(inboxes_tx);
+    let (index, hops) = report_rx.recv().await.unwrap_or((usize::MAX, 0));
+    let seconds = start.elapsed().as_secs_f64();
+    Outcome {
+        n: RING_TOKEN,
+        seconds,
+        check: hops,
+        ok: index == 0 && hops == RING_TOKEN,
+        extra: String::new(),
+    }
+}
+
+// ---------------------------------------------------------------- skynet
+
+const SKYNET_LEAVES: u64 = 1_000_000;
+
+/// Spawns one skynet node covering ordinals num..num+size; it sends its sum
+/// to `parent`. A plain fn (not async) so the recursion needs no boxing.
+fn skynet_node(parent: mpsc::Sender<u64>, num: u64, size: u64) {
+    tokio::spawn(async move {
+        if size == 1 {
+            let _ = parent.send(num).await;
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel::<u64>(10);
+        let child = size / 10;
+        for i in 0..10 {
+            skynet_node(tx.clone(), num + i * child, child);
+        }
+        drop(tx);
+        let mut sum = 0u64;
+        for _ in 0..10 {
+            sum += rx.recv().await.expect("child vanished");
+        }
+        let _ = parent.send(sum).await;
+    });
+}
+
+async fn skynet() -> Outcome {
+    let start = Instant::now();
+    let (tx, mut rx) = mpsc::channel::<u64>(1);
+    skynet_node(tx, 0, SKYNET_LEAVES);
+    let sum = rx.recv().await.expect("root vanished");
+    let seconds = start.elapsed().as_secs_f64();
+    let expect = SKYNET_LEAVES * (SKYNET_LEAVES - 1) / 2;
+    Outcome {
+        n: 1_111_111,
+        seconds,
+        check: sum,
+        ok: sum == expect,
+        extra: String::new(),
+    }
+}
+
+// ---------------------------------------------------------------- fanin
+
+const PRODUCERS: u64 = 4;
+const PER_PRODUCER: u64 = 1_000_000;
+
+async fn fanin() -> Outcome {
+    let start = Instant::now();
+    let (tx, mut rx) = mpsc::channel::<u64>(1024);
+
+    let consumer = tokio::spawn(async move {
+        let mut sum = 0u64;
+        while let Some(v) = rx.recv().await {
+            sum += v;
+        }
+        sum
+    });
+    for _ in 0..PRODUCERS {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for v in 0..PER_PRODUCER {
+                tx.send(v).await.expect("consumer is gone");
+            }
+        });
+    }
+    drop(tx);
+
+    let sum = consumer.await.expect("consumer panicked");
+    let seconds = start.elapsed().as_secs_f64();
+    let expect = PRODUCERS * PER_PRODUCER * (PER_PRODUCER - 1) / 2;
+    Outcome {
+        n: PRODUCERS * PER_PRODUCER,
+        seconds,
+        check: sum,
+        ok: sum == expect,
+        extra: String::new(),
+    }
+}
+
+// ---------------------------------------------------------------- ask
+
+const ASKS: u64 = 1_000_000;
+
+/// "Add 1 and reply with the new value."
+#[derive(Debug)]
+struct Increment {
+    reply: oneshot::Sender<u64>,
+}
+
+async fn ask() -> Outcome {
+    let start = Instant::now();
+    let (server_tx, mut server_rx) = mpsc::channel::<Increment>(32);
+
+    tokio::spawn(async move {
+        let mut counter = 0u64;
+        while let Some(Increment { reply }) = server_rx.recv().await {
+            counter += 1;
+            let _ = reply.send(counter);
+        }
+    });
+
+    let client = tokio::spawn(async move {
+        let mut last = 0u64;
+        for _ in 0..ASKS {
+            let (reply, answer) = oneshot::channel();
+            server_tx
+                .send(Increment { reply })
+                .await
+                .expect("server is gone");
+            last = answer.await.expect("server dropped the reply");
+        }
+        last
+    });
+
+    let last = client.await.expect("client panicked");
+    let seconds = start.elapsed().as_secs_f64();
+    Outcome {
+        n: ASKS,
+        seconds,
+        check: last,
+        ok: last == ASKS,
+        extra: String::new(),
+    }
+}
+
+// ---------------------------------------------------------------- idle
+
+const IDLE: usize = 1_000_000;
+
+/// Resident set size in bytes, from VmRSS in /proc/self/status.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    for line in status.lines() {
+        if let Some(rest) = line.strip_prefix("VmRSS:") {
+            let kb: u64 = rest
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            return kb * 1024;
+        }
+    }
+    0
+}
+
+async fn idle() -> Outcome {
+    let before = rss_bytes();
+    let start = Instant::now();
+
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let mut mailboxes = Vec::with_capacity(IDLE);
+    let mut handles = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        let (tx, rx) = oneshot::channel::<u64>();
+        let waiting = waiting.clone();
+        mailboxes.push(tx);
+        handles.push(tokio::spawn(async move {
+            waiting.fetch_add(1, Ordering::Relaxed);
+            rx.await.unwrap_or(0)
+        }));
+    }
+    // Let every task run up to its await, so all are really waiting.
+    while waiting.load(Ordering::Relaxed) < IDLE {
+        tokio::task::yield_now().await;
+    }
+    let after = rss_bytes();
+
+    for tx in mailboxes {
+        let _ = tx.send(1);
+    }
+    let mut ended = 0u64;
+    for h in handles {
+        ended += h.await.expect("idle task panicked");
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let per_actor = after.saturating_sub(before) / IDLE as u64;
+    Outcome {
+        n: IDLE as u64,
+        seconds,
+        check: ended,
+        ok: ended == IDLE as u64,
+        extra: format!(" bytes_per_actor={}", per_actor),
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+fn usage() -> ExitCode {
+    eprintln!("usage: bench-tokio <pingpong|ring|skynet|fanin|ask|idle> <threads>");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 3 {
+        return usage();
+    }
+    let bench = args[1].as_str();
+    let threads: usize = match args[2].parse() {
+        Ok(t) if t >= 1 => t,
+        _ => return usage(),
+    };
+    if !matches!(bench, "pingpong" | "ring" | "skynet" | "fanin" | "ask" | "idle") {
+        return usage();
+    }
+
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .build()
+    }
+    .expect("cannot build the tokio runtime");
+
+    let out = runtime.block_on(async {
+        match bench {
+            "pingpong" => pingpong().await,
+            "ring" => ring().await,
+            "skynet" => skynet().await,
+            "fanin" => fanin().await,
+            "ask" => ask().await,
+            _ => idle().await,
+        }
+    });
+
+    println!(
+        "bench={} impl=tokio threads={} n={} seconds={:.6} check={}{}",
+        bench, threads, out.n, out.seconds, out.check, out.extra
+    );
+    // Tasks still parked (ring stragglers) are dropped with the runtime.
+    drop(runtime);
+    if out.ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("bench-tokio: {}: wrong checksum {}", bench, out.check);
+        ExitCode::FAILURE
+    }
+}
