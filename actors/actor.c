@@ -1,0 +1,388 @@
+/*
+ * Actor lifecycle: spawn, a turn (taking a batch of messages and running
+ * the behavior), selective receive, and the end of an actor, which always
+ * happens at the end of a turn — never under the behavior's feet.
+ */
+#include "actors/actor.h"
+#include "runtime/alloc.h"
+#include "runtime/runtime.h"
+
+#include <string.h>
+
+#define EXIT_KIND_SHIFT 8 /* exit kind kept in flags, so it survives OOM */
+
+static tp_runtime *rt_of(tpi_actor *a) { return a->sched->rt; }
+
+tpi_actor_ext *tpi_actor_ext_get(tpi_actor *a)
+{
+    if (!a->ext) {
+        a->ext = tpi_calloc(sizeof *a->ext);
+        if (a->ext)
+            a->ext->rto_ms = -1;
+    }
+    return a->ext;
+}
+
+tpi_actor *tpi_ctx_actor(tp_ctx *ctx)
+{
+    tpi_sched *s = tpi_sched_current();
+    return s && ctx && (tpi_actor *)ctx == s->cur ? s->cur : NULL;
+}
+
+/* ---------------------------------------------------------------- spawn */
+
+static void release_ext(tpi_actor *a);
+
+int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
+              const tp_spawn_opts *opts, tp_pid *pid_out)
+{
+    if (!b)
+        return TP_EINVAL;
+    size_t cap = opts && opts->mailbox_capacity ? opts->mailbox_capacity
+                                                : rt->cfg.mailbox_capacity;
+    unsigned flags = opts ? opts->flags : 0;
+    if (flags & ~(TP_SPAWN_LINK | TP_SPAWN_TRAP_EXIT) ||
+        ((flags & TP_SPAWN_LINK) && !parent))
+        return TP_EINVAL;
+    tpi_msg *start = tpi_msg_new(TP_TAG_START, NULL, 0);
+    tpi_actor *a = start ? tpi_table_take(rt->table) : NULL;
+    if (!a) {
+        tpi_msg_free(start);
+        return TP_ENOMEM;
+    }
+    /* The mailbox (queue and count) is left as the slot's last owner left
+     * it: stale messages still in it are dead letters by generation. */
+    a->behavior = b;
+    a->state = state;
+    a->state_free = opts ? opts->state_free : NULL;
+    a->sched = &rt->sched;
+    a->ext = NULL;
+    a->flags = (flags & TP_SPAWN_TRAP_EXIT) ? TPI_ACT_TRAP : 0;
+    a->mb.capacity = cap;
+    if ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0) {
+        release_ext(a);
+        a->behavior = NULL;
+        tpi_table_put(rt->table, a);
+        tpi_msg_free(start);
+        return TP_ENOMEM;
+    }
+    tp_pid pid = tpi_actor_pid(a);
+    tpi_count(&rt->live, 1);
+    tpi_count(&rt->spawned, 1);
+    start->from = parent ? tpi_actor_pid(parent) : TP_PID_NONE;
+    tpi_deliver(rt, NULL, pid, start);
+    if (pid_out)
+        *pid_out = pid;
+    return 0;
+}
+
+int tp_spawn(tp_ctx *ctx, tp_behavior b, void *state, const tp_spawn_opts *opts,
+             tp_pid *pid_out)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    return tpi_spawn(rt_of(a), a, b, state, opts, pid_out);
+}
+
+tp_pid tp_self(tp_ctx *ctx)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    return a ? tpi_actor_pid(a) : TP_PID_NONE;
+}
+
+tp_runtime *tp_ctx_runtime(tp_ctx *ctx)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    return a ? rt_of(a) : NULL;
+}
+
+/* ----------------------------------------------------------------- exit */
+
+void tpi_actor_set_exit(tpi_actor *a, tp_reason r)
+{
+    if (r.kind == TP_EXIT_KILL)
+        r = (tp_reason){TP_EXIT_KILLED, 0, NULL};
+    a->flags = (a->flags & ((1u << EXIT_KIND_SHIFT) - 1)) | TPI_ACT_EXITING |
+               ((uint32_t)r.kind << EXIT_KIND_SHIFT);
+    tpi_actor_ext *x = tpi_actor_ext_get(a);
+    if (!x)
+        return; /* the kind is kept in flags; code and text are lost */
+    char *text = r.text ? tpi_strndup(r.text, TP_REASON_TEXT_MAX) : NULL;
+    tpi_free((char *)x->reason.text);
+    x->reason = (tp_reason){r.kind, r.code, text};
+}
+
+int tp_exit(tp_ctx *ctx, tp_reason reason)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (reason.kind < TP_EXIT_NORMAL || reason.kind > TP_EXIT_NOPROC)
+        return TP_EINVAL;
+    tpi_actor_set_exit(a, reason);
+    return 0;
+}
+
+static tp_reason exit_reason(tpi_actor *a)
+{
+    tp_exit_kind kind = (tp_exit_kind)(a->flags >> EXIT_KIND_SHIFT);
+    if (a->ext && a->ext->reason.kind == kind)
+        return a->ext->reason;
+    return (tp_reason){kind, kind == TP_EXIT_ERROR ? TP_ENOMEM : 0, NULL};
+}
+
+/* Free everything an ended actor still owns; messages become dead letters
+ * (answered as needed) when rt is given, or are just freed at teardown. */
+static void drop_msgs(tp_runtime *rt, tp_pid pid, tpi_msglist *l)
+{
+    for (tpi_msg *m; (m = tpi_msglist_pop(l));)
+        if (rt)
+            tpi_dead_letter(rt, pid, m);
+        else
+            tpi_msg_free(m);
+}
+
+static void release_ext(tpi_actor *a)
+{
+    tpi_actor_ext *x = a->ext;
+    if (!x)
+        return;
+    tpi_free(x->links.v);
+    tpi_free(x->watchers.v);
+    tpi_free(x->monitoring.v);
+    for (tp_reply_handle *r = x->replies, *n; r; r = n) {
+        n = r->next;
+        tpi_free(r);
+    }
+    tpi_free(x->name);
+    tpi_free((char *)x->reason.text);
+    tpi_free(x);
+    a->ext = NULL;
+}
+
+/* Take every message currently counted out of the mailbox. */
+static size_t drain_mailbox(tp_runtime *rt, tp_pid pid, tpi_actor *a,
+                            size_t n)
+{
+    size_t got = 0;
+    for (; got < n; got++) {
+        tpi_mpsc_node *node = tpi_mpscq_pop_wait(&a->mb.q);
+        if (!node)
+            break;
+        tpi_msg *m = (tpi_msg *)node;
+        if (rt)
+            tpi_dead_letter(rt, pid, m);
+        else
+            tpi_msg_free(m);
+    }
+    return got;
+}
+
+static void finalize(tpi_actor *a, size_t popped)
+{
+    tp_runtime *rt = rt_of(a);
+    tp_reason r = exit_reason(a);
+    tp_pid pid = tpi_actor_pid(a);
+    tpi_actor_ext *x = a->ext;
+    if (x && x->name) {
+        tpi_names_release(rt->names, x->name, pid);
+        tpi_free(x->name);
+        x->name = NULL;
+    }
+    tpi_signal_death(a, r);
+    tpi_replies_fail(a);
+    tpi_pending_free_all(a);
+    tpi_timers_free_all(a);
+    tpi_runtime_actor_ended(rt, a, r);
+    /* release: pairs with the senders' acquire load; from here on sends
+     * to pid are dead letters at the sender. */
+    atomic_store_explicit(&a->gen, tpi_pid_gen(pid) + 1, memory_order_release);
+    if (x) {
+        drop_msgs(rt, pid, &x->replay);
+        drop_msgs(rt, pid, &x->stash);
+    }
+    size_t tokens = (a->flags & TPI_ACT_REPLAY_TOKEN) ? 1 : 0;
+    size_t queued = atomic_load_explicit(&a->mb.count, memory_order_acquire) -
+                    tokens - popped;
+    size_t taken = drain_mailbox(rt, pid, a, queued);
+    void (*sf)(void *) = a->state_free;
+    void *state = a->state;
+    release_ext(a);
+    a->behavior = NULL;
+    a->state = NULL;
+    a->state_free = NULL;
+    a->flags = 0;
+    size_t left = tpi_mailbox_adjust(&a->mb, (size_t)0 - (popped + taken + tokens));
+    tpi_drained(rt, a);
+    /* Senders that raced our generation bump pushed after the drain; the
+     * slot stays scheduled and takes them out as dead letters. */
+    if (left > 0)
+        tpi_sched_ready(a);
+    tpi_table_put(rt->table, a);
+    if (sf)
+        sf(state);
+    tpi_runtime_actor_gone(rt);
+}
+
+void tpi_actor_teardown(tpi_actor *a, void *unused)
+{
+    (void)unused;
+    if (a->ext) {
+        drop_msgs(NULL, 0, &a->ext->replay);
+        drop_msgs(NULL, 0, &a->ext->stash);
+        tpi_pending_free_all(a);
+        tpi_timers_free_all(a);
+    }
+    drain_mailbox(NULL, 0, a, atomic_load(&a->mb.count));
+    release_ext(a);
+    if (a->behavior && a->state_free)
+        a->state_free(a->state);
+    a->behavior = NULL;
+}
+
+/* --------------------------------------------------------- selective rx */
+
+int tp_become(tp_ctx *ctx, tp_behavior b)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (!b)
+        return TP_EINVAL;
+    a->behavior = b;
+    if (a->ext)
+        tpi_msglist_prepend(&a->ext->replay, &a->ext->stash);
+    return 0;
+}
+
+static void rto_rearm(tpi_actor *a)
+{
+    tpi_actor_ext *x = a->ext;
+    if (x->rto_timer)
+        tpi_timer_cancel(a, x->rto_timer);
+    x->rto_timer = 0;
+    if (x->rto_ms >= 0 &&
+        tpi_timer_start(a, TPI_TIMER_RECV, (uint64_t)x->rto_ms * 1000000u, 0,
+                        0, NULL, 0, 0, &x->rto_timer) != 0)
+        x->rto_timer = 0; /* out of memory: no timeout this time */
+}
+
+int tp_receive_timeout(tp_ctx *ctx, int ms)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    tpi_actor_ext *x = tpi_actor_ext_get(a);
+    if (!x)
+        return TP_ENOMEM;
+    x->rto_ms = ms < 0 ? -1 : ms;
+    rto_rearm(a);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- turn */
+
+static void handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+{
+    s->cur_msg = m;
+    int r = a->behavior((tp_ctx *)a, a->state, m);
+    s->cur_msg = NULL;
+    if (r == TP_DEFER) {
+        tpi_actor_ext *x = tpi_actor_ext_get(a);
+        if (x) {
+            tpi_msglist_push(&x->stash, m);
+            return;
+        }
+        r = TP_ENOMEM; /* cannot keep it: end rather than lose it silently */
+    }
+    tpi_reply_settle(a, m);
+    tpi_msg_free(m);
+    if (r < 0)
+        tpi_actor_set_exit(a, TP_REASON_ERROR(r, tp_strerror(r)));
+    if (a->ext && a->ext->rto_ms >= 0 && !(a->flags & TPI_ACT_EXITING))
+        rto_rearm(a);
+}
+
+/* Route one message: signals and runtime replies are settled here; what
+ * is left goes to the behavior. */
+static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+{
+    tp_runtime *rt = s->rt;
+    if (!a->behavior ||
+        m->to_gen != atomic_load_explicit(&a->gen, memory_order_relaxed)) {
+        tpi_dead_letter(rt, tpi_pid_make(a->index, m->to_gen), m);
+        return;
+    }
+    bool give = true;
+    if (m->flags & TPI_MSG_TIMER) {
+        give = tpi_timer_claim(a, m->ref);
+    } else if (m->tag == TP_TAG_REPLY) {
+        give = tpi_pending_take(a, m->ref);
+        if (!give && !(m->flags & TPI_MSG_SYNTH))
+            tpi_count(&rt->late_replies, 1);
+    } else if (m->tag == TP_TAG_TIMEOUT) {
+        give = a->ext && a->ext->rto_timer == m->ref;
+        if (give)
+            a->ext->rto_timer = 0;
+    } else if (m->tag < 0 && m->tag != TP_TAG_START) {
+        give = tpi_signal_handle(a, m);
+    }
+    if (give)
+        handle(s, a, m);
+    else
+        tpi_msg_free(m);
+}
+
+void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
+{
+    /* acquire: pairs with the pushers' acq_rel increment; every counted
+     * message is (or is about to be) linked. */
+    size_t count = atomic_load_explicit(&a->mb.count, memory_order_acquire);
+    size_t tokens = (a->flags & TPI_ACT_REPLAY_TOKEN) ? 1 : 0;
+    size_t avail = count - tokens, popped = 0;
+    unsigned budget = s->rt->cfg.batch;
+    s->cur = a;
+    s->pause_on = TP_PID_NONE;
+    while (budget-- > 0) {
+        tpi_msg *m;
+        if (a->ext && a->ext->replay.head) {
+            m = tpi_msglist_pop(&a->ext->replay);
+        } else if (popped < avail) {
+            m = (tpi_msg *)tpi_mpscq_pop_wait(&a->mb.q);
+            popped++;
+        } else {
+            break;
+        }
+        dispatch(s, a, m);
+        if ((a->flags & TPI_ACT_EXITING) || s->pause_on)
+            break;
+    }
+    s->cur = NULL;
+    if (a->flags & TPI_ACT_EXITING) {
+        finalize(a, popped);
+        return;
+    }
+    /* One count update per turn: what was taken, the replay token taken
+     * or given back, and a pause token. */
+    size_t delta = (size_t)0 - popped;
+    bool replay = a->ext && a->ext->replay.head;
+    if (replay && !tokens) {
+        delta += 1;
+        a->flags |= TPI_ACT_REPLAY_TOKEN;
+    } else if (!replay && tokens) {
+        delta -= 1;
+        a->flags &= ~(uint32_t)TPI_ACT_REPLAY_TOKEN;
+    }
+    tp_pid pause_on = s->pause_on;
+    if (pause_on)
+        delta += 1;
+    size_t after = tpi_mailbox_adjust(&a->mb, delta);
+    size_t before = after - delta;
+    if (before >= a->mb.capacity && after < a->mb.capacity)
+        tpi_drained(s->rt, a);
+    if (pause_on)
+        tpi_pause(s->rt, a, pause_on);
+    else if (after > 0)
+        tpi_sched_ready(a);
+}

@@ -1,0 +1,241 @@
+/*
+ * Actors: the slot table, messages, and the per-actor state the runtime
+ * keeps. Internal (tpi_) API shared by actors/ and runtime/.
+ */
+#ifndef TPI_ACTOR_H
+#define TPI_ACTOR_H
+
+#include "mailbox/mailbox.h"
+#include "troupe.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct tpi_sched tpi_sched;
+typedef struct tpi_timer tpi_timer;
+
+/* Internal signal tags, below the public system tags. Signals travel
+ * through the mailbox like messages, so they keep per-sender order. */
+enum {
+    TPI_SIG_LINK = -100,
+    TPI_SIG_UNLINK = -101,
+    TPI_SIG_EXIT = -102,      /* exit signal; flag TPI_MSG_VIA_LINK */
+    TPI_SIG_MONITOR = -103,   /* ref = monitor ref */
+    TPI_SIG_DEMONITOR = -104, /* ref = monitor ref */
+};
+
+/* tpi_msg.flags */
+enum {
+    TPI_MSG_REQUEST = 1u << 0,   /* carries a reply handle (reply_to, ref) */
+    TPI_MSG_REPLIED = 1u << 1,   /* the handle was answered or taken */
+    TPI_MSG_TIMER = 1u << 2,     /* from a user timer; ref = timer id */
+    TPI_MSG_SYNTH = 1u << 3,     /* runtime-made reply (timeout): drop quietly if unmatched */
+    TPI_MSG_VIA_LINK = 1u << 4,  /* TPI_SIG_EXIT from a linked actor's death */
+    TPI_MSG_OWNED = 1u << 5,     /* data is a separate buffer to free */
+};
+
+struct tp_msg {
+    tpi_mpsc_node node;
+    tp_pid from;
+    tp_pid reply_to; /* requests: who waits for the reply */
+    tp_ref ref;      /* reply/oneshot/monitor ref, or timer id */
+    int32_t tag;
+    uint32_t to_gen; /* generation of the addressee, checked on delivery */
+    int32_t status;  /* TP_TAG_REPLY: 0 or a TP_E* code */
+    uint32_t flags;
+    size_t len;
+    char *data;
+    char inl[]; /* small payloads live here */
+};
+typedef struct tp_msg tpi_msg;
+
+typedef struct tpi_pidvec {
+    tp_pid *v;
+    uint32_t n, cap;
+} tpi_pidvec;
+
+typedef struct tpi_refpid {
+    tp_ref ref;
+    tp_pid pid;
+} tpi_refpid;
+
+typedef struct tpi_refvec {
+    tpi_refpid *v;
+    uint32_t n, cap;
+} tpi_refvec;
+
+/* A pending oneshot/call: the value for ref is awaited by this actor. */
+typedef struct tpi_pending {
+    struct tpi_pending *next;
+    tp_ref ref;
+    tp_timer timer; /* timeout timer, 0 if none */
+} tpi_pending;
+
+struct tp_reply_handle {
+    struct tp_reply_handle *next;
+    tp_pid to;
+    tp_ref ref;
+};
+
+/* A plain FIFO of messages owned by one actor (deferred, replay). */
+typedef struct tpi_msglist {
+    tpi_msg *head, *tail;
+} tpi_msglist;
+
+/* Rarely used per-actor state, allocated on first use so an idle actor
+ * stays small. Touched only by the thread running the actor, except the
+ * waiter list (under the waiter lock). */
+typedef struct tpi_actor_ext {
+    tpi_pidvec links;
+    tpi_refvec watchers;   /* monitors on me: (ref, watcher) */
+    tpi_refvec monitoring; /* my monitors: (ref, target) */
+    tpi_pending *pending;  /* awaited oneshots/calls */
+    struct tp_reply_handle *replies; /* taken reply obligations */
+    tpi_timer *timers;     /* timers owned by this actor */
+    tpi_msglist stash;     /* deferred, in arrival order */
+    tpi_msglist replay;    /* deferred being offered again */
+    char *name;
+    tp_reason reason;      /* exit reason (text owned here) */
+    tp_timer rto_timer;    /* receive timeout timer, 0 if none */
+    int rto_ms;            /* receive timeout, < 0 if off */
+    /* backpressure: whom I wait on (wait lock) */
+    struct tpi_actor *wait_next;
+    tp_pid waiting_on;
+} tpi_actor_ext;
+
+/* tpi_actor.flags (owner-thread only) */
+enum {
+    TPI_ACT_TRAP = 1u << 0,
+    TPI_ACT_EXITING = 1u << 1,
+    TPI_ACT_REPLAY_TOKEN = 1u << 2, /* holds a count unit for the replay list */
+};
+
+/* An actor lives in a slot of the table. Slots are never freed while the
+ * runtime lives, so any thread may read a slot's generation and push to
+ * its mailbox even after the actor ended: a message whose to_gen no longer
+ * matches is a dead letter when it is taken out. */
+typedef struct tpi_actor {
+    tpi_mailbox mb;
+    tpi_mpsc_node rq; /* run-queue link (local list or inject queue) */
+    tp_behavior behavior; /* NULL when the slot is free */
+    void *state;
+    void (*state_free)(void *);
+    tpi_sched *sched;
+    tpi_actor_ext *ext;
+    _Atomic uint32_t gen; /* current generation of the slot */
+    uint32_t index;
+    uint32_t flags;
+    uint32_t free_next; /* free list link (index + 1), 0 = end */
+    _Atomic uint8_t paused; /* backpressure pause; see actors/send.c */
+    struct tpi_actor *waiters; /* actors paused on me (wait lock) */
+} tpi_actor;
+
+#define TPI_SLOT_BITS 32
+static inline uint32_t tpi_pid_index(tp_pid p) { return (uint32_t)p - 1u; }
+static inline uint32_t tpi_pid_gen(tp_pid p) { return (uint32_t)(p >> 32); }
+static inline tp_pid tpi_pid_make(uint32_t index, uint32_t gen)
+{
+    return ((tp_pid)gen << 32) | (tp_pid)(index + 1u);
+}
+static inline tp_pid tpi_actor_pid(tpi_actor *a)
+{
+    return tpi_pid_make(a->index,
+                        atomic_load_explicit(&a->gen, memory_order_relaxed));
+}
+
+/* ---- actors/table.c: slots (any thread) */
+typedef struct tpi_table tpi_table;
+int tpi_table_new(tpi_table **out);
+void tpi_table_free(tpi_table *t);
+/* A free slot (or a new one), or NULL when out of memory / slots. */
+tpi_actor *tpi_table_take(tpi_table *t);
+void tpi_table_put(tpi_table *t, tpi_actor *a);
+/* The slot for pid's index, or NULL if it was never allocated. It may hold
+ * another generation: compare before use. */
+tpi_actor *tpi_table_slot(tpi_table *t, tp_pid pid);
+uint64_t tpi_table_slots(tpi_table *t);
+/* Visit every slot ever allocated (teardown). */
+void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg);
+
+/* ---- actors/msg.c */
+/* A message with room for len payload bytes copied in (data may be NULL
+ * to leave them for the caller). NULL on out of memory. */
+tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len);
+void tpi_msg_free(tpi_msg *m);
+/* A message carrying a reason [kind, code, text] as its payload. */
+tpi_msg *tpi_msg_reason_new(int32_t tag, tp_reason r);
+void tpi_msglist_push(tpi_msglist *l, tpi_msg *m);
+tpi_msg *tpi_msglist_pop(tpi_msglist *l);
+/* Prepend all of src to dst, emptying src. */
+void tpi_msglist_prepend(tpi_msglist *dst, tpi_msglist *src);
+
+/* ---- actors/actor.c */
+tpi_actor_ext *tpi_actor_ext_get(tpi_actor *a); /* NULL on out of memory */
+int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
+              const tp_spawn_opts *opts, tp_pid *pid_out);
+/* Run one turn of a scheduled actor (scheduler thread). */
+void tpi_actor_turn(tpi_sched *s, tpi_actor *a);
+/* Set the exit reason of a running actor (ends after its turn). */
+void tpi_actor_set_exit(tpi_actor *a, tp_reason r);
+/* End a spawned-but-never-run or still-live actor at teardown. */
+void tpi_actor_teardown(tpi_actor *a, void *rt);
+/* The actor running a behavior on this thread with this ctx, or NULL. */
+tpi_actor *tpi_ctx_actor(tp_ctx *ctx);
+
+/* ---- actors/send.c */
+/* Deliver m to pid. Ownership: m is consumed in every case. Returns 0, or
+ * TP_EINVAL for a pid that can never be valid. A dead addressee makes m a
+ * dead letter (answered as the signal requires). from_actor is the sending
+ * actor (NULL from foreign threads); user sends may pause it. */
+int tpi_deliver(tp_runtime *rt, tpi_actor *from_actor, tp_pid to, tpi_msg *m);
+/* Handle a message whose addressee has ended. Consumes m. */
+void tpi_dead_letter(tp_runtime *rt, tp_pid to, tpi_msg *m);
+/* End of a turn in which a send overfilled target: a holds a pause token
+ * already; park it on target, or, if target drained meanwhile, release
+ * the token (rescheduling a if messages wait). */
+void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target);
+/* a's mailbox went from >= capacity to below it, or a ended: resume the
+ * actors paused on it and wake blocked foreign senders. */
+void tpi_drained(tp_runtime *rt, tpi_actor *a);
+/* Resume a paused actor (its own mailbox overflowed, or a signal came). */
+void tpi_unpause(tp_runtime *rt, tpi_actor *a);
+/* 0 if (data, len) may be sent: no payload, or one valid msgpack object
+ * within max_payload; else TP_EINVAL or TP_E2BIG. */
+int tpi_payload_valid(tp_runtime *rt, const void *data, size_t len);
+/* Build a message from (data, len) for a send: validated and copied.
+ * On error nothing is allocated. */
+int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data,
+                     size_t len, tpi_msg **out);
+
+/* ---- actors/signal.c: links, monitors, exit signals */
+/* Link a new (not yet run) child and its parent on the parent's thread. */
+int tpi_link_spawned(tpi_actor *parent, tpi_actor *child);
+/* Handle a signal tag addressed to a live actor; returns true if the
+ * message must then be given to the behavior (EXIT for trappers, DOWN). */
+bool tpi_signal_handle(tpi_actor *a, tpi_msg *m);
+/* Announce a's death to links and monitors. */
+void tpi_signal_death(tpi_actor *a, tp_reason r);
+
+/* ---- actors/call.c */
+/* True if a reply message matches a pending ref (removes it). */
+bool tpi_pending_take(tpi_actor *a, tp_ref ref);
+/* After a behavior returned for m: answer TP_ENOREPLY if due. */
+void tpi_reply_settle(tpi_actor *a, tpi_msg *m);
+/* Answer every pending obligation of a dying actor with TP_ENOPROC. */
+void tpi_replies_fail(tpi_actor *a);
+void tpi_pending_free_all(tpi_actor *a);
+/* Send a runtime-made reply (status) for (to, ref). */
+void tpi_reply_status(tp_runtime *rt, tp_pid to, tp_ref ref, int status);
+
+/* ---- actors/names.c */
+typedef struct tpi_names tpi_names;
+int tpi_names_new(tpi_names **out);
+void tpi_names_free(tpi_names *n);
+void tpi_names_release(tpi_names *n, const char *name, tp_pid pid);
+
+/* ---- actors/payload.c */
+int tpi_payload_check(const void *data, size_t len);
+/* Pack an int64 into buf (>= 9 bytes); returns the length. */
+size_t tpi_pack_int(char *buf, int64_t v);
+
+#endif

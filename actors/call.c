@@ -1,0 +1,236 @@
+/*
+ * Request/reply over oneshot channels. A oneshot is a (pid, ref) pair; the
+ * receiving actor keeps the ref in its pending list until a value, an
+ * error or a timeout arrives for it, so exactly one is delivered and any
+ * later one is dropped and counted as late.
+ *
+ * A reply obligation always has exactly one owner: the request message in
+ * flight (a dead letter answers TP_ENOPROC), the behavior handling it
+ * (returning without replying answers TP_ENOREPLY), or the actor that took
+ * it (ending while holding it answers TP_ENOPROC). So a caller never hangs.
+ */
+#include "actors/actor.h"
+#include "runtime/alloc.h"
+#include "runtime/runtime.h"
+
+static tp_runtime *rt_of(tpi_actor *a) { return a->sched->rt; }
+
+static int send_reply(tp_runtime *rt, tp_pid from, tp_pid to, tp_ref ref,
+                      int status, const void *data, size_t len)
+{
+    tpi_msg *m = tpi_msg_new(TP_TAG_REPLY, data, len);
+    if (!m)
+        return TP_ENOMEM;
+    m->from = from;
+    m->ref = ref;
+    m->status = status;
+    return tpi_deliver(rt, NULL, to, m);
+}
+
+void tpi_reply_status(tp_runtime *rt, tp_pid to, tp_ref ref, int status)
+{
+    send_reply(rt, TP_PID_NONE, to, ref, status, NULL, 0);
+}
+
+static int pending_add(tpi_actor *a, int timeout_ms, tp_ref *ref_out)
+{
+    tpi_actor_ext *x = tpi_actor_ext_get(a);
+    tpi_pending *p = x ? tpi_alloc(sizeof *p) : NULL;
+    if (!p)
+        return TP_ENOMEM;
+    p->ref = tpi_ref_new(rt_of(a));
+    p->timer = 0;
+    if (timeout_ms >= 0) {
+        int rc = tpi_timer_start(a, TPI_TIMER_CALL,
+                                 (uint64_t)timeout_ms * 1000000u, 0, 0, NULL,
+                                 0, p->ref, &p->timer);
+        if (rc) {
+            tpi_free(p);
+            return rc;
+        }
+    }
+    p->next = x->pending;
+    x->pending = p;
+    *ref_out = p->ref;
+    return 0;
+}
+
+bool tpi_pending_take(tpi_actor *a, tp_ref ref)
+{
+    if (!a->ext)
+        return false;
+    for (tpi_pending **pp = &a->ext->pending; *pp; pp = &(*pp)->next)
+        if ((*pp)->ref == ref) {
+            tpi_pending *p = *pp;
+            *pp = p->next;
+            if (p->timer)
+                tpi_timer_cancel(a, p->timer);
+            tpi_free(p);
+            return true;
+        }
+    return false;
+}
+
+void tpi_pending_free_all(tpi_actor *a)
+{
+    if (!a->ext)
+        return;
+    /* The timers go with tpi_timers_free_all. */
+    for (tpi_pending *p = a->ext->pending, *n; p; p = n) {
+        n = p->next;
+        tpi_free(p);
+    }
+    a->ext->pending = NULL;
+}
+
+void tpi_reply_settle(tpi_actor *a, tpi_msg *m)
+{
+    if (tp_msg_wants_reply(m)) {
+        m->flags |= TPI_MSG_REPLIED;
+        send_reply(rt_of(a), tpi_actor_pid(a), m->reply_to, m->ref,
+                   TP_ENOREPLY, NULL, 0);
+    }
+}
+
+void tpi_replies_fail(tpi_actor *a)
+{
+    if (!a->ext)
+        return;
+    for (tp_reply_handle *r = a->ext->replies, *n; r; r = n) {
+        n = r->next;
+        send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, TP_ENOPROC,
+                   NULL, 0);
+        tpi_free(r);
+    }
+    a->ext->replies = NULL;
+}
+
+/* ----------------------------------------------------------------- API */
+
+int tp_call(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len,
+            int timeout_ms, tp_ref *ref_out)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (to == TP_PID_NONE || !ref_out)
+        return TP_EINVAL;
+    tpi_msg *m;
+    int rc = tpi_msg_for_send(rt_of(a), tag, data, len, &m);
+    if (rc)
+        return rc;
+    tp_ref ref;
+    if ((rc = pending_add(a, timeout_ms, &ref)) != 0) {
+        tpi_msg_free(m);
+        return rc;
+    }
+    m->from = m->reply_to = tpi_actor_pid(a);
+    m->ref = ref;
+    m->flags |= TPI_MSG_REQUEST;
+    tpi_count(&rt_of(a)->sent, 1);
+    *ref_out = ref;
+    return tpi_deliver(rt_of(a), a, to, m);
+}
+
+int tp_call_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v, int timeout_ms,
+                tp_ref *ref_out)
+{
+    char buf[9];
+    return tp_call(ctx, to, tag, buf, tpi_pack_int(buf, v), timeout_ms, ref_out);
+}
+
+int tp_reply(tp_ctx *ctx, const tp_msg *request, const void *data, size_t len)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (!request)
+        return TP_EINVAL;
+    if (!tp_msg_wants_reply(request))
+        return TP_ENOENT;
+    int rc = tpi_payload_valid(rt_of(a), data, len);
+    if (rc)
+        return rc;
+    rc = send_reply(rt_of(a), tpi_actor_pid(a), request->reply_to,
+                    request->ref, 0, data, len);
+    if (rc == 0)
+        ((tpi_msg *)request)->flags |= TPI_MSG_REPLIED;
+    return rc;
+}
+
+int tp_reply_int(tp_ctx *ctx, const tp_msg *request, int64_t v)
+{
+    char buf[9];
+    return tp_reply(ctx, request, buf, tpi_pack_int(buf, v));
+}
+
+tp_reply_handle *tp_reply_take(tp_ctx *ctx, const tp_msg *request)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a || !tp_msg_wants_reply(request))
+        return NULL;
+    tpi_actor_ext *x = tpi_actor_ext_get(a);
+    tp_reply_handle *r = x ? tpi_alloc(sizeof *r) : NULL;
+    if (!r)
+        return NULL;
+    r->to = request->reply_to;
+    r->ref = request->ref;
+    r->next = x->replies;
+    x->replies = r;
+    ((tpi_msg *)request)->flags |= TPI_MSG_REPLIED;
+    return r;
+}
+
+int tp_reply_send(tp_ctx *ctx, tp_reply_handle *r, const void *data, size_t len)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a || !r)
+        return a ? TP_EINVAL : TP_ESTATE;
+    tp_reply_handle **pp = a->ext ? &a->ext->replies : NULL;
+    while (pp && *pp && *pp != r)
+        pp = &(*pp)->next;
+    if (!pp || !*pp)
+        return TP_EINVAL; /* not an obligation of this actor */
+    *pp = r->next;
+    int rc = tpi_payload_valid(rt_of(a), data, len);
+    rc = rc ? rc
+            : send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, 0, data, len);
+    if (rc)
+        send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, TP_ENOREPLY,
+                   NULL, 0);
+    tpi_free(r);
+    return rc;
+}
+
+int tp_oneshot_new(tp_ctx *ctx, int timeout_ms, tp_oneshot *tx)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (!tx)
+        return TP_EINVAL;
+    tp_ref ref;
+    int rc = pending_add(a, timeout_ms, &ref);
+    if (rc)
+        return rc;
+    tx->pid = tpi_actor_pid(a);
+    tx->ref = ref;
+    return 0;
+}
+
+int tp_oneshot_send(tp_ctx *ctx, tp_runtime *rt, tp_oneshot tx,
+                    const void *data, size_t len)
+{
+    tpi_actor *a = ctx ? tpi_ctx_actor(ctx) : NULL;
+    if (ctx && !a)
+        return TP_ESTATE;
+    if (a)
+        rt = rt_of(a);
+    if (!rt || tx.pid == TP_PID_NONE || tx.ref == 0)
+        return TP_EINVAL;
+    int rc = tpi_payload_valid(rt, data, len);
+    if (rc)
+        return rc;
+    return send_reply(rt, a ? tpi_actor_pid(a) : TP_PID_NONE, tx.pid, tx.ref,
+                      0, data, len);
+}

@@ -1,0 +1,301 @@
+/*
+ * Sending: delivery into mailboxes, dead letters, and backpressure.
+ *
+ * Backpressure (after Pony): a user send that leaves the target's mailbox
+ * over capacity pauses the sender once its behavior returns, unless the
+ * sender's own mailbox is over capacity. A paused actor holds a token in
+ * its own count, so pushes never schedule it; it resumes when the target
+ * drains below capacity or ends, or when its own mailbox overflows or an
+ * exit signal arrives. A paused actor's mailbox is therefore never over
+ * capacity, so a cycle of paused actors (each waiting on an overfull one)
+ * cannot form: no deadlock, and no message is ever dropped.
+ */
+#include "actors/actor.h"
+#include "runtime/alloc.h"
+#include "runtime/runtime.h"
+
+#include <string.h>
+
+static bool over(tpi_mailbox *mb, size_t count)
+{
+    return mb->capacity != TP_MAILBOX_UNBOUNDED && count > mb->capacity;
+}
+
+int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
+{
+    tpi_actor *a = tpi_table_slot(rt->table, to);
+    if (!a) {
+        if (to == TP_PID_NONE || (uint32_t)to == 0) {
+            tpi_msg_free(m);
+            return TP_EINVAL;
+        }
+        tpi_dead_letter(rt, to, m);
+        return 0;
+    }
+    m->to_gen = tpi_pid_gen(to);
+    /* acquire: pairs with the release bump at death; a stale pid is
+     * turned away here, and a death racing this push is caught when the
+     * message is taken out (to_gen no longer matches). */
+    if (atomic_load_explicit(&a->gen, memory_order_acquire) != m->to_gen) {
+        tpi_dead_letter(rt, to, m);
+        return 0;
+    }
+    int32_t tag = m->tag;
+    size_t old = tpi_mailbox_push(&a->mb, &m->node);
+    if (old == 0)
+        tpi_sched_ready(a);
+    if (tag >= 0 && over(&a->mb, old + 1)) {
+        if (from && from != a && !over(&from->mb, tpi_mailbox_count(&from->mb)))
+            from->sched->pause_on = to;
+        /* relaxed: a hint; tpi_unpause re-checks under the wait lock. */
+        if (atomic_load_explicit(&a->paused, memory_order_relaxed))
+            tpi_unpause(rt, a);
+    } else if (tag == TPI_SIG_EXIT &&
+               atomic_load_explicit(&a->paused, memory_order_relaxed)) {
+        tpi_unpause(rt, a);
+    }
+    return 0;
+}
+
+void tpi_dead_letter(tp_runtime *rt, tp_pid to, tpi_msg *m)
+{
+    tpi_msg *r = NULL;
+    switch (m->tag) {
+    case TPI_SIG_LINK: /* linking a dead actor: exit signal noproc */
+        r = tpi_msg_reason_new(TPI_SIG_EXIT, (tp_reason){TP_EXIT_NOPROC, 0, NULL});
+        if (r)
+            r->flags |= TPI_MSG_VIA_LINK;
+        break;
+    case TPI_SIG_MONITOR:
+        r = tpi_msg_reason_new(TP_TAG_DOWN, (tp_reason){TP_EXIT_NOPROC, 0, NULL});
+        if (r)
+            r->ref = m->ref;
+        break;
+    default:
+        if (m->tag >= 0) {
+            tpi_count(&rt->dead_letters, 1);
+            if (tp_msg_wants_reply(m))
+                tpi_reply_status(rt, m->reply_to, m->ref, TP_ENOPROC);
+        }
+        break;
+    }
+    if (r) {
+        r->from = to;
+        tpi_deliver(rt, NULL, m->from, r);
+    }
+    tpi_msg_free(m);
+}
+
+/* ---------------------------------------------------------- backpressure */
+
+static void release_token(tpi_actor *a)
+{
+    if (tpi_mailbox_adjust(&a->mb, (size_t)-1) > 0)
+        tpi_sched_ready(a);
+}
+
+void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
+{
+    tpi_actor *t = tpi_table_slot(rt->table, target);
+    tpi_actor_ext *x = tpi_actor_ext_get(a);
+    bool parked = false;
+    if (t && x) {
+        pthread_mutex_lock(&rt->wait_lock);
+        x->waiting_on = target;
+        x->wait_next = t->waiters;
+        t->waiters = a;
+        atomic_store_explicit(&a->paused, 1, memory_order_relaxed);
+        /* seq_cst: our registration must be visible before we read the
+         * target's count, as its drain reads waiters after lowering the
+         * count (tpi_drained); one of the two sees the other. */
+        atomic_thread_fence(memory_order_seq_cst);
+        parked = atomic_load_explicit(&t->gen, memory_order_acquire) ==
+                     tpi_pid_gen(target) &&
+                 over(&t->mb, tpi_mailbox_count(&t->mb));
+        if (!parked) {
+            for (tpi_actor **pp = &t->waiters; *pp; pp = &(*pp)->ext->wait_next)
+                if (*pp == a) {
+                    *pp = x->wait_next;
+                    break;
+                }
+            atomic_store_explicit(&a->paused, 0, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&rt->wait_lock);
+    }
+    if (!parked)
+        release_token(a);
+}
+
+void tpi_unpause(tp_runtime *rt, tpi_actor *a)
+{
+    pthread_mutex_lock(&rt->wait_lock);
+    if (!atomic_load_explicit(&a->paused, memory_order_relaxed)) {
+        pthread_mutex_unlock(&rt->wait_lock);
+        return;
+    }
+    atomic_store_explicit(&a->paused, 0, memory_order_relaxed);
+    tpi_actor *t = tpi_table_slot(rt->table, a->ext->waiting_on);
+    for (tpi_actor **pp = &t->waiters; *pp; pp = &(*pp)->ext->wait_next)
+        if (*pp == a) {
+            *pp = a->ext->wait_next;
+            break;
+        }
+    pthread_mutex_unlock(&rt->wait_lock);
+    release_token(a);
+}
+
+void tpi_drained(tp_runtime *rt, tpi_actor *a)
+{
+    /* seq_cst: pairs with the fences in tpi_pause and tp_runtime_send: the
+     * count we lowered is visible to them, or their registration to us. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (a->waiters) {
+        pthread_mutex_lock(&rt->wait_lock);
+        tpi_actor *w = a->waiters;
+        a->waiters = NULL;
+        for (tpi_actor *p = w; p; p = p->ext->wait_next)
+            atomic_store_explicit(&p->paused, 0, memory_order_relaxed);
+        pthread_mutex_unlock(&rt->wait_lock);
+        while (w) {
+            tpi_actor *next = w->ext->wait_next;
+            release_token(w);
+            w = next;
+        }
+    }
+    tpi_runtime_wake_foreign(rt);
+}
+
+/* ----------------------------------------------------------------- API */
+
+int tpi_payload_valid(tp_runtime *rt, const void *data, size_t len)
+{
+    if (!data && len)
+        return TP_EINVAL;
+    if (len > rt->cfg.max_payload)
+        return TP_E2BIG;
+    if (len && tpi_payload_check(data, len) != 0)
+        return TP_EINVAL;
+    return 0;
+}
+
+int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data,
+                     size_t len, tpi_msg **out)
+{
+    if (tag < 0)
+        return TP_EINVAL;
+    int rc = tpi_payload_valid(rt, data, len);
+    if (rc)
+        return rc;
+    tpi_msg *m = tpi_msg_new(tag, data, len);
+    if (!m)
+        return TP_ENOMEM;
+    *out = m;
+    return 0;
+}
+
+static int send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
+{
+    tp_runtime *rt = a->sched->rt;
+    m->from = tpi_actor_pid(a);
+    tpi_count(&rt->sent, 1);
+    return tpi_deliver(rt, a, to, m);
+}
+
+int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (to == TP_PID_NONE)
+        return TP_EINVAL;
+    tpi_msg *m;
+    int rc = tpi_msg_for_send(a->sched->rt, tag, data, len, &m);
+    return rc ? rc : send_from(a, to, m);
+}
+
+int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
+{
+    char buf[9];
+    return tp_send(ctx, to, tag, buf, tpi_pack_int(buf, v));
+}
+
+int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    int rc = 0;
+    if (!a)
+        rc = TP_ESTATE;
+    else if (to == TP_PID_NONE || tag < 0)
+        rc = TP_EINVAL;
+    else
+        rc = tpi_payload_valid(a->sched->rt, buf, len);
+    tpi_msg *m = rc ? NULL : tpi_msg_new(tag, NULL, 0);
+    if (!rc && !m)
+        rc = TP_ENOMEM;
+    if (rc) {
+        tpi_free(buf);
+        return rc;
+    }
+    if (len) {
+        m->data = buf;
+        m->len = len;
+        m->flags |= TPI_MSG_OWNED;
+    } else {
+        tpi_free(buf);
+    }
+    return send_from(a, to, m);
+}
+
+int tp_sendf(tp_ctx *ctx, tp_pid to, int32_t tag, const char *fmt, ...)
+{
+    void *buf;
+    size_t len;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = tp_vpackf(&buf, &len, fmt, ap);
+    va_end(ap);
+    return rc ? rc : tp_send_move(ctx, to, tag, buf, len);
+}
+
+static int foreign_send(tp_runtime *rt, tp_pid to, int32_t tag,
+                        const void *data, size_t len, bool block)
+{
+    if (!rt || to == TP_PID_NONE)
+        return TP_EINVAL;
+    tpi_msg *m;
+    int rc = tpi_msg_for_send(rt, tag, data, len, &m);
+    if (rc)
+        return rc;
+    tpi_actor *a = tpi_table_slot(rt->table, to);
+    if (a && over(&a->mb, tpi_mailbox_count(&a->mb) + 1)) {
+        /* Blocking needs a running scheduler to drain the mailbox. */
+        if (!block || atomic_load(&rt->state) != TPI_RT_RUNNING) {
+            tpi_msg_free(m);
+            return TP_EFULL;
+        }
+        pthread_mutex_lock(&rt->fw_lock);
+        /* seq_cst (default): the increment is ordered before our reads of
+         * the count; pairs with the fence in tpi_drained. */
+        atomic_fetch_add(&rt->fw_waiters, 1);
+        while (atomic_load(&a->gen) == tpi_pid_gen(to) &&
+               atomic_load(&rt->state) == TPI_RT_RUNNING &&
+               over(&a->mb, atomic_load(&a->mb.count) + 1))
+            pthread_cond_wait(&rt->fw_cond, &rt->fw_lock);
+        atomic_fetch_sub(&rt->fw_waiters, 1);
+        pthread_mutex_unlock(&rt->fw_lock);
+    }
+    tpi_count(&rt->sent, 1);
+    return tpi_deliver(rt, NULL, to, m);
+}
+
+int tp_runtime_send(tp_runtime *rt, tp_pid to, int32_t tag, const void *data,
+                    size_t len)
+{
+    return foreign_send(rt, to, tag, data, len, true);
+}
+
+int tp_runtime_try_send(tp_runtime *rt, tp_pid to, int32_t tag,
+                        const void *data, size_t len)
+{
+    return foreign_send(rt, to, tag, data, len, false);
+}

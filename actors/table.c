@@ -1,0 +1,135 @@
+/*
+ * The actor table: slots in chunks that are allocated on demand and never
+ * freed while the table lives (type-stable memory), so a pid can always be
+ * checked against its slot's generation without a lock.
+ */
+#include "actors/actor.h"
+#include "runtime/alloc.h"
+
+#include <stdlib.h>
+
+#define CHUNK_BITS 12
+#define CHUNK_SIZE (1u << CHUNK_BITS)
+#define MAX_CHUNKS 4096u /* 16M actors */
+
+struct tpi_table {
+    _Atomic(tpi_actor *) chunks[MAX_CHUNKS];
+    /* The free list and growth are short critical sections taken on spawn
+     * and end; a spinlock keeps the uncontended cost at one exchange. */
+    atomic_flag lock;
+    uint32_t free_head; /* index + 1, 0 = empty */
+    uint32_t used;      /* slots handed out at least once */
+    _Atomic uint32_t nchunks;
+};
+
+static void lock(tpi_table *t)
+{
+    /* acquire: pairs with the release in unlock. */
+    while (atomic_flag_test_and_set_explicit(&t->lock, memory_order_acquire))
+        ;
+}
+
+static void unlock(tpi_table *t)
+{
+    atomic_flag_clear_explicit(&t->lock, memory_order_release);
+}
+
+int tpi_table_new(tpi_table **out)
+{
+    tpi_table *t = tpi_calloc(sizeof *t);
+    if (!t)
+        return TP_ENOMEM;
+    atomic_flag_clear(&t->lock);
+    *out = t;
+    return 0;
+}
+
+void tpi_table_free(tpi_table *t)
+{
+    if (!t)
+        return;
+    for (uint32_t i = 0; i < MAX_CHUNKS; i++)
+        tpi_free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
+    tpi_free(t);
+}
+
+static tpi_actor *slot_at(tpi_table *t, uint32_t index)
+{
+    /* acquire: pairs with the release store that published the chunk. */
+    tpi_actor *c = atomic_load_explicit(&t->chunks[index >> CHUNK_BITS],
+                                        memory_order_acquire);
+    return c ? &c[index & (CHUNK_SIZE - 1)] : NULL;
+}
+
+tpi_actor *tpi_table_take(tpi_table *t)
+{
+    lock(t);
+    if (t->free_head) {
+        tpi_actor *a = slot_at(t, t->free_head - 1);
+        t->free_head = a->free_next;
+        unlock(t);
+        return a;
+    }
+    uint32_t index = t->used;
+    uint32_t ci = index >> CHUNK_BITS;
+    if (ci >= MAX_CHUNKS) {
+        unlock(t);
+        return NULL;
+    }
+    tpi_actor *chunk = atomic_load_explicit(&t->chunks[ci], memory_order_relaxed);
+    if (!chunk) {
+        chunk = tpi_calloc(sizeof(tpi_actor) * CHUNK_SIZE);
+        if (!chunk) {
+            unlock(t);
+            return NULL;
+        }
+        for (uint32_t i = 0; i < CHUNK_SIZE; i++) {
+            tpi_actor *a = &chunk[i];
+            a->index = (ci << CHUNK_BITS) | i;
+            atomic_init(&a->gen, 1);
+            tpi_mailbox_init(&a->mb, TP_MAILBOX_DEFAULT);
+        }
+        /* release: publishes the initialised slots to slot_at readers. */
+        atomic_store_explicit(&t->chunks[ci], chunk, memory_order_release);
+        atomic_store_explicit(&t->nchunks, ci + 1, memory_order_relaxed);
+    }
+    t->used++;
+    unlock(t);
+    return &chunk[index & (CHUNK_SIZE - 1)];
+}
+
+void tpi_table_put(tpi_table *t, tpi_actor *a)
+{
+    lock(t);
+    a->free_next = t->free_head;
+    t->free_head = a->index + 1;
+    unlock(t);
+}
+
+tpi_actor *tpi_table_slot(tpi_table *t, tp_pid pid)
+{
+    if (pid == TP_PID_NONE || (uint32_t)pid == 0)
+        return NULL;
+    uint32_t index = tpi_pid_index(pid);
+    if ((index >> CHUNK_BITS) >= MAX_CHUNKS)
+        return NULL;
+    return slot_at(t, index);
+}
+
+uint64_t tpi_table_slots(tpi_table *t)
+{
+    lock(t);
+    uint64_t n = t->used;
+    unlock(t);
+    return n;
+}
+
+void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg)
+{
+    uint32_t n = atomic_load_explicit(&t->nchunks, memory_order_relaxed);
+    for (uint32_t ci = 0; ci < n; ci++) {
+        tpi_actor *c = atomic_load_explicit(&t->chunks[ci], memory_order_acquire);
+        for (uint32_t i = 0; c && i < CHUNK_SIZE; i++)
+            fn(&c[i], arg);
+    }
+}

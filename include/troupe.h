@@ -1,0 +1,398 @@
+/*
+ * troupe — an Erlang-style actor runtime for C.
+ *
+ * One public header. Every function returns 0 (TP_OK) or a negative TP_E*
+ * code unless its comment says otherwise; tp_strerror() names the code.
+ * Functions that take a tp_ctx may only be called from inside a behavior,
+ * with the ctx that behavior was given, during that call.
+ */
+#ifndef TROUPE_H
+#define TROUPE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TROUPE_BUILDING) && defined(__GNUC__)
+#define TP_API __attribute__((visibility("default")))
+#else
+#define TP_API
+#endif
+
+#define TROUPE_VERSION_MAJOR 0
+#define TROUPE_VERSION_MINOR 1
+#define TROUPE_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------ errors */
+
+/** The error space: X(name, value, text). */
+#define TP_ERRORS(X)                                                          \
+    X(TP_EINVAL, -1, "invalid argument")                                     \
+    X(TP_ENOMEM, -2, "out of memory")                                         \
+    X(TP_ENOPROC, -3, "no such actor")                                        \
+    X(TP_EFULL, -4, "mailbox full")                                           \
+    X(TP_ETIMEDOUT, -5, "timed out")                                          \
+    X(TP_EEXIST, -6, "already exists")                                        \
+    X(TP_ENOENT, -7, "not found")                                             \
+    X(TP_ESTATE, -8, "not allowed in this state")                             \
+    X(TP_ENOREPLY, -9, "request dropped without a reply")                     \
+    X(TP_E2BIG, -10, "argument too large")                                    \
+    X(TP_EPROTO, -11, "malformed message or frame")                           \
+    X(TP_ESYS, -12, "system call failed")
+
+enum {
+    TP_OK = 0,
+#define TP_ERR_ENUM_(name, value, text) name = value,
+    TP_ERRORS(TP_ERR_ENUM_)
+#undef TP_ERR_ENUM_
+};
+
+/** A static string for a TP_E* code (or "success", or "unknown error"). */
+TP_API const char *tp_strerror(int err);
+
+/* ------------------------------------------------------------------- types */
+
+/** An actor id: slot index in the low 32 bits, slot generation in the high
+ * 32. A pid is a value; a pid of an ended actor never reaches a later actor
+ * that reuses its slot. 0 is never a valid pid. */
+typedef uint64_t tp_pid;
+#define TP_PID_NONE ((tp_pid)0)
+
+/** A unique reference (call, oneshot, monitor). Never 0 when valid. */
+typedef uint64_t tp_ref;
+
+/** A timer id, unique within the runtime. Never 0 when valid. */
+typedef uint64_t tp_timer;
+
+typedef struct tp_runtime tp_runtime; /**< the runtime handle */
+typedef struct tp_ctx tp_ctx;         /**< the current actor, inside a behavior */
+typedef struct tp_msg tp_msg;         /**< a received message (read-only) */
+typedef struct tp_reply_handle tp_reply_handle; /**< a taken reply obligation */
+
+/** The sending end of a oneshot channel: a value, copy it freely. At most
+ * one value is ever delivered for it; later sends are dropped and counted. */
+typedef struct tp_oneshot {
+    tp_pid pid; /**< the receiving actor */
+    tp_ref ref; /**< the channel's reference */
+} tp_oneshot;
+
+/** Why an actor ended (or the reason carried by an exit signal). */
+typedef enum tp_exit_kind {
+    TP_EXIT_NORMAL = 0, /**< ended normally; not propagated over links */
+    TP_EXIT_SHUTDOWN,   /**< asked to stop (by a supervisor) */
+    TP_EXIT_KILL,       /**< as a signal: untrappable kill request */
+    TP_EXIT_KILLED,     /**< ended by a kill */
+    TP_EXIT_ERROR,      /**< ended with an error: code + text */
+    TP_EXIT_NOPROC      /**< the actor did not exist (link/monitor of a dead pid) */
+} tp_exit_kind;
+
+typedef struct tp_reason {
+    tp_exit_kind kind;
+    int code;         /**< error code, for TP_EXIT_ERROR */
+    const char *text; /**< optional text, may be NULL */
+} tp_reason;
+
+#define TP_REASON_NORMAL ((tp_reason){TP_EXIT_NORMAL, 0, NULL})
+#define TP_REASON_SHUTDOWN ((tp_reason){TP_EXIT_SHUTDOWN, 0, NULL})
+#define TP_REASON_KILL ((tp_reason){TP_EXIT_KILL, 0, NULL})
+#define TP_REASON_ERROR(code, text) ((tp_reason){TP_EXIT_ERROR, (code), (text)})
+
+/** Longest reason text kept; longer texts are truncated. */
+#define TP_REASON_TEXT_MAX 255
+
+/** System tags (negative). User tags are >= 0. */
+enum {
+    TP_TAG_START = -1,   /**< first message of every actor; empty payload */
+    TP_TAG_EXIT = -2,    /**< exit signal from a link, for a trapping actor */
+    TP_TAG_DOWN = -3,    /**< a monitored actor ended; tp_msg_ref = monitor */
+    TP_TAG_REPLY = -4,   /**< a call reply or oneshot value; see status */
+    TP_TAG_TIMEOUT = -5  /**< the receive timeout expired */
+};
+
+/** What a behavior returns. A negative TP_E* return ends the actor with
+ * reason TP_EXIT_ERROR and that code. */
+enum {
+    TP_HANDLED = 0, /**< the message is consumed */
+    TP_DEFER = 1    /**< keep it; offer it again after the next tp_become */
+};
+
+/** A behavior: called once per message, on one thread at a time, with the
+ * actor's private state. It must not block. The message is valid only
+ * during the call (unless TP_DEFER is returned). */
+typedef int (*tp_behavior)(tp_ctx *ctx, void *state, const tp_msg *msg);
+
+/* ----------------------------------------------------------------- runtime */
+
+#define TP_MAILBOX_DEFAULT 1024
+#define TP_MAILBOX_UNBOUNDED SIZE_MAX
+
+typedef struct tp_config {
+    unsigned threads;        /**< scheduler threads; this release runs 1 */
+    size_t mailbox_capacity; /**< default per-actor capacity (1024) */
+    size_t max_payload;      /**< largest payload accepted by send (64 MiB) */
+    unsigned batch;          /**< messages an actor handles per turn (64) */
+} tp_config;
+
+/** Fill cfg with the defaults. */
+TP_API void tp_config_init(tp_config *cfg);
+
+/** Create a runtime. cfg may be NULL for the defaults. On error *out is
+ * untouched. */
+TP_API int tp_runtime_new(const tp_config *cfg, tp_runtime **out);
+
+/** Free a runtime that is not running. Actors spawned but never run are
+ * ended (their state_free is called) and every queued message is freed. */
+TP_API void tp_runtime_free(tp_runtime *rt);
+
+/** Allocator hook, process-wide; set it before creating any runtime.
+ * NULL functions restore malloc/realloc/free. */
+TP_API void tp_set_allocator(void *(*alloc_fn)(size_t),
+                             void *(*realloc_fn)(void *, size_t),
+                             void (*free_fn)(void *));
+
+/** Options for spawning. Zero-initialise, then set what you need. */
+typedef struct tp_spawn_opts {
+    size_t mailbox_capacity;          /**< 0 = runtime default */
+    unsigned flags;                   /**< TP_SPAWN_* */
+    void (*state_free)(void *state);  /**< called once, when the actor ends */
+} tp_spawn_opts;
+
+#define TP_SPAWN_LINK 1u      /**< link the new actor to the spawner */
+#define TP_SPAWN_TRAP_EXIT 2u /**< the new actor traps exits from its start */
+
+/** Run root as the root actor and block until it and every actor spawned
+ * under it (and any spawned through tp_runtime_spawn) have ended.
+ * Returns the exit status: 0 when the root ended normal or shutdown, 1
+ * otherwise; or a negative TP_E* code if the runtime could not run (then
+ * state is not owned by the runtime). tp_runtime_root_reason() tells why
+ * the root ended. A runtime runs once. */
+TP_API int tp_run(tp_runtime *rt, tp_behavior root, void *state,
+                  const tp_spawn_opts *opts);
+
+/** The root's exit reason after tp_run; text valid until tp_runtime_free. */
+TP_API int tp_runtime_root_reason(tp_runtime *rt, tp_reason *out);
+
+/** Spawn from outside any actor: before tp_run, or from another thread
+ * while it runs. Ownership of state as for tp_spawn. Flags may include
+ * TP_SPAWN_TRAP_EXIT only. */
+TP_API int tp_runtime_spawn(tp_runtime *rt, tp_behavior b, void *state,
+                            const tp_spawn_opts *opts, tp_pid *pid_out);
+
+/** Send from a thread that is not running a behavior. Blocks while the
+ * target's mailbox is at or over capacity. Copies data. Sending to an
+ * ended actor counts a dead letter and returns 0. */
+TP_API int tp_runtime_send(tp_runtime *rt, tp_pid to, int32_t tag,
+                           const void *data, size_t len);
+
+/** As tp_runtime_send, but returns TP_EFULL instead of blocking. */
+TP_API int tp_runtime_try_send(tp_runtime *rt, tp_pid to, int32_t tag,
+                               const void *data, size_t len);
+
+/** The pid registered under name, or TP_PID_NONE. Any thread. */
+TP_API tp_pid tp_whereis(tp_runtime *rt, const char *name);
+
+/** Free memory from the runtime's allocator (tp_packf buffers). */
+TP_API void tp_free(void *p);
+
+/** Runtime counters, safe to read from any thread. */
+typedef struct tp_stats {
+    uint64_t actors_alive;   /**< spawned and not yet ended */
+    uint64_t actors_spawned; /**< ever */
+    uint64_t actors_exited;  /**< ever */
+    uint64_t slots;          /**< actor table slots allocated */
+    uint64_t messages_sent;  /**< user messages enqueued */
+    uint64_t dead_letters;   /**< messages to ended actors */
+    uint64_t late_replies;   /**< replies with no waiting request */
+    uint64_t timers_active;  /**< timers set and not fired/cancelled */
+} tp_stats;
+
+TP_API void tp_runtime_stats(tp_runtime *rt, tp_stats *out);
+
+/* ------------------------------------------------------------------ actors */
+
+/** Spawn an actor running b with state. It receives TP_TAG_START first.
+ * Ownership: on success the actor owns state (opts->state_free is called
+ * once when it ends); on error nothing was spawned and state stays the
+ * caller's. */
+TP_API int tp_spawn(tp_ctx *ctx, tp_behavior b, void *state,
+                    const tp_spawn_opts *opts, tp_pid *pid_out);
+
+TP_API tp_pid tp_self(tp_ctx *ctx);
+TP_API tp_runtime *tp_ctx_runtime(tp_ctx *ctx);
+
+/** End this actor with reason once the current behavior call returns. The
+ * reason text is copied. Later calls in the same turn override earlier. */
+TP_API int tp_exit(tp_ctx *ctx, tp_reason reason);
+
+/** Send an exit signal to another actor (Erlang exit/2). TP_EXIT_KILL
+ * cannot be trapped; TP_EXIT_NORMAL is ignored by non-trapping actors. */
+TP_API int tp_exit_signal(tp_ctx *ctx, tp_pid to, tp_reason reason);
+
+/** tp_exit_signal(ctx, to, TP_REASON_KILL): the target ends as killed. */
+TP_API int tp_kill(tp_ctx *ctx, tp_pid to);
+
+/** Switch behavior for the next messages; every deferred message is
+ * offered again, in its original order, before newer ones. */
+TP_API int tp_become(tp_ctx *ctx, tp_behavior b);
+
+/** Register this actor under name (at most 63 bytes). TP_EEXIST if the name
+ * is taken or this actor already has one. Released when the actor ends. */
+TP_API int tp_register(tp_ctx *ctx, const char *name);
+
+/** Release this actor's name. TP_ENOENT if name is not this actor's. */
+TP_API int tp_unregister(tp_ctx *ctx, const char *name);
+
+/* ---------------------------------------------------------------- messages */
+
+/** Send a copy of data (one msgpack object, or len 0 for no payload) with a
+ * user tag (>= 0) to `to`. The caller keeps data. Sending to an ended actor
+ * is not an error: the message is counted as a dead letter. If the
+ * target's mailbox is now over capacity, this actor is paused after the
+ * current behavior call until the target drains (backpressure). Returns
+ * TP_EINVAL for a bad tag, pid or payload, TP_E2BIG over max_payload. */
+TP_API int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
+                   size_t len);
+
+/** As tp_send, but moves buf (from the runtime's allocator: tp_packf, or
+ * malloc when no allocator hook is set) into the message without copying. Ownership: the
+ * runtime owns buf in every case, success or error. */
+TP_API int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf,
+                        size_t len);
+
+/** Send one msgpack integer. */
+TP_API int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v);
+
+/** Send a payload built from a format (see tp_packf). */
+TP_API int tp_sendf(tp_ctx *ctx, tp_pid to, int32_t tag, const char *fmt, ...);
+
+TP_API int32_t tp_msg_tag(const tp_msg *msg);
+TP_API tp_pid tp_msg_from(const tp_msg *msg);
+/** The reference of a reply, DOWN (monitor ref) or timer message (timer id). */
+TP_API tp_ref tp_msg_ref(const tp_msg *msg);
+/** For TP_TAG_REPLY: 0, or TP_ETIMEDOUT, TP_ENOPROC, TP_ENOREPLY. */
+TP_API int tp_msg_status(const tp_msg *msg);
+/** The payload bytes (NULL and 0 when there is none). */
+TP_API const void *tp_msg_data(const tp_msg *msg, size_t *len);
+/** Read a payload that is one msgpack integer. TP_EPROTO if it is not. */
+TP_API int tp_msg_int(const tp_msg *msg, int64_t *out);
+/** Read a payload by format (see tp_unpackf). */
+TP_API int tp_msg_scanf(const tp_msg *msg, const char *fmt, ...);
+/** The reason of a TP_TAG_EXIT or TP_TAG_DOWN message; text is valid while
+ * the message is. */
+TP_API int tp_msg_reason(const tp_msg *msg, tp_reason *out);
+
+/*
+ * Payload formats. One character per msgpack value:
+ *   n nil          b bool (int)            i int            l int64_t
+ *   u uint64_t     d double                s const char* (NUL-terminated)
+ *   S const char*, size_t (string with length)
+ *   y const void*, size_t (binary)         p tp_pid
+ *   [ ... ] array of the values inside     { ... } map of key/value pairs
+ * Unpacking takes pointers to the same types; s and S give pointers into
+ * the message (const char **, plus size_t * for S; s is not terminated,
+ * so use S unless you know it is followed by the length), y gives
+ * (const void **, size_t *). An array in the format must match the
+ * payload's length exactly.
+ */
+/** Pack a payload into a new buffer (*out, *len) from the runtime's
+ * allocator; free it with tp_free() or hand it to tp_send_move(). */
+TP_API int tp_packf(void **out, size_t *len, const char *fmt, ...);
+TP_API int tp_vpackf(void **out, size_t *len, const char *fmt, va_list ap);
+/** Unpack a payload by format; TP_EPROTO if it does not match. */
+TP_API int tp_unpackf(const void *data, size_t len, const char *fmt, ...);
+TP_API int tp_vunpackf(const void *data, size_t len, const char *fmt,
+                       va_list ap);
+/** 0 if data is exactly one well-formed msgpack object within the depth
+ * and size limits, else TP_EPROTO. Never allocates. */
+TP_API int tp_payload_check(const void *data, size_t len);
+
+/* ---------------------------------------------------------- request/reply */
+
+/** Send a request whose reply (or error) comes back to this actor as a
+ * TP_TAG_REPLY message with tp_msg_ref() == *ref_out. Its status is 0 with
+ * the reply's payload; TP_ETIMEDOUT after timeout_ms (< 0: no timeout);
+ * TP_ENOPROC if the callee is dead or ends before replying; TP_ENOREPLY if
+ * it dropped the request. A reply after the timeout is dropped and counted
+ * as late, never delivered. The caller keeps data. */
+TP_API int tp_call(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
+                   size_t len, int timeout_ms, tp_ref *ref_out);
+
+/** tp_call with an integer payload. */
+TP_API int tp_call_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v,
+                       int timeout_ms, tp_ref *ref_out);
+
+/** True when msg is a request that carries a reply handle. */
+TP_API bool tp_msg_wants_reply(const tp_msg *msg);
+
+/** Reply to a request now (copies data). TP_ENOENT if it has no reply
+ * handle or the reply was already sent or taken. */
+TP_API int tp_reply(tp_ctx *ctx, const tp_msg *request, const void *data,
+                    size_t len);
+TP_API int tp_reply_int(tp_ctx *ctx, const tp_msg *request, int64_t v);
+
+/** Take a request's reply obligation to answer later (from any later turn
+ * of this actor). Returns NULL if there is none. If the actor ends while
+ * holding it, the caller gets TP_ENOPROC. A request handled without a
+ * reply and without taking it answers TP_ENOREPLY. */
+TP_API tp_reply_handle *tp_reply_take(tp_ctx *ctx, const tp_msg *request);
+
+/** Answer a taken reply. Consumes r in every case. */
+TP_API int tp_reply_send(tp_ctx *ctx, tp_reply_handle *r, const void *data,
+                         size_t len);
+
+/** Create a oneshot channel whose value comes to this actor as a
+ * TP_TAG_REPLY message with tp_msg_ref() == tx->ref; with timeout_ms >= 0
+ * it comes as TP_ETIMEDOUT if nothing was sent in time. */
+TP_API int tp_oneshot_new(tp_ctx *ctx, int timeout_ms, tp_oneshot *tx);
+
+/** Send the one value of a oneshot (copies data). From an actor (ctx) or,
+ * with ctx NULL, from any thread of rt. */
+TP_API int tp_oneshot_send(tp_ctx *ctx, tp_runtime *rt, tp_oneshot tx,
+                           const void *data, size_t len);
+
+/* ------------------------------------------------------- links, monitors */
+
+/** Link this actor and pid (bidirectional). Linking a dead pid sends this
+ * actor an exit signal with reason TP_EXIT_NOPROC. */
+TP_API int tp_link(tp_ctx *ctx, tp_pid pid);
+TP_API int tp_unlink(tp_ctx *ctx, tp_pid pid);
+
+/** Trap exits: exit signals (but kill) arrive as TP_TAG_EXIT messages. */
+TP_API int tp_trap_exit(tp_ctx *ctx, bool on);
+
+/** Monitor pid: one TP_TAG_DOWN with the reason when it ends (at once,
+ * with TP_EXIT_NOPROC, if it already has). */
+TP_API int tp_monitor(tp_ctx *ctx, tp_pid pid, tp_ref *ref_out);
+
+/** Remove a monitor; no DOWN for it is delivered after this returns.
+ * TP_ENOENT if ref is not an active monitor of this actor. */
+TP_API int tp_demonitor(tp_ctx *ctx, tp_ref ref);
+
+/* ------------------------------------------------------------------ timers */
+
+/** Deliver a message with tag and a copy of data to this actor after ms.
+ * Timers belong to the actor that sets them and die with it. */
+TP_API int tp_send_after(tp_ctx *ctx, unsigned ms, int32_t tag,
+                         const void *data, size_t len, tp_timer *id_out);
+
+/** As tp_send_after, but every ms until cancelled. ms must be > 0. */
+TP_API int tp_send_interval(tp_ctx *ctx, unsigned ms, int32_t tag,
+                            const void *data, size_t len, tp_timer *id_out);
+
+/** Cancel a timer of this actor; once this returns, it delivers nothing
+ * more. TP_ENOENT if it already fired (one-shot) or is unknown. */
+TP_API int tp_timer_cancel(tp_ctx *ctx, tp_timer id);
+
+/** If no message is handled for ms, deliver one TP_TAG_TIMEOUT. Re-armed
+ * after each handled message; disarmed when it fires; ms < 0 disables. */
+TP_API int tp_receive_timeout(tp_ctx *ctx, int ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TROUPE_H */

@@ -1,0 +1,50 @@
+#include "runtime/alloc.h"
+
+#include "troupe.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Set once before any runtime exists (documented), so plain globals. */
+static void *(*alloc_fn)(size_t) = malloc;
+static void *(*realloc_fn)(void *, size_t) = realloc;
+static void (*free_fn)(void *) = free;
+
+void tp_set_allocator(void *(*a)(size_t), void *(*r)(void *, size_t),
+                      void (*f)(void *))
+{
+    alloc_fn = a ? a : malloc;
+    realloc_fn = r ? r : realloc;
+    free_fn = f ? f : free;
+}
+
+void *tpi_alloc(size_t n) { return alloc_fn(n); }
+
+void *tpi_calloc(size_t n)
+{
+    void *p = alloc_fn(n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+void *tpi_realloc(void *p, size_t n) { return realloc_fn(p, n); }
+
+void tpi_free(void *p)
+{
+    if (p)
+        free_fn(p);
+}
+
+void tp_free(void *p) { tpi_free(p); }
+
+char *tpi_strndup(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    char *d = alloc_fn(n + 1);
+    if (d) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}

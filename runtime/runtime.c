@@ -1,0 +1,145 @@
+/* The runtime handle: configuration, run, accounting, statistics. */
+#include "actors/actor.h"
+#include "runtime/alloc.h"
+#include "runtime/runtime.h"
+
+#include <string.h>
+
+void tp_config_init(tp_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->threads = 1;
+    cfg->mailbox_capacity = TP_MAILBOX_DEFAULT;
+    cfg->max_payload = 64u << 20;
+    cfg->batch = 64;
+}
+
+int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
+{
+    tp_config c;
+    tp_config_init(&c);
+    if (cfg)
+        c = *cfg;
+    if (!out || c.mailbox_capacity == 0 || c.batch == 0 || c.max_payload == 0 ||
+        c.max_payload > UINT32_MAX)
+        return TP_EINVAL;
+    tp_runtime *rt = tpi_calloc(sizeof *rt);
+    if (!rt)
+        return TP_ENOMEM;
+    rt->cfg = c;
+    atomic_init(&rt->next_ref, 1);
+    pthread_mutex_init(&rt->wait_lock, NULL);
+    pthread_mutex_init(&rt->fw_lock, NULL);
+    pthread_cond_init(&rt->fw_cond, NULL);
+    int rc = tpi_table_new(&rt->table);
+    if (!rc)
+        rc = tpi_names_new(&rt->names);
+    if (!rc)
+        rc = tpi_sched_init(&rt->sched, rt);
+    if (rc) {
+        tp_runtime_free(rt);
+        return rc;
+    }
+    *out = rt;
+    return 0;
+}
+
+void tp_runtime_free(tp_runtime *rt)
+{
+    if (!rt || atomic_load(&rt->state) == TPI_RT_RUNNING)
+        return;
+    if (rt->table)
+        tpi_table_each(rt->table, tpi_actor_teardown, rt);
+    tpi_sched_fini(&rt->sched);
+    tpi_names_free(rt->names);
+    tpi_table_free(rt->table);
+    pthread_cond_destroy(&rt->fw_cond);
+    pthread_mutex_destroy(&rt->fw_lock);
+    pthread_mutex_destroy(&rt->wait_lock);
+    tpi_free(rt);
+}
+
+int tp_run(tp_runtime *rt, tp_behavior root, void *state,
+           const tp_spawn_opts *opts)
+{
+    if (!rt || !root)
+        return TP_EINVAL;
+    int expect = TPI_RT_NEW;
+    if (!atomic_compare_exchange_strong(&rt->state, &expect, TPI_RT_RUNNING))
+        return TP_ESTATE;
+    int rc = tpi_spawn(rt, NULL, root, state, opts, &rt->root);
+    if (rc == 0)
+        rc = tpi_sched_run(&rt->sched);
+    atomic_store(&rt->state, TPI_RT_DONE);
+    tpi_runtime_wake_foreign(rt);
+    if (rc)
+        return rc;
+    tp_exit_kind k = rt->root_reason.kind;
+    return k == TP_EXIT_NORMAL || k == TP_EXIT_SHUTDOWN ? 0 : 1;
+}
+
+int tp_runtime_root_reason(tp_runtime *rt, tp_reason *out)
+{
+    if (!rt || !out)
+        return TP_EINVAL;
+    if (atomic_load(&rt->state) != TPI_RT_DONE || rt->root == TP_PID_NONE)
+        return TP_ESTATE;
+    *out = rt->root_reason;
+    return 0;
+}
+
+int tp_runtime_spawn(tp_runtime *rt, tp_behavior b, void *state,
+                     const tp_spawn_opts *opts, tp_pid *pid_out)
+{
+    if (!rt)
+        return TP_EINVAL;
+    if (atomic_load(&rt->state) == TPI_RT_DONE)
+        return TP_ESTATE;
+    return tpi_spawn(rt, NULL, b, state, opts, pid_out);
+}
+
+void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r)
+{
+    tpi_count(&rt->exited, 1);
+    if (tpi_actor_pid(a) == rt->root) {
+        rt->root_reason = r;
+        if (r.text) {
+            strncpy(rt->root_text, r.text, TP_REASON_TEXT_MAX);
+            rt->root_reason.text = rt->root_text;
+        }
+    }
+}
+
+void tpi_runtime_actor_gone(tp_runtime *rt)
+{
+    /* acq_rel: the last one out sees every other actor's end. */
+    if (atomic_fetch_sub_explicit(&rt->live, 1, memory_order_acq_rel) == 1)
+        tpi_sched_stop(&rt->sched);
+}
+
+void tpi_runtime_wake_foreign(tp_runtime *rt)
+{
+    /* Callers fenced (tpi_drained) or changed state with seq_cst. */
+    if (atomic_load_explicit(&rt->fw_waiters, memory_order_relaxed)) {
+        pthread_mutex_lock(&rt->fw_lock);
+        pthread_cond_broadcast(&rt->fw_cond);
+        pthread_mutex_unlock(&rt->fw_lock);
+    }
+}
+
+void tp_runtime_stats(tp_runtime *rt, tp_stats *out)
+{
+    if (!rt || !out)
+        return;
+    memset(out, 0, sizeof *out);
+    out->actors_alive = atomic_load_explicit(&rt->live, memory_order_relaxed);
+    out->actors_spawned = atomic_load_explicit(&rt->spawned, memory_order_relaxed);
+    out->actors_exited = atomic_load_explicit(&rt->exited, memory_order_relaxed);
+    out->slots = tpi_table_slots(rt->table);
+    out->messages_sent = atomic_load_explicit(&rt->sent, memory_order_relaxed);
+    out->dead_letters = atomic_load_explicit(&rt->dead_letters, memory_order_relaxed);
+    out->late_replies = atomic_load_explicit(&rt->late_replies, memory_order_relaxed);
+    out->timers_active = atomic_load_explicit(&rt->timers_active, memory_order_relaxed);
+}

@@ -1,0 +1,130 @@
+/*
+ * The runtime: schedulers (each a libevent loop), timers, run accounting.
+ */
+#ifndef TPI_RUNTIME_H
+#define TPI_RUNTIME_H
+
+#include "actors/actor.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct event_base;
+struct event;
+
+/* ---- runtime/timer.c: a binary heap per scheduler behind one event */
+typedef enum {
+    TPI_TIMER_ONCE,     /* user send_after */
+    TPI_TIMER_INTERVAL, /* user send_interval */
+    TPI_TIMER_CALL,     /* call/oneshot timeout: ref */
+    TPI_TIMER_RECV      /* receive timeout */
+} tpi_timer_kind;
+
+struct tpi_timer {
+    tpi_timer *next_owned; /* owner's list */
+    tpi_actor *owner;
+    uint64_t deadline_ns;
+    uint64_t interval_ns;
+    tp_timer id;
+    tp_ref ref;
+    int32_t tag;
+    uint32_t heap_index; /* UINT32_MAX when not in the heap (fired) */
+    tpi_timer_kind kind;
+    size_t len;
+    char *data;
+};
+
+typedef struct tpi_timer_heap {
+    tpi_timer **v;
+    uint32_t n, cap;
+    struct event *ev;
+    uint64_t armed_ns; /* deadline the event is set for, 0 if none */
+} tpi_timer_heap;
+
+uint64_t tpi_now_ns(void);
+int tpi_timer_start(tpi_actor *a, tpi_timer_kind kind, uint64_t delay_ns,
+                    uint64_t interval_ns, int32_t tag, const void *data,
+                    size_t len, tp_ref ref, tp_timer *id_out);
+/* Cancel a timer of a; true if one was found (and is now gone). */
+bool tpi_timer_cancel(tpi_actor *a, tp_timer id);
+/* A TPI_MSG_TIMER message arrived: true if it is still wanted. */
+bool tpi_timer_claim(tpi_actor *a, tp_timer id);
+void tpi_timers_free_all(tpi_actor *a);
+int tpi_timers_init(tpi_sched *s);
+void tpi_timer_heap_free(tpi_timer_heap *h);
+
+/* ---- runtime/sched.c */
+struct tpi_sched {
+    tp_runtime *rt;
+    struct event_base *base;
+    struct event *run_ev;
+    struct event *wake_ev;
+    int wake_fd;
+    _Atomic int wake_pending;
+    bool run_active;
+    tpi_mpscq inject;       /* actors made ready by other threads */
+    tpi_mpsc_node *rq_head; /* local run queue, plain links */
+    tpi_mpsc_node *rq_tail;
+    tpi_actor *cur;     /* actor in its turn */
+    tpi_msg *cur_msg;   /* message being handled */
+    tp_pid pause_on;    /* a send this turn overfilled this pid */
+    tpi_timer_heap timers;
+    pthread_t thread;
+    void *zone;         /* scratch for payload unpacking */
+};
+
+int tpi_sched_init(tpi_sched *s, tp_runtime *rt);
+void tpi_sched_fini(tpi_sched *s);
+int tpi_sched_run(tpi_sched *s);
+void tpi_sched_stop(tpi_sched *s);
+/* Put a on its scheduler's run queue (any thread). The caller must own
+ * the scheduling duty (it took the mailbox count from 0, or released a
+ * token to a non-zero count). */
+void tpi_sched_ready(tpi_actor *a);
+/* The scheduler running on this thread, or NULL. */
+tpi_sched *tpi_sched_current(void);
+
+/* ---- runtime/runtime.c */
+struct tp_runtime {
+    tp_config cfg;
+    tpi_table *table;
+    tpi_names *names;
+    tpi_sched sched; /* one scheduler in this release */
+    _Atomic uint64_t live;
+    _Atomic uint64_t spawned, exited, sent, dead_letters, late_replies;
+    _Atomic uint64_t timers_active;
+    _Atomic uint64_t next_ref;
+    _Atomic int state; /* TPI_RT_NEW, RUNNING, DONE */
+    tp_pid root;
+    tp_reason root_reason;
+    char root_text[TP_REASON_TEXT_MAX + 1];
+    /* guards paused/waiters/waiting_on of every actor (slow path) */
+    pthread_mutex_t wait_lock;
+    /* foreign blocking senders wait here for a mailbox to drain */
+    pthread_mutex_t fw_lock;
+    pthread_cond_t fw_cond;
+    _Atomic int fw_waiters;
+};
+
+enum { TPI_RT_NEW, TPI_RT_RUNNING, TPI_RT_DONE };
+
+static inline tp_ref tpi_ref_new(tp_runtime *rt)
+{
+    /* relaxed: only uniqueness matters. */
+    return atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed);
+}
+
+static inline void tpi_count(_Atomic uint64_t *c, int64_t d)
+{
+    /* relaxed: statistics, read as estimates. */
+    atomic_fetch_add_explicit(c, (uint64_t)d, memory_order_relaxed);
+}
+
+/* An actor is ending with r: counters and the root's reason. */
+void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r);
+/* An ended actor is fully gone: stops the run when it was the last. */
+void tpi_runtime_actor_gone(tp_runtime *rt);
+/* Wake foreign senders blocked on a full mailbox. */
+void tpi_runtime_wake_foreign(tp_runtime *rt);
+
+#endif

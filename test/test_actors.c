@@ -1,0 +1,651 @@
+/*
+ * Actors: spawn/self/exit reasons, kill, pids that never reach a later actor
+ * in the same slot, registered names, 1,000,000 short-lived actors with a
+ * bounded table, tp_run waiting for the whole tree (tokio::run semantics),
+ * exit status, and bad input that yields a clear TP_E* code and disturbs
+ * nothing else.
+ */
+#include <stdatomic.h>
+
+#include "tp_test.h"
+
+enum { TAG_GO = 1, TAG_CONT, TAG_DATA, TAG_FIN, TAG_READY };
+
+static atomic_long ended; /* state_free calls */
+static void count_end(void *state) { atomic_fetch_add(&ended, 1); }
+
+static int quit_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+/* ------------------------------------------------- spawn, self, reasons */
+
+enum { K_NORMAL, K_SHUTDOWN, K_ERROR, K_RETURN, K_OVERRIDE, K_LONG, K_N };
+
+typedef struct child_rec {
+    int kind;
+    tp_pid self, spawned;
+    tp_ref mon;
+    int downs;
+    tp_reason why;
+    char text[TP_REASON_TEXT_MAX + 2];
+    size_t text_len;
+} child_rec;
+
+static child_rec kids[K_N];
+
+static int reason_child(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    child_rec *c = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        c->self = tp_self(ctx);
+        return TP_HANDLED;
+    }
+    if (tp_msg_tag(msg) != TAG_GO)
+        return TP_HANDLED;
+    char text[400]; /* on the stack: tp_exit must copy it */
+    switch (c->kind) {
+    case K_NORMAL: tp_exit(ctx, TP_REASON_NORMAL); break;
+    case K_SHUTDOWN: tp_exit(ctx, TP_REASON_SHUTDOWN); break;
+    case K_ERROR:
+        strcpy(text, "boom");
+        tp_exit(ctx, TP_REASON_ERROR(42, text));
+        memset(text, 'X', sizeof text);
+        break;
+    case K_RETURN: return TP_ENOENT;
+    case K_OVERRIDE:
+        tp_exit(ctx, TP_REASON_ERROR(1, "first"));
+        tp_exit(ctx, TP_REASON_NORMAL); /* the later call wins */
+        break;
+    case K_LONG:
+        memset(text, 'a', sizeof text - 1);
+        text[sizeof text - 1] = '\0';
+        tp_exit(ctx, TP_REASON_ERROR(7, text));
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static int reasons_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int *downs = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        tp_spawn_opts o = {.state_free = count_end};
+        for (int k = 0; k < K_N; k++) {
+            kids[k].kind = k;
+            EXPECT_EQ(tp_spawn(ctx, reason_child, &kids[k], &o,
+                               &kids[k].spawned), 0);
+            EXPECT_EQ(tp_monitor(ctx, kids[k].spawned, &kids[k].mon), 0);
+            EXPECT_EQ(tp_send(ctx, kids[k].spawned, TAG_GO, NULL, 0), 0);
+        }
+    } else if (tp_msg_tag(msg) == TP_TAG_DOWN) {
+        for (int k = 0; k < K_N; k++) {
+            if (tp_msg_ref(msg) != kids[k].mon)
+                continue;
+            child_rec *c = &kids[k];
+            c->downs++;
+            EXPECT_EQ(tp_msg_from(msg), c->spawned);
+            EXPECT_EQ(tp_msg_reason(msg, &c->why), 0);
+            if (c->why.text) {
+                c->text_len = strlen(c->why.text);
+                snprintf(c->text, sizeof c->text, "%s", c->why.text);
+            }
+        }
+        if (++*downs == K_N)
+            tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+/* Erlang exit(Reason): normal, shutdown, {error, ...}; a behavior's
+ * negative return is an error exit; the last tp_exit of a turn wins; the
+ * reason text is copied and capped at TP_REASON_TEXT_MAX. */
+static void test_spawn_self_and_exit_reasons(void **unused)
+{
+    static int downs;
+    tpt_result r;
+    downs = 0;
+    memset(kids, 0, sizeof kids);
+    atomic_store(&ended, 0);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, reasons_root, &downs, NULL, &r), 0);
+    TPT_CHECK();
+    for (int k = 0; k < K_N; k++) {
+        assert_true(kids[k].spawned != TP_PID_NONE);
+        assert_true(kids[k].self == kids[k].spawned);
+        assert_int_equal(kids[k].downs, 1);
+        for (int j = 0; j < k; j++)
+            assert_true(kids[j].spawned != kids[k].spawned);
+    }
+    assert_int_equal(kids[K_NORMAL].why.kind, TP_EXIT_NORMAL);
+    assert_int_equal(kids[K_SHUTDOWN].why.kind, TP_EXIT_SHUTDOWN);
+    assert_int_equal(kids[K_ERROR].why.kind, TP_EXIT_ERROR);
+    assert_int_equal(kids[K_ERROR].why.code, 42);
+    assert_string_equal(kids[K_ERROR].text, "boom");
+    assert_int_equal(kids[K_RETURN].why.kind, TP_EXIT_ERROR);
+    assert_int_equal(kids[K_RETURN].why.code, TP_ENOENT);
+    assert_int_equal(kids[K_OVERRIDE].why.kind, TP_EXIT_NORMAL);
+    assert_int_equal(kids[K_LONG].why.kind, TP_EXIT_ERROR);
+    assert_int_equal(kids[K_LONG].text_len, TP_REASON_TEXT_MAX);
+    assert_int_equal(atomic_load(&ended), K_N);
+    assert_int_equal(r.stats.actors_alive, 0);
+}
+
+/* ------------------------------------------------------------------ kill */
+
+static int immortal(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    return TP_HANDLED; /* never exits by itself */
+}
+
+static int kill_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    tp_reason *why = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        tp_spawn_opts o = {.state_free = count_end};
+        tp_pid p;
+        EXPECT_EQ(tp_spawn(ctx, immortal, NULL, &o, &p), 0);
+        EXPECT_EQ(tp_monitor(ctx, p, &(tp_ref){0}), 0);
+        EXPECT_EQ(tp_kill(ctx, p), 0);
+    } else if (tp_msg_tag(msg) == TP_TAG_DOWN) {
+        EXPECT_EQ(tp_msg_reason(msg, why), 0);
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+/* Erlang exit(Pid, kill): the target ends with reason killed. */
+static void test_kill(void **unused)
+{
+    static tp_reason why;
+    atomic_store(&ended, 0);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, kill_root, &why, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(why.kind, TP_EXIT_KILLED);
+    assert_int_equal(atomic_load(&ended), 1);
+}
+
+/* ------------------------------------------------------------- stale pid */
+
+#define MAX_HOLDERS 200000
+
+typedef struct stale {
+    tp_pid old, match;
+    tp_pid *holders;
+    int nholders;
+    uint64_t dl_before, dl_after;
+    int send_rc;
+} stale;
+
+static atomic_int wrong_delivery;
+
+static int holder(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == TAG_DATA)
+        atomic_fetch_add(&wrong_delivery, 1);
+    else if (tp_msg_tag(msg) == TAG_FIN)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int exit_on_go(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == TAG_GO)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int stale_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    stale *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        EXPECT_EQ(tp_spawn(ctx, exit_on_go, NULL, NULL, &s->old), 0);
+        EXPECT_EQ(tp_monitor(ctx, s->old, &(tp_ref){0}), 0);
+        EXPECT_EQ(tp_send(ctx, s->old, TAG_GO, NULL, 0), 0);
+        return TP_HANDLED;
+    case TP_TAG_DOWN: /* the old actor has ended: fill slots until reuse */
+    case TAG_CONT:
+        for (int k = 0; k < 1000 && s->nholders < MAX_HOLDERS; k++) {
+            tp_pid p;
+            EXPECT_EQ(tp_spawn(ctx, holder, NULL, NULL, &p), 0);
+            s->holders[s->nholders++] = p;
+            if ((uint32_t)p == (uint32_t)s->old) {
+                s->match = p;
+                break;
+            }
+        }
+        if (!s->match && s->nholders < MAX_HOLDERS) {
+            EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_CONT, NULL, 0), 0);
+            return TP_HANDLED;
+        }
+        break;
+    default:
+        return TP_HANDLED;
+    }
+    tp_stats st;
+    tp_runtime_stats(tp_ctx_runtime(ctx), &st);
+    s->dl_before = st.dead_letters;
+    /* FIFO: if this reached the new actor, it would arrive before FIN */
+    s->send_rc = tp_send_int(ctx, s->old, TAG_DATA, 1);
+    tp_runtime_stats(tp_ctx_runtime(ctx), &st);
+    s->dl_after = st.dead_letters;
+    for (int i = 0; i < s->nholders; i++)
+        EXPECT_EQ(tp_send(ctx, s->holders[i], TAG_FIN, NULL, 0), 0);
+    tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+/* Pids carry a generation: a message to an ended actor is a counted dead
+ * letter, never delivered to the later actor reusing its slot. */
+static void test_stale_pid_never_reaches_new_actor(void **unused)
+{
+    static stale s;
+    tpt_result r;
+    memset(&s, 0, sizeof s);
+    s.holders = calloc(MAX_HOLDERS, sizeof *s.holders);
+    atomic_store(&wrong_delivery, 0);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, stale_root, &s, NULL, &r), 0);
+    free(s.holders);
+    TPT_CHECK();
+    assert_true(s.match != TP_PID_NONE); /* the slot was reused */
+    assert_true(s.match != s.old);
+    assert_int_equal(s.send_rc, 0); /* not an error for the sender */
+    assert_true(s.dl_after == s.dl_before + 1);
+    assert_int_equal(atomic_load(&wrong_delivery), 0);
+    assert_true(r.stats.dead_letters >= 1);
+}
+
+/* -------------------------------------------------------- registered names */
+
+typedef struct names {
+    tp_pid worker;
+    int steps;
+} names;
+
+static int named_child(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    char long_name[80];
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_register(ctx, "root"), TP_EEXIST); /* taken */
+        memset(long_name, 'n', 64);
+        long_name[64] = '\0'; /* 64 bytes: one too many */
+        EXPECT(tp_register(ctx, long_name) < 0);
+        EXPECT(tp_register(ctx, NULL) < 0);
+        EXPECT_EQ(tp_register(ctx, "worker"), 0);
+        EXPECT_EQ(tp_send(ctx, tp_whereis(tp_ctx_runtime(ctx), "root"),
+                          TAG_READY, NULL, 0), 0);
+    } else if (tp_msg_tag(msg) == TAG_GO) {
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int names_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    names *n = state;
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        EXPECT_EQ(tp_register(ctx, "root"), 0);
+        EXPECT_EQ(tp_whereis(rt, "root"), tp_self(ctx));
+        EXPECT_EQ(tp_register(ctx, "other"), TP_EEXIST); /* has a name */
+        EXPECT_EQ(tp_unregister(ctx, "nope"), TP_ENOENT);
+        EXPECT_EQ(tp_whereis(rt, "missing"), TP_PID_NONE);
+        EXPECT_EQ(tp_whereis(rt, NULL), TP_PID_NONE);
+        EXPECT_EQ(tp_spawn(ctx, named_child, NULL, NULL, &n->worker), 0);
+        EXPECT_EQ(tp_monitor(ctx, n->worker, &(tp_ref){0}), 0);
+        n->steps++;
+        break;
+    case TAG_READY:
+        EXPECT_EQ(tp_whereis(rt, "worker"), n->worker);
+        EXPECT_EQ(tp_unregister(ctx, "worker"), TP_ENOENT); /* not ours */
+        EXPECT_EQ(tp_send(ctx, n->worker, TAG_GO, NULL, 0), 0);
+        n->steps++;
+        break;
+    case TP_TAG_DOWN: /* the worker's name was released when it ended */
+        EXPECT_EQ(tp_whereis(rt, "worker"), TP_PID_NONE);
+        EXPECT_EQ(tp_unregister(ctx, "root"), 0);
+        EXPECT_EQ(tp_whereis(rt, "root"), TP_PID_NONE);
+        EXPECT_EQ(tp_register(ctx, "worker"), 0);
+        EXPECT_EQ(tp_whereis(rt, "worker"), tp_self(ctx));
+        n->steps++;
+        tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* Erlang register/whereis/unregister; a name dies with its actor. */
+static void test_registered_names(void **unused)
+{
+    static names n;
+    memset(&n, 0, sizeof n);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, names_root, &n, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(n.steps, 3);
+}
+
+/* ------------------------------------------------------ a million actors */
+
+#define MILLION 1000000
+#define WAVE 1000
+#define SLOT_BOUND (64 * 1024)
+
+typedef struct spawner {
+    long spawned;
+    uint64_t peak_slots, peak_alive;
+} spawner;
+
+static int exit_at_start(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int spawner_b(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    spawner *s = state;
+    tp_spawn_opts o = {.state_free = count_end};
+    tp_stats st;
+    for (int k = 0; k < WAVE && s->spawned < MILLION; k++, s->spawned++)
+        EXPECT_EQ(tp_spawn(ctx, exit_at_start, &ended, &o, NULL), 0);
+    tp_runtime_stats(tp_ctx_runtime(ctx), &st);
+    if (st.slots > s->peak_slots)
+        s->peak_slots = st.slots;
+    if (st.actors_alive > s->peak_alive)
+        s->peak_alive = st.actors_alive;
+    if (s->spawned < MILLION)
+        EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_CONT, NULL, 0), 0);
+    else
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+/* Lightweight processes: 1,000,000 actors spawned in waves of 1000 and
+ * ended. The table reuses slots (stays bounded), nothing stays alive, and
+ * every state_free ran (ASan builds check that nothing leaks). */
+static void test_million_actors(void **unused)
+{
+    static spawner s;
+    tpt_result r;
+    memset(&s, 0, sizeof s);
+    atomic_store(&ended, 0);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, spawner_b, &s, NULL, &r), 0);
+    TPT_CHECK();
+    print_message("1M actors: %.0f ms, peak slots %llu, peak alive %llu, "
+                  "final slots %llu\n", r.elapsed_ms,
+                  (unsigned long long)s.peak_slots,
+                  (unsigned long long)s.peak_alive,
+                  (unsigned long long)r.stats.slots);
+    assert_int_equal(atomic_load(&ended), MILLION);
+    assert_int_equal(r.stats.actors_alive, 0);
+    assert_int_equal(r.stats.actors_spawned, MILLION + 1);
+    assert_int_equal(r.stats.actors_exited, MILLION + 1);
+    assert_true(s.peak_slots <= SLOT_BOUND);
+    assert_true(r.stats.slots <= SLOT_BOUND);
+}
+
+/* --------------------------------------------------------- run waits */
+
+#define TREE_DEPTH 4 /* 1 + 3 + 9 + 27 + 81 = 121 nodes */
+#define TREE_NODES 121
+
+static atomic_int tree_spawned;
+
+static void node_free(void *state)
+{
+    free(state);
+    atomic_fetch_add(&ended, 1);
+}
+
+static int tree_node(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int *n = state; /* n[0] depth, n[1] index among its level */
+    if (tp_msg_tag(msg) == TAG_GO) {
+        if (n[1] % 3 == 1)
+            return TP_EPROTO; /* an error exit */
+        tp_exit(ctx, TP_REASON_NORMAL);
+        return TP_HANDLED;
+    }
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    if (n[0] < TREE_DEPTH) {
+        tp_spawn_opts o = {.state_free = node_free};
+        for (int i = 0; i < 3; i++) {
+            int *c = malloc(2 * sizeof *c);
+            c[0] = n[0] + 1;
+            c[1] = n[1] * 3 + i;
+            EXPECT_EQ(tp_spawn(ctx, tree_node, c, &o, NULL), 0);
+            atomic_fetch_add(&tree_spawned, 1);
+        }
+        tp_exit(ctx, TP_REASON_NORMAL); /* parents end before children */
+        return TP_HANDLED;
+    }
+    switch (n[1] % 3) { /* leaves: timer then normal, timer then error, */
+    case 0:            /* or an error at once */
+    case 1:
+        EXPECT_EQ(tp_send_after(ctx, 10u + 10u * (unsigned)(n[1] % 6), TAG_GO,
+                                NULL, 0, NULL), 0);
+        return TP_HANDLED;
+    default:
+        tp_exit(ctx, TP_REASON_ERROR(3, "leaf failed"));
+        return TP_HANDLED;
+    }
+}
+
+/* tokio::run blocks until every spawned task, at any depth, terminated:
+ * a tree whose parents end first and whose leaves end later by timers or
+ * errors; tp_run returns only after the last one (timers up to 60 ms). */
+static void test_run_waits_for_whole_tree(void **unused)
+{
+    tpt_result r;
+    int *root = malloc(2 * sizeof *root);
+    root[0] = root[1] = 0;
+    atomic_store(&ended, 0);
+    atomic_store(&tree_spawned, 0);
+    tpt_reset();
+    tp_spawn_opts o = {.state_free = node_free};
+    assert_int_equal(tpt_run(NULL, tree_node, root, &o, &r), 0);
+    TPT_CHECK();
+    assert_int_equal(atomic_load(&tree_spawned), TREE_NODES - 1);
+    assert_int_equal(atomic_load(&ended), TREE_NODES);
+    assert_true(r.elapsed_ms >= 60.0);
+    assert_int_equal(r.stats.actors_alive, 0);
+    assert_int_equal(r.stats.actors_exited, TREE_NODES);
+}
+
+/* A run whose root ends at once (nothing spawned) returns at once. */
+static void test_run_returns_at_once(void **unused)
+{
+    tpt_result r;
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, quit_root, NULL, NULL, &r), 0);
+    assert_true(r.elapsed_ms < 1000.0);
+    assert_int_equal(r.stats.actors_spawned, 1);
+    assert_int_equal(r.stats.actors_alive, 0);
+}
+
+/* -------------------------------------------------------- exit status */
+
+static int ending_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    switch ((int)(intptr_t)state) {
+    case 0: tp_exit(ctx, TP_REASON_NORMAL); break;
+    case 1: tp_exit(ctx, TP_REASON_SHUTDOWN); break;
+    case 2: tp_exit(ctx, TP_REASON_ERROR(5, "bad root")); break;
+    case 3: return TP_ENOMEM;
+    case 4: tp_kill(ctx, tp_self(ctx)); break;
+    }
+    return TP_HANDLED;
+}
+
+/* Like a process exit code: 0 for normal/shutdown, 1 otherwise; the root's
+ * reason is kept. A runtime runs once. */
+static void test_run_status_and_root_reason(void **unused)
+{
+    static const struct {
+        int status;
+        tp_exit_kind kind;
+        int code;
+    } want[] = {{0, TP_EXIT_NORMAL, 0}, {0, TP_EXIT_SHUTDOWN, 0},
+                {1, TP_EXIT_ERROR, 5}, {1, TP_EXIT_ERROR, TP_ENOMEM},
+                {1, TP_EXIT_KILLED, 0}};
+    for (int i = 0; i < 5; i++) {
+        tpt_result r;
+        tpt_reset();
+        assert_int_equal(tpt_run(NULL, ending_root, (void *)(intptr_t)i, NULL,
+                                 &r), want[i].status);
+        assert_int_equal(r.reason.kind, want[i].kind);
+        if (want[i].kind == TP_EXIT_ERROR)
+            assert_int_equal(r.reason.code, want[i].code);
+        if (i == 2)
+            assert_string_equal(r.reason_text, "bad root");
+    }
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    assert_int_equal(tp_run(rt, quit_root, NULL, NULL), 0);
+    atomic_store(&ended, 0);
+    tp_spawn_opts o = {.state_free = count_end};
+    assert_true(tp_run(rt, quit_root, &ended, &o) < 0); /* runs once */
+    assert_int_equal(atomic_load(&ended), 0); /* state not taken */
+    tp_runtime_free(rt);
+}
+
+/* --------------------------------------------------------------- bad input */
+
+typedef struct bad {
+    int next;      /* the receiver's next expected value */
+    int extra;     /* anything it did not expect */
+    int unissued_rc;
+} bad;
+
+static int good_receiver(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    bad *b = state;
+    int64_t v;
+    if (tp_msg_tag(msg) == TP_TAG_START)
+        return TP_HANDLED;
+    if (tp_msg_tag(msg) != TAG_DATA || tp_msg_int(msg, &v) != 0 ||
+        v != b->next) {
+        b->extra++;
+        return TP_HANDLED;
+    }
+    if (++b->next == 6)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int bad_input_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    bad *b = state;
+    tp_pid p;
+    static char big[2000];
+    void *buf;
+    size_t len;
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    b->next = 1;
+    EXPECT_EQ(tp_spawn(ctx, good_receiver, b, NULL, &p), 0);
+    EXPECT_EQ(tp_send_int(ctx, p, TAG_DATA, 1), 0);
+    EXPECT_EQ(tp_send(ctx, p, TAG_DATA, "\xc1", 1), TP_EINVAL);
+    EXPECT_EQ(tp_send(ctx, p, TAG_DATA, "\x92\x01", 2), TP_EINVAL);
+    EXPECT_EQ(tp_send_int(ctx, p, TAG_DATA, 2), 0);
+    EXPECT_EQ(tp_send(ctx, p, TAG_DATA, "\x01\x02", 2), TP_EINVAL);
+    EXPECT_EQ(tp_send(ctx, p, TAG_DATA, "\xdd\xff\x00\x00\x00", 5), TP_EINVAL);
+    EXPECT_EQ(tp_send(ctx, p, TAG_DATA, NULL, 5), TP_EINVAL);
+    EXPECT_EQ(tp_send_int(ctx, p, TAG_DATA, 3), 0);
+    EXPECT_EQ(tp_send_int(ctx, p, -1, 0), TP_EINVAL);
+    EXPECT_EQ(tp_send_int(ctx, p, TP_TAG_REPLY, 0), TP_EINVAL);
+    EXPECT_EQ(tp_send_int(ctx, TP_PID_NONE, TAG_DATA, 0), TP_EINVAL);
+    EXPECT_EQ(tp_packf(&buf, &len, "y", big, sizeof big), 0);
+    EXPECT_EQ(tp_send(ctx, p, TAG_DATA, buf, len), TP_E2BIG); /* > 1024 */
+    EXPECT_EQ(tp_send_move(ctx, p, TAG_DATA, buf, len), TP_E2BIG); /* freed */
+    EXPECT_EQ(tp_send_int(ctx, p, TAG_DATA, 4), 0);
+    /* a pid never issued: slot far beyond the table */
+    b->unissued_rc = tp_send_int(ctx, ((tp_pid)77 << 32) | 0x7ffffff0u,
+                                 TAG_DATA, 0);
+    EXPECT(tp_spawn(ctx, NULL, NULL, NULL, NULL) == TP_EINVAL);
+    EXPECT(tp_sendf(ctx, p, TAG_DATA, "[i", 1) < 0);
+    EXPECT(tp_monitor(ctx, TP_PID_NONE, &(tp_ref){0}) == TP_EINVAL);
+    EXPECT(tp_link(ctx, TP_PID_NONE) == TP_EINVAL);
+    EXPECT_EQ(tp_send_int(ctx, p, TAG_DATA, 5), 0);
+    tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+/* Bad pids, tags, payloads (not exactly one well-formed msgpack object) and
+ * sizes give a clear TP_E* code at the call; the good messages sent around
+ * them still arrive, in order, and nothing else does. */
+static void test_bad_input_in_actor(void **unused)
+{
+    static bad b;
+    tpt_result r;
+    tp_config cfg;
+    memset(&b, 0, sizeof b);
+    tp_config_init(&cfg);
+    assert_int_equal(cfg.mailbox_capacity, TP_MAILBOX_DEFAULT);
+    cfg.max_payload = 1024;
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, bad_input_root, &b, NULL, &r), 0);
+    TPT_CHECK();
+    assert_int_equal(b.next, 6);
+    assert_int_equal(b.extra, 0);
+    assert_true(b.unissued_rc == 0 || b.unissued_rc == TP_EINVAL);
+    assert_int_equal(r.stats.dead_letters, b.unissued_rc == 0 ? 1 : 0);
+}
+
+/* The runtime handle refuses NULL and invalid arguments and stays usable. */
+static void test_bad_input_runtime(void **unused)
+{
+    tp_runtime *rt = NULL;
+    tp_pid p;
+    assert_int_equal(tp_runtime_new(NULL, NULL), TP_EINVAL);
+    assert_int_equal(tp_run(NULL, quit_root, NULL, NULL), TP_EINVAL);
+    assert_int_equal(tp_runtime_spawn(NULL, quit_root, NULL, NULL, &p),
+                     TP_EINVAL);
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    assert_int_equal(tp_runtime_spawn(rt, NULL, NULL, NULL, &p), TP_EINVAL);
+    tp_spawn_opts link = {.flags = TP_SPAWN_LINK}; /* no spawner to link */
+    assert_int_equal(tp_runtime_spawn(rt, quit_root, NULL, &link, &p),
+                     TP_EINVAL);
+    assert_int_equal(tp_runtime_send(rt, TP_PID_NONE, 1, NULL, 0), TP_EINVAL);
+    assert_int_equal(tp_runtime_try_send(rt, TP_PID_NONE, 1, NULL, 0),
+                     TP_EINVAL);
+    assert_int_equal(tp_runtime_spawn(rt, immortal, NULL, NULL, &p), 0);
+    assert_int_equal(tp_runtime_send(rt, p, -7, NULL, 0), TP_EINVAL);
+    assert_int_equal(tp_runtime_send(rt, p, 1, "\xc1", 1), TP_EINVAL);
+    assert_int_equal(tp_runtime_try_send(rt, p, 1, "\x92\x01", 2), TP_EINVAL);
+    assert_int_equal(tp_runtime_send(rt, p, 1, NULL, 3), TP_EINVAL);
+    assert_int_equal(tp_run(rt, NULL, NULL, NULL), TP_EINVAL);
+    assert_int_equal(tp_whereis(rt, NULL), TP_PID_NONE);
+    /* an actor spawned but never run is ended by tp_runtime_free */
+    atomic_store(&ended, 0);
+    tp_spawn_opts o = {.state_free = count_end};
+    assert_int_equal(tp_runtime_spawn(rt, immortal, &ended, &o, &p), 0);
+    tp_runtime_free(rt);
+    assert_int_equal(atomic_load(&ended), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spawn_self_and_exit_reasons),
+        cmocka_unit_test(test_kill),
+        cmocka_unit_test(test_stale_pid_never_reaches_new_actor),
+        cmocka_unit_test(test_registered_names),
+        cmocka_unit_test(test_million_actors),
+        cmocka_unit_test(test_run_waits_for_whole_tree),
+        cmocka_unit_test(test_run_returns_at_once),
+        cmocka_unit_test(test_run_status_and_root_reason),
+        cmocka_unit_test(test_bad_input_in_actor),
+        cmocka_unit_test(test_bad_input_runtime),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

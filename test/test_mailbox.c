@@ -1,0 +1,538 @@
+/*
+ * Mailboxes: per-sender FIFO (Erlang's only ordering promise), bounded
+ * capacity with backpressure instead of dropping or unbounded growth (the
+ * Tokio chapter's bounded mpsc), no deadlock between two flooding actors,
+ * selective receive (defer + become), share-nothing sends, and sends from
+ * threads outside the runtime (blocking send, try-send reporting "full").
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "tp_test.h"
+
+enum { TAG_SEQ = 1, TAG_CONT, TAG_PEER, TAG_DATA, TAG_SWITCH };
+
+static void free_state(void *s) { free(s); }
+
+/* A sender of sequenced messages: BATCH per turn, then a self-message to
+ * continue, since backpressure can pause an actor only between turns. */
+typedef struct seq_sender {
+    tp_pid to;
+    int idx, seq, total, batch;
+    int32_t tag;
+    int blob; /* pad each message with this many bytes */
+} seq_sender;
+
+static int seq_sender_b(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    seq_sender *s = state;
+    static const char pad[256];
+    for (int k = 0; k < s->batch && s->seq < s->total; k++, s->seq++) {
+        int rc = s->blob ? tp_sendf(ctx, s->to, s->tag, "[iy]", s->seq, pad,
+                                    (size_t)s->blob)
+                         : tp_sendf(ctx, s->to, s->tag, "[ii]", s->idx, s->seq);
+        EXPECT_EQ(rc, 0);
+    }
+    if (s->seq < s->total)
+        EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_CONT, NULL, 0), 0);
+    else
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static tp_pid spawn_sender(tp_ctx *ctx, seq_sender init)
+{
+    seq_sender *s = malloc(sizeof *s);
+    tp_spawn_opts o = {.state_free = free_state};
+    tp_pid p = TP_PID_NONE;
+    *s = init;
+    EXPECT_EQ(tp_spawn(ctx, seq_sender_b, s, &o, &p), 0);
+    return p;
+}
+
+/* ------------------------------------------------------ per-sender FIFO */
+
+#define SENDERS 4
+#define PER_SENDER 100000
+
+typedef struct fifo_recv {
+    int next[SENDERS];
+    long total;
+    int downs;
+    long out_of_order;
+} fifo_recv;
+
+static int fifo_receiver(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    fifo_recv *r = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        for (int i = 0; i < SENDERS; i++) {
+            tp_pid p = spawn_sender(ctx, (seq_sender){.to = tp_self(ctx),
+                .idx = i, .total = PER_SENDER, .batch = 100, .tag = TAG_SEQ});
+            EXPECT_EQ(tp_monitor(ctx, p, &(tp_ref){0}), 0);
+        }
+        break;
+    case TAG_SEQ: {
+        int idx = -1, seq = -1;
+        EXPECT_EQ(tp_msg_scanf(msg, "[ii]", &idx, &seq), 0);
+        EXPECT(idx >= 0 && idx < SENDERS);
+        if (idx < 0 || idx >= SENDERS)
+            break;
+        if (seq != r->next[idx])
+            r->out_of_order++;
+        r->next[idx] = seq + 1;
+        r->total++;
+        break;
+    }
+    case TP_TAG_DOWN: /* a sender's DOWN comes after all its messages */
+        if (++r->downs == SENDERS)
+            tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* Erlang: messages from one sender to one receiver arrive in send order.
+ * 4 x 100,000: strictly increasing per sender, no gap, no duplicate. */
+static void test_fifo_per_sender(void **unused)
+{
+    static fifo_recv r;
+    tpt_result res;
+    memset(&r, 0, sizeof r);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, fifo_receiver, &r, NULL, &res), 0);
+    TPT_CHECK();
+    assert_int_equal(r.out_of_order, 0);
+    for (int i = 0; i < SENDERS; i++)
+        assert_int_equal(r.next[i], PER_SENDER);
+    assert_int_equal(r.total, (long)SENDERS * PER_SENDER);
+    assert_int_equal(res.stats.dead_letters, 0);
+    assert_int_equal(res.stats.actors_alive, 0);
+}
+
+/* --------------------------------------------------------- backpressure */
+
+#define FLOOD 1000000
+#define FLOOD_BLOB 90 /* ~100-byte payloads */
+#define RSS_CAP_KB (64 * 1024)
+
+typedef struct flood_recv {
+    long count;
+    long long sum;
+    long next;
+    long out_of_order;
+    long max_rss_kb;
+} flood_recv;
+
+static int flood_consumer(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    flood_recv *r = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_pid p = spawn_sender(ctx, (seq_sender){.to = tp_self(ctx),
+            .total = FLOOD, .batch = 1000, .tag = TAG_DATA,
+            .blob = FLOOD_BLOB});
+        EXPECT_EQ(tp_monitor(ctx, p, &(tp_ref){0}), 0);
+        break;
+    }
+    case TAG_DATA: {
+        int seq = -1;
+        const void *blob;
+        size_t blen = 0;
+        EXPECT_EQ(tp_msg_scanf(msg, "[iy]", &seq, &blob, &blen), 0);
+        EXPECT_EQ(blen, FLOOD_BLOB);
+        if (seq != r->next)
+            r->out_of_order++;
+        r->next = seq + 1;
+        r->count++;
+        r->sum += seq;
+        if ((r->count & 4095) == 0) {
+            long kb = tpt_proc_kb("VmRSS");
+            if (kb > r->max_rss_kb)
+                r->max_rss_kb = kb;
+        }
+        break;
+    }
+    case TP_TAG_DOWN:
+        tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* Bounded mpsc (Tokio's channel(1024)) / backpressure: a producer flooding
+ * a consumer of capacity 1024 with 1,000,000 ~100-byte messages is paused,
+ * not buffered without bound and not dropped. Unbounded queueing would need
+ * over 100 MB; we allow 64 MB of growth. */
+static void test_backpressure_flood(void **unused)
+{
+    static flood_recv r;
+    tpt_result res;
+    memset(&r, 0, sizeof r);
+    tpt_reset();
+    int hwm_ok = tpt_reset_hwm();
+    long base_kb = tpt_proc_kb("VmRSS");
+    tp_spawn_opts o = {.mailbox_capacity = 1024};
+    assert_int_equal(tpt_run(NULL, flood_consumer, &r, &o, &res), 0);
+    TPT_CHECK();
+    assert_int_equal(r.count, FLOOD);
+    assert_true(r.sum == (long long)FLOOD * (FLOOD - 1) / 2);
+    assert_int_equal(r.out_of_order, 0);
+    long hwm_kb = hwm_ok ? tpt_proc_kb("VmHWM") : r.max_rss_kb;
+    if (hwm_kb < r.max_rss_kb)
+        hwm_kb = r.max_rss_kb;
+    print_message("flood: RSS base %ld kB, peak %ld kB (%s)\n", base_kb,
+                  hwm_kb, hwm_ok ? "VmHWM" : "sampled VmRSS");
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan's quarantine keeps freed blocks resident: no meaningful cap. */
+    (void)base_kb;
+#else
+    assert_true(hwm_kb - base_kb < RSS_CAP_KB);
+#endif
+}
+
+typedef struct flooder {
+    tp_pid peer;
+    int sent, recvd, total;
+} flooder;
+
+static void flooder_send(tp_ctx *ctx, flooder *f)
+{
+    for (int k = 0; k < 100 && f->sent < f->total; k++, f->sent++)
+        EXPECT_EQ(tp_send_int(ctx, f->peer, TAG_DATA, f->sent), 0);
+    if (f->sent < f->total)
+        EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_CONT, NULL, 0), 0);
+}
+
+static int flooder_b(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    flooder *f = state;
+    int64_t v;
+    switch (tp_msg_tag(msg)) {
+    case TAG_PEER:
+        EXPECT_EQ(tp_msg_scanf(msg, "p", &f->peer), 0);
+        flooder_send(ctx, f);
+        break;
+    case TAG_CONT:
+        flooder_send(ctx, f);
+        break;
+    case TAG_DATA:
+        EXPECT_EQ(tp_msg_int(msg, &v), 0);
+        EXPECT_EQ(v, f->recvd);
+        f->recvd++;
+        break;
+    }
+    if (f->total && f->sent == f->total && f->recvd == f->total)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static flooder flooders[2];
+
+static int flood_pair_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int *downs = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        tp_pid p[2];
+        tp_spawn_opts o = {.mailbox_capacity = 64};
+        for (int i = 0; i < 2; i++) {
+            EXPECT_EQ(tp_spawn(ctx, flooder_b, &flooders[i], &o, &p[i]), 0);
+            EXPECT_EQ(tp_monitor(ctx, p[i], &(tp_ref){0}), 0);
+        }
+        EXPECT_EQ(tp_sendf(ctx, p[0], TAG_PEER, "p", p[1]), 0);
+        EXPECT_EQ(tp_sendf(ctx, p[1], TAG_PEER, "p", p[0]), 0);
+    } else if (tp_msg_tag(msg) == TP_TAG_DOWN && ++*downs == 2) {
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+/* An actor cycle must not deadlock: two actors with small mailboxes send
+ * each other 100,000 messages while handling the other's; both finish. */
+static void test_mutual_flood_no_deadlock(void **unused)
+{
+    static int downs;
+    downs = 0;
+    memset(flooders, 0, sizeof flooders);
+    flooders[0].total = flooders[1].total = 100000;
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, flood_pair_root, &downs, NULL, NULL), 0);
+    TPT_CHECK();
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(flooders[i].sent, 100000);
+        assert_int_equal(flooders[i].recvd, 100000);
+    }
+}
+
+/* ---------------------------------------------------- selective receive */
+
+typedef struct picky {
+    int first[16], nfirst;  /* handled by the first behavior */
+    int second[16], nsecond; /* handled after become */
+} picky;
+
+static int picky_second(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    picky *p = state;
+    int64_t v;
+    if (tp_msg_tag(msg) == TAG_DATA && tp_msg_int(msg, &v) == 0) {
+        if (p->nsecond < 16)
+            p->second[p->nsecond++] = (int)v;
+        if (v == 12)
+            tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+/* Handles even numbers, defers odd ones until told to switch. */
+static int picky_first(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    picky *p = state;
+    int64_t v;
+    if (tp_msg_tag(msg) == TAG_SWITCH) {
+        EXPECT_EQ(tp_become(ctx, picky_second), 0);
+        return TP_HANDLED;
+    }
+    if (tp_msg_tag(msg) != TAG_DATA || tp_msg_int(msg, &v) != 0)
+        return TP_HANDLED;
+    if (v % 2)
+        return TP_DEFER;
+    if (p->nfirst < 16)
+        p->first[p->nfirst++] = (int)v;
+    return TP_HANDLED;
+}
+
+static int picky_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    tp_spawn_opts o = {0};
+    tp_pid p;
+    EXPECT_EQ(tp_spawn(ctx, picky_first, state, &o, &p), 0);
+    for (int i = 1; i <= 10; i++)
+        EXPECT_EQ(tp_send_int(ctx, p, TAG_DATA, i), 0);
+    EXPECT_EQ(tp_send(ctx, p, TAG_SWITCH, NULL, 0), 0);
+    EXPECT_EQ(tp_send_int(ctx, p, TAG_DATA, 11), 0);
+    EXPECT_EQ(tp_send_int(ctx, p, TAG_DATA, 12), 0);
+    tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+/* Erlang selective receive: deferred (unmatched) messages stay in the
+ * mailbox in order and are offered again, before newer ones, after the
+ * behavior changes. */
+static void test_defer_and_become(void **unused)
+{
+    static picky p;
+    static const int first[] = {2, 4, 6, 8, 10};
+    static const int second[] = {1, 3, 5, 7, 9, 11, 12};
+    memset(&p, 0, sizeof p);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, picky_root, &p, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(p.nfirst, 5);
+    assert_memory_equal(p.first, first, sizeof first);
+    assert_int_equal(p.nsecond, 7);
+    assert_memory_equal(p.second, second, sizeof second);
+}
+
+/* ------------------------------------------------------- share-nothing */
+
+static int copy_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int *seen = state;
+    int a = 0, b = 0;
+    const char *s;
+    size_t n;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        void *buf, *moved;
+        size_t len, mlen;
+        EXPECT_EQ(tp_packf(&buf, &len, "[ii]", 1, 2), 0);
+        EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_DATA, buf, len), 0);
+        memcpy(buf, "\x92\x09\x09", 3); /* too late to affect the message */
+        free(buf);
+        EXPECT_EQ(tp_packf(&moved, &mlen, "s", "moved"), 0);
+        EXPECT_EQ(tp_send_move(ctx, tp_self(ctx), TAG_SEQ, moved, mlen), 0);
+        /* a malformed moved buffer is refused and still freed (ASan) */
+        void *bad = malloc(2);
+        memcpy(bad, "\x92\x01", 2);
+        EXPECT_EQ(tp_send_move(ctx, tp_self(ctx), TAG_SEQ, bad, 2), TP_EINVAL);
+        break;
+    }
+    case TAG_DATA:
+        EXPECT_EQ(tp_msg_from(msg), tp_self(ctx));
+        EXPECT_EQ(tp_msg_scanf(msg, "[ii]", &a, &b), 0);
+        EXPECT(a == 1 && b == 2);
+        ++*seen;
+        break;
+    case TAG_SEQ:
+        EXPECT_EQ(tp_msg_scanf(msg, "S", &s, &n), 0);
+        EXPECT(n == 5 && memcmp(s, "moved", 5) == 0);
+        ++*seen;
+        tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* Share-nothing: tp_send copies, so the sender may reuse its buffer at
+ * once; tp_send_move hands a buffer over without a copy. */
+static void test_send_copies_and_moves(void **unused)
+{
+    static int seen;
+    seen = 0;
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, copy_root, &seen, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(seen, 2);
+}
+
+/* ------------------------------------------------------ foreign threads */
+
+typedef struct counted_recv {
+    int expected, got, bad_order;
+    int next[2];
+} counted_recv;
+
+static int counted_receiver(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    counted_recv *r = state;
+    int t = 0, seq = -1;
+    if (tp_msg_tag(msg) != TAG_SEQ)
+        return TP_HANDLED;
+    EXPECT_EQ(tp_msg_scanf(msg, "[ii]", &t, &seq), 0);
+    if (t < 0 || t > 1 || seq != r->next[t])
+        r->bad_order++;
+    else
+        r->next[t]++;
+    if (++r->got == r->expected)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int quit_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+/* A foreign thread's try-send reports "full" instead of blocking: the
+ * receiver (capacity 4) does not run before tp_run, so its mailbox fills. */
+static void test_try_send_full(void **unused)
+{
+    static counted_recv r;
+    tp_runtime *rt;
+    tp_pid p;
+    int rc[10];
+    memset(&r, 0, sizeof r);
+    tpt_reset();
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    tp_spawn_opts o = {.mailbox_capacity = 4};
+    assert_int_equal(tp_runtime_spawn(rt, counted_receiver, &r, &o, &p), 0);
+    int ok = 0;
+    for (int i = 0; i < 10; i++) {
+        void *b;
+        size_t n;
+        assert_int_equal(tp_packf(&b, &n, "[ii]", 0, i), 0);
+        rc[i] = tp_runtime_try_send(rt, p, TAG_SEQ, b, n);
+        free(b);
+        if (rc[i] == 0)
+            ok++;
+    }
+    /* the first 3 fit (4 if START is not counted); then full, and stays so */
+    assert_int_equal(rc[0], 0);
+    assert_int_equal(rc[1], 0);
+    assert_int_equal(rc[2], 0);
+    assert_true(ok == 3 || ok == 4);
+    for (int i = ok; i < 10; i++)
+        assert_int_equal(rc[i], TP_EFULL);
+    r.expected = ok;
+    assert_int_equal(tp_run(rt, quit_root, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(r.got, ok);
+    assert_int_equal(r.bad_order, 0);
+    tp_runtime_free(rt);
+}
+
+#define THREAD_MSGS 5000
+
+typedef struct feeder {
+    tp_runtime *rt;
+    tp_pid to;
+    int idx;
+    pthread_t th;
+    int rc;
+} feeder;
+
+static feeder feeders[2];
+
+static void *feeder_main(void *arg)
+{
+    feeder *f = arg;
+    for (int i = 0; i < THREAD_MSGS && f->rc == 0; i++) {
+        char b[16];
+        /* hand-packed [idx, i]: fixarray 2, fixint, uint16 */
+        b[0] = (char)0x92;
+        b[1] = (char)f->idx;
+        b[2] = (char)0xcd;
+        b[3] = (char)(i >> 8);
+        b[4] = (char)(i & 0xff);
+        f->rc = tp_runtime_send(f->rt, f->to, TAG_SEQ, b, 5);
+    }
+    return NULL;
+}
+
+static int feeder_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    tp_spawn_opts o = {.mailbox_capacity = 16};
+    tp_pid p;
+    EXPECT_EQ(tp_spawn(ctx, counted_receiver, state, &o, &p), 0);
+    for (int i = 0; i < 2; i++) {
+        feeders[i] = (feeder){.rt = tp_ctx_runtime(ctx), .to = p, .idx = i};
+        EXPECT_EQ(pthread_create(&feeders[i].th, NULL, feeder_main,
+                                 &feeders[i]), 0);
+    }
+    tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+/* A foreign thread's blocking send waits for room (capacity 16) and
+ * delivers everything, in order per thread. */
+static void test_blocking_send_from_threads(void **unused)
+{
+    static counted_recv r;
+    memset(&r, 0, sizeof r);
+    r.expected = 2 * THREAD_MSGS;
+    tpt_reset();
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    assert_int_equal(tp_run(rt, feeder_root, &r, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(feeders[i].th, NULL);
+        assert_int_equal(feeders[i].rc, 0);
+    }
+    tp_runtime_free(rt);
+    TPT_CHECK();
+    assert_int_equal(r.got, 2 * THREAD_MSGS);
+    assert_int_equal(r.bad_order, 0);
+    assert_int_equal(r.next[0], THREAD_MSGS);
+    assert_int_equal(r.next[1], THREAD_MSGS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backpressure_flood), /* first: clean RSS */
+        cmocka_unit_test(test_fifo_per_sender),
+        cmocka_unit_test(test_mutual_flood_no_deadlock),
+        cmocka_unit_test(test_defer_and_become),
+        cmocka_unit_test(test_send_copies_and_moves),
+        cmocka_unit_test(test_try_send_full),
+        cmocka_unit_test(test_blocking_send_from_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
