@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# troupe developer entry point.
+#   ./dev.sh demo                 build, then run the demo programs
+#   ./dev.sh test [--sanitize S]  build, then run the whole test suite
+#                                 (S: address,undefined or thread)
+# Both install missing Debian packages first (apt-get; sudo when not root).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PKGS=(build-essential cmake pkg-config libevent-dev libmsgpack-dev libcmocka-dev)
+
+deps() {
+  local missing=()
+  for p in "${PKGS[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: installing ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+build() { # build <dir> [cmake args...]
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DTROUPE_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j"$(nproc)"
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  demo)
+    deps
+    build build
+    for ex in hello_tasks oneshot mpsc_stream; do
+      echo "== examples/$ex.c"
+      "build/examples/$ex"
+    done
+    ;;
+  test)
+    san=""
+    if [ "${1:-}" = "--sanitize" ]; then san=${2:?"--sanitize needs address,undefined or thread"}; fi
+    deps
+    if [ -n "$san" ]; then
+      dir="build-${san//,/-}"
+      build "$dir" -DTROUPE_SANITIZE="$san" -DCMAKE_BUILD_TYPE=Debug
+      export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    else
+      dir=build
+      build "$dir"
+    fi
+    ctest --test-dir "$dir" --output-on-failure -j2
+    ;;
+  *)
+    sed -n '2,7p' "$0" >&2
+    exit 2
+    ;;
+esac
