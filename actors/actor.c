@@ -161,9 +161,10 @@ static void release_ext(tpi_actor *a)
     a->ext = NULL;
 }
 
-/* Take every message currently counted out of the mailbox. */
-static size_t drain_mailbox(tp_runtime *rt, tp_pid pid, tpi_actor *a,
-                            size_t n)
+/* Take every message currently counted out of the mailbox of an ending
+ * actor (pid, reason why); rt NULL at teardown just frees them. */
+static size_t drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
+                            tpi_actor *a, size_t n)
 {
     size_t got = 0;
     for (; got < n; got++) {
@@ -171,10 +172,12 @@ static size_t drain_mailbox(tp_runtime *rt, tp_pid pid, tpi_actor *a,
         if (!node)
             break;
         tpi_msg *m = (tpi_msg *)node;
-        if (rt)
-            tpi_dead_letter(rt, pid, m);
-        else
+        if (!rt)
             tpi_msg_free(m);
+        else if (m->to_gen == tpi_pid_gen(pid))
+            tpi_dead_letter_why(rt, pid, m, why);
+        else
+            tpi_dead_letter(rt, tpi_pid_make(a->index, m->to_gen), m);
     }
     return got;
 }
@@ -205,7 +208,7 @@ static void finalize(tpi_actor *a, size_t popped)
     size_t tokens = (a->flags & TPI_ACT_REPLAY_TOKEN) ? 1 : 0;
     size_t queued = atomic_load_explicit(&a->mb.count, memory_order_acquire) -
                     tokens - popped;
-    size_t taken = drain_mailbox(rt, pid, a, queued);
+    size_t taken = drain_mailbox(rt, pid, r, a, queued);
     void (*sf)(void *) = a->state_free;
     void *state = a->state;
     release_ext(a);
@@ -234,7 +237,7 @@ void tpi_actor_teardown(tpi_actor *a, void *unused)
         tpi_pending_free_all(a);
         tpi_timers_free_all(a);
     }
-    drain_mailbox(NULL, 0, a, atomic_load(&a->mb.count));
+    drain_mailbox(NULL, 0, TP_REASON_NORMAL, a, atomic_load(&a->mb.count));
     release_ext(a);
     if (a->behavior && a->state_free)
         a->state_free(a->state);
@@ -323,8 +326,10 @@ static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
             tpi_count(&rt->late_replies, 1);
     } else if (m->tag == TP_TAG_TIMEOUT) {
         give = a->ext && a->ext->rto_timer == m->ref;
-        if (give)
+        if (give) { /* one-shot, like Erlang's after: set it again to re-arm */
             a->ext->rto_timer = 0;
+            a->ext->rto_ms = -1;
+        }
     } else if (m->tag < 0 && m->tag != TP_TAG_START) {
         give = tpi_signal_handle(a, m);
     }

@@ -190,6 +190,9 @@ tpi_actor *tpi_ctx_actor(tp_ctx *ctx);
 int tpi_deliver(tp_runtime *rt, tpi_actor *from_actor, tp_pid to, tpi_msg *m);
 /* Handle a message whose addressee has ended. Consumes m. */
 void tpi_dead_letter(tp_runtime *rt, tp_pid to, tpi_msg *m);
+/* The same, for a message taken out of an ending actor's own mailbox:
+ * links and monitors it asked for learn the real reason, not noproc. */
+void tpi_dead_letter_why(tp_runtime *rt, tp_pid to, tpi_msg *m, tp_reason why);
 /* End of a turn in which a send overfilled target: a holds a pause token
  * already; park it on target, or, if target drained meanwhile, release
  * the token (rescheduling a if messages wait). */

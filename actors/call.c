@@ -86,9 +86,11 @@ void tpi_pending_free_all(tpi_actor *a)
 void tpi_reply_settle(tpi_actor *a, tpi_msg *m)
 {
     if (tp_msg_wants_reply(m)) {
+        /* Ending while handling it is "ended before replying". */
+        int status = (a->flags & TPI_ACT_EXITING) ? TP_ENOPROC : TP_ENOREPLY;
         m->flags |= TPI_MSG_REPLIED;
-        send_reply(rt_of(a), tpi_actor_pid(a), m->reply_to, m->ref,
-                   TP_ENOREPLY, NULL, 0);
+        send_reply(rt_of(a), tpi_actor_pid(a), m->reply_to, m->ref, status,
+                   NULL, 0);
     }
 }
 
@@ -113,7 +115,7 @@ int tp_call(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len,
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a)
         return TP_ESTATE;
-    if (to == TP_PID_NONE || !ref_out)
+    if (to == TP_PID_NONE)
         return TP_EINVAL;
     tpi_msg *m;
     int rc = tpi_msg_for_send(rt_of(a), tag, data, len, &m);
@@ -128,7 +130,8 @@ int tp_call(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len,
     m->ref = ref;
     m->flags |= TPI_MSG_REQUEST;
     tpi_count(&rt_of(a)->sent, 1);
-    *ref_out = ref;
+    if (ref_out)
+        *ref_out = ref;
     return tpi_deliver(rt_of(a), a, to, m);
 }
 

@@ -164,26 +164,37 @@ static int gb_write(void *data, const char *buf, size_t len)
     return 0;
 }
 
-/* Number of values at this nesting level of fmt, up to the closing
- * bracket; *end is set past it. -1 on an unbalanced format. */
-static long count_items(const char *fmt, const char **end)
+/* Values at this nesting level of fmt up to close (']', '}' or '\0');
+ * *end points past it. -1 for an unbalanced format. */
+static long count_items(const char *f, char close, const char **end)
 {
     long n = 0;
-    for (const char *f = fmt; *f; f++) {
-        if (*f == ']' || *f == '}') {
-            *end = f + 1;
+    for (;; f++) {
+        if (*f == close) {
+            *end = close ? f + 1 : f;
             return n;
         }
-        n++;
-        if (*f == '[' || *f == '{') {
+        switch (*f) {
+        case '\0':
+        case ']':
+        case '}':
+            return -1;
+        case ' ':
+        case ',':
+            break;
+        case '[':
+        case '{': {
             const char *e;
-            if (count_items(f + 1, &e) < 0)
+            if (count_items(f + 1, *f == '[' ? ']' : '}', &e) < 0)
                 return -1;
             f = e - 1;
+            n++;
+            break;
+        }
+        default:
+            n++;
         }
     }
-    *end = NULL;
-    return -1;
 }
 
 static int pack_values(msgpack_packer *pk, const char **fmtp, va_list *ap,
@@ -234,9 +245,8 @@ static int pack_values(msgpack_packer *pk, const char **fmtp, va_list *ap,
         case '[':
         case '{': {
             const char *end;
-            long n = count_items(f + 1, &end);
-            if (n < 0 || end[-1] != (*f == '[' ? ']' : '}') ||
-                (*f == '{' && n % 2))
+            long n = count_items(f + 1, *f == '[' ? ']' : '}', &end);
+            if (n < 0 || (*f == '{' && n % 2))
                 return TP_EINVAL;
             rc = *f == '[' ? msgpack_pack_array(pk, (size_t)n)
                            : msgpack_pack_map(pk, (size_t)n / 2);
@@ -267,6 +277,10 @@ static int pack_values(msgpack_packer *pk, const char **fmtp, va_list *ap,
 int tp_vpackf(void **out, size_t *len, const char *fmt, va_list ap)
 {
     if (!out || !len || !fmt)
+        return TP_EINVAL;
+    const char *end;
+    long top = count_items(fmt, '\0', &end); /* a payload is one value */
+    if (top < 0 || top > 1)
         return TP_EINVAL;
     growbuf g = {0};
     msgpack_packer pk;
@@ -451,8 +465,8 @@ static int unpack_values(reader *r, const char **fmtp, va_list *ap, char close)
         case '[':
         case '{': {
             const char *end;
-            long want = count_items(f + 1, &end);
-            if (want < 0 || end[-1] != (*f == '[' ? ']' : '}'))
+            long want = count_items(f + 1, *f == '[' ? ']' : '}', &end);
+            if (want < 0)
                 return TP_EINVAL;
             uint64_t n;
             int rc = *f == '[' ? rd_len(r, 0xf0, 0x90, 0x0f, arr_codes, &n)

@@ -59,15 +59,20 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 
 void tpi_dead_letter(tp_runtime *rt, tp_pid to, tpi_msg *m)
 {
+    tpi_dead_letter_why(rt, to, m, (tp_reason){TP_EXIT_NOPROC, 0, NULL});
+}
+
+void tpi_dead_letter_why(tp_runtime *rt, tp_pid to, tpi_msg *m, tp_reason why)
+{
     tpi_msg *r = NULL;
     switch (m->tag) {
-    case TPI_SIG_LINK: /* linking a dead actor: exit signal noproc */
-        r = tpi_msg_reason_new(TPI_SIG_EXIT, (tp_reason){TP_EXIT_NOPROC, 0, NULL});
+    case TPI_SIG_LINK: /* linking a dead actor: an exit signal back */
+        r = tpi_msg_reason_new(TPI_SIG_EXIT, why);
         if (r)
             r->flags |= TPI_MSG_VIA_LINK;
         break;
     case TPI_SIG_MONITOR:
-        r = tpi_msg_reason_new(TP_TAG_DOWN, (tp_reason){TP_EXIT_NOPROC, 0, NULL});
+        r = tpi_msg_reason_new(TP_TAG_DOWN, why);
         if (r)
             r->ref = m->ref;
         break;

@@ -23,7 +23,7 @@ static int task(tp_ctx *ctx, void *state, const tp_msg *msg)
     if (rc < 0)
         return rc;
     rc = tp_oneshot_send(ctx, tp_ctx_runtime(ctx), *tx, buf, len);
-    free(buf);
+    tp_free(buf);
     if (rc < 0)
         return rc;
     tp_exit(ctx, TP_REASON_NORMAL);

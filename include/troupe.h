@@ -4,7 +4,9 @@
  * One public header. Every function returns 0 (TP_OK) or a negative TP_E*
  * code unless its comment says otherwise; tp_strerror() names the code.
  * Functions that take a tp_ctx may only be called from inside a behavior,
- * with the ctx that behavior was given, during that call.
+ * with the ctx that behavior was given, during that call; elsewhere they
+ * return TP_ESTATE (or TP_PID_NONE / NULL). Out-parameters named *_out may
+ * be NULL when the caller does not need them.
  */
 #ifndef TROUPE_H
 #define TROUPE_H
@@ -123,7 +125,8 @@ enum {
 
 /** A behavior: called once per message, on one thread at a time, with the
  * actor's private state. It must not block. The message is valid only
- * during the call (unless TP_DEFER is returned). */
+ * during the call (unless TP_DEFER is returned). Positive returns other
+ * than TP_DEFER count as TP_HANDLED. */
 typedef int (*tp_behavior)(tp_ctx *ctx, void *state, const tp_msg *msg);
 
 /* ----------------------------------------------------------------- runtime */
@@ -132,7 +135,9 @@ typedef int (*tp_behavior)(tp_ctx *ctx, void *state, const tp_msg *msg);
 #define TP_MAILBOX_UNBOUNDED SIZE_MAX
 
 typedef struct tp_config {
-    unsigned threads;        /**< scheduler threads; this release runs 1 */
+    unsigned threads;        /**< scheduler threads (default 1); this
+                                  release runs one scheduler whatever the
+                                  value */
     size_t mailbox_capacity; /**< default per-actor capacity (1024) */
     size_t max_payload;      /**< largest payload accepted by send (64 MiB) */
     unsigned batch;          /**< messages an actor handles per turn (64) */
@@ -274,7 +279,8 @@ TP_API int32_t tp_msg_tag(const tp_msg *msg);
 TP_API tp_pid tp_msg_from(const tp_msg *msg);
 /** The reference of a reply, DOWN (monitor ref) or timer message (timer id). */
 TP_API tp_ref tp_msg_ref(const tp_msg *msg);
-/** For TP_TAG_REPLY: 0, or TP_ETIMEDOUT, TP_ENOPROC, TP_ENOREPLY. */
+/** For TP_TAG_REPLY: 0, or TP_ETIMEDOUT, TP_ENOPROC, TP_ENOREPLY; 0 for
+ * every other message. */
 TP_API int tp_msg_status(const tp_msg *msg);
 /** The payload bytes (NULL and 0 when there is none). */
 TP_API const void *tp_msg_data(const tp_msg *msg, size_t *len);
@@ -293,11 +299,14 @@ TP_API int tp_msg_reason(const tp_msg *msg, tp_reason *out);
  *   S const char*, size_t (string with length)
  *   y const void*, size_t (binary)         p tp_pid
  *   [ ... ] array of the values inside     { ... } map of key/value pairs
- * Unpacking takes pointers to the same types; s and S give pointers into
- * the message (const char **, plus size_t * for S; s is not terminated,
- * so use S unless you know it is followed by the length), y gives
- * (const void **, size_t *). An array in the format must match the
- * payload's length exactly.
+ * A format describes exactly one value (or nothing: "" is no payload);
+ * spaces and commas are ignored.
+ * Unpacking takes pointers to the same types, b into an int *. S gives
+ * (const char **, size_t *) pointing into the message, not terminated;
+ * s gives only the pointer, so prefer S. y gives (const void **,
+ * size_t *). i is range-checked; d also accepts integers. Arrays and maps
+ * must match the payload's length exactly, and the whole payload must be
+ * consumed, else TP_EPROTO.
  */
 /** Pack a payload into a new buffer (*out, *len) from the runtime's
  * allocator; free it with tp_free() or hand it to tp_send_move(). */
@@ -341,7 +350,9 @@ TP_API int tp_reply_int(tp_ctx *ctx, const tp_msg *request, int64_t v);
  * reply and without taking it answers TP_ENOREPLY. */
 TP_API tp_reply_handle *tp_reply_take(tp_ctx *ctx, const tp_msg *request);
 
-/** Answer a taken reply. Consumes r in every case. */
+/** Answer a taken reply. Consumes r (if the payload is refused the caller
+ * gets TP_ENOREPLY), except on TP_ESTATE or TP_EINVAL for an r that is not
+ * this actor's. */
 TP_API int tp_reply_send(tp_ctx *ctx, tp_reply_handle *r, const void *data,
                          size_t len);
 
@@ -385,7 +396,8 @@ TP_API int tp_send_interval(tp_ctx *ctx, unsigned ms, int32_t tag,
                             const void *data, size_t len, tp_timer *id_out);
 
 /** Cancel a timer of this actor; once this returns, it delivers nothing
- * more. TP_ENOENT if it already fired (one-shot) or is unknown. */
+ * more (a message already queued for it is dropped). TP_ENOENT if it was
+ * already delivered (one-shot) or is unknown. */
 TP_API int tp_timer_cancel(tp_ctx *ctx, tp_timer id);
 
 /** If no message is handled for ms, deliver one TP_TAG_TIMEOUT. Re-armed

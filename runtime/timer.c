@@ -190,7 +190,8 @@ int tpi_timer_start(tpi_actor *a, tpi_timer_kind kind, uint64_t delay_ns,
     t->next_owned = x->timers;
     x->timers = t;
     rearm(h);
-    *id_out = t->id;
+    if (id_out)
+        *id_out = t->id;
     return 0;
 }
 
@@ -314,7 +315,7 @@ static int user_timer(tp_ctx *ctx, tpi_timer_kind kind, unsigned ms,
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a)
         return TP_ESTATE;
-    if (tag < 0 || !id || (kind == TPI_TIMER_INTERVAL && ms == 0))
+    if (tag < 0 || (kind == TPI_TIMER_INTERVAL && ms == 0))
         return TP_EINVAL;
     int rc = tpi_payload_valid(a->sched->rt, data, len);
     if (rc)

@@ -132,7 +132,7 @@ static int slow_hello(tp_ctx *ctx, void *state, const tp_msg *msg)
     int i = (int)(intptr_t)state;
     if (tp_msg_tag(msg) == TP_TAG_START) {
         EXPECT_EQ(tp_send_after(ctx, 10u * (unsigned)(i + 1), TAG_GO, NULL, 0,
-                                NULL), 0);
+                                &(tp_timer){0}), 0);
     } else if (tp_msg_tag(msg) == TAG_GO) {
         atomic_fetch_add(&W.printed[i], 1);
         tp_exit(ctx, TP_REASON_NORMAL);
@@ -179,7 +179,8 @@ static int delayed_tx(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     tp_oneshot *tx = state;
     if (tp_msg_tag(msg) == TP_TAG_START) {
-        EXPECT_EQ(tp_send_after(ctx, 20, TAG_GO, NULL, 0, NULL), 0);
+        tp_timer t;
+        EXPECT_EQ(tp_send_after(ctx, 20, TAG_GO, NULL, 0, &t), 0);
     } else if (tp_msg_tag(msg) == TAG_GO) {
         void *buf;
         size_t len;
@@ -281,7 +282,8 @@ static int consumer(tp_ctx *ctx, void *state, const tp_msg *msg)
         tp_reason why;
         EXPECT_EQ(tp_msg_ref(msg), *mon);
         EXPECT_EQ(tp_msg_reason(msg, &why), 0);
-        EXPECT_EQ(why.kind, TP_EXIT_NORMAL);
+        /* the producer's exact reason is test_signals' concern */
+        EXPECT(why.kind == TP_EXIT_NORMAL || why.kind == TP_EXIT_NOPROC);
         EXPECT_EQ(atomic_load(&W.lines), 10); /* DOWN after the data */
         EXPECT_EQ(atomic_load(&W.producer_ended), 1);
         tp_exit(ctx, TP_REASON_NORMAL);

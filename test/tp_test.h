@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -54,6 +56,27 @@ static inline double tpt_now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* A run that hangs (usually because an EXPECT failed in a behavior and
+ * the actors never ended) is reported with that first failure. */
+#define TPT_RUN_TIMEOUT_S 90
+static void tpt_on_alarm(int sig)
+{
+    static const char head[] = "tp_run did not return; first failure: ";
+    (void)sig;
+    (void)!write(2, head, sizeof head - 1);
+    (void)!write(2, tpt_failure, strlen(tpt_failure));
+    (void)!write(2, "\n", 1);
+    _exit(3);
+}
+
+static inline void tpt_watchdog(int on)
+{
+    signal(SIGALRM, tpt_on_alarm);
+    const char *env = getenv("TPT_TIMEOUT"); /* seconds, for debugging */
+    unsigned secs = env ? (unsigned)atoi(env) : TPT_RUN_TIMEOUT_S;
+    alarm(on ? secs : 0);
+}
+
 /* What a run left behind, collected before tp_runtime_free. */
 typedef struct tpt_result {
     int status;
@@ -76,7 +99,9 @@ static inline int tpt_run(const tp_config *cfg, tp_behavior root, void *state,
     assert_int_equal(tp_runtime_new(cfg, &rt), 0);
     assert_non_null(rt);
     double t0 = tpt_now_ms();
+    tpt_watchdog(1);
     res->status = tp_run(rt, root, state, opts);
+    tpt_watchdog(0);
     res->elapsed_ms = tpt_now_ms() - t0;
     tp_runtime_stats(rt, &res->stats);
     if (tp_runtime_root_reason(rt, &res->reason) == 0 && res->reason.text) {
