@@ -163,15 +163,11 @@ static void release_ext(tpi_actor *a)
 
 /* Take every message currently counted out of the mailbox of an ending
  * actor (pid, reason why); rt NULL at teardown just frees them. */
-static size_t drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
-                            tpi_actor *a, size_t n)
+static void drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
+                          tpi_actor *a, size_t n)
 {
-    size_t got = 0;
-    for (; got < n; got++) {
-        tpi_mpsc_node *node = tpi_mpscq_pop_wait(&a->mb.q);
-        if (!node)
-            break;
-        tpi_msg *m = (tpi_msg *)node;
+    for (size_t i = 0; i < n; i++) {
+        tpi_msg *m = (tpi_msg *)tpi_mpscq_pop_known(&a->mb.q);
         if (!rt)
             tpi_msg_free(m);
         else if (m->to_gen == tpi_pid_gen(pid))
@@ -179,7 +175,6 @@ static size_t drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
         else
             tpi_dead_letter(rt, tpi_pid_make(a->index, m->to_gen), m);
     }
-    return got;
 }
 
 static void finalize(tpi_actor *a, size_t popped)
@@ -208,7 +203,7 @@ static void finalize(tpi_actor *a, size_t popped)
     size_t tokens = (a->flags & TPI_ACT_REPLAY_TOKEN) ? 1 : 0;
     size_t queued = atomic_load_explicit(&a->mb.count, memory_order_acquire) -
                     tokens - popped;
-    size_t taken = drain_mailbox(rt, pid, r, a, queued);
+    drain_mailbox(rt, pid, r, a, queued);
     void (*sf)(void *) = a->state_free;
     void *state = a->state;
     release_ext(a);
@@ -216,7 +211,7 @@ static void finalize(tpi_actor *a, size_t popped)
     a->state = NULL;
     a->state_free = NULL;
     a->flags = 0;
-    size_t left = tpi_mailbox_adjust(&a->mb, (size_t)0 - (popped + taken + tokens));
+    size_t left = tpi_mailbox_adjust(&a->mb, (size_t)0 - (popped + queued + tokens));
     tpi_drained(rt, a);
     /* Senders that raced our generation bump pushed after the drain; the
      * slot stays scheduled and takes them out as dead letters. */
@@ -354,7 +349,7 @@ void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
         if (a->ext && a->ext->replay.head) {
             m = tpi_msglist_pop(&a->ext->replay);
         } else if (popped < avail) {
-            m = (tpi_msg *)tpi_mpscq_pop_wait(&a->mb.q);
+            m = (tpi_msg *)tpi_mpscq_pop_known(&a->mb.q);
             popped++;
         } else {
             break;

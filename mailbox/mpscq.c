@@ -1,6 +1,7 @@
 #include "mailbox/mpscq.h"
 
 #include <sched.h>
+#include <stdbool.h>
 
 void tpi_mpscq_init(tpi_mpscq *q)
 {
@@ -47,21 +48,22 @@ tpi_mpsc_status tpi_mpscq_pop(tpi_mpscq *q, tpi_mpsc_node **out)
     return TPI_MPSC_BUSY;
 }
 
-tpi_mpsc_node *tpi_mpscq_pop_wait(tpi_mpscq *q)
+static tpi_mpsc_node *pop_spin(tpi_mpscq *q, bool empty_is_final)
 {
     tpi_mpsc_node *n;
     for (unsigned spins = 0;; spins++) {
-        switch (tpi_mpscq_pop(q, &n)) {
-        case TPI_MPSC_OK:
+        tpi_mpsc_status st = tpi_mpscq_pop(q, &n);
+        if (st == TPI_MPSC_OK)
             return n;
-        case TPI_MPSC_EMPTY:
+        if (st == TPI_MPSC_EMPTY && empty_is_final)
             return NULL;
-        case TPI_MPSC_BUSY:
-            /* The producer is two instructions from done unless it was
-             * preempted; yield after a short spin. */
-            if (spins > 64)
-                sched_yield();
-            break;
-        }
+        /* The producer is a few instructions from done unless it was
+         * preempted; yield after a short spin. */
+        if (spins > 64)
+            sched_yield();
     }
 }
+
+tpi_mpsc_node *tpi_mpscq_pop_wait(tpi_mpscq *q) { return pop_spin(q, true); }
+
+tpi_mpsc_node *tpi_mpscq_pop_known(tpi_mpscq *q) { return pop_spin(q, false); }

@@ -47,4 +47,8 @@ tpi_mpsc_status tpi_mpscq_pop(tpi_mpscq *q, tpi_mpsc_node **out);
  * only when the queue is empty. */
 tpi_mpsc_node *tpi_mpscq_pop_wait(tpi_mpscq *q);
 
+/* Consumer only: pop a node the caller knows is coming (a producer has
+ * announced it, e.g. in a count, but may not have pushed it yet). */
+tpi_mpsc_node *tpi_mpscq_pop_known(tpi_mpscq *q);
+
 #endif
