@@ -32,6 +32,7 @@ tpi_actor *tpi_ctx_actor(tp_ctx *ctx)
 /* ---------------------------------------------------------------- spawn */
 
 static void release_ext(tpi_actor *a);
+static void close_resources(tpi_actor *a);
 
 int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
               const tp_spawn_opts *opts, tp_pid *pid_out)
@@ -189,6 +190,7 @@ static void finalize(tpi_actor *a, size_t popped)
         x->name = NULL;
     }
     tpi_signal_death(a, r);
+    close_resources(a);
     tpi_replies_fail(a);
     tpi_pending_free_all(a);
     tpi_timers_free_all(a);
@@ -231,12 +233,44 @@ void tpi_actor_teardown(tpi_actor *a, void *unused)
         drop_msgs(NULL, 0, &a->ext->stash);
         tpi_pending_free_all(a);
         tpi_timers_free_all(a);
+        close_resources(a);
     }
     drain_mailbox(NULL, 0, TP_REASON_NORMAL, a, atomic_load(&a->mb.count));
     release_ext(a);
     if (a->behavior && a->state_free)
         a->state_free(a->state);
     a->behavior = NULL;
+}
+
+/* ------------------------------------------------------------ resources */
+
+int tpi_resource_add(tpi_actor *a, tpi_resource *r)
+{
+    tpi_actor_ext *x = tpi_actor_ext_get(a);
+    if (!x)
+        return TP_ENOMEM;
+    r->next = x->resources;
+    x->resources = r;
+    return 0;
+}
+
+void tpi_resource_remove(tpi_actor *a, tpi_resource *r)
+{
+    for (tpi_resource **pp = a->ext ? &a->ext->resources : NULL; pp && *pp;
+         pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            return;
+        }
+}
+
+static void close_resources(tpi_actor *a)
+{
+    while (a->ext && a->ext->resources) {
+        tpi_resource *r = a->ext->resources;
+        a->ext->resources = r->next;
+        r->close(r);
+    }
 }
 
 /* --------------------------------------------------------- selective rx */

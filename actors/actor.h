@@ -77,6 +77,15 @@ struct tp_reply_handle {
     tp_ref ref;
 };
 
+/* Something an actor owns outside the runtime's own bookkeeping (a socket,
+ * say), told when the owner's mailbox drains below capacity and closed
+ * when the owner ends. Owner's thread only. */
+typedef struct tpi_resource {
+    struct tpi_resource *next;
+    void (*drained)(struct tpi_resource *r); /* may be NULL */
+    void (*close)(struct tpi_resource *r);   /* frees r */
+} tpi_resource;
+
 /* A plain FIFO of messages owned by one actor (deferred, replay). */
 typedef struct tpi_msglist {
     tpi_msg *head, *tail;
@@ -92,6 +101,7 @@ typedef struct tpi_actor_ext {
     tpi_pending *pending;  /* awaited oneshots/calls */
     struct tp_reply_handle *replies; /* taken reply obligations */
     tpi_timer *timers;     /* timers owned by this actor */
+    tpi_resource *resources;
     tpi_msglist stash;     /* deferred, in arrival order */
     tpi_msglist replay;    /* deferred being offered again */
     char *name;
@@ -182,6 +192,9 @@ void tpi_actor_teardown(tpi_actor *a, void *rt);
 /* The actor running a behavior on this thread with this ctx, or NULL. */
 tpi_actor *tpi_ctx_actor(tp_ctx *ctx);
 
+int tpi_resource_add(tpi_actor *a, tpi_resource *r); /* TP_ENOMEM */
+void tpi_resource_remove(tpi_actor *a, tpi_resource *r);
+
 /* ---- actors/send.c */
 /* Deliver m to pid. Ownership: m is consumed in every case. Returns 0, or
  * TP_EINVAL for a pid that can never be valid. A dead addressee makes m a
@@ -216,6 +229,9 @@ int tpi_link_spawned(tpi_actor *parent, tpi_actor *child);
 /* Handle a signal tag addressed to a live actor; returns true if the
  * message must then be given to the behavior (EXIT for trappers, DOWN). */
 bool tpi_signal_handle(tpi_actor *a, tpi_msg *m);
+/* Deliver a reason-carrying signal or message (EXIT, DOWN). */
+int tpi_send_reason(tp_runtime *rt, tp_pid from, tp_pid to, int32_t tag,
+                    tp_reason r, tp_ref ref, uint32_t flags);
 /* Announce a's death to links and monitors. */
 void tpi_signal_death(tpi_actor *a, tp_reason r);
 

@@ -151,6 +151,10 @@ void tpi_unpause(tp_runtime *rt, tpi_actor *a)
 
 void tpi_drained(tp_runtime *rt, tpi_actor *a)
 {
+    if (a->ext)
+        for (tpi_resource *r = a->ext->resources; r; r = r->next)
+            if (r->drained)
+                r->drained(r);
     /* seq_cst: pairs with the fences in tpi_pause and tp_runtime_send: the
      * count we lowered is visible to them, or their registration to us. */
     atomic_thread_fence(memory_order_seq_cst);

@@ -79,8 +79,8 @@ static int signal_to(tpi_actor *a, tp_pid to, int32_t tag, tp_ref ref)
     return tpi_deliver(rt_of(a), NULL, to, m);
 }
 
-static int reason_to(tp_runtime *rt, tp_pid from, tp_pid to, int32_t tag,
-                     tp_reason r, tp_ref ref, uint32_t flags)
+int tpi_send_reason(tp_runtime *rt, tp_pid from, tp_pid to, int32_t tag,
+                    tp_reason r, tp_ref ref, uint32_t flags)
 {
     tpi_msg *m = tpi_msg_reason_new(tag, r);
     if (!m)
@@ -100,7 +100,7 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
         /* Out of memory: the link cannot be kept, so tell the linker as if
          * we had ended (it learns the link failed instead of trusting it). */
         if (!x || pids_add(&x->links, m->from) != 0)
-            reason_to(rt_of(a), tpi_actor_pid(a), m->from, TPI_SIG_EXIT,
+            tpi_send_reason(rt_of(a), tpi_actor_pid(a), m->from, TPI_SIG_EXIT,
                       TP_REASON_ERROR(TP_ENOMEM, "link failed"), 0,
                       TPI_MSG_VIA_LINK);
         return false;
@@ -111,7 +111,7 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
     case TPI_SIG_MONITOR:
         x = tpi_actor_ext_get(a);
         if (!x || refs_add(&x->watchers, m->ref, m->from) != 0)
-            reason_to(rt_of(a), tpi_actor_pid(a), m->from, TP_TAG_DOWN,
+            tpi_send_reason(rt_of(a), tpi_actor_pid(a), m->from, TP_TAG_DOWN,
                       TP_REASON_ERROR(TP_ENOMEM, "monitor failed"), m->ref, 0);
         return false;
     case TPI_SIG_DEMONITOR:
@@ -155,9 +155,9 @@ void tpi_signal_death(tpi_actor *a, tp_reason r)
     tp_runtime *rt = rt_of(a);
     tp_pid self = tpi_actor_pid(a);
     for (uint32_t i = 0; i < x->links.n; i++)
-        reason_to(rt, self, x->links.v[i], TPI_SIG_EXIT, r, 0, TPI_MSG_VIA_LINK);
+        tpi_send_reason(rt, self, x->links.v[i], TPI_SIG_EXIT, r, 0, TPI_MSG_VIA_LINK);
     for (uint32_t i = 0; i < x->watchers.n; i++)
-        reason_to(rt, self, x->watchers.v[i].pid, TP_TAG_DOWN, r,
+        tpi_send_reason(rt, self, x->watchers.v[i].pid, TP_TAG_DOWN, r,
                   x->watchers.v[i].ref, 0);
     for (uint32_t i = 0; i < x->monitoring.n; i++)
         signal_to(a, x->monitoring.v[i].pid, TPI_SIG_DEMONITOR,
@@ -265,7 +265,7 @@ int tp_exit_signal(tp_ctx *ctx, tp_pid to, tp_reason reason)
         tpi_actor_set_exit(a, (tp_reason){TP_EXIT_KILLED, 0, NULL});
         return 0;
     }
-    return reason_to(rt_of(a), tpi_actor_pid(a), to, TPI_SIG_EXIT, reason, 0, 0);
+    return tpi_send_reason(rt_of(a), tpi_actor_pid(a), to, TPI_SIG_EXIT, reason, 0, 0);
 }
 
 int tp_kill(tp_ctx *ctx, tp_pid to)
@@ -285,4 +285,12 @@ int tpi_link_spawned(tpi_actor *parent, tpi_actor *child)
     if (pids_add(&px->links, cp) != 0)
         return TP_ENOMEM;
     return 0;
+}
+
+int tp_runtime_exit_signal(tp_runtime *rt, tp_pid to, tp_reason reason)
+{
+    if (!rt || to == TP_PID_NONE || reason.kind < TP_EXIT_NORMAL ||
+        reason.kind > TP_EXIT_NOPROC)
+        return TP_EINVAL;
+    return tpi_send_reason(rt, TP_PID_NONE, to, TPI_SIG_EXIT, reason, 0, 0);
 }

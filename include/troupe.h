@@ -198,6 +198,16 @@ TP_API int tp_runtime_send(tp_runtime *rt, tp_pid to, int32_t tag,
 TP_API int tp_runtime_try_send(tp_runtime *rt, tp_pid to, int32_t tag,
                                const void *data, size_t len);
 
+/** Send an exit signal (as tp_exit_signal) from outside any actor; the
+ * target sees TP_PID_NONE as the sender. Any thread. */
+TP_API int tp_runtime_exit_signal(tp_runtime *rt, tp_pid to, tp_reason reason);
+
+/** Call before tp_run: SIGINT or SIGTERM then sends the root an exit
+ * signal with reason shutdown (an orderly stop of its tree: a supervisor
+ * stops its children in reverse order); a second one kills every actor.
+ * SIGPIPE is ignored from then on. */
+TP_API int tp_runtime_handle_signals(tp_runtime *rt);
+
 /** The pid registered under name, or TP_PID_NONE. Any thread. */
 TP_API tp_pid tp_whereis(tp_runtime *rt, const char *name);
 

@@ -52,6 +52,7 @@ void tp_runtime_free(tp_runtime *rt)
         return;
     if (rt->table)
         tpi_table_each(rt->table, tpi_actor_teardown, rt);
+    tpi_signals_free(rt);
     tpi_sched_fini(&rt->sched);
     tpi_names_free(rt->names);
     tpi_table_free(rt->table);

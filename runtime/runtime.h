@@ -98,6 +98,8 @@ struct tp_runtime {
     tp_pid root;
     tp_reason root_reason;
     char root_text[TP_REASON_TEXT_MAX + 1];
+    struct event *sig_ev[2]; /* SIGINT, SIGTERM when handled */
+    int signals_seen;
     /* guards paused/waiters/waiting_on of every actor (slow path) */
     pthread_mutex_t wait_lock;
     /* foreign blocking senders wait here for a mailbox to drain */
@@ -124,6 +126,9 @@ static inline void tpi_count(_Atomic uint64_t *c, int64_t d)
 void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r);
 /* An ended actor is fully gone: stops the run when it was the last. */
 void tpi_runtime_actor_gone(tp_runtime *rt);
+/* ---- runtime/signals.c */
+void tpi_signals_free(tp_runtime *rt);
+
 /* Wake foreign senders blocked on a full mailbox. */
 void tpi_runtime_wake_foreign(tp_runtime *rt);
 
