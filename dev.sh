@@ -3,6 +3,7 @@
 #   ./dev.sh demo                 build, then run the demo programs
 #   ./dev.sh test [--sanitize S]  build, then run the whole test suite
 #                                 (S: address,undefined or thread)
+#   ./dev.sh build-release        optimized build in build-release/ (benchmarks)
 # Both install missing Debian packages first (apt-get; sudo when not root).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -53,8 +54,13 @@ case "$cmd" in
     fi
     ctest --test-dir "$dir" --output-on-failure -j2
     ;;
+  build-release)
+    deps
+    cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DTROUPE_TESTS=OFF >/dev/null
+    cmake --build build-release -j"$(nproc)" >/dev/null
+    ;;
   *)
-    sed -n '2,7p' "$0" >&2
+    sed -n '2,8p' "$0" >&2
     exit 2
     ;;
 esac

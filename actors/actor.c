@@ -45,12 +45,9 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     if (flags & ~(TP_SPAWN_LINK | TP_SPAWN_TRAP_EXIT) ||
         ((flags & TP_SPAWN_LINK) && !parent))
         return TP_EINVAL;
-    tpi_msg *start = tpi_msg_new(TP_TAG_START, NULL, 0);
-    tpi_actor *a = start ? tpi_table_take(rt->table) : NULL;
-    if (!a) {
-        tpi_msg_free(start);
+    tpi_actor *a = tpi_table_take(rt->table);
+    if (!a)
         return TP_ENOMEM;
-    }
     /* The mailbox (queue and count) is left as the slot's last owner left
      * it: stale messages still in it are dead letters by generation. */
     a->behavior = b;
@@ -59,19 +56,27 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     a->sched = &rt->sched;
     a->ext = NULL;
     a->flags = (flags & TP_SPAWN_TRAP_EXIT) ? TPI_ACT_TRAP : 0;
-    a->mb.capacity = cap;
+    a->parent = parent ? tpi_actor_pid(parent) : TP_PID_NONE;
+    a->mb.capacity = cap >= TPI_MAILBOX_UNBOUNDED ? TPI_MAILBOX_UNBOUNDED
+                                                  : (uint32_t)cap;
     if ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0) {
         release_ext(a);
         a->behavior = NULL;
         tpi_table_put(rt->table, a);
-        tpi_msg_free(start);
         return TP_ENOMEM;
     }
     tp_pid pid = tpi_actor_pid(a);
-    tpi_count(&rt->live, 1);
-    tpi_count(&rt->spawned, 1);
-    start->from = parent ? tpi_actor_pid(parent) : TP_PID_NONE;
-    tpi_deliver(rt, NULL, pid, start);
+    /* relaxed: run's end is decided by the decrement in
+     * tpi_runtime_actor_gone (acq_rel); this increment happens before any
+     * decrement it could race with, on the spawner's own timeline. */
+    atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
+    TPI_STAT(rt, spawned, 1);
+    /* TP_TAG_START is not a queued message but a flag: no allocation per
+     * spawn, and it is always the first thing handled. A slot still queued
+     * to flush its last owner's stale messages is claimed already. */
+    a->flags |= TPI_ACT_START;
+    if (tpi_mailbox_claim(&a->mb))
+        tpi_sched_ready(a);
     if (pid_out)
         *pid_out = pid;
     return 0;
@@ -162,13 +167,13 @@ static void release_ext(tpi_actor *a)
     a->ext = NULL;
 }
 
-/* Take every message currently counted out of the mailbox of an ending
- * actor (pid, reason why); rt NULL at teardown just frees them. */
+/* Take every message out of the mailbox of an ending actor (pid, reason
+ * why); rt NULL at teardown just frees them. */
 static void drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
-                          tpi_actor *a, size_t n)
+                          tpi_actor *a)
 {
-    for (size_t i = 0; i < n; i++) {
-        tpi_msg *m = (tpi_msg *)tpi_mpscq_pop_known(&a->mb.q);
+    tpi_mailbox_take_remote(&a->mb);
+    for (tpi_msg *m; (m = (tpi_msg *)tpi_mailbox_pop(&a->mb));) {
         if (!rt)
             tpi_msg_free(m);
         else if (m->to_gen == tpi_pid_gen(pid))
@@ -178,7 +183,7 @@ static void drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
     }
 }
 
-static void finalize(tpi_actor *a, size_t popped)
+static void finalize(tpi_actor *a)
 {
     tp_runtime *rt = rt_of(a);
     tp_reason r = exit_reason(a);
@@ -202,10 +207,7 @@ static void finalize(tpi_actor *a, size_t popped)
         drop_msgs(rt, pid, &x->replay);
         drop_msgs(rt, pid, &x->stash);
     }
-    size_t tokens = (a->flags & TPI_ACT_REPLAY_TOKEN) ? 1 : 0;
-    size_t queued = atomic_load_explicit(&a->mb.count, memory_order_acquire) -
-                    tokens - popped;
-    drain_mailbox(rt, pid, r, a, queued);
+    drain_mailbox(rt, pid, r, a);
     void (*sf)(void *) = a->state_free;
     void *state = a->state;
     release_ext(a);
@@ -213,11 +215,11 @@ static void finalize(tpi_actor *a, size_t popped)
     a->state = NULL;
     a->state_free = NULL;
     a->flags = 0;
-    size_t left = tpi_mailbox_adjust(&a->mb, (size_t)0 - (popped + queued + tokens));
     tpi_drained(rt, a);
-    /* Senders that raced our generation bump pushed after the drain; the
-     * slot stays scheduled and takes them out as dead letters. */
-    if (left > 0)
+    /* Senders that raced our generation bump pushed after the drain: then
+     * the slot stays queued and takes them out as dead letters. Released
+     * before the slot is free, so a new owner finds the flag settled. */
+    if (tpi_mailbox_release(&a->mb))
         tpi_sched_ready(a);
     tpi_table_put(rt->table, a);
     if (sf)
@@ -235,7 +237,7 @@ void tpi_actor_teardown(tpi_actor *a, void *unused)
         tpi_timers_free_all(a);
         close_resources(a);
     }
-    drain_mailbox(NULL, 0, TP_REASON_NORMAL, a, atomic_load(&a->mb.count));
+    drain_mailbox(NULL, 0, TP_REASON_NORMAL, a);
     release_ext(a);
     if (a->behavior && a->state_free)
         a->state_free(a->state);
@@ -320,6 +322,8 @@ static void handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     s->cur_msg = m;
     int r = a->behavior((tp_ctx *)a, a->state, m);
     s->cur_msg = NULL;
+    if (r == TP_DEFER && (m->flags & TPI_MSG_STATIC))
+        r = TP_HANDLED; /* the start message cannot be kept */
     if (r == TP_DEFER) {
         tpi_actor_ext *x = tpi_actor_ext_get(a);
         if (x) {
@@ -352,7 +356,7 @@ static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     } else if (m->tag == TP_TAG_REPLY) {
         give = tpi_pending_take(a, m->ref);
         if (!give && !(m->flags & TPI_MSG_SYNTH))
-            tpi_count(&rt->late_replies, 1);
+            TPI_STAT(rt, late_replies, 1);
     } else if (m->tag == TP_TAG_TIMEOUT) {
         give = a->ext && a->ext->rto_timer == m->ref;
         if (give) { /* one-shot, like Erlang's after: set it again to re-arm */
@@ -370,53 +374,49 @@ static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 
 void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
 {
-    /* acquire: pairs with the pushers' acq_rel increment; every counted
-     * message is (or is about to be) linked. */
-    size_t count = atomic_load_explicit(&a->mb.count, memory_order_acquire);
-    size_t tokens = (a->flags & TPI_ACT_REPLAY_TOKEN) ? 1 : 0;
-    size_t avail = count - tokens, popped = 0;
+    tpi_mailbox *mb = &a->mb;
+    tpi_mailbox_take_remote(mb);
+    uint32_t popped = 0;
     unsigned budget = s->rt->cfg.batch;
     s->cur = a;
     s->pause_on = TP_PID_NONE;
-    while (budget-- > 0) {
+    if ((a->flags & TPI_ACT_START) && a->behavior) {
+        tpi_msg start = {.tag = TP_TAG_START,
+                         .from = a->parent,
+                         .to_gen = atomic_load_explicit(&a->gen, memory_order_relaxed),
+                         .flags = TPI_MSG_STATIC};
+        a->flags &= ~(uint32_t)TPI_ACT_START;
+        budget--;
+        dispatch(s, a, &start);
+    }
+    while (budget-- > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on) {
         tpi_msg *m;
-        if (a->ext && a->ext->replay.head) {
+        if (a->ext && a->ext->replay.head)
             m = tpi_msglist_pop(&a->ext->replay);
-        } else if (popped < avail) {
-            m = (tpi_msg *)tpi_mpscq_pop_known(&a->mb.q);
+        else if ((m = (tpi_msg *)tpi_mailbox_pop(mb)))
             popped++;
-        } else {
+        else
             break;
-        }
         dispatch(s, a, m);
-        if ((a->flags & TPI_ACT_EXITING) || s->pause_on)
-            break;
     }
     s->cur = NULL;
     if (a->flags & TPI_ACT_EXITING) {
-        finalize(a, popped);
+        finalize(a);
         return;
     }
-    /* One count update per turn: what was taken, the replay token taken
-     * or given back, and a pause token. */
-    size_t delta = (size_t)0 - popped;
-    bool replay = a->ext && a->ext->replay.head;
-    if (replay && !tokens) {
-        delta += 1;
-        a->flags |= TPI_ACT_REPLAY_TOKEN;
-    } else if (!replay && tokens) {
-        delta -= 1;
-        a->flags &= ~(uint32_t)TPI_ACT_REPLAY_TOKEN;
-    }
-    tp_pid pause_on = s->pause_on;
-    if (pause_on)
-        delta += 1;
-    size_t after = tpi_mailbox_adjust(&a->mb, delta);
-    size_t before = after - delta;
-    if (before >= a->mb.capacity && after < a->mb.capacity)
+    /* Senders on other threads push during the turn, so the count may
+     * have reached capacity at any point of it (then someone may be
+     * waiting): at most after + popped. Below that, nobody can wait on us
+     * and we skip the fence tpi_drained needs. */
+    uint64_t after = tpi_mailbox_count(mb);
+    if (after < mb->capacity && after + popped >= mb->capacity)
         tpi_drained(s->rt, a);
-    if (pause_on)
-        tpi_pause(s->rt, a, pause_on);
-    else if (after > 0)
+    if (s->pause_on) {
+        tpi_pause(s->rt, a, s->pause_on); /* keeps the flag while parked */
+        return;
+    }
+    if (mb->lhead || (a->ext && a->ext->replay.head) ||
+        atomic_load_explicit(&mb->rcount, memory_order_relaxed) ||
+        tpi_mailbox_release(mb))
         tpi_sched_ready(a);
 }

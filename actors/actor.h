@@ -32,6 +32,8 @@ enum {
     TPI_MSG_SYNTH = 1u << 3,     /* runtime-made reply (timeout): drop quietly if unmatched */
     TPI_MSG_VIA_LINK = 1u << 4,  /* TPI_SIG_EXIT from a linked actor's death */
     TPI_MSG_OWNED = 1u << 5,     /* data is a separate buffer to free */
+    TPI_MSG_SMALL = 1u << 6,     /* a fixed-size node, recyclable */
+    TPI_MSG_STATIC = 1u << 7,    /* not allocated (the start message) */
 };
 
 struct tp_msg {
@@ -117,7 +119,7 @@ typedef struct tpi_actor_ext {
 enum {
     TPI_ACT_TRAP = 1u << 0,
     TPI_ACT_EXITING = 1u << 1,
-    TPI_ACT_REPLAY_TOKEN = 1u << 2, /* holds a count unit for the replay list */
+    TPI_ACT_START = 1u << 3,        /* TP_TAG_START not yet delivered */
 };
 
 /* An actor lives in a slot of the table. Slots are never freed while the
@@ -132,6 +134,7 @@ typedef struct tpi_actor {
     void (*state_free)(void *);
     tpi_sched *sched;
     tpi_actor_ext *ext;
+    tp_pid parent;        /* the spawner, TP_PID_NONE from outside */
     _Atomic uint32_t gen; /* current generation of the slot */
     uint32_t index;
     uint32_t flags;
@@ -172,6 +175,8 @@ void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg);
  * to leave them for the caller). NULL on out of memory. */
 tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len);
 void tpi_msg_free(tpi_msg *m);
+/* Return this thread's cached message nodes to the allocator. */
+void tpi_msg_cache_flush(void);
 /* A message carrying a reason [kind, code, text] as its payload. */
 tpi_msg *tpi_msg_reason_new(int32_t tag, tp_reason r);
 void tpi_msglist_push(tpi_msglist *l, tpi_msg *m);
@@ -206,9 +211,9 @@ void tpi_dead_letter(tp_runtime *rt, tp_pid to, tpi_msg *m);
 /* The same, for a message taken out of an ending actor's own mailbox:
  * links and monitors it asked for learn the real reason, not noproc. */
 void tpi_dead_letter_why(tp_runtime *rt, tp_pid to, tpi_msg *m, tp_reason why);
-/* End of a turn in which a send overfilled target: a holds a pause token
- * already; park it on target, or, if target drained meanwhile, release
- * the token (rescheduling a if messages wait). */
+/* End of a turn in which a send overfilled target: a (holding its
+ * scheduling flag) is parked on target, or, if target drained meanwhile,
+ * queued again. */
 void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target);
 /* a's mailbox went from >= capacity to below it, or a ended: resume the
  * actors paused on it and wake blocked foreign senders. */
@@ -254,6 +259,8 @@ void tpi_names_release(tpi_names *n, const char *name, tp_pid pid);
 
 /* ---- actors/payload.c */
 int tpi_payload_check(const void *data, size_t len);
+/* Read a payload that is exactly one msgpack int64; TP_EPROTO if not. */
+int tpi_read_int(const void *data, size_t len, int64_t *out);
 /* Pack an int64 into buf (>= 9 bytes); returns the length. */
 size_t tpi_pack_int(char *buf, int64_t v);
 

@@ -129,7 +129,7 @@ int tp_call(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len,
     m->from = m->reply_to = tpi_actor_pid(a);
     m->ref = ref;
     m->flags |= TPI_MSG_REQUEST;
-    tpi_count(&rt_of(a)->sent, 1);
+    TPI_STAT(rt_of(a), sent, 1);
     if (ref_out)
         *ref_out = ref;
     return tpi_deliver(rt_of(a), a, to, m);

@@ -75,6 +75,11 @@ static int header(const uint8_t *p, size_t len, uint64_t *skip, uint64_t *items)
 int tpi_payload_check(const void *data, size_t len)
 {
     const uint8_t *p = data;
+    uint64_t skip, items;
+    if (len == 0 || header(p, len, &skip, &items) != 0)
+        return TP_EPROTO;
+    if (items == 0) /* a scalar: the common case */
+        return skip == len ? 0 : TP_EPROTO;
     uint64_t stack[MAX_DEPTH + 1];
     int depth = 0;
     size_t off = 0;
@@ -86,7 +91,6 @@ int tpi_payload_check(const void *data, size_t len)
         }
         if (off >= len)
             return TP_EPROTO;
-        uint64_t skip, items;
         if (header(p + off, len - off, &skip, &items) != 0)
             return TP_EPROTO;
         off += skip;
@@ -317,13 +321,20 @@ typedef struct reader {
     size_t len, off;
 } reader;
 
-static int rd_int(reader *r, int64_t *i, uint64_t *u, bool *is_unsigned)
+/* Decode an int at p (avail bytes): *used bytes; a value above INT64_MAX
+ * comes as *u with *is_unsigned. TP_EPROTO if not an int or truncated. */
+static int decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
+                      uint64_t *u, bool *is_unsigned)
 {
-    const uint8_t *p = r->p + r->off;
     uint8_t b = p[0];
     *is_unsigned = false;
-    if (b <= 0x7f) { *i = b; r->off += 1; return 0; }
-    if (b >= 0xe0) { *i = (int8_t)b; r->off += 1; return 0; }
+    *used = 1;
+    if (b <= 0x7f || b >= 0xe0) { /* fixints */
+        *i = (int8_t)b;
+        if (b <= 0x7f)
+            *i = b;
+        return 0;
+    }
     int n;
     switch (b) {
     case 0xcc: case 0xd0: n = 1; break;
@@ -332,11 +343,12 @@ static int rd_int(reader *r, int64_t *i, uint64_t *u, bool *is_unsigned)
     case 0xcf: case 0xd3: n = 8; break;
     default: return TP_EPROTO;
     }
+    if (avail < (size_t)n + 1)
+        return TP_EPROTO;
     uint64_t v = be(p + 1, n);
-    r->off += 1 + (size_t)n;
+    *used = 1 + (size_t)n;
     if (b >= 0xd0) {
-        /* sign-extend from n bytes */
-        int shift = 64 - 8 * n;
+        int shift = 64 - 8 * n; /* sign-extend from n bytes */
         *i = (int64_t)(v << shift) >> shift;
     } else if (v > INT64_MAX) {
         *is_unsigned = true;
@@ -345,6 +357,15 @@ static int rd_int(reader *r, int64_t *i, uint64_t *u, bool *is_unsigned)
         *i = (int64_t)v;
     }
     return 0;
+}
+
+static int rd_int(reader *r, int64_t *i, uint64_t *u, bool *is_unsigned)
+{
+    size_t used;
+    int rc = decode_int(r->p + r->off, r->len - r->off, &used, i, u, is_unsigned);
+    if (rc == 0)
+        r->off += used;
+    return rc;
 }
 
 static int rd_len(reader *r, uint8_t fix_mask, uint8_t fix_tag, uint8_t fix_max,
@@ -491,6 +512,17 @@ static int unpack_values(reader *r, const char **fmtp, va_list *ap, char close)
     if (close)
         return TP_EINVAL;
     *fmtp = f;
+    return 0;
+}
+
+int tpi_read_int(const void *data, size_t len, int64_t *out)
+{
+    uint64_t u;
+    size_t used;
+    bool uns;
+    if (len == 0 || decode_int(data, len, &used, out, &u, &uns) != 0 || uns ||
+        used != len)
+        return TP_EPROTO;
     return 0;
 }
 

@@ -3,8 +3,8 @@
  *
  * Backpressure (after Pony): a user send that leaves the target's mailbox
  * over capacity pauses the sender once its behavior returns, unless the
- * sender's own mailbox is over capacity. A paused actor holds a token in
- * its own count, so pushes never schedule it; it resumes when the target
+ * sender's own mailbox is over capacity. A paused actor keeps its mailbox's
+ * scheduling flag, so pushes never queue it; it resumes when the target
  * drains below capacity or ends, or when its own mailbox overflows or an
  * exit signal arrives. A paused actor's mailbox is therefore never over
  * capacity, so a cycle of paused actors (each waiting on an overfull one)
@@ -16,9 +16,9 @@
 
 #include <string.h>
 
-static bool over(tpi_mailbox *mb, size_t count)
+static bool over(tpi_mailbox *mb, uint64_t count)
 {
-    return mb->capacity != TP_MAILBOX_UNBOUNDED && count > mb->capacity;
+    return mb->capacity != TPI_MAILBOX_UNBOUNDED && count > mb->capacity;
 }
 
 int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
@@ -41,10 +41,12 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
         return 0;
     }
     int32_t tag = m->tag;
-    size_t old = tpi_mailbox_push(&a->mb, &m->node);
-    if (old == 0)
+    bool queue_it = tpi_sched_current() == a->sched
+                        ? tpi_mailbox_push_local(&a->mb, &m->node)
+                        : tpi_mailbox_push_remote(&a->mb, &m->node);
+    if (queue_it)
         tpi_sched_ready(a);
-    if (tag >= 0 && over(&a->mb, old + 1)) {
+    if (tag >= 0 && over(&a->mb, tpi_mailbox_count(&a->mb))) {
         if (from && from != a && !over(&from->mb, tpi_mailbox_count(&from->mb)))
             from->sched->pause_on = to;
         /* relaxed: a hint; tpi_unpause re-checks under the wait lock. */
@@ -78,7 +80,7 @@ void tpi_dead_letter_why(tp_runtime *rt, tp_pid to, tpi_msg *m, tp_reason why)
         break;
     default:
         if (m->tag >= 0) {
-            tpi_count(&rt->dead_letters, 1);
+            TPI_STAT(rt, dead_letters, 1);
             if (tp_msg_wants_reply(m))
                 tpi_reply_status(rt, m->reply_to, m->ref, TP_ENOPROC);
         }
@@ -92,12 +94,6 @@ void tpi_dead_letter_why(tp_runtime *rt, tp_pid to, tpi_msg *m, tp_reason why)
 }
 
 /* ---------------------------------------------------------- backpressure */
-
-static void release_token(tpi_actor *a)
-{
-    if (tpi_mailbox_adjust(&a->mb, (size_t)-1) > 0)
-        tpi_sched_ready(a);
-}
 
 void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
 {
@@ -127,8 +123,8 @@ void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
         }
         pthread_mutex_unlock(&rt->wait_lock);
     }
-    if (!parked)
-        release_token(a);
+    if (!parked) /* it still holds its flag: back to the run queue */
+        tpi_sched_ready(a);
 }
 
 void tpi_unpause(tp_runtime *rt, tpi_actor *a)
@@ -146,7 +142,7 @@ void tpi_unpause(tp_runtime *rt, tpi_actor *a)
             break;
         }
     pthread_mutex_unlock(&rt->wait_lock);
-    release_token(a);
+    tpi_sched_ready(a);
 }
 
 void tpi_drained(tp_runtime *rt, tpi_actor *a)
@@ -167,7 +163,7 @@ void tpi_drained(tp_runtime *rt, tpi_actor *a)
         pthread_mutex_unlock(&rt->wait_lock);
         while (w) {
             tpi_actor *next = w->ext->wait_next;
-            release_token(w);
+            tpi_sched_ready(w);
             w = next;
         }
     }
@@ -206,7 +202,7 @@ static int send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
 {
     tp_runtime *rt = a->sched->rt;
     m->from = tpi_actor_pid(a);
-    tpi_count(&rt->sent, 1);
+    TPI_STAT(rt, sent, 1);
     return tpi_deliver(rt, a, to, m);
 }
 
@@ -276,7 +272,7 @@ static int foreign_send(tp_runtime *rt, tp_pid to, int32_t tag,
     if (rc)
         return rc;
     tpi_actor *a = tpi_table_slot(rt->table, to);
-    if (a && over(&a->mb, tpi_mailbox_count(&a->mb) + 1)) {
+    if (a && over(&a->mb, (uint64_t)tpi_mailbox_count(&a->mb) + 1)) {
         /* Blocking needs a running scheduler to drain the mailbox. */
         if (!block || atomic_load(&rt->state) != TPI_RT_RUNNING) {
             tpi_msg_free(m);
@@ -288,12 +284,12 @@ static int foreign_send(tp_runtime *rt, tp_pid to, int32_t tag,
         atomic_fetch_add(&rt->fw_waiters, 1);
         while (atomic_load(&a->gen) == tpi_pid_gen(to) &&
                atomic_load(&rt->state) == TPI_RT_RUNNING &&
-               over(&a->mb, atomic_load(&a->mb.count) + 1))
+               over(&a->mb, (uint64_t)tpi_mailbox_count(&a->mb) + 1))
             pthread_cond_wait(&rt->fw_cond, &rt->fw_lock);
         atomic_fetch_sub(&rt->fw_waiters, 1);
         pthread_mutex_unlock(&rt->fw_lock);
     }
-    tpi_count(&rt->sent, 1);
+    TPI_STAT(rt, sent, 1);
     return tpi_deliver(rt, NULL, to, m);
 }
 

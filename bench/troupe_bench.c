@@ -9,6 +9,7 @@
 #include "troupe.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,25 +147,36 @@ typedef struct sky {
     int level, pending;
 } sky;
 
-static int sky_node(tp_ctx *ctx, void *st, const tp_msg *m);
-
 static void sky_free(void *p) { free(p); }
+
+/* A leaf needs no state of its own: its ordinal rides in the state pointer
+ * and its parent is the sender of its start message (the spawner). */
+static int sky_leaf(tp_ctx *ctx, void *st, const tp_msg *m)
+{
+    tp_send_int(ctx, tp_msg_from(m), T_MSG, (int64_t)(intptr_t)st);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
 
 static int sky_node(tp_ctx *ctx, void *st, const tp_msg *m)
 {
     sky *s = st;
     if (tp_msg_tag(m) == TP_TAG_START) {
-        if (s->level == 6) {
-            if (s->parent)
-                tp_send_int(ctx, s->parent, T_MSG, s->ordinal);
-            return tp_exit(ctx, TP_REASON_NORMAL);
-        }
         tp_spawn_opts o = {.state_free = sky_free};
         for (int i = 0; i < 10; i++) {
-            sky *c = malloc(sizeof *c);
-            *c = (sky){tp_self(ctx), s->ordinal * 10 + i, 0, s->level + 1, 0};
-            if (tp_spawn(ctx, sky_node, c, &o, NULL) != 0)
-                return TP_ENOMEM;
+            int64_t ord = s->ordinal * 10 + i;
+            int rc;
+            if (s->level + 1 == 6) {
+                rc = tp_spawn(ctx, sky_leaf, (void *)(intptr_t)ord, NULL, NULL);
+            } else {
+                sky *c = malloc(sizeof *c);
+                if (!c)
+                    return TP_ENOMEM;
+                *c = (sky){tp_self(ctx), ord, 0, s->level + 1, 0};
+                if ((rc = tp_spawn(ctx, sky_node, c, &o, NULL)) != 0)
+                    free(c);
+            }
+            if (rc != 0)
+                return rc;
         }
         s->pending = 10;
         return TP_HANDLED;

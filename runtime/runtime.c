@@ -60,6 +60,7 @@ void tp_runtime_free(tp_runtime *rt)
     pthread_mutex_destroy(&rt->fw_lock);
     pthread_mutex_destroy(&rt->wait_lock);
     tpi_free(rt);
+    tpi_msg_cache_flush();
 }
 
 int tp_run(tp_runtime *rt, tp_behavior root, void *state,
@@ -74,6 +75,7 @@ int tp_run(tp_runtime *rt, tp_behavior root, void *state,
     if (rc == 0)
         rc = tpi_sched_run(&rt->sched);
     atomic_store(&rt->state, TPI_RT_DONE);
+    tpi_msg_cache_flush();
     tpi_runtime_wake_foreign(rt);
     if (rc)
         return rc;
@@ -103,7 +105,7 @@ int tp_runtime_spawn(tp_runtime *rt, tp_behavior b, void *state,
 
 void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r)
 {
-    tpi_count(&rt->exited, 1);
+    TPI_STAT(rt, exited, 1);
     if (tpi_actor_pid(a) == rt->root) {
         rt->root_reason = r;
         if (r.text) {
@@ -136,11 +138,32 @@ void tp_runtime_stats(tp_runtime *rt, tp_stats *out)
         return;
     memset(out, 0, sizeof *out);
     out->actors_alive = atomic_load_explicit(&rt->live, memory_order_relaxed);
-    out->actors_spawned = atomic_load_explicit(&rt->spawned, memory_order_relaxed);
-    out->actors_exited = atomic_load_explicit(&rt->exited, memory_order_relaxed);
     out->slots = tpi_table_slots(rt->table);
-    out->messages_sent = atomic_load_explicit(&rt->sent, memory_order_relaxed);
-    out->dead_letters = atomic_load_explicit(&rt->dead_letters, memory_order_relaxed);
-    out->late_replies = atomic_load_explicit(&rt->late_replies, memory_order_relaxed);
-    out->timers_active = atomic_load_explicit(&rt->timers_active, memory_order_relaxed);
+    const tpi_stats *all[] = {&rt->stats, &rt->sched.stats};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        /* relaxed: estimates; each counter has one writer or is atomic. */
+#define SUM_(f) atomic_load_explicit(&all[i]->f, memory_order_relaxed)
+        out->actors_spawned += SUM_(spawned);
+        out->actors_exited += SUM_(exited);
+        out->messages_sent += SUM_(sent);
+        out->dead_letters += SUM_(dead_letters);
+        out->late_replies += SUM_(late_replies);
+        out->timers_active += SUM_(timers);
+#undef SUM_
+    }
+}
+
+void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d)
+{
+    tpi_sched *s = tpi_sched_current();
+    if (s && s->rt == rt) {
+        _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)&s->stats + field);
+        /* relaxed load and store: this thread is the only writer. */
+        atomic_store_explicit(
+            c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)d,
+            memory_order_relaxed);
+    } else {
+        _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)&rt->stats + field);
+        atomic_fetch_add_explicit(c, (uint64_t)d, memory_order_relaxed);
+    }
 }

@@ -7,6 +7,7 @@
 #include "actors/actor.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 
 struct event_base;
@@ -53,6 +54,17 @@ void tpi_timers_free_all(tpi_actor *a);
 int tpi_timers_init(tpi_sched *s);
 void tpi_timer_heap_free(tpi_timer_heap *h);
 
+/* Event counters. Each scheduler counts its own (one writer: a relaxed
+ * load and store, no read-modify-write on the hot path); other threads
+ * count into the runtime's with atomic adds. Readers sum them. */
+typedef struct tpi_stats {
+    _Atomic uint64_t sent, spawned, exited, dead_letters, late_replies, timers;
+} tpi_stats;
+
+#define TPI_STAT(rt, field, d)                                                \
+    tpi_stat_add((rt), offsetof(tpi_stats, field), (int64_t)(d))
+void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d);
+
 /* ---- runtime/sched.c */
 struct tpi_sched {
     tp_runtime *rt;
@@ -69,6 +81,7 @@ struct tpi_sched {
     tpi_msg *cur_msg;   /* message being handled */
     tp_pid pause_on;    /* a send this turn overfilled this pid */
     tpi_timer_heap timers;
+    tpi_stats stats;
     pthread_t thread;
     void *zone;         /* scratch for payload unpacking */
 };
@@ -91,8 +104,7 @@ struct tp_runtime {
     tpi_names *names;
     tpi_sched sched; /* one scheduler in this release */
     _Atomic uint64_t live;
-    _Atomic uint64_t spawned, exited, sent, dead_letters, late_replies;
-    _Atomic uint64_t timers_active;
+    tpi_stats stats; /* counted off the scheduler threads */
     _Atomic uint64_t next_ref;
     _Atomic int state; /* TPI_RT_NEW, RUNNING, DONE */
     tp_pid root;
@@ -110,17 +122,18 @@ struct tp_runtime {
 
 enum { TPI_RT_NEW, TPI_RT_RUNNING, TPI_RT_DONE };
 
+/* Issue 6, called by tp_runtime_free: join the blocking pool (running what
+ * is queued) before actors are torn down (runtime/pool.c); free sockets
+ * still lingering after their actor ended, before the loop (runtime/net.c). */
+void tpi_pool_free(tp_runtime *rt);
+void tpi_net_fini(tp_runtime *rt);
+
 static inline tp_ref tpi_ref_new(tp_runtime *rt)
 {
     /* relaxed: only uniqueness matters. */
     return atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed);
 }
 
-static inline void tpi_count(_Atomic uint64_t *c, int64_t d)
-{
-    /* relaxed: statistics, read as estimates. */
-    atomic_fetch_add_explicit(c, (uint64_t)d, memory_order_relaxed);
-}
 
 /* An actor is ending with r: counters and the root's reason. */
 void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r);

@@ -132,7 +132,7 @@ static void timer_free(tp_runtime *rt, tpi_timer *t)
 {
     tpi_free(t->data);
     tpi_free(t);
-    tpi_count(&rt->timers_active, -1);
+    TPI_STAT(rt, timers, -1);
 }
 
 static tpi_timer *unlink_owned(tpi_actor *a, tp_timer id)
@@ -182,7 +182,7 @@ int tpi_timer_start(tpi_actor *a, tpi_timer_kind kind, uint64_t delay_ns,
     t->ref = ref;
     t->id = tpi_ref_new(rt);
     tpi_timer_heap *h = &a->sched->timers;
-    tpi_count(&rt->timers_active, 1);
+    TPI_STAT(rt, timers, 1);
     if (heap_push(h, t) != 0) {
         timer_free(rt, t);
         return TP_ENOMEM;

@@ -449,7 +449,9 @@ static void test_try_send_full(void **unused)
     for (int i = ok; i < 10; i++)
         assert_int_equal(rc[i], TP_EFULL);
     r.expected = ok;
+    tpt_watchdog(1);
     assert_int_equal(tp_run(rt, quit_root, NULL, NULL), 0);
+    tpt_watchdog(0);
     TPT_CHECK();
     assert_int_equal(r.got, ok);
     assert_int_equal(r.bad_order, 0);
@@ -510,11 +512,13 @@ static void test_blocking_send_from_threads(void **unused)
     tpt_reset();
     tp_runtime *rt;
     assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    tpt_watchdog(1);
     assert_int_equal(tp_run(rt, feeder_root, &r, NULL), 0);
     for (int i = 0; i < 2; i++) {
         pthread_join(feeders[i].th, NULL);
         assert_int_equal(feeders[i].rc, 0);
     }
+    tpt_watchdog(0);
     tp_runtime_free(rt);
     TPT_CHECK();
     assert_int_equal(r.got, 2 * THREAD_MSGS);
