@@ -285,8 +285,9 @@ int tp_become(tp_ctx *ctx, tp_behavior b)
     if (!b)
         return TP_EINVAL;
     a->behavior = b;
-    if (a->ext)
-        tpi_msglist_prepend(&a->ext->replay, &a->ext->stash);
+    /* The deferred messages are offered again once this call returns (see
+     * handle), so one deferred by this very call keeps its place. */
+    a->sched->became = true;
     return 0;
 }
 
@@ -320,18 +321,24 @@ int tp_receive_timeout(tp_ctx *ctx, int ms)
 static void handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
     s->cur_msg = m;
+    s->became = false;
     int r = a->behavior((tp_ctx *)a, a->state, m);
     s->cur_msg = NULL;
     if (r == TP_DEFER && (m->flags & TPI_MSG_STATIC))
         r = TP_HANDLED; /* the start message cannot be kept */
-    if (r == TP_DEFER) {
-        tpi_actor_ext *x = tpi_actor_ext_get(a);
-        if (x) {
-            tpi_msglist_push(&x->stash, m);
-            return;
-        }
+    tpi_actor_ext *x = NULL;
+    if (r == TP_DEFER || s->became)
+        x = tpi_actor_ext_get(a);
+    if (r == TP_DEFER && !x)
         r = TP_ENOMEM; /* cannot keep it: end rather than lose it silently */
-    }
+    if (r == TP_DEFER)
+        tpi_msglist_push(&x->stash, m);
+    /* After a behavior change every deferred message is offered again, in
+     * arrival order, before anything newer (replay holds only newer ones). */
+    if (s->became && x)
+        tpi_msglist_prepend(&x->replay, &x->stash);
+    if (r == TP_DEFER)
+        return;
     tpi_reply_settle(a, m);
     tpi_msg_free(m);
     if (r < 0)
@@ -351,7 +358,10 @@ static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
         return;
     }
     bool give = true;
-    if (m->flags & TPI_MSG_TIMER) {
+    if (m->flags & TPI_MSG_SETTLED) {
+        /* A deferred message offered again: its timer, pending call or
+         * monitor was settled when it first came in. */
+    } else if (m->flags & TPI_MSG_TIMER) {
         give = tpi_timer_claim(a, m->ref);
     } else if (m->tag == TP_TAG_REPLY) {
         give = tpi_pending_take(a, m->ref);
@@ -366,9 +376,10 @@ static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     } else if (m->tag < 0 && m->tag != TP_TAG_START) {
         give = tpi_signal_handle(a, m);
     }
-    if (give)
+    if (give) {
+        m->flags |= TPI_MSG_SETTLED;
         handle(s, a, m);
-    else
+    } else
         tpi_msg_free(m);
 }
 

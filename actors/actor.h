@@ -34,6 +34,7 @@ enum {
     TPI_MSG_OWNED = 1u << 5,     /* data is a separate buffer to free */
     TPI_MSG_SMALL = 1u << 6,     /* a fixed-size node, recyclable */
     TPI_MSG_STATIC = 1u << 7,    /* not allocated (the start message) */
+    TPI_MSG_SETTLED = 1u << 8,   /* passed the filters once (deferred, replayed) */
 };
 
 struct tp_msg {

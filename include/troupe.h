@@ -151,7 +151,8 @@ TP_API void tp_config_init(tp_config *cfg);
 TP_API int tp_runtime_new(const tp_config *cfg, tp_runtime **out);
 
 /** Free a runtime that is not running. Actors spawned but never run are
- * ended (their state_free is called) and every queued message is freed. */
+ * ended (their state_free is called) and every queued message is freed.
+ * No other thread may still be inside a call on rt (join senders first). */
 TP_API void tp_runtime_free(tp_runtime *rt);
 
 /** Allocator hook, process-wide; set it before creating any runtime.
@@ -417,4 +418,8 @@ TP_API int tp_receive_timeout(tp_ctx *ctx, int ms);
 #ifdef __cplusplus
 }
 #endif
+
+/* The rest of the public API, by concern. */
+#include "troupe/supervisor.h"
+
 #endif /* TROUPE_H */

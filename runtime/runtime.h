@@ -80,6 +80,7 @@ struct tpi_sched {
     tpi_actor *cur;     /* actor in its turn */
     tpi_msg *cur_msg;   /* message being handled */
     tp_pid pause_on;    /* a send this turn overfilled this pid */
+    bool became;        /* the running behavior called tp_become */
     tpi_timer_heap timers;
     tpi_stats stats;
     pthread_t thread;

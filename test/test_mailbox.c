@@ -337,6 +337,73 @@ static void test_defer_and_become(void **unused)
     assert_memory_equal(p.second, second, sizeof second);
 }
 
+/* A waiting behavior defers everything, system messages included: an
+ * EXIT (trapped link), a DOWN, a oneshot value and a timer message. The
+ * fourth one switches behavior in the same call that defers it; all four
+ * must then be offered again, in arrival order (gen_statem's postpone
+ * with a state change). */
+typedef struct sysdefer {
+    int ndeferred, seen[8], nseen;
+    tp_oneshot tx;
+} sysdefer;
+
+#define TAG_TICK 40
+
+static int sysdefer_collect(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    sysdefer *d = state;
+    if (d->nseen < 8)
+        d->seen[d->nseen++] = tp_msg_tag(msg);
+    if (d->nseen == 4)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int sysdefer_wait(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    sysdefer *d = state;
+    if (++d->ndeferred == 4)
+        EXPECT_EQ(tp_become(ctx, sysdefer_collect), 0);
+    return TP_DEFER;
+}
+
+static int sysdefer_child(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    sysdefer *d = state;
+    EXPECT_EQ(tp_oneshot_send(ctx, NULL, d->tx, "\x07", 1), 0);
+    return tp_exit(ctx, TP_REASON_ERROR(5, "child done"));
+}
+
+static int sysdefer_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    sysdefer *d = state;
+    EXPECT_EQ(tp_trap_exit(ctx, true), 0);
+    EXPECT_EQ(tp_oneshot_new(ctx, -1, &d->tx), 0);
+    tp_spawn_opts o = {.flags = TP_SPAWN_LINK};
+    tp_pid child;
+    EXPECT_EQ(tp_spawn(ctx, sysdefer_child, d, &o, &child), 0);
+    EXPECT_EQ(tp_monitor(ctx, child, NULL), 0);
+    EXPECT_EQ(tp_send_after(ctx, 20, TAG_TICK, NULL, 0, NULL), 0);
+    EXPECT_EQ(tp_become(ctx, sysdefer_wait), 0);
+    return TP_HANDLED;
+}
+
+static void test_defer_system_messages(void **unused)
+{
+    static sysdefer d;
+    memset(&d, 0, sizeof d);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, sysdefer_root, &d, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(d.nseen, 4);
+    /* the child's reply, then its death (EXIT by link, then DOWN), then
+     * the timer 20 ms later */
+    assert_int_equal(d.seen[0], TP_TAG_REPLY);
+    assert_int_equal(d.seen[1], TP_TAG_EXIT);
+    assert_int_equal(d.seen[2], TP_TAG_DOWN);
+    assert_int_equal(d.seen[3], TAG_TICK);
+}
+
 /* ------------------------------------------------------- share-nothing */
 
 static int copy_root(tp_ctx *ctx, void *state, const tp_msg *msg)
@@ -534,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_fifo_per_sender),
         cmocka_unit_test(test_mutual_flood_no_deadlock),
         cmocka_unit_test(test_defer_and_become),
+        cmocka_unit_test(test_defer_system_messages),
         cmocka_unit_test(test_send_copies_and_moves),
         cmocka_unit_test(test_try_send_full),
         cmocka_unit_test(test_blocking_send_from_threads),
