@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # troupe developer entry point.
-#   ./dev.sh demo                 build, then run the demo programs
+#   ./dev.sh demo                 build, then run troupe-kv on port 6380 (redis-cli -p 6380)
 #   ./dev.sh test [--sanitize S]  build, then run the whole test suite
 #                                 (S: address,undefined or thread)
 #   ./dev.sh build-release        optimized build in build-release/ (benchmarks)
@@ -33,12 +33,15 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   demo)
-    deps
+    deps redis-tools
     build build
-    for ex in hello_tasks oneshot mpsc_stream; do
-      echo "== examples/$ex.c"
-      "build/examples/$ex"
-    done
+    echo "== troupe-kv, the demo service (examples/kv/): a Redis-compatible key-value"
+    echo "   store on 127.0.0.1:6380. In another terminal:"
+    echo "     redis-cli -p 6380 set hello world"
+    echo "     redis-cli -p 6380 get hello"
+    echo "     redis-benchmark -p 6380 -t ping,set,get,incr -n 100000 -q"
+    echo "   Ctrl-C saves the keys to dump.tkv and stops it."
+    exec build/examples/troupe-kv --port 6380
     ;;
   test)
     san=""

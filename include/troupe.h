@@ -107,7 +107,8 @@ typedef struct tp_reason {
 /** Longest reason text kept; longer texts are truncated. */
 #define TP_REASON_TEXT_MAX 255
 
-/** System tags (negative). User tags are >= 0. */
+/** System tags (negative). User tags are >= 0; tags from 0x7fff0000 up
+ * are reserved for troupe's own libraries (supervisors, sockets, ...). */
 enum {
     TP_TAG_START = -1,   /**< first message of every actor; empty payload */
     TP_TAG_EXIT = -2,    /**< exit signal from a link, for a trapping actor */
@@ -421,5 +422,7 @@ TP_API int tp_receive_timeout(tp_ctx *ctx, int ms);
 
 /* The rest of the public API, by concern. */
 #include "troupe/supervisor.h"
+#include "troupe/net.h"
+#include "troupe/pool.h"
 
 #endif /* TROUPE_H */

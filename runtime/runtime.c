@@ -50,8 +50,10 @@ void tp_runtime_free(tp_runtime *rt)
 {
     if (!rt || atomic_load(&rt->state) == TPI_RT_RUNNING)
         return;
+    tpi_pool_free(rt); /* issue 6: jobs may still deliver to actors */
     if (rt->table)
         tpi_table_each(rt->table, tpi_actor_teardown, rt);
+    tpi_net_fini(rt); /* issue 6: lingering sockets, before the loop */
     tpi_signals_free(rt);
     tpi_sched_fini(&rt->sched);
     tpi_names_free(rt->names);

@@ -119,6 +119,8 @@ struct tp_runtime {
     pthread_mutex_t fw_lock;
     pthread_cond_t fw_cond;
     _Atomic int fw_waiters;
+    /* runtime/pool.c: the blocking pool, made on first use (issue 6) */
+    struct tpi_pool *pool;
 };
 
 enum { TPI_RT_NEW, TPI_RT_RUNNING, TPI_RT_DONE };

@@ -1,0 +1,171 @@
+/*
+ * troupe-kv: a Redis-compatible (RESP2) key-value server built from actors.
+ *
+ *   coordinator (root, traps exits)  -- SAVE/BGSAVE/SHUTDOWN, signals
+ *     ├── shard owner 0..n-1         -- each the only one touching its keys
+ *     └── listener (tp_listen)
+ *           └── one connection actor per client: parses RESP, sends each
+ *               shard one batch of operations per read, puts the replies
+ *               back in request order, writes them.
+ *
+ * Messages between them are msgpack bins holding a small binary format
+ * (below), so a pipelined read of many commands costs one message per
+ * shard each way.
+ */
+#ifndef KV_H
+#define KV_H
+
+#include <troupe.h>
+#include <troupe/net.h>
+#include <troupe/pool.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KV_MAX_SHARDS 64
+
+enum {
+    KV_TAG_BATCH = 1,     /* conn -> shard: bin of ops */
+    KV_TAG_REPLIES,       /* shard/coordinator -> conn: bin of fragments */
+    KV_TAG_ADMIN,         /* conn -> coordinator: [seq, admin op, flag] */
+    KV_TAG_SNAPSHOT,      /* coordinator -> shard: int, 1 = final (freeze) */
+    KV_TAG_PART,          /* shard -> coordinator: [shard, ptr, len, count] */
+    KV_TAG_THAW,          /* coordinator -> shard: accept writes again */
+    KV_TAG_SWEEP          /* shard's own timer: active expiry */
+};
+
+/* Shard operations. */
+enum {
+    OP_GET = 1, OP_SET, OP_INCRBY, OP_DEL, OP_EXISTS, OP_EXPIRE, OP_TTL,
+    OP_DBSIZE, OP_FLUSHALL
+};
+/* op flags */
+enum { F_NX = 1, F_XX = 2, F_MS = 4 /* TTL in milliseconds (PTTL) */ };
+/* Admin ops (coordinator). */
+enum { ADM_SAVE = 1, ADM_BGSAVE, ADM_SHUTDOWN, ADM_LASTSAVE };
+enum { SHUT_DEFAULT = 0, SHUT_SAVE, SHUT_NOSAVE };
+
+/* An op: header then nargs × (u32 len, bytes). Replies: fragments of
+ * (u32 seq, u32 pos, u32 len, bytes), one per op, each one RESP value. */
+typedef struct kv_ophdr {
+    uint8_t op, flags;
+    uint16_t nargs;
+    uint32_t seq, pos;
+    uint32_t pad;
+    int64_t num; /* INCRBY delta; SET/EXPIRE absolute expiry (unix ms) */
+} kv_ophdr;
+
+typedef struct kv_config {
+    const char *host;
+    uint16_t port;
+    const char *dbfile; /* NULL: no persistence */
+    const char *requirepass;
+    size_t max_clients;
+    size_t max_request;
+    unsigned shards;
+    bool quiet;
+} kv_config;
+
+struct kv_table;
+
+/* Shared by every actor: read-only once the listener runs, counters are
+ * atomic statistics. */
+typedef struct kv_server {
+    kv_config cfg;
+    unsigned nshards;
+    tp_pid shards[KV_MAX_SHARDS];
+    tp_pid coord;
+    uint16_t bound_port;
+    int64_t start_ms;
+    _Atomic int64_t lastsave;
+    _Atomic uint64_t clients, conns_total, commands, rejected;
+    struct kv_shard *shard_state[KV_MAX_SHARDS]; /* until spawned */
+} kv_server;
+
+/* util.c */
+typedef struct kv_buf {
+    char *p;
+    size_t n, cap;
+} kv_buf;
+
+void *kv_xrealloc(void *p, size_t n);
+void kv_buf_reserve(kv_buf *b, size_t extra);
+void kv_buf_add(kv_buf *b, const void *p, size_t n);
+void kv_buf_str(kv_buf *b, const char *s);
+void kv_buf_fmt(kv_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void kv_buf_bulk(kv_buf *b, const void *p, size_t n);
+void kv_buf_int(kv_buf *b, int64_t v);
+void kv_buf_free(kv_buf *b);
+/* Start a bin payload (5-byte bin32 header patched by kv_bin_finish). */
+void kv_bin_start(kv_buf *b);
+void kv_bin_finish(kv_buf *b);
+void kv_frag(kv_buf *b, uint32_t seq, uint32_t pos, const void *p, size_t n);
+
+uint64_t kv_hash(const void *p, size_t n);
+static inline unsigned kv_shard_of(const kv_server *s, const void *k,
+                                   size_t n)
+{
+    return (unsigned)((kv_hash(k, n) >> 32) % s->nshards);
+}
+int64_t kv_now_ms(void);
+/* Strict decimal int64 (Redis string2ll rules); false if not one. */
+bool kv_parse_i64(const char *p, size_t n, int64_t *out);
+
+static inline void kv_put32(char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (char)(v >> (8 * i));
+}
+static inline uint32_t kv_get32(const char *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)(uint8_t)p[i] << (8 * i);
+    return v;
+}
+static inline void kv_put64(char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (char)(v >> (8 * i));
+}
+static inline uint64_t kv_get64(const char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)(uint8_t)p[i] << (8 * i);
+    return v;
+}
+
+/* shard.c */
+typedef struct kv_shard kv_shard;
+kv_shard *kv_shard_new(kv_server *srv, unsigned idx);
+void kv_shard_free(void *state);
+int kv_shard_behavior(tp_ctx *ctx, void *state, const tp_msg *msg);
+/* Insert a loaded record (before the shard runs). */
+void kv_shard_load(kv_shard *sh, const char *k, size_t kn, const char *v,
+                   size_t vn, int64_t expire);
+
+/* snapshot.c: records are (u32 klen, u32 vlen, i64 expire, key, value). */
+#define KV_REC_HDR 16
+typedef struct kv_save_job {
+    char *path;
+    unsigned nparts;
+    char *parts[KV_MAX_SHARDS];
+    size_t lens[KV_MAX_SHARDS];
+    uint64_t count;
+} kv_save_job;
+int kv_save_job_run(void *arg, void **out, size_t *out_len);
+void kv_save_job_free(kv_save_job *j);
+/* Load path into the shards; 0, 1 if there is no file, -1 on a bad file
+ * (message on stderr). */
+int kv_load(kv_server *srv, const char *path);
+
+/* conn.c */
+void *kv_conn_new(void *srv);
+void kv_conn_free(void *state);
+int kv_conn_behavior(tp_ctx *ctx, void *state, const tp_msg *msg);
+
+#endif

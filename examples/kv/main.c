@@ -1,0 +1,371 @@
+/*
+ * troupe-kv: a Redis-compatible key-value server, troupe's demo service.
+ *
+ *   build/examples/troupe-kv --port 6380        then: redis-cli -p 6380
+ *
+ * The root actor is the coordinator: it spawns the shard owners and the
+ * listener, runs SAVE/BGSAVE (shards serialize themselves, the file is
+ * written in the blocking pool, so the service keeps answering), and on
+ * SIGINT/SIGTERM or SHUTDOWN it freezes writes, saves, and only then ends
+ * the tree: every write acknowledged before is in the snapshot.
+ */
+#include "kv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct waiter {
+    tp_pid pid;
+    uint32_t seq;
+    int what; /* ADM_SAVE or ADM_SHUTDOWN */
+} waiter;
+
+typedef struct kv_coord {
+    kv_server *srv;
+    tp_pid listener;
+    bool saving, save_final, stopping, shutdown_pending;
+    unsigned parts_got;
+    kv_save_job *job;
+    tp_ref save_ref;
+    waiter *w;
+    size_t nw, capw;
+} kv_coord;
+
+static void answer(tp_ctx *ctx, tp_pid to, uint32_t seq, const char *resp)
+{
+    kv_buf b = {0};
+    kv_bin_start(&b);
+    kv_frag(&b, seq, 0, resp, strlen(resp));
+    kv_bin_finish(&b);
+    tp_send_move(ctx, to, KV_TAG_REPLIES, b.p, b.n);
+}
+
+static void add_waiter(kv_coord *co, tp_pid pid, uint32_t seq, int what)
+{
+    if (co->nw == co->capw) {
+        co->capw = co->capw ? co->capw * 2 : 8;
+        co->w = kv_xrealloc(co->w, co->capw * sizeof *co->w);
+    }
+    co->w[co->nw++] = (waiter){pid, seq, what};
+}
+
+static void start_save(tp_ctx *ctx, kv_coord *co, bool final)
+{
+    kv_server *srv = co->srv;
+    co->saving = true;
+    co->save_final = final;
+    co->parts_got = 0;
+    co->job = kv_xrealloc(NULL, sizeof *co->job);
+    memset(co->job, 0, sizeof *co->job);
+    co->job->path = strdup(srv->cfg.dbfile);
+    co->job->nparts = srv->nshards;
+    for (unsigned i = 0; i < srv->nshards; i++)
+        tp_send_int(ctx, srv->shards[i], KV_TAG_SNAPSHOT, final);
+}
+
+static void finish_save(tp_ctx *ctx, kv_coord *co, int status)
+{
+    kv_server *srv = co->srv;
+    co->saving = false;
+    co->job = NULL;
+    if (status == 0)
+        atomic_store(&srv->lastsave, kv_now_ms());
+    else
+        fprintf(stderr, "troupe-kv: save failed: %s\n", tp_strerror(status));
+    size_t keep = 0;
+    for (size_t i = 0; i < co->nw; i++) {
+        waiter *w = &co->w[i];
+        if (w->what == ADM_SAVE)
+            answer(ctx, w->pid, w->seq, status == 0 ? "+OK\r\n"
+                                                   : "-ERR saving failed, see the server log\r\n");
+        else if (!co->save_final)
+            co->w[keep++] = *w; /* a shutdown waiting for the final save */
+        else if (status != 0)
+            answer(ctx, w->pid, w->seq,
+                   "-ERR Errors trying to SHUTDOWN. Check logs.\r\n");
+    }
+    co->nw = keep;
+    if (co->save_final) {
+        if (status == 0) {
+            if (!srv->cfg.quiet)
+                fprintf(stderr, "troupe-kv: saved to %s; shutting down\n",
+                        srv->cfg.dbfile);
+            tp_exit(ctx, TP_REASON_SHUTDOWN); /* links end the tree */
+            return;
+        }
+        /* Like Redis: a server that cannot save does not exit; writes are
+         * accepted again. A second signal still stops it. */
+        fprintf(stderr, "troupe-kv: cannot save before exit; still running\n");
+        co->stopping = false;
+        for (unsigned i = 0; i < srv->nshards; i++)
+            tp_send(ctx, srv->shards[i], KV_TAG_THAW, NULL, 0);
+    } else if (co->shutdown_pending) {
+        co->shutdown_pending = false;
+        start_save(ctx, co, true);
+    }
+}
+
+static void begin_shutdown(tp_ctx *ctx, kv_coord *co, int flag)
+{
+    kv_server *srv = co->srv;
+    if (co->stopping)
+        return;
+    bool save = srv->cfg.dbfile && flag != SHUT_NOSAVE;
+    if (!srv->cfg.quiet)
+        fprintf(stderr, "troupe-kv: shutdown requested%s\n",
+                save ? ", saving first" : "");
+    if (!save) {
+        tp_exit(ctx, TP_REASON_SHUTDOWN);
+        return;
+    }
+    co->stopping = true;
+    if (co->saving)
+        co->shutdown_pending = true; /* after the save in progress */
+    else
+        start_save(ctx, co, true);
+}
+
+static void on_admin(tp_ctx *ctx, kv_coord *co, const tp_msg *msg)
+{
+    uint64_t seq;
+    int what, flag;
+    tp_pid from = tp_msg_from(msg);
+    if (tp_msg_scanf(msg, "[u i i]", &seq, &what, &flag) != 0)
+        return;
+    bool persist = co->srv->cfg.dbfile != NULL;
+    switch (what) {
+    case ADM_SAVE:
+    case ADM_BGSAVE:
+        if (!persist)
+            answer(ctx, from, (uint32_t)seq,
+                   "-ERR persistence is off (no --dbfile)\r\n");
+        else if (co->saving || co->stopping)
+            answer(ctx, from, (uint32_t)seq,
+                   "-ERR Background save already in progress\r\n");
+        else {
+            start_save(ctx, co, false);
+            if (what == ADM_SAVE)
+                add_waiter(co, from, (uint32_t)seq, ADM_SAVE);
+            else
+                answer(ctx, from, (uint32_t)seq,
+                       "+Background saving started\r\n");
+        }
+        break;
+    case ADM_SHUTDOWN:
+        add_waiter(co, from, (uint32_t)seq, ADM_SHUTDOWN);
+        begin_shutdown(ctx, co, flag);
+        break;
+    default:
+        answer(ctx, from, (uint32_t)seq, "-ERR unknown admin op\r\n");
+        break;
+    }
+}
+
+static void on_part(tp_ctx *ctx, kv_coord *co, const tp_msg *msg)
+{
+    int idx;
+    uint64_t ptr, len, count;
+    if (tp_msg_scanf(msg, "[i u u u]", &idx, &ptr, &len, &count) != 0)
+        return;
+    char *part = (char *)(uintptr_t)ptr; /* moved to us by the shard */
+    kv_save_job *j = co->job;
+    if (!j || idx < 0 || (unsigned)idx >= j->nparts || j->parts[idx]) {
+        free(part);
+        return;
+    }
+    j->parts[idx] = part;
+    j->lens[idx] = (size_t)len;
+    j->count += count;
+    if (++co->parts_got < j->nparts)
+        return;
+    /* Every shard answered: the file is written off the loop. */
+    int rc = tp_spawn_blocking(ctx, kv_save_job_run, j, -1, &co->save_ref);
+    if (rc) {
+        kv_save_job_free(j);
+        finish_save(ctx, co, rc);
+    }
+}
+
+static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    kv_coord *co = state;
+    kv_server *srv = co->srv;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        srv->coord = tp_self(ctx);
+        for (unsigned i = 0; i < srv->nshards; i++) {
+            tp_spawn_opts so = {0, TP_SPAWN_LINK, kv_shard_free};
+            int rc = tp_spawn(ctx, kv_shard_behavior, srv->shard_state[i], &so,
+                              &srv->shards[i]);
+            if (rc)
+                return rc;
+            srv->shard_state[i] = NULL; /* the shard owns it now */
+        }
+        tp_listen_opts lo = {0};
+        lo.host = srv->cfg.host;
+        lo.port = srv->cfg.port;
+        lo.max_conns = srv->cfg.max_clients;
+        lo.reject_msg = "-ERR max number of clients reached\r\n";
+        lo.conn_mailbox = 64;
+        lo.conn_behavior = kv_conn_behavior;
+        lo.conn_init = kv_conn_new;
+        lo.conn_state_free = kv_conn_free;
+        lo.arg = srv;
+        int rc = tp_listen(ctx, &lo, &co->listener, &srv->bound_port);
+        if (rc) {
+            fprintf(stderr, "troupe-kv: cannot listen on %s:%u: %s\n",
+                    srv->cfg.host, (unsigned)srv->cfg.port,
+                    rc == TP_ESYS ? strerror(errno) : tp_strerror(rc));
+            return tp_exit(ctx, TP_REASON_ERROR(rc, "cannot listen"));
+        }
+        printf("troupe-kv: ready on %s:%u\n", srv->cfg.host,
+               (unsigned)srv->bound_port);
+        fflush(stdout);
+        break;
+    }
+    case KV_TAG_ADMIN:
+        on_admin(ctx, co, msg);
+        break;
+    case KV_TAG_PART:
+        on_part(ctx, co, msg);
+        break;
+    case TP_TAG_REPLY:
+        if (tp_msg_ref(msg) == co->save_ref && co->saving)
+            finish_save(ctx, co, tp_msg_status(msg));
+        break;
+    case TP_TAG_EXIT: {
+        tp_reason r;
+        if (tp_msg_reason(msg, &r) != 0)
+            r = TP_REASON_SHUTDOWN;
+        if (tp_msg_from(msg) == TP_PID_NONE) { /* SIGINT / SIGTERM */
+            begin_shutdown(ctx, co, SHUT_DEFAULT);
+            break;
+        }
+        /* A shard or the listener failed: stop everything with it. */
+        fprintf(stderr, "troupe-kv: %s ended (%s); stopping\n",
+                tp_msg_from(msg) == co->listener ? "the listener" : "a shard",
+                r.text ? r.text : "no reason text");
+        tp_exit(ctx, r.kind == TP_EXIT_NORMAL ? TP_REASON_SHUTDOWN : r);
+        break;
+    }
+    default:
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: troupe-kv [--port N] [--bind ADDR] [--requirepass PASS]\n"
+            "                 [--dbfile PATH | --no-persist] [--maxclients N]\n"
+            "                 [--max-request BYTES] [--shards N] [--quiet]\n"
+            "defaults: --port 6380 --bind 127.0.0.1 --dbfile dump.tkv\n"
+            "          --maxclients 10000 --max-request 67108864 --shards 4\n");
+}
+
+static bool num_arg(const char *s, unsigned long long lo, unsigned long long hi,
+                    unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    kv_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return 1;
+    kv_config *cfg = &srv->cfg;
+    cfg->host = "127.0.0.1";
+    cfg->port = 6380;
+    cfg->dbfile = "dump.tkv";
+    cfg->max_clients = 10000;
+    cfg->max_request = 64u << 20;
+    cfg->shards = 4;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        unsigned long long n;
+        if (!strcmp(a, "--quiet")) {
+            cfg->quiet = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-persist")) {
+            cfg->dbfile = NULL;
+            continue;
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage();
+            return 0;
+        }
+        if (!v)
+            goto bad;
+        i++;
+        if (!strcmp(a, "--port") && num_arg(v, 0, 65535, &n))
+            cfg->port = (uint16_t)n;
+        else if (!strcmp(a, "--bind"))
+            cfg->host = v;
+        else if (!strcmp(a, "--requirepass"))
+            cfg->requirepass = v;
+        else if (!strcmp(a, "--dbfile"))
+            cfg->dbfile = *v ? v : NULL;
+        else if (!strcmp(a, "--maxclients") && num_arg(v, 1, 1000000, &n))
+            cfg->max_clients = (size_t)n;
+        else if (!strcmp(a, "--max-request") && num_arg(v, 1024, 1u << 30, &n))
+            cfg->max_request = (size_t)n;
+        else if (!strcmp(a, "--shards") && num_arg(v, 1, KV_MAX_SHARDS, &n))
+            cfg->shards = (unsigned)n;
+        else
+            goto bad;
+    }
+    srv->nshards = cfg->shards;
+    srv->start_ms = kv_now_ms();
+    for (unsigned i = 0; i < srv->nshards; i++)
+        srv->shard_state[i] = kv_shard_new(srv, i);
+    int status = 1;
+    if (cfg->dbfile && kv_load(srv, cfg->dbfile) < 0)
+        goto out;
+
+    tp_config tc;
+    tp_config_init(&tc);
+    tc.max_payload = (size_t)1 << 31; /* batches and snapshots can be big */
+    tp_runtime *rt = NULL;
+    int rc = tp_runtime_new(&tc, &rt);
+    if (!rc)
+        rc = tp_runtime_handle_signals(rt);
+    if (!rc)
+        rc = tp_runtime_set_blocking_threads(rt, 2);
+    if (rc) {
+        fprintf(stderr, "troupe-kv: cannot start the runtime: %s\n",
+                tp_strerror(rc));
+        tp_runtime_free(rt);
+        goto out;
+    }
+    kv_coord co = {.srv = srv};
+    tp_spawn_opts so = {0, TP_SPAWN_TRAP_EXIT, NULL};
+    status = tp_run(rt, coordinator, &co, &so);
+    tp_runtime_free(rt);
+    free(co.w);
+    if (status < 0) {
+        fprintf(stderr, "troupe-kv: %s\n", tp_strerror(status));
+        status = 1;
+    }
+out:
+    for (unsigned i = 0; i < srv->nshards; i++)
+        kv_shard_free(srv->shard_state[i]);
+    free(srv);
+    return status;
+bad:
+    usage();
+    free(srv);
+    return 2;
+}

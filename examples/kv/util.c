@@ -1,0 +1,188 @@
+/* troupe-kv: buffers, hashing, time, integers. */
+#include "kv.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Like Redis, an out-of-memory server stops loudly rather than limping. */
+void *kv_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fprintf(stderr, "troupe-kv: out of memory allocating %zu bytes\n", n);
+        abort();
+    }
+    return q;
+}
+
+void kv_buf_reserve(kv_buf *b, size_t extra)
+{
+    if (b->cap - b->n >= extra)
+        return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap - b->n < extra)
+        cap *= 2;
+    b->p = kv_xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+void kv_buf_add(kv_buf *b, const void *p, size_t n)
+{
+    kv_buf_reserve(b, n);
+    if (n)
+        memcpy(b->p + b->n, p, n);
+    b->n += n;
+}
+
+void kv_buf_str(kv_buf *b, const char *s) { kv_buf_add(b, s, strlen(s)); }
+
+void kv_buf_fmt(kv_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    kv_buf_reserve(b, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)n;
+}
+
+static size_t u64_dec(char *out, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static void prefixed(kv_buf *b, char c, int64_t v)
+{
+    kv_buf_reserve(b, 24);
+    char *p = b->p + b->n;
+    *p++ = c;
+    uint64_t u = (uint64_t)v;
+    if (v < 0) {
+        *p++ = '-';
+        u = 0 - u;
+    }
+    p += u64_dec(p, u);
+    *p++ = '\r';
+    *p++ = '\n';
+    b->n = (size_t)(p - b->p);
+}
+
+void kv_buf_int(kv_buf *b, int64_t v) { prefixed(b, ':', v); }
+
+void kv_buf_bulk(kv_buf *b, const void *p, size_t n)
+{
+    kv_buf_reserve(b, n + 24);
+    prefixed(b, '$', (int64_t)n);
+    kv_buf_add(b, p, n);
+    kv_buf_add(b, "\r\n", 2);
+}
+
+void kv_buf_free(kv_buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->n = b->cap = 0;
+}
+
+void kv_bin_start(kv_buf *b)
+{
+    b->n = 0;
+    kv_buf_reserve(b, 5);
+    b->n = 5;
+}
+
+void kv_bin_finish(kv_buf *b)
+{
+    uint32_t n = (uint32_t)(b->n - 5);
+    b->p[0] = (char)0xc6;
+    b->p[1] = (char)(n >> 24);
+    b->p[2] = (char)(n >> 16);
+    b->p[3] = (char)(n >> 8);
+    b->p[4] = (char)n;
+}
+
+void kv_frag(kv_buf *b, uint32_t seq, uint32_t pos, const void *p, size_t n)
+{
+    kv_buf_reserve(b, 12 + n);
+    kv_put32(b->p + b->n, seq);
+    kv_put32(b->p + b->n + 4, pos);
+    kv_put32(b->p + b->n + 8, (uint32_t)n);
+    b->n += 12;
+    kv_buf_add(b, p, n);
+}
+
+/* FNV-1a with a final avalanche (from splitmix64): good enough spreading
+ * for the demo; a public server would want a keyed hash (SipHash). */
+uint64_t kv_hash(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 1099511628211ull;
+    }
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    return h;
+}
+
+int64_t kv_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool kv_parse_i64(const char *p, size_t n, int64_t *out)
+{
+    if (n == 0 || n > 20)
+        return false;
+    size_t i = 0;
+    bool neg = false;
+    if (p[0] == '-') {
+        neg = true;
+        if (++i == n)
+            return false;
+    }
+    if (p[i] == '0' && n > i + 1)
+        return false; /* no leading zeros, like Redis */
+    uint64_t v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        unsigned d = (unsigned)(p[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    if (neg) {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return false;
+        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    } else {
+        if (v > INT64_MAX)
+            return false;
+        *out = (int64_t)v;
+    }
+    if (neg && *out == 0)
+        return false; /* "-0" */
+    return true;
+}

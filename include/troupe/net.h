@@ -1,0 +1,126 @@
+/*
+ * troupe sockets: a listener actor that accepts TCP or Unix-domain
+ * connections and hands each to a connection actor of its own.
+ *
+ * Bytes received on a connection arrive in its actor's mailbox as
+ * TP_NET_DATA messages; the actor writes with tp_conn_write. Backpressure
+ * works both ways: while the connection actor's mailbox is at or over
+ * capacity, or while more than high_water bytes of its output wait to be
+ * written, the runtime stops reading from its socket (so a fast sender is
+ * slowed by TCP itself and memory stays bounded); a peer that lets more
+ * than output_limit bytes of output pile up is disconnected, with a log
+ * line on stderr naming it. The socket belongs to the connection actor:
+ * it is closed when the actor ends (after a best-effort flush of pending
+ * output), never before.
+ *
+ * SIGPIPE: a listener sets SIGPIPE to SIG_IGN when it starts, if it was
+ * at its default, so a peer that vanishes is an error on that connection
+ * only.
+ */
+#ifndef TROUPE_NET_H
+#define TROUPE_NET_H
+
+#include "troupe.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Message tags used by connection actors. They are in the user tag
+ * range (behaviors see them) at its very top; troupe reserves user tags
+ * from 0x7fff0000 up for its libraries, so keep your own tags below. */
+enum {
+    /** Bytes received: the payload is one msgpack bin; read it with
+     * tp_msg_scanf(msg, "y", &ptr, &len). Never empty. Sent from
+     * TP_PID_NONE, in the order the bytes arrived. */
+    TP_NET_DATA = 0x7fff0100,
+    /** The connection is over for reading; the payload is one msgpack
+     * int: 0 when the peer closed its side (EOF; writes are still
+     * allowed, the peer may be waiting for a reply), TP_ESYS when the
+     * connection failed (reset, error: writes now return TP_ESTATE), or
+     * TP_E2BIG when it was cut for exceeding output_limit. Delivered at
+     * most once, after every TP_NET_DATA. The actor usually ends on it. */
+    TP_NET_CLOSED = 0x7fff0101
+};
+
+/** How tp_listen listens and what it spawns per connection. Zero it, then
+ * set conn_behavior and what else you need. */
+typedef struct tp_listen_opts {
+    /** Numeric IPv4 or IPv6 address to bind; NULL means "127.0.0.1". */
+    const char *host;
+    /** TCP port; 0 picks a free one (see tp_listen's port_out). */
+    uint16_t port;
+    /** Non-NULL: listen on a Unix-domain socket at this path instead of
+     * TCP (host and port are ignored). A stale socket file there is
+     * replaced; the file is removed when the listener ends. */
+    const char *unix_path;
+    /** listen(2) backlog; 0 means 511. */
+    int backlog;
+    /** Most connections alive at once; 0 means no limit. A connection over
+     * the limit is accepted, sent reject_msg (if any) and closed. */
+    size_t max_conns;
+    /** NUL-terminated bytes written to a connection refused for
+     * max_conns, or NULL. Copied by tp_listen. */
+    const char *reject_msg;
+    /** Reading pauses while more output bytes than this wait to be
+     * written; it resumes below half of it. 0 means 64 KiB. */
+    size_t high_water;
+    /** A connection with more output bytes than this pending is closed
+     * (TP_NET_CLOSED with TP_E2BIG). 0 means 32 MiB. Must be >= high_water. */
+    size_t output_limit;
+    /** Mailbox capacity of each connection actor; 0: runtime default. */
+    size_t conn_mailbox;
+    /** The behavior of every connection actor (required). It receives
+     * TP_TAG_START, then TP_NET_DATA messages, then TP_NET_CLOSED. */
+    tp_behavior conn_behavior;
+    /** Called in the listener (an actor turn) once per accepted
+     * connection to make the connection actor's state from arg. NULL
+     * means every connection actor gets arg itself. If it returns NULL
+     * the connection is refused (closed at once). */
+    void *(*conn_init)(void *arg);
+    /** Frees a connection actor's state when it ends (may be NULL). */
+    void (*conn_state_free)(void *state);
+    /** Passed to conn_init. The caller keeps ownership; it must stay
+     * valid while the listener lives. */
+    void *arg;
+} tp_listen_opts;
+
+/** Bind and listen (from the calling actor's turn, so errors come back
+ * here), then spawn the listener actor, linked to the caller, that owns
+ * the listening socket. Each connection gets its own connection actor,
+ * linked to the listener: the listener ending (an exit signal such as
+ * shutdown, or its linked caller ending, normally or not) ends every
+ * connection actor with reason shutdown or the caller's reason; a
+ * connection actor ending, normally or not, leaves the listener running.
+ * The listener survives fd exhaustion (EMFILE, ENFILE): it pauses
+ * accepting (up to 1 s, with a log line) and retries, never spinning.
+ *
+ * Returns 0 (the pid in *pid_out, the bound TCP port in *port_out, 0 for
+ * Unix sockets); TP_ESTATE outside a behavior; TP_EINVAL for a missing
+ * conn_behavior, a bad address or output_limit < high_water; TP_ESYS if a
+ * socket call failed (errno tells which: EADDRINUSE, EACCES, ...);
+ * TP_ENOMEM. On error nothing is spawned and no socket stays open. */
+TP_API int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
+                     uint16_t *port_out);
+
+/** From a connection actor: queue a copy of data for sending to its peer
+ * (the caller keeps data). Returns 0 when queued; TP_E2BIG when this
+ * took pending output over output_limit: nothing more is sent, the
+ * socket is closed, a log line names the peer, and TP_NET_CLOSED
+ * (TP_E2BIG) follows; TP_ESTATE if the calling actor is not a connection
+ * actor or its connection failed or was cut; TP_ENOMEM. */
+TP_API int tp_conn_write(tp_ctx *ctx, const void *data, size_t len);
+
+/** From a connection actor: output bytes queued and not yet written to
+ * the socket (0 when not a connection actor). */
+TP_API size_t tp_conn_pending(tp_ctx *ctx);
+
+/** From a connection actor: its peer as text ("127.0.0.1:40312",
+ * "[::1]:40312" or "unix:/path"), NUL-terminated and truncated to size.
+ * TP_ESTATE if not a connection actor, TP_EINVAL for a NULL buf or size 0. */
+TP_API int tp_conn_peer(tp_ctx *ctx, char *buf, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TROUPE_NET_H */

@@ -1,0 +1,750 @@
+/*
+ * Socket actors. A listener is an ordinary actor (trapping exits) that
+ * owns the listening socket; a non-persistent read event on it tells the
+ * listener, by a message, that connections wait, and the listener accepts
+ * them in its own turn. Each connection (a socket, a read event, a write
+ * event and an output evbuffer) is attached to its connection actor as a
+ * tpi_resource:
+ *  - reading: each readable event reads once and delivers the bytes as one
+ *    TP_NET_DATA message; the read event is removed while the actor's
+ *    mailbox is at or over capacity (the resource's drained hook adds it
+ *    back) or while output is over the high-water mark (added back by the
+ *    write path at the low-water mark, half of it);
+ *  - writing: tp_conn_write writes at once when nothing is queued (no
+ *    event round trip), and queues the rest behind a write event; past
+ *    output_limit the connection is cut;
+ *  - ending: when the actor ends, the resource is closed; pending output is
+ *    then flushed by a "lingering" close (write, shutdown(SHUT_WR), discard
+ *    input until EOF, at most LINGER_SECS idle) so that a last reply is not
+ *    lost to an RST. Lingering sockets are freed by tpi_net_fini at the
+ *    latest.
+ * Everything here runs on the scheduler thread: event callbacks run
+ * outside actor turns, and touch an actor only through its mailbox.
+ */
+#include "actors/actor.h"
+#include "runtime/alloc.h"
+#include "runtime/runtime.h"
+#include "troupe/net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+enum { TAG_ACCEPT = 0x7fff0180 }; /* listener-internal, reserved range */
+
+#define DEFAULT_HIGH_WATER ((size_t)64 << 10)
+#define DEFAULT_OUTPUT_LIMIT ((size_t)32 << 20)
+#define ACCEPTS_PER_TURN 64
+#define BACKOFF_FIRST_MS 10u
+#define BACKOFF_MAX_MS 1000u
+#define LINGER_SECS 2
+#define READS_PER_EVENT 16
+
+/* ------------------------------------------------------------ connections */
+
+typedef struct tpi_conn {
+    tpi_resource res; /* first: a resource pointer is a conn pointer */
+    tp_runtime *rt;
+    tpi_actor *actor;
+    tp_pid pid;
+    int fd;               /* -1 once dropped */
+    struct event *rev;    /* readable; added while reading */
+    struct event *wev;    /* writable; added while output is pending */
+    struct evbuffer *out; /* output the socket did not take yet */
+    size_t high_water, output_limit;
+    bool reading, writing, paused_mb, paused_out, eof, closed_sent, shut_wr,
+        lingering;
+    struct tpi_conn *lprev, *lnext; /* lingering list */
+    char peer[96];
+} tpi_conn;
+
+/* Reads go through one buffer per scheduler thread, then into a message
+ * of the exact size. */
+static _Thread_local char rbuf[64 * 1024];
+
+/* Sockets lingering after their actor ended, of every runtime. Only the
+ * scheduler threads and tp_runtime_free touch it; the lock keeps several
+ * runtimes in one process apart. */
+static pthread_mutex_t linger_lock = PTHREAD_MUTEX_INITIALIZER;
+static tpi_conn *linger_head;
+static const struct timeval linger_tv = {LINGER_SECS, 0};
+
+static void conn_close(tpi_resource *r);
+
+static void deliver(tpi_conn *c, tpi_msg *m)
+{
+    m->from = TP_PID_NONE;
+    tpi_deliver(c->rt, NULL, c->pid, m);
+}
+
+static void send_closed(tpi_conn *c, int code)
+{
+    if (c->closed_sent)
+        return;
+    char buf[9];
+    tpi_msg *m = tpi_msg_new(TP_NET_CLOSED, buf, tpi_pack_int(buf, code));
+    if (!m)
+        return; /* out of memory: the actor learns of it by write errors */
+    c->closed_sent = true;
+    deliver(c, m);
+}
+
+static void conn_drop(tpi_conn *c)
+{
+    if (c->rev)
+        event_free(c->rev);
+    if (c->wev)
+        event_free(c->wev);
+    if (c->out)
+        evbuffer_free(c->out);
+    if (c->fd >= 0)
+        close(c->fd);
+    c->rev = c->wev = NULL;
+    c->out = NULL;
+    c->fd = -1;
+    c->reading = c->writing = false;
+}
+
+/* The connection failed: the actor learns it once. */
+static void conn_fail(tpi_conn *c, int code)
+{
+    conn_drop(c);
+    send_closed(c, code);
+}
+
+static void set_event(struct event *ev, bool *on, bool want,
+                      const struct timeval *tv)
+{
+    if (*on == want)
+        return;
+    if (want)
+        event_add(ev, tv);
+    else
+        event_del(ev);
+    *on = want;
+}
+
+static void update_read(tpi_conn *c)
+{
+    if (c->fd < 0 || c->lingering)
+        return;
+    set_event(c->rev, &c->reading, !(c->eof || c->paused_mb || c->paused_out),
+              NULL);
+}
+
+static size_t bin_header(char *p, size_t n)
+{
+    if (n < 256) {
+        p[0] = (char)0xc4;
+        p[1] = (char)n;
+        return 2;
+    }
+    if (n < 65536) {
+        p[0] = (char)0xc5;
+        p[1] = (char)(n >> 8);
+        p[2] = (char)n;
+        return 3;
+    }
+    p[0] = (char)0xc6;
+    for (int i = 0; i < 4; i++)
+        p[1 + i] = (char)(n >> (24 - 8 * i));
+    return 5;
+}
+
+static void linger_finish(tpi_conn *c);
+static void linger_flushed(tpi_conn *c);
+
+static void linger_readable(tpi_conn *c, short what)
+{
+    if (what & EV_TIMEOUT) {
+        linger_finish(c);
+        return;
+    }
+    ssize_t n = read(c->fd, rbuf, sizeof rbuf); /* discarded */
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+        return;
+    if (n < 0 || !c->out || evbuffer_get_length(c->out) == 0) {
+        linger_finish(c);
+        return;
+    }
+    c->eof = true; /* still flushing: finish when written */
+    set_event(c->rev, &c->reading, false, NULL);
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    tpi_conn *c = arg;
+    if (c->lingering) {
+        linger_readable(c, what);
+        return;
+    }
+    tpi_actor *a = c->actor;
+    /* A few reads per wake-up, while the socket fills our buffer and the
+     * actor has room; then back to the loop. */
+    for (int i = 0; i < READS_PER_EVENT; i++) {
+        ssize_t n = read(fd, rbuf, sizeof rbuf);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                conn_fail(c, TP_ESYS);
+            return;
+        }
+        if (n == 0) {
+            c->eof = true;
+            update_read(c);
+            send_closed(c, 0);
+            return;
+        }
+        char hdr[5];
+        size_t h = bin_header(hdr, (size_t)n);
+        tpi_msg *m = tpi_msg_new(TP_NET_DATA, NULL, h + (size_t)n);
+        if (!m) {
+            conn_fail(c, TP_ESYS);
+            return;
+        }
+        memcpy(m->data, hdr, h);
+        memcpy(m->data + h, rbuf, (size_t)n);
+        deliver(c, m);
+        /* Read backpressure: stop taking bytes from the kernel while the
+         * actor is behind; TCP then slows the peer. on_drained resumes. */
+        if (tpi_mailbox_count(&a->mb) >= a->mb.capacity) {
+            c->paused_mb = true;
+            update_read(c);
+            return;
+        }
+        if ((size_t)n < sizeof rbuf / 2)
+            return; /* a short read: most likely drained */
+    }
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg)
+{
+    tpi_conn *c = arg;
+    if (what & EV_TIMEOUT) { /* only lingering writes have a timeout */
+        linger_finish(c);
+        return;
+    }
+    int w = evbuffer_write(c->out, fd);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        if (c->lingering)
+            linger_finish(c);
+        else
+            conn_fail(c, TP_ESYS);
+        return;
+    }
+    size_t left = evbuffer_get_length(c->out);
+    if (left == 0) {
+        set_event(c->wev, &c->writing, false, NULL);
+        if (c->lingering) {
+            linger_flushed(c);
+            return;
+        }
+    }
+    /* Below the low-water mark (half the high one): read again. */
+    if (c->paused_out && left <= c->high_water / 2) {
+        c->paused_out = false;
+        update_read(c);
+    }
+}
+
+static void on_drained(tpi_resource *r)
+{
+    tpi_conn *c = (tpi_conn *)r;
+    if (c->paused_mb) {
+        c->paused_mb = false;
+        update_read(c);
+    }
+}
+
+/* ---- lingering close, after the owner ended */
+
+static void linger_finish(tpi_conn *c)
+{
+    pthread_mutex_lock(&linger_lock);
+    if (c->lprev)
+        c->lprev->lnext = c->lnext;
+    else if (linger_head == c)
+        linger_head = c->lnext;
+    if (c->lnext)
+        c->lnext->lprev = c->lprev;
+    pthread_mutex_unlock(&linger_lock);
+    conn_drop(c);
+    tpi_free(c);
+}
+
+/* Every byte is written: tell the peer we are done, and wait for its EOF
+ * (so unread input does not turn our close into an RST). May free c. */
+static void linger_flushed(tpi_conn *c)
+{
+    if (!c->shut_wr) {
+        c->shut_wr = true;
+        shutdown(c->fd, SHUT_WR);
+    }
+    if (c->eof)
+        linger_finish(c);
+}
+
+/* The owner ended (or the runtime is torn down). */
+static void conn_close(tpi_resource *r)
+{
+    tpi_conn *c = (tpi_conn *)r;
+    if (c->fd < 0 || atomic_load(&c->rt->state) != TPI_RT_RUNNING ||
+        (c->eof && evbuffer_get_length(c->out) == 0)) {
+        conn_drop(c);
+        tpi_free(c);
+        return;
+    }
+    c->lingering = true;
+    pthread_mutex_lock(&linger_lock);
+    c->lprev = NULL;
+    c->lnext = linger_head;
+    if (linger_head)
+        linger_head->lprev = c;
+    linger_head = c;
+    pthread_mutex_unlock(&linger_lock);
+    /* Re-add both events with the linger timeout. */
+    set_event(c->rev, &c->reading, false, NULL);
+    set_event(c->wev, &c->writing, false, NULL);
+    if (!c->eof)
+        set_event(c->rev, &c->reading, true, &linger_tv);
+    if (evbuffer_get_length(c->out) > 0)
+        set_event(c->wev, &c->writing, true, &linger_tv);
+    else
+        linger_flushed(c);
+}
+
+void tpi_net_fini(tp_runtime *rt)
+{
+    for (;;) {
+        pthread_mutex_lock(&linger_lock);
+        tpi_conn *c = linger_head;
+        while (c && c->rt != rt)
+            c = c->lnext;
+        pthread_mutex_unlock(&linger_lock);
+        if (!c)
+            return;
+        linger_finish(c);
+    }
+}
+
+static tpi_conn *conn_of(tp_ctx *ctx)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a || !a->ext)
+        return NULL;
+    for (tpi_resource *r = a->ext->resources; r; r = r->next)
+        if (r->close == conn_close)
+            return (tpi_conn *)r;
+    return NULL;
+}
+
+int tp_conn_write(tp_ctx *ctx, const void *data, size_t len)
+{
+    tpi_conn *c = conn_of(ctx);
+    if (!c || c->fd < 0)
+        return TP_ESTATE;
+    if (!data && len)
+        return TP_EINVAL;
+    if (len == 0)
+        return 0;
+    size_t pending = evbuffer_get_length(c->out);
+    if (len > c->output_limit - pending) {
+        fprintf(stderr,
+                "troupe: disconnecting client %s: %zu bytes of output "
+                "pending, over the limit of %zu\n",
+                c->peer, pending + len, c->output_limit);
+        conn_fail(c, TP_E2BIG);
+        return TP_E2BIG;
+    }
+    const char *p = data;
+    if (pending == 0) {
+        /* Nothing queued: write now, and wait for writability only for
+         * what the socket did not take. */
+        ssize_t w = send(c->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                conn_fail(c, TP_ESYS);
+                return TP_ESTATE;
+            }
+            w = 0;
+        }
+        p += w;
+        len -= (size_t)w;
+        if (len == 0)
+            return 0;
+    }
+    if (evbuffer_add(c->out, p, len) != 0)
+        return TP_ENOMEM;
+    set_event(c->wev, &c->writing, true, NULL);
+    if (pending + len > c->high_water && !c->paused_out) {
+        c->paused_out = true;
+        update_read(c);
+    }
+    return 0;
+}
+
+size_t tp_conn_pending(tp_ctx *ctx)
+{
+    tpi_conn *c = conn_of(ctx);
+    return c && c->out ? evbuffer_get_length(c->out) : 0;
+}
+
+int tp_conn_peer(tp_ctx *ctx, char *buf, size_t size)
+{
+    if (!buf || !size)
+        return TP_EINVAL;
+    tpi_conn *c = conn_of(ctx);
+    if (!c)
+        return TP_ESTATE;
+    snprintf(buf, size, "%s", c->peer);
+    return 0;
+}
+
+/* --------------------------------------------------------------- listener */
+
+typedef struct tpi_listener {
+    tp_listen_opts o; /* strings point to our copies */
+    char *reject, *path;
+    char name[96];
+    int fd;
+    struct event *ev;
+    tp_runtime *rt;
+    tp_pid self, owner;
+    tp_pid *conns;
+    size_t nconns, capconns;
+    unsigned backoff_ms;
+} tpi_listener;
+
+static void listener_free(void *state)
+{
+    tpi_listener *l = state;
+    if (l->ev)
+        event_free(l->ev);
+    if (l->fd >= 0)
+        close(l->fd);
+    if (l->path)
+        unlink(l->path);
+    tpi_free(l->path);
+    tpi_free(l->reject);
+    tpi_free(l->conns);
+    tpi_free(l);
+}
+
+static void on_acceptable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tpi_listener *l = arg;
+    tpi_msg *m = tpi_msg_new(TAG_ACCEPT, NULL, 0);
+    if (m) {
+        m->from = TP_PID_NONE;
+        tpi_deliver(l->rt, NULL, l->self, m);
+    } else {
+        event_add(l->ev, NULL); /* try again on the next readiness */
+    }
+}
+
+static bool conns_del(tpi_listener *l, tp_pid pid)
+{
+    for (size_t i = 0; i < l->nconns; i++)
+        if (l->conns[i] == pid) {
+            l->conns[i] = l->conns[--l->nconns];
+            return true;
+        }
+    return false;
+}
+
+static void format_peer(char *out, size_t size, const struct sockaddr *sa,
+                        const char *path)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        snprintf(out, size, "%s:%u", host, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        snprintf(out, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, size, "unix:%s", path ? path : "?");
+    }
+}
+
+/* Hand an accepted socket to a new connection actor. Consumes fd. */
+static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
+                       const struct sockaddr *sa)
+{
+    const tp_listen_opts *o = &l->o;
+    if (o->max_conns && l->nconns >= o->max_conns) {
+        if (l->reject)
+            (void)!send(fd, l->reject, strlen(l->reject),
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+        close(fd);
+        return;
+    }
+    if (l->nconns == l->capconns) {
+        size_t cap = l->capconns ? l->capconns * 2 : 16;
+        tp_pid *v = tpi_realloc(l->conns, cap * sizeof *v);
+        if (!v) {
+            close(fd);
+            return;
+        }
+        l->conns = v;
+        l->capconns = cap;
+    }
+    void *state = o->conn_init ? o->conn_init(o->arg) : o->arg;
+    tpi_conn *c = state || !o->conn_init ? tpi_calloc(sizeof *c) : NULL;
+    tp_spawn_opts so = {o->conn_mailbox, TP_SPAWN_LINK, o->conn_state_free};
+    tp_pid pid;
+    if (!c || tp_spawn(ctx, o->conn_behavior, state, &so, &pid) != 0) {
+        if (state && o->conn_init && o->conn_state_free)
+            o->conn_state_free(state);
+        tpi_free(c);
+        close(fd);
+        return;
+    }
+    l->conns[l->nconns++] = pid;
+    c->res.drained = on_drained;
+    c->res.close = conn_close;
+    c->rt = l->rt;
+    c->pid = pid;
+    c->actor = tpi_table_slot(l->rt->table, pid);
+    c->high_water = o->high_water;
+    c->output_limit = o->output_limit;
+    format_peer(c->peer, sizeof c->peer, sa, l->path);
+    if (sa->sa_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    struct event_base *base = c->actor->sched->base;
+    c->fd = fd;
+    c->out = evbuffer_new();
+    c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
+    c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
+    /* The child has not run yet and lives on this scheduler thread (one
+     * per runtime in this release), so attaching to it here is safe. */
+    if (!c->out || !c->rev || !c->wev ||
+        tpi_resource_add(c->actor, &c->res) != 0) {
+        conn_drop(c);
+        tpi_free(c);
+        tp_kill(ctx, pid); /* its EXIT removes it from conns */
+        return;
+    }
+    update_read(c);
+}
+
+static void accept_some(tp_ctx *ctx, tpi_listener *l)
+{
+    for (int i = 0; i < ACCEPTS_PER_TURN; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EINTR || e == ECONNABORTED || e == EPROTO)
+                continue; /* that peer is gone; the next one may wait */
+            if (e == EAGAIN || e == EWOULDBLOCK) {
+                event_add(l->ev, NULL);
+                return;
+            }
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM...: the pending connection
+             * stays in the backlog and the socket stays readable, so
+             * waiting on it would spin. Pause, then try again. */
+            if (l->backoff_ms == 0)
+                fprintf(stderr,
+                        "troupe: listener %s: accept: %s; pausing accepts\n",
+                        l->name, strerror(e));
+            l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_FIRST_MS;
+            if (l->backoff_ms > BACKOFF_MAX_MS)
+                l->backoff_ms = BACKOFF_MAX_MS;
+            if (tp_send_after(ctx, l->backoff_ms, TAG_ACCEPT, NULL, 0, NULL) != 0)
+                event_add(l->ev, NULL);
+            return;
+        }
+        if (l->backoff_ms) {
+            fprintf(stderr, "troupe: listener %s: accepting again\n", l->name);
+            l->backoff_ms = 0;
+        }
+        start_conn(ctx, l, fd, (struct sockaddr *)&ss);
+    }
+    /* A full batch: let other actors run, then continue. */
+    if (tp_send(ctx, l->self, TAG_ACCEPT, NULL, 0) != 0)
+        event_add(l->ev, NULL);
+}
+
+static int listener(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    tpi_listener *l = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        l->self = tp_self(ctx);
+        l->owner = tp_msg_from(msg);
+        l->ev = event_new(tpi_ctx_actor(ctx)->sched->base, l->fd, EV_READ,
+                          on_acceptable, l);
+        if (!l->ev || event_add(l->ev, NULL) != 0)
+            return TP_ENOMEM;
+        break;
+    case TAG_ACCEPT:
+        accept_some(ctx, l);
+        break;
+    case TP_TAG_EXIT: {
+        if (conns_del(l, tp_msg_from(msg)))
+            break; /* a connection ended: nothing else changes */
+        tp_reason r;
+        if (tp_msg_reason(msg, &r) != 0)
+            r = TP_REASON_SHUTDOWN;
+        /* The owner (or anyone) ends us: connections end with us. A
+         * normal reason would not reach them over links. */
+        if (r.kind == TP_EXIT_NORMAL)
+            r = TP_REASON_SHUTDOWN;
+        tp_exit(ctx, r);
+        break;
+    }
+    default:
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static int bind_socket(const tp_listen_opts *o, int *fd_out, uint16_t *port)
+{
+    int fd = -1, e;
+    *port = 0;
+    if (o->unix_path) {
+        struct sockaddr_un un = {.sun_family = AF_UNIX};
+        size_t n = strlen(o->unix_path);
+        if (n == 0 || n >= sizeof un.sun_path)
+            return TP_EINVAL;
+        memcpy(un.sun_path, o->unix_path, n + 1);
+        struct stat st;
+        if (lstat(o->unix_path, &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(o->unix_path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return TP_ESYS;
+        if (bind(fd, (struct sockaddr *)&un, sizeof un) != 0)
+            goto fail;
+    } else {
+        struct addrinfo hints = {0}, *ai = NULL;
+        hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+        hints.ai_socktype = SOCK_STREAM;
+        char ps[8];
+        snprintf(ps, sizeof ps, "%u", (unsigned)o->port);
+        if (getaddrinfo(o->host ? o->host : "127.0.0.1", ps, &hints, &ai) != 0)
+            return TP_EINVAL;
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            e = errno;
+            freeaddrinfo(ai);
+            errno = e;
+            return TP_ESYS;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        int brc = bind(fd, ai->ai_addr, ai->ai_addrlen);
+        e = errno;
+        freeaddrinfo(ai);
+        errno = e;
+        if (brc != 0)
+            goto fail;
+    }
+    if (listen(fd, o->backlog > 0 ? o->backlog : 511) != 0)
+        goto fail;
+    if (!o->unix_path) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+            goto fail;
+        *port = ntohs(ss.ss_family == AF_INET
+                          ? ((struct sockaddr_in *)&ss)->sin_port
+                          : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    *fd_out = fd;
+    return 0;
+fail:
+    e = errno;
+    close(fd);
+    if (o->unix_path && e != EADDRINUSE)
+        unlink(o->unix_path);
+    errno = e;
+    return TP_ESYS;
+}
+
+int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
+              uint16_t *port_out)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (!opts || !opts->conn_behavior)
+        return TP_EINVAL;
+    tp_listen_opts o = *opts;
+    if (!o.high_water)
+        o.high_water = DEFAULT_HIGH_WATER;
+    if (!o.output_limit)
+        o.output_limit = DEFAULT_OUTPUT_LIMIT;
+    if (o.output_limit < o.high_water)
+        return TP_EINVAL;
+    tpi_listener *l = tpi_calloc(sizeof *l);
+    if (!l)
+        return TP_ENOMEM;
+    l->fd = -1;
+    l->rt = a->sched->rt;
+    if ((o.reject_msg && !(l->reject = tpi_strndup(o.reject_msg, 4096)))) {
+        listener_free(l);
+        return TP_ENOMEM;
+    }
+    uint16_t port;
+    int rc = bind_socket(&o, &l->fd, &port);
+    if (rc) {
+        int e = errno;
+        listener_free(l);
+        errno = e;
+        return rc;
+    }
+    if (o.unix_path && !(l->path = tpi_strndup(o.unix_path, 4096))) {
+        unlink(o.unix_path);
+        listener_free(l);
+        return TP_ENOMEM;
+    }
+    o.reject_msg = l->reject;
+    o.unix_path = l->path;
+    o.host = NULL;
+    l->o = o;
+    if (l->path)
+        snprintf(l->name, sizeof l->name, "unix:%s", l->path);
+    else
+        snprintf(l->name, sizeof l->name, "%s port %u",
+                 opts->host ? opts->host : "127.0.0.1", (unsigned)port);
+    /* A vanished peer must be an error on its connection, not the end of
+     * the process: ignore SIGPIPE unless the application chose. */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+        !(sa.sa_flags & SA_SIGINFO))
+        signal(SIGPIPE, SIG_IGN);
+    tp_spawn_opts so = {0, TP_SPAWN_LINK | TP_SPAWN_TRAP_EXIT, listener_free};
+    tp_pid pid;
+    rc = tp_spawn(ctx, listener, l, &so, &pid);
+    if (rc) {
+        listener_free(l);
+        return rc;
+    }
+    if (pid_out)
+        *pid_out = pid;
+    if (port_out)
+        *port_out = port;
+    return 0;
+}

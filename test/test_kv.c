@@ -1,0 +1,519 @@
+/*
+ * troupe-kv, the demo service, driven over loopback like any Redis client
+ * would: a small RESP client written here, plus the real redis-cli when it
+ * is installed (skipped otherwise). Every command of the issue, expiry,
+ * AUTH, pipelining, SAVE/BGSAVE surviving a restart, SIGTERM saving,
+ * client limits, and bad input (each bad client gets one protocol error
+ * and is dropped; the others are unaffected).
+ */
+#include "tp_test.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+static char kv_bin[PATH_MAX];
+static char dbfile[128];
+
+/* ------------------------------------------------------------- server */
+
+typedef struct server {
+    pid_t pid;
+    uint16_t port;
+} server;
+
+/* Start troupe-kv on a free port with extra args; waits for "ready". */
+static server start(const char *const *extra)
+{
+    server s = {0, 0};
+    int out[2];
+    assert_int_equal(pipe(out), 0);
+    const char *argv[32] = {kv_bin, "--port", "0", "--dbfile", dbfile,
+                            "--quiet"};
+    int n = 6;
+    for (int i = 0; extra && extra[i]; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    s.pid = fork();
+    assert_true(s.pid >= 0);
+    if (s.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
+        dup2(out[1], 1);
+        close(out[0]);
+        execv(kv_bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(out[1]);
+    char line[256] = {0};
+    size_t got = 0;
+    double t0 = tpt_now_ms();
+    while (!strchr(line, '\n') && got < sizeof line - 1 &&
+           tpt_now_ms() - t0 < 10000) {
+        ssize_t r = read(out[0], line + got, sizeof line - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(out[0]);
+    const char *p = strstr(line, "ready on 127.0.0.1:");
+    if (!p)
+        fail_msg("troupe-kv did not start: '%s'", line);
+    s.port = (uint16_t)atoi(p + strlen("ready on 127.0.0.1:"));
+    return s;
+}
+
+/* Signal it and return its exit status (or -1). */
+static int stop(server *s, int sig)
+{
+    int st = 0;
+    kill(s->pid, sig);
+    double t0 = tpt_now_ms();
+    while (waitpid(s->pid, &st, WNOHANG) == 0) {
+        if (tpt_now_ms() - t0 > 10000) {
+            kill(s->pid, SIGKILL);
+            waitpid(s->pid, &st, 0);
+            return -1;
+        }
+        usleep(2000);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* ------------------------------------------------------- a RESP client */
+
+typedef struct client {
+    int fd;
+    char buf[1 << 16];
+    size_t n, off;
+} client;
+
+static client *dial(uint16_t port)
+{
+    client *c = calloc(1, sizeof *c);
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof a), 0);
+    return c;
+}
+
+static void hangup(client *c)
+{
+    close(c->fd);
+    free(c);
+}
+
+static void send_raw(client *c, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n) {
+        ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Send one command (a multibulk of the given words). */
+static void cmdv(client *c, int argc, const char **argv)
+{
+    char hdr[32];
+    snprintf(hdr, sizeof hdr, "*%d\r\n", argc);
+    send_raw(c, hdr, strlen(hdr));
+    for (int i = 0; i < argc; i++) {
+        snprintf(hdr, sizeof hdr, "$%zu\r\n", strlen(argv[i]));
+        send_raw(c, hdr, strlen(hdr));
+        send_raw(c, argv[i], strlen(argv[i]));
+        send_raw(c, "\r\n", 2);
+    }
+}
+
+/* One byte, waiting up to 5 s; -1 on EOF or timeout. */
+static int getb(client *c)
+{
+    if (c->off == c->n) {
+        struct pollfd p = {c->fd, POLLIN, 0};
+        if (poll(&p, 1, 5000) <= 0)
+            return -1;
+        ssize_t r = recv(c->fd, c->buf, sizeof c->buf, 0);
+        if (r <= 0)
+            return -1;
+        c->n = (size_t)r;
+        c->off = 0;
+    }
+    return (unsigned char)c->buf[c->off++];
+}
+
+/* Read one reply, rendered as text: "+OK", "-ERR ...", ":5", "$hello",
+ * "(nil)", or "[a,b,(nil)]" for arrays. "EOF" when the server closed. */
+static void reply_into(client *c, char *out, size_t size)
+{
+    char line[1024];
+    size_t n = 0;
+    int ch;
+    while ((ch = getb(c)) >= 0 && ch != '\n')
+        if (n < sizeof line - 1)
+            line[n++] = (char)ch;
+    if (ch < 0) {
+        snprintf(out, size, "EOF");
+        return;
+    }
+    if (n && line[n - 1] == '\r')
+        n--;
+    line[n] = '\0';
+    if (line[0] == '$' || line[0] == '*') {
+        long len = atol(line + 1);
+        if (len < 0) {
+            snprintf(out, size, "(nil)");
+            return;
+        }
+        if (line[0] == '$') {
+            size_t o = 0;
+            out[o++] = '$';
+            for (long i = 0; i < len + 2; i++) {
+                ch = getb(c);
+                if (i < len && o < size - 1)
+                    out[o++] = (char)ch;
+            }
+            out[o] = '\0';
+            return;
+        }
+        size_t o = (size_t)snprintf(out, size, "[");
+        for (long i = 0; i < len; i++) {
+            char sub[512];
+            reply_into(c, sub, sizeof sub);
+            o += (size_t)snprintf(out + o, size > o ? size - o : 0, "%s%s",
+                                  i ? "," : "", sub[0] == '$' ? sub + 1 : sub);
+        }
+        snprintf(out + o, size > o ? size - o : 0, "]");
+        return;
+    }
+    snprintf(out, size, "%s", line);
+}
+
+static char last[1 << 16];
+
+/* Run a command given as words and return its rendered reply. */
+#define CMD(c, ...)                                                           \
+    (cmdv((c), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *), \
+          (const char *[]){__VA_ARGS__}),                                     \
+     reply_into((c), last, sizeof last), last)
+
+#define EXPECT_REPLY(c, want, ...) assert_string_equal(CMD(c, __VA_ARGS__), want)
+
+/* --------------------------------------------------------------- tests */
+
+static void test_commands(void **unused)
+{
+    unlink(dbfile);
+    server s = start(NULL);
+    client *c = dial(s.port);
+    EXPECT_REPLY(c, "+PONG", "PING");
+    EXPECT_REPLY(c, "$hi", "PING", "hi");
+    EXPECT_REPLY(c, "$hello world", "ECHO", "hello world");
+    EXPECT_REPLY(c, "+OK", "SET", "k", "v1");
+    EXPECT_REPLY(c, "$v1", "GET", "k");
+    EXPECT_REPLY(c, "(nil)", "GET", "missing");
+    EXPECT_REPLY(c, "(nil)", "SET", "k", "v2", "NX");
+    EXPECT_REPLY(c, "+OK", "SET", "k", "v2", "XX");
+    EXPECT_REPLY(c, "(nil)", "SET", "nope", "x", "XX");
+    EXPECT_REPLY(c, "+OK", "SET", "fresh", "x", "NX");
+    EXPECT_REPLY(c, "-ERR syntax error", "SET", "k", "v", "NX", "XX");
+    EXPECT_REPLY(c, "-ERR invalid expire time in 'set' command", "SET", "k",
+                 "v", "EX", "0");
+    EXPECT_REPLY(c, ":1", "INCR", "n");
+    EXPECT_REPLY(c, ":11", "INCRBY", "n", "10");
+    EXPECT_REPLY(c, ":10", "DECR", "n");
+    EXPECT_REPLY(c, "-ERR value is not an integer or out of range", "INCR", "k");
+    EXPECT_REPLY(c, "+OK", "SET", "big", "9223372036854775807");
+    EXPECT_REPLY(c, "-ERR increment or decrement would overflow", "INCR", "big");
+    EXPECT_REPLY(c, "+OK", "MSET", "a", "1", "b", "2", "c", "3");
+    EXPECT_REPLY(c, "[1,2,(nil),3]", "MGET", "a", "b", "zz", "c");
+    EXPECT_REPLY(c, ":2", "EXISTS", "a", "b", "zz");
+    EXPECT_REPLY(c, ":2", "DEL", "a", "b", "zz");
+    EXPECT_REPLY(c, ":0", "EXISTS", "a");
+    EXPECT_REPLY(c, ":5", "DBSIZE"); /* k fresh n big c */
+    EXPECT_REPLY(c, ":-1", "TTL", "k");
+    EXPECT_REPLY(c, ":-2", "TTL", "zz");
+    EXPECT_REPLY(c, ":1", "EXPIRE", "k", "100");
+    EXPECT_REPLY(c, ":100", "TTL", "k");
+    EXPECT_REPLY(c, ":0", "EXPIRE", "zz", "100");
+    CMD(c, "INFO");
+    assert_non_null(strstr(last, "actors_alive:"));
+    assert_non_null(strstr(last, "db0:keys=5"));
+    EXPECT_REPLY(c, "+OK", "FLUSHALL");
+    EXPECT_REPLY(c, ":0", "DBSIZE");
+    EXPECT_REPLY(c, "-ERR wrong number of arguments for 'get' command", "GET");
+    assert_non_null(strstr(CMD(c, "NOSUCH", "x"), "-ERR unknown command 'NOSUCH'"));
+    EXPECT_REPLY(c, "+OK", "QUIT");
+    EXPECT_REPLY(c, "EOF", "PING");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+static void test_expiry(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", NULL});
+    client *c = dial(s.port);
+    EXPECT_REPLY(c, "+OK", "SET", "px", "v", "PX", "400");
+    EXPECT_REPLY(c, "+OK", "SET", "ex", "v", "EX", "100");
+    EXPECT_REPLY(c, "+OK", "SET", "e2", "v");
+    EXPECT_REPLY(c, ":1", "PEXPIRE", "e2", "400");
+    EXPECT_REPLY(c, "$v", "GET", "px");
+    usleep(800 * 1000);
+    EXPECT_REPLY(c, "(nil)", "GET", "px");
+    EXPECT_REPLY(c, ":0", "EXISTS", "e2");
+    EXPECT_REPLY(c, "$v", "GET", "ex");
+    EXPECT_REPLY(c, ":1", "EXPIRE", "ex", "-1"); /* in the past: deleted */
+    EXPECT_REPLY(c, "(nil)", "GET", "ex");
+    /* Active expiry removes keys nobody reads. */
+    EXPECT_REPLY(c, "+OK", "SET", "lonely", "v", "PX", "50");
+    usleep(400 * 1000);
+    EXPECT_REPLY(c, ":0", "DBSIZE");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGINT), 0);
+}
+
+static void test_auth(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", "--requirepass", "s3cret",
+                                      NULL});
+    client *c = dial(s.port);
+    EXPECT_REPLY(c, "-NOAUTH Authentication required.", "GET", "k");
+    assert_string_equal(CMD(c, "AUTH", "wrong"),
+                        "-WRONGPASS invalid username-password pair or user is "
+                        "disabled.");
+    EXPECT_REPLY(c, "+OK", "AUTH", "s3cret");
+    EXPECT_REPLY(c, "(nil)", "GET", "k");
+    client *d = dial(s.port);
+    EXPECT_REPLY(d, "+OK", "AUTH", "default", "s3cret");
+    EXPECT_REPLY(d, "+PONG", "PING");
+    hangup(c);
+    hangup(d);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* 3000 commands in one write; replies come back in order even though the
+ * keys live on different shards. */
+static void test_pipelining(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", NULL});
+    client *c = dial(s.port);
+    size_t cap = 1 << 20, n = 0;
+    char *req = malloc(cap);
+    for (int i = 0; i < 1000; i++) {
+        char k[32], v[32];
+        snprintf(k, sizeof k, "key:%d", i);
+        snprintf(v, sizeof v, "%d", i * 7);
+        n += (size_t)snprintf(req + n, cap - n,
+                              "*3\r\n$3\r\nSET\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n"
+                              "*2\r\n$3\r\nGET\r\n$%zu\r\n%s\r\n"
+                              "*2\r\n$4\r\nINCR\r\n$%zu\r\n%s\r\n",
+                              strlen(k), k, strlen(v), v, strlen(k), k,
+                              strlen(k), k);
+    }
+    send_raw(c, req, n);
+    for (int i = 0; i < 1000; i++) {
+        char want[64];
+        reply_into(c, last, sizeof last);
+        assert_string_equal(last, "+OK");
+        reply_into(c, last, sizeof last);
+        snprintf(want, sizeof want, "$%d", i * 7);
+        assert_string_equal(last, want);
+        reply_into(c, last, sizeof last);
+        snprintf(want, sizeof want, ":%d", i * 7 + 1);
+        assert_string_equal(last, want);
+    }
+    /* inline commands (redis-benchmark's PING_INLINE) pipeline too */
+    send_raw(c, "PING\r\nECHO x\r\n", 14);
+    assert_string_equal((reply_into(c, last, sizeof last), last), "+PONG");
+    assert_string_equal((reply_into(c, last, sizeof last), last), "$x");
+    free(req);
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* SAVE and BGSAVE write a snapshot that a restart loads (even after a
+ * crash: SIGKILL); SIGTERM saves on its own. */
+static void test_snapshot_restart(void **unused)
+{
+    unlink(dbfile);
+    server s = start(NULL);
+    client *c = dial(s.port);
+    EXPECT_REPLY(c, "+OK", "SET", "saved", "1");
+    EXPECT_REPLY(c, "+OK", "SET", "ttl", "x", "EX", "1000");
+    EXPECT_REPLY(c, "+OK", "SAVE");
+    EXPECT_REPLY(c, "+OK", "SET", "bg", "2");
+    EXPECT_REPLY(c, "+Background saving started", "BGSAVE");
+    usleep(300 * 1000);
+    EXPECT_REPLY(c, "+OK", "SET", "unsaved", "3");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGKILL), -1); /* a crash: no save */
+
+    s = start(NULL);
+    c = dial(s.port);
+    EXPECT_REPLY(c, "$1", "GET", "saved");
+    EXPECT_REPLY(c, "$2", "GET", "bg");
+    EXPECT_REPLY(c, "(nil)", "GET", "unsaved");
+    assert_true(atoi(CMD(c, "TTL", "ttl") + 1) > 990);
+    /* acknowledged, never SAVEd: SIGTERM must save it */
+    EXPECT_REPLY(c, "+OK", "SET", "term", "4");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+
+    s = start(NULL);
+    c = dial(s.port);
+    EXPECT_REPLY(c, "$4", "GET", "term");
+    EXPECT_REPLY(c, "$1", "GET", "saved");
+    /* SHUTDOWN saves too, and closes the connection */
+    EXPECT_REPLY(c, "+OK", "SET", "shut", "5");
+    EXPECT_REPLY(c, "EOF", "SHUTDOWN");
+    hangup(c);
+    assert_int_equal(stop(&s, 0), 0);
+    s = start(NULL);
+    c = dial(s.port);
+    EXPECT_REPLY(c, "$5", "GET", "shut");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+    unlink(dbfile);
+}
+
+/* Each malformed request gets one protocol error, then the connection is
+ * closed; a client connected alongside never notices. */
+static void test_bad_input(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", "--max-request", "4096",
+                                      NULL});
+    client *good = dial(s.port);
+    EXPECT_REPLY(good, "+OK", "SET", "k", "v");
+    static const struct {
+        const char *req;
+        const char *err;
+    } bad[] = {
+        {"*2\r\n$3\r\nGET\r\n$-5\r\n", "invalid bulk length"},
+        {"*1\r\n$99999999999999\r\n", "invalid bulk length"},
+        {"*1\r\n$5000\r\n", "invalid bulk length"},           /* over the limit */
+        {"*99999999\r\n", "invalid multibulk length"},
+        {"*-\r\n", "invalid multibulk length"},
+        {"*1\r\nGET\r\n", "expected '$', got 'G'"},
+        {"*1\r\n$3\r\nGETxx\r\njunk after the bad frame", "bulk not terminated"},
+        {"*2\r\n$3\r\nGET\r\n$4090\r\n", "request too large"},
+        {"*1\r\n$123456789012345678901234567890\r\n", "invalid bulk length"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        client *c = dial(s.port);
+        EXPECT_REPLY(c, "+PONG", "PING");
+        send_raw(c, bad[i].req, strlen(bad[i].req));
+        reply_into(c, last, sizeof last);
+        if (!strstr(last, "-ERR Protocol error: ") || !strstr(last, bad[i].err))
+            fail_msg("request %zu: got '%s', want '%s'", i, last, bad[i].err);
+        reply_into(c, last, sizeof last);
+        assert_string_equal(last, "EOF");
+        hangup(c);
+        EXPECT_REPLY(good, "$v", "GET", "k");
+    }
+    /* An inline line longer than 64 KiB */
+    client *c = dial(s.port);
+    char *junk = malloc(70000);
+    memset(junk, 'a', 70000);
+    send_raw(c, junk, 70000);
+    reply_into(c, last, sizeof last);
+    assert_non_null(strstr(last, "too big inline request"));
+    free(junk);
+    hangup(c);
+    EXPECT_REPLY(good, "+PONG", "PING");
+    hangup(good);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+static void test_max_clients(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", "--maxclients", "2", NULL});
+    client *a = dial(s.port), *b = dial(s.port);
+    EXPECT_REPLY(a, "+PONG", "PING");
+    EXPECT_REPLY(b, "+PONG", "PING");
+    client *c = dial(s.port);
+    reply_into(c, last, sizeof last);
+    assert_string_equal(last, "-ERR max number of clients reached");
+    hangup(c);
+    hangup(b);
+    usleep(100 * 1000);
+    c = dial(s.port);
+    EXPECT_REPLY(c, "+PONG", "PING");
+    hangup(c);
+    hangup(a);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* The real redis-cli, unchanged, when installed (Debian redis-tools). */
+static void test_redis_cli(void **unused)
+{
+    if (system("command -v redis-cli >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "redis-cli not installed: skipped\n");
+        skip();
+    }
+    server s = start((const char *[]){"--no-persist", NULL});
+    char cmd[512], out[256];
+    static const char *const script[][2] = {
+        {"SET cli hello", "OK"},         {"GET cli", "hello"},
+        {"INCRBY ctr 5", "5"},           {"MGET cli ctr", "hello\n5"},
+        {"DEL cli", "1"},                {"EXISTS cli", "0"},
+        {"SET t v EX 50", "OK"},         {"TTL t", "50"},
+        {"PING", "PONG"},                {"DBSIZE", "2"},
+    };
+    for (size_t i = 0; i < sizeof script / sizeof script[0]; i++) {
+        snprintf(cmd, sizeof cmd, "redis-cli -p %u %s", (unsigned)s.port,
+                 script[i][0]);
+        FILE *f = popen(cmd, "r");
+        assert_non_null(f);
+        size_t n = fread(out, 1, sizeof out - 1, f);
+        pclose(f);
+        while (n && out[n - 1] == '\n')
+            n--;
+        out[n] = '\0';
+        if (strcmp(out, script[i][1]) != 0)
+            fail_msg("redis-cli %s: got '%s', want '%s'", script[i][0], out,
+                     script[i][1]);
+    }
+    /* redis-cli --pipe: a mass insert */
+    snprintf(cmd, sizeof cmd,
+             "for i in $(seq 1 500); do printf 'SET m:%%s %%s\\r\\n' $i $i; "
+             "done | redis-cli -p %u --pipe 2>&1 | grep -q 'errors: 0, replies: 500'",
+             (unsigned)s.port);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+int main(void)
+{
+    /* build/test/test_kv -> build/examples/troupe-kv */
+    ssize_t n = readlink("/proc/self/exe", kv_bin, sizeof kv_bin - 32);
+    if (n <= 0)
+        return 1;
+    kv_bin[n] = '\0';
+    char *slash = strrchr(kv_bin, '/');
+    *slash = '\0';
+    slash = strrchr(kv_bin, '/');
+    strcpy(slash, "/examples/troupe-kv");
+    snprintf(dbfile, sizeof dbfile, "/tmp/troupe-kv-test-%d.tkv", (int)getpid());
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_commands),
+        cmocka_unit_test(test_expiry),
+        cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_pipelining),
+        cmocka_unit_test(test_snapshot_restart),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_max_clients),
+        cmocka_unit_test(test_redis_cli),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    unlink(dbfile);
+    return rc;
+}
