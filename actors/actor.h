@@ -224,10 +224,11 @@ void tpi_unpause(tp_runtime *rt, tpi_actor *a);
 /* 0 if (data, len) may be sent: no payload, or one valid msgpack object
  * within max_payload; else TP_EINVAL or TP_E2BIG. */
 int tpi_payload_valid(tp_runtime *rt, const void *data, size_t len);
-/* Build a message from (data, len) for a send: validated and copied.
- * On error nothing is allocated. */
+/* Build a message from (data, len) for a send: copied, and validated
+ * unless check is false (bytes our own packers made). On error nothing is
+ * allocated. */
 int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data,
-                     size_t len, tpi_msg **out);
+                     size_t len, bool check, tpi_msg **out);
 
 /* ---- actors/signal.c: links, monitors, exit signals */
 /* Link a new (not yet run) child and its parent on the parent's thread. */

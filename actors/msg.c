@@ -51,11 +51,8 @@ tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len)
     }
     if (!m)
         return NULL;
-    memset(m, 0, sizeof *m);
-    m->flags = flags;
-    m->tag = tag;
-    m->len = len;
-    m->data = len ? m->inl : NULL;
+    *m = (tpi_msg){.tag = tag, .flags = flags, .len = len,
+                   .data = len ? m->inl : NULL};
     if (data && len)
         memcpy(m->inl, data, len);
     m->inl[len] = '\0';

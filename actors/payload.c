@@ -76,7 +76,11 @@ int tpi_payload_check(const void *data, size_t len)
 {
     const uint8_t *p = data;
     uint64_t skip, items;
-    if (len == 0 || header(p, len, &skip, &items) != 0)
+    if (len == 0)
+        return TP_EPROTO;
+    if (p[0] <= 0x7f || p[0] >= 0xe0) /* a fixint: the most common payload */
+        return len == 1 ? 0 : TP_EPROTO;
+    if (header(p, len, &skip, &items) != 0)
         return TP_EPROTO;
     if (items == 0) /* a scalar: the common case */
         return skip == len ? 0 : TP_EPROTO;

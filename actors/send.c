@@ -184,11 +184,11 @@ int tpi_payload_valid(tp_runtime *rt, const void *data, size_t len)
 }
 
 int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data,
-                     size_t len, tpi_msg **out)
+                     size_t len, bool check, tpi_msg **out)
 {
     if (tag < 0)
         return TP_EINVAL;
-    int rc = tpi_payload_valid(rt, data, len);
+    int rc = check ? tpi_payload_valid(rt, data, len) : 0;
     if (rc)
         return rc;
     tpi_msg *m = tpi_msg_new(tag, data, len);
@@ -206,7 +206,8 @@ static int send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
     return tpi_deliver(rt, a, to, m);
 }
 
-int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len)
+static int send_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
+                      size_t len, bool check)
 {
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a)
@@ -214,14 +215,19 @@ int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len)
     if (to == TP_PID_NONE)
         return TP_EINVAL;
     tpi_msg *m;
-    int rc = tpi_msg_for_send(a->sched->rt, tag, data, len, &m);
+    int rc = tpi_msg_for_send(a->sched->rt, tag, data, len, check, &m);
     return rc ? rc : send_from(a, to, m);
+}
+
+int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len)
+{
+    return send_bytes(ctx, to, tag, data, len, true);
 }
 
 int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
 {
     char buf[9];
-    return tp_send(ctx, to, tag, buf, tpi_pack_int(buf, v));
+    return send_bytes(ctx, to, tag, buf, tpi_pack_int(buf, v), false);
 }
 
 int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)
@@ -268,7 +274,7 @@ static int foreign_send(tp_runtime *rt, tp_pid to, int32_t tag,
     if (!rt || to == TP_PID_NONE)
         return TP_EINVAL;
     tpi_msg *m;
-    int rc = tpi_msg_for_send(rt, tag, data, len, &m);
+    int rc = tpi_msg_for_send(rt, tag, data, len, true, &m);
     if (rc)
         return rc;
     tpi_actor *a = tpi_table_slot(rt->table, to);

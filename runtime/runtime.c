@@ -155,17 +155,9 @@ void tp_runtime_stats(tp_runtime *rt, tp_stats *out)
     }
 }
 
-void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d)
+void tpi_stat_add_shared(tp_runtime *rt, size_t field, int64_t d)
 {
-    tpi_sched *s = tpi_sched_current();
-    if (s && s->rt == rt) {
-        _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)&s->stats + field);
-        /* relaxed load and store: this thread is the only writer. */
-        atomic_store_explicit(
-            c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)d,
-            memory_order_relaxed);
-    } else {
-        _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)&rt->stats + field);
-        atomic_fetch_add_explicit(c, (uint64_t)d, memory_order_relaxed);
-    }
+    _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)&rt->stats + field);
+    /* relaxed: a counter; off the scheduler threads several may add. */
+    atomic_fetch_add_explicit(c, (uint64_t)d, memory_order_relaxed);
 }

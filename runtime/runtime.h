@@ -63,7 +63,7 @@ typedef struct tpi_stats {
 
 #define TPI_STAT(rt, field, d)                                                \
     tpi_stat_add((rt), offsetof(tpi_stats, field), (int64_t)(d))
-void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d);
+void tpi_stat_add_shared(tp_runtime *rt, size_t field, int64_t d);
 
 /* ---- runtime/sched.c */
 struct tpi_sched {
@@ -96,7 +96,8 @@ void tpi_sched_stop(tpi_sched *s);
  * token to a non-zero count). */
 void tpi_sched_ready(tpi_actor *a);
 /* The scheduler running on this thread, or NULL. */
-tpi_sched *tpi_sched_current(void);
+extern _Thread_local tpi_sched *tpi_tls_sched;
+static inline tpi_sched *tpi_sched_current(void) { return tpi_tls_sched; }
 
 /* ---- runtime/runtime.c */
 struct tp_runtime {
@@ -137,6 +138,20 @@ static inline tp_ref tpi_ref_new(tp_runtime *rt)
     return atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed);
 }
 
+
+static inline void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d)
+{
+    tpi_sched *s = tpi_sched_current();
+    if (s && s->rt == rt) {
+        _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)&s->stats + field);
+        /* relaxed load and store: this thread is the only writer. */
+        atomic_store_explicit(
+            c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)d,
+            memory_order_relaxed);
+    } else {
+        tpi_stat_add_shared(rt, field, d);
+    }
+}
 
 /* An actor is ending with r: counters and the root's reason. */
 void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r);

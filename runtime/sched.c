@@ -16,9 +16,8 @@
 
 #define TURNS_PER_CALLBACK 256
 
-static _Thread_local tpi_sched *tls_sched;
-
-tpi_sched *tpi_sched_current(void) { return tls_sched; }
+_Thread_local tpi_sched *tpi_tls_sched;
+#define tls_sched tpi_tls_sched
 
 static void rq_push(tpi_sched *s, tpi_mpsc_node *n)
 {
