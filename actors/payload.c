@@ -12,12 +12,22 @@
 
 #define MAX_DEPTH 32 /* msgpack-c's unpacker stack (MSGPACK_EMBED_STACK_SIZE) */
 
+/* Load n big-endian bytes at p (n = 0..8); the common widths with one
+ * byte swap. */
 static uint64_t be(const uint8_t *p, int n)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
+    switch (n) {
+    case 1: return p[0];
+    case 2: { uint16_t x; memcpy(&x, p, 2); return __builtin_bswap16(x); }
+    case 4: { uint32_t x; memcpy(&x, p, 4); return __builtin_bswap32(x); }
+    case 8: { uint64_t x; memcpy(&x, p, 8); return __builtin_bswap64(x); }
+    default: {
+        uint64_t v = 0;
+        for (int i = 0; i < n; i++)
+            v = (v << 8) | p[i];
+        return v;
+    }
+    }
 }
 
 /* One header at p (len bytes left): *skip = bytes of header + inline body
@@ -117,6 +127,17 @@ int tp_payload_check(const void *data, size_t len)
     return tpi_payload_check(data, len);
 }
 
+/* Store n big-endian bytes of v at p (n = 1, 2, 4, 8). */
+static void put_be(uint8_t *p, uint64_t v, int n)
+{
+    switch (n) {
+    case 1: p[0] = (uint8_t)v; break;
+    case 2: { uint16_t x = __builtin_bswap16((uint16_t)v); memcpy(p, &x, 2); break; }
+    case 4: { uint32_t x = __builtin_bswap32((uint32_t)v); memcpy(p, &x, 4); break; }
+    default: { uint64_t x = __builtin_bswap64(v); memcpy(p, &x, 8); break; }
+    }
+}
+
 size_t tpi_pack_int(char *buf, int64_t v)
 {
     uint8_t *p = (uint8_t *)buf;
@@ -136,9 +157,7 @@ size_t tpi_pack_int(char *buf, int64_t v)
         else if (v >= -2147483648LL) { p[0] = 0xd2; n = 4; }
         else { p[0] = 0xd3; n = 8; }
     }
-    uint64_t u = (uint64_t)v;
-    for (int i = n; i >= 1; i--, u >>= 8)
-        p[i] = (uint8_t)u;
+    put_be(p + 1, (uint64_t)v, n);
     return (size_t)n + 1;
 }
 

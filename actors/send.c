@@ -226,8 +226,18 @@ int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len)
 
 int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
 {
-    char buf[9];
-    return send_bytes(ctx, to, tag, buf, tpi_pack_int(buf, v), false);
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (to == TP_PID_NONE || tag < 0)
+        return TP_EINVAL;
+    /* Packed straight into the message: no copy, nothing to validate. */
+    tpi_msg *m = tpi_msg_new(tag, NULL, 9);
+    if (!m)
+        return TP_ENOMEM;
+    m->len = tpi_pack_int(m->inl, v);
+    m->inl[m->len] = '\0';
+    return send_from(a, to, m);
 }
 
 int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)

@@ -46,7 +46,9 @@ static void done(uint64_t r)
 
 /* ------------------------------------------------------------ pingpong */
 
-#define PP_ROUNDS 1000000
+/* Round trips; a third command-line argument changes it (callgrind runs
+ * at two sizes give instructions per message without the setup). */
+static int64_t pp_rounds = 1000000;
 
 static int pong(tp_ctx *ctx, void *st, const tp_msg *m)
 {
@@ -64,7 +66,7 @@ static int ping(tp_ctx *ctx, void *st, const tp_msg *m)
         return tp_send_int(ctx, peer, T_MSG, 0);
     if (tp_msg_tag(m) == T_MSG) {
         int64_t v = msg_int(m);
-        if (v < PP_ROUNDS)
+        if (v < pp_rounds)
             return tp_send_int(ctx, peer, T_MSG, v);
         done((uint64_t)v);
         tp_send_int(ctx, peer, T_STOP, 0);
@@ -81,7 +83,7 @@ static int pingpong_root(tp_ctx *ctx, void *st, const tp_msg *m)
     tp_spawn(ctx, pong, NULL, NULL, &pong_pid);
     tp_spawn(ctx, ping, &pong_pid, NULL, &p);
     tp_send_int(ctx, p, T_GO, 0);
-    n_units = 2 * PP_ROUNDS;
+    n_units = 2 * (uint64_t)pp_rounds;
     return tp_exit(ctx, TP_REASON_NORMAL);
 }
 
@@ -367,11 +369,15 @@ static int idle_root(tp_ctx *ctx, void *st, const tp_msg *m)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s <pingpong|ring|skynet|fanin|ask|idle> <threads>\n",
-                argv[0]);
+    if (argc != 3 && !(argc == 4 && strcmp(argv[1], "pingpong") == 0)) {
+        fprintf(stderr,
+                "usage: %s <pingpong|ring|skynet|fanin|ask|idle> <threads>\n"
+                "       %s pingpong <threads> <round trips>\n",
+                argv[0], argv[0]);
         return 2;
     }
+    if (argc == 4 && (pp_rounds = atoll(argv[3])) <= 0)
+        return 2;
     const char *bench = argv[1];
     int threads = atoi(argv[2]);
     tp_config cfg;
@@ -385,7 +391,7 @@ int main(int argc, char **argv)
     static sky sky_root;
     idle_root_st idle = {0};
     if (strcmp(bench, "pingpong") == 0) {
-        want = PP_ROUNDS;
+        want = (uint64_t)pp_rounds;
         rc = tp_run(rt, pingpong_root, NULL, NULL);
     } else if (strcmp(bench, "ring") == 0) {
         want = 0; /* the holder at 0 is ring index 0 */
