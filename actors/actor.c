@@ -388,7 +388,7 @@ void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     tpi_mailbox *mb = &a->mb;
     tpi_mailbox_take_remote(mb);
     uint32_t popped = 0;
-    unsigned budget = s->rt->cfg.batch;
+    unsigned budget = s->det ? 1 : s->rt->cfg.batch; /* det: interleave */
     s->cur = a;
     s->pause_on = TP_PID_NONE;
     if ((a->flags & TPI_ACT_START) && a->behavior) {

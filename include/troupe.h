@@ -142,6 +142,13 @@ typedef struct tp_config {
     size_t mailbox_capacity; /**< default per-actor capacity (1024) */
     size_t max_payload;      /**< largest payload accepted by send (64 MiB) */
     unsigned batch;          /**< messages an actor handles per turn (64) */
+    /** Deterministic test mode when non-zero (default 0): the next ready
+     * actor is chosen by a generator seeded with this value, each turn
+     * handles one message, and timers run on virtual time (when no actor
+     * is ready, the clock jumps to the next deadline). The same seed
+     * replays the same schedule, as long as the program does not depend
+     * on other threads, sockets or the wall clock. */
+    uint64_t seed;
 } tp_config;
 
 /** Fill cfg with the defaults. */
@@ -226,6 +233,8 @@ typedef struct tp_stats {
     uint64_t dead_letters;   /**< messages to ended actors */
     uint64_t late_replies;   /**< replies with no waiting request */
     uint64_t timers_active;  /**< timers set and not fired/cancelled */
+    uint64_t schedule_hash;  /**< deterministic mode: a hash of the order of
+                                  turns (which actor ran when); 0 otherwise */
 } tp_stats;
 
 TP_API void tp_runtime_stats(tp_runtime *rt, tp_stats *out);
@@ -411,6 +420,11 @@ TP_API int tp_send_interval(tp_ctx *ctx, unsigned ms, int32_t tag,
  * more (a message already queued for it is dropped). TP_ENOENT if it was
  * already delivered (one-shot) or is unknown. */
 TP_API int tp_timer_cancel(tp_ctx *ctx, tp_timer id);
+
+/** The runtime's timer clock in milliseconds (monotonic; virtual time in
+ * the deterministic mode). Use it, not the wall clock, for decisions that
+ * tests must be able to replay. */
+TP_API uint64_t tp_now_ms(tp_ctx *ctx);
 
 /** If no message is handled for ms, deliver one TP_TAG_TIMEOUT. Re-armed
  * after each handled message; disarmed when it fires; ms < 0 disables. */

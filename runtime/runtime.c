@@ -38,6 +38,11 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
         rc = tpi_names_new(&rt->names);
     if (!rc)
         rc = tpi_sched_init(&rt->sched, rt);
+    if (!rc && c.seed) {
+        rt->sched.det = true;
+        rt->sched.rng = c.seed;
+        rt->sched.timers.virtual_time = true;
+    }
     if (rc) {
         tp_runtime_free(rt);
         return rc;
@@ -141,6 +146,7 @@ void tp_runtime_stats(tp_runtime *rt, tp_stats *out)
     memset(out, 0, sizeof *out);
     out->actors_alive = atomic_load_explicit(&rt->live, memory_order_relaxed);
     out->slots = tpi_table_slots(rt->table);
+    out->schedule_hash = rt->sched.hash;
     const tpi_stats *all[] = {&rt->stats, &rt->sched.stats};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
         /* relaxed: estimates; each counter has one writer or is atomic. */

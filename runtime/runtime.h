@@ -40,6 +40,8 @@ typedef struct tpi_timer_heap {
     uint32_t n, cap;
     struct event *ev;
     uint64_t armed_ns; /* deadline the event is set for, 0 if none */
+    bool virtual_time; /* deterministic mode: no libevent timer */
+    uint64_t vclock;   /* virtual now, in ns */
 } tpi_timer_heap;
 
 uint64_t tpi_now_ns(void);
@@ -52,6 +54,11 @@ bool tpi_timer_cancel(tpi_actor *a, tp_timer id);
 bool tpi_timer_claim(tpi_actor *a, tp_timer id);
 void tpi_timers_free_all(tpi_actor *a);
 int tpi_timers_init(tpi_sched *s);
+/* The timers' clock: monotonic, or virtual in the deterministic mode. */
+uint64_t tpi_clock_ns(tpi_timer_heap *h);
+/* Deterministic mode, nothing ready: jump the virtual clock to the next
+ * deadline and fire what is due. False if no timer is pending. */
+bool tpi_timers_advance(tpi_sched *s);
 void tpi_timer_heap_free(tpi_timer_heap *h);
 
 /* Event counters. Each scheduler counts its own (one writer: a relaxed
@@ -77,6 +84,10 @@ struct tpi_sched {
     tpi_mpscq inject;       /* actors made ready by other threads */
     tpi_mpsc_node *rq_head; /* local run queue, plain links */
     tpi_mpsc_node *rq_tail;
+    uint32_t rq_n;      /* deterministic mode: ready actors queued */
+    bool det;           /* deterministic test mode (tp_config.seed) */
+    uint64_t rng;       /* its generator state */
+    uint64_t hash;      /* its schedule signature */
     tpi_actor *cur;     /* actor in its turn */
     tpi_msg *cur_msg;   /* message being handled */
     tp_pid pause_on;    /* a send this turn overfilled this pid */

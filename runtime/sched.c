@@ -21,6 +21,7 @@ _Thread_local tpi_sched *tpi_tls_sched;
 
 static void rq_push(tpi_sched *s, tpi_mpsc_node *n)
 {
+    s->rq_n++;
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
     if (s->rq_tail)
         atomic_store_explicit(&s->rq_tail->next, n, memory_order_relaxed);
@@ -29,15 +30,40 @@ static void rq_push(tpi_sched *s, tpi_mpsc_node *n)
     s->rq_tail = n;
 }
 
+/* xorshift64*: small, fast, and the same sequence for the same seed. */
+static uint64_t next_random(tpi_sched *s)
+{
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return s->rng * 0x2545F4914F6CDD1Dull;
+}
+
 static tpi_actor *rq_pop(tpi_sched *s)
 {
-    tpi_mpsc_node *n = s->rq_head;
+    tpi_mpsc_node *n = s->rq_head, *prev = NULL;
     if (!n)
         return NULL;
-    s->rq_head = atomic_load_explicit(&n->next, memory_order_relaxed);
-    if (!s->rq_head)
-        s->rq_tail = NULL;
-    return (tpi_actor *)((char *)n - offsetof(tpi_actor, rq));
+    if (s->det) {
+        /* Any ready actor may go next: a seeded pick among them. The walk
+         * is linear, which test-sized queues can afford. */
+        for (uint64_t k = next_random(s) % s->rq_n; k > 0; k--) {
+            prev = n;
+            n = atomic_load_explicit(&n->next, memory_order_relaxed);
+        }
+    }
+    tpi_mpsc_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
+    if (prev)
+        atomic_store_explicit(&prev->next, next, memory_order_relaxed);
+    else
+        s->rq_head = next;
+    if (s->rq_tail == n)
+        s->rq_tail = prev;
+    s->rq_n--;
+    tpi_actor *a = (tpi_actor *)((char *)n - offsetof(tpi_actor, rq));
+    if (s->det) /* FNV-1a over the order of turns */
+        s->hash = (s->hash ^ (a->index + 1)) * 0x100000001b3ull;
+    return a;
 }
 
 static void kick(tpi_sched *s)
@@ -104,6 +130,8 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
     s->run_active = false;
     if (s->rq_head)
         kick(s);
+    else if (s->det)
+        tpi_timers_advance(s); /* virtual time: on to the next deadline */
 }
 
 int tpi_sched_init(tpi_sched *s, tp_runtime *rt)

@@ -24,6 +24,11 @@ uint64_t tpi_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t tpi_clock_ns(tpi_timer_heap *h)
+{
+    return h->virtual_time ? h->vclock : tpi_now_ns();
+}
+
 /* ---------------------------------------------------------------- heap */
 
 static bool earlier(const tpi_timer *a, const tpi_timer *b)
@@ -100,6 +105,8 @@ static void heap_remove(tpi_timer_heap *h, tpi_timer *t)
 /* Point the libevent timer at the earliest deadline. */
 static void rearm(tpi_timer_heap *h)
 {
+    if (h->virtual_time)
+        return; /* the scheduler advances the clock itself */
     if (h->n == 0) {
         if (h->armed_ns)
             evtimer_del(h->ev);
@@ -109,7 +116,7 @@ static void rearm(tpi_timer_heap *h)
     uint64_t due = h->v[0]->deadline_ns;
     if (due == h->armed_ns)
         return;
-    uint64_t now = tpi_now_ns();
+    uint64_t now = tpi_clock_ns(h);
     uint64_t d = due > now ? due - now : 0;
     struct timeval tv = {(time_t)(d / 1000000000u),
                          (suseconds_t)((d % 1000000000u + 999) / 1000)};
@@ -175,7 +182,7 @@ int tpi_timer_start(tpi_actor *a, tpi_timer_kind kind, uint64_t delay_ns,
     }
     t->owner = a;
     t->kind = kind;
-    t->deadline_ns = tpi_now_ns() + delay_ns;
+    t->deadline_ns = tpi_clock_ns(&a->sched->timers) + delay_ns;
     t->interval_ns = interval_ns;
     t->tag = tag;
     t->len = len;
@@ -266,13 +273,10 @@ static tpi_msg *fire_msg(tpi_timer *t)
     return NULL;
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
+/* Fire every timer due at now. */
+static void fire_due(tpi_sched *s, uint64_t now)
 {
-    (void)fd;
-    (void)what;
-    tpi_sched *s = arg;
     tpi_timer_heap *h = &s->timers;
-    uint64_t now = tpi_now_ns();
     h->armed_ns = 0;
     while (h->n && h->v[0]->deadline_ns <= now) {
         tpi_timer *t = h->v[0];
@@ -299,6 +303,31 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         tpi_deliver(s->rt, NULL, m->from, m);
     }
     rearm(h);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tpi_sched *s = arg;
+    fire_due(s, tpi_clock_ns(&s->timers));
+}
+
+bool tpi_timers_advance(tpi_sched *s)
+{
+    tpi_timer_heap *h = &s->timers;
+    if (h->n == 0)
+        return false;
+    if (h->v[0]->deadline_ns > h->vclock)
+        h->vclock = h->v[0]->deadline_ns;
+    fire_due(s, h->vclock);
+    return true;
+}
+
+uint64_t tp_now_ms(tp_ctx *ctx)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    return (a ? tpi_clock_ns(&a->sched->timers) : tpi_now_ns()) / 1000000u;
 }
 
 int tpi_timers_init(tpi_sched *s)

@@ -125,12 +125,9 @@ static void job_run(tp_ctx *ctx, sup *s);
 
 /* ---------------------------------------------------------------- utils */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+/* The runtime's timer clock, so the deterministic mode replays restart
+ * intensity and backoff decisions too. */
+static uint64_t now_ms(tp_ctx *ctx) { return tp_now_ms(ctx); }
 
 static uint64_t rng_next(uint64_t *x) /* splitmix64 */
 {
@@ -302,9 +299,9 @@ static void sup_free(void *state)
 
 /* Record a restart now; true if that makes more than intensity restarts
  * within period_ms. */
-static bool restart_exceeds(sup *s)
+static bool restart_exceeds(tp_ctx *ctx, sup *s)
 {
-    uint64_t now = now_ms();
+    uint64_t now = now_ms(ctx);
     while (s->rs_len && now - s->rs[s->rs_off] > s->spec.period_ms) {
         s->rs_off++;
         s->rs_len--;
@@ -351,14 +348,14 @@ static unsigned backoff_delay(sup *s, child *c)
 
 /* A child ended after having been up: forget old failures if it was up
  * long enough. */
-static void backoff_uptime(sup *s, child *c)
+static void backoff_uptime(tp_ctx *ctx, sup *s, child *c)
 {
     const tp_sup_backoff *b = &s->spec.backoff;
     uint64_t reset = b->reset_ms ? b->reset_ms
                                  : 10u * (uint64_t)(b->max_ms > b->min_ms
                                                         ? b->max_ms
                                                         : b->min_ms);
-    if (now_ms() - c->started_ms >= reset)
+    if (now_ms(ctx) - c->started_ms >= reset)
         c->fails = 0;
 }
 
@@ -492,7 +489,7 @@ static void restart_failed(tp_ctx *ctx, sup *s, child *c)
 {
     job_truncate(s);
     c->state = TP_CHILD_RESTARTING;
-    if (restart_exceeds(s)) {
+    if (restart_exceeds(ctx, s)) {
         intensity_exceeded(ctx, s, c);
         become_shutdown(ctx, s, TP_REASON_SHUTDOWN);
         return;
@@ -585,7 +582,7 @@ static bool start_begin(tp_ctx *ctx, sup *s, child *c)
     }
     c->pid = pid;
     c->state = TP_CHILD_RUNNING;
-    c->started_ms = now_ms();
+    c->started_ms = now_ms(ctx);
     if (c->spec.kind != TP_CHILD_SUPERVISOR) {
         start_done(ctx, s, c, 0, TP_REASON_NORMAL);
         return true;
@@ -754,7 +751,7 @@ static void child_exited(tp_ctx *ctx, sup *s, child *c, tp_reason why)
 {
     tp_pid pid = c->pid;
     report(ctx, s, TP_SUP_EV_EXITED, c, pid, why, 0, 0);
-    backoff_uptime(s, c);
+    backoff_uptime(ctx, s, c);
     if (!wants_restart(c->spec.restart, why)) {
         c->pid = TP_PID_NONE;
         c->state = TP_CHILD_STOPPED;
@@ -762,7 +759,7 @@ static void child_exited(tp_ctx *ctx, sup *s, child *c, tp_reason why)
             c->doomed = true;
         return;
     }
-    if (restart_exceeds(s)) {
+    if (restart_exceeds(ctx, s)) {
         intensity_exceeded(ctx, s, c);
         c->pid = TP_PID_NONE;
         c->state = TP_CHILD_STOPPED;

@@ -4,6 +4,7 @@
  * x {linked, unlinked}; monitors (one DOWN each, noproc for a dead pid, none
  * after demonitor); linking a dead pid; unlink and TP_SPAWN_LINK.
  */
+#include <inttypes.h>
 #include <stdatomic.h>
 
 #include "tp_test.h"
@@ -545,6 +546,115 @@ static void test_monitor_and_link_right_after_spawn(void **unused)
     assert_int_equal(e.exit_why.code, 13);
 }
 
+/* ------------------------------------------------ deterministic replay */
+
+/* Six linked workers pass pings around and end by timers, some with
+ * errors, one killed by a neighbour; the trapping root logs the order of
+ * EXIT and DOWN messages. In the deterministic mode the same seed must
+ * give the same order every time, and other seeds other orders. */
+#define DET_N 6
+enum { TAG_DPING = 100, TAG_DEND };
+
+typedef struct det {
+    tp_pid w[DET_N];
+    int log[64], nlog, ended;
+} det;
+
+static int det_worker(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    det *d = state;
+    int me = 0;
+    while (me < DET_N && d->w[me] != tp_self(ctx))
+        me++;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        break; /* told its neighbours by the root's first ping */
+    case TAG_DPING: {
+        int64_t hops = 0;
+        EXPECT_EQ(tp_msg_int(msg, &hops), 0);
+        if (hops < 40)
+            EXPECT_EQ(tp_send_int(ctx, d->w[(me + 1 + hops % 3) % DET_N],
+                                  TAG_DPING, hops + 1), 0);
+        if (hops == 0)
+            EXPECT_EQ(tp_send_after(ctx, (unsigned)(1 + me % 3), TAG_DEND,
+                                    NULL, 0, NULL), 0);
+        break;
+    }
+    case TAG_DEND:
+        if (me == 2)
+            tp_kill(ctx, d->w[3]);
+        tp_exit(ctx, me % 2 ? TP_REASON_ERROR(me, "odd")
+                            : TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static int det_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    det *d = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        EXPECT_EQ(tp_trap_exit(ctx, true), 0);
+        tp_spawn_opts o = {.flags = TP_SPAWN_LINK};
+        for (int i = 0; i < DET_N; i++) {
+            EXPECT_EQ(tp_spawn(ctx, det_worker, d, &o, &d->w[i]), 0);
+            EXPECT_EQ(tp_monitor(ctx, d->w[i], NULL), 0);
+        }
+        for (int i = 0; i < DET_N; i++)
+            EXPECT_EQ(tp_send_int(ctx, d->w[i], TAG_DPING, 0), 0);
+        break;
+    }
+    case TP_TAG_EXIT:
+    case TP_TAG_DOWN: {
+        int who = 0;
+        while (who < DET_N && d->w[who] != tp_msg_from(msg))
+            who++;
+        if (d->nlog < 64)
+            d->log[d->nlog++] = who * 2 + (tp_msg_tag(msg) == TP_TAG_DOWN);
+        if (tp_msg_tag(msg) == TP_TAG_DOWN && ++d->ended == DET_N)
+            tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    }
+    return TP_HANDLED;
+}
+
+static uint64_t det_run(uint64_t seed)
+{
+    static det d;
+    memset(&d, 0, sizeof d);
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.seed = seed;
+    tpt_result r;
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, det_root, &d, NULL, &r), 0);
+    TPT_CHECK();
+    assert_int_equal(d.nlog, 2 * DET_N);
+    assert_int_equal(r.stats.actors_alive, 0);
+    uint64_t h = r.stats.schedule_hash;
+    for (int i = 0; i < d.nlog; i++)
+        h = (h ^ (uint64_t)(d.log[i] + 1)) * 0x100000001b3ull;
+    return h;
+}
+
+static void test_deterministic_replay(void **unused)
+{
+    const char *env = getenv("TPT_SEED");
+    uint64_t seed = env ? strtoull(env, NULL, 0) : 42;
+    fprintf(stderr, "deterministic replay: seed %" PRIu64 "\n", seed);
+    uint64_t sig = det_run(seed);
+    for (int rerun = 1; rerun < 100; rerun++)
+        if (det_run(seed) != sig)
+            fail_msg("rerun %d of seed %" PRIu64 " took another order", rerun,
+                     seed);
+    int differs = 0;
+    for (uint64_t other = 1; other <= 8; other++)
+        differs += det_run(seed + other) != sig;
+    assert_true(differs > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -558,6 +668,7 @@ int main(void)
         cmocka_unit_test(test_link_dead_pid_noproc),
         cmocka_unit_test(test_spawn_link_and_unlink),
         cmocka_unit_test(test_monitor_and_link_right_after_spawn),
+        cmocka_unit_test(test_deterministic_replay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
