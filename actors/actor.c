@@ -6,6 +6,7 @@
 #include "actors/actor.h"
 #include "runtime/alloc.h"
 #include "runtime/runtime.h"
+#include "troupe/observe.h" /* issue 8: TP_SPAWN_OBSERVE */
 
 #include <string.h>
 
@@ -42,7 +43,7 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     size_t cap = opts && opts->mailbox_capacity ? opts->mailbox_capacity
                                                 : rt->cfg.mailbox_capacity;
     unsigned flags = opts ? opts->flags : 0;
-    if (flags & ~(TP_SPAWN_LINK | TP_SPAWN_TRAP_EXIT) ||
+    if (flags & ~(TP_SPAWN_LINK | TP_SPAWN_TRAP_EXIT | TP_SPAWN_OBSERVE) ||
         ((flags & TP_SPAWN_LINK) && !parent))
         return TP_EINVAL;
     tpi_actor *a = tpi_table_take(rt->table);
@@ -59,7 +60,9 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     a->parent = parent ? tpi_actor_pid(parent) : TP_PID_NONE;
     a->mb.capacity = cap >= TPI_MAILBOX_UNBOUNDED ? TPI_MAILBOX_UNBOUNDED
                                                   : (uint32_t)cap;
-    if ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0) {
+    /* issue 8: counters; the link comes last, as it cannot be undone */
+    if (tpi_obs_spawn(rt, a, flags) != 0 ||
+        ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0)) {
         release_ext(a);
         a->behavior = NULL;
         tpi_table_put(rt->table, a);
@@ -143,9 +146,10 @@ static tp_reason exit_reason(tpi_actor *a)
 static void drop_msgs(tp_runtime *rt, tp_pid pid, tpi_msglist *l)
 {
     for (tpi_msg *m; (m = tpi_msglist_pop(l));)
-        if (rt)
+        if (rt) {
+            tpi_obs_dead_letter(rt, pid, m); /* issue 8 */
             tpi_dead_letter(rt, pid, m);
-        else
+        } else
             tpi_msg_free(m);
 }
 
@@ -161,6 +165,7 @@ static void release_ext(tpi_actor *a)
         n = r->next;
         tpi_free(r);
     }
+    tpi_free(x->obs); /* issue 8 */
     tpi_free(x->name);
     tpi_free((char *)x->reason.text);
     tpi_free(x);
@@ -174,12 +179,15 @@ static void drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
 {
     tpi_mailbox_take_remote(&a->mb);
     for (tpi_msg *m; (m = (tpi_msg *)tpi_mailbox_pop(&a->mb));) {
+        tp_pid to = rt ? tpi_pid_make(a->index, m->to_gen) : TP_PID_NONE;
+        if (rt)
+            tpi_obs_dead_letter(rt, to, m); /* issue 8 */
         if (!rt)
             tpi_msg_free(m);
         else if (m->to_gen == tpi_pid_gen(pid))
             tpi_dead_letter_why(rt, pid, m, why);
         else
-            tpi_dead_letter(rt, tpi_pid_make(a->index, m->to_gen), m);
+            tpi_dead_letter(rt, to, m);
     }
 }
 
@@ -318,7 +326,8 @@ int tp_receive_timeout(tp_ctx *ctx, int ms)
 
 /* ----------------------------------------------------------------- turn */
 
-static void handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+/* Returns TP_DEFER when m was kept, else what the behavior returned. */
+static int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
     s->cur_msg = m;
     s->became = false;
@@ -338,13 +347,29 @@ static void handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     if (s->became && x)
         tpi_msglist_prepend(&x->replay, &x->stash);
     if (r == TP_DEFER)
-        return;
+        return r;
     tpi_reply_settle(a, m);
     tpi_msg_free(m);
     if (r < 0)
         tpi_actor_set_exit(a, TP_REASON_ERROR(r, tp_strerror(r)));
     if (a->ext && a->ext->rto_ms >= 0 && !(a->flags & TPI_ACT_EXITING))
         rto_rearm(a);
+    return r;
+}
+
+/* issue 8: an observed actor's behavior call, counted and maybe timed.
+ * Its ext (and ext->obs) lives until finalize, after the turn. */
+static void handle_observed(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+{
+    tpi_actor_obs *o = a->ext->obs;
+    uint64_t t0 = (a->flags & TPI_ACT_OBS_TIME) ? tpi_now_ns() : 0;
+    int r = handle(s, a, m);
+    if (t0)
+        o->handler_ns += tpi_now_ns() - t0;
+    if (r == TP_DEFER)
+        o->deferred++;
+    else
+        o->handled++;
 }
 
 /* Route one message: signals and runtime replies are settled here; what
@@ -354,7 +379,9 @@ static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     tp_runtime *rt = s->rt;
     if (!a->behavior ||
         m->to_gen != atomic_load_explicit(&a->gen, memory_order_relaxed)) {
-        tpi_dead_letter(rt, tpi_pid_make(a->index, m->to_gen), m);
+        tp_pid to = tpi_pid_make(a->index, m->to_gen);
+        tpi_obs_dead_letter(rt, to, m); /* issue 8 */
+        tpi_dead_letter(rt, to, m);
         return;
     }
     bool give = true;
@@ -378,7 +405,10 @@ static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     }
     if (give) {
         m->flags |= TPI_MSG_SETTLED;
-        handle(s, a, m);
+        if (a->flags & TPI_ACT_OBS) /* issue 8: one branch when off */
+            handle_observed(s, a, m);
+        else
+            handle(s, a, m);
     } else
         tpi_msg_free(m);
 }
@@ -391,6 +421,8 @@ void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     unsigned budget = s->det ? 1 : s->rt->cfg.batch; /* det: interleave */
     s->cur = a;
     s->pause_on = TP_PID_NONE;
+    if (a->flags & TPI_ACT_OBS) /* issue 8: mailbox high-water mark */
+        tpi_obs_turn(a);
     if ((a->flags & TPI_ACT_START) && a->behavior) {
         tpi_msg start = {.tag = TP_TAG_START,
                          .from = a->parent,
@@ -419,6 +451,8 @@ void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
      * have reached capacity at any point of it (then someone may be
      * waiting): at most after + popped. Below that, nobody can wait on us
      * and we skip the fence tpi_drained needs. */
+    if (a->flags & TPI_ACT_OBS) /* issue 8 */
+        tpi_obs_turn(a);
     uint64_t after = tpi_mailbox_count(mb);
     if (after < mb->capacity && after + popped >= mb->capacity)
         tpi_drained(s->rt, a);

@@ -107,6 +107,7 @@ typedef struct tpi_actor_ext {
     tpi_resource *resources;
     tpi_msglist stash;     /* deferred, in arrival order */
     tpi_msglist replay;    /* deferred being offered again */
+    struct tpi_actor_obs *obs; /* issue 8: counters (runtime/observe.c) */
     char *name;
     tp_reason reason;      /* exit reason (text owned here) */
     tp_timer rto_timer;    /* receive timeout timer, 0 if none */
@@ -121,6 +122,8 @@ enum {
     TPI_ACT_TRAP = 1u << 0,
     TPI_ACT_EXITING = 1u << 1,
     TPI_ACT_START = 1u << 3,        /* TP_TAG_START not yet delivered */
+    TPI_ACT_OBS = 1u << 4,          /* issue 8: keeps counters (ext->obs) */
+    TPI_ACT_OBS_TIME = 1u << 5,     /* issue 8: and sums handler time */
 };
 
 /* An actor lives in a slot of the table. Slots are never freed while the
@@ -141,6 +144,10 @@ typedef struct tpi_actor {
     uint32_t flags;
     uint32_t free_next; /* free list link (index + 1), 0 = end */
     _Atomic uint8_t paused; /* backpressure pause; see actors/send.c */
+    /* issue 8: dead letters addressed to this slot's latest actor: low 8
+     * bits of its generation << 24 | count (runtime/observe.c). Fits in
+     * what was padding, so a slot stays the same size. */
+    _Atomic uint32_t obs_dead;
     struct tpi_actor *waiters; /* actors paused on me (wait lock) */
 } tpi_actor;
 

@@ -23,6 +23,8 @@ static bool over(tpi_mailbox *mb, uint64_t count)
 
 int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
+    if (rt->route) /* an isolated worker process sends over its channel */
+        return rt->route(rt, from, to, m);
     tpi_actor *a = tpi_table_slot(rt->table, to);
     if (!a) {
         if (to == TP_PID_NONE || (uint32_t)to == 0) {
@@ -37,6 +39,7 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
      * turned away here, and a death racing this push is caught when the
      * message is taken out (to_gen no longer matches). */
     if (atomic_load_explicit(&a->gen, memory_order_acquire) != m->to_gen) {
+        tpi_obs_dead_letter(rt, to, m); /* counted against the ended actor */
         tpi_dead_letter(rt, to, m);
         return 0;
     }

@@ -1,4 +1,4 @@
-/*
+/** @file
  * troupe — an Erlang-style actor runtime for C.
  *
  * One public header. Every function returns 0 (TP_OK) or a negative TP_E*
@@ -20,15 +20,21 @@
 extern "C" {
 #endif
 
+/** @def TP_API
+ * Marks a public function. While troupe itself is compiled
+ * (TROUPE_BUILDING) it gives the function default visibility, so the shared
+ * library, built with hidden visibility, exports it; for users it is empty. */
 #if defined(TROUPE_BUILDING) && defined(__GNUC__)
 #define TP_API __attribute__((visibility("default")))
 #else
 #define TP_API
 #endif
 
-#define TROUPE_VERSION_MAJOR 0
-#define TROUPE_VERSION_MINOR 1
-#define TROUPE_VERSION_PATCH 0
+/* The version, kept only here: CMake reads it for the project version, the
+ * SONAME, the CMake package version and troupe.pc. */
+#define TROUPE_VERSION_MAJOR 0 /**< incompatible API changes (after 1.0) */
+#define TROUPE_VERSION_MINOR 1 /**< additions; breaking ones while MAJOR is 0 */
+#define TROUPE_VERSION_PATCH 0 /**< fixes only */
 
 /* ------------------------------------------------------------------ errors */
 
@@ -63,7 +69,7 @@ TP_API const char *tp_strerror(int err);
  * 32. A pid is a value; a pid of an ended actor never reaches a later actor
  * that reuses its slot. 0 is never a valid pid. */
 typedef uint64_t tp_pid;
-#define TP_PID_NONE ((tp_pid)0)
+#define TP_PID_NONE ((tp_pid)0) /**< no actor; never a valid pid */
 
 /** A unique reference (call, oneshot, monitor). Never 0 when valid. */
 typedef uint64_t tp_ref;
@@ -93,15 +99,20 @@ typedef enum tp_exit_kind {
     TP_EXIT_NOPROC      /**< the actor did not exist (link/monitor of a dead pid) */
 } tp_exit_kind;
 
+/** An exit reason: why an actor ended, or what an exit signal carries. */
 typedef struct tp_reason {
-    tp_exit_kind kind;
+    tp_exit_kind kind; /**< what kind of end */
     int code;         /**< error code, for TP_EXIT_ERROR */
     const char *text; /**< optional text, may be NULL */
 } tp_reason;
 
+/** A normal end. */
 #define TP_REASON_NORMAL ((tp_reason){TP_EXIT_NORMAL, 0, NULL})
+/** An orderly stop, asked for (by a supervisor, a signal). */
 #define TP_REASON_SHUTDOWN ((tp_reason){TP_EXIT_SHUTDOWN, 0, NULL})
+/** As an exit signal: an untrappable kill. */
 #define TP_REASON_KILL ((tp_reason){TP_EXIT_KILL, 0, NULL})
+/** An end with an error: a TP_E* (or own) code and an optional text. */
 #define TP_REASON_ERROR(code, text) ((tp_reason){TP_EXIT_ERROR, (code), (text)})
 
 /** Longest reason text kept; longer texts are truncated. */
@@ -132,9 +143,11 @@ typedef int (*tp_behavior)(tp_ctx *ctx, void *state, const tp_msg *msg);
 
 /* ----------------------------------------------------------------- runtime */
 
-#define TP_MAILBOX_DEFAULT 1024
+#define TP_MAILBOX_DEFAULT 1024 /**< default mailbox capacity */
+/** A mailbox capacity without limit: sends to it never pause the sender. */
 #define TP_MAILBOX_UNBOUNDED SIZE_MAX
 
+/** Runtime settings: fill with tp_config_init, then change what you need. */
 typedef struct tp_config {
     unsigned threads;        /**< scheduler threads (default 1); this
                                   release runs one scheduler whatever the
@@ -237,6 +250,7 @@ typedef struct tp_stats {
                                   turns (which actor ran when); 0 otherwise */
 } tp_stats;
 
+/** Read the runtime's counters into *out. Any thread. */
 TP_API void tp_runtime_stats(tp_runtime *rt, tp_stats *out);
 
 /* ------------------------------------------------------------------ actors */
@@ -248,7 +262,9 @@ TP_API void tp_runtime_stats(tp_runtime *rt, tp_stats *out);
 TP_API int tp_spawn(tp_ctx *ctx, tp_behavior b, void *state,
                     const tp_spawn_opts *opts, tp_pid *pid_out);
 
+/** This actor's pid (TP_PID_NONE outside a behavior). */
 TP_API tp_pid tp_self(tp_ctx *ctx);
+/** The runtime this actor runs in (NULL outside a behavior). */
 TP_API tp_runtime *tp_ctx_runtime(tp_ctx *ctx);
 
 /** End this actor with reason once the current behavior call returns. The
@@ -296,7 +312,9 @@ TP_API int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v);
 /** Send a payload built from a format (see tp_packf). */
 TP_API int tp_sendf(tp_ctx *ctx, tp_pid to, int32_t tag, const char *fmt, ...);
 
+/** The message's tag: a user tag (>= 0) or a TP_TAG_* (< 0). */
 TP_API int32_t tp_msg_tag(const tp_msg *msg);
+/** The pid of the actor that sent it; TP_PID_NONE if no actor did. */
 TP_API tp_pid tp_msg_from(const tp_msg *msg);
 /** The reference of a reply, DOWN (monitor ref) or timer message (timer id). */
 TP_API tp_ref tp_msg_ref(const tp_msg *msg);
@@ -332,9 +350,11 @@ TP_API int tp_msg_reason(const tp_msg *msg, tp_reason *out);
 /** Pack a payload into a new buffer (*out, *len) from the runtime's
  * allocator; free it with tp_free() or hand it to tp_send_move(). */
 TP_API int tp_packf(void **out, size_t *len, const char *fmt, ...);
+/** tp_packf with a va_list. */
 TP_API int tp_vpackf(void **out, size_t *len, const char *fmt, va_list ap);
 /** Unpack a payload by format; TP_EPROTO if it does not match. */
 TP_API int tp_unpackf(const void *data, size_t len, const char *fmt, ...);
+/** tp_unpackf with a va_list. */
 TP_API int tp_vunpackf(const void *data, size_t len, const char *fmt,
                        va_list ap);
 /** 0 if data is exactly one well-formed msgpack object within the depth
@@ -363,6 +383,7 @@ TP_API bool tp_msg_wants_reply(const tp_msg *msg);
  * handle or the reply was already sent or taken. */
 TP_API int tp_reply(tp_ctx *ctx, const tp_msg *request, const void *data,
                     size_t len);
+/** tp_reply with one msgpack integer. */
 TP_API int tp_reply_int(tp_ctx *ctx, const tp_msg *request, int64_t v);
 
 /** Take a request's reply obligation to answer later (from any later turn
@@ -392,6 +413,7 @@ TP_API int tp_oneshot_send(tp_ctx *ctx, tp_runtime *rt, tp_oneshot tx,
 /** Link this actor and pid (bidirectional). Linking a dead pid sends this
  * actor an exit signal with reason TP_EXIT_NOPROC. */
 TP_API int tp_link(tp_ctx *ctx, tp_pid pid);
+/** Remove the link between this actor and pid (0 also if there was none). */
 TP_API int tp_unlink(tp_ctx *ctx, tp_pid pid);
 
 /** Trap exits: exit signals (but kill) arrive as TP_TAG_EXIT messages. */
@@ -438,5 +460,7 @@ TP_API int tp_receive_timeout(tp_ctx *ctx, int ms);
 #include "troupe/supervisor.h"
 #include "troupe/net.h"
 #include "troupe/pool.h"
+#include "troupe/isolate.h"
+#include "troupe/observe.h"
 
 #endif /* TROUPE_H */

@@ -66,6 +66,8 @@ void tpi_timer_heap_free(tpi_timer_heap *h);
  * count into the runtime's with atomic adds. Readers sum them. */
 typedef struct tpi_stats {
     _Atomic uint64_t sent, spawned, exited, dead_letters, late_replies, timers;
+    /* issue 8: exits by tp_exit_kind, restarts (runtime/observe.c) */
+    _Atomic uint64_t exit_kinds[TP_EXIT_NOPROC + 1], restarts;
 } tpi_stats;
 
 #define TPI_STAT(rt, field, d)                                                \
@@ -133,6 +135,13 @@ struct tp_runtime {
     _Atomic int fw_waiters;
     /* runtime/pool.c: the blocking pool, made on first use (issue 6) */
     struct tpi_pool *pool;
+    /* issue 7: set only in an isolated worker process, where every
+     * delivery leaves over the channel (runtime/isolate_worker.c); it
+     * consumes m and returns what tpi_deliver returns. */
+    int (*route)(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m);
+    /* issue 8: TP_OBSERVE_* for new actors; dump signal, metrics server */
+    unsigned observe;
+    struct tpi_obs *obs;
 };
 
 enum { TPI_RT_NEW, TPI_RT_RUNNING, TPI_RT_DONE };
@@ -142,6 +151,9 @@ enum { TPI_RT_NEW, TPI_RT_RUNNING, TPI_RT_DONE };
  * still lingering after their actor ended, before the loop (runtime/net.c). */
 void tpi_pool_free(tp_runtime *rt);
 void tpi_net_fini(tp_runtime *rt);
+/* issue 7: reap and free isolated workers whose proxy ended but that were
+ * not reaped yet (runtime/isolate.c), before the loop goes. */
+void tpi_isolate_fini(tp_runtime *rt);
 
 static inline tp_ref tpi_ref_new(tp_runtime *rt)
 {
@@ -168,6 +180,22 @@ static inline void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d)
 void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r);
 /* An ended actor is fully gone: stops the run when it was the last. */
 void tpi_runtime_actor_gone(tp_runtime *rt);
+/* ---- runtime/observe.c (issue 8) */
+/* Per-actor counters of an observed actor (owner thread only). */
+typedef struct tpi_actor_obs {
+    uint64_t handled, deferred, handler_ns, hwm, restarts;
+} tpi_actor_obs;
+/* At spawn: reset the slot's dead-letter count; observe a if asked
+ * (TPI_ACT_OBS*, ext->obs). TP_ENOMEM leaves a's ext to the caller. */
+int tpi_obs_spawn(tp_runtime *rt, tpi_actor *a, unsigned spawn_flags);
+/* An observed actor's behavior call: time it and count it (actor.c). */
+void tpi_obs_turn(tpi_actor *a);
+/* m, addressed to pid, is about to become a dead letter: counted for pid
+ * if it is a user message (tag >= 0). Any thread. */
+void tpi_obs_dead_letter(tp_runtime *rt, tp_pid to, const tpi_msg *m);
+/* tp_runtime_free: close the metrics server and the dump signal. */
+void tpi_obs_fini(tp_runtime *rt);
+
 /* ---- runtime/signals.c */
 void tpi_signals_free(tp_runtime *rt);
 

@@ -768,6 +768,7 @@ static void child_exited(tp_ctx *ctx, sup *s, child *c, tp_reason why)
     }
     c->pid = TP_PID_NONE;
     c->state = TP_CHILD_RESTARTING;
+    tp_observe_restart(ctx, pid); /* restart counters (troupe/observe.h) */
     job_begin(s, JOB_RESTART);
     job *j = &s->job;
     j->target = c;

@@ -10,12 +10,18 @@
  * the tree: every write acknowledged before is in the snapshot.
  */
 #include "kv.h"
+#include "troupe/observe.h" /* issue 8: metrics, dump on SIGUSR1 */
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* --metrics-port: -1 off; the bound port once serving (issue 8). */
+static int metrics_port = -1;
+static uint16_t metrics_bound;
 
 typedef struct waiter {
     tp_pid pid;
@@ -196,6 +202,7 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: {
         srv->coord = tp_self(ctx);
+        tp_register(ctx, "kv-coordinator"); /* issue 8: named in dumps */
         for (unsigned i = 0; i < srv->nshards; i++) {
             tp_spawn_opts so = {0, TP_SPAWN_LINK, kv_shard_free};
             int rc = tp_spawn(ctx, kv_shard_behavior, srv->shard_state[i], &so,
@@ -223,6 +230,9 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
         }
         printf("troupe-kv: ready on %s:%u\n", srv->cfg.host,
                (unsigned)srv->bound_port);
+        if (metrics_port >= 0) /* issue 8 */
+            printf("troupe-kv: metrics on http://127.0.0.1:%u/metrics\n",
+                   (unsigned)metrics_bound);
         fflush(stdout);
         break;
     }
@@ -263,6 +273,8 @@ static void usage(void)
             "usage: troupe-kv [--port N] [--bind ADDR] [--requirepass PASS]\n"
             "                 [--dbfile PATH | --no-persist] [--maxclients N]\n"
             "                 [--max-request BYTES] [--shards N] [--quiet]\n"
+            "                 [--metrics-port N]  (Prometheus text on 127.0.0.1;\n"
+            "                  SIGUSR1 dumps the actor tree to stderr)\n"
             "defaults: --port 6380 --bind 127.0.0.1 --dbfile dump.tkv\n"
             "          --maxclients 10000 --max-request 67108864 --shards 4\n");
 }
@@ -324,6 +336,8 @@ int main(int argc, char **argv)
             cfg->max_request = (size_t)n;
         else if (!strcmp(a, "--shards") && num_arg(v, 1, KV_MAX_SHARDS, &n))
             cfg->shards = (unsigned)n;
+        else if (!strcmp(a, "--metrics-port") && num_arg(v, 0, 65535, &n))
+            metrics_port = (int)n; /* issue 8 */
         else
             goto bad;
     }
@@ -344,6 +358,15 @@ int main(int argc, char **argv)
         rc = tp_runtime_handle_signals(rt);
     if (!rc)
         rc = tp_runtime_set_blocking_threads(rt, 2);
+    if (!rc) /* issue 8: kill -USR1 prints the actor tree */
+        rc = tp_runtime_dump_on_signal(rt, SIGUSR1, stderr);
+    if (!rc && metrics_port >= 0) {
+        rc = tp_runtime_observe(rt, TP_OBSERVE_COUNTERS | TP_OBSERVE_TIME);
+        if (!rc)
+            rc = tp_runtime_serve_metrics(rt, "127.0.0.1",
+                                          (uint16_t)metrics_port,
+                                          &metrics_bound);
+    }
     if (rc) {
         fprintf(stderr, "troupe-kv: cannot start the runtime: %s\n",
                 tp_strerror(rc));

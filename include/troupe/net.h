@@ -1,4 +1,4 @@
-/*
+/** @file
  * troupe sockets: a listener actor that accepts TCP or Unix-domain
  * connections and hands each to a connection actor of its own.
  *

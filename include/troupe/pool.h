@@ -1,4 +1,4 @@
-/*
+/** @file
  * troupe blocking pool: run blocking calls (file I/O, DNS, compression,
  * fsync) on a pool of threads off the scheduler loop, and get each
  * result back as a message (Tokio's spawn_blocking, Erlang's dirty

@@ -1,4 +1,4 @@
-/*
+/** @file
  * troupe supervisors: Erlang/OTP supervision trees on the public actor API.
  *
  * A supervisor is an ordinary actor that traps exits and links its
@@ -80,11 +80,11 @@ typedef struct tp_child_spec {
     tp_child_start_fn start; /**< required */
     void *arg;               /**< passed to start; not owned, must outlive
                                   the supervisor */
-    tp_child_restart restart;
+    tp_child_restart restart; /**< when it is restarted (zero: permanent) */
     int shutdown_ms;         /**< > 0: ms between the shutdown signal and
                                   the kill; or TP_CHILD_SHUTDOWN_DEFAULT,
                                   TP_CHILD_BRUTAL_KILL, TP_CHILD_INFINITY */
-    tp_child_kind kind;
+    tp_child_kind kind;      /**< worker (zero) or supervisor */
 } tp_child_spec;
 
 /* ------------------------------------------------------- supervisor specs */
@@ -134,7 +134,7 @@ typedef enum tp_sup_event_kind {
 
 /** One report. Pointers are valid during the report call only. */
 typedef struct tp_sup_event {
-    tp_sup_event_kind kind;
+    tp_sup_event_kind kind; /**< what happened */
     tp_pid sup;         /**< the supervisor */
     const char *id;     /**< child id ("" for simple_one_for_one children) */
     tp_pid pid;         /**< the child's pid (0 when not known) */
@@ -142,7 +142,7 @@ typedef struct tp_sup_event {
     int code;           /**< START_FAILED: the TP_E* code */
     unsigned delay_ms;  /**< RESTARTING: backoff delay; KILLED: time given */
     const void *args;   /**< simple_one_for_one start arguments, or NULL */
-    size_t args_len;
+    size_t args_len;    /**< length of args */
 } tp_sup_event;
 
 /** A report callback: called inside the supervisor's behavior with its
@@ -153,16 +153,16 @@ typedef void (*tp_sup_report_fn)(tp_ctx *ctx, void *arg,
 
 /** A supervisor. Fill with tp_sup_spec_init, then set children. */
 typedef struct tp_sup_spec {
-    tp_sup_strategy strategy;
+    tp_sup_strategy strategy; /**< how children are restarted */
     unsigned intensity;  /**< max restarts in period_ms (default 1) ... */
     unsigned period_ms;  /**< ... (default 5000, must be > 0) */
     const tp_child_spec *children; /**< copied; for simple_one_for_one
                                         exactly one template */
-    size_t n_children;
+    size_t n_children;             /**< entries in children */
     tp_sup_backoff backoff;        /**< zero: off */
     const char *name;   /**< register the supervisor under it; may be NULL */
     tp_sup_report_fn report;       /**< may be NULL */
-    void *report_arg;
+    void *report_arg;              /**< passed to report */
     size_t mailbox_capacity;       /**< 0: unbounded (a supervisor must
                                         never slow its children's exits) */
 } tp_sup_spec;
@@ -225,6 +225,8 @@ TP_API int tp_sup_run(tp_runtime *rt, const tp_sup_spec *spec);
  * stopping children answers when done. The request tags are
  * TP_SUP_TAG_BASE and up; other actors never see them.
  */
+/** The first supervisor request tag (TP_SUP_REQ_*); tags from here up
+ * belong to troupe's libraries. */
 #define TP_SUP_TAG_BASE 0x7fff0000
 
 enum {
@@ -315,8 +317,8 @@ TP_API int tp_sup_reply_counts(const tp_msg *reply, tp_sup_counts *out);
 typedef struct tp_child_info {
     char id[TP_CHILD_ID_MAX + 1]; /**< NUL-terminated copy */
     tp_pid pid;                   /**< 0 when not running */
-    tp_child_kind kind;
-    tp_child_state state;
+    tp_child_kind kind;           /**< worker or supervisor */
+    tp_child_state state;         /**< running, restarting or stopped */
 } tp_child_info;
 
 /** Decode a which_children reply: up to cap entries into out (which may

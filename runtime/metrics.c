@@ -1,0 +1,240 @@
+/*
+ * The Prometheus text endpoint (issue 8): libevent's evhttp on the
+ * scheduler's own event_base, so a scrape is answered between turns on
+ * the scheduler thread, where actors may be read safely. Off until
+ * tp_runtime_serve_metrics; loopback only.
+ */
+#include "actors/actor.h"
+#include "runtime/alloc.h"
+#include "runtime/observe_int.h"
+#include "runtime/runtime.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* A label value: backslash, double quote and newline escaped. */
+static void label(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            fputc('\\', out);
+        if (*s == '\n')
+            fputs("\\n", out);
+        else
+            fputc(*s, out);
+    }
+}
+
+static void family(FILE *out, const char *name, const char *type,
+                   const char *help)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void scalar(FILE *out, const char *name, const char *type,
+                   const char *help, uint64_t v)
+{
+    family(out, name, type, help);
+    fprintf(out, "%s %" PRIu64 "\n", name, v);
+}
+
+/* The labels of one actor: {pid="<1.1>",name="...",parent="<0.0>"}. */
+static void actor_labels(FILE *out, const tp_actor_info *i)
+{
+    char b[32];
+    fprintf(out, "{pid=\"%s\",name=\"", tpi_obs_pidstr(i->pid, b, sizeof b));
+    label(out, i->name);
+    fprintf(out, "\",parent=\"%s\"}",
+            i->parent ? tpi_obs_pidstr(i->parent, b, sizeof b) : "");
+}
+
+typedef enum { F_MBOX, F_HWM, F_HANDLED, F_DEFERRED, F_BUSY, F_RESTARTS } field;
+
+static void actor_family(FILE *out, const tp_actor_info *v, size_t n,
+                         field f, const char *name, const char *type,
+                         const char *help)
+{
+    family(out, name, type, help);
+    for (size_t k = 0; k < n; k++) {
+        const tp_actor_info *i = &v[k];
+        if (f != F_MBOX && f != F_RESTARTS && !i->observed)
+            continue; /* counters not kept for it: no series */
+        fputs(name, out);
+        actor_labels(out, i);
+        switch (f) {
+        case F_MBOX:
+            fprintf(out, " %" PRIu64 "\n", i->mailbox_len);
+            break;
+        case F_HWM:
+            fprintf(out, " %" PRIu64 "\n", i->mailbox_hwm);
+            break;
+        case F_HANDLED:
+            fprintf(out, " %" PRIu64 "\n", i->handled);
+            break;
+        case F_DEFERRED:
+            fprintf(out, " %" PRIu64 "\n", i->deferred);
+            break;
+        case F_BUSY:
+            fprintf(out, " %.9f\n", (double)i->handler_ns / 1e9);
+            break;
+        case F_RESTARTS:
+            fprintf(out, " %" PRIu64 "\n", i->restarts);
+            break;
+        }
+    }
+}
+
+static int metrics_now(tp_runtime *rt, FILE *out)
+{
+    tp_actor_info *v = NULL;
+    size_t n = 0, total = 0;
+    int rc = tpi_obs_collect(rt, TP_PID_NONE, TP_METRICS_ACTORS_MAX, &v, &n,
+                             &total);
+    if (rc)
+        return rc;
+    tp_stats_ex st;
+    tp_runtime_stats_ex(rt, &st);
+    scalar(out, "troupe_actors_alive", "gauge",
+           "Actors spawned and not yet ended.", st.base.actors_alive);
+    scalar(out, "troupe_actors_spawned_total", "counter",
+           "Actors ever spawned.", st.base.actors_spawned);
+    family(out, "troupe_actors_exited_total", "counter",
+           "Actors ended, by exit reason.");
+    for (int k = 0; k <= TP_EXIT_NOPROC; k++)
+        if (k != TP_EXIT_KILL) /* a kill ends as killed */
+            fprintf(out, "troupe_actors_exited_total{reason=\"%s\"} %" PRIu64
+                         "\n",
+                    tp_exit_kind_name((tp_exit_kind)k), st.exited_by_kind[k]);
+    scalar(out, "troupe_restarts_total", "counter",
+           "Child restarts counted by supervisors.", st.restarts);
+    scalar(out, "troupe_messages_sent_total", "counter",
+           "User messages enqueued.", st.base.messages_sent);
+    scalar(out, "troupe_dead_letters_total", "counter",
+           "User messages addressed to actors that had ended.",
+           st.base.dead_letters);
+    scalar(out, "troupe_late_replies_total", "counter",
+           "Replies that found no waiting request.", st.base.late_replies);
+    scalar(out, "troupe_timers_active", "gauge",
+           "Timers set and not yet fired or cancelled.",
+           st.base.timers_active);
+    scalar(out, "troupe_actor_slots", "gauge", "Actor table slots allocated.",
+           st.base.slots);
+    scalar(out, "troupe_actors_listed_truncated", "gauge",
+           "1 if more live actors exist than the per-actor series list.",
+           total > n);
+    actor_family(out, v, n, F_MBOX, "troupe_actor_mailbox_length", "gauge",
+                 "Messages queued for the actor.");
+    actor_family(out, v, n, F_HWM, "troupe_actor_mailbox_high_water", "gauge",
+                 "Highest mailbox length seen at a turn (observed actors).");
+    actor_family(out, v, n, F_HANDLED, "troupe_actor_messages_handled_total",
+                 "counter", "Messages the behavior consumed (observed actors).");
+    actor_family(out, v, n, F_DEFERRED,
+                 "troupe_actor_messages_deferred_total", "counter",
+                 "Behavior calls that deferred (observed actors).");
+    actor_family(out, v, n, F_BUSY, "troupe_actor_handler_seconds_total",
+                 "counter",
+                 "Time spent in the behavior (observed actors, with "
+                 "TP_OBSERVE_TIME).");
+    actor_family(out, v, n, F_RESTARTS, "troupe_actor_restarts_total",
+                 "counter", "Restarts counted by this supervisor.");
+    tpi_free(v);
+    return fflush(out) == 0 ? 0 : TP_ESYS;
+}
+
+int tp_runtime_metrics_write(tp_runtime *rt, FILE *out)
+{
+    if (!rt || !out)
+        return TP_EINVAL;
+    if (!tpi_obs_may_read(rt))
+        return TP_ESTATE;
+    return metrics_now(rt, out);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    tp_runtime *rt = arg;
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *path = u ? evhttp_uri_get_path(u) : NULL;
+    if (!path || strcmp(path, "/metrics") != 0) {
+        evhttp_send_error(req, HTTP_NOTFOUND, NULL);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    int rc = f ? metrics_now(rt, f) : TP_ENOMEM;
+    if (f && fclose(f) != 0 && !rc)
+        rc = TP_ENOMEM;
+    if (rc) {
+        free(text);
+        evhttp_send_error(req, HTTP_INTERNAL, tp_strerror(rc));
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    struct evbuffer *b = evhttp_request_get_output_buffer(req);
+    evbuffer_add(b, text, len);
+    free(text); /* open_memstream's, not the runtime allocator's */
+    evhttp_send_reply(req, HTTP_OK, "OK", NULL);
+}
+
+static bool loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return false;
+}
+
+int tp_runtime_serve_metrics(tp_runtime *rt, const char *host, uint16_t port,
+                             uint16_t *port_out)
+{
+    if (!rt)
+        return TP_EINVAL;
+    if (!host)
+        host = "127.0.0.1";
+    if (!loopback(host))
+        return TP_EINVAL;
+    if (atomic_load(&rt->state) != TPI_RT_NEW || (rt->obs && rt->obs->http))
+        return TP_ESTATE;
+    struct tpi_obs *o = tpi_obs_get(rt);
+    if (!o)
+        return TP_ENOMEM;
+    struct evhttp *http = evhttp_new(rt->sched.base);
+    if (!http)
+        return TP_ENOMEM;
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_timeout(http, 10);
+    evhttp_set_gencb(http, on_request, rt);
+    struct evhttp_bound_socket *bs =
+        evhttp_bind_socket_with_handle(http, host, port);
+    if (!bs) {
+        int e = errno;
+        evhttp_free(http);
+        errno = e;
+        return TP_ESYS;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    uint16_t bound = port;
+    if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss,
+                    &sl) == 0)
+        bound = ntohs(ss.ss_family == AF_INET6
+                          ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                          : ((struct sockaddr_in *)&ss)->sin_port);
+    o->http = http;
+    if (port_out)
+        *port_out = bound;
+    return 0;
+}

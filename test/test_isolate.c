@@ -1,0 +1,931 @@
+/*
+ * Isolated workers (issue 7): the message API inside a worker process
+ * (tp_self, replies with the caller's reference, sends, timers, exits);
+ * each way a worker dies (SIGSEGV, SIGABRT, SIGKILL, exit(3), exit(0), in
+ * the middle of a frame, channel closed) reaching a link, a monitor and
+ * the caller of a request in flight with the right reason; bad frames
+ * (garbage, truncated, 2^32-1 length, count bombs, 10,000 nested headers,
+ * 0xc1) refused before any large allocation while another worker keeps
+ * serving; the watchdog; RLIMIT_AS and RLIMIT_CPU; a supervised worker
+ * crashed and restarted 100 times with the parent's descriptor and child
+ * counts unchanged; a pool that keeps serving while its workers crash.
+ * After every run no child process is left (no zombie).
+ *
+ * This program is its own worker: main registers the isolated behaviors
+ * and calls tp_isolate_main first.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include "tp_test.h"
+#include "troupe/isolate.h"
+#include "troupe/supervisor.h"
+
+enum {
+    T_ECHO = 1,
+    T_SELF,
+    T_SEND,
+    T_NOREPLY,
+    T_LATER,
+    T_LATER_FIRE,
+    T_EXIT,
+    T_EXIT_ERR,
+    T_SEGV,
+    T_ABORT,
+    T_KILL,
+    T_EXIT3,
+    T_EXIT0,
+    T_CLOSE,
+    T_MIDFRAME,
+    T_RAW,
+    T_SPIN,
+    T_ALLOC,
+    T_SLEEP,
+    T_HELLO,
+    T_DEFER,
+    T_BECOME,
+    T_STARTS,
+};
+
+/* ASan and TSan reserve terabytes of address space up front, so workers
+ * under RLIMIT_AS cannot start in those builds. */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_ASAN 1
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+/* ------------------------------------------------- the worker behaviors */
+
+static tp_reply_handle *later; /* worker process: a taken obligation */
+static int starts;             /* worker process: TP_TAG_START seen */
+static tp_pid start_from;
+
+static int deferring(tp_ctx *ctx, void *state, const tp_msg *msg);
+
+static int tw(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    size_t len;
+    const void *data = tp_msg_data(msg, &len);
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        starts++;
+        start_from = tp_msg_from(msg);
+        return TP_HANDLED;
+    case T_ECHO: return tp_reply(ctx, msg, data, len);
+    case T_SELF: /* [self, from, ref, start_from, starts] */ {
+        void *buf;
+        size_t n;
+        tp_packf(&buf, &n, "[p p u p i]", tp_self(ctx), tp_msg_from(msg),
+                 (uint64_t)tp_msg_ref(msg), start_from, starts);
+        int rc = tp_reply(ctx, msg, buf, n);
+        tp_free(buf);
+        return rc;
+    }
+    case T_SEND: { /* payload: a pid to greet with our pid */
+        tp_pid to = 0;
+        if (tp_msg_scanf(msg, "p", &to) != 0)
+            return TP_EPROTO;
+        return tp_sendf(ctx, to, T_HELLO, "p", tp_self(ctx));
+    }
+    case T_NOREPLY: return TP_HANDLED;
+    case T_LATER: /* answer from a timer, 20 ms later */
+        later = tp_reply_take(ctx, msg);
+        if (!later)
+            return TP_ENOMEM;
+        return tp_send_after(ctx, 20, T_LATER_FIRE, NULL, 0, NULL);
+    case T_LATER_FIRE: return tp_reply_send(ctx, later, "\x07", 1);
+    case T_EXIT: return tp_exit(ctx, TP_REASON_NORMAL);
+    case T_EXIT_ERR:
+        return tp_exit(ctx, TP_REASON_ERROR(TP_EINVAL, "worker says bye"));
+    case T_SEGV: raise(SIGSEGV); return TP_HANDLED;
+    case T_ABORT: abort();
+    case T_KILL: raise(SIGKILL); return TP_HANDLED;
+    case T_EXIT3: exit(3);
+    case T_EXIT0: exit(0);
+    case T_CLOSE:
+        close(3);
+        for (;;)
+            pause();
+    case T_MIDFRAME: { /* half a frame, then a crash */
+        static const uint8_t half[] = {0, 0, 1, 0, 0x96, 0x03, 0x01};
+        (void)!write(3, half, sizeof half);
+        raise(SIGSEGV);
+        return TP_HANDLED;
+    }
+    case T_RAW: { /* payload: bin of bytes to write as they are */
+        const void *raw;
+        size_t n;
+        if (tp_msg_scanf(msg, "y", &raw, &n) != 0)
+            return TP_EPROTO;
+        (void)!write(3, raw, n);
+        if (n >= 4 && memcmp(raw, "\0\0\0\x64", 4) == 0)
+            exit(0); /* the truncated case: end after half a frame */
+        for (;;)
+            pause(); /* until the parent kills us */
+    }
+    case T_SPIN:
+        for (volatile unsigned long i = 0;; i++)
+            ;
+    case T_ALLOC: { /* allocate and touch 1 GiB, 16 MiB at a time */
+        for (int i = 0; i < 64; i++) {
+            char *p = malloc(16u << 20);
+            if (!p)
+                abort();
+            memset(p, 1, 16u << 20);
+        }
+        return tp_reply_int(ctx, msg, 0);
+    }
+    case T_SLEEP: { /* payload: ms; replies the same */
+        int64_t ms = 0;
+        tp_msg_int(msg, &ms);
+        usleep((useconds_t)ms * 1000);
+        return tp_reply_int(ctx, msg, ms);
+    }
+    case T_DEFER: return tp_become(ctx, deferring);
+    case T_STARTS: return tp_reply_int(ctx, msg, starts);
+    }
+    return TP_HANDLED;
+}
+
+/* Defers every request until T_BECOME, then answers them in order. */
+static int deferring(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == T_BECOME) {
+        tp_become(ctx, tw);
+        return tp_reply_int(ctx, msg, -1);
+    }
+    if (tp_msg_tag(msg) == T_ECHO)
+        return TP_DEFER;
+    return tw(ctx, state, msg);
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+/* No child process left, zombie or not. */
+static void assert_no_children(void)
+{
+    int st;
+    errno = 0;
+    pid_t r = waitpid(-1, &st, WNOHANG);
+    if (r != -1 || errno != ECHILD)
+        fail_msg("a child process is left (waitpid: %d, errno %d)", (int)r,
+                 errno);
+    tp_isolate_stats s;
+    tp_isolate_stats_get(&s);
+    assert_int_equal(s.spawned, s.reaped);
+}
+
+static tp_isolate_opts wopts(void)
+{
+    return (tp_isolate_opts){.name = "tw", .flags = TP_SPAWN_LINK};
+}
+
+static bool has(const char *text, const char *needle)
+{
+    return text && strstr(text, needle);
+}
+
+/* --------------------------------------------------- the message API */
+
+typedef struct api {
+    tp_pid w, w2;
+    tp_ref mon;
+    int step, hello, defer_replies;
+    tp_ref r_self, r_echo, r_noreply, r_later, r_d1, r_d2, r_become;
+} api;
+
+static int api_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    api *s = state;
+    tp_isolate_opts o = wopts();
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        EXPECT_EQ(tp_isolate_spawn(ctx, &o, &s->w), 0);
+        EXPECT_EQ(tp_monitor(ctx, s->w, &s->mon), 0);
+        EXPECT_EQ(tp_call(ctx, s->w, T_SELF, NULL, 0, 5000, &s->r_self), 0);
+        EXPECT_EQ(tp_call(ctx, s->w, T_ECHO, "\x92\x01\xa1x", 4, 5000,
+                          &s->r_echo),
+                  0);
+        EXPECT_EQ(tp_call(ctx, s->w, T_NOREPLY, NULL, 0, 5000, &s->r_noreply),
+                  0);
+        EXPECT_EQ(tp_call(ctx, s->w, T_LATER, NULL, 0, 5000, &s->r_later), 0);
+        EXPECT_EQ(tp_sendf(ctx, s->w, T_SEND, "p", tp_self(ctx)), 0);
+        /* Selective receive in the worker: two deferred, then become. */
+        EXPECT_EQ(tp_send(ctx, s->w, T_DEFER, NULL, 0), 0);
+        EXPECT_EQ(tp_call(ctx, s->w, T_ECHO, "\x01", 1, 5000, &s->r_d1), 0);
+        EXPECT_EQ(tp_call(ctx, s->w, T_ECHO, "\x02", 1, 5000, &s->r_d2), 0);
+        EXPECT_EQ(tp_call(ctx, s->w, T_BECOME, NULL, 0, 5000, &s->r_become), 0);
+        return TP_HANDLED;
+    case T_HELLO: {
+        tp_pid p = 0;
+        EXPECT_EQ(tp_msg_scanf(msg, "p", &p), 0);
+        EXPECT_EQ(p, s->w);
+        EXPECT_EQ(tp_msg_from(msg), s->w); /* forwarded by the proxy */
+        s->hello++;
+        break;
+    }
+    case TP_TAG_REPLY: {
+        tp_ref r = tp_msg_ref(msg);
+        size_t len;
+        const uint8_t *d = tp_msg_data(msg, &len);
+        if (r == s->r_self) {
+            tp_pid self = 0, from = 0, sf = 0;
+            uint64_t ref = 0;
+            int st = 0;
+            EXPECT_EQ(tp_msg_status(msg), 0);
+            EXPECT_EQ(tp_msg_scanf(msg, "[p p u p i]", &self, &from, &ref, &sf,
+                                   &st),
+                      0);
+            EXPECT_EQ(self, s->w);
+            EXPECT_EQ(from, tp_self(ctx));
+            EXPECT_EQ(sf, tp_self(ctx)); /* START comes from the spawner */
+            EXPECT_EQ(st, 1);
+        } else if (r == s->r_echo) {
+            EXPECT_EQ(tp_msg_status(msg), 0);
+            EXPECT_EQ(len, 4);
+            EXPECT(d && memcmp(d, "\x92\x01\xa1x", 4) == 0);
+        } else if (r == s->r_noreply) {
+            EXPECT_EQ(tp_msg_status(msg), TP_ENOREPLY);
+        } else if (r == s->r_later) {
+            EXPECT_EQ(tp_msg_status(msg), 0);
+            EXPECT(len == 1 && d[0] == 7);
+        } else if (r == s->r_d1 || r == s->r_d2) {
+            EXPECT_EQ(tp_msg_status(msg), 0);
+            EXPECT_EQ(s->defer_replies, r == s->r_d1 ? 1 : 2); /* in order */
+            s->defer_replies++;
+        } else if (r == s->r_become) {
+            EXPECT_EQ(s->defer_replies, 0); /* answered before the replay */
+            s->defer_replies++;
+        } else {
+            EXPECT(!"unexpected reply");
+        }
+        s->step++;
+        break;
+    }
+    case TP_TAG_DOWN: {
+        tp_reason r;
+        EXPECT_EQ(tp_msg_reason(msg, &r), 0);
+        EXPECT_EQ(r.kind, TP_EXIT_ERROR);
+        EXPECT_EQ(r.code, TP_EINVAL);
+        EXPECT(has(r.text, "worker says bye"));
+        EXPECT_EQ(s->step, 7);
+        EXPECT_EQ(s->hello, 1);
+        tp_exit(ctx, TP_REASON_NORMAL);
+        return TP_HANDLED;
+    }
+    case TP_TAG_EXIT:
+        return TP_HANDLED; /* trapping: checked through the monitor */
+    }
+    if (s->step == 7 && s->hello == 1)
+        tp_send(ctx, s->w, T_EXIT_ERR, NULL, 0);
+    return TP_HANDLED;
+}
+
+static void test_message_api(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    api s = {0};
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, api_ctl, &s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_no_children();
+}
+
+/* ------------------------------------------------ deaths, and bad frames */
+
+typedef struct death {
+    const char *label;
+    int32_t tag;
+    const void *raw; /* T_RAW: bytes the worker writes on its channel */
+    size_t raw_len;
+    int code;
+    const char *text;
+} death;
+
+typedef struct deaths {
+    const death *v;
+    size_t n, i;
+    tp_pid w, healthy;
+    tp_ref mon, call, ping;
+    int got, pings;
+    size_t max_alloc_seen;
+    bool reply_expected;
+} deaths;
+
+static atomic_size_t max_alloc;
+static void *track_alloc(size_t n)
+{
+    size_t m = atomic_load(&max_alloc);
+    while (n > m && !atomic_compare_exchange_weak(&max_alloc, &m, n))
+        ;
+    return malloc(n);
+}
+static void *track_realloc(void *p, size_t n)
+{
+    size_t m = atomic_load(&max_alloc);
+    while (n > m && !atomic_compare_exchange_weak(&max_alloc, &m, n))
+        ;
+    return realloc(p, n);
+}
+
+static void check_reason(const tp_msg *msg, const death *d, const char *via)
+{
+    tp_reason r;
+    EXPECT_EQ(tp_msg_reason(msg, &r), 0);
+    EXPECT_EQ(r.kind, TP_EXIT_ERROR);
+    EXPECT_EQ(r.code, d->code);
+    if (!has(r.text, d->text) && !tpt_failure[0])
+        snprintf(tpt_failure, sizeof tpt_failure,
+                 "%s via %s: reason \"%s\", wanted \"%s\"", d->label, via,
+                 r.text ? r.text : "(null)", d->text);
+}
+
+static void deaths_next(tp_ctx *ctx, deaths *s)
+{
+    if (s->i == s->n) {
+        tp_kill(ctx, s->healthy);
+        tp_exit(ctx, TP_REASON_NORMAL);
+        return;
+    }
+    const death *d = &s->v[s->i];
+    tp_isolate_opts o = wopts();
+    s->got = 0;
+    EXPECT_EQ(tp_isolate_spawn(ctx, &o, &s->w), 0);
+    EXPECT_EQ(tp_monitor(ctx, s->w, &s->mon), 0);
+    if (d->raw) {
+        void *buf;
+        size_t n;
+        EXPECT_EQ(tp_packf(&buf, &n, "y", d->raw, d->raw_len), 0);
+        EXPECT_EQ(tp_call(ctx, s->w, T_RAW, buf, n, 10000, &s->call), 0);
+        tp_free(buf);
+    } else {
+        EXPECT_EQ(tp_call(ctx, s->w, d->tag, NULL, 0, 10000, &s->call), 0);
+    }
+}
+
+static int deaths_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    deaths *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_isolate_opts o = wopts();
+        EXPECT_EQ(tp_isolate_spawn(ctx, &o, &s->healthy), 0);
+        deaths_next(ctx, s);
+        return TP_HANDLED;
+    }
+    case TP_TAG_REPLY:
+        if (tp_msg_ref(msg) == s->ping) {
+            EXPECT_EQ(tp_msg_status(msg), 0);
+            s->pings++;
+            s->i++;
+            deaths_next(ctx, s);
+            return TP_HANDLED;
+        }
+        EXPECT_EQ(tp_msg_ref(msg), s->call);
+        EXPECT_EQ(tp_msg_status(msg), TP_ENOPROC); /* the call in flight */
+        s->got++;
+        break;
+    case TP_TAG_DOWN:
+        EXPECT_EQ(tp_msg_ref(msg), s->mon);
+        check_reason(msg, &s->v[s->i], "monitor");
+        s->got++;
+        break;
+    case TP_TAG_EXIT:
+        EXPECT_EQ(tp_msg_from(msg), s->w);
+        check_reason(msg, &s->v[s->i], "link");
+        s->got++;
+        break;
+    }
+    if (s->got == 3) { /* reply, DOWN and EXIT: the other worker serves */
+        s->got = 0;
+        EXPECT_EQ(tp_call_int(ctx, s->healthy, T_ECHO, (int64_t)s->i, 5000,
+                              &s->ping),
+                  0);
+    }
+    return TP_HANDLED;
+}
+
+static void run_deaths(const death *v, size_t n)
+{
+    tpt_reset();
+    int fds = count_fds();
+    deaths s = {.v = v, .n = n};
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, deaths_ctl, &s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_int_equal(s.pings, (int)n);
+    assert_no_children();
+    assert_int_equal(count_fds(), fds);
+}
+
+static void test_worker_deaths(void **unused)
+{
+    (void)unused;
+    static const death v[] = {
+        {"SIGSEGV", T_SEGV, NULL, 0, TP_ESYS, "killed by signal 11 (SIGSEGV)"},
+        {"abort", T_ABORT, NULL, 0, TP_ESYS, "killed by signal 6 (SIGABRT)"},
+        {"SIGKILL", T_KILL, NULL, 0, TP_ESYS, "killed by signal 9 (SIGKILL)"},
+        {"exit(3)", T_EXIT3, NULL, 0, TP_ESYS, "exited with status 3"},
+        {"exit(0)", T_EXIT0, NULL, 0, TP_ESYS, "exited with status 0"},
+        {"mid-frame", T_MIDFRAME, NULL, 0, TP_ESYS,
+         "killed by signal 11 (SIGSEGV)"},
+        {"closed", T_CLOSE, NULL, 0, TP_EPROTO,
+         "protocol error: worker closed its channel"},
+    };
+    run_deaths(v, sizeof v / sizeof *v);
+}
+
+static void test_bad_frames(void **unused)
+{
+    (void)unused;
+    static uint8_t nested[4 + 10001];
+    nested[0] = 0;
+    nested[1] = 0;
+    nested[2] = 0x27;
+    nested[3] = 0x11; /* 10001 */
+    memset(nested + 4, 0x91, 10000);
+    nested[4 + 10000] = 0xc0;
+    static const death v[] = {
+        {"garbage", 0, "\x00\x00\x00\x08garbage!", 12, TP_EPROTO,
+         "protocol error: frame body is not one well-formed msgpack object"},
+        {"length 2^32-1", 0, "\xff\xff\xff\xff\x96", 5, TP_EPROTO,
+         "protocol error: frame of 4294967295 bytes over the limit of"},
+        {"length 0", 0, "\x00\x00\x00\x00", 4, TP_EPROTO,
+         "protocol error: frame of length 0"},
+        {"dd ff ff ff ff", 0, "\x00\x00\x00\x05\xdd\xff\xff\xff\xff", 9,
+         TP_EPROTO, "protocol error: frame body is not one well-formed"},
+        {"dd ff 00 00 00", 0, "\x00\x00\x00\x05\xdd\xff\x00\x00\x00", 9,
+         TP_EPROTO, "protocol error: frame body is not one well-formed"},
+        {"df ff ff ff ff", 0, "\x00\x00\x00\x05\xdf\xff\xff\xff\xff", 9,
+         TP_EPROTO, "protocol error: frame body is not one well-formed"},
+        {"c6 ff ff ff ff", 0, "\x00\x00\x00\x05\xc6\xff\xff\xff\xff", 9,
+         TP_EPROTO, "protocol error: frame body is not one well-formed"},
+        {"0xc1", 0, "\x00\x00\x00\x07\x96\x03\xc1\x00\x00\x00\xc0", 11,
+         TP_EPROTO, "protocol error: frame body is not one well-formed"},
+        {"10,000 nested", 0, nested, sizeof nested, TP_EPROTO,
+         "protocol error: frame body is not one well-formed"},
+        {"payload bomb", 0,
+         "\x00\x00\x00\x0d\x96\x03\x01\x01\x00\x00\xc4\x05\xdd\xff\xff\xff\xff",
+         17, TP_EPROTO, "protocol error: frame payload is not one"},
+        {"unknown kind", 0, "\x00\x00\x00\x07\x96\x09\x00\x00\x00\x00\xc0", 11,
+         TP_EPROTO, "protocol error: frame of an unknown kind"},
+        {"reply for nothing", 0, "\x00\x00\x00\x07\x96\x04\x00\x00\x63\x00\xc0",
+         11, TP_EPROTO, "protocol error: REPLY frame for no request"},
+        {"truncated", 0, "\x00\x00\x00\x64\x96\x03\x01", 7, TP_EPROTO,
+         "protocol error: truncated frame"},
+    };
+    atomic_store(&max_alloc, 0);
+    run_deaths(v, sizeof v / sizeof *v);
+    /* Nothing near the declared sizes was ever allocated. */
+    if (atomic_load(&max_alloc) > ((size_t)1 << 20))
+        fail_msg("largest allocation %zu bytes", atomic_load(&max_alloc));
+    tp_isolate_stats st;
+    tp_isolate_stats_get(&st);
+    assert_true(st.bad_frames >= sizeof v / sizeof *v - 1);
+}
+
+/* ------------------------------------------------------ limits, watchdog */
+
+typedef struct limit {
+    tp_isolate_opts o;
+    int32_t tag;
+    int code;
+    const char *text;
+    tp_ref call;
+    int got;
+    double t0, elapsed;
+} limit;
+
+static int limit_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    limit *s = state;
+    tp_pid w;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        s->t0 = tpt_now_ms();
+        EXPECT_EQ(tp_isolate_spawn(ctx, &s->o, &w), 0);
+        EXPECT_EQ(tp_call(ctx, w, s->tag, NULL, 0, 30000, &s->call), 0);
+        return TP_HANDLED;
+    case TP_TAG_REPLY:
+        EXPECT_EQ(tp_msg_status(msg), TP_ENOPROC);
+        s->got++;
+        break;
+    case TP_TAG_EXIT: {
+        tp_reason r;
+        EXPECT_EQ(tp_msg_reason(msg, &r), 0);
+        EXPECT_EQ(r.kind, TP_EXIT_ERROR);
+        EXPECT_EQ(r.code, s->code);
+        if (!has(r.text, s->text) && !tpt_failure[0])
+            snprintf(tpt_failure, sizeof tpt_failure,
+                     "reason \"%s\", wanted "
+                     "\"%s\"",
+                     r.text ? r.text : "(null)", s->text);
+        s->elapsed = tpt_now_ms() - s->t0;
+        s->got++;
+        break;
+    }
+    }
+    if (s->got == 2)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static void run_limit(limit *s)
+{
+    tpt_reset();
+    s->o.name = "tw";
+    s->o.flags = TP_SPAWN_LINK;
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, limit_ctl, s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_no_children();
+}
+
+static void test_watchdog(void **unused)
+{
+    (void)unused;
+    limit s = {.o = {.watchdog_ms = 200},
+               .tag = T_SPIN,
+               .code = TP_ETIMEDOUT,
+               .text = "watchdog: a message was not handled within 200 ms"};
+    run_limit(&s);
+    assert_true(s.elapsed >= 190 && s.elapsed < 5000);
+    tp_isolate_stats st;
+    tp_isolate_stats_get(&st);
+    assert_true(st.watchdog >= 1);
+}
+
+static void test_rlimit_as(void **unused)
+{
+    (void)unused;
+#ifdef UNDER_ASAN
+    skip(); /* ASan reserves terabytes of address space up front */
+#else
+    limit s = {.o = {.mem_limit = (size_t)256 << 20},
+               .tag = T_ALLOC,
+               .code = TP_ESYS,
+               .text = "killed by signal 6 (SIGABRT)"};
+    run_limit(&s);
+#endif
+}
+
+static void test_rlimit_cpu(void **unused)
+{
+    (void)unused;
+    limit s = {.o = {.cpu_limit_s = 1},
+               .tag = T_SPIN,
+               .code = TP_ESYS,
+               .text = "(SIGXCPU)"};
+    run_limit(&s);
+    assert_true(s.elapsed >= 900);
+}
+
+/* ------------------------------------------- supervised, 100 cycles */
+
+typedef struct cycles {
+    tp_pid sup, cur;
+    int started, crashes, fds_first, fds_last;
+    uint64_t running_first, running_last;
+    tp_isolate_opts o;
+    tp_ref call;
+} cycles;
+
+static tp_pid cyc_ctl;
+
+static void cyc_report(tp_ctx *ctx, void *arg, const tp_sup_event *e)
+{
+    (void)arg;
+    if (e->kind == TP_SUP_EV_STARTED)
+        tp_sendf(ctx, cyc_ctl, T_HELLO, "p", e->pid);
+}
+
+static uint64_t running(void)
+{
+    tp_isolate_stats s;
+    tp_isolate_stats_get(&s);
+    return s.spawned - s.reaped;
+}
+
+#define CYCLES 100
+
+static int cycles_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    cycles *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        cyc_ctl = tp_self(ctx);
+        s->o = (tp_isolate_opts){.name = "tw"};
+        tp_child_spec c = {.id = "w",
+                           .start = tp_isolate_child_start,
+                           .arg = &s->o,
+                           .shutdown_ms = TP_CHILD_BRUTAL_KILL};
+        tp_sup_spec spec;
+        tp_sup_spec_init(&spec);
+        spec.intensity = 1000;
+        spec.period_ms = 1000;
+        spec.children = &c;
+        spec.n_children = 1;
+        spec.report = cyc_report;
+        EXPECT_EQ(tp_sup_start_link(ctx, &spec, &s->sup), 0);
+        return TP_HANDLED;
+    }
+    case T_HELLO: /* a (re)start: wait until it serves, then crash it */
+        EXPECT_EQ(tp_msg_scanf(msg, "p", &s->cur), 0);
+        s->started++;
+        EXPECT_EQ(tp_call(ctx, s->cur, T_STARTS, NULL, 0, 5000, &s->call), 0);
+        return TP_HANDLED;
+    case TP_TAG_REPLY:
+        if (tp_msg_ref(msg) != s->call)
+            return TP_HANDLED;
+        EXPECT_EQ(tp_msg_status(msg), 0);
+        if (s->started == 1) {
+            s->fds_first = count_fds();
+            s->running_first = running();
+        }
+        if (s->started == CYCLES + 1) {
+            s->fds_last = count_fds();
+            s->running_last = running();
+            tp_sup_stop(ctx, s->sup, 10000, NULL);
+            return TP_HANDLED;
+        }
+        s->crashes++;
+        /* Alternate the ways to die. */
+        static const int32_t kinds[] = {T_SEGV,  T_ABORT, T_KILL,
+                                        T_EXIT3, T_EXIT0, T_MIDFRAME};
+        tp_send(ctx, s->cur, kinds[s->crashes % 6], NULL, 0);
+        return TP_HANDLED;
+    case TP_TAG_EXIT:
+        if (tp_msg_from(msg) == s->sup)
+            tp_exit(ctx, TP_REASON_NORMAL);
+        return TP_HANDLED;
+    }
+    return TP_HANDLED;
+}
+
+static void test_hundred_restarts(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    cycles s = {0};
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, cycles_ctl, &s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_int_equal(s.started, CYCLES + 1);
+    assert_int_equal(s.crashes, CYCLES);
+    assert_int_equal(s.fds_last, s.fds_first);
+    /* Between two cycles a killed worker may still be reaped: at most
+     * one more than the one running. */
+    assert_true(s.running_first == 1);
+    assert_true(s.running_last >= 1 && s.running_last <= 2);
+    assert_no_children();
+}
+
+/* ------------------------------------------------------------- pools */
+
+#define POOL_N 3
+#define POOL_REQS 60
+
+typedef struct poolt {
+    tp_pid pool;
+    int sent, answered, errors, in_flight;
+    tp_ref refs[POOL_REQS];
+    int64_t want[POOL_REQS];
+} poolt;
+
+static void pool_send_more(tp_ctx *ctx, poolt *s)
+{
+    /* Fewer in flight than workers: the router always finds an idle one
+     * (even while one restarts), so only a poisoned request can be lost
+     * with its worker. */
+    while (s->in_flight < POOL_N - 1 && s->sent < POOL_REQS) {
+        int i = s->sent++;
+        int poison = i % 20 == 7;
+        s->want[i] = poison ? -1 : i;
+        if (poison)
+            EXPECT_EQ(tp_call(ctx, s->pool, T_SEGV, NULL, 0, 10000,
+                              &s->refs[i]),
+                      0);
+        else
+            EXPECT_EQ(tp_call_int(ctx, s->pool, T_SLEEP, i % 5, 10000,
+                                  &s->refs[i]),
+                      0);
+        s->in_flight++;
+    }
+}
+
+static int pool_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    poolt *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_isolate_pool_opts po = {.worker = {.name = "tw",
+                                              .watchdog_ms = 2000},
+                                   .size = POOL_N,
+                                   .name = "tw_pool"};
+        EXPECT_EQ(tp_isolate_pool_start(ctx, &po, &s->pool), 0);
+        pool_send_more(ctx, s);
+        return TP_HANDLED;
+    }
+    case TP_TAG_REPLY: {
+        int i = 0;
+        while (i < s->sent && s->refs[i] != tp_msg_ref(msg))
+            i++;
+        EXPECT(i < s->sent);
+        s->in_flight--;
+        if (s->want[i] < 0) {
+            EXPECT_EQ(tp_msg_status(msg), TP_ENOPROC);
+            s->errors++;
+        } else {
+            int64_t v = -2;
+            EXPECT_EQ(tp_msg_status(msg), 0);
+            EXPECT_EQ(tp_msg_int(msg, &v), 0);
+            EXPECT_EQ(v, i % 5);
+            s->answered++;
+        }
+        if (s->answered + s->errors == POOL_REQS) {
+            EXPECT_EQ(tp_whereis(tp_ctx_runtime(ctx), "tw_pool"), s->pool);
+            tp_exit_signal(ctx, s->pool, TP_REASON_SHUTDOWN);
+        } else {
+            pool_send_more(ctx, s);
+        }
+        return TP_HANDLED;
+    }
+    case TP_TAG_EXIT: {
+        tp_reason r;
+        EXPECT_EQ(tp_msg_reason(msg, &r), 0);
+        EXPECT_EQ(tp_msg_from(msg), s->pool);
+        EXPECT_EQ(r.kind, TP_EXIT_SHUTDOWN);
+        tp_exit(ctx, TP_REASON_NORMAL);
+        return TP_HANDLED;
+    }
+    }
+    return TP_HANDLED;
+}
+
+static void test_pool_serves(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    poolt s = {0};
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, pool_ctl, &s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_int_equal(s.errors, POOL_REQS / 20);
+    assert_int_equal(s.answered, POOL_REQS - POOL_REQS / 20);
+    assert_no_children();
+}
+
+/* ------------------------------------------------------------ example */
+
+static void slurp(FILE *f, char *buf, size_t cap)
+{
+    rewind(f);
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = '\0';
+}
+
+/* examples/isolated_workers, beside this test in the build tree. */
+static void test_example(void **unused)
+{
+    (void)unused;
+    char self[1024], path[1100];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    *slash = '\0';
+    snprintf(path, sizeof path, "%s/../examples/isolated_workers", self);
+    if (access(path, X_OK) != 0)
+        skip();
+#if defined(__SANITIZE_THREAD__)
+    skip(); /* its workers run under RLIMIT_AS (see UNDER_ASAN) */
+#endif
+    FILE *out = tmpfile(), *err = tmpfile();
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fileno(out), 1);
+        dup2(fileno(err), 2);
+        execl(path, "isolated_workers", (char *)NULL);
+        _exit(127);
+    }
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    static char o[8192], e[8192];
+    slurp(out, o, sizeof o);
+    slurp(err, e, sizeof e);
+    fclose(out);
+    fclose(err);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+        fail_msg("status %d\nstdout:\n%s\nstderr:\n%s", ws, o, e);
+    assert_non_null(strstr(o, "summary: 40 requests, 37 answered, 3 failed "
+                              "(3 poisoned); 7 worker processes started, 7 "
+                              "reaped"));
+    assert_non_null(strstr(o, "(\"#5;!boom\") failed: no such actor"));
+    assert_non_null(strstr(e, "killed by signal 11 (SIGSEGV)"));
+    assert_no_children();
+}
+
+/* ------------------------------------------------------------- errors */
+
+static int errors_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    tp_isolate_opts o = {.name = "nope"};
+    tp_pid p;
+    EXPECT_EQ(tp_isolate_spawn(ctx, &o, &p), TP_ENOENT);
+    EXPECT_EQ(tp_isolate_spawn(ctx, NULL, &p), TP_EINVAL);
+    o.name = "tw";
+    o.flags = TP_SPAWN_TRAP_EXIT;
+    EXPECT_EQ(tp_isolate_spawn(ctx, &o, &p), TP_EINVAL);
+    tp_isolate_pool_opts po = {.worker = {.name = "tw"}};
+    EXPECT_EQ(tp_isolate_pool_start(ctx, &po, &p), TP_EINVAL);
+    po.size = 1;
+    po.worker.name = "nope";
+    EXPECT_EQ(tp_isolate_pool_start(ctx, &po, &p), TP_ENOENT);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void test_errors(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    assert_int_equal(tp_isolate_spawn(NULL, &(tp_isolate_opts){.name = "tw"},
+                                      NULL),
+                     TP_ESTATE);
+    assert_int_equal(tp_isolate_register("tw", tw, NULL), TP_EEXIST);
+    assert_int_equal(tp_isolate_register("", tw, NULL), TP_EINVAL);
+    assert_int_equal(tp_isolate_register("x", NULL, NULL), TP_EINVAL);
+    char *argv[] = {"prog", NULL};
+    assert_int_equal(tp_isolate_main(1, argv), 0);
+    tpt_run(NULL, errors_ctl, NULL, NULL, NULL);
+    TPT_CHECK();
+    assert_no_children();
+}
+
+int main(int argc, char **argv)
+{
+    tp_isolate_register("tw", tw, NULL);
+    tp_isolate_main(argc, argv); /* never returns in a worker */
+    /* Under ASan, let a worker's SIGSEGV kill it, as it would a plain
+     * build (ASan's own handler would exit with status 1 instead). */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[512];
+    snprintf(opts, sizeof opts, "%s%shandle_segv=0", asan ? asan : "",
+             asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    /* The same for TSan: a crash is the worker's exit, not a report. */
+    setenv("TSAN_OPTIONS", "handle_segv=0:handle_abort=0:handle_sigbus=0:"
+                           "handle_sigfpe=0:handle_sigill=0", 0);
+    tp_set_allocator(track_alloc, track_realloc, free);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_message_api),
+        cmocka_unit_test(test_worker_deaths),
+        cmocka_unit_test(test_bad_frames),
+        cmocka_unit_test(test_watchdog),
+        cmocka_unit_test(test_rlimit_as),
+        cmocka_unit_test(test_rlimit_cpu),
+        cmocka_unit_test(test_hundred_restarts),
+        cmocka_unit_test(test_pool_serves),
+        cmocka_unit_test(test_example),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
