@@ -306,8 +306,8 @@ static void rto_rearm(tpi_actor *a)
         tpi_timer_cancel(a, x->rto_timer);
     x->rto_timer = 0;
     if (x->rto_ms >= 0 &&
-        tpi_timer_start(a, TPI_TIMER_RECV, (uint64_t)x->rto_ms * 1000000u, 0,
-                        0, NULL, 0, 0, &x->rto_timer) != 0)
+        tpi_timer_start(a, TPI_TIMER_RECV, (uint64_t)x->rto_ms * 1000000u, 0, 0,
+                        NULL, 0, 0, &x->rto_timer) != 0)
         x->rto_timer = 0; /* out of memory: no timeout this time */
 }
 
@@ -426,7 +426,8 @@ void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     if ((a->flags & TPI_ACT_START) && a->behavior) {
         tpi_msg start = {.tag = TP_TAG_START,
                          .from = a->parent,
-                         .to_gen = atomic_load_explicit(&a->gen, memory_order_relaxed),
+                         .to_gen = atomic_load_explicit(&a->gen,
+                                                        memory_order_relaxed),
                          .flags = TPI_MSG_STATIC};
         a->flags &= ~(uint32_t)TPI_ACT_START;
         budget--;

@@ -26,15 +26,17 @@ enum {
 
 /* tpi_msg.flags */
 enum {
-    TPI_MSG_REQUEST = 1u << 0,   /* carries a reply handle (reply_to, ref) */
-    TPI_MSG_REPLIED = 1u << 1,   /* the handle was answered or taken */
-    TPI_MSG_TIMER = 1u << 2,     /* from a user timer; ref = timer id */
-    TPI_MSG_SYNTH = 1u << 3,     /* runtime-made reply (timeout): drop quietly if unmatched */
-    TPI_MSG_VIA_LINK = 1u << 4,  /* TPI_SIG_EXIT from a linked actor's death */
-    TPI_MSG_OWNED = 1u << 5,     /* data is a separate buffer to free */
-    TPI_MSG_SMALL = 1u << 6,     /* a fixed-size node, recyclable */
-    TPI_MSG_STATIC = 1u << 7,    /* not allocated (the start message) */
-    TPI_MSG_SETTLED = 1u << 8,   /* passed the filters once (deferred, replayed) */
+    TPI_MSG_REQUEST = 1u << 0, /* carries a reply handle (reply_to, ref) */
+    TPI_MSG_REPLIED = 1u << 1, /* the handle was answered or taken */
+    TPI_MSG_TIMER = 1u << 2,   /* from a user timer; ref = timer id */
+    TPI_MSG_SYNTH =
+        1u << 3, /* runtime-made reply (timeout): drop quietly if unmatched */
+    TPI_MSG_VIA_LINK = 1u << 4, /* TPI_SIG_EXIT from a linked actor's death */
+    TPI_MSG_OWNED = 1u << 5,    /* data is a separate buffer to free */
+    TPI_MSG_SMALL = 1u << 6,    /* a fixed-size node, recyclable */
+    TPI_MSG_STATIC = 1u << 7,   /* not allocated (the start message) */
+    TPI_MSG_SETTLED =
+        1u << 8, /* passed the filters once (deferred, replayed) */
 };
 
 struct tp_msg {
@@ -99,19 +101,19 @@ typedef struct tpi_msglist {
  * waiter list (under the waiter lock). */
 typedef struct tpi_actor_ext {
     tpi_pidvec links;
-    tpi_refvec watchers;   /* monitors on me: (ref, watcher) */
-    tpi_refvec monitoring; /* my monitors: (ref, target) */
-    tpi_pending *pending;  /* awaited oneshots/calls */
+    tpi_refvec watchers;             /* monitors on me: (ref, watcher) */
+    tpi_refvec monitoring;           /* my monitors: (ref, target) */
+    tpi_pending *pending;            /* awaited oneshots/calls */
     struct tp_reply_handle *replies; /* taken reply obligations */
-    tpi_timer *timers;     /* timers owned by this actor */
+    tpi_timer *timers;               /* timers owned by this actor */
     tpi_resource *resources;
-    tpi_msglist stash;     /* deferred, in arrival order */
-    tpi_msglist replay;    /* deferred being offered again */
+    tpi_msglist stash;         /* deferred, in arrival order */
+    tpi_msglist replay;        /* deferred being offered again */
     struct tpi_actor_obs *obs; /* issue 8: counters (runtime/observe.c) */
     char *name;
-    tp_reason reason;      /* exit reason (text owned here) */
-    tp_timer rto_timer;    /* receive timeout timer, 0 if none */
-    int rto_ms;            /* receive timeout, < 0 if off */
+    tp_reason reason;   /* exit reason (text owned here) */
+    tp_timer rto_timer; /* receive timeout timer, 0 if none */
+    int rto_ms;         /* receive timeout, < 0 if off */
     /* backpressure: whom I wait on (wait lock) */
     struct tpi_actor *wait_next;
     tp_pid waiting_on;
@@ -121,9 +123,9 @@ typedef struct tpi_actor_ext {
 enum {
     TPI_ACT_TRAP = 1u << 0,
     TPI_ACT_EXITING = 1u << 1,
-    TPI_ACT_START = 1u << 3,        /* TP_TAG_START not yet delivered */
-    TPI_ACT_OBS = 1u << 4,          /* issue 8: keeps counters (ext->obs) */
-    TPI_ACT_OBS_TIME = 1u << 5,     /* issue 8: and sums handler time */
+    TPI_ACT_START = 1u << 3,    /* TP_TAG_START not yet delivered */
+    TPI_ACT_OBS = 1u << 4,      /* issue 8: keeps counters (ext->obs) */
+    TPI_ACT_OBS_TIME = 1u << 5, /* issue 8: and sums handler time */
 };
 
 /* An actor lives in a slot of the table. Slots are never freed while the
@@ -132,7 +134,7 @@ enum {
  * matches is a dead letter when it is taken out. */
 typedef struct tpi_actor {
     tpi_mailbox mb;
-    tpi_mpsc_node rq; /* run-queue link (local list or inject queue) */
+    tpi_mpsc_node rq;     /* run-queue link (local list or inject queue) */
     tp_behavior behavior; /* NULL when the slot is free */
     void *state;
     void (*state_free)(void *);
@@ -142,7 +144,7 @@ typedef struct tpi_actor {
     _Atomic uint32_t gen; /* current generation of the slot */
     uint32_t index;
     uint32_t flags;
-    uint32_t free_next; /* free list link (index + 1), 0 = end */
+    uint32_t free_next;     /* free list link (index + 1), 0 = end */
     _Atomic uint8_t paused; /* backpressure pause; see actors/send.c */
     /* issue 8: dead letters addressed to this slot's latest actor: low 8
      * bits of its generation << 24 | count (runtime/observe.c). Fits in
@@ -234,8 +236,8 @@ int tpi_payload_valid(tp_runtime *rt, const void *data, size_t len);
 /* Build a message from (data, len) for a send: copied, and validated
  * unless check is false (bytes our own packers made). On error nothing is
  * allocated. */
-int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data,
-                     size_t len, bool check, tpi_msg **out);
+int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
+                     bool check, tpi_msg **out);
 
 /* ---- actors/signal.c: links, monitors, exit signals */
 /* Link a new (not yet run) child and its parent on the parent's thread. */

@@ -42,8 +42,8 @@ static int pending_add(tpi_actor *a, int timeout_ms, tp_ref *ref_out)
     p->timer = 0;
     if (timeout_ms >= 0) {
         int rc = tpi_timer_start(a, TPI_TIMER_CALL,
-                                 (uint64_t)timeout_ms * 1000000u, 0, 0, NULL,
-                                 0, p->ref, &p->timer);
+                                 (uint64_t)timeout_ms * 1000000u, 0, 0, NULL, 0,
+                                 p->ref, &p->timer);
         if (rc) {
             tpi_free(p);
             return rc;
@@ -100,8 +100,8 @@ void tpi_replies_fail(tpi_actor *a)
         return;
     for (tp_reply_handle *r = a->ext->replies, *n; r; r = n) {
         n = r->next;
-        send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, TP_ENOPROC,
-                   NULL, 0);
+        send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, TP_ENOPROC, NULL,
+                   0);
         tpi_free(r);
     }
     a->ext->replies = NULL;
@@ -162,8 +162,8 @@ static int reply_bytes(tp_ctx *ctx, const tp_msg *request, const void *data,
     int rc = check ? tpi_payload_valid(rt_of(a), data, len) : 0;
     if (rc)
         return rc;
-    rc = send_reply(rt_of(a), tpi_actor_pid(a), request->reply_to,
-                    request->ref, 0, data, len);
+    rc = send_reply(rt_of(a), tpi_actor_pid(a), request->reply_to, request->ref,
+                    0, data, len);
     if (rc == 0)
         ((tpi_msg *)request)->flags |= TPI_MSG_REPLIED;
     return rc;
@@ -210,10 +210,11 @@ int tp_reply_send(tp_ctx *ctx, tp_reply_handle *r, const void *data, size_t len)
     *pp = r->next;
     int rc = tpi_payload_valid(rt_of(a), data, len);
     rc = rc ? rc
-            : send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, 0, data, len);
+            : send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, 0, data,
+                         len);
     if (rc)
-        send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, TP_ENOREPLY,
-                   NULL, 0);
+        send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, TP_ENOREPLY, NULL,
+                   0);
     tpi_free(r);
     return rc;
 }
@@ -247,6 +248,6 @@ int tp_oneshot_send(tp_ctx *ctx, tp_runtime *rt, tp_oneshot tx,
     int rc = tpi_payload_valid(rt, data, len);
     if (rc)
         return rc;
-    return send_reply(rt, a ? tpi_actor_pid(a) : TP_PID_NONE, tx.pid, tx.ref,
-                      0, data, len);
+    return send_reply(rt, a ? tpi_actor_pid(a) : TP_PID_NONE, tx.pid, tx.ref, 0,
+                      data, len);
 }

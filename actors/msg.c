@@ -24,7 +24,8 @@ void tpi_msg_cache_flush(void)
 #ifndef TPI_NO_POOL
     while (cache.head) {
         tpi_msg *m = cache.head;
-        cache.head = (tpi_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
+        cache.head = (tpi_msg *)atomic_load_explicit(&m->node.next,
+                                                     memory_order_relaxed);
         tpi_free(m);
     }
     cache.n = 0;
@@ -39,7 +40,8 @@ tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len)
         flags = TPI_MSG_SMALL;
 #ifndef TPI_NO_POOL
         if ((m = cache.head) != NULL) {
-            cache.head = (tpi_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
+            cache.head = (tpi_msg *)atomic_load_explicit(&m->node.next,
+                                                         memory_order_relaxed);
             cache.n--;
         } else
 #endif
@@ -51,7 +53,9 @@ tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len)
     }
     if (!m)
         return NULL;
-    *m = (tpi_msg){.tag = tag, .flags = flags, .len = len,
+    *m = (tpi_msg){.tag = tag,
+                   .flags = flags,
+                   .len = len,
                    .data = len ? m->inl : NULL};
     if (data && len)
         memcpy(m->inl, data, len);
@@ -111,8 +115,8 @@ const void *tp_msg_data(const tp_msg *m, size_t *len)
 
 bool tp_msg_wants_reply(const tp_msg *m)
 {
-    return m && (m->flags & (TPI_MSG_REQUEST | TPI_MSG_REPLIED)) ==
-                    TPI_MSG_REQUEST;
+    return m &&
+           (m->flags & (TPI_MSG_REQUEST | TPI_MSG_REPLIED)) == TPI_MSG_REQUEST;
 }
 
 int tp_msg_int(const tp_msg *m, int64_t *out)
@@ -135,8 +139,9 @@ int tp_msg_scanf(const tp_msg *m, const char *fmt, ...)
 
 int tp_msg_reason(const tp_msg *m, tp_reason *out)
 {
-    if (!m || !out || (m->tag != TP_TAG_EXIT && m->tag != TP_TAG_DOWN &&
-                       m->tag != TPI_SIG_EXIT))
+    if (!m || !out ||
+        (m->tag != TP_TAG_EXIT && m->tag != TP_TAG_DOWN &&
+         m->tag != TPI_SIG_EXIT))
         return TP_EINVAL;
     int kind, code;
     const char *text = NULL;

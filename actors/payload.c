@@ -18,9 +18,21 @@ static uint64_t be(const uint8_t *p, int n)
 {
     switch (n) {
     case 1: return p[0];
-    case 2: { uint16_t x; memcpy(&x, p, 2); return __builtin_bswap16(x); }
-    case 4: { uint32_t x; memcpy(&x, p, 4); return __builtin_bswap32(x); }
-    case 8: { uint64_t x; memcpy(&x, p, 8); return __builtin_bswap64(x); }
+    case 2: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        return __builtin_bswap16(x);
+    }
+    case 4: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        return __builtin_bswap32(x);
+    }
+    case 8: {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        return __builtin_bswap64(x);
+    }
     default: {
         uint64_t v = 0;
         for (int i = 0; i < n; i++)
@@ -47,17 +59,19 @@ static int header(const uint8_t *p, size_t len, uint64_t *skip, uint64_t *items)
     } else if ((b & 0xe0) == 0xa0) {
         body = b & 0x1f;
     } else {
-        static const struct { uint8_t lenbytes, fixed; } t[32] = {
-            [0x04] = {1, 0}, [0x05] = {2, 0}, [0x06] = {4, 0}, /* bin */
-            [0x07] = {1, 1}, [0x08] = {2, 1}, [0x09] = {4, 1}, /* ext */
-            [0x0a] = {0, 4}, [0x0b] = {0, 8},                  /* float */
-            [0x0c] = {0, 1}, [0x0d] = {0, 2}, [0x0e] = {0, 4}, [0x0f] = {0, 8},
-            [0x10] = {0, 1}, [0x11] = {0, 2}, [0x12] = {0, 4}, [0x13] = {0, 8},
-            [0x14] = {0, 2}, [0x15] = {0, 3}, [0x16] = {0, 5}, [0x17] = {0, 9},
+        static const struct {
+            uint8_t lenbytes, fixed;
+        } t[32] = {
+            [0x04] = {1, 0},  [0x05] = {2, 0}, [0x06] = {4, 0}, /* bin */
+            [0x07] = {1, 1},  [0x08] = {2, 1}, [0x09] = {4, 1}, /* ext */
+            [0x0a] = {0, 4},  [0x0b] = {0, 8},                  /* float */
+            [0x0c] = {0, 1},  [0x0d] = {0, 2}, [0x0e] = {0, 4}, [0x0f] = {0, 8},
+            [0x10] = {0, 1},  [0x11] = {0, 2}, [0x12] = {0, 4}, [0x13] = {0, 8},
+            [0x14] = {0, 2},  [0x15] = {0, 3}, [0x16] = {0, 5}, [0x17] = {0, 9},
             [0x18] = {0, 17}, /* fixext 1..16 (+type byte) */
-            [0x19] = {1, 0}, [0x1a] = {2, 0}, [0x1b] = {4, 0}, /* str */
-            [0x1c] = {2, 0}, [0x1d] = {4, 0},                  /* array */
-            [0x1e] = {2, 0}, [0x1f] = {4, 0},                  /* map */
+            [0x19] = {1, 0},  [0x1a] = {2, 0}, [0x1b] = {4, 0}, /* str */
+            [0x1c] = {2, 0},  [0x1d] = {4, 0},                  /* array */
+            [0x1e] = {2, 0},  [0x1f] = {4, 0},                  /* map */
         };
         if (b < 0xc4)
             return -1; /* 0xc1 never used */
@@ -132,9 +146,21 @@ static void put_be(uint8_t *p, uint64_t v, int n)
 {
     switch (n) {
     case 1: p[0] = (uint8_t)v; break;
-    case 2: { uint16_t x = __builtin_bswap16((uint16_t)v); memcpy(p, &x, 2); break; }
-    case 4: { uint32_t x = __builtin_bswap32((uint32_t)v); memcpy(p, &x, 4); break; }
-    default: { uint64_t x = __builtin_bswap64(v); memcpy(p, &x, 8); break; }
+    case 2: {
+        uint16_t x = __builtin_bswap16((uint16_t)v);
+        memcpy(p, &x, 2);
+        break;
+    }
+    case 4: {
+        uint32_t x = __builtin_bswap32((uint32_t)v);
+        memcpy(p, &x, 4);
+        break;
+    }
+    default: {
+        uint64_t x = __builtin_bswap64(v);
+        memcpy(p, &x, 8);
+        break;
+    }
     }
 }
 
@@ -147,15 +173,33 @@ size_t tpi_pack_int(char *buf, int64_t v)
     }
     int n;
     if (v >= 0) {
-        if (v <= 0xff) { p[0] = 0xcc; n = 1; }
-        else if (v <= 0xffff) { p[0] = 0xcd; n = 2; }
-        else if (v <= 0xffffffffLL) { p[0] = 0xce; n = 4; }
-        else { p[0] = 0xcf; n = 8; }
+        if (v <= 0xff) {
+            p[0] = 0xcc;
+            n = 1;
+        } else if (v <= 0xffff) {
+            p[0] = 0xcd;
+            n = 2;
+        } else if (v <= 0xffffffffLL) {
+            p[0] = 0xce;
+            n = 4;
+        } else {
+            p[0] = 0xcf;
+            n = 8;
+        }
     } else {
-        if (v >= -128) { p[0] = 0xd0; n = 1; }
-        else if (v >= -32768) { p[0] = 0xd1; n = 2; }
-        else if (v >= -2147483648LL) { p[0] = 0xd2; n = 4; }
-        else { p[0] = 0xd3; n = 8; }
+        if (v >= -128) {
+            p[0] = 0xd0;
+            n = 1;
+        } else if (v >= -32768) {
+            p[0] = 0xd1;
+            n = 2;
+        } else if (v >= -2147483648LL) {
+            p[0] = 0xd2;
+            n = 4;
+        } else {
+            p[0] = 0xd3;
+            n = 8;
+        }
     }
     put_be(p + 1, (uint64_t)v, n);
     return (size_t)n + 1;
@@ -204,11 +248,9 @@ static long count_items(const char *f, char close, const char **end)
         switch (*f) {
         case '\0':
         case ']':
-        case '}':
-            return -1;
+        case '}': return -1;
         case ' ':
-        case ',':
-            break;
+        case ',': break;
         case '[':
         case '{': {
             const char *e;
@@ -218,8 +260,7 @@ static long count_items(const char *f, char close, const char **end)
             n++;
             break;
         }
-        default:
-            n++;
+        default: n++;
         }
     }
 }
@@ -238,7 +279,10 @@ static int pack_values(msgpack_packer *pk, const char **fmtp, va_list *ap,
             *fmtp = f + 1;
             return 0;
         case 'n': rc = msgpack_pack_nil(pk); break;
-        case 'b': rc = va_arg(*ap, int) ? msgpack_pack_true(pk) : msgpack_pack_false(pk); break;
+        case 'b':
+            rc = va_arg(*ap, int) ? msgpack_pack_true(pk)
+                                  : msgpack_pack_false(pk);
+            break;
         case 'i': rc = msgpack_pack_int64(pk, va_arg(*ap, int)); break;
         case 'l': rc = msgpack_pack_int64(pk, va_arg(*ap, int64_t)); break;
         case 'u': rc = msgpack_pack_uint64(pk, va_arg(*ap, uint64_t)); break;
@@ -287,10 +331,8 @@ static int pack_values(msgpack_packer *pk, const char **fmtp, va_list *ap,
             break;
         }
         case ' ':
-        case ',':
-            break;
-        default:
-            return TP_EINVAL;
+        case ',': break;
+        default: return TP_EINVAL;
         }
         if (rc)
             return TP_ENOMEM;
@@ -360,10 +402,14 @@ static int decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
     }
     int n;
     switch (b) {
-    case 0xcc: case 0xd0: n = 1; break;
-    case 0xcd: case 0xd1: n = 2; break;
-    case 0xce: case 0xd2: n = 4; break;
-    case 0xcf: case 0xd3: n = 8; break;
+    case 0xcc:
+    case 0xd0: n = 1; break;
+    case 0xcd:
+    case 0xd1: n = 2; break;
+    case 0xce:
+    case 0xd2: n = 4; break;
+    case 0xcf:
+    case 0xd3: n = 8; break;
     default: return TP_EPROTO;
     }
     if (avail < (size_t)n + 1)
@@ -385,7 +431,8 @@ static int decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
 static int rd_int(reader *r, int64_t *i, uint64_t *u, bool *is_unsigned)
 {
     size_t used;
-    int rc = decode_int(r->p + r->off, r->len - r->off, &used, i, u, is_unsigned);
+    int rc =
+        decode_int(r->p + r->off, r->len - r->off, &used, i, u, is_unsigned);
     if (rc == 0)
         r->off += used;
     return rc;
@@ -528,8 +575,7 @@ static int unpack_values(reader *r, const char **fmtp, va_list *ap, char close)
             f = inner - 1;
             break;
         }
-        default:
-            return TP_EINVAL;
+        default: return TP_EINVAL;
         }
     }
     if (close)

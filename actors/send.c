@@ -186,8 +186,8 @@ int tpi_payload_valid(tp_runtime *rt, const void *data, size_t len)
     return 0;
 }
 
-int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data,
-                     size_t len, bool check, tpi_msg **out)
+int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
+                     bool check, tpi_msg **out)
 {
     if (tag < 0)
         return TP_EINVAL;

@@ -101,8 +101,8 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
          * we had ended (it learns the link failed instead of trusting it). */
         if (!x || pids_add(&x->links, m->from) != 0)
             tpi_send_reason(rt_of(a), tpi_actor_pid(a), m->from, TPI_SIG_EXIT,
-                      TP_REASON_ERROR(TP_ENOMEM, "link failed"), 0,
-                      TPI_MSG_VIA_LINK);
+                            TP_REASON_ERROR(TP_ENOMEM, "link failed"), 0,
+                            TPI_MSG_VIA_LINK);
         return false;
     case TPI_SIG_UNLINK:
         if (x)
@@ -112,7 +112,8 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
         x = tpi_actor_ext_get(a);
         if (!x || refs_add(&x->watchers, m->ref, m->from) != 0)
             tpi_send_reason(rt_of(a), tpi_actor_pid(a), m->from, TP_TAG_DOWN,
-                      TP_REASON_ERROR(TP_ENOMEM, "monitor failed"), m->ref, 0);
+                            TP_REASON_ERROR(TP_ENOMEM, "monitor failed"),
+                            m->ref, 0);
         return false;
     case TPI_SIG_DEMONITOR:
         if (x)
@@ -142,8 +143,7 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
             tpi_actor_set_exit(a, r);
         return false;
     }
-    default:
-        return false;
+    default: return false;
     }
 }
 
@@ -155,10 +155,11 @@ void tpi_signal_death(tpi_actor *a, tp_reason r)
     tp_runtime *rt = rt_of(a);
     tp_pid self = tpi_actor_pid(a);
     for (uint32_t i = 0; i < x->links.n; i++)
-        tpi_send_reason(rt, self, x->links.v[i], TPI_SIG_EXIT, r, 0, TPI_MSG_VIA_LINK);
+        tpi_send_reason(rt, self, x->links.v[i], TPI_SIG_EXIT, r, 0,
+                        TPI_MSG_VIA_LINK);
     for (uint32_t i = 0; i < x->watchers.n; i++)
         tpi_send_reason(rt, self, x->watchers.v[i].pid, TP_TAG_DOWN, r,
-                  x->watchers.v[i].ref, 0);
+                        x->watchers.v[i].ref, 0);
     for (uint32_t i = 0; i < x->monitoring.n; i++)
         signal_to(a, x->monitoring.v[i].pid, TPI_SIG_DEMONITOR,
                   x->monitoring.v[i].ref);
@@ -265,7 +266,8 @@ int tp_exit_signal(tp_ctx *ctx, tp_pid to, tp_reason reason)
         tpi_actor_set_exit(a, (tp_reason){TP_EXIT_KILLED, 0, NULL});
         return 0;
     }
-    return tpi_send_reason(rt_of(a), tpi_actor_pid(a), to, TPI_SIG_EXIT, reason, 0, 0);
+    return tpi_send_reason(rt_of(a), tpi_actor_pid(a), to, TPI_SIG_EXIT, reason,
+                           0, 0);
 }
 
 int tp_kill(tp_ctx *ctx, tp_pid to)

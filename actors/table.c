@@ -76,7 +76,8 @@ tpi_actor *tpi_table_take(tpi_table *t)
         unlock(t);
         return NULL;
     }
-    tpi_actor *chunk = atomic_load_explicit(&t->chunks[ci], memory_order_relaxed);
+    tpi_actor *chunk =
+        atomic_load_explicit(&t->chunks[ci], memory_order_relaxed);
     if (!chunk) {
         chunk = tpi_calloc(sizeof(tpi_actor) * CHUNK_SIZE);
         if (!chunk) {
@@ -128,7 +129,8 @@ void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg)
 {
     uint32_t n = atomic_load_explicit(&t->nchunks, memory_order_relaxed);
     for (uint32_t ci = 0; ci < n; ci++) {
-        tpi_actor *c = atomic_load_explicit(&t->chunks[ci], memory_order_acquire);
+        tpi_actor *c =
+            atomic_load_explicit(&t->chunks[ci], memory_order_acquire);
         for (uint32_t i = 0; c && i < CHUNK_SIZE; i++)
             fn(&c[i], arg);
     }

@@ -353,7 +353,8 @@ static int idle_root(tp_ctx *ctx, void *st, const tp_msg *m)
         /* Spawn in batches so the children take their start message
          * between batches, as they would in a live system. */
         for (int i = 0; i < IDLE_SPAWN_BATCH; i++, r->spawned++)
-            if (tp_spawn(ctx, idle_actor, NULL, NULL, &r->pids[r->spawned]) != 0)
+            if (tp_spawn(ctx, idle_actor, NULL, NULL, &r->pids[r->spawned]) !=
+                0)
                 return TP_ENOMEM;
         return tp_send_int(ctx, tp_self(ctx), T_GO, 0);
     }
@@ -420,14 +421,16 @@ int main(int argc, char **argv)
     tp_runtime_free(rt);
     uint64_t check = strcmp(bench, "ring") == 0 ? n_units : result;
     bool ok = rc == 0 && result == want;
-    printf("bench=%s impl=troupe threads=%d n=%" PRIu64 " seconds=%.6f check=%" PRIu64,
+    printf("bench=%s impl=troupe threads=%d n=%" PRIu64
+           " seconds=%.6f check=%" PRIu64,
            bench, threads, n_units, t_end - t_start, check);
     if (extra_bytes_per_actor >= 0)
         printf(" bytes_per_actor=%ld", extra_bytes_per_actor);
     printf("\n");
     if (!ok) {
-        fprintf(stderr, "check failed: rc=%d result=%" PRIu64 " want=%" PRIu64 "\n",
-                rc, result, want);
+        fprintf(stderr,
+                "check failed: rc=%d result=%" PRIu64 " want=%" PRIu64 "\n", rc,
+                result, want);
         return 1;
     }
     return 0;

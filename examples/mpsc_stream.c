@@ -70,8 +70,7 @@ static int consumer(tp_ctx *ctx, void *state, const tp_msg *msg)
         if (tp_msg_ref(msg) == st->producer_mon)
             tp_exit(ctx, TP_REASON_NORMAL); /* the stream is closed */
         return TP_HANDLED;
-    default:
-        return TP_HANDLED;
+    default: return TP_HANDLED;
     }
 }
 

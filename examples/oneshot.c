@@ -71,8 +71,7 @@ static int root(tp_ctx *ctx, void *state, const tp_msg *msg)
         tp_exit(ctx, TP_REASON_NORMAL);
         return TP_HANDLED;
     }
-    default:
-        return TP_HANDLED;
+    default: return TP_HANDLED;
     }
 }
 

@@ -39,14 +39,12 @@ static int counter_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     counter *c = state;
     switch (tp_msg_tag(msg)) {
-    case TP_TAG_START:
-        return tp_register(ctx, "counter");
+    case TP_TAG_START: return tp_register(ctx, "counter");
     case TAG_NEXT:
         if (++c->handled == CRASH_EVERY) /* the bug */
             return tp_exit(ctx, TP_REASON_ERROR(-1, "counter bug"));
         return tp_reply_int(ctx, msg, ++c->value);
-    default:
-        return TP_HANDLED;
+    default: return TP_HANDLED;
     }
 }
 
@@ -120,8 +118,7 @@ static int client_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
             break;
         call_next(ctx, cl);
         return TP_HANDLED;
-    default:
-        return TP_HANDLED;
+    default: return TP_HANDLED;
     }
     /* done */
     printf("supervised_counter: %d requests, %d answered, %d errors, "
@@ -149,15 +146,19 @@ static int start_client(tp_ctx *ctx, void *arg, const void *args,
 int main(void)
 {
     tp_child_spec children[] = {
-        {.id = "counter", .start = start_counter,
-         .restart = TP_CHILD_PERMANENT, .shutdown_ms = 1000},
-        {.id = "client", .start = start_client,
-         .restart = TP_CHILD_TRANSIENT, .shutdown_ms = 1000},
+        {.id = "counter",
+         .start = start_counter,
+         .restart = TP_CHILD_PERMANENT,
+         .shutdown_ms = 1000},
+        {.id = "client",
+         .start = start_client,
+         .restart = TP_CHILD_TRANSIENT,
+         .shutdown_ms = 1000},
     };
     tp_sup_spec spec;
     tp_sup_spec_init(&spec);
     spec.strategy = TP_SUP_ONE_FOR_ONE;
-    spec.intensity = 10; /* tolerate 10 crashes ... */
+    spec.intensity = 10;   /* tolerate 10 crashes ... */
     spec.period_ms = 1000; /* ... per second */
     spec.children = children;
     spec.n_children = sizeof children / sizeof *children;

@@ -39,18 +39,18 @@ extern "C" {
 /* ------------------------------------------------------------------ errors */
 
 /** The error space: X(name, value, text). */
-#define TP_ERRORS(X)                                                          \
-    X(TP_EINVAL, -1, "invalid argument")                                     \
-    X(TP_ENOMEM, -2, "out of memory")                                         \
-    X(TP_ENOPROC, -3, "no such actor")                                        \
-    X(TP_EFULL, -4, "mailbox full")                                           \
-    X(TP_ETIMEDOUT, -5, "timed out")                                          \
-    X(TP_EEXIST, -6, "already exists")                                        \
-    X(TP_ENOENT, -7, "not found")                                             \
-    X(TP_ESTATE, -8, "not allowed in this state")                             \
-    X(TP_ENOREPLY, -9, "request dropped without a reply")                     \
-    X(TP_E2BIG, -10, "argument too large")                                    \
-    X(TP_EPROTO, -11, "malformed message or frame")                           \
+#define TP_ERRORS(X)                                                           \
+    X(TP_EINVAL, -1, "invalid argument")                                       \
+    X(TP_ENOMEM, -2, "out of memory")                                          \
+    X(TP_ENOPROC, -3, "no such actor")                                         \
+    X(TP_EFULL, -4, "mailbox full")                                            \
+    X(TP_ETIMEDOUT, -5, "timed out")                                           \
+    X(TP_EEXIST, -6, "already exists")                                         \
+    X(TP_ENOENT, -7, "not found")                                              \
+    X(TP_ESTATE, -8, "not allowed in this state")                              \
+    X(TP_ENOREPLY, -9, "request dropped without a reply")                      \
+    X(TP_E2BIG, -10, "argument too large")                                     \
+    X(TP_EPROTO, -11, "malformed message or frame")                            \
     X(TP_ESYS, -12, "system call failed")
 
 enum {
@@ -78,8 +78,8 @@ typedef uint64_t tp_ref;
 typedef uint64_t tp_timer;
 
 typedef struct tp_runtime tp_runtime; /**< the runtime handle */
-typedef struct tp_ctx tp_ctx;         /**< the current actor, inside a behavior */
-typedef struct tp_msg tp_msg;         /**< a received message (read-only) */
+typedef struct tp_ctx tp_ctx; /**< the current actor, inside a behavior */
+typedef struct tp_msg tp_msg; /**< a received message (read-only) */
 typedef struct tp_reply_handle tp_reply_handle; /**< a taken reply obligation */
 
 /** The sending end of a oneshot channel: a value, copy it freely. At most
@@ -96,14 +96,14 @@ typedef enum tp_exit_kind {
     TP_EXIT_KILL,       /**< as a signal: untrappable kill request */
     TP_EXIT_KILLED,     /**< ended by a kill */
     TP_EXIT_ERROR,      /**< ended with an error: code + text */
-    TP_EXIT_NOPROC      /**< the actor did not exist (link/monitor of a dead pid) */
+    TP_EXIT_NOPROC /**< the actor did not exist (link/monitor of a dead pid) */
 } tp_exit_kind;
 
 /** An exit reason: why an actor ended, or what an exit signal carries. */
 typedef struct tp_reason {
     tp_exit_kind kind; /**< what kind of end */
-    int code;         /**< error code, for TP_EXIT_ERROR */
-    const char *text; /**< optional text, may be NULL */
+    int code;          /**< error code, for TP_EXIT_ERROR */
+    const char *text;  /**< optional text, may be NULL */
 } tp_reason;
 
 /** A normal end. */
@@ -121,11 +121,11 @@ typedef struct tp_reason {
 /** System tags (negative). User tags are >= 0; tags from 0x7fff0000 up
  * are reserved for troupe's own libraries (supervisors, sockets, ...). */
 enum {
-    TP_TAG_START = -1,   /**< first message of every actor; empty payload */
-    TP_TAG_EXIT = -2,    /**< exit signal from a link, for a trapping actor */
-    TP_TAG_DOWN = -3,    /**< a monitored actor ended; tp_msg_ref = monitor */
-    TP_TAG_REPLY = -4,   /**< a call reply or oneshot value; see status */
-    TP_TAG_TIMEOUT = -5  /**< the receive timeout expired */
+    TP_TAG_START = -1,  /**< first message of every actor; empty payload */
+    TP_TAG_EXIT = -2,   /**< exit signal from a link, for a trapping actor */
+    TP_TAG_DOWN = -3,   /**< a monitored actor ended; tp_msg_ref = monitor */
+    TP_TAG_REPLY = -4,  /**< a call reply or oneshot value; see status */
+    TP_TAG_TIMEOUT = -5 /**< the receive timeout expired */
 };
 
 /** What a behavior returns. A negative TP_E* return ends the actor with
@@ -184,9 +184,9 @@ TP_API void tp_set_allocator(void *(*alloc_fn)(size_t),
 
 /** Options for spawning. Zero-initialise, then set what you need. */
 typedef struct tp_spawn_opts {
-    size_t mailbox_capacity;          /**< 0 = runtime default */
-    unsigned flags;                   /**< TP_SPAWN_* */
-    void (*state_free)(void *state);  /**< called once, when the actor ends */
+    size_t mailbox_capacity;         /**< 0 = runtime default */
+    unsigned flags;                  /**< TP_SPAWN_* */
+    void (*state_free)(void *state); /**< called once, when the actor ends */
 } tp_spawn_opts;
 
 #define TP_SPAWN_LINK 1u      /**< link the new actor to the spawner */

@@ -30,8 +30,9 @@ typedef struct tpi_mailbox {
     tpi_mpscq q;                  /* remote senders */
     _Atomic uint32_t lcount;      /* local messages; one writer (home) */
     _Atomic uint32_t rcount;      /* remote messages announced */
-    _Atomic uint32_t scheduled;   /* 1 while someone is responsible for the owner */
-    uint32_t capacity;            /* TPI_MAILBOX_UNBOUNDED: no bound */
+    _Atomic uint32_t
+        scheduled;     /* 1 while someone is responsible for the owner */
+    uint32_t capacity; /* TPI_MAILBOX_UNBOUNDED: no bound */
 } tpi_mailbox;
 
 static inline void tpi_mailbox_init(tpi_mailbox *mb, uint32_t capacity)
@@ -66,7 +67,9 @@ static inline bool tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
     /* relaxed load and store: the home thread is the only writer; other
      * threads read it as an estimate for capacity checks. */
     atomic_store_explicit(&mb->lcount,
-                          atomic_load_explicit(&mb->lcount, memory_order_relaxed) + 1,
+                          atomic_load_explicit(&mb->lcount,
+                                               memory_order_relaxed) +
+                              1,
                           memory_order_relaxed);
     return tpi_mailbox_claim(mb);
 }
@@ -105,7 +108,9 @@ static inline void tpi_mailbox_take_remote(tpi_mailbox *mb)
      * sender must only ever see counts the consumer will also see. */
     atomic_fetch_sub(&mb->rcount, n);
     atomic_store_explicit(&mb->lcount,
-                          atomic_load_explicit(&mb->lcount, memory_order_relaxed) + n,
+                          atomic_load_explicit(&mb->lcount,
+                                               memory_order_relaxed) +
+                              n,
                           memory_order_relaxed);
 }
 
@@ -119,7 +124,9 @@ static inline tpi_mpsc_node *tpi_mailbox_pop(tpi_mailbox *mb)
     if (!mb->lhead)
         mb->ltail = NULL;
     atomic_store_explicit(&mb->lcount,
-                          atomic_load_explicit(&mb->lcount, memory_order_relaxed) - 1,
+                          atomic_load_explicit(&mb->lcount,
+                                               memory_order_relaxed) -
+                              1,
                           memory_order_relaxed);
     return n;
 }

@@ -58,9 +58,8 @@ static void actor_labels(FILE *out, const tp_actor_info *i)
 
 typedef enum { F_MBOX, F_HWM, F_HANDLED, F_DEFERRED, F_BUSY, F_RESTARTS } field;
 
-static void actor_family(FILE *out, const tp_actor_info *v, size_t n,
-                         field f, const char *name, const char *type,
-                         const char *help)
+static void actor_family(FILE *out, const tp_actor_info *v, size_t n, field f,
+                         const char *name, const char *type, const char *help)
 {
     family(out, name, type, help);
     for (size_t k = 0; k < n; k++) {
@@ -70,24 +69,14 @@ static void actor_family(FILE *out, const tp_actor_info *v, size_t n,
         fputs(name, out);
         actor_labels(out, i);
         switch (f) {
-        case F_MBOX:
-            fprintf(out, " %" PRIu64 "\n", i->mailbox_len);
-            break;
-        case F_HWM:
-            fprintf(out, " %" PRIu64 "\n", i->mailbox_hwm);
-            break;
-        case F_HANDLED:
-            fprintf(out, " %" PRIu64 "\n", i->handled);
-            break;
-        case F_DEFERRED:
-            fprintf(out, " %" PRIu64 "\n", i->deferred);
-            break;
+        case F_MBOX: fprintf(out, " %" PRIu64 "\n", i->mailbox_len); break;
+        case F_HWM: fprintf(out, " %" PRIu64 "\n", i->mailbox_hwm); break;
+        case F_HANDLED: fprintf(out, " %" PRIu64 "\n", i->handled); break;
+        case F_DEFERRED: fprintf(out, " %" PRIu64 "\n", i->deferred); break;
         case F_BUSY:
             fprintf(out, " %.9f\n", (double)i->handler_ns / 1e9);
             break;
-        case F_RESTARTS:
-            fprintf(out, " %" PRIu64 "\n", i->restarts);
-            break;
+        case F_RESTARTS: fprintf(out, " %" PRIu64 "\n", i->restarts); break;
         }
     }
 }
@@ -96,8 +85,8 @@ static int metrics_now(tp_runtime *rt, FILE *out)
 {
     tp_actor_info *v = NULL;
     size_t n = 0, total = 0;
-    int rc = tpi_obs_collect(rt, TP_PID_NONE, TP_METRICS_ACTORS_MAX, &v, &n,
-                             &total);
+    int rc =
+        tpi_obs_collect(rt, TP_PID_NONE, TP_METRICS_ACTORS_MAX, &v, &n, &total);
     if (rc)
         return rc;
     tp_stats_ex st;
@@ -110,8 +99,8 @@ static int metrics_now(tp_runtime *rt, FILE *out)
            "Actors ended, by exit reason.");
     for (int k = 0; k <= TP_EXIT_NOPROC; k++)
         if (k != TP_EXIT_KILL) /* a kill ends as killed */
-            fprintf(out, "troupe_actors_exited_total{reason=\"%s\"} %" PRIu64
-                         "\n",
+            fprintf(out,
+                    "troupe_actors_exited_total{reason=\"%s\"} %" PRIu64 "\n",
                     tp_exit_kind_name((tp_exit_kind)k), st.exited_by_kind[k]);
     scalar(out, "troupe_restarts_total", "counter",
            "Child restarts counted by supervisors.", st.restarts);
@@ -123,8 +112,7 @@ static int metrics_now(tp_runtime *rt, FILE *out)
     scalar(out, "troupe_late_replies_total", "counter",
            "Replies that found no waiting request.", st.base.late_replies);
     scalar(out, "troupe_timers_active", "gauge",
-           "Timers set and not yet fired or cancelled.",
-           st.base.timers_active);
+           "Timers set and not yet fired or cancelled.", st.base.timers_active);
     scalar(out, "troupe_actor_slots", "gauge", "Actor table slots allocated.",
            st.base.slots);
     scalar(out, "troupe_actors_listed_truncated", "gauge",
@@ -135,10 +123,10 @@ static int metrics_now(tp_runtime *rt, FILE *out)
     actor_family(out, v, n, F_HWM, "troupe_actor_mailbox_high_water", "gauge",
                  "Highest mailbox length seen at a turn (observed actors).");
     actor_family(out, v, n, F_HANDLED, "troupe_actor_messages_handled_total",
-                 "counter", "Messages the behavior consumed (observed actors).");
-    actor_family(out, v, n, F_DEFERRED,
-                 "troupe_actor_messages_deferred_total", "counter",
-                 "Behavior calls that deferred (observed actors).");
+                 "counter",
+                 "Messages the behavior consumed (observed actors).");
+    actor_family(out, v, n, F_DEFERRED, "troupe_actor_messages_deferred_total",
+                 "counter", "Behavior calls that deferred (observed actors).");
     actor_family(out, v, n, F_BUSY, "troupe_actor_handler_seconds_total",
                  "counter",
                  "Time spent in the behavior (observed actors, with "

@@ -567,10 +567,12 @@ static void accept_some(tp_ctx *ctx, tpi_listener *l)
                 fprintf(stderr,
                         "troupe: listener %s: accept: %s; pausing accepts\n",
                         l->name, strerror(e));
-            l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_FIRST_MS;
+            l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2
+                                          : BACKOFF_FIRST_MS;
             if (l->backoff_ms > BACKOFF_MAX_MS)
                 l->backoff_ms = BACKOFF_MAX_MS;
-            if (tp_send_after(ctx, l->backoff_ms, TAG_ACCEPT, NULL, 0, NULL) != 0)
+            if (tp_send_after(ctx, l->backoff_ms, TAG_ACCEPT, NULL, 0, NULL) !=
+                0)
                 event_add(l->ev, NULL);
             return;
         }
@@ -597,9 +599,7 @@ static int listener(tp_ctx *ctx, void *state, const tp_msg *msg)
         if (!l->ev || event_add(l->ev, NULL) != 0)
             return TP_ENOMEM;
         break;
-    case TAG_ACCEPT:
-        accept_some(ctx, l);
-        break;
+    case TAG_ACCEPT: accept_some(ctx, l); break;
     case TP_TAG_EXIT: {
         if (conns_del(l, tp_msg_from(msg)))
             break; /* a connection ended: nothing else changes */
@@ -613,8 +613,7 @@ static int listener(tp_ctx *ctx, void *state, const tp_msg *msg)
         tp_exit(ctx, r);
         break;
     }
-    default:
-        break;
+    default: break;
     }
     return TP_HANDLED;
 }
@@ -645,7 +644,8 @@ static int bind_socket(const tp_listen_opts *o, int *fd_out, uint16_t *port)
         snprintf(ps, sizeof ps, "%u", (unsigned)o->port);
         if (getaddrinfo(o->host ? o->host : "127.0.0.1", ps, &hints, &ai) != 0)
             return TP_EINVAL;
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    0);
         if (fd < 0) {
             e = errno;
             freeaddrinfo(ai);

@@ -58,15 +58,16 @@ void tpi_obs_fini(tp_runtime *rt)
 
 /* -------------------------------------------------- per-actor counters */
 
-#define DEAD_TAG(gen) (((uint32_t)(gen) & 0xffu) << 24)
+#define DEAD_TAG(gen) (((uint32_t)(gen)&0xffu) << 24)
 #define DEAD_MAX 0xffffffu
 
 int tpi_obs_spawn(tp_runtime *rt, tpi_actor *a, unsigned spawn_flags)
 {
     /* relaxed: a counter; the new owner's generation tags it so counts
      * for the slot's previous actor no longer land here. */
-    atomic_store_explicit(&a->obs_dead, DEAD_TAG(atomic_load_explicit(
-                                            &a->gen, memory_order_relaxed)),
+    atomic_store_explicit(&a->obs_dead,
+                          DEAD_TAG(atomic_load_explicit(&a->gen,
+                                                        memory_order_relaxed)),
                           memory_order_relaxed);
     unsigned mode = rt->observe;
     if (!mode && !(spawn_flags & TP_SPAWN_OBSERVE))
@@ -151,9 +152,8 @@ void tpi_obs_fill(tpi_actor *a, tp_actor_info *out)
     out->trap_exit = (a->flags & TPI_ACT_TRAP) != 0;
     out->paused = atomic_load_explicit(&a->paused, memory_order_relaxed) != 0;
     out->mailbox_len = tpi_mailbox_count(&a->mb);
-    out->mailbox_cap = a->mb.capacity == TPI_MAILBOX_UNBOUNDED
-                           ? UINT64_MAX
-                           : a->mb.capacity;
+    out->mailbox_cap = a->mb.capacity == TPI_MAILBOX_UNBOUNDED ? UINT64_MAX
+                                                               : a->mb.capacity;
     out->dead_letters =
         atomic_load_explicit(&a->obs_dead, memory_order_relaxed) & DEAD_MAX;
     tpi_actor_ext *x = a->ext;
@@ -241,8 +241,9 @@ void tp_runtime_stats_ex(tp_runtime *rt, tp_stats_ex *out)
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
         /* relaxed: estimates, as in tp_runtime_stats. */
         for (int k = 0; k <= TP_EXIT_NOPROC; k++)
-            out->exited_by_kind[k] += atomic_load_explicit(
-                &all[i]->exit_kinds[k], memory_order_relaxed);
+            out->exited_by_kind[k] +=
+                atomic_load_explicit(&all[i]->exit_kinds[k],
+                                     memory_order_relaxed);
         out->restarts +=
             atomic_load_explicit(&all[i]->restarts, memory_order_relaxed);
     }
@@ -543,8 +544,7 @@ int tp_runtime_dump_on_signal(tp_runtime *rt, int signo, FILE *out)
     if (!rt || signo <= 0 || signo >= NSIG || signo == SIGKILL ||
         signo == SIGSTOP)
         return TP_EINVAL;
-    if (atomic_load(&rt->state) != TPI_RT_NEW ||
-        (rt->obs && rt->obs->sig_ev))
+    if (atomic_load(&rt->state) != TPI_RT_NEW || (rt->obs && rt->obs->sig_ev))
         return TP_ESTATE;
     struct tpi_obs *o = tpi_obs_get(rt);
     if (!o)

@@ -121,8 +121,8 @@ int tp_runtime_set_blocking_threads(tp_runtime *rt, unsigned n)
     return rc;
 }
 
-int tp_spawn_blocking(tp_ctx *ctx, tp_blocking_fn fn, void *arg,
-                      int timeout_ms, tp_ref *ref_out)
+int tp_spawn_blocking(tp_ctx *ctx, tp_blocking_fn fn, void *arg, int timeout_ms,
+                      tp_ref *ref_out)
 {
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a)

@@ -58,9 +58,9 @@ void tp_runtime_free(tp_runtime *rt)
     tpi_pool_free(rt); /* issue 6: jobs may still deliver to actors */
     if (rt->table)
         tpi_table_each(rt->table, tpi_actor_teardown, rt);
-    tpi_net_fini(rt); /* issue 6: lingering sockets, before the loop */
+    tpi_net_fini(rt);     /* issue 6: lingering sockets, before the loop */
     tpi_isolate_fini(rt); /* issue 7: workers not reaped yet */
-    tpi_obs_fini(rt); /* issue 8: metrics server, dump signal */
+    tpi_obs_fini(rt);     /* issue 8: metrics server, dump signal */
     tpi_signals_free(rt);
     tpi_sched_fini(&rt->sched);
     tpi_names_free(rt->names);
@@ -116,8 +116,10 @@ void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r)
 {
     TPI_STAT(rt, exited, 1);
     if (r.kind >= TP_EXIT_NORMAL && r.kind <= TP_EXIT_NOPROC) /* issue 8 */
-        tpi_stat_add(rt, offsetof(tpi_stats, exit_kinds) +
-                             (size_t)r.kind * sizeof rt->stats.exit_kinds[0], 1);
+        tpi_stat_add(rt,
+                     offsetof(tpi_stats, exit_kinds) +
+                         (size_t)r.kind * sizeof rt->stats.exit_kinds[0],
+                     1);
     if (tpi_actor_pid(a) == rt->root) {
         rt->root_reason = r;
         if (r.text) {

@@ -70,7 +70,7 @@ typedef struct tpi_stats {
     _Atomic uint64_t exit_kinds[TP_EXIT_NOPROC + 1], restarts;
 } tpi_stats;
 
-#define TPI_STAT(rt, field, d)                                                \
+#define TPI_STAT(rt, field, d)                                                 \
     tpi_stat_add((rt), offsetof(tpi_stats, field), (int64_t)(d))
 void tpi_stat_add_shared(tp_runtime *rt, size_t field, int64_t d);
 
@@ -86,18 +86,18 @@ struct tpi_sched {
     tpi_mpscq inject;       /* actors made ready by other threads */
     tpi_mpsc_node *rq_head; /* local run queue, plain links */
     tpi_mpsc_node *rq_tail;
-    uint32_t rq_n;      /* deterministic mode: ready actors queued */
-    bool det;           /* deterministic test mode (tp_config.seed) */
-    uint64_t rng;       /* its generator state */
-    uint64_t hash;      /* its schedule signature */
-    tpi_actor *cur;     /* actor in its turn */
-    tpi_msg *cur_msg;   /* message being handled */
-    tp_pid pause_on;    /* a send this turn overfilled this pid */
-    bool became;        /* the running behavior called tp_become */
+    uint32_t rq_n;    /* deterministic mode: ready actors queued */
+    bool det;         /* deterministic test mode (tp_config.seed) */
+    uint64_t rng;     /* its generator state */
+    uint64_t hash;    /* its schedule signature */
+    tpi_actor *cur;   /* actor in its turn */
+    tpi_msg *cur_msg; /* message being handled */
+    tp_pid pause_on;  /* a send this turn overfilled this pid */
+    bool became;      /* the running behavior called tp_become */
     tpi_timer_heap timers;
     tpi_stats stats;
     pthread_t thread;
-    void *zone;         /* scratch for payload unpacking */
+    void *zone; /* scratch for payload unpacking */
 };
 
 int tpi_sched_init(tpi_sched *s, tp_runtime *rt);
@@ -161,16 +161,16 @@ static inline tp_ref tpi_ref_new(tp_runtime *rt)
     return atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed);
 }
 
-
 static inline void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d)
 {
     tpi_sched *s = tpi_sched_current();
     if (s && s->rt == rt) {
         _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)&s->stats + field);
         /* relaxed load and store: this thread is the only writer. */
-        atomic_store_explicit(
-            c, atomic_load_explicit(c, memory_order_relaxed) + (uint64_t)d,
-            memory_order_relaxed);
+        atomic_store_explicit(c,
+                              atomic_load_explicit(c, memory_order_relaxed) +
+                                  (uint64_t)d,
+                              memory_order_relaxed);
     } else {
         tpi_stat_add_shared(rt, field, d);
     }

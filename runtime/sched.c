@@ -154,7 +154,8 @@ int tpi_sched_init(tpi_sched *s, tp_runtime *rt)
     if (s->wake_fd < 0)
         return TP_ESYS;
     s->run_ev = event_new(s->base, -1, 0, on_run, s);
-    s->wake_ev = event_new(s->base, s->wake_fd, EV_READ | EV_PERSIST, on_wake, s);
+    s->wake_ev =
+        event_new(s->base, s->wake_fd, EV_READ | EV_PERSIST, on_wake, s);
     if (!s->run_ev || !s->wake_ev || event_add(s->wake_ev, NULL) != 0 ||
         tpi_timers_init(s) != 0)
         return TP_ENOMEM;

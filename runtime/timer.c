@@ -350,8 +350,8 @@ static int user_timer(tp_ctx *ctx, tpi_timer_kind kind, unsigned ms,
     if (rc)
         return rc;
     uint64_t ns = (uint64_t)ms * 1000000u;
-    return tpi_timer_start(a, kind, ns, kind == TPI_TIMER_INTERVAL ? ns : 0, tag,
-                           data, len, 0, id);
+    return tpi_timer_start(a, kind, ns, kind == TPI_TIMER_INTERVAL ? ns : 0,
+                           tag, data, len, 0, id);
 }
 
 int tp_send_after(tp_ctx *ctx, unsigned ms, int32_t tag, const void *data,

@@ -41,7 +41,7 @@ typedef struct child {
     tp_child_spec spec; /* spec.id points to id */
     void *args;         /* simple_one_for_one arguments (owned) */
     size_t args_len;
-    tp_pid pid;         /* TP_PID_NONE unless running */
+    tp_pid pid; /* TP_PID_NONE unless running */
     tp_child_state state;
     bool dynamic; /* a simple_one_for_one child: deleted when it ends */
     bool doomed;  /* delete when the current job is over */
@@ -84,8 +84,8 @@ typedef struct job {
     tp_reason exit;    /* INIT (failed), SHUTDOWN: the reason to end with */
     char exit_text[TP_REASON_TEXT_MAX + 1];
     tp_reply_handle *reply;
-    int rc;            /* START_ONE: the start's result */
-    bool del_after;    /* TERMINATE: delete the child when stopped */
+    int rc;         /* START_ONE: the start's result */
+    bool del_after; /* TERMINATE: delete the child when stopped */
 } job;
 
 typedef struct sup {
@@ -99,9 +99,9 @@ typedef struct sup {
     uint64_t rng;
     uint64_t *rs; /* restart times (ms) within the period, oldest first */
     size_t rs_off, rs_len, rs_cap;
-    bool waiting;  /* running sup_wait */
-    bool draining; /* in settle() */
-    bool exiting;  /* tp_exit called */
+    bool waiting;                     /* running sup_wait */
+    bool draining;                    /* in settle() */
+    bool exiting;                     /* tp_exit called */
     struct note *notes, **notes_tail; /* EXITs and restart timers that
                                          came while a step waited */
     job job;
@@ -160,16 +160,20 @@ static void set_reason(tp_reason *dst, char *buf, tp_reason src)
     }
 }
 
-static void report(tp_ctx *ctx, sup *s, tp_sup_event_kind kind,
-                   const child *c, tp_pid pid, tp_reason why, int code,
-                   unsigned delay_ms)
+static void report(tp_ctx *ctx, sup *s, tp_sup_event_kind kind, const child *c,
+                   tp_pid pid, tp_reason why, int code, unsigned delay_ms)
 {
     if (!s->spec.report)
         return;
-    tp_sup_event ev = {
-        .kind = kind, .sup = s->self, .id = c ? c->id : "", .pid = pid,
-        .reason = why, .code = code, .delay_ms = delay_ms,
-        .args = c ? c->args : NULL, .args_len = c ? c->args_len : 0};
+    tp_sup_event ev = {.kind = kind,
+                       .sup = s->self,
+                       .id = c ? c->id : "",
+                       .pid = pid,
+                       .reason = why,
+                       .code = code,
+                       .delay_ms = delay_ms,
+                       .args = c ? c->args : NULL,
+                       .args_len = c ? c->args_len : 0};
     s->spec.report(ctx, s->spec.report_arg, &ev);
 }
 
@@ -351,10 +355,10 @@ static unsigned backoff_delay(sup *s, child *c)
 static void backoff_uptime(tp_ctx *ctx, sup *s, child *c)
 {
     const tp_sup_backoff *b = &s->spec.backoff;
-    uint64_t reset = b->reset_ms ? b->reset_ms
-                                 : 10u * (uint64_t)(b->max_ms > b->min_ms
-                                                        ? b->max_ms
-                                                        : b->min_ms);
+    uint64_t reset =
+        b->reset_ms
+            ? b->reset_ms
+            : 10u * (uint64_t)(b->max_ms > b->min_ms ? b->max_ms : b->min_ms);
     if (now_ms(ctx) - c->started_ms >= reset)
         c->fails = 0;
 }
@@ -446,7 +450,8 @@ static void intensity_exceeded(tp_ctx *ctx, sup *s, child *c)
     char who[128];
     child_label(c, c->pid, who, sizeof who);
     fprintf(stderr,
-            "troupe: supervisor %" PRIu64 ": %s: more than %u restarts in %u ms;"
+            "troupe: supervisor %" PRIu64
+            ": %s: more than %u restarts in %u ms;"
             " shutting down\n",
             s->self, who, s->spec.intensity, s->spec.period_ms);
     report(ctx, s, TP_SUP_EV_INTENSITY, c, c->pid, TP_REASON_SHUTDOWN, 0, 0);
@@ -552,9 +557,7 @@ static void start_done(tp_ctx *ctx, sup *s, child *c, int rc, tp_reason why)
         j->rc = rc;
         j->i++;
         return;
-    default:
-        j->i++;
-        return;
+    default: j->i++; return;
     }
 }
 
@@ -618,12 +621,10 @@ static void stop_done(tp_ctx *ctx, sup *s, child *c, tp_reason why)
             c->state = TP_CHILD_RESTARTING;
         break;
     case JOB_TERMINATE:
-        if (j->del_after || c->dynamic ||
-            c->spec.restart == TP_CHILD_TEMPORARY)
+        if (j->del_after || c->dynamic || c->spec.restart == TP_CHILD_TEMPORARY)
             c->doomed = true;
         break;
-    default:
-        break;
+    default: break;
     }
     j->i++;
 }
@@ -682,16 +683,13 @@ static void job_finish(tp_ctx *ctx, sup *s)
         tp_exit(ctx, j->exit);
         s->exiting = true;
         break;
-    case JOB_TERMINATE:
-        reply_result(ctx, j->reply, 0, NULL);
-        break;
+    case JOB_TERMINATE: reply_result(ctx, j->reply, 0, NULL); break;
     case JOB_START_ONE: {
         tp_pid pid = j->rc == 0 ? j->target->pid : TP_PID_NONE;
         reply_result(ctx, j->reply, j->rc, &pid);
         break;
     }
-    default:
-        break;
+    default: break;
     }
     j->reply = NULL;
     sweep(s);
@@ -738,12 +736,10 @@ static void job_run(tp_ctx *ctx, sup *s)
 static bool wants_restart(tp_child_restart r, tp_reason why)
 {
     switch (r) {
-    case TP_CHILD_PERMANENT:
-        return true;
+    case TP_CHILD_PERMANENT: return true;
     case TP_CHILD_TRANSIENT:
         return why.kind != TP_EXIT_NORMAL && why.kind != TP_EXIT_SHUTDOWN;
-    default:
-        return false;
+    default: return false;
     }
 }
 
@@ -870,12 +866,8 @@ static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
     case TP_SUP_REQ_SYNC:
         reply_result(ctx, tp_reply_take(ctx, msg), 0, NULL);
         return;
-    case TP_SUP_REQ_WHICH_CHILDREN:
-        pack_children(ctx, s, msg);
-        return;
-    case TP_SUP_REQ_COUNT_CHILDREN:
-        count_children(ctx, s, msg);
-        return;
+    case TP_SUP_REQ_WHICH_CHILDREN: pack_children(ctx, s, msg); return;
+    case TP_SUP_REQ_COUNT_CHILDREN: count_children(ctx, s, msg); return;
     case TP_SUP_REQ_STOP:
         start_shutdown(ctx, s, TP_REASON_SHUTDOWN, tp_reply_take(ctx, msg));
         return;
@@ -908,8 +900,10 @@ static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
     }
     case TP_SUP_REQ_RESTART_CHILD: {
         child *c = simple(s) ? NULL : request_child(s, msg);
-        int rc = simple(s) ? TP_ESTATE : !c ? TP_ENOENT
-                 : c->state != TP_CHILD_STOPPED ? TP_ESTATE : 0;
+        int rc = simple(s)                      ? TP_ESTATE
+                 : !c                           ? TP_ENOENT
+                 : c->state != TP_CHILD_STOPPED ? TP_ESTATE
+                                                : 0;
         if (rc == 0) {
             job_begin(s, JOB_START_ONE);
             s->job.target = c;
@@ -956,8 +950,10 @@ static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
     }
     case TP_SUP_REQ_DELETE_CHILD: {
         child *c = simple(s) ? NULL : request_child(s, msg);
-        int rc = simple(s) ? TP_ESTATE : !c ? TP_ENOENT
-                 : c->state != TP_CHILD_STOPPED ? TP_ESTATE : 0;
+        int rc = simple(s)                      ? TP_ESTATE
+                 : !c                           ? TP_ENOENT
+                 : c->state != TP_CHILD_STOPPED ? TP_ESTATE
+                                                : 0;
         if (rc == 0) {
             c->doomed = true;
             sweep(s);
@@ -965,8 +961,7 @@ static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
         reply_result(ctx, tp_reply_take(ctx, msg), rc, NULL);
         return;
     }
-    default:
-        return;
+    default: return;
     }
 }
 
@@ -1076,17 +1071,14 @@ static int sup_main(tp_ctx *ctx, void *state, const tp_msg *msg)
     sup *s = state;
     int32_t tag = tp_msg_tag(msg);
     switch (tag) {
-    case TP_TAG_START:
-        return sup_init(ctx, s);
+    case TP_TAG_START: return sup_init(ctx, s);
     case TP_TAG_EXIT: {
         tp_reason why;
         if (tp_msg_reason(msg, &why) == 0)
             exit_seen(ctx, s, tp_msg_from(msg), why);
         break;
     }
-    case TAG_RESTART:
-        on_restart_timer(ctx, s, tp_msg_ref(msg));
-        break;
+    case TAG_RESTART: on_restart_timer(ctx, s, tp_msg_ref(msg)); break;
     default:
         if (tag >= TP_SUP_REQ_START_CHILD && tag <= TP_SUP_REQ_SYNC)
             handle_request(ctx, s, msg);
@@ -1114,10 +1106,8 @@ static int wait_other(tp_ctx *ctx, sup *s, const tp_msg *msg)
     case TP_TAG_DOWN:
     case TP_TAG_REPLY:
     case TP_TAG_TIMEOUT:
-    case TAG_KILL:
-        return TP_HANDLED;
-    default:
-        return TP_DEFER;
+    case TAG_KILL: return TP_HANDLED;
+    default: return TP_DEFER;
     }
 }
 
@@ -1258,11 +1248,11 @@ static sup *sup_new(const tp_sup_spec *spec, int *rc)
 
 static tp_spawn_opts sup_opts(const tp_sup_spec *spec, unsigned flags)
 {
-    tp_spawn_opts o = {
-        .mailbox_capacity = spec->mailbox_capacity ? spec->mailbox_capacity
-                                                   : TP_MAILBOX_UNBOUNDED,
-        .flags = flags | TP_SPAWN_TRAP_EXIT,
-        .state_free = sup_free};
+    tp_spawn_opts o = {.mailbox_capacity = spec->mailbox_capacity
+                                               ? spec->mailbox_capacity
+                                               : TP_MAILBOX_UNBOUNDED,
+                       .flags = flags | TP_SPAWN_TRAP_EXIT,
+                       .state_free = sup_free};
     return o;
 }
 
@@ -1334,8 +1324,8 @@ static int check_id(const char *id)
 int tp_sup_start_child(tp_ctx *ctx, tp_pid to, const void *args,
                        size_t args_len, int timeout_ms, tp_ref *ref_out)
 {
-    return tp_call(ctx, to, TP_SUP_REQ_START_CHILD, args, args_len,
-                   timeout_ms, ref_out);
+    return tp_call(ctx, to, TP_SUP_REQ_START_CHILD, args, args_len, timeout_ms,
+                   ref_out);
 }
 
 int tp_sup_terminate_child(tp_ctx *ctx, tp_pid to, const char *id,
@@ -1347,8 +1337,8 @@ int tp_sup_terminate_child(tp_ctx *ctx, tp_pid to, const char *id,
                     "s", id);
 }
 
-int tp_sup_terminate_pid(tp_ctx *ctx, tp_pid to, tp_pid pid,
-                         int timeout_ms, tp_ref *ref_out)
+int tp_sup_terminate_pid(tp_ctx *ctx, tp_pid to, tp_pid pid, int timeout_ms,
+                         tp_ref *ref_out)
 {
     if (pid == TP_PID_NONE)
         return TP_EINVAL;
@@ -1356,22 +1346,22 @@ int tp_sup_terminate_pid(tp_ctx *ctx, tp_pid to, tp_pid pid,
                     "p", pid);
 }
 
-int tp_sup_restart_child(tp_ctx *ctx, tp_pid to, const char *id,
-                         int timeout_ms, tp_ref *ref_out)
+int tp_sup_restart_child(tp_ctx *ctx, tp_pid to, const char *id, int timeout_ms,
+                         tp_ref *ref_out)
 {
     if (check_id(id))
         return TP_EINVAL;
-    return call_fmt(ctx, to, TP_SUP_REQ_RESTART_CHILD, timeout_ms, ref_out,
-                    "s", id);
+    return call_fmt(ctx, to, TP_SUP_REQ_RESTART_CHILD, timeout_ms, ref_out, "s",
+                    id);
 }
 
-int tp_sup_delete_child(tp_ctx *ctx, tp_pid to, const char *id,
-                        int timeout_ms, tp_ref *ref_out)
+int tp_sup_delete_child(tp_ctx *ctx, tp_pid to, const char *id, int timeout_ms,
+                        tp_ref *ref_out)
 {
     if (check_id(id))
         return TP_EINVAL;
-    return call_fmt(ctx, to, TP_SUP_REQ_DELETE_CHILD, timeout_ms, ref_out,
-                    "s", id);
+    return call_fmt(ctx, to, TP_SUP_REQ_DELETE_CHILD, timeout_ms, ref_out, "s",
+                    id);
 }
 
 int tp_sup_which_children(tp_ctx *ctx, tp_pid to, int timeout_ms,
@@ -1409,7 +1399,8 @@ static int reply_open(const tp_msg *reply, msgpack_unpacked *u)
     const void *data = tp_msg_data(reply, &len);
     msgpack_unpacked_init(u);
     size_t off = 0;
-    if (!data || msgpack_unpack_next(u, data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+    if (!data ||
+        msgpack_unpack_next(u, data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
         off != len || u->data.type != MSGPACK_OBJECT_ARRAY ||
         u->data.via.array.size < 1) {
         msgpack_unpacked_destroy(u);

@@ -193,7 +193,8 @@ int main(int argc, char **argv)
         return 2;
     }
     double secs = atof(argv[1]);
-    uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 0) : (uint64_t)time(NULL);
+    uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 0)
+                             : (uint64_t)time(NULL);
     printf("soak: %.0f s, seed %" PRIu64 "\n", secs, seed);
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -212,7 +213,8 @@ int main(int argc, char **argv)
                   R.ticks == TIMERS / 1000 && R.churned == CHURN &&
                   s.timers_active == 0;
         clock_gettime(CLOCK_MONOTONIC, &t);
-        double el = (double)(t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9;
+        double el = (double)(t.tv_sec - t0.tv_sec) +
+                    (t.tv_nsec - t0.tv_nsec) / 1e9;
         printf("round=%d t=%.0f rss_kb=%ld fds=%d ok=%d\n", round, el, rss_kb(),
                fd_count(), ok);
         fflush(stdout);

@@ -22,8 +22,16 @@ static int quit_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 
 /* ------------------------------------------------- spawn, self, reasons */
 
-enum { K_NORMAL, K_SHUTDOWN, K_ERROR, K_RETURN, K_OVERRIDE, K_LONG, K_KILLED,
-       K_N };
+enum {
+    K_NORMAL,
+    K_SHUTDOWN,
+    K_ERROR,
+    K_RETURN,
+    K_OVERRIDE,
+    K_LONG,
+    K_KILLED,
+    K_N
+};
 
 typedef struct child_rec {
     int kind;
@@ -77,7 +85,8 @@ static int reasons_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         for (int k = 0; k < K_N; k++) {
             kids[k].kind = k;
             EXPECT_EQ(tp_spawn(ctx, reason_child, &kids[k], &o,
-                               &kids[k].spawned), 0);
+                               &kids[k].spawned),
+                      0);
             EXPECT_EQ(tp_monitor(ctx, kids[k].spawned, &kids[k].mon), 0);
             if (k == K_KILLED) /* exit(Pid, kill) */
                 EXPECT_EQ(tp_kill(ctx, kids[k].spawned), 0);
@@ -194,8 +203,7 @@ static int stale_root(tp_ctx *ctx, void *state, const tp_msg *msg)
             return TP_HANDLED;
         }
         break;
-    default:
-        return TP_HANDLED;
+    default: return TP_HANDLED;
     }
     tp_stats st;
     tp_runtime_stats(tp_ctx_runtime(ctx), &st);
@@ -249,7 +257,8 @@ static int named_child(tp_ctx *ctx, void *state, const tp_msg *msg)
         EXPECT(tp_register(ctx, NULL) < 0);
         EXPECT_EQ(tp_register(ctx, "worker"), 0);
         EXPECT_EQ(tp_send(ctx, tp_whereis(tp_ctx_runtime(ctx), "root"),
-                          TAG_READY, NULL, 0), 0);
+                          TAG_READY, NULL, 0),
+                  0);
     } else if (tp_msg_tag(msg) == TAG_GO) {
         tp_exit(ctx, TP_REASON_NORMAL);
     }
@@ -351,8 +360,8 @@ static void test_million_actors(void **unused)
     assert_int_equal(tpt_run(NULL, spawner_b, &s, NULL, &r), 0);
     TPT_CHECK();
     print_message("1M actors: %.0f ms, peak slots %llu, peak alive %llu, "
-                  "final slots %llu\n", r.elapsed_ms,
-                  (unsigned long long)s.peak_slots,
+                  "final slots %llu\n",
+                  r.elapsed_ms, (unsigned long long)s.peak_slots,
                   (unsigned long long)s.peak_alive,
                   (unsigned long long)r.stats.slots);
     assert_int_equal(atomic_load(&ended), MILLION);
@@ -400,14 +409,13 @@ static int tree_node(tp_ctx *ctx, void *state, const tp_msg *msg)
         return TP_HANDLED;
     }
     switch (n[1] % 3) { /* leaves: timer then normal, timer then error, */
-    case 0:            /* or an error at once */
+    case 0:             /* or an error at once */
     case 1:
         EXPECT_EQ(tp_send_after(ctx, 10u + 10u * (unsigned)(n[1] % 6), TAG_GO,
-                                NULL, 0, &(tp_timer){0}), 0);
+                                NULL, 0, &(tp_timer){0}),
+                  0);
         return TP_HANDLED;
-    default:
-        tp_exit(ctx, TP_REASON_ERROR(3, "leaf failed"));
-        return TP_HANDLED;
+    default: tp_exit(ctx, TP_REASON_ERROR(3, "leaf failed")); return TP_HANDLED;
     }
 }
 
@@ -465,14 +473,17 @@ static void test_run_status_and_root_reason(void **unused)
         int status;
         tp_exit_kind kind;
         int code;
-    } want[] = {{0, TP_EXIT_NORMAL, 0}, {0, TP_EXIT_SHUTDOWN, 0},
-                {1, TP_EXIT_ERROR, 5}, {1, TP_EXIT_ERROR, TP_ENOMEM},
+    } want[] = {{0, TP_EXIT_NORMAL, 0},
+                {0, TP_EXIT_SHUTDOWN, 0},
+                {1, TP_EXIT_ERROR, 5},
+                {1, TP_EXIT_ERROR, TP_ENOMEM},
                 {1, TP_EXIT_KILLED, 0}};
     for (int i = 0; i < 5; i++) {
         tpt_result r;
         tpt_reset();
         assert_int_equal(tpt_run(NULL, ending_root, (void *)(intptr_t)i, NULL,
-                                 &r), want[i].status);
+                                 &r),
+                         want[i].status);
         assert_int_equal(r.reason.kind, want[i].kind);
         if (want[i].kind == TP_EXIT_ERROR)
             assert_int_equal(r.reason.code, want[i].code);
@@ -485,15 +496,15 @@ static void test_run_status_and_root_reason(void **unused)
     atomic_store(&ended, 0);
     tp_spawn_opts o = {.state_free = count_end};
     assert_true(tp_run(rt, quit_root, &ended, &o) < 0); /* runs once */
-    assert_int_equal(atomic_load(&ended), 0); /* state not taken */
+    assert_int_equal(atomic_load(&ended), 0);           /* state not taken */
     tp_runtime_free(rt);
 }
 
 /* --------------------------------------------------------------- bad input */
 
 typedef struct bad {
-    int next;      /* the receiver's next expected value */
-    int extra;     /* anything it did not expect */
+    int next;  /* the receiver's next expected value */
+    int extra; /* anything it did not expect */
     int unissued_rc;
 } bad;
 
@@ -536,12 +547,12 @@ static int bad_input_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     EXPECT_EQ(tp_send_int(ctx, p, TP_TAG_REPLY, 0), TP_EINVAL);
     EXPECT_EQ(tp_send_int(ctx, TP_PID_NONE, TAG_DATA, 0), TP_EINVAL);
     EXPECT_EQ(tp_packf(&buf, &len, "y", big, sizeof big), 0);
-    EXPECT_EQ(tp_send(ctx, p, TAG_DATA, buf, len), TP_E2BIG); /* > 1024 */
+    EXPECT_EQ(tp_send(ctx, p, TAG_DATA, buf, len), TP_E2BIG);      /* > 1024 */
     EXPECT_EQ(tp_send_move(ctx, p, TAG_DATA, buf, len), TP_E2BIG); /* freed */
     EXPECT_EQ(tp_send_int(ctx, p, TAG_DATA, 4), 0);
     /* a pid never issued: slot far beyond the table */
-    b->unissued_rc = tp_send_int(ctx, ((tp_pid)77 << 32) | 0x7ffffff0u,
-                                 TAG_DATA, 0);
+    b->unissued_rc =
+        tp_send_int(ctx, ((tp_pid)77 << 32) | 0x7ffffff0u, TAG_DATA, 0);
     EXPECT(tp_spawn(ctx, NULL, NULL, NULL, NULL) == TP_EINVAL);
     EXPECT(tp_sendf(ctx, p, TAG_DATA, "[i", 1) < 0);
     EXPECT(tp_monitor(ctx, TP_PID_NONE, &(tp_ref){0}) == TP_EINVAL);

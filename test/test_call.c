@@ -15,14 +15,21 @@ static void free_state(void *s) { free(s); }
 /* ------------------------------------------------------------ servers */
 
 typedef struct server {
-    int mode;       /* what to do with a request: S_* */
+    int mode;              /* what to do with a request: S_* */
     tp_reply_handle *held; /* a taken reply obligation */
     int requests, reply_send_rc, second_reply_rc;
     tp_pid client;
 } server;
 
-enum { S_DOUBLE, S_HOLD_FIRST, S_TAKE_AND_DIE, S_TAKE_AND_WAIT, S_IGNORE,
-       S_DEFER_FIRST, S_EXIT_AT_START };
+enum {
+    S_DOUBLE,
+    S_HOLD_FIRST,
+    S_TAKE_AND_DIE,
+    S_TAKE_AND_WAIT,
+    S_IGNORE,
+    S_DEFER_FIRST,
+    S_EXIT_AT_START
+};
 
 static int server_active(tp_ctx *ctx, void *state, const tp_msg *msg);
 
@@ -57,7 +64,7 @@ static int server_b(tp_ctx *ctx, void *state, const tp_msg *msg)
             tp_send(ctx, tp_self(ctx), TAG_NOW, NULL, 0); /* become then */
             return TP_DEFER; /* the obligation stays with the message */
         }
-        break; /* S_IGNORE: handled without a reply */
+        break;    /* S_IGNORE: handled without a reply */
     case TAG_NOW: /* answer the held request, possibly too late */
         if (s->mode == S_DEFER_FIRST)
             EXPECT_EQ(tp_become(ctx, server_active), 0);
@@ -71,9 +78,7 @@ static int server_b(tp_ctx *ctx, void *state, const tp_msg *msg)
             free(b);
         }
         break;
-    case TAG_STOP:
-        tp_exit(ctx, TP_REASON_NORMAL);
-        break;
+    case TAG_STOP: tp_exit(ctx, TP_REASON_NORMAL); break;
     default:
         if (tp_msg_tag(msg) >= 0) { /* not a request: nothing to reply to */
             EXPECT(!tp_msg_wants_reply(msg));
@@ -118,7 +123,8 @@ static int client_b(tp_ctx *ctx, void *state, const tp_msg *msg)
         EXPECT_EQ(tp_send(ctx, c->server, TAG_DONE, NULL, 0), 0); /* no req */
         c->t_call = tpt_now_ms();
         EXPECT_EQ(tp_call_int(ctx, c->server, TAG_REQ, 21, c->timeout_ms,
-                              &c->ref1), 0);
+                              &c->ref1),
+                  0);
         EXPECT(c->ref1 != 0);
         if (c->kill_now)
             EXPECT_EQ(tp_kill(ctx, c->server), 0);
@@ -141,7 +147,8 @@ static int client_b(tp_ctx *ctx, void *state, const tp_msg *msg)
                  * second call must get its own reply, not the late one */
                 EXPECT_EQ(tp_send(ctx, c->server, TAG_NOW, NULL, 0), 0);
                 EXPECT_EQ(tp_call_int(ctx, c->server, TAG_REQ, 3, 5000,
-                                      &c->ref2), 0);
+                                      &c->ref2),
+                          0);
                 break;
             }
         } else if (tp_msg_ref(msg) == c->ref2 && c->ref2) {
@@ -207,9 +214,9 @@ static void test_call_callee_dies(void **unused)
     static client c;
     static const struct {
         int mode, kill_now;
-    } ways[] = {{S_TAKE_AND_DIE, 0}, /* takes it, then exits with an error */
-                {S_TAKE_AND_WAIT, 0}, /* takes it, then is killed */
-                {S_TAKE_AND_WAIT, 1}, /* killed just after the call */
+    } ways[] = {{S_TAKE_AND_DIE, 0},   /* takes it, then exits with an error */
+                {S_TAKE_AND_WAIT, 0},  /* takes it, then is killed */
+                {S_TAKE_AND_WAIT, 1},  /* killed just after the call */
                 {S_EXIT_AT_START, 0}}; /* ends with the request queued */
     for (int i = 0; i < 4; i++) {
         tpt_result r;
@@ -349,13 +356,12 @@ static int oneshot_root(tp_ctx *ctx, void *state, const tp_msg *msg)
             /* too late now: dropped and counted; FIN (sent after it by the
              * same sender) proves it was not delivered */
             EXPECT_EQ(tp_oneshot_send(ctx, tp_ctx_runtime(ctx), o->tx, "\x01",
-                                      1), 0);
+                                      1),
+                      0);
             EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_DONE, NULL, 0), 0);
         }
         break;
-    case TAG_DONE:
-        tp_exit(ctx, TP_REASON_NORMAL);
-        break;
+    case TAG_DONE: tp_exit(ctx, TP_REASON_NORMAL); break;
     }
     return TP_HANDLED;
 }

@@ -132,7 +132,8 @@ static int slow_hello(tp_ctx *ctx, void *state, const tp_msg *msg)
     int i = (int)(intptr_t)state;
     if (tp_msg_tag(msg) == TP_TAG_START) {
         EXPECT_EQ(tp_send_after(ctx, 10u * (unsigned)(i + 1), TAG_GO, NULL, 0,
-                                &(tp_timer){0}), 0);
+                                &(tp_timer){0}),
+                  0);
     } else if (tp_msg_tag(msg) == TAG_GO) {
         atomic_fetch_add(&W.printed[i], 1);
         tp_exit(ctx, TP_REASON_NORMAL);

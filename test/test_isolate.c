@@ -912,8 +912,10 @@ int main(int argc, char **argv)
              asan && *asan ? ":" : "");
     setenv("ASAN_OPTIONS", opts, 1);
     /* The same for TSan: a crash is the worker's exit, not a report. */
-    setenv("TSAN_OPTIONS", "handle_segv=0:handle_abort=0:handle_sigbus=0:"
-                           "handle_sigfpe=0:handle_sigill=0", 0);
+    setenv("TSAN_OPTIONS",
+           "handle_segv=0:handle_abort=0:handle_sigbus=0:"
+           "handle_sigfpe=0:handle_sigill=0",
+           0);
     tp_set_allocator(track_alloc, track_realloc, free);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors),

@@ -33,8 +33,8 @@ static server start(const char *const *extra)
     server s = {0, 0};
     int out[2];
     assert_int_equal(pipe(out), 0);
-    const char *argv[32] = {kv_bin, "--port", "0", "--dbfile", dbfile,
-                            "--quiet"};
+    const char *argv[32] = {kv_bin,     "--port", "0",
+                            "--dbfile", dbfile,   "--quiet"};
     int n = 6;
     for (int i = 0; extra && extra[i]; i++)
         argv[n++] = extra[i];
@@ -200,12 +200,13 @@ static void reply_into(client *c, char *out, size_t size)
 static char last[1 << 16];
 
 /* Run a command given as words and return its rendered reply. */
-#define CMD(c, ...)                                                           \
-    (cmdv((c), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *), \
-          (const char *[]){__VA_ARGS__}),                                     \
+#define CMD(c, ...)                                                            \
+    (cmdv((c), sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *),   \
+          (const char *[]){__VA_ARGS__}),                                      \
      reply_into((c), last, sizeof last), last)
 
-#define EXPECT_REPLY(c, want, ...) assert_string_equal(CMD(c, __VA_ARGS__), want)
+#define EXPECT_REPLY(c, want, ...)                                             \
+    assert_string_equal(CMD(c, __VA_ARGS__), want)
 
 /* --------------------------------------------------------------- tests */
 
@@ -230,9 +231,11 @@ static void test_commands(void **unused)
     EXPECT_REPLY(c, ":1", "INCR", "n");
     EXPECT_REPLY(c, ":11", "INCRBY", "n", "10");
     EXPECT_REPLY(c, ":10", "DECR", "n");
-    EXPECT_REPLY(c, "-ERR value is not an integer or out of range", "INCR", "k");
+    EXPECT_REPLY(c, "-ERR value is not an integer or out of range", "INCR",
+                 "k");
     EXPECT_REPLY(c, "+OK", "SET", "big", "9223372036854775807");
-    EXPECT_REPLY(c, "-ERR increment or decrement would overflow", "INCR", "big");
+    EXPECT_REPLY(c, "-ERR increment or decrement would overflow", "INCR",
+                 "big");
     EXPECT_REPLY(c, "+OK", "MSET", "a", "1", "b", "2", "c", "3");
     EXPECT_REPLY(c, "[1,2,(nil),3]", "MGET", "a", "b", "zz", "c");
     EXPECT_REPLY(c, ":2", "EXISTS", "a", "b", "zz");
@@ -250,7 +253,8 @@ static void test_commands(void **unused)
     EXPECT_REPLY(c, "+OK", "FLUSHALL");
     EXPECT_REPLY(c, ":0", "DBSIZE");
     EXPECT_REPLY(c, "-ERR wrong number of arguments for 'get' command", "GET");
-    assert_non_null(strstr(CMD(c, "NOSUCH", "x"), "-ERR unknown command 'NOSUCH'"));
+    assert_non_null(
+        strstr(CMD(c, "NOSUCH", "x"), "-ERR unknown command 'NOSUCH'"));
     EXPECT_REPLY(c, "+OK", "QUIT");
     EXPECT_REPLY(c, "EOF", "PING");
     hangup(c);
@@ -282,8 +286,8 @@ static void test_expiry(void **unused)
 
 static void test_auth(void **unused)
 {
-    server s = start((const char *[]){"--no-persist", "--requirepass", "s3cret",
-                                      NULL});
+    server s = start(
+        (const char *[]){"--no-persist", "--requirepass", "s3cret", NULL});
     client *c = dial(s.port);
     EXPECT_REPLY(c, "-NOAUTH Authentication required.", "GET", "k");
     assert_string_equal(CMD(c, "AUTH", "wrong"),
@@ -388,8 +392,8 @@ static void test_snapshot_restart(void **unused)
  * closed; a client connected alongside never notices. */
 static void test_bad_input(void **unused)
 {
-    server s = start((const char *[]){"--no-persist", "--max-request", "4096",
-                                      NULL});
+    server s =
+        start((const char *[]){"--no-persist", "--max-request", "4096", NULL});
     client *good = dial(s.port);
     EXPECT_REPLY(good, "+OK", "SET", "k", "v");
     static const struct {
@@ -398,11 +402,12 @@ static void test_bad_input(void **unused)
     } bad[] = {
         {"*2\r\n$3\r\nGET\r\n$-5\r\n", "invalid bulk length"},
         {"*1\r\n$99999999999999\r\n", "invalid bulk length"},
-        {"*1\r\n$5000\r\n", "invalid bulk length"},           /* over the limit */
+        {"*1\r\n$5000\r\n", "invalid bulk length"}, /* over the limit */
         {"*99999999\r\n", "invalid multibulk length"},
         {"*-\r\n", "invalid multibulk length"},
         {"*1\r\nGET\r\n", "expected '$', got 'G'"},
-        {"*1\r\n$3\r\nGETxx\r\njunk after the bad frame", "bulk not terminated"},
+        {"*1\r\n$3\r\nGETxx\r\njunk after the bad frame",
+         "bulk not terminated"},
         {"*2\r\n$3\r\nGET\r\n$4090\r\n", "request too large"},
         {"*1\r\n$123456789012345678901234567890\r\n", "invalid bulk length"},
     };
@@ -434,7 +439,8 @@ static void test_bad_input(void **unused)
 
 static void test_max_clients(void **unused)
 {
-    server s = start((const char *[]){"--no-persist", "--maxclients", "2", NULL});
+    server s =
+        start((const char *[]){"--no-persist", "--maxclients", "2", NULL});
     client *a = dial(s.port), *b = dial(s.port);
     EXPECT_REPLY(a, "+PONG", "PING");
     EXPECT_REPLY(b, "+PONG", "PING");
@@ -461,11 +467,11 @@ static void test_redis_cli(void **unused)
     server s = start((const char *[]){"--no-persist", NULL});
     char cmd[512], out[256];
     static const char *const script[][2] = {
-        {"SET cli hello", "OK"},         {"GET cli", "hello"},
-        {"INCRBY ctr 5", "5"},           {"MGET cli ctr", "hello\n5"},
-        {"DEL cli", "1"},                {"EXISTS cli", "0"},
-        {"SET t v EX 50", "OK"},         {"TTL t", "50"},
-        {"PING", "PONG"},                {"DBSIZE", "2"},
+        {"SET cli hello", "OK"}, {"GET cli", "hello"},
+        {"INCRBY ctr 5", "5"},   {"MGET cli ctr", "hello\n5"},
+        {"DEL cli", "1"},        {"EXISTS cli", "0"},
+        {"SET t v EX 50", "OK"}, {"TTL t", "50"},
+        {"PING", "PONG"},        {"DBSIZE", "2"},
     };
     for (size_t i = 0; i < sizeof script / sizeof script[0]; i++) {
         snprintf(cmd, sizeof cmd, "redis-cli -p %u %s", (unsigned)s.port,
@@ -484,7 +490,8 @@ static void test_redis_cli(void **unused)
     /* redis-cli --pipe: a mass insert */
     snprintf(cmd, sizeof cmd,
              "for i in $(seq 1 500); do printf 'SET m:%%s %%s\\r\\n' $i $i; "
-             "done | redis-cli -p %u --pipe 2>&1 | grep -q 'errors: 0, replies: 500'",
+             "done | redis-cli -p %u --pipe 2>&1 | grep -q 'errors: 0, "
+             "replies: 500'",
              (unsigned)s.port);
     assert_int_equal(system(cmd), 0);
     assert_int_equal(stop(&s, SIGTERM), 0);
@@ -501,7 +508,8 @@ int main(void)
     *slash = '\0';
     slash = strrchr(kv_bin, '/');
     strcpy(slash, "/examples/troupe-kv");
-    snprintf(dbfile, sizeof dbfile, "/tmp/troupe-kv-test-%d.tkv", (int)getpid());
+    snprintf(dbfile, sizeof dbfile, "/tmp/troupe-kv-test-%d.tkv",
+             (int)getpid());
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commands),

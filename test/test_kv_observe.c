@@ -26,7 +26,8 @@ static bool read_until(int fd, char *buf, size_t size, const char *needle)
 {
     size_t got = strlen(buf);
     double t0 = tpt_now_ms();
-    while (!strstr(buf, needle) && got < size - 1 && tpt_now_ms() - t0 < 10000) {
+    while (!strstr(buf, needle) && got < size - 1 &&
+           tpt_now_ms() - t0 < 10000) {
         struct pollfd p = {fd, POLLIN, 0};
         if (poll(&p, 1, 100) <= 0)
             continue;
@@ -103,7 +104,8 @@ static char *scrape(uint16_t port, bool *by_curl)
     }
     int fd = dial(port);
     const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), sizeof req - 1);
+    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL),
+                     sizeof req - 1);
     ssize_t r;
     while ((r = recv(fd, buf + len, cap - 1 - len, 0)) > 0)
         len += (size_t)r;
@@ -175,7 +177,8 @@ static void test_kv_metrics_and_dump(void **state)
     kv k = start_kv();
     int c = dial(k.port);
     const char ping[] = "*1\r\n$4\r\nPING\r\n";
-    assert_int_equal(send(c, ping, sizeof ping - 1, MSG_NOSIGNAL), sizeof ping - 1);
+    assert_int_equal(send(c, ping, sizeof ping - 1, MSG_NOSIGNAL),
+                     sizeof ping - 1);
     char pong[64] = "";
     assert_true(read_until(c, pong, sizeof pong, "\r\n"));
     assert_string_equal(pong, "+PONG\r\n");
@@ -188,12 +191,14 @@ static void test_kv_metrics_and_dump(void **state)
     /* coordinator, 2 shards, the listener, one connection */
     assert_true(sample(body, "troupe_actors_alive") == 5);
     assert_true(sample(body, "troupe_actors_spawned_total") == 5);
-    assert_true(sample(body, "troupe_actors_exited_total{reason=\"error\"}") == 0);
+    assert_true(sample(body, "troupe_actors_exited_total{reason=\"error\"}") ==
+                0);
     assert_true(sample(body, "troupe_restarts_total") == 0);
     assert_true(sample(body, "troupe_dead_letters_total") >= 0);
     assert_true(sample(body, "troupe_late_replies_total") >= 0);
     assert_non_null(strstr(body, "name=\"kv-coordinator\""));
-    assert_non_null(strstr(body, "# TYPE troupe_actor_messages_handled_total counter"));
+    assert_non_null(
+        strstr(body, "# TYPE troupe_actor_messages_handled_total counter"));
     assert_non_null(strstr(body, "troupe_actor_handler_seconds_total{"));
     assert_non_null(strstr(body, "troupe_actor_mailbox_high_water{"));
     free(body);
@@ -206,9 +211,9 @@ static void test_kv_metrics_and_dump(void **state)
     assert_non_null(strstr(dump, "== troupe: 5 actors =="));
     const char *root = strstr(dump, "\"kv-coordinator\"");
     assert_non_null(root);
-    assert_int_equal(count_lines(dump, "<"), 1);       /* the root */
-    assert_int_equal(count_lines(dump, "  <"), 3);     /* shards, listener */
-    assert_int_equal(count_lines(dump, "    <"), 1);   /* the connection */
+    assert_int_equal(count_lines(dump, "<"), 1);     /* the root */
+    assert_int_equal(count_lines(dump, "  <"), 3);   /* shards, listener */
+    assert_int_equal(count_lines(dump, "    <"), 1); /* the connection */
     assert_non_null(strstr(dump, " handled "));
 
     close(c);
@@ -233,7 +238,8 @@ int main(int argc, char **argv)
         *slash = '\0';
     else
         snprintf(kv_bin, sizeof kv_bin, ".");
-    strncat(kv_bin, "/../examples/troupe-kv", sizeof kv_bin - strlen(kv_bin) - 1);
+    strncat(kv_bin, "/../examples/troupe-kv",
+            sizeof kv_bin - strlen(kv_bin) - 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kv_metrics_and_dump),
     };

@@ -69,7 +69,10 @@ static int fifo_receiver(tp_ctx *ctx, void *state, const tp_msg *msg)
     case TP_TAG_START:
         for (int i = 0; i < SENDERS; i++) {
             tp_pid p = spawn_sender(ctx, (seq_sender){.to = tp_self(ctx),
-                .idx = i, .total = PER_SENDER, .batch = 100, .tag = TAG_SEQ});
+                                                      .idx = i,
+                                                      .total = PER_SENDER,
+                                                      .batch = 100,
+                                                      .tag = TAG_SEQ});
             EXPECT_EQ(tp_monitor(ctx, p, &(tp_ref){0}), 0);
         }
         break;
@@ -131,8 +134,10 @@ static int flood_consumer(tp_ctx *ctx, void *state, const tp_msg *msg)
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: {
         tp_pid p = spawn_sender(ctx, (seq_sender){.to = tp_self(ctx),
-            .total = FLOOD, .batch = 1000, .tag = TAG_DATA,
-            .blob = FLOOD_BLOB});
+                                                  .total = FLOOD,
+                                                  .batch = 1000,
+                                                  .tag = TAG_DATA,
+                                                  .blob = FLOOD_BLOB});
         EXPECT_EQ(tp_monitor(ctx, p, &(tp_ref){0}), 0);
         break;
     }
@@ -154,9 +159,7 @@ static int flood_consumer(tp_ctx *ctx, void *state, const tp_msg *msg)
         }
         break;
     }
-    case TP_TAG_DOWN:
-        tp_exit(ctx, TP_REASON_NORMAL);
-        break;
+    case TP_TAG_DOWN: tp_exit(ctx, TP_REASON_NORMAL); break;
     }
     return TP_HANDLED;
 }
@@ -182,8 +185,8 @@ static void test_backpressure_flood(void **unused)
     long hwm_kb = hwm_ok ? tpt_proc_kb("VmHWM") : r.max_rss_kb;
     if (hwm_kb < r.max_rss_kb)
         hwm_kb = r.max_rss_kb;
-    print_message("flood: RSS base %ld kB, peak %ld kB (%s)\n", base_kb,
-                  hwm_kb, hwm_ok ? "VmHWM" : "sampled VmRSS");
+    print_message("flood: RSS base %ld kB, peak %ld kB (%s)\n", base_kb, hwm_kb,
+                  hwm_ok ? "VmHWM" : "sampled VmRSS");
 #if defined(__SANITIZE_ADDRESS__)
     /* ASan's quarantine keeps freed blocks resident: no meaningful cap. */
     (void)base_kb;
@@ -214,9 +217,7 @@ static int flooder_b(tp_ctx *ctx, void *state, const tp_msg *msg)
         EXPECT_EQ(tp_msg_scanf(msg, "p", &f->peer), 0);
         flooder_send(ctx, f);
         break;
-    case TAG_CONT:
-        flooder_send(ctx, f);
-        break;
+    case TAG_CONT: flooder_send(ctx, f); break;
     case TAG_DATA:
         EXPECT_EQ(tp_msg_int(msg, &v), 0);
         EXPECT_EQ(v, f->recvd);
@@ -268,7 +269,7 @@ static void test_mutual_flood_no_deadlock(void **unused)
 /* ---------------------------------------------------- selective receive */
 
 typedef struct picky {
-    int first[16], nfirst;  /* handled by the first behavior */
+    int first[16], nfirst;   /* handled by the first behavior */
     int second[16], nsecond; /* handled after become */
 } picky;
 
@@ -563,7 +564,8 @@ static int feeder_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     for (int i = 0; i < 2; i++) {
         feeders[i] = (feeder){.rt = tp_ctx_runtime(ctx), .to = p, .idx = i};
         EXPECT_EQ(pthread_create(&feeders[i].th, NULL, feeder_main,
-                                 &feeders[i]), 0);
+                                 &feeders[i]),
+                  0);
     }
     tp_exit(ctx, TP_REASON_NORMAL);
     return TP_HANDLED;

@@ -70,9 +70,7 @@ static echo_stats es;
 static int echo_conn(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     switch (tp_msg_tag(msg)) {
-    case TP_TAG_START:
-        atomic_fetch_add(&es.started, 1);
-        break;
+    case TP_TAG_START: atomic_fetch_add(&es.started, 1); break;
     case TP_NET_DATA: {
         const void *p;
         size_t n;
@@ -328,7 +326,7 @@ static void test_read_backpressure(void **unused)
     assert_int_equal(atomic_load(&slow_bytes), FLOOD_BYTES);
     assert_true(atomic_load(&slow_max_count) >= SLOW_CAP);
     assert_true(atomic_load(&slow_max_count) <= SLOW_CAP + 1);
-#ifndef __SANITIZE_ADDRESS__ /* ASan's quarantine keeps freed memory */
+#ifndef __SANITIZE_ADDRESS__      /* ASan's quarantine keeps freed memory */
     if (flood_hwm_growth_kb >= 0) /* 64 KiB reads x a few messages */
         assert_true(flood_hwm_growth_kb < 16 * 1024);
 #endif

@@ -35,14 +35,9 @@ static int worker(tp_ctx *ctx, void *st, const tp_msg *m)
 {
     int64_t v = 0;
     switch (tp_msg_tag(m)) {
-    case T_WORK:
-        tp_msg_int(m, &v);
-        return v < 3 ? TP_DEFER : TP_HANDLED;
-    case T_BECOME:
-        tp_become(ctx, worker_after);
-        return TP_HANDLED;
-    default:
-        return worker_after(ctx, st, m);
+    case T_WORK: tp_msg_int(m, &v); return v < 3 ? TP_DEFER : TP_HANDLED;
+    case T_BECOME: tp_become(ctx, worker_after); return TP_HANDLED;
+    default: return worker_after(ctx, st, m);
     }
 }
 
@@ -50,14 +45,9 @@ static int worker_after(tp_ctx *ctx, void *st, const tp_msg *m)
 {
     (void)st;
     switch (tp_msg_tag(m)) {
-    case T_REPORT:
-        tp_send(ctx, tp_msg_from(m), T_DONE, NULL, 0);
-        break;
-    case T_QUIT:
-        tp_exit(ctx, TP_REASON_NORMAL);
-        break;
-    default:
-        break;
+    case T_REPORT: tp_send(ctx, tp_msg_from(m), T_DONE, NULL, 0); break;
+    case T_QUIT: tp_exit(ctx, TP_REASON_NORMAL); break;
+    default: break;
     }
     return TP_HANDLED;
 }
@@ -142,8 +132,7 @@ static int script_root(tp_ctx *ctx, void *st, const tp_msg *m)
                   TP_ENOPROC);
         tp_exit(ctx, TP_REASON_NORMAL);
         break;
-    default:
-        break;
+    default: break;
     }
     return TP_HANDLED;
 }
@@ -155,7 +144,9 @@ static void test_counters_exact(void **state)
     tp_runtime *rt;
     assert_int_equal(tp_runtime_new(NULL, &rt), 0);
     assert_int_equal(tp_runtime_observe(rt, 99), TP_EINVAL);
-    assert_int_equal(tp_runtime_observe(rt, TP_OBSERVE_COUNTERS | TP_OBSERVE_TIME), 0);
+    assert_int_equal(tp_runtime_observe(rt,
+                                        TP_OBSERVE_COUNTERS | TP_OBSERVE_TIME),
+                     0);
     script s = {0};
     tpt_watchdog(1);
     assert_int_equal(tp_run(rt, script_root, &s, NULL), 0);
@@ -180,7 +171,8 @@ static void test_counters_exact(void **state)
     assert_int_equal(st.restarts, 2);
     /* after the run: readable from this thread; nothing is alive */
     tp_actor_info info;
-    assert_int_equal(tp_actors_each(rt, (tp_actor_visit_fn)NULL, NULL), TP_EINVAL);
+    assert_int_equal(tp_actors_each(rt, (tp_actor_visit_fn)NULL, NULL),
+                     TP_EINVAL);
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -238,8 +230,7 @@ static int obs_root(tp_ctx *ctx, void *st, const tp_msg *m)
             tp_exit(ctx, TP_REASON_NORMAL);
         }
         break;
-    default:
-        break;
+    default: break;
     }
     return TP_HANDLED;
 }
@@ -258,7 +249,7 @@ static void test_per_actor_option(void **state)
 typedef struct tree {
     tp_runtime *rt;
     tp_pid root, alpha, beta, gamma;
-    char *text;    /* the dump taken inside a behavior */
+    char *text; /* the dump taken inside a behavior */
     char sigpath[64];
 } tree;
 
@@ -314,8 +305,7 @@ static int tree_root(tp_ctx *ctx, void *st, const tp_msg *m)
         tp_kill(ctx, t->gamma);
         tp_exit(ctx, TP_REASON_SHUTDOWN); /* links take alpha and beta */
         break;
-    default:
-        break;
+    default: break;
     }
     return TP_HANDLED;
 }
@@ -504,7 +494,8 @@ static const char *prom_check(const char *body, char *why, size_t size)
             return "bad metric name";
         while (isalnum((unsigned char)*q) || *q == '_' || *q == ':')
             q++;
-        if ((size_t)(q - line) != strlen(fam) || strncmp(line, fam, strlen(fam))) {
+        if ((size_t)(q - line) != strlen(fam) ||
+            strncmp(line, fam, strlen(fam))) {
             snprintf(why, size, "line %d: sample outside its family: %.180s",
                      line_no, line);
             return why;
@@ -578,8 +569,7 @@ static int metrics_root(tp_ctx *ctx, void *st, const tp_msg *m)
         tp_send(ctx, s->w, T_QUIT, NULL, 0);
         tp_exit(ctx, TP_REASON_NORMAL);
         break;
-    default:
-        break;
+    default: break;
     }
     return TP_HANDLED;
 }
@@ -625,9 +615,12 @@ static void test_metrics_endpoint(void **state)
     assert_int_equal(tp_runtime_new(NULL, &s.rt), 0);
     assert_int_equal(tp_runtime_observe(s.rt, TP_OBSERVE_COUNTERS), 0);
     uint16_t p = 0;
-    assert_int_equal(tp_runtime_serve_metrics(s.rt, "0.0.0.0", 0, &p), TP_EINVAL);
-    assert_int_equal(tp_runtime_serve_metrics(s.rt, "10.1.2.3", 0, &p), TP_EINVAL);
-    assert_int_equal(tp_runtime_serve_metrics(s.rt, "localhost", 0, &p), TP_EINVAL);
+    assert_int_equal(tp_runtime_serve_metrics(s.rt, "0.0.0.0", 0, &p),
+                     TP_EINVAL);
+    assert_int_equal(tp_runtime_serve_metrics(s.rt, "10.1.2.3", 0, &p),
+                     TP_EINVAL);
+    assert_int_equal(tp_runtime_serve_metrics(s.rt, "localhost", 0, &p),
+                     TP_EINVAL);
     assert_int_equal(tp_runtime_serve_metrics(s.rt, NULL, 0, &s.port), 0);
     assert_true(s.port > 0);
     assert_int_equal(tp_runtime_serve_metrics(s.rt, NULL, 0, NULL), TP_ESTATE);
@@ -650,13 +643,15 @@ static void test_metrics_endpoint(void **state)
         fail_msg("invalid exposition text: %s\n%s", bad, body);
     assert_true(sample(body, "troupe_actors_alive") == 2);
     assert_true(sample(body, "troupe_actors_spawned_total") == 2);
-    assert_true(sample(body, "troupe_actors_exited_total{reason=\"normal\"}") == 0);
+    assert_true(sample(body, "troupe_actors_exited_total{reason=\"normal\"}") ==
+                0);
     assert_true(sample(body, "troupe_restarts_total") == 0);
     assert_true(sample(body, "troupe_dead_letters_total") == 0);
     char lab[160], pb[32];
     /* the worker: start + 5 work + report */
     snprintf(lab, sizeof lab,
-             "troupe_actor_messages_handled_total{pid=\"%s\",name=\"\",parent=\"",
+             "troupe_actor_messages_handled_total{pid=\"%s\",name=\"\",parent="
+             "\"",
              pidstr(s.w, pb, sizeof pb));
     const char *wl = strstr(body, lab);
     assert_non_null(wl);
@@ -664,7 +659,8 @@ static void test_metrics_endpoint(void **state)
     snprintf(lab, sizeof lab, "name=\"metrics\\\"root\\\\\"");
     assert_non_null(strstr(body, lab));
     assert_non_null(strstr(body, "troupe_actor_mailbox_high_water{"));
-    assert_non_null(strstr(body, "# TYPE troupe_actor_handler_seconds_total counter"));
+    assert_non_null(
+        strstr(body, "# TYPE troupe_actor_handler_seconds_total counter"));
     assert_non_null(s.notfound);
     assert_non_null(strstr(s.notfound, "404"));
     if (s.curl_body) {
@@ -674,7 +670,8 @@ static void test_metrics_endpoint(void **state)
             fail_msg("curl: invalid exposition text: %s", bad);
         assert_non_null(strstr(s.curl_body, "troupe_actors_alive 2\n"));
     } else {
-        print_message("curl not installed: fetched with the test's client only\n");
+        print_message(
+            "curl not installed: fetched with the test's client only\n");
     }
     free(s.body);
     free(s.curl_body);
@@ -686,7 +683,8 @@ static void test_metrics_endpoint(void **state)
     assert_int_equal(tp_runtime_metrics_write(s.rt, f), 0);
     fclose(f);
     assert_null(prom_check(text, why, sizeof why));
-    assert_true(sample(text, "troupe_actors_exited_total{reason=\"normal\"}") == 2);
+    assert_true(sample(text, "troupe_actors_exited_total{reason=\"normal\"}") ==
+                2);
     free(text);
     tp_runtime_free(s.rt);
 }

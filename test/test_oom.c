@@ -25,9 +25,9 @@
 
 /* ---------------------------------------------------- the failing hook */
 
-static _Atomic long live_blocks;   /* allocated and not freed */
-static _Atomic long armed_count;   /* allocations since armed */
-static _Atomic long fail_at = -1;  /* -1: never */
+static _Atomic long live_blocks;  /* allocated and not freed */
+static _Atomic long armed_count;  /* allocations since armed */
+static _Atomic long fail_at = -1; /* -1: never */
 static _Atomic int persistent;
 static _Atomic long failures;
 
@@ -95,11 +95,8 @@ static int echo(tp_ctx *ctx, void *st, const tp_msg *m)
         else
             tp_send_int(ctx, tp_msg_from(m), T_PING, v);
         break;
-    case T_QUIT:
-        tp_exit(ctx, TP_REASON_NORMAL);
-        break;
-    default:
-        break;
+    case T_QUIT: tp_exit(ctx, TP_REASON_NORMAL); break;
+    default: break;
     }
     return TP_HANDLED;
 }
@@ -113,7 +110,7 @@ typedef struct oom {
     uint16_t port;
     tp_pid listener;
     int succeeded_at[2][16];
-    tp_pid made;  /* what a successful op made, for its undo */
+    tp_pid made; /* what a successful op made, for its undo */
     tp_ref ref;
     tp_timer timer;
 } oom;
@@ -134,9 +131,18 @@ static int undo_shutdown(tp_ctx *ctx, oom *o)
     return tp_exit_signal(ctx, o->made, TP_REASON_SHUTDOWN);
 }
 
-static int undo_unlink(tp_ctx *ctx, oom *o) { return tp_unlink(ctx, o->victim); }
-static int undo_demonitor(tp_ctx *ctx, oom *o) { return tp_demonitor(ctx, o->ref); }
-static int undo_timer(tp_ctx *ctx, oom *o) { return tp_timer_cancel(ctx, o->timer); }
+static int undo_unlink(tp_ctx *ctx, oom *o)
+{
+    return tp_unlink(ctx, o->victim);
+}
+static int undo_demonitor(tp_ctx *ctx, oom *o)
+{
+    return tp_demonitor(ctx, o->ref);
+}
+static int undo_timer(tp_ctx *ctx, oom *o)
+{
+    return tp_timer_cancel(ctx, o->timer);
+}
 
 static int op_spawn(tp_ctx *ctx, oom *o)
 {
@@ -167,10 +173,7 @@ static int op_call(tp_ctx *ctx, oom *o)
     return rc;
 }
 
-static int op_link(tp_ctx *ctx, oom *o)
-{
-    return tp_link(ctx, o->victim);
-}
+static int op_link(tp_ctx *ctx, oom *o) { return tp_link(ctx, o->victim); }
 
 static int op_monitor(tp_ctx *ctx, oom *o)
 {
@@ -276,8 +279,7 @@ static int oom_root(tp_ctx *ctx, void *st, const tp_msg *m)
             tp_exit(ctx, TP_REASON_NORMAL);
         }
         break;
-    default: /* EXITs of supervisors and listeners we stopped */
-        break;
+    default: /* EXITs of supervisors and listeners we stopped */ break;
     }
     return TP_HANDLED;
 }

@@ -43,7 +43,11 @@ static void test_pack_scalars_bytes(void **unused)
     assert_int_equal(tp_packf(&b, &n, "[ii]", 1, 2), 0);
     expect_bytes(b, n, "\x92\x01\x02", 3), free(b);
     assert_int_equal(tp_packf(&b, &n, "{si}", "a", 1), 0);
-    expect_bytes(b, n, "\x81\xa1" "a\x01", 4), free(b);
+    expect_bytes(b, n,
+                 "\x81\xa1"
+                 "a\x01",
+                 4),
+        free(b);
     assert_int_equal(tp_packf(&b, &n, "[]"), 0);
     expect_bytes(b, n, "\x90", 1), free(b);
 }
@@ -57,8 +61,8 @@ static void test_round_trip_every_char(void **unused)
     tp_pid pid = ((tp_pid)7 << 32) | 42;
     assert_int_equal(tp_packf(&b, &n, "[nbilludsSyp]", 1, -123456,
                               (int64_t)-5000000000LL, (int64_t)INT64_MAX,
-                              (uint64_t)UINT64_MAX, -2.25, "text",
-                              "with\0nul", (size_t)8, bin, sizeof bin, pid),
+                              (uint64_t)UINT64_MAX, -2.25, "text", "with\0nul",
+                              (size_t)8, bin, sizeof bin, pid),
                      0);
     assert_int_equal(tp_payload_check(b, n), 0);
     int bo, i;
@@ -167,7 +171,10 @@ static void test_unpack_mismatch(void **unused)
     free(b);
     /* malformed input is refused, not read past its end */
     assert_int_equal(tp_unpackf("\x92\x01", 2, "[ii]", &x, &y), TP_EPROTO);
-    assert_int_equal(tp_unpackf("\xd9\x10" "ab", 4, "S", &s, &sl), TP_EPROTO);
+    assert_int_equal(tp_unpackf("\xd9\x10"
+                                "ab",
+                                4, "S", &s, &sl),
+                     TP_EPROTO);
 }
 
 /* Format errors are reported, not crashed on. */
@@ -193,8 +200,12 @@ static const struct {
     {"\x92\x01", 2, "array missing an element"},
     {"\x01\x02", 2, "two objects"},
     {"\xdd\xff\x00\x00\x00", 5, "array32 of 4G elements, truncated"},
-    {"\xd9\x10" "ab", 4, "str8 longer than the buffer"},
-    {"\xc6\x00\x01\x00\x00" "x", 6, "bin32 longer than the buffer"},
+    {"\xd9\x10"
+     "ab",
+     4, "str8 longer than the buffer"},
+    {"\xc6\x00\x01\x00\x00"
+     "x",
+     6, "bin32 longer than the buffer"},
     {"\x81\x01", 2, "map with a key and no value"},
     {"\xcb\x3f\xf8", 3, "truncated float64"},
     {"\xcd\x01", 2, "truncated uint16"},
@@ -247,14 +258,18 @@ static void test_check_accepts_valid(void **unused)
         {"\xcf\x00\x00\x00\x00\x00\x00\x00\x01", 9},
         {"\xca\x3f\x80\x00\x00", 5},
         {"\xa0", 1},
-        {"\xd9\x02" "ab", 4},
+        {"\xd9\x02"
+         "ab",
+         4},
         {"\xc4\x00", 2},
         {"\x90", 1},
         {"\x80", 1},
         {"\x92\x01\xa1x", 4},
         {"\x82\x01\x02\xa1k\x90", 6},
         {"\xd4\x01\x02", 3},
-        {"\xc7\x02\x05" "ab", 5},
+        {"\xc7\x02\x05"
+         "ab",
+         5},
         {"\xdc\x00\x02\xc2\xc3", 5},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
@@ -268,13 +283,22 @@ static void test_check_accepts_valid(void **unused)
 }
 
 static int allocs;
-static void *count_alloc(size_t n) { allocs++; return malloc(n); }
-static void *count_realloc(void *p, size_t n) { allocs++; return realloc(p, n); }
+static void *count_alloc(size_t n)
+{
+    allocs++;
+    return malloc(n);
+}
+static void *count_realloc(void *p, size_t n)
+{
+    allocs++;
+    return realloc(p, n);
+}
 
 /* "Never allocates": the runtime allocator sees no call during checks. */
 static void test_check_does_not_allocate(void **unused)
 {
-    static const char big[] = "\x93\x01\xa3" "abc\x81\xa1k\x92\xc0\xc3";
+    static const char big[] = "\x93\x01\xa3"
+                              "abc\x81\xa1k\x92\xc0\xc3";
     tp_set_allocator(count_alloc, count_realloc, free);
     allocs = 0;
     assert_int_equal(tp_payload_check(big, sizeof big - 1), 0);

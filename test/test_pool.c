@@ -57,9 +57,7 @@ static int results_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         }
         EXPECT_EQ(tp_send_interval(ctx, 5, TAG_TICK, NULL, 0, &r->tick), 0);
         break;
-    case TAG_TICK:
-        r->ticks++;
-        break;
+    case TAG_TICK: r->ticks++; break;
     case TP_TAG_REPLY: {
         EXPECT_EQ(tp_msg_status(msg), 0);
         if (r->replies++ == 0)
@@ -112,7 +110,8 @@ static int order_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     if (tp_msg_tag(msg) == TP_TAG_START) {
         for (int i = 0; i < 40; i++)
             EXPECT_EQ(tp_spawn_blocking(ctx, record, (void *)(intptr_t)i, -1,
-                                        NULL), 0);
+                                        NULL),
+                      0);
     } else if (tp_msg_tag(msg) == TP_TAG_REPLY) {
         int64_t v = -1;
         EXPECT_EQ(tp_msg_int(msg, &v), 0);
@@ -197,7 +196,7 @@ static void test_errors_timeout_and_join(void **unused)
     assert_int_equal(tp_run(rt, errs_root, &e, NULL), 0);
     tpt_watchdog(0);
     assert_int_equal(atomic_load(&slow_done), 0); /* still sleeping */
-    tp_runtime_free(rt);                         /* joins it */
+    tp_runtime_free(rt);                          /* joins it */
     assert_int_equal(atomic_load(&slow_done), 1);
     TPT_CHECK();
     assert_int_equal(e.einval, TP_EINVAL);

@@ -9,8 +9,16 @@
 
 #include "tp_test.h"
 
-enum { TAG_READY = 1, TAG_STOP_NORMAL, TAG_STOP_ERROR, TAG_SIGNAL, TAG_SIGNALED,
-       TAG_PROBE, TAG_POLL, TAG_FIN };
+enum {
+    TAG_READY = 1,
+    TAG_STOP_NORMAL,
+    TAG_STOP_ERROR,
+    TAG_SIGNAL,
+    TAG_SIGNALED,
+    TAG_PROBE,
+    TAG_POLL,
+    TAG_FIN
+};
 
 /* ------------------------------------------------------- the matrix */
 
@@ -19,10 +27,14 @@ enum cause {
     C_ERROR,     /* peer X exits with an error */
     C_KILL,      /* Y itself is killed (untrappable) */
     C_KILL_LINK, /* peer X is killed: Y gets `killed` over the link */
-    C_SIG_NORMAL, C_SIG_ERROR, C_SIG_KILL /* X calls exit/2 on Y (unlinked) */
+    C_SIG_NORMAL,
+    C_SIG_ERROR,
+    C_SIG_KILL /* X calls exit/2 on Y (unlinked) */
 };
-static const char *cause_name[] = {"normal", "error", "kill", "kill via link",
-    "exit/2 normal", "exit/2 error", "exit/2 kill"};
+static const char *cause_name[] = {"normal",        "error",
+                                   "kill",          "kill via link",
+                                   "exit/2 normal", "exit/2 error",
+                                   "exit/2 kill"};
 
 typedef struct scen {
     int cause, linked, trap;
@@ -51,7 +63,8 @@ static int peer(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     scen *s = state;
     static const tp_reason sig[] = {TP_REASON_NORMAL,
-        TP_REASON_ERROR(9, "exit/2"), TP_REASON_KILL};
+                                    TP_REASON_ERROR(9, "exit/2"),
+                                    TP_REASON_KILL};
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START:
         if (s->linked)
@@ -114,15 +127,15 @@ static int controller(tp_ctx *ctx, void *state, const tp_msg *msg)
     return TP_HANDLED;
 }
 
-#define SCEN_ASSERT(cond)                                                     \
-    do {                                                                      \
-        if (!(cond))                                                          \
-            fail_msg("%s, %s, %s: %s (y_why %d/%d, x_why %d, exit msgs %d "   \
-                     "kind %d, probed %d)", cause_name[s.cause],               \
-                     s.linked ? "linked" : "unlinked",                        \
-                     s.trap ? "trapping" : "not trapping", #cond,             \
-                     s.y_why.kind, s.y_why.code, s.x_why.kind, s.y_exit_msgs, \
-                     s.y_exit.kind, s.y_probed);                              \
+#define SCEN_ASSERT(cond)                                                      \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            fail_msg("%s, %s, %s: %s (y_why %d/%d, x_why %d, exit msgs %d "    \
+                     "kind %d, probed %d)",                                    \
+                     cause_name[s.cause], s.linked ? "linked" : "unlinked",    \
+                     s.trap ? "trapping" : "not trapping", #cond,              \
+                     s.y_why.kind, s.y_why.code, s.x_why.kind, s.y_exit_msgs,  \
+                     s.y_exit.kind, s.y_probed);                               \
     } while (0)
 
 static void run_scenario(int cause, int linked, int trap)
@@ -332,9 +345,7 @@ static int demonitor_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         if (d->m.d2) /* r1's DOWN would have been queued before r2's */
             EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_FIN, NULL, 0), 0);
         break;
-    case TAG_FIN:
-        tp_exit(ctx, TP_REASON_NORMAL);
-        break;
+    case TAG_FIN: tp_exit(ctx, TP_REASON_NORMAL); break;
     }
     return TP_HANDLED;
 }
@@ -465,9 +476,7 @@ static int linkage_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         if (++l->downs == 2)
             EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_FIN, NULL, 0), 0);
         break;
-    case TAG_FIN:
-        tp_exit(ctx, TP_REASON_NORMAL);
-        break;
+    case TAG_FIN: tp_exit(ctx, TP_REASON_NORMAL); break;
     }
     return TP_HANDLED;
 }
@@ -567,24 +576,24 @@ static int det_worker(tp_ctx *ctx, void *state, const tp_msg *msg)
     while (me < DET_N && d->w[me] != tp_self(ctx))
         me++;
     switch (tp_msg_tag(msg)) {
-    case TP_TAG_START:
-        break; /* told its neighbours by the root's first ping */
+    case TP_TAG_START: break; /* told its neighbours by the root's first ping */
     case TAG_DPING: {
         int64_t hops = 0;
         EXPECT_EQ(tp_msg_int(msg, &hops), 0);
         if (hops < 40)
             EXPECT_EQ(tp_send_int(ctx, d->w[(me + 1 + hops % 3) % DET_N],
-                                  TAG_DPING, hops + 1), 0);
+                                  TAG_DPING, hops + 1),
+                      0);
         if (hops == 0)
-            EXPECT_EQ(tp_send_after(ctx, (unsigned)(1 + me % 3), TAG_DEND,
-                                    NULL, 0, NULL), 0);
+            EXPECT_EQ(tp_send_after(ctx, (unsigned)(1 + me % 3), TAG_DEND, NULL,
+                                    0, NULL),
+                      0);
         break;
     }
     case TAG_DEND:
         if (me == 2)
             tp_kill(ctx, d->w[3]);
-        tp_exit(ctx, me % 2 ? TP_REASON_ERROR(me, "odd")
-                            : TP_REASON_NORMAL);
+        tp_exit(ctx, me % 2 ? TP_REASON_ERROR(me, "odd") : TP_REASON_NORMAL);
         break;
     }
     return TP_HANDLED;

@@ -19,8 +19,15 @@
 #include "tp_test.h"
 #include "troupe/supervisor.h"
 
-enum { TAG_EV = 1, TAG_CRASH, TAG_STOP_NORMAL, TAG_STOP_SHUTDOWN, TAG_PING,
-       TAG_GO, TAG_DONE };
+enum {
+    TAG_EV = 1,
+    TAG_CRASH,
+    TAG_STOP_NORMAL,
+    TAG_STOP_SHUTDOWN,
+    TAG_PING,
+    TAG_GO,
+    TAG_DONE
+};
 
 /* ------------------------------------------------------------ event log */
 
@@ -58,9 +65,11 @@ static void rec(tp_ctx *ctx, void *arg, const tp_sup_event *e)
     if (e->args)
         tp_unpackf(e->args, e->args_len, "[l]", &v->arg);
     if (getenv("SUP_DEBUG")) /* watch a run that hangs */
-        fprintf(stderr, "ev %d: kind %d sup %" PRIu64 " id %s pid %" PRIu64
-                " why %d code %d delay %u\n", nev - 1, v->kind, v->sup, v->id,
-                v->pid, v->why, v->code, v->delay);
+        fprintf(stderr,
+                "ev %d: kind %d sup %" PRIu64 " id %s pid %" PRIu64
+                " why %d code %d delay %u\n",
+                nev - 1, v->kind, v->sup, v->id, v->pid, v->why, v->code,
+                v->delay);
     if (g_ctl)
         tp_send_int(ctx, g_ctl, TAG_EV, nev - 1);
 }
@@ -100,9 +109,11 @@ static void ids_of(int from, tp_sup_event_kind kind, tp_pid sup, char *out,
 static void dump_log(void)
 {
     for (int i = 0; i < nev; i++)
-        fprintf(stderr, "  ev %d: kind %d sup %" PRIu64 " id %s pid %" PRIu64
-                " why %d code %d delay %u\n", i, evs[i].kind, evs[i].sup,
-                evs[i].id, evs[i].pid, evs[i].why, evs[i].code, evs[i].delay);
+        fprintf(stderr,
+                "  ev %d: kind %d sup %" PRIu64 " id %s pid %" PRIu64
+                " why %d code %d delay %u\n",
+                i, evs[i].kind, evs[i].sup, evs[i].id, evs[i].pid, evs[i].why,
+                evs[i].code, evs[i].delay);
 }
 
 /* --------------------------------------------------------------- workers */
@@ -114,8 +125,8 @@ typedef struct wcfg {
     int crash_also; /* and this one too */
     int stable_at;  /* start number that stays up linger_ms, then crashes */
     int linger_ms;
-    int starts;     /* start function calls */
-    int exit_msgs;  /* EXIT messages seen (stubborn ones) */
+    int starts;    /* start function calls */
+    int exit_msgs; /* EXIT messages seen (stubborn ones) */
 } wcfg;
 
 typedef struct wstate {
@@ -131,17 +142,14 @@ static int worker(tp_ctx *ctx, void *state, const tp_msg *msg)
         if (w->n <= w->cfg->crash_upto || w->n == w->cfg->crash_also)
             return tp_exit(ctx, TP_REASON_ERROR(42, "crash at start"));
         if (w->n == w->cfg->stable_at)
-            EXPECT_EQ(tp_send_after(ctx, (unsigned)w->cfg->linger_ms,
-                                    TAG_CRASH, NULL, 0, NULL), 0);
+            EXPECT_EQ(tp_send_after(ctx, (unsigned)w->cfg->linger_ms, TAG_CRASH,
+                                    NULL, 0, NULL),
+                      0);
         return TP_HANDLED;
-    case TAG_CRASH:
-        return tp_exit(ctx, TP_REASON_ERROR(42, "crash"));
-    case TAG_STOP_NORMAL:
-        return tp_exit(ctx, TP_REASON_NORMAL);
-    case TAG_STOP_SHUTDOWN:
-        return tp_exit(ctx, TP_REASON_SHUTDOWN);
-    case TAG_PING:
-        return tp_reply_int(ctx, msg, w->n);
+    case TAG_CRASH: return tp_exit(ctx, TP_REASON_ERROR(42, "crash"));
+    case TAG_STOP_NORMAL: return tp_exit(ctx, TP_REASON_NORMAL);
+    case TAG_STOP_SHUTDOWN: return tp_exit(ctx, TP_REASON_SHUTDOWN);
+    case TAG_PING: return tp_reply_int(ctx, msg, w->n);
     case TP_TAG_EXIT:
         w->cfg->exit_msgs++;
         return TP_HANDLED; /* stubborn: ignores even shutdown */
@@ -233,9 +241,8 @@ static int matrix_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
             m->phase = 1;
             m->mark = nev;
             EXPECT_EQ(tp_send(ctx, m->before[m->k], TAG_CRASH, NULL, 0), 0);
-        } else if (m->phase == 1 &&
-                   count_ev(m->mark, TP_SUP_EV_STARTED, 0) ==
-                       expected_restarts(m->strategy, m->k)) {
+        } else if (m->phase == 1 && count_ev(m->mark, TP_SUP_EV_STARTED, 0) ==
+                                        expected_restarts(m->strategy, m->k)) {
             m->phase = 2;
             EXPECT_EQ(tp_sup_which_children(ctx, m->sup, -1, &m->wref), 0);
         }
@@ -273,8 +280,8 @@ static uint64_t run_signature(const tpt_result *r)
 
 static void run_matrix(int strategy)
 {
-    static const char *names[] = {"one_for_one", "one_for_all",
-                                  "rest_for_one", "simple_one_for_one"};
+    static const char *names[] = {"one_for_one", "one_for_all", "rest_for_one",
+                                  "simple_one_for_one"};
     for (int k = 0; k < 3; k++) {
         static mx m;
         memset(&m, 0, sizeof m);
@@ -290,10 +297,13 @@ static void run_matrix(int strategy)
         g_sig[k] = run_signature(&r);
         assert_int_equal(r.stats.actors_alive, 0);
         /* exactly the expected children got new pids */
-        int first = strategy == TP_SUP_ONE_FOR_ALL ? 0
-                    : strategy == TP_SUP_REST_FOR_ONE ? k : k;
-        int last = strategy == TP_SUP_ONE_FOR_ALL || strategy == TP_SUP_REST_FOR_ONE
-                       ? 2 : k;
+        int first = strategy == TP_SUP_ONE_FOR_ALL    ? 0
+                    : strategy == TP_SUP_REST_FOR_ONE ? k
+                                                      : k;
+        int last = strategy == TP_SUP_ONE_FOR_ALL ||
+                           strategy == TP_SUP_REST_FOR_ONE
+                       ? 2
+                       : k;
         assert_int_equal(m.nafter, 3);
         for (int i = 0; i < 3; i++) {
             bool restarted = i >= first && i <= last;
@@ -330,7 +340,10 @@ static void run_matrix(int strategy)
     }
 }
 
-static void test_matrix_one_for_one(void **u) { run_matrix(TP_SUP_ONE_FOR_ONE); }
+static void test_matrix_one_for_one(void **u)
+{
+    run_matrix(TP_SUP_ONE_FOR_ONE);
+}
 
 /* The OTP matrix again in the deterministic mode: for each strategy and
  * crashing child, 100 reruns with one seed give the same schedule and the
@@ -354,7 +367,8 @@ static void test_matrix_deterministic(void **u)
             for (int k = 0; k < 3; k++)
                 if (g_sig[k] != first[k])
                     fail_msg("strategy %d, child %d: rerun %d of seed %" PRIu64
-                             " took another order", strategy, k, rerun, seed);
+                             " took another order",
+                             strategy, k, rerun, seed);
         }
         /* Other seeds: the correctness checks of run_matrix hold for each,
          * and the schedule differs for at least one. */
@@ -369,9 +383,18 @@ static void test_matrix_deterministic(void **u)
     }
     g_cfg = NULL;
 }
-static void test_matrix_one_for_all(void **u) { run_matrix(TP_SUP_ONE_FOR_ALL); }
-static void test_matrix_rest_for_one(void **u) { run_matrix(TP_SUP_REST_FOR_ONE); }
-static void test_matrix_simple(void **u) { run_matrix(TP_SUP_SIMPLE_ONE_FOR_ONE); }
+static void test_matrix_one_for_all(void **u)
+{
+    run_matrix(TP_SUP_ONE_FOR_ALL);
+}
+static void test_matrix_rest_for_one(void **u)
+{
+    run_matrix(TP_SUP_REST_FOR_ONE);
+}
+static void test_matrix_simple(void **u)
+{
+    run_matrix(TP_SUP_SIMPLE_ONE_FOR_ONE);
+}
 
 /* ------------------------------------------------ restart types x reasons */
 
@@ -388,7 +411,8 @@ typedef struct rt9 {
 static int types_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     rt9 *t = state;
-    static const int how_tag[] = {TAG_STOP_NORMAL, TAG_STOP_SHUTDOWN, TAG_CRASH};
+    static const int how_tag[] = {TAG_STOP_NORMAL, TAG_STOP_SHUTDOWN,
+                                  TAG_CRASH};
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: {
         g_ctl = tp_self(ctx);
@@ -508,10 +532,11 @@ static int esc_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
         e->sub.children = e->sub_kids;
         e->sub.n_children = 1;
         e->sub.report = rec;
-        tp_child_spec kids[2] = {
-            {.id = "sub", .start = tp_sup_child_start, .arg = &e->sub,
-             .kind = TP_CHILD_SUPERVISOR},
-            worker_spec("peer", &e->pc)};
+        tp_child_spec kids[2] = {{.id = "sub",
+                                  .start = tp_sup_child_start,
+                                  .arg = &e->sub,
+                                  .kind = TP_CHILD_SUPERVISOR},
+                                 worker_spec("peer", &e->pc)};
         tp_sup_spec top;
         tp_sup_spec_init(&top);
         top.strategy = TP_SUP_ONE_FOR_ALL;
@@ -741,8 +766,7 @@ static int busy_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
     }
     case TAG_EV: {
         ev *v = this_ev(msg);
-        if (x->phase == 0 && v->kind == TP_SUP_EV_STARTED &&
-            v->id[0] == 'b') {
+        if (x->phase == 0 && v->kind == TP_SUP_EV_STARTED && v->id[0] == 'b') {
             x->phase = 1;
             x->a = started_pid(0, "a", 0);
             x->b = v->pid;
@@ -824,9 +848,10 @@ static void test_start_failure_rollback(void **u)
     for (int k = 0; k < 4; k++) {
         memset(sf_cfg, 0, sizeof sf_cfg);
         sf_cfg[k].fail_from = 1;
-        tp_child_spec kids[4] = {
-            worker_spec("a", &sf_cfg[0]), worker_spec("b", &sf_cfg[1]),
-            worker_spec("c", &sf_cfg[2]), worker_spec("d", &sf_cfg[3])};
+        tp_child_spec kids[4] = {worker_spec("a", &sf_cfg[0]),
+                                 worker_spec("b", &sf_cfg[1]),
+                                 worker_spec("c", &sf_cfg[2]),
+                                 worker_spec("d", &sf_cfg[3])};
         tp_sup_spec spec;
         tp_sup_spec_init(&spec);
         spec.strategy = TP_SUP_ONE_FOR_ALL;
@@ -873,11 +898,12 @@ static void test_nested_start_failure(void **u)
     sf_sub.children = sf_sub_kids;
     sf_sub.n_children = 2;
     sf_sub.report = rec;
-    tp_child_spec kids[3] = {
-        worker_spec("x", &sf_cfg[0]),
-        {.id = "sub", .start = tp_sup_child_start, .arg = &sf_sub,
-         .kind = TP_CHILD_SUPERVISOR},
-        worker_spec("y", &sf_cfg[3])};
+    tp_child_spec kids[3] = {worker_spec("x", &sf_cfg[0]),
+                             {.id = "sub",
+                              .start = tp_sup_child_start,
+                              .arg = &sf_sub,
+                              .kind = TP_CHILD_SUPERVISOR},
+                             worker_spec("y", &sf_cfg[3])};
     tp_sup_spec spec;
     tp_sup_spec_init(&spec);
     spec.children = kids;
@@ -1029,8 +1055,7 @@ static int backoff_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
             count_ev(0, TP_SUP_EV_STARTED, 0) == b->stop_after_starts)
             EXPECT_EQ(tp_sup_stop(ctx, b->sup, -1, &b->sref), 0);
         return TP_HANDLED;
-    case TP_TAG_REPLY:
-        return tp_exit(ctx, TP_REASON_NORMAL);
+    case TP_TAG_REPLY: return tp_exit(ctx, TP_REASON_NORMAL);
     }
     return TP_HANDLED;
 }
@@ -1055,10 +1080,10 @@ static void test_backoff_growth_and_reset(void **u)
     static bo b;
     memset(&b, 0, sizeof b);
     b.b = (tp_sup_backoff){.min_ms = 1, .max_ms = 8, .reset_ms = 150};
-    b.cfg.crash_upto = 6;  /* starts 1-6 crash at once */
-    b.cfg.stable_at = 7;   /* start 7 stays up 300 ms, then crashes */
+    b.cfg.crash_upto = 6; /* starts 1-6 crash at once */
+    b.cfg.stable_at = 7;  /* start 7 stays up 300 ms, then crashes */
     b.cfg.linger_ms = 300;
-    b.cfg.crash_also = 8;  /* start 8 crashes at once again */
+    b.cfg.crash_also = 8; /* start 8 crashes at once again */
     b.stop_after_starts = 9;
     unsigned d[16];
     int n = run_backoff(&b, d, 16);
@@ -1084,7 +1109,9 @@ static void test_backoff_jitter_seeded(void **u)
     int n1, n2;
     for (int pass = 0; pass < 2; pass++) {
         memset(&b, 0, sizeof b);
-        b.b = (tp_sup_backoff){.min_ms = 2, .max_ms = 16, .jitter_pct = 50,
+        b.b = (tp_sup_backoff){.min_ms = 2,
+                               .max_ms = 16,
+                               .jitter_pct = 50,
                                .seed = seed};
         b.cfg.crash_upto = 6;
         b.stop_after_starts = 7;
@@ -1117,11 +1144,11 @@ typedef struct rq {
     int fails;
 } rq;
 
-#define RQ_CHECK(cond)                                                        \
-    do {                                                                      \
-        if (!(cond) && !tpt_failure[0])                                       \
-            snprintf(tpt_failure, sizeof tpt_failure,                         \
-                     "request step %d: %s", q->step, #cond);                  \
+#define RQ_CHECK(cond)                                                         \
+    do {                                                                       \
+        if (!(cond) && !tpt_failure[0])                                        \
+            snprintf(tpt_failure, sizeof tpt_failure, "request step %d: %s",   \
+                     q->step, #cond);                                          \
     } while (0)
 
 /* One step per reply: send the next request. */
@@ -1139,7 +1166,9 @@ static void rq_next(tp_ctx *ctx, rq *q)
     case 8: tp_sup_delete_child(ctx, q->sup, "b", -1, r); break;
     case 9: tp_sup_count_children(ctx, q->sup, -1, r); break;
     case 10: tp_sup_start_child(ctx, q->sup, NULL, 0, -1, r); break;
-    case 11: case 12: case 13: {
+    case 11:
+    case 12:
+    case 13: {
         void *buf;
         size_t len;
         tp_packf(&buf, &len, "[i]", q->step - 11);
@@ -1209,7 +1238,9 @@ static int requests_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
                      c.supervisors == 0);
             break;
         case 10: RQ_CHECK(tp_sup_reply_result(msg, &pid) == TP_ESTATE); break;
-        case 11: case 12: case 13:
+        case 11:
+        case 12:
+        case 13:
             RQ_CHECK(tp_sup_reply_result(msg, &q->dyn[q->step - 11]) == 0);
             RQ_CHECK(q->dyn[q->step - 11] != 0);
             break;
@@ -1307,8 +1338,8 @@ static int announce_worker(tp_ctx *ctx, void *state, const tp_msg *msg)
     return TP_HANDLED;
 }
 
-static int start_announce(tp_ctx *ctx, void *arg, const void *args,
-                          size_t len, tp_pid *pid_out)
+static int start_announce(tp_ctx *ctx, void *arg, const void *args, size_t len,
+                          tp_pid *pid_out)
 {
     tp_spawn_opts o = {.flags = TP_SPAWN_LINK | TP_SPAWN_TRAP_EXIT};
     return tp_spawn(ctx, announce_worker, NULL, &o, pid_out);
@@ -1333,8 +1364,10 @@ static pid_t fork_supervised(int stubborn_c, int *fd)
     sig_fd = p[1];
     alarm(60);
     static wcfg c0, c1;
-    tp_child_spec kids[3] = {worker_spec("a", &c0), worker_spec("b", &c1),
-                             {.id = "c", .start = start_announce,
+    tp_child_spec kids[3] = {worker_spec("a", &c0),
+                             worker_spec("b", &c1),
+                             {.id = "c",
+                              .start = start_announce,
                               .shutdown_ms = TP_CHILD_INFINITY}};
     if (!stubborn_c)
         kids[2] = worker_spec("c", &c1);
@@ -1419,7 +1452,8 @@ static void test_second_signal_forces(void **u)
     assert_true(WIFEXITED(ws));
     assert_int_equal(WEXITSTATUS(ws), 1); /* the root was killed */
     assert_non_null(strstr(buf, "end 1 0\n"));
-    assert_null(strstr(buf, "stopped b")); /* the orderly stop never got there */
+    assert_null(
+        strstr(buf, "stopped b")); /* the orderly stop never got there */
 }
 
 /* ---------------------------------------- 1,000 workers, depth 3, forked */
@@ -1501,7 +1535,8 @@ static int loader(tp_ctx *ctx, void *state, const tp_msg *msg)
             }
             free(info);
             char line[64];
-            int len = snprintf(line, sizeof line, "up %d %d\n", ok, B.restarted);
+            int len =
+                snprintf(line, sizeof line, "up %d %d\n", ok, B.restarted);
             (void)!write(sig_fd, line, (size_t)len);
             return tp_exit(ctx, TP_REASON_NORMAL);
         }
@@ -1584,20 +1619,26 @@ static void test_big_tree(void **u)
         pool.n_children = 1;
         pool.name = "pool";
         pool.report = big_rec;
-        mid_kids[0] = (tp_child_spec){.id = "pool", .start = tp_sup_child_start,
-                                      .arg = &pool, .kind = TP_CHILD_SUPERVISOR};
+        mid_kids[0] = (tp_child_spec){.id = "pool",
+                                      .start = tp_sup_child_start,
+                                      .arg = &pool,
+                                      .kind = TP_CHILD_SUPERVISOR};
         tp_sup_spec_init(&mid);
         mid.children = mid_kids;
         mid.n_children = 1;
-        root_kids[0] = (tp_child_spec){.id = "mid", .start = tp_sup_child_start,
-                                       .arg = &mid, .kind = TP_CHILD_SUPERVISOR};
-        root_kids[1] = (tp_child_spec){.id = "loader", .start = start_loader,
+        root_kids[0] = (tp_child_spec){.id = "mid",
+                                       .start = tp_sup_child_start,
+                                       .arg = &mid,
+                                       .kind = TP_CHILD_SUPERVISOR};
+        root_kids[1] = (tp_child_spec){.id = "loader",
+                                       .start = start_loader,
                                        .restart = TP_CHILD_TEMPORARY};
         tp_sup_spec_init(&root);
         root.children = root_kids;
         root.n_children = 2;
         tp_runtime *rt;
-        if (tp_runtime_new(NULL, &rt) != 0 || tp_runtime_handle_signals(rt) != 0)
+        if (tp_runtime_new(NULL, &rt) != 0 ||
+            tp_runtime_handle_signals(rt) != 0)
             _exit(10);
         int rc = tp_sup_run(rt, &root);
         tp_stats st;
@@ -1677,8 +1718,9 @@ static void test_example_supervised_counter(void **u)
         assert_non_null(strstr(obuf, line));
     }
     assert_non_null(strstr(obuf, "request 23: count 3\n"));
-    assert_non_null(strstr(obuf, "supervised_counter: 23 requests, 19 answered, "
-                                 "4 errors, counter restarted 4 times\n"));
+    assert_non_null(strstr(obuf,
+                           "supervised_counter: 23 requests, 19 answered, "
+                           "4 errors, counter restarted 4 times\n"));
 }
 
 int main(void)

@@ -7,8 +7,17 @@
  */
 #include "tp_test.h"
 
-enum { TAG_A = 1, TAG_B, TAG_C, TAG_TICK, TAG_CANCEL, TAG_SENTINEL, TAG_PING,
-       TAG_PONG, TAG_ID };
+enum {
+    TAG_A = 1,
+    TAG_B,
+    TAG_C,
+    TAG_TICK,
+    TAG_CANCEL,
+    TAG_SENTINEL,
+    TAG_PING,
+    TAG_PONG,
+    TAG_ID
+};
 
 static tp_timer after(tp_ctx *ctx, unsigned ms, int32_t tag)
 {
@@ -42,9 +51,7 @@ static int delay_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         tp_runtime_stats(tp_ctx_runtime(ctx), &st);
         d->active_after_set = st.timers_active;
         break;
-    case TAG_B:
-        d->tb = tpt_now_ms();
-        break;
+    case TAG_B: d->tb = tpt_now_ms(); break;
     case TAG_A:
         d->ta = tpt_now_ms();
         d->order = d->tb > 0;
@@ -105,9 +112,7 @@ static int cancel_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         c->got_c++;
         c->cancel_c_rc = tp_timer_cancel(ctx, c->c);
         break;
-    case TAG_SENTINEL:
-        tp_exit(ctx, TP_REASON_NORMAL);
-        break;
+    case TAG_SENTINEL: tp_exit(ctx, TP_REASON_NORMAL); break;
     }
     return TP_HANDLED;
 }
@@ -243,9 +248,7 @@ static int idler_b(tp_ctx *ctx, void *state, const tp_msg *msg)
         if (++d->timeouts == 1) /* a second one would come within 150 ms */
             after(ctx, 150, TAG_SENTINEL);
         break;
-    case TAG_SENTINEL:
-        tp_exit(ctx, TP_REASON_NORMAL);
-        break;
+    case TAG_SENTINEL: tp_exit(ctx, TP_REASON_NORMAL); break;
     }
     return TP_HANDLED;
 }

@@ -25,28 +25,28 @@
 
 static char tpt_failure[512];
 
-#define EXPECT(cond)                                                          \
-    do {                                                                      \
-        if (!(cond) && !tpt_failure[0])                                       \
-            snprintf(tpt_failure, sizeof tpt_failure, "%s:%d: EXPECT(%s)",    \
-                     __FILE__, __LINE__, #cond);                              \
+#define EXPECT(cond)                                                           \
+    do {                                                                       \
+        if (!(cond) && !tpt_failure[0])                                        \
+            snprintf(tpt_failure, sizeof tpt_failure, "%s:%d: EXPECT(%s)",     \
+                     __FILE__, __LINE__, #cond);                               \
     } while (0)
 
-#define EXPECT_EQ(a, b)                                                       \
-    do {                                                                      \
-        long long a_ = (long long)(a), b_ = (long long)(b);                   \
-        if (a_ != b_ && !tpt_failure[0])                                      \
-            snprintf(tpt_failure, sizeof tpt_failure,                         \
-                     "%s:%d: EXPECT_EQ(%s, %s): %lld != %lld", __FILE__,      \
-                     __LINE__, #a, #b, a_, b_);                               \
+#define EXPECT_EQ(a, b)                                                        \
+    do {                                                                       \
+        long long a_ = (long long)(a), b_ = (long long)(b);                    \
+        if (a_ != b_ && !tpt_failure[0])                                       \
+            snprintf(tpt_failure, sizeof tpt_failure,                          \
+                     "%s:%d: EXPECT_EQ(%s, %s): %lld != %lld", __FILE__,       \
+                     __LINE__, #a, #b, a_, b_);                                \
     } while (0)
 
 /* Call at the start of a test, and after tp_run to report EXPECT failures. */
 static inline void tpt_reset(void) { tpt_failure[0] = '\0'; }
-#define TPT_CHECK()                                                           \
-    do {                                                                      \
-        if (tpt_failure[0])                                                   \
-            fail_msg("%s", tpt_failure);                                      \
+#define TPT_CHECK()                                                            \
+    do {                                                                       \
+        if (tpt_failure[0])                                                    \
+            fail_msg("%s", tpt_failure);                                       \
     } while (0)
 
 static inline double tpt_now_ms(void)

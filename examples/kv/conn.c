@@ -27,7 +27,7 @@
 
 #define MAX_MULTIBULK (1024 * 1024)
 #define MAX_INLINE (64 * 1024)
-#define MAX_HEADER 32      /* "*<n>\r\n" or "$<n>\r\n" */
+#define MAX_HEADER 32        /* "*<n>\r\n" or "$<n>\r\n" */
 #define KEEP_BUF (64 * 1024) /* slot buffers above this are freed after use */
 
 enum { K_LOCAL, K_ONE, K_SUM, K_OK, K_ARRAY, K_INFO };
@@ -173,8 +173,9 @@ static void op_to(kv_conn *c, unsigned sh, uint8_t opc, uint8_t flags,
     kv_buf *b = &c->batch[sh];
     if (b->n == 0)
         kv_bin_start(b);
-    kv_ophdr h = {opc, flags, (uint16_t)(key ? (val ? 2 : 1) : 0),
-                  last_seq(c), pos, 0, num};
+    kv_ophdr h = {opc,         flags, (uint16_t)(key ? (val ? 2 : 1) : 0),
+                  last_seq(c), pos,   0,
+                  num};
     kv_buf_reserve(b, sizeof h + 8 + (key ? key->n : 0) + (val ? val->n : 0));
     memcpy(b->p + b->n, &h, sizeof h);
     b->n += sizeof h;
@@ -231,8 +232,8 @@ static bool parse_int_arg(kv_conn *c, const kv_arg *a, int64_t *v)
 }
 
 /* now + amount * unit (ms), or false (with the reply) on overflow. */
-static bool expire_at(kv_conn *c, int64_t amount, int64_t unit,
-                      const char *cmd, int64_t *at)
+static bool expire_at(kv_conn *c, int64_t amount, int64_t unit, const char *cmd,
+                      int64_t *at)
 {
     int64_t now = kv_now_ms();
     if (amount > (INT64_MAX - now) / unit || amount < -(INT64_MAX / unit)) {
@@ -412,7 +413,10 @@ static void per_key(kv_conn *c, uint8_t kind, uint8_t opc)
 }
 
 static void cmd_del(tp_ctx *ctx, kv_conn *c) { per_key(c, K_SUM, OP_DEL); }
-static void cmd_exists(tp_ctx *ctx, kv_conn *c) { per_key(c, K_SUM, OP_EXISTS); }
+static void cmd_exists(tp_ctx *ctx, kv_conn *c)
+{
+    per_key(c, K_SUM, OP_EXISTS);
+}
 static void cmd_mget(tp_ctx *ctx, kv_conn *c) { per_key(c, K_ARRAY, OP_GET); }
 
 static void cmd_mset(tp_ctx *ctx, kv_conn *c)
@@ -436,8 +440,14 @@ static void expire_cmd(kv_conn *c, int64_t unit, const char *name)
     op_key(c, OP_EXPIRE, 0, 0, at, &c->argv[1], NULL);
 }
 
-static void cmd_expire(tp_ctx *ctx, kv_conn *c) { expire_cmd(c, 1000, "expire"); }
-static void cmd_pexpire(tp_ctx *ctx, kv_conn *c) { expire_cmd(c, 1, "pexpire"); }
+static void cmd_expire(tp_ctx *ctx, kv_conn *c)
+{
+    expire_cmd(c, 1000, "expire");
+}
+static void cmd_pexpire(tp_ctx *ctx, kv_conn *c)
+{
+    expire_cmd(c, 1, "pexpire");
+}
 
 static void cmd_ttl(tp_ctx *ctx, kv_conn *c)
 {
@@ -494,22 +504,21 @@ static void cmd_shutdown(tp_ctx *ctx, kv_conn *c)
 }
 
 static const kv_cmd CMDS[] = {
-    {"get", 2, cmd_get, false},       {"set", -3, cmd_set, false},
-    {"incr", 2, cmd_incr, false},     {"ping", -1, cmd_ping, false},
-    {"mget", -2, cmd_mget, false},    {"mset", -3, cmd_mset, false},
-    {"del", -2, cmd_del, false},      {"exists", -2, cmd_exists, false},
-    {"incrby", 3, cmd_incrby, false}, {"decr", 2, cmd_decr, false},
-    {"decrby", 3, cmd_decrby, false}, {"expire", 3, cmd_expire, false},
-    {"pexpire", 3, cmd_pexpire, false}, {"ttl", 2, cmd_ttl, false},
-    {"pttl", 2, cmd_pttl, false},     {"echo", 2, cmd_echo, false},
-    {"dbsize", 1, cmd_dbsize, false}, {"flushall", -1, cmd_flushall, false},
+    {"get", 2, cmd_get, false},           {"set", -3, cmd_set, false},
+    {"incr", 2, cmd_incr, false},         {"ping", -1, cmd_ping, false},
+    {"mget", -2, cmd_mget, false},        {"mset", -3, cmd_mset, false},
+    {"del", -2, cmd_del, false},          {"exists", -2, cmd_exists, false},
+    {"incrby", 3, cmd_incrby, false},     {"decr", 2, cmd_decr, false},
+    {"decrby", 3, cmd_decrby, false},     {"expire", 3, cmd_expire, false},
+    {"pexpire", 3, cmd_pexpire, false},   {"ttl", 2, cmd_ttl, false},
+    {"pttl", 2, cmd_pttl, false},         {"echo", 2, cmd_echo, false},
+    {"dbsize", 1, cmd_dbsize, false},     {"flushall", -1, cmd_flushall, false},
     {"flushdb", -1, cmd_flushall, false}, {"info", -1, cmd_info, false},
-    {"save", 1, cmd_save, false},     {"bgsave", -1, cmd_bgsave, false},
-    {"lastsave", 1, cmd_lastsave, false},
-    {"shutdown", -1, cmd_shutdown, false}, {"quit", -1, cmd_quit, true},
-    {"auth", -2, cmd_auth, true},     {"command", -1, cmd_command, false},
-    {"config", -2, cmd_config, false}, {"select", 2, cmd_select, false},
-    {"client", -2, cmd_client, false},
+    {"save", 1, cmd_save, false},         {"bgsave", -1, cmd_bgsave, false},
+    {"lastsave", 1, cmd_lastsave, false}, {"shutdown", -1, cmd_shutdown, false},
+    {"quit", -1, cmd_quit, true},         {"auth", -2, cmd_auth, true},
+    {"command", -1, cmd_command, false},  {"config", -2, cmd_config, false},
+    {"select", 2, cmd_select, false},     {"client", -2, cmd_client, false},
 };
 
 static void exec(tp_ctx *ctx, kv_conn *c)
@@ -662,7 +671,8 @@ static void info(tp_ctx *ctx, kv_conn *c, kv_buf *out, int64_t keys)
                "# Clients\r\nconnected_clients:%llu\r\nmaxclients:%zu\r\n\r\n"
                "# Persistence\r\nrdb_last_save_time:%lld\r\n\r\n"
                "# Stats\r\ntotal_connections_received:%llu\r\n"
-               "total_commands_processed:%llu\r\nrejected_connections:%llu\r\n\r\n"
+               "total_commands_processed:%llu\r\nrejected_connections:%"
+               "llu\r\n\r\n"
                "# Troupe\r\nshards:%u\r\nactors_alive:%llu\r\n"
                "actors_spawned:%llu\r\nactors_exited:%llu\r\n"
                "actor_slots:%llu\r\nmessages_sent:%llu\r\ndead_letters:%llu\r\n"
@@ -670,8 +680,8 @@ static void info(tp_ctx *ctx, kv_conn *c, kv_buf *out, int64_t keys)
                "# Keyspace\r\n",
                (long)getpid(), (unsigned)s->bound_port,
                (long long)((kv_now_ms() - s->start_ms) / 1000),
-               (unsigned long long)atomic_load(&s->clients),
-               s->cfg.max_clients, (long long)(atomic_load(&s->lastsave) / 1000),
+               (unsigned long long)atomic_load(&s->clients), s->cfg.max_clients,
+               (long long)(atomic_load(&s->lastsave) / 1000),
                (unsigned long long)atomic_load(&s->conns_total),
                (unsigned long long)atomic_load(&s->commands),
                (unsigned long long)atomic_load(&s->rejected), s->nshards,
@@ -684,7 +694,8 @@ static void info(tp_ctx *ctx, kv_conn *c, kv_buf *out, int64_t keys)
                (unsigned long long)st.late_replies,
                (unsigned long long)st.timers_active);
     if (keys)
-        kv_buf_fmt(&b, "db0:keys=%lld,expires=0,avg_ttl=0\r\n", (long long)keys);
+        kv_buf_fmt(&b, "db0:keys=%lld,expires=0,avg_ttl=0\r\n",
+                   (long long)keys);
     kv_buf_bulk(out, b.p, b.n);
     kv_buf_free(&b);
 }
@@ -739,7 +750,8 @@ static void on_replies(tp_ctx *ctx, kv_conn *c, const tp_msg *msg)
     if (tp_msg_scanf(msg, "y", (const void **)&p, &n) != 0)
         return;
     while (n >= 12) {
-        uint32_t seq = kv_get32(p), pos = kv_get32(p + 4), len = kv_get32(p + 8);
+        uint32_t seq = kv_get32(p), pos = kv_get32(p + 4),
+                 len = kv_get32(p + 8);
         if (len > n - 12)
             break;
         const char *f = p + 12;
@@ -834,12 +846,8 @@ int kv_conn_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
     if (c->exited)
         return TP_HANDLED;
     switch (tp_msg_tag(msg)) {
-    case TP_NET_DATA:
-        on_data(ctx, c, msg);
-        break;
-    case KV_TAG_REPLIES:
-        on_replies(ctx, c, msg);
-        break;
+    case TP_NET_DATA: on_data(ctx, c, msg); break;
+    case KV_TAG_REPLIES: on_replies(ctx, c, msg); break;
     case TP_NET_CLOSED: {
         int64_t code = 0;
         tp_msg_int(msg, &code);
@@ -851,8 +859,7 @@ int kv_conn_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
         }
         break;
     }
-    default:
-        break;
+    default: break;
     }
     return TP_HANDLED;
 }

@@ -27,19 +27,26 @@
 #define KV_MAX_SHARDS 64
 
 enum {
-    KV_TAG_BATCH = 1,     /* conn -> shard: bin of ops */
-    KV_TAG_REPLIES,       /* shard/coordinator -> conn: bin of fragments */
-    KV_TAG_ADMIN,         /* conn -> coordinator: [seq, admin op, flag] */
-    KV_TAG_SNAPSHOT,      /* coordinator -> shard: int, 1 = final (freeze) */
-    KV_TAG_PART,          /* shard -> coordinator: [shard, ptr, len, count] */
-    KV_TAG_THAW,          /* coordinator -> shard: accept writes again */
-    KV_TAG_SWEEP          /* shard's own timer: active expiry */
+    KV_TAG_BATCH = 1, /* conn -> shard: bin of ops */
+    KV_TAG_REPLIES,   /* shard/coordinator -> conn: bin of fragments */
+    KV_TAG_ADMIN,     /* conn -> coordinator: [seq, admin op, flag] */
+    KV_TAG_SNAPSHOT,  /* coordinator -> shard: int, 1 = final (freeze) */
+    KV_TAG_PART,      /* shard -> coordinator: [shard, ptr, len, count] */
+    KV_TAG_THAW,      /* coordinator -> shard: accept writes again */
+    KV_TAG_SWEEP      /* shard's own timer: active expiry */
 };
 
 /* Shard operations. */
 enum {
-    OP_GET = 1, OP_SET, OP_INCRBY, OP_DEL, OP_EXISTS, OP_EXPIRE, OP_TTL,
-    OP_DBSIZE, OP_FLUSHALL
+    OP_GET = 1,
+    OP_SET,
+    OP_INCRBY,
+    OP_DEL,
+    OP_EXISTS,
+    OP_EXPIRE,
+    OP_TTL,
+    OP_DBSIZE,
+    OP_FLUSHALL
 };
 /* op flags */
 enum { F_NX = 1, F_XX = 2, F_MS = 4 /* TTL in milliseconds (PTTL) */ };
@@ -105,8 +112,7 @@ void kv_bin_finish(kv_buf *b);
 void kv_frag(kv_buf *b, uint32_t seq, uint32_t pos, const void *p, size_t n);
 
 uint64_t kv_hash(const void *p, size_t n);
-static inline unsigned kv_shard_of(const kv_server *s, const void *k,
-                                   size_t n)
+static inline unsigned kv_shard_of(const kv_server *s, const void *k, size_t n)
 {
     return (unsigned)((kv_hash(k, n) >> 32) % s->nshards);
 }

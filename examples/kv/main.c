@@ -85,8 +85,9 @@ static void finish_save(tp_ctx *ctx, kv_coord *co, int status)
     for (size_t i = 0; i < co->nw; i++) {
         waiter *w = &co->w[i];
         if (w->what == ADM_SAVE)
-            answer(ctx, w->pid, w->seq, status == 0 ? "+OK\r\n"
-                                                   : "-ERR saving failed, see the server log\r\n");
+            answer(ctx, w->pid, w->seq,
+                   status == 0 ? "+OK\r\n"
+                               : "-ERR saving failed, see the server log\r\n");
         else if (!co->save_final)
             co->w[keep++] = *w; /* a shutdown waiting for the final save */
         else if (status != 0)
@@ -236,12 +237,8 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
         fflush(stdout);
         break;
     }
-    case KV_TAG_ADMIN:
-        on_admin(ctx, co, msg);
-        break;
-    case KV_TAG_PART:
-        on_part(ctx, co, msg);
-        break;
+    case KV_TAG_ADMIN: on_admin(ctx, co, msg); break;
+    case KV_TAG_PART: on_part(ctx, co, msg); break;
     case TP_TAG_REPLY:
         if (tp_msg_ref(msg) == co->save_ref && co->saving)
             finish_save(ctx, co, tp_msg_status(msg));
@@ -261,8 +258,7 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
         tp_exit(ctx, r.kind == TP_EXIT_NORMAL ? TP_REASON_SHUTDOWN : r);
         break;
     }
-    default:
-        break;
+    default: break;
     }
     return TP_HANDLED;
 }
@@ -273,7 +269,8 @@ static void usage(void)
             "usage: troupe-kv [--port N] [--bind ADDR] [--requirepass PASS]\n"
             "                 [--dbfile PATH | --no-persist] [--maxclients N]\n"
             "                 [--max-request BYTES] [--shards N] [--quiet]\n"
-            "                 [--metrics-port N]  (Prometheus text on 127.0.0.1;\n"
+            "                 [--metrics-port N]  (Prometheus text on "
+            "127.0.0.1;\n"
             "                  SIGUSR1 dumps the actor tree to stderr)\n"
             "defaults: --port 6380 --bind 127.0.0.1 --dbfile dump.tkv\n"
             "          --maxclients 10000 --max-request 67108864 --shards 4\n");

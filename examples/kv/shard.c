@@ -74,7 +74,8 @@ static kv_entry **table_find(kv_table *t, const char *k, size_t kn, uint64_t h)
 {
     kv_entry **pp = &t->b[h & t->mask];
     for (; *pp; pp = &(*pp)->next)
-        if ((*pp)->hash == h && (*pp)->klen == kn && memcmp((*pp)->data, k, kn) == 0)
+        if ((*pp)->hash == h && (*pp)->klen == kn &&
+            memcmp((*pp)->data, k, kn) == 0)
             break;
     return pp;
 }
@@ -169,8 +170,10 @@ void kv_shard_load(kv_shard *sh, const char *k, size_t kn, const char *v,
 
 static const char ERR_FROZEN[] = "-ERR server is saving before shutdown, "
                                  "writes are refused\r\n";
-static const char ERR_NOTINT[] = "-ERR value is not an integer or out of range\r\n";
-static const char ERR_OVERFLOW[] = "-ERR increment or decrement would overflow\r\n";
+static const char ERR_NOTINT[] =
+    "-ERR value is not an integer or out of range\r\n";
+static const char ERR_OVERFLOW[] =
+    "-ERR increment or decrement would overflow\r\n";
 
 #define FRAG_LIT(s) kv_frag(rb, h->seq, h->pos, s, sizeof s - 1)
 
@@ -274,9 +277,7 @@ static void run_op(kv_shard *sh, const kv_ophdr *h, const char **a,
         table_clear(t);
         FRAG_LIT("+OK\r\n");
         break;
-    default:
-        FRAG_LIT("-ERR bad shard op\r\n");
-        break;
+    default: FRAG_LIT("-ERR bad shard op\r\n"); break;
     }
 }
 
@@ -363,19 +364,11 @@ int kv_shard_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START:
         return tp_send_interval(ctx, 100, KV_TAG_SWEEP, NULL, 0, NULL);
-    case KV_TAG_BATCH:
-        return run_batch(ctx, sh, msg);
-    case KV_TAG_SWEEP:
-        sweep(sh);
-        break;
-    case KV_TAG_SNAPSHOT:
-        snapshot(ctx, sh, msg);
-        break;
-    case KV_TAG_THAW:
-        sh->frozen = false;
-        break;
-    default:
-        break;
+    case KV_TAG_BATCH: return run_batch(ctx, sh, msg);
+    case KV_TAG_SWEEP: sweep(sh); break;
+    case KV_TAG_SNAPSHOT: snapshot(ctx, sh, msg); break;
+    case KV_TAG_THAW: sh->frozen = false; break;
+    default: break;
     }
     return TP_HANDLED;
 }

@@ -117,10 +117,14 @@ int kv_load(kv_server *srv, const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return errno == ENOENT ? 1 : (fprintf(stderr,
-                "troupe-kv: cannot open %s: %s\n", path, strerror(errno)), -1);
+        return errno == ENOENT
+                   ? 1
+                   : (fprintf(stderr, "troupe-kv: cannot open %s: %s\n", path,
+                              strerror(errno)),
+                      -1);
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || st.st_size < (off_t)(MAGIC_LEN + TRAILER)) {
+    if (fstat(fileno(f), &st) != 0 ||
+        st.st_size < (off_t)(MAGIC_LEN + TRAILER)) {
         fclose(f);
         fprintf(stderr, "troupe-kv: %s: not a snapshot (too short)\n", path);
         return -1;
@@ -153,12 +157,14 @@ int kv_load(kv_server *srv, const char *path)
     }
     if (!why && (kv_get32(end) != 0xffffffffu || kv_get64(end + 4) != count))
         why = "bad trailer";
-    if (!why && kv_get64(end + 12) != fnv(FNV0, buf + MAGIC_LEN,
-                                          (size_t)(end - buf) - MAGIC_LEN))
+    if (!why && kv_get64(end + 12) !=
+                    fnv(FNV0, buf + MAGIC_LEN, (size_t)(end - buf) - MAGIC_LEN))
         why = "checksum mismatch";
     if (why) {
-        fprintf(stderr, "troupe-kv: %s: corrupt snapshot (%s); refusing to "
-                        "start\n", path, why);
+        fprintf(stderr,
+                "troupe-kv: %s: corrupt snapshot (%s); refusing to "
+                "start\n",
+                path, why);
         free(buf);
         return -1;
     }

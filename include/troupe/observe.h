@@ -112,13 +112,13 @@ TP_API int tp_actors_each(tp_runtime *rt, tp_actor_visit_fn fn, void *arg);
 
 /** Runtime counters: tp_stats plus exits by reason and restarts. */
 typedef struct tp_stats_ex {
-    tp_stats base;          /**< as tp_runtime_stats */
+    tp_stats base; /**< as tp_runtime_stats */
     /** actors ended, by tp_exit_kind (indexed by TP_EXIT_NORMAL to
      * TP_EXIT_NOPROC; TP_EXIT_KILL is never used: a kill ends as
      * TP_EXIT_KILLED). They add up to base.actors_exited. */
     uint64_t exited_by_kind[TP_EXIT_NOPROC + 1];
-    uint64_t restarts;      /**< tp_observe_restart calls */
-    uint64_t observed;      /**< observed actors alive */
+    uint64_t restarts; /**< tp_observe_restart calls */
+    uint64_t observed; /**< observed actors alive */
 } tp_stats_ex;
 
 /** Fill *out (any thread; the figures are estimates while rt runs). */

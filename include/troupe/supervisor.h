@@ -74,17 +74,17 @@ typedef int (*tp_child_start_fn)(tp_ctx *ctx, void *arg, const void *args,
 /** One child of a supervisor. Zero-initialise, then set id and start:
  * the zero values are a permanent worker with the default shutdown. */
 typedef struct tp_child_spec {
-    const char *id;          /**< unique within the supervisor, at most
+    const char *id;           /**< unique within the supervisor, at most
                                   TP_CHILD_ID_MAX bytes; copied. May be NULL
                                   for a simple_one_for_one template. */
-    tp_child_start_fn start; /**< required */
-    void *arg;               /**< passed to start; not owned, must outlive
+    tp_child_start_fn start;  /**< required */
+    void *arg;                /**< passed to start; not owned, must outlive
                                   the supervisor */
     tp_child_restart restart; /**< when it is restarted (zero: permanent) */
-    int shutdown_ms;         /**< > 0: ms between the shutdown signal and
+    int shutdown_ms;          /**< > 0: ms between the shutdown signal and
                                   the kill; or TP_CHILD_SHUTDOWN_DEFAULT,
                                   TP_CHILD_BRUTAL_KILL, TP_CHILD_INFINITY */
-    tp_child_kind kind;      /**< worker (zero) or supervisor */
+    tp_child_kind kind;       /**< worker (zero) or supervisor */
 } tp_child_spec;
 
 /* ------------------------------------------------------- supervisor specs */
@@ -135,14 +135,14 @@ typedef enum tp_sup_event_kind {
 /** One report. Pointers are valid during the report call only. */
 typedef struct tp_sup_event {
     tp_sup_event_kind kind; /**< what happened */
-    tp_pid sup;         /**< the supervisor */
-    const char *id;     /**< child id ("" for simple_one_for_one children) */
-    tp_pid pid;         /**< the child's pid (0 when not known) */
-    tp_reason reason;   /**< EXITED, STOPPED, START_FAILED */
-    int code;           /**< START_FAILED: the TP_E* code */
-    unsigned delay_ms;  /**< RESTARTING: backoff delay; KILLED: time given */
-    const void *args;   /**< simple_one_for_one start arguments, or NULL */
-    size_t args_len;    /**< length of args */
+    tp_pid sup;             /**< the supervisor */
+    const char *id;    /**< child id ("" for simple_one_for_one children) */
+    tp_pid pid;        /**< the child's pid (0 when not known) */
+    tp_reason reason;  /**< EXITED, STOPPED, START_FAILED */
+    int code;          /**< START_FAILED: the TP_E* code */
+    unsigned delay_ms; /**< RESTARTING: backoff delay; KILLED: time given */
+    const void *args;  /**< simple_one_for_one start arguments, or NULL */
+    size_t args_len;   /**< length of args */
 } tp_sup_event;
 
 /** A report callback: called inside the supervisor's behavior with its
@@ -154,16 +154,16 @@ typedef void (*tp_sup_report_fn)(tp_ctx *ctx, void *arg,
 /** A supervisor. Fill with tp_sup_spec_init, then set children. */
 typedef struct tp_sup_spec {
     tp_sup_strategy strategy; /**< how children are restarted */
-    unsigned intensity;  /**< max restarts in period_ms (default 1) ... */
-    unsigned period_ms;  /**< ... (default 5000, must be > 0) */
+    unsigned intensity;       /**< max restarts in period_ms (default 1) ... */
+    unsigned period_ms;       /**< ... (default 5000, must be > 0) */
     const tp_child_spec *children; /**< copied; for simple_one_for_one
                                         exactly one template */
     size_t n_children;             /**< entries in children */
     tp_sup_backoff backoff;        /**< zero: off */
-    const char *name;   /**< register the supervisor under it; may be NULL */
-    tp_sup_report_fn report;       /**< may be NULL */
-    void *report_arg;              /**< passed to report */
-    size_t mailbox_capacity;       /**< 0: unbounded (a supervisor must
+    const char *name; /**< register the supervisor under it; may be NULL */
+    tp_sup_report_fn report; /**< may be NULL */
+    void *report_arg;        /**< passed to report */
+    size_t mailbox_capacity; /**< 0: unbounded (a supervisor must
                                         never slow its children's exits) */
 } tp_sup_spec;
 
@@ -253,8 +253,7 @@ typedef enum tp_child_state {
  * args (one msgpack object, or NULL/0; copied, kept for restarts). Reply
  * [rc, pid]: rc the start's error, or TP_ESTATE for other strategies. */
 TP_API int tp_sup_start_child(tp_ctx *ctx, tp_pid sup, const void *args,
-                              size_t args_len, int timeout_ms,
-                              tp_ref *ref_out);
+                              size_t args_len, int timeout_ms, tp_ref *ref_out);
 
 /** Stop the child with id (its shutdown as at supervisor shutdown); it is
  * not restarted (a temporary child is also deleted). Reply [rc]: 0 (also
