@@ -299,7 +299,7 @@ int tp_become(tp_ctx *ctx, tp_behavior b)
     return 0;
 }
 
-static void rto_rearm(tpi_actor *a)
+void tpi_rto_rearm(tpi_actor *a)
 {
     tpi_actor_ext *x = a->ext;
     if (x->rto_timer)
@@ -320,7 +320,7 @@ int tp_receive_timeout(tp_ctx *ctx, int ms)
     if (!x)
         return TP_ENOMEM;
     x->rto_ms = ms < 0 ? -1 : ms;
-    rto_rearm(a);
+    tpi_rto_rearm(a);
     return 0;
 }
 
@@ -353,7 +353,7 @@ static int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     if (r < 0)
         tpi_actor_set_exit(a, TP_REASON_ERROR(r, tp_strerror(r)));
     if (a->ext && a->ext->rto_ms >= 0 && !(a->flags & TPI_ACT_EXITING))
-        rto_rearm(a);
+        tpi_rto_rearm(a);
     return r;
 }
 

@@ -200,6 +200,8 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
               const tp_spawn_opts *opts, tp_pid *pid_out);
 /* Run one turn of a scheduled actor (scheduler thread). */
 void tpi_actor_turn(tpi_sched *s, tpi_actor *a);
+/* Restart a's receive timeout (after a handled message), if it has one. */
+void tpi_rto_rearm(tpi_actor *a);
 /* Set the exit reason of a running actor (ends after its turn). */
 void tpi_actor_set_exit(tpi_actor *a, tp_reason r);
 /* End a spawned-but-never-run or still-live actor at teardown. */

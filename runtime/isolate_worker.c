@@ -191,18 +191,6 @@ static void finish(void)
     stop(0);
 }
 
-static void rto_rearm(tpi_actor *a)
-{
-    tpi_actor_ext *x = a->ext;
-    if (x->rto_timer)
-        tpi_timer_cancel(a, x->rto_timer);
-    x->rto_timer = 0;
-    if (x->rto_ms >= 0 &&
-        tpi_timer_start(a, TPI_TIMER_RECV, (uint64_t)x->rto_ms * 1000000u, 0, 0,
-                        NULL, 0, 0, &x->rto_timer) != 0)
-        x->rto_timer = 0;
-}
-
 /* Run the behavior for m, as a turn of actors/actor.c would. Consumes m. */
 static void run_one(tpi_msg *m)
 {
@@ -234,7 +222,7 @@ static void run_one(tpi_msg *m)
             tpi_actor_set_exit(a, TP_REASON_ERROR(r, tp_strerror(r)));
     }
     if (a->ext && a->ext->rto_ms >= 0 && !(a->flags & TPI_ACT_EXITING))
-        rto_rearm(a);
+        tpi_rto_rearm(a);
 }
 
 /* Run m, then whatever a tp_become put up for replay. */
