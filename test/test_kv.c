@@ -457,36 +457,60 @@ static void test_max_clients(void **unused)
     assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
-/* The real redis-cli, unchanged, when installed (Debian redis-tools). */
+/* Run "redis-cli -p port <args>" and compare its output (trailing
+ * newlines dropped) with want. */
+static void cli_expect(uint16_t port, const char *args, const char *want)
+{
+    char cmd[512], out[256];
+    snprintf(cmd, sizeof cmd, "redis-cli -p %u %s 2>&1", (unsigned)port, args);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    pclose(f);
+    while (n && out[n - 1] == '\n')
+        n--;
+    out[n] = '\0';
+    if (strcmp(out, want) != 0)
+        fail_msg("redis-cli %s: got '%s', want '%s'", args, out, want);
+}
+
+static bool have_redis_cli(void)
+{
+    if (system("command -v redis-cli >/dev/null 2>&1") == 0)
+        return true;
+    fprintf(stderr, "redis-cli not installed: skipped\n");
+    return false;
+}
+
+/* The real redis-cli, unchanged, when installed (Debian redis-tools):
+ * every command of the issue, expiry, pipelining (--pipe). */
 static void test_redis_cli(void **unused)
 {
-    if (system("command -v redis-cli >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "redis-cli not installed: skipped\n");
+    if (!have_redis_cli())
         skip();
-    }
     server s = start((const char *[]){"--no-persist", NULL});
-    char cmd[512], out[256];
+    char cmd[512];
     static const char *const script[][2] = {
-        {"SET cli hello", "OK"}, {"GET cli", "hello"},
-        {"INCRBY ctr 5", "5"},   {"MGET cli ctr", "hello\n5"},
-        {"DEL cli", "1"},        {"EXISTS cli", "0"},
-        {"SET t v EX 50", "OK"}, {"TTL t", "50"},
-        {"PING", "PONG"},        {"DBSIZE", "2"},
+        {"PING", "PONG"},         {"ECHO hi", "hi"},
+        {"SET cli hello", "OK"},  {"GET cli", "hello"},
+        {"SET cli other NX", ""}, {"SET cli world XX", "OK"},
+        {"SET fresh v XX", ""},   {"INCRBY ctr 5", "5"},
+        {"INCR ctr", "6"},        {"DECR ctr", "5"},
+        {"MSET a 1 b 2", "OK"},   {"MGET cli ctr a b", "world\n5\n1\n2"},
+        {"DEL a b", "2"},         {"EXISTS cli a", "1"},
+        {"SET t v EX 50", "OK"},  {"TTL t", "50"},
+        {"SET p v PX 1", "OK"},   {"EXPIRE cli 100", "1"},
+        {"TTL cli", "100"},       {"DBSIZE", "3"},
+        {"FLUSHALL", "OK"},       {"DBSIZE", "0"},
     };
-    for (size_t i = 0; i < sizeof script / sizeof script[0]; i++) {
-        snprintf(cmd, sizeof cmd, "redis-cli -p %u %s", (unsigned)s.port,
-                 script[i][0]);
-        FILE *f = popen(cmd, "r");
-        assert_non_null(f);
-        size_t n = fread(out, 1, sizeof out - 1, f);
-        pclose(f);
-        while (n && out[n - 1] == '\n')
-            n--;
-        out[n] = '\0';
-        if (strcmp(out, script[i][1]) != 0)
-            fail_msg("redis-cli %s: got '%s', want '%s'", script[i][0], out,
-                     script[i][1]);
-    }
+    for (size_t i = 0; i < sizeof script / sizeof script[0]; i++)
+        cli_expect(s.port, script[i][0], script[i][1]);
+    /* INFO reports the runtime's statistics */
+    snprintf(cmd, sizeof cmd, "redis-cli -p %u INFO | grep -q '^actors_alive:'",
+             (unsigned)s.port);
+    assert_int_equal(system(cmd), 0);
+    /* expiry: the 1 ms key is gone by now */
+    cli_expect(s.port, "EXISTS p", "0");
     /* redis-cli --pipe: a mass insert */
     snprintf(cmd, sizeof cmd,
              "for i in $(seq 1 500); do printf 'SET m:%%s %%s\\r\\n' $i $i; "
@@ -494,7 +518,31 @@ static void test_redis_cli(void **unused)
              "replies: 500'",
              (unsigned)s.port);
     assert_int_equal(system(cmd), 0);
+    cli_expect(s.port, "QUIT", "OK");
     assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* redis-cli against AUTH, SAVE and a restart, and SIGTERM saving. */
+static void test_redis_cli_persistence(void **unused)
+{
+    if (!have_redis_cli())
+        skip();
+    unlink(dbfile);
+    server s = start((const char *[]){"--requirepass", "sekrit", NULL});
+    char want[128];
+    snprintf(want, sizeof want, "NOAUTH Authentication required.");
+    cli_expect(s.port, "GET k", want);
+    cli_expect(s.port, "-a sekrit --no-auth-warning SET k saved", "OK");
+    cli_expect(s.port, "-a sekrit --no-auth-warning SAVE", "OK");
+    cli_expect(s.port, "-a sekrit --no-auth-warning SET k2 on-sigterm", "OK");
+    assert_int_equal(stop(&s, SIGTERM), 0); /* SIGTERM saves first */
+    s = start((const char *[]){"--requirepass", "sekrit", NULL});
+    cli_expect(s.port, "-a sekrit --no-auth-warning GET k", "saved");
+    cli_expect(s.port, "-a sekrit --no-auth-warning GET k2", "on-sigterm");
+    cli_expect(s.port, "-a sekrit --no-auth-warning BGSAVE",
+               "Background saving started");
+    assert_int_equal(stop(&s, SIGTERM), 0);
+    unlink(dbfile);
 }
 
 int main(void)
@@ -520,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_max_clients),
         cmocka_unit_test(test_redis_cli),
+        cmocka_unit_test(test_redis_cli_persistence),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(dbfile);
