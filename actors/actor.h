@@ -272,6 +272,13 @@ void tpi_names_release(tpi_names *n, const char *name, tp_pid pid);
 
 /* ---- actors/payload.c */
 int tpi_payload_check(const void *data, size_t len);
+/* Load n big-endian bytes at p (n = 0..8). */
+uint64_t tpi_be(const uint8_t *p, int n);
+/* Decode one msgpack integer at p (avail bytes): *used bytes; a value above
+ * INT64_MAX comes as *u with *is_unsigned. TP_EPROTO if p is not an int or
+ * is truncated. */
+int tpi_decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
+                   uint64_t *u, bool *is_unsigned);
 /* Read a payload that is exactly one msgpack int64; TP_EPROTO if not. */
 int tpi_read_int(const void *data, size_t len, int64_t *out);
 /* Pack an int64 into buf (>= 9 bytes); returns the length. */

@@ -14,7 +14,7 @@
 
 /* Load n big-endian bytes at p (n = 0..8); the common widths with one
  * byte swap. */
-static uint64_t be(const uint8_t *p, int n)
+uint64_t tpi_be(const uint8_t *p, int n)
 {
     switch (n) {
     case 1: return p[0];
@@ -81,7 +81,7 @@ static int header(const uint8_t *p, size_t len, uint64_t *skip, uint64_t *items)
             return -1;
         if (len < (size_t)(1 + lb))
             return -1;
-        uint64_t n = be(p + 1, lb);
+        uint64_t n = tpi_be(p + 1, lb);
         hdr += lb;
         if (k >= 0x1c && k <= 0x1d)
             *items = n;
@@ -388,8 +388,8 @@ typedef struct reader {
 
 /* Decode an int at p (avail bytes): *used bytes; a value above INT64_MAX
  * comes as *u with *is_unsigned. TP_EPROTO if not an int or truncated. */
-static int decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
-                      uint64_t *u, bool *is_unsigned)
+int tpi_decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
+                   uint64_t *u, bool *is_unsigned)
 {
     uint8_t b = p[0];
     *is_unsigned = false;
@@ -414,7 +414,7 @@ static int decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
     }
     if (avail < (size_t)n + 1)
         return TP_EPROTO;
-    uint64_t v = be(p + 1, n);
+    uint64_t v = tpi_be(p + 1, n);
     *used = 1 + (size_t)n;
     if (b >= 0xd0) {
         int shift = 64 - 8 * n; /* sign-extend from n bytes */
@@ -431,8 +431,8 @@ static int decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
 static int rd_int(reader *r, int64_t *i, uint64_t *u, bool *is_unsigned)
 {
     size_t used;
-    int rc =
-        decode_int(r->p + r->off, r->len - r->off, &used, i, u, is_unsigned);
+    int rc = tpi_decode_int(r->p + r->off, r->len - r->off, &used, i, u,
+                            is_unsigned);
     if (rc == 0)
         r->off += used;
     return rc;
@@ -450,7 +450,7 @@ static int rd_len(reader *r, uint8_t fix_mask, uint8_t fix_tag, uint8_t fix_max,
     for (int k = 0; k < 3; k++)
         if (codes[k] && b == codes[k]) {
             int lb = 1 << k;
-            *n = be(r->p + r->off + 1, lb);
+            *n = tpi_be(r->p + r->off + 1, lb);
             r->off += 1 + (size_t)lb;
             return 0;
         }
@@ -518,13 +518,13 @@ static int unpack_values(reader *r, const char **fmtp, va_list *ap, char close)
         case 'd': {
             double *o = va_arg(*ap, double *);
             if (b == 0xca) {
-                uint32_t w = (uint32_t)be(r->p + r->off + 1, 4);
+                uint32_t w = (uint32_t)tpi_be(r->p + r->off + 1, 4);
                 float x;
                 memcpy(&x, &w, 4);
                 *o = x;
                 r->off += 5;
             } else if (b == 0xcb) {
-                uint64_t w = be(r->p + r->off + 1, 8);
+                uint64_t w = tpi_be(r->p + r->off + 1, 8);
                 memcpy(o, &w, 8);
                 r->off += 9;
             } else {
@@ -589,8 +589,8 @@ int tpi_read_int(const void *data, size_t len, int64_t *out)
     uint64_t u;
     size_t used;
     bool uns;
-    if (len == 0 || decode_int(data, len, &used, out, &u, &uns) != 0 || uns ||
-        used != len)
+    if (len == 0 || tpi_decode_int(data, len, &used, out, &u, &uns) != 0 ||
+        uns || used != len)
         return TP_EPROTO;
     return 0;
 }

@@ -8,20 +8,12 @@
 
 #include <string.h>
 
-static uint64_t be(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 int tpi_frame_next(const void *p, size_t avail, size_t cap, size_t *body_len)
 {
     *body_len = 0;
     if (avail < 4)
         return 1;
-    uint64_t n = be(p, 4);
+    uint64_t n = tpi_be(p, 4);
     if (n == 0)
         return TP_EPROTO;
     if (n > cap)
@@ -35,36 +27,15 @@ int tpi_frame_next(const void *p, size_t avail, size_t cap, size_t *body_len)
  * wrong. A uint64 above INT64_MAX keeps its bits (pids). */
 static int read_int(const uint8_t **pp, const uint8_t *e, int64_t *out)
 {
-    const uint8_t *p = *pp;
-    if (p >= e)
+    size_t used;
+    uint64_t u;
+    bool uns;
+    if (*pp >= e ||
+        tpi_decode_int(*pp, (size_t)(e - *pp), &used, out, &u, &uns) != 0)
         return -1;
-    uint8_t b = *p;
-    int n;
-    if (b <= 0x7f || b >= 0xe0) {
-        *out = (int8_t)b;
-        *pp = p + 1;
-        return 0;
-    }
-    switch (b) {
-    case 0xcc:
-    case 0xd0: n = 1; break;
-    case 0xcd:
-    case 0xd1: n = 2; break;
-    case 0xce:
-    case 0xd2: n = 4; break;
-    case 0xcf:
-    case 0xd3: n = 8; break;
-    default: return -1;
-    }
-    if (e - p < 1 + n)
-        return -1;
-    uint64_t v = be(p + 1, n);
-    if (b >= 0xd0 && n < 8) { /* sign-extend */
-        uint64_t sign = (uint64_t)1 << (8 * n - 1);
-        v = (v ^ sign) - sign;
-    }
-    *out = (int64_t)v;
-    *pp = p + 1 + n;
+    if (uns)
+        *out = (int64_t)u;
+    *pp += used;
     return 0;
 }
 
@@ -106,7 +77,7 @@ int tpi_frame_decode(const void *body, size_t len, tpi_frame *f,
         f->payload = NULL;
         f->len = 0;
     } else if (n && e - p >= n) {
-        uint64_t blen = be(p, n);
+        uint64_t blen = tpi_be(p, n);
         p += n;
         if (blen != (uint64_t)(e - p)) { /* the check made this exact */
             err = 3;
