@@ -96,8 +96,6 @@ struct tpi_sched {
     bool became;      /* the running behavior called tp_become */
     tpi_timer_heap timers;
     tpi_stats stats;
-    pthread_t thread;
-    void *zone; /* scratch for payload unpacking */
 };
 
 int tpi_sched_init(tpi_sched *s, tp_runtime *rt);

@@ -180,7 +180,6 @@ void tpi_sched_fini(tpi_sched *s)
 int tpi_sched_run(tpi_sched *s)
 {
     tls_sched = s;
-    s->thread = pthread_self();
     drain_inject(s);
     int rc = event_base_loop(s->base, 0);
     tls_sched = NULL;
