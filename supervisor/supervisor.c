@@ -444,6 +444,14 @@ static void reply_result(tp_ctx *ctx, tp_reply_handle *r, int rc,
     tp_free(buf);
 }
 
+/* A request's job could not be set up: drop it and answer rc. */
+static void job_abandon(tp_ctx *ctx, sup *s, int rc, const tp_pid *pid)
+{
+    s->job.kind = JOB_NONE;
+    reply_result(ctx, s->job.reply, rc, pid);
+    s->job.reply = NULL;
+}
+
 /* The intensity was exceeded (by the restart of c): log, report, stop. */
 static void intensity_exceeded(tp_ctx *ctx, sup *s, child *c)
 {
@@ -890,9 +898,7 @@ static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
         s->job.reply = tp_reply_take(ctx, msg);
         if (job_add(s, ST_START, c) != 0) {
             c->doomed = true;
-            s->job.kind = JOB_NONE;
-            reply_result(ctx, s->job.reply, TP_ENOMEM, &none);
-            s->job.reply = NULL;
+            job_abandon(ctx, s, TP_ENOMEM, &none);
             return;
         }
         job_run(ctx, s);
@@ -914,9 +920,7 @@ static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
                 job_run(ctx, s);
                 return;
             }
-            s->job.kind = JOB_NONE;
-            reply_result(ctx, s->job.reply, rc, &none);
-            s->job.reply = NULL;
+            job_abandon(ctx, s, rc, &none);
             return;
         }
         reply_result(ctx, tp_reply_take(ctx, msg), rc, &none);
@@ -940,9 +944,7 @@ static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
             return;
         }
         if (job_add(s, ST_STOP, c) != 0) {
-            s->job.kind = JOB_NONE;
-            reply_result(ctx, s->job.reply, TP_ENOMEM, NULL);
-            s->job.reply = NULL;
+            job_abandon(ctx, s, TP_ENOMEM, NULL);
             return;
         }
         job_run(ctx, s);
