@@ -12,7 +12,7 @@
 
 #define EXIT_KIND_SHIFT 8 /* exit kind kept in flags, so it survives OOM */
 
-static tp_runtime *rt_of(tpi_actor *a) { return a->sched->rt; }
+static tp_runtime *rt_of(tpi_actor *a) { return tpi_actor_rt(a); }
 
 tpi_actor_ext *tpi_actor_ext_get(tpi_actor *a)
 {
@@ -35,6 +35,45 @@ tpi_actor *tpi_ctx_actor(tp_ctx *ctx)
 static void release_ext(tpi_actor *a);
 static void close_resources(tpi_actor *a);
 
+/* A free slot whose scheduling flag we could claim. A slot whose ended
+ * actor got a message after its last drain is queued (flag held) to turn
+ * it into a dead letter: it may be on the free list meanwhile, and must
+ * not be written until that flush is done, so it is skipped. */
+static tpi_actor *take_slot(tp_runtime *rt)
+{
+    tpi_actor *a, *busy = NULL;
+    while ((a = tpi_table_take(rt->table)) && !tpi_mailbox_claim(&a->mb)) {
+        a->free_next = busy ? busy->index + 1 : 0;
+        busy = a;
+    }
+    while (busy) { /* rare: back to the free list for later spawns */
+        tpi_actor *next =
+            busy->free_next
+                ? tpi_table_slot(rt->table,
+                                 tpi_pid_make(busy->free_next - 1, 0))
+                : NULL;
+        tpi_table_put(rt->table, busy);
+        busy = next;
+    }
+    return a;
+}
+
+/* Count a spawn from outside any actor, unless the run is over: once it
+ * has started, a count of zero means every actor ended and the schedulers
+ * are stopping, and no actor may start after that (nobody would run it). */
+static bool live_from_outside(tp_runtime *rt)
+{
+    uint64_t l = atomic_load_explicit(&rt->live, memory_order_relaxed);
+    do {
+        if (l == TPI_LIVE_RUN)
+            return false;
+        /* acq_rel: ordered with the decrement that would end the run. */
+    } while (!atomic_compare_exchange_weak_explicit(&rt->live, &l, l + 1,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    return true;
+}
+
 int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
               const tp_spawn_opts *opts, tp_pid *pid_out)
 {
@@ -46,15 +85,27 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     if (flags & ~(TP_SPAWN_LINK | TP_SPAWN_TRAP_EXIT | TP_SPAWN_OBSERVE) ||
         ((flags & TP_SPAWN_LINK) && !parent))
         return TP_EINVAL;
-    tpi_actor *a = tpi_table_take(rt->table);
-    if (!a)
+    if (!parent && !live_from_outside(rt))
+        return TP_ESTATE;
+    tpi_actor *a = take_slot(rt);
+    if (!a) {
+        if (!parent)
+            tpi_runtime_actor_gone(rt);
         return TP_ENOMEM;
-    /* The mailbox (queue and count) is left as the slot's last owner left
+    }
+    /* We hold the slot's scheduling flag (take_slot), so nothing runs it.
+     * The mailbox (queue and count) is left as the slot's last owner left
      * it: stale messages still in it are dead letters by generation. */
     a->behavior = b;
     a->state = state;
     a->state_free = opts ? opts->state_free : NULL;
-    a->sched = &rt->sched;
+    tpi_sched *here = tpi_sched_current();
+    if (!here || here->rt != rt) /* from outside: round robin */
+        here = &rt->scheds[atomic_fetch_add_explicit(&rt->next_home, 1,
+                                                     memory_order_relaxed) %
+                           rt->nsched];
+    /* release: pairs with tpi_home's acquire (see runtime/sched.c). */
+    atomic_store_explicit(&a->home, here, memory_order_release);
     a->ext = NULL;
     a->flags = (flags & TP_SPAWN_TRAP_EXIT) ? TPI_ACT_TRAP : 0;
     a->parent = parent ? tpi_actor_pid(parent) : TP_PID_NONE;
@@ -65,21 +116,24 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
         ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0)) {
         release_ext(a);
         a->behavior = NULL;
+        if (tpi_mailbox_release(&a->mb)) /* a stale sender came meanwhile */
+            tpi_sched_ready(a);
         tpi_table_put(rt->table, a);
+        if (!parent)
+            tpi_runtime_actor_gone(rt);
         return TP_ENOMEM;
     }
     tp_pid pid = tpi_actor_pid(a);
     /* relaxed: run's end is decided by the decrement in
-     * tpi_runtime_actor_gone (acq_rel); this increment happens before any
-     * decrement it could race with, on the spawner's own timeline. */
-    atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
+     * tpi_runtime_actor_gone (acq_rel); the live parent keeps the count
+     * above zero, so this cannot race the end. */
+    if (parent)
+        atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
     TPI_STAT(rt, spawned, 1);
     /* TP_TAG_START is not a queued message but a flag: no allocation per
-     * spawn, and it is always the first thing handled. A slot still queued
-     * to flush its last owner's stale messages is claimed already. */
+     * spawn, and it is always the first thing handled. */
     a->flags |= TPI_ACT_START;
-    if (tpi_mailbox_claim(&a->mb))
-        tpi_sched_ready(a);
+    tpi_sched_ready(a);
     if (pid_out)
         *pid_out = pid;
     return 0;
@@ -295,7 +349,7 @@ int tp_become(tp_ctx *ctx, tp_behavior b)
     a->behavior = b;
     /* The deferred messages are offered again once this call returns (see
      * handle), so one deferred by this very call keeps its place. */
-    a->sched->became = true;
+    tpi_home(a)->became = true;
     return 0;
 }
 
@@ -331,7 +385,9 @@ static int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
     s->cur_msg = m;
     s->became = false;
+    tpi_sched_tick_begin(s, tpi_actor_pid(a), m->tag);
     int r = a->behavior((tp_ctx *)a, a->state, m);
+    tpi_sched_tick_end(s);
     s->cur_msg = NULL;
     if (r == TP_DEFER && (m->flags & TPI_MSG_STATIC))
         r = TP_HANDLED; /* the start message cannot be kept */
@@ -413,7 +469,7 @@ static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
         tpi_msg_free(m);
 }
 
-void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
+unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
 {
     tpi_mailbox *mb = &a->mb;
     tpi_mailbox_take_remote(mb);
@@ -446,7 +502,7 @@ void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     s->cur = NULL;
     if (a->flags & TPI_ACT_EXITING) {
         finalize(a);
-        return;
+        return popped + 1;
     }
     /* Senders on other threads push during the turn, so the count may
      * have reached capacity at any point of it (then someone may be
@@ -459,10 +515,11 @@ void tpi_actor_turn(tpi_sched *s, tpi_actor *a)
         tpi_drained(s->rt, a);
     if (s->pause_on) {
         tpi_pause(s->rt, a, s->pause_on); /* keeps the flag while parked */
-        return;
+        return popped + 1;
     }
     if (mb->lhead || (a->ext && a->ext->replay.head) ||
         atomic_load_explicit(&mb->rcount, memory_order_relaxed) ||
         tpi_mailbox_release(mb))
         tpi_sched_ready(a);
+    return popped + 1;
 }

@@ -138,7 +138,10 @@ typedef struct tpi_actor {
     tp_behavior behavior; /* NULL when the slot is free */
     void *state;
     void (*state_free)(void *);
-    tpi_sched *sched;
+    /* The scheduler the actor runs on. Written (release) only by whoever
+     * owns the actor's scheduling: its spawner, or its home scheduler
+     * handing it, queued, to another (runtime/sched.c). */
+    _Atomic(tpi_sched *) home;
     tpi_actor_ext *ext;
     tp_pid parent;        /* the spawner, TP_PID_NONE from outside */
     _Atomic uint32_t gen; /* current generation of the slot */
@@ -152,6 +155,14 @@ typedef struct tpi_actor {
     _Atomic uint32_t obs_dead;
     struct tpi_actor *waiters; /* actors paused on me (wait lock) */
 } tpi_actor;
+
+/* acquire: pairs with the release store that moved a (runtime/sched.c),
+ * so a thread that finds itself a's home also sees the mailbox FIFO as the
+ * previous home left it. */
+static inline tpi_sched *tpi_home(tpi_actor *a)
+{
+    return atomic_load_explicit(&a->home, memory_order_acquire);
+}
 
 #define TPI_SLOT_BITS 32
 static inline uint32_t tpi_pid_index(tp_pid p) { return (uint32_t)p - 1u; }
@@ -198,8 +209,9 @@ void tpi_msglist_prepend(tpi_msglist *dst, tpi_msglist *src);
 tpi_actor_ext *tpi_actor_ext_get(tpi_actor *a); /* NULL on out of memory */
 int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
               const tp_spawn_opts *opts, tp_pid *pid_out);
-/* Run one turn of a scheduled actor (scheduler thread). */
-void tpi_actor_turn(tpi_sched *s, tpi_actor *a);
+/* Run one turn of a scheduled actor (scheduler thread). Returns a measure
+ * of the work done: the messages taken from its mailbox, plus one. */
+unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a);
 /* Restart a's receive timeout (after a handled message), if it has one. */
 void tpi_rto_rearm(tpi_actor *a);
 /* Set the exit reason of a running actor (ends after its turn). */

@@ -13,7 +13,7 @@
 #include "runtime/alloc.h"
 #include "runtime/runtime.h"
 
-static tp_runtime *rt_of(tpi_actor *a) { return a->sched->rt; }
+static tp_runtime *rt_of(tpi_actor *a) { return tpi_actor_rt(a); }
 
 static int send_reply(tp_runtime *rt, tp_pid from, tp_pid to, tp_ref ref,
                       int status, const void *data, size_t len)

@@ -69,7 +69,7 @@ int tp_register(tp_ctx *ctx, const char *name)
         return TP_ENOMEM;
     if (x->name)
         return TP_EEXIST;
-    tpi_names *n = a->sched->rt->names;
+    tpi_names *n = tpi_actor_rt(a)->names;
     size_t len = strlen(name);
     entry *e = tpi_alloc(sizeof *e + len + 1);
     char *copy = tpi_strndup(name, NAME_MAX_LEN);
@@ -129,7 +129,7 @@ int tp_unregister(tp_ctx *ctx, const char *name)
     tpi_actor_ext *x = a->ext;
     if (!x || !x->name || strcmp(x->name, name) != 0)
         return TP_ENOENT;
-    remove_name(a->sched->rt->names, name, tpi_actor_pid(a));
+    remove_name(tpi_actor_rt(a)->names, name, tpi_actor_pid(a));
     tpi_free(x->name);
     x->name = NULL;
     return 0;

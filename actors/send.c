@@ -44,14 +44,16 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
         return 0;
     }
     int32_t tag = m->tag;
-    bool queue_it = tpi_sched_current() == a->sched
+    /* The local FIFO belongs to a's home thread; every other thread uses
+     * the MPSC side. */
+    bool queue_it = tpi_sched_current() == tpi_home(a)
                         ? tpi_mailbox_push_local(&a->mb, &m->node)
                         : tpi_mailbox_push_remote(&a->mb, &m->node);
     if (queue_it)
         tpi_sched_ready(a);
     if (tag >= 0 && over(&a->mb, tpi_mailbox_count(&a->mb))) {
         if (from && from != a && !over(&from->mb, tpi_mailbox_count(&from->mb)))
-            from->sched->pause_on = to;
+            tpi_home(from)->pause_on = to;
         /* relaxed: a hint; tpi_unpause re-checks under the wait lock. */
         if (atomic_load_explicit(&a->paused, memory_order_relaxed))
             tpi_unpause(rt, a);
@@ -98,6 +100,13 @@ void tpi_dead_letter_why(tp_runtime *rt, tp_pid to, tpi_msg *m, tp_reason why)
 
 /* ---------------------------------------------------------- backpressure */
 
+/* Every store to a waiter list link, under the wait lock: relaxed atomic,
+ * because tpi_drained peeks at a list head without the lock. */
+static void link_store(tpi_actor **pp, tpi_actor *v)
+{
+    __atomic_store_n(pp, v, __ATOMIC_RELAXED);
+}
+
 void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
 {
     tpi_actor *t = tpi_table_slot(rt->table, target);
@@ -107,7 +116,7 @@ void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
         pthread_mutex_lock(&rt->wait_lock);
         x->waiting_on = target;
         x->wait_next = t->waiters;
-        t->waiters = a;
+        link_store(&t->waiters, a);
         atomic_store_explicit(&a->paused, 1, memory_order_relaxed);
         /* seq_cst: our registration must be visible before we read the
          * target's count, as its drain reads waiters after lowering the
@@ -119,7 +128,7 @@ void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
         if (!parked) {
             for (tpi_actor **pp = &t->waiters; *pp; pp = &(*pp)->ext->wait_next)
                 if (*pp == a) {
-                    *pp = x->wait_next;
+                    link_store(pp, x->wait_next);
                     break;
                 }
             atomic_store_explicit(&a->paused, 0, memory_order_relaxed);
@@ -141,7 +150,7 @@ void tpi_unpause(tp_runtime *rt, tpi_actor *a)
     tpi_actor *t = tpi_table_slot(rt->table, a->ext->waiting_on);
     for (tpi_actor **pp = &t->waiters; *pp; pp = &(*pp)->ext->wait_next)
         if (*pp == a) {
-            *pp = a->ext->wait_next;
+            link_store(pp, a->ext->wait_next);
             break;
         }
     pthread_mutex_unlock(&rt->wait_lock);
@@ -157,10 +166,13 @@ void tpi_drained(tp_runtime *rt, tpi_actor *a)
     /* seq_cst: pairs with the fences in tpi_pause and tp_runtime_send: the
      * count we lowered is visible to them, or their registration to us. */
     atomic_thread_fence(memory_order_seq_cst);
-    if (a->waiters) {
+    /* relaxed: the fence above orders it; the list itself is read under
+     * the lock. A plain field with GCC atomics, as pausers link it through
+     * pointers to pointers (link_store). */
+    if (__atomic_load_n(&a->waiters, __ATOMIC_RELAXED)) {
         pthread_mutex_lock(&rt->wait_lock);
         tpi_actor *w = a->waiters;
-        a->waiters = NULL;
+        link_store(&a->waiters, NULL);
         for (tpi_actor *p = w; p; p = p->ext->wait_next)
             atomic_store_explicit(&p->paused, 0, memory_order_relaxed);
         pthread_mutex_unlock(&rt->wait_lock);
@@ -203,7 +215,7 @@ int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
 
 static int send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
 {
-    tp_runtime *rt = a->sched->rt;
+    tp_runtime *rt = tpi_actor_rt(a);
     m->from = tpi_actor_pid(a);
     TPI_STAT(rt, sent, 1);
     return tpi_deliver(rt, a, to, m);
@@ -218,7 +230,7 @@ static int send_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
     if (to == TP_PID_NONE)
         return TP_EINVAL;
     tpi_msg *m;
-    int rc = tpi_msg_for_send(a->sched->rt, tag, data, len, check, &m);
+    int rc = tpi_msg_for_send(tpi_actor_rt(a), tag, data, len, check, &m);
     return rc ? rc : send_from(a, to, m);
 }
 
@@ -252,7 +264,7 @@ int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)
     else if (to == TP_PID_NONE || tag < 0)
         rc = TP_EINVAL;
     else
-        rc = tpi_payload_valid(a->sched->rt, buf, len);
+        rc = tpi_payload_valid(tpi_actor_rt(a), buf, len);
     tpi_msg *m = rc ? NULL : tpi_msg_new(tag, NULL, 0);
     if (!rc && !m)
         rc = TP_ENOMEM;

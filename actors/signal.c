@@ -66,7 +66,7 @@ static bool refs_del(tpi_refvec *rv, tp_ref ref, tp_pid *pid)
 
 /* ------------------------------------------------------------- signals */
 
-static tp_runtime *rt_of(tpi_actor *a) { return a->sched->rt; }
+static tp_runtime *rt_of(tpi_actor *a) { return tpi_actor_rt(a); }
 
 /* Send a bare signal (no payload) from a. */
 static int signal_to(tpi_actor *a, tp_pid to, int32_t tag, tp_ref ref)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Run every workload for troupe and each peer, interleaved, at 1 and 2
 # threads, and print a Markdown table of median seconds with peer/troupe
-# ratios (> 1: troupe is faster).
+# ratios (> 1: troupe is faster), then troupe's speed-up from 1 to 2
+# threads per workload (when both ran).
 #   bench/run.sh [reps]          (default 5)
 # Environment: BENCHES="pingpong ring ..." THREADS="1 2" IMPLS="troupe erlang go tokio"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-5}
-benches=${BENCHES:-"pingpong ring skynet fanin ask idle"}
+benches=${BENCHES:-"pingpong ring skynet fanin ask idle big"}
 threads_list=${THREADS:-"1 2"}
 impls=${IMPLS:-"troupe erlang go tokio"}
 
@@ -58,6 +59,7 @@ awk -v impls="$impls" '
     secs[k] = secs[k] " " kv($0, "seconds")
     if (kv($0, "bytes_per_actor") != "") mem[k] = mem[k] " " kv($0, "bytes_per_actor")
     if (!(kv($0, "bench") SUBSEP kv($0, "threads") in seen)) { seen[kv($0, "bench") SUBSEP kv($0, "threads")] = 1; order[++nrows] = kv($0, "bench") SUBSEP kv($0, "threads") }
+    if (!(kv($0, "bench") in bseen)) { bseen[kv($0, "bench")] = 1; border[++nb] = kv($0, "bench") }
   }
   END {
     ni = split(impls, im, " ")
@@ -82,5 +84,13 @@ awk -v impls="$impls" '
         row = row " |"
       }
       print row
+    }
+    # troupe scaling: median seconds at 1 thread / at 2 threads (> 1: faster with 2).
+    for (b = 1; b <= nb; b++) {
+      k1 = border[b] SUBSEP "1" SUBSEP "troupe"; k2 = border[b] SUBSEP "2" SUBSEP "troupe"
+      if (!(k1 in secs) || !(k2 in secs)) continue
+      if (!shown++) { print ""; print "| bench | troupe speed-up 1 → 2 threads (t1 s / t2 s) |"; print "|---|---|" }
+      t1 = median(secs[k1]); t2 = median(secs[k2])
+      printf "| %s | %.2f (%.3f / %.3f) |\n", border[b], t1 / t2, t1, t2
     }
   }' "$results"

@@ -4,11 +4,12 @@
  * with the public API only, as a user would: msgpack payloads through
  * tp_send_int / tp_msg_int, replies through tp_call.
  *
- *   troupe-bench <pingpong|ring|skynet|fanin|ask|idle> <threads>
+ *   troupe-bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads>
  */
 #include "troupe.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -366,13 +367,64 @@ static int idle_root(tp_ctx *ctx, void *st, const tp_msg *m)
     return tp_exit(ctx, TP_REASON_NORMAL);
 }
 
+/* ----------------------------------------------------------------- big */
+
+/* Many independent pingpong pairs, all started together: the parallel
+ * workload. Each pair does BIG_ROUNDS round trips like pingpong (ping sends
+ * v, pong replies v + 1); the last pair to finish reports the sum of the
+ * final values. Pairs finish on any scheduler thread, hence the atomics. */
+#define BIG_PAIRS 1000
+#define BIG_ROUNDS 4000
+
+typedef struct big_pair {
+    tp_pid pong;
+} big_pair;
+
+static big_pair big_pairs[BIG_PAIRS];
+static atomic_uint_fast64_t big_sum, big_finished;
+
+static int big_ping(tp_ctx *ctx, void *st, const tp_msg *m)
+{
+    big_pair *p = st;
+    if (tp_msg_tag(m) == T_GO)
+        return tp_send_int(ctx, p->pong, T_MSG, 0);
+    if (tp_msg_tag(m) == T_MSG) {
+        int64_t v = msg_int(m);
+        if (v < BIG_ROUNDS)
+            return tp_send_int(ctx, p->pong, T_MSG, v);
+        /* Add before counting: the last pair to count sees every sum. */
+        atomic_fetch_add(&big_sum, (uint64_t)v);
+        if (atomic_fetch_add(&big_finished, 1) + 1 == BIG_PAIRS)
+            done(atomic_load(&big_sum));
+        tp_send_int(ctx, p->pong, T_STOP, 0);
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int big_root(tp_ctx *ctx, void *st, const tp_msg *m)
+{
+    static tp_pid pings[BIG_PAIRS];
+    t_start = now();
+    for (int i = 0; i < BIG_PAIRS; i++) {
+        tp_spawn(ctx, pong, NULL, NULL, &big_pairs[i].pong);
+        tp_spawn(ctx, big_ping, &big_pairs[i], NULL, &pings[i]);
+    }
+    /* Every pair exists: start them all. */
+    for (int i = 0; i < BIG_PAIRS; i++)
+        tp_send_int(ctx, pings[i], T_GO, 0);
+    n_units = 2 * (uint64_t)BIG_PAIRS * BIG_ROUNDS;
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
 {
     if (argc != 3 && !(argc == 4 && strcmp(argv[1], "pingpong") == 0)) {
         fprintf(stderr,
-                "usage: %s <pingpong|ring|skynet|fanin|ask|idle> <threads>\n"
+                "usage: %s <pingpong|ring|skynet|fanin|ask|idle|big> "
+                "<threads>\n"
                 "       %s pingpong <threads> <round trips>\n",
                 argv[0], argv[0]);
         return 2;
@@ -414,6 +466,9 @@ int main(int argc, char **argv)
         idle.pids = malloc(sizeof(tp_pid) * IDLE_N);
         rc = tp_run(rt, idle_root, &idle, NULL);
         free(idle.pids);
+    } else if (strcmp(bench, "big") == 0) {
+        want = (uint64_t)BIG_PAIRS * BIG_ROUNDS;
+        rc = tp_run(rt, big_root, NULL, NULL);
     } else {
         fprintf(stderr, "unknown bench %s\n", bench);
         return 2;

@@ -149,9 +149,10 @@ typedef int (*tp_behavior)(tp_ctx *ctx, void *state, const tp_msg *msg);
 
 /** Runtime settings: fill with tp_config_init, then change what you need. */
 typedef struct tp_config {
-    unsigned threads;        /**< scheduler threads (default 1); this
-                                  release runs one scheduler whatever the
-                                  value */
+    /** Scheduler threads, at most 64 (default: the environment variable
+     * TROUPE_THREADS if set, else the number of online CPUs). Each runs
+     * its own libevent loop; see docs/guide/13-multi-core.md. */
+    unsigned threads;
     size_t mailbox_capacity; /**< default per-actor capacity (1024) */
     size_t max_payload;      /**< largest payload accepted by send (64 MiB) */
     unsigned batch;          /**< messages an actor handles per turn (64) */
@@ -160,8 +161,18 @@ typedef struct tp_config {
      * handles one message, and timers run on virtual time (when no actor
      * is ready, the clock jumps to the next deadline). The same seed
      * replays the same schedule, as long as the program does not depend
-     * on other threads, sockets or the wall clock. */
+     * on other threads, sockets or the wall clock. It runs one scheduler
+     * thread whatever threads says. */
     uint64_t seed;
+    /** Stuck-handler report: a behavior call that has run this many
+     * milliseconds is reported, then again each time its duration doubles
+     * (default 1000; 0: off). Reports come from a monitor thread. */
+    unsigned stuck_ms;
+    /** Called for each report (actor, tag of the message it handles, ms so
+     * far) from the monitor thread; it may only use the thread-safe
+     * tp_runtime_* functions. NULL: a line on stderr. */
+    void (*on_stuck)(void *arg, tp_pid pid, int32_t tag, uint64_t ms);
+    void *stuck_arg; /**< passed to on_stuck */
 } tp_config;
 
 /** Fill cfg with the defaults. */
@@ -219,6 +230,20 @@ TP_API int tp_runtime_send(tp_runtime *rt, tp_pid to, int32_t tag,
 /** As tp_runtime_send, but returns TP_EFULL instead of blocking. */
 TP_API int tp_runtime_try_send(tp_runtime *rt, tp_pid to, int32_t tag,
                                const void *data, size_t len);
+
+/** Call from a thread that is not running a behavior: send a request
+ * (copies data) and block until its reply, at most timeout_ms (< 0: no
+ * limit). On 0, *reply / *reply_len hold a copy of the reply's payload from
+ * the runtime's allocator (free with tp_free; NULL/0 for an empty payload).
+ * Otherwise returns TP_ETIMEDOUT, TP_ENOPROC (callee dead or ended before
+ * replying), TP_ENOREPLY, TP_EINVAL, TP_E2BIG, TP_ENOMEM, or TP_ESTATE when
+ * rt is not running or the caller is a scheduler thread running a behavior
+ * (on any error *reply and *reply_len are untouched). reply/reply_len may be
+ * NULL to discard. The callee sees a short-lived proxy actor as
+ * tp_msg_from(). */
+TP_API int tp_runtime_call(tp_runtime *rt, tp_pid to, int32_t tag,
+                           const void *data, size_t len, int timeout_ms,
+                           void **reply, size_t *reply_len);
 
 /** Send an exit signal (as tp_exit_signal) from outside any actor; the
  * target sees TP_PID_NONE as the sender. Any thread. */

@@ -10,10 +10,11 @@
  * nothing to do — which then re-checks the remote count, because a remote
  * push may have raced the clear. So exactly one party ever queues it.
  *
- * Per-sender FIFO holds because a sender uses one queue for a receiver for
- * as long as the receiver keeps its home thread, and the consumer moves
- * remote messages into the local FIFO in their queue order. The mailbox
- * knows nothing of actors.
+ * Per-sender FIFO holds because a sender uses one queue for a receiver as
+ * long as neither moves to another thread, the consumer moves remote
+ * messages into the local FIFO in their queue order, and a local push
+ * first moves any remote messages in (a sender or receiver that moved may
+ * have left some there). The mailbox knows nothing of actors.
  */
 #ifndef TPI_MAILBOX_H
 #define TPI_MAILBOX_H
@@ -55,9 +56,17 @@ static inline bool tpi_mailbox_claim(tpi_mailbox *mb)
            !atomic_exchange(&mb->scheduled, 1);
 }
 
+static inline void tpi_mailbox_take_remote(tpi_mailbox *mb);
+
 /* Home thread only. Returns true if the caller must queue the owner. */
 static inline bool tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
 {
+    /* relaxed: our own earlier remote pushes (made before the owner or we
+     * moved to this thread) are ordered before this load by that move. If
+     * any are queued they go first, or a sender that changed sides would
+     * see its messages overtake each other. */
+    if (atomic_load_explicit(&mb->rcount, memory_order_relaxed))
+        tpi_mailbox_take_remote(mb);
     atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
     if (mb->ltail)
         atomic_store_explicit(&mb->ltail->next, n, memory_order_relaxed);

@@ -27,17 +27,26 @@ typedef enum { TPI_MPSC_OK, TPI_MPSC_EMPTY, TPI_MPSC_BUSY } tpi_mpsc_status;
 
 void tpi_mpscq_init(tpi_mpscq *q);
 
+/* Any thread: push the nodes first..last, already linked through next
+ * (each link written before this call), as one. */
+static inline void tpi_mpscq_push_chain(tpi_mpscq *q, tpi_mpsc_node *first,
+                                        tpi_mpsc_node *last)
+{
+    atomic_store_explicit(&last->next, NULL, memory_order_relaxed);
+    /* acq_rel: release publishes the nodes' contents to the consumer that
+     * later acquires them through prev->next; acquire orders us after the
+     * producer that linked prev. */
+    tpi_mpsc_node *prev =
+        atomic_exchange_explicit(&q->head, last, memory_order_acq_rel);
+    /* release: pairs with the acquire load of next in tpi_mpscq_pop; it
+     * also publishes the chain's inner links. */
+    atomic_store_explicit(&prev->next, first, memory_order_release);
+}
+
 /* Any thread. The node must not be in any queue. */
 static inline void tpi_mpscq_push(tpi_mpscq *q, tpi_mpsc_node *n)
 {
-    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-    /* acq_rel: release publishes the node's contents to the consumer that
-     * later acquires it through prev->next; acquire orders us after the
-     * producer that linked prev. */
-    tpi_mpsc_node *prev =
-        atomic_exchange_explicit(&q->head, n, memory_order_acq_rel);
-    /* release: pairs with the acquire load of next in tpi_mpscq_pop. */
-    atomic_store_explicit(&prev->next, n, memory_order_release);
+    tpi_mpscq_push_chain(q, n, n);
 }
 
 /* Consumer only. On TPI_MPSC_OK *out is the oldest node. */

@@ -564,7 +564,7 @@ static void reply_status(tp_ctx *ctx, tp_reply_handle *h, int status)
     for (tp_reply_handle **pp = &a->ext->replies; *pp; pp = &(*pp)->next)
         if (*pp == h) {
             *pp = h->next;
-            tpi_reply_status(a->sched->rt, h->to, h->ref, status);
+            tpi_reply_status(tpi_actor_rt(a), h->to, h->ref, status);
             tpi_free(h);
             return;
         }
@@ -726,7 +726,7 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
     int rc = tpi_isolate_lookup(o->name, &b, &unused);
     if (rc)
         return rc;
-    tp_runtime *rt = a->sched->rt;
+    tp_runtime *rt = tpi_actor_rt(a);
     iso_proxy *p = tpi_calloc(sizeof *p);
     iso_chan *c = tpi_calloc(sizeof *c);
     int sv[2] = {-1, -1};
@@ -750,7 +750,7 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
         p->has_hook = true;
         c->busy = hook->inflight;
     }
-    struct event_base *base = a->sched->base;
+    struct event_base *base = tpi_home(a)->base;
     c->reap_ev = evtimer_new(base, on_reap, c);
     c->dog_ev = o->watchdog_ms ? evtimer_new(base, on_dog, c) : NULL;
     if (!c->reap_ev || (o->watchdog_ms && !c->dog_ev)) {

@@ -159,7 +159,7 @@ static int pick(pool *pl, tp_runtime *rt)
 static int forward(tp_ctx *ctx, tp_pid pid, const tp_msg *msg)
 {
     tpi_actor *a = tpi_ctx_actor(ctx);
-    tp_runtime *rt = a->sched->rt;
+    tp_runtime *rt = tpi_actor_rt(a);
     size_t len;
     const void *data = tp_msg_data(msg, &len);
     tpi_msg *m = tpi_msg_new(tp_msg_tag(msg), data, len);
@@ -259,7 +259,7 @@ static int router(tp_ctx *ctx, void *state, const tp_msg *msg)
     }
     if (pl->stopping)
         return TP_HANDLED; /* a request is answered TP_ENOREPLY */
-    int i = pick(pl, tpi_ctx_actor(ctx)->sched->rt);
+    int i = pick(pl, tpi_actor_rt(tpi_ctx_actor(ctx)));
     if (i < 0)
         return TP_DEFER; /* no worker runs: wait for one */
     (void)forward(ctx, pl->slots[i].pid, msg);

@@ -103,7 +103,7 @@ static void stop(int status)
     if (!wk.ending) {
         wk.ending = true;
         wk.status = status;
-        tpi_sched_stop(&wk.rt->sched);
+        tpi_sched_stop(&wk.rt->scheds[0]);
     }
 }
 
@@ -195,7 +195,7 @@ static void finish(void)
 static void run_one(tpi_msg *m)
 {
     tpi_actor *a = wk.w;
-    tpi_sched *s = &wk.rt->sched;
+    tpi_sched *s = &wk.rt->scheds[0];
     s->cur = a;
     s->cur_msg = m;
     s->became = false;
@@ -365,13 +365,16 @@ static void release_actor(tpi_actor *a)
 static int worker_run(tp_behavior b, void *state, int fd)
 {
     wk.fd = fd;
-    if (tp_runtime_new(NULL, &wk.rt) != 0)
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.threads = 1; /* one actor, run by hand on this thread */
+    if (tp_runtime_new(&cfg, &wk.rt) != 0)
         return 1;
     wk.rt->route = route;
     wk.w = tpi_calloc(sizeof *wk.w);
     wk.in = evbuffer_new();
     wk.out = evbuffer_new();
-    struct event_base *base = wk.rt->sched.base;
+    struct event_base *base = wk.rt->scheds[0].base;
     wk.rev = event_new(base, fd, EV_READ | EV_PERSIST, on_read, NULL);
     wk.lev = event_new(base, -1, 0, on_local, NULL);
     if (!wk.w || !wk.in || !wk.out || !wk.rev || !wk.lev ||
@@ -379,8 +382,8 @@ static int worker_run(tp_behavior b, void *state, int fd)
         return 1;
     wk.w->behavior = b;
     wk.w->state = state;
-    wk.w->sched = &wk.rt->sched;
-    tpi_sched_run(&wk.rt->sched);
+    atomic_init(&wk.w->home, &wk.rt->scheds[0]);
+    tpi_sched_run(&wk.rt->scheds[0]);
     int status = wk.status;
     free_list(&wk.local);
     release_actor(wk.w);

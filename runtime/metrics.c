@@ -199,7 +199,7 @@ int tp_runtime_serve_metrics(tp_runtime *rt, const char *host, uint16_t port,
     struct tpi_obs *o = tpi_obs_get(rt);
     if (!o)
         return TP_ENOMEM;
-    struct evhttp *http = evhttp_new(rt->sched.base);
+    struct evhttp *http = evhttp_new(rt->scheds[0].base);
     if (!http)
         return TP_ENOMEM;
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);

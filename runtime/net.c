@@ -528,7 +528,7 @@ static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    struct event_base *base = c->actor->sched->base;
+    struct event_base *base = tpi_home(c->actor)->base;
     c->fd = fd;
     c->out = evbuffer_new();
     c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
@@ -594,7 +594,7 @@ static int listener(tp_ctx *ctx, void *state, const tp_msg *msg)
     case TP_TAG_START:
         l->self = tp_self(ctx);
         l->owner = tp_msg_from(msg);
-        l->ev = event_new(tpi_ctx_actor(ctx)->sched->base, l->fd, EV_READ,
+        l->ev = event_new(tpi_home(tpi_ctx_actor(ctx))->base, l->fd, EV_READ,
                           on_acceptable, l);
         if (!l->ev || event_add(l->ev, NULL) != 0)
             return TP_ENOMEM;
@@ -702,7 +702,7 @@ int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
     if (!l)
         return TP_ENOMEM;
     l->fd = -1;
-    l->rt = a->sched->rt;
+    l->rt = tpi_actor_rt(a);
     if ((o.reject_msg && !(l->reject = tpi_strndup(o.reject_msg, 4096)))) {
         listener_free(l);
         return TP_ENOMEM;

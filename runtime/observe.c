@@ -112,7 +112,7 @@ int tp_observe_restart(tp_ctx *ctx, tp_pid child)
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a)
         return TP_ESTATE;
-    TPI_STAT(a->sched->rt, restarts, 1);
+    TPI_STAT(tpi_actor_rt(a), restarts, 1);
     tpi_actor_ext *x = tpi_actor_ext_get(a);
     if (x && !x->obs)
         x->obs = tpi_calloc(sizeof *x->obs);
@@ -125,8 +125,26 @@ int tp_observe_restart(tp_ctx *ctx, tp_pid child)
 
 bool tpi_obs_may_read(tp_runtime *rt)
 {
-    return tpi_sched_current() == &rt->sched ||
-           atomic_load(&rt->state) != TPI_RT_RUNNING;
+    tpi_sched *s = tpi_sched_current();
+    return (s && s->rt == rt) || atomic_load(&rt->state) != TPI_RT_RUNNING;
+}
+
+/* Around a read of other actors' state by a reader tpi_obs_may_read let
+ * in: with several schedulers running, the others are parked meanwhile.
+ * Returns whether it stopped them (pass it to read_end). */
+static bool read_begin(tp_runtime *rt)
+{
+    tpi_sched *s = tpi_sched_current();
+    bool stop = s && s->rt == rt && rt->nsched > 1;
+    if (stop)
+        tpi_world_stop(rt);
+    return stop;
+}
+
+static void read_end(tp_runtime *rt, bool stopped)
+{
+    if (stopped)
+        tpi_world_resume(rt);
 }
 
 /* A live actor's slot (safe readers only): its behavior is cleared when
@@ -183,11 +201,14 @@ int tp_actor_info_get(tp_runtime *rt, tp_pid pid, tp_actor_info *out)
     tpi_actor *a = tpi_table_slot(rt->table, pid);
     if (!a)
         return TP_ENOPROC;
+    bool stopped = read_begin(rt);
     uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
-    if (gen == tpi_pid_gen(pid) && alive(a)) {
+    bool live = gen == tpi_pid_gen(pid) && alive(a);
+    if (live)
         tpi_obs_fill(a, out);
+    read_end(rt, stopped);
+    if (live)
         return 0;
-    }
     /* Ended (the slot's generation moved past it) and no later actor has
      * taken the slot (a spawn re-tags the dead-letter count). */
     uint32_t v = atomic_load_explicit(&a->obs_dead, memory_order_relaxed);
@@ -227,7 +248,9 @@ int tp_actors_each(tp_runtime *rt, tp_actor_visit_fn fn, void *arg)
     if (!tpi_obs_may_read(rt))
         return TP_ESTATE;
     each_ctx e = {fn, arg, 0, false};
+    bool stopped = read_begin(rt);
     tpi_table_each(rt->table, each_one, &e);
+    read_end(rt, stopped);
     return e.n;
 }
 
@@ -237,15 +260,14 @@ void tp_runtime_stats_ex(tp_runtime *rt, tp_stats_ex *out)
         return;
     memset(out, 0, sizeof *out);
     tp_runtime_stats(rt, &out->base);
-    const tpi_stats *all[] = {&rt->stats, &rt->sched.stats};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+    for (unsigned i = 0; i <= rt->nsched; i++) {
+        const tpi_stats *st = i ? &rt->scheds[i - 1].stats : &rt->stats;
         /* relaxed: estimates, as in tp_runtime_stats. */
         for (int k = 0; k <= TP_EXIT_NOPROC; k++)
             out->exited_by_kind[k] +=
-                atomic_load_explicit(&all[i]->exit_kinds[k],
-                                     memory_order_relaxed);
+                atomic_load_explicit(&st->exit_kinds[k], memory_order_relaxed);
         out->restarts +=
-            atomic_load_explicit(&all[i]->restarts, memory_order_relaxed);
+            atomic_load_explicit(&st->restarts, memory_order_relaxed);
     }
 }
 
@@ -289,7 +311,9 @@ int tpi_obs_collect(tp_runtime *rt, tp_pid skip, size_t max,
                     tp_actor_info **out, size_t *n_out, size_t *total_out)
 {
     collect_acc c = {NULL, 0, 0, max, 0, skip, false};
+    bool stopped = read_begin(rt);
     tpi_table_each(rt->table, collect_one, &c);
+    read_end(rt, stopped);
     if (c.nomem) {
         tpi_free(c.v);
         return TP_ENOMEM;
@@ -549,7 +573,7 @@ int tp_runtime_dump_on_signal(tp_runtime *rt, int signo, FILE *out)
     struct tpi_obs *o = tpi_obs_get(rt);
     if (!o)
         return TP_ENOMEM;
-    o->sig_ev = evsignal_new(rt->sched.base, signo, on_dump_signal, rt);
+    o->sig_ev = evsignal_new(rt->scheds[0].base, signo, on_dump_signal, rt);
     if (!o->sig_ev)
         return TP_ENOMEM;
     if (evsignal_add(o->sig_ev, NULL) != 0) {

@@ -18,7 +18,7 @@ struct tpi_obs {
 
 /* rt->obs, made if needed (before tp_run); NULL on out of memory. */
 struct tpi_obs *tpi_obs_get(tp_runtime *rt);
-/* On rt's scheduler thread, or rt not running. */
+/* On one of rt's scheduler threads, or rt not running. */
 bool tpi_obs_may_read(tp_runtime *rt);
 /* Describe a live actor (safe reader only). */
 void tpi_obs_fill(tpi_actor *a, tp_actor_info *out);

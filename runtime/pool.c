@@ -129,7 +129,7 @@ int tp_spawn_blocking(tp_ctx *ctx, tp_blocking_fn fn, void *arg, int timeout_ms,
         return TP_ESTATE;
     if (!fn)
         return TP_EINVAL;
-    tp_runtime *rt = a->sched->rt;
+    tp_runtime *rt = tpi_actor_rt(a);
     struct tpi_pool *p = pool_get(rt, TP_BLOCKING_THREADS_DEFAULT, true);
     tpi_job *j = p ? tpi_alloc(sizeof *j) : NULL;
     if (!j)

@@ -3,17 +3,31 @@
 #include "runtime/alloc.h"
 #include "runtime/runtime.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#define MAX_THREADS 64 /* schedulers are bits in rt->idle */
+
+/* TROUPE_THREADS, else the online CPUs (at least 1, at most 64). */
+static unsigned default_threads(void)
+{
+    const char *env = getenv("TROUPE_THREADS");
+    long n = env && *env ? strtol(env, NULL, 10)
+                         : sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (unsigned)n;
+}
 
 void tp_config_init(tp_config *cfg)
 {
     if (!cfg)
         return;
     memset(cfg, 0, sizeof *cfg);
-    cfg->threads = 1;
+    cfg->threads = default_threads();
     cfg->mailbox_capacity = TP_MAILBOX_DEFAULT;
     cfg->max_payload = 64u << 20;
     cfg->batch = 64;
+    cfg->stuck_ms = 1000;
 }
 
 int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
@@ -23,8 +37,12 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
     if (cfg)
         c = *cfg;
     if (!out || c.mailbox_capacity == 0 || c.batch == 0 || c.max_payload == 0 ||
-        c.max_payload > UINT32_MAX)
+        c.max_payload > UINT32_MAX || c.threads > MAX_THREADS)
         return TP_EINVAL;
+    if (c.threads == 0)
+        c.threads = default_threads();
+    if (c.seed) /* the deterministic mode is one thread's schedule */
+        c.threads = 1;
     tp_runtime *rt = tpi_calloc(sizeof *rt);
     if (!rt)
         return TP_ENOMEM;
@@ -33,15 +51,21 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
     pthread_mutex_init(&rt->wait_lock, NULL);
     pthread_mutex_init(&rt->fw_lock, NULL);
     pthread_cond_init(&rt->fw_cond, NULL);
+    pthread_mutex_init(&rt->world_lock, NULL);
+    pthread_cond_init(&rt->world_cond, NULL);
     int rc = tpi_table_new(&rt->table);
     if (!rc)
         rc = tpi_names_new(&rt->names);
-    if (!rc)
-        rc = tpi_sched_init(&rt->sched, rt);
+    if (!rc && !(rt->scheds = tpi_calloc(c.threads * sizeof *rt->scheds)))
+        rc = TP_ENOMEM;
+    for (unsigned i = 0; !rc && i < c.threads; i++) {
+        rc = tpi_sched_init(&rt->scheds[i], rt, i);
+        rt->nsched = i + 1; /* to fini what was begun */
+    }
     if (!rc && c.seed) {
-        rt->sched.det = true;
-        rt->sched.rng = c.seed;
-        rt->sched.timers.virtual_time = true;
+        rt->scheds[0].det = true;
+        rt->scheds[0].rng = c.seed;
+        rt->scheds[0].timers.virtual_time = true;
     }
     if (rc) {
         tp_runtime_free(rt);
@@ -62,14 +86,41 @@ void tp_runtime_free(tp_runtime *rt)
     tpi_isolate_fini(rt); /* issue 7: workers not reaped yet */
     tpi_obs_fini(rt);     /* issue 8: metrics server, dump signal */
     tpi_signals_free(rt);
-    tpi_sched_fini(&rt->sched);
+    for (unsigned i = 0; i < rt->nsched; i++)
+        tpi_sched_fini(&rt->scheds[i]);
+    tpi_free(rt->scheds);
     tpi_names_free(rt->names);
     tpi_table_free(rt->table);
+    pthread_cond_destroy(&rt->world_cond);
+    pthread_mutex_destroy(&rt->world_lock);
     pthread_cond_destroy(&rt->fw_cond);
     pthread_mutex_destroy(&rt->fw_lock);
     pthread_mutex_destroy(&rt->wait_lock);
     tpi_free(rt);
     tpi_msg_cache_flush();
+}
+
+static void *sched_main(void *arg)
+{
+    tpi_sched_run(arg);
+    return NULL;
+}
+
+/* Start schedulers 1..n-1 on their own threads; 0 runs on ours. */
+static int start_threads(tp_runtime *rt, unsigned *started)
+{
+    for (*started = 1; *started < rt->nsched; (*started)++) {
+        tpi_sched *s = &rt->scheds[*started];
+        if (pthread_create(&s->thread, NULL, sched_main, s) != 0)
+            return TP_ESYS;
+    }
+    return 0;
+}
+
+static void join_threads(tp_runtime *rt, unsigned started)
+{
+    for (unsigned i = 1; i < started; i++)
+        pthread_join(rt->scheds[i].thread, NULL);
 }
 
 int tp_run(tp_runtime *rt, tp_behavior root, void *state,
@@ -80,11 +131,28 @@ int tp_run(tp_runtime *rt, tp_behavior root, void *state,
     int expect = TPI_RT_NEW;
     if (!atomic_compare_exchange_strong(&rt->state, &expect, TPI_RT_RUNNING))
         return TP_ESTATE;
-    int rc = tpi_spawn(rt, NULL, root, state, opts, &rt->root);
+    /* relaxed: read by the schedulers we start next (thread creation
+     * orders it); every other scheduler starts out with nothing to do. */
+    atomic_store_explicit(&rt->idle, ((1ull << (rt->nsched - 1)) - 1) << 1,
+                          memory_order_relaxed);
+    /* The run's own count, held while the root is spawned: the run ends
+     * when the count drops to zero after this, never before. */
+    atomic_fetch_add_explicit(&rt->live, TPI_LIVE_RUN + 1,
+                              memory_order_relaxed);
+    unsigned started;
+    int rc = start_threads(rt, &started);
+    if (!rc)
+        rc = tpi_monitor_start(rt);
+    if (!rc)
+        rc = tpi_spawn(rt, NULL, root, state, opts, &rt->root);
+    tpi_runtime_actor_gone(rt);
     if (rc == 0)
-        rc = tpi_sched_run(&rt->sched);
+        rc = tpi_sched_run(&rt->scheds[0]);
+    else
+        tpi_sched_stop_all(rt);
+    join_threads(rt, started);
+    tpi_monitor_stop(rt);
     atomic_store(&rt->state, TPI_RT_DONE);
-    tpi_msg_cache_flush();
     tpi_runtime_wake_foreign(rt);
     if (rc)
         return rc;
@@ -132,8 +200,9 @@ void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r)
 void tpi_runtime_actor_gone(tp_runtime *rt)
 {
     /* acq_rel: the last one out sees every other actor's end. */
-    if (atomic_fetch_sub_explicit(&rt->live, 1, memory_order_acq_rel) == 1)
-        tpi_sched_stop(&rt->sched);
+    if (atomic_fetch_sub_explicit(&rt->live, 1, memory_order_acq_rel) ==
+        (TPI_LIVE_RUN | 1))
+        tpi_sched_stop_all(rt);
 }
 
 void tpi_runtime_wake_foreign(tp_runtime *rt)
@@ -151,13 +220,14 @@ void tp_runtime_stats(tp_runtime *rt, tp_stats *out)
     if (!rt || !out)
         return;
     memset(out, 0, sizeof *out);
-    out->actors_alive = atomic_load_explicit(&rt->live, memory_order_relaxed);
+    out->actors_alive = atomic_load_explicit(&rt->live, memory_order_relaxed) &
+                        ~TPI_LIVE_RUN;
     out->slots = tpi_table_slots(rt->table);
-    out->schedule_hash = rt->sched.hash;
-    const tpi_stats *all[] = {&rt->stats, &rt->sched.stats};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+    out->schedule_hash = rt->scheds[0].hash;
+    for (unsigned i = 0; i <= rt->nsched; i++) {
+        const tpi_stats *st = i ? &rt->scheds[i - 1].stats : &rt->stats;
         /* relaxed: estimates; each counter has one writer or is atomic. */
-#define SUM_(f) atomic_load_explicit(&all[i]->f, memory_order_relaxed)
+#define SUM_(f) atomic_load_explicit(&st->f, memory_order_relaxed)
         out->actors_spawned += SUM_(spawned);
         out->actors_exited += SUM_(exited);
         out->messages_sent += SUM_(sent);

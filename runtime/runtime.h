@@ -77,6 +77,8 @@ void tpi_stat_add_shared(tp_runtime *rt, size_t field, int64_t d);
 /* ---- runtime/sched.c */
 struct tpi_sched {
     tp_runtime *rt;
+    unsigned id;  /* index in rt->scheds */
+    uint64_t bit; /* 1 << id, in rt->idle */
     struct event_base *base;
     struct event *run_ev;
     struct event *wake_ev;
@@ -86,7 +88,8 @@ struct tpi_sched {
     tpi_mpscq inject;       /* actors made ready by other threads */
     tpi_mpsc_node *rq_head; /* local run queue, plain links */
     tpi_mpsc_node *rq_tail;
-    uint32_t rq_n;    /* deterministic mode: ready actors queued */
+    uint32_t rq_n;    /* ready actors queued locally */
+    uint32_t busy;    /* work (tpi_actor_turn) since the queue was empty */
     bool det;         /* deterministic test mode (tp_config.seed) */
     uint64_t rng;     /* its generator state */
     uint64_t hash;    /* its schedule signature */
@@ -96,12 +99,25 @@ struct tpi_sched {
     bool became;      /* the running behavior called tp_become */
     tpi_timer_heap timers;
     tpi_stats stats;
+    /* Stuck-handler watch (runtime/monitor.c), a seqlock written by this
+     * thread around every behavior call: tick is odd during the call. */
+    _Atomic uint64_t tick;
+    _Atomic tp_pid tick_pid;
+    _Atomic int32_t tick_tag;
+    pthread_t thread; /* schedulers 1..n-1: their own threads */
 };
 
-int tpi_sched_init(tpi_sched *s, tp_runtime *rt);
+int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id);
 void tpi_sched_fini(tpi_sched *s);
+/* Run s's loop on this thread until the runtime stops (or, in an isolated
+ * worker, until tpi_sched_stop). */
 int tpi_sched_run(tpi_sched *s);
+/* Break s's loop; s's own thread only. */
 void tpi_sched_stop(tpi_sched *s);
+/* Stop every scheduler of rt (any thread): the run is over. */
+void tpi_sched_stop_all(tp_runtime *rt);
+/* Wake s's loop (any thread), e.g. to reach a safe point. */
+void tpi_sched_wake(tpi_sched *s);
 /* Put a on its scheduler's run queue (any thread). The caller must own
  * the scheduling duty (it took the mailbox count from 0, or released a
  * token to a non-zero count). */
@@ -110,12 +126,65 @@ void tpi_sched_ready(tpi_actor *a);
 extern _Thread_local tpi_sched *tpi_tls_sched;
 static inline tpi_sched *tpi_sched_current(void) { return tpi_tls_sched; }
 
+/* Around every behavior call (actors/actor.c): the stuck-handler watch. */
+static inline void tpi_sched_tick_begin(tpi_sched *s, tp_pid pid, int32_t tag)
+{
+    /* relaxed stores, then a release increment: the monitor reads tick
+     * (acquire), the pair, then tick again; equal odd ticks mean the pair
+     * belongs to the call in progress. One writer: load and store. */
+    atomic_store_explicit(&s->tick_pid, pid, memory_order_relaxed);
+    atomic_store_explicit(&s->tick_tag, tag, memory_order_relaxed);
+    atomic_store_explicit(&s->tick,
+                          atomic_load_explicit(&s->tick, memory_order_relaxed) +
+                              1,
+                          memory_order_release);
+}
+
+static inline void tpi_sched_tick_end(tpi_sched *s)
+{
+    /* release: the next call's pair is written after this. */
+    atomic_store_explicit(&s->tick,
+                          atomic_load_explicit(&s->tick, memory_order_relaxed) +
+                              1,
+                          memory_order_release);
+}
+
+/* ---- runtime/world.c: stop the world */
+/* Park every other scheduler at a safe point (between turns), so the
+ * caller may read any actor's state; a scheduler thread of rt only. */
+void tpi_world_stop(tp_runtime *rt);
+void tpi_world_resume(tp_runtime *rt);
+/* A scheduler at a safe point: park if the world is being stopped. */
+void tpi_world_safepoint(tpi_sched *s);
+/* A scheduler enters or leaves its loop (stoppers wait only for running
+ * schedulers). */
+void tpi_world_enter(tpi_sched *s);
+void tpi_world_leave(tpi_sched *s);
+
+/* ---- runtime/monitor.c: the stuck-handler report */
+int tpi_monitor_start(tp_runtime *rt);
+void tpi_monitor_stop(tp_runtime *rt);
+
 /* ---- runtime/runtime.c */
 struct tp_runtime {
     tp_config cfg;
     tpi_table *table;
     tpi_names *names;
-    tpi_sched sched; /* one scheduler in this release */
+    tpi_sched *scheds; /* cfg.threads; [0] runs on tp_run's thread */
+    unsigned nsched;
+    _Atomic unsigned next_home; /* round robin for spawns from outside */
+    _Atomic uint64_t idle;      /* bit i: scheduler i ran out of work */
+    _Atomic int stopping;       /* the run is over: loops end */
+    /* runtime/world.c */
+    pthread_mutex_t world_lock;
+    pthread_cond_t world_cond;
+    _Atomic int world_stop;      /* a stopper is waiting or running */
+    tpi_sched *world_owner;      /* who stopped it (world lock) */
+    unsigned world_parked;       /* schedulers parked (world lock) */
+    unsigned world_running;      /* schedulers in their loop (world lock) */
+    struct tpi_monitor *monitor; /* runtime/monitor.c, while running */
+    /* Actors alive, plus TPI_LIVE_RUN once tp_run has begun: one word, so
+     * a spawn from outside and the end of the run are ordered. */
     _Atomic uint64_t live;
     tpi_stats stats; /* counted off the scheduler threads */
     _Atomic uint64_t next_ref;
@@ -143,6 +212,7 @@ struct tp_runtime {
 };
 
 enum { TPI_RT_NEW, TPI_RT_RUNNING, TPI_RT_DONE };
+#define TPI_LIVE_RUN (1ull << 63)
 
 /* Issue 6, called by tp_runtime_free: join the blocking pool (running what
  * is queued) before actors are torn down (runtime/pool.c); free sockets
@@ -152,6 +222,9 @@ void tpi_net_fini(tp_runtime *rt);
 /* issue 7: reap and free isolated workers whose proxy ended but that were
  * not reaped yet (runtime/isolate.c), before the loop goes. */
 void tpi_isolate_fini(tp_runtime *rt);
+
+/* The runtime an actor belongs to. */
+static inline tp_runtime *tpi_actor_rt(tpi_actor *a) { return tpi_home(a)->rt; }
 
 static inline tp_ref tpi_ref_new(tp_runtime *rt)
 {

@@ -4,6 +4,17 @@
  * callback (never one libevent event per message). Other threads hand
  * actors over through an MPSC inject queue and wake the loop through an
  * eventfd, only when no wake-up is already pending.
+ *
+ * Load balancing is work requesting, not stealing (Acar, Charguéraud and
+ * Rainey, "Scheduling parallel programs by work stealing with private
+ * deques", PPoPP 2013): a scheduler that runs out of work sets its bit in
+ * rt->idle and sleeps in its loop; a scheduler whose run queue has stayed
+ * non-empty for a while checks the mask between turns and hands half of its
+ * movable queued actors to an idle one. Only an actor's home thread ever
+ * moves it, while it sits in that thread's run queue, so nobody can be
+ * running it or pushing to its home-only FIFO at that moment. Actors that
+ * own timers or resources (sockets, isolated-worker channels: events on
+ * their home's base) never move.
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
@@ -15,6 +26,11 @@
 #include <unistd.h>
 
 #define TURNS_PER_CALLBACK 256
+/* Work done (messages handled, see tpi_actor_turn) with a non-empty run
+ * queue before we share it: an actor pair that passes one message back and
+ * forth empties the queue every turn and so stays together; a backlog is
+ * shared once this much work went by without the queue running dry. */
+#define SHARE_AFTER 32
 
 _Thread_local tpi_sched *tpi_tls_sched;
 #define tls_sched tpi_tls_sched
@@ -39,6 +55,24 @@ static uint64_t next_random(tpi_sched *s)
     return s->rng * 0x2545F4914F6CDD1Dull;
 }
 
+static tpi_actor *actor_of(tpi_mpsc_node *n)
+{
+    return (tpi_actor *)((char *)n - offsetof(tpi_actor, rq));
+}
+
+/* Unlink n (after prev, or the head) from the local run queue. */
+static void rq_unlink(tpi_sched *s, tpi_mpsc_node *prev, tpi_mpsc_node *n)
+{
+    tpi_mpsc_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
+    if (prev)
+        atomic_store_explicit(&prev->next, next, memory_order_relaxed);
+    else
+        s->rq_head = next;
+    if (s->rq_tail == n)
+        s->rq_tail = prev;
+    s->rq_n--;
+}
+
 static tpi_actor *rq_pop(tpi_sched *s)
 {
     tpi_mpsc_node *n = s->rq_head, *prev = NULL;
@@ -52,15 +86,8 @@ static tpi_actor *rq_pop(tpi_sched *s)
             n = atomic_load_explicit(&n->next, memory_order_relaxed);
         }
     }
-    tpi_mpsc_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
-    if (prev)
-        atomic_store_explicit(&prev->next, next, memory_order_relaxed);
-    else
-        s->rq_head = next;
-    if (s->rq_tail == n)
-        s->rq_tail = prev;
-    s->rq_n--;
-    tpi_actor *a = (tpi_actor *)((char *)n - offsetof(tpi_actor, rq));
+    rq_unlink(s, prev, n);
+    tpi_actor *a = actor_of(n);
     if (s->det) /* FNV-1a over the order of turns */
         s->hash = (s->hash ^ (a->index + 1)) * 0x100000001b3ull;
     return a;
@@ -82,15 +109,8 @@ static void drain_inject(tpi_sched *s)
         kick(s);
 }
 
-void tpi_sched_ready(tpi_actor *a)
+void tpi_sched_wake(tpi_sched *s)
 {
-    tpi_sched *s = a->sched;
-    if (tls_sched == s) {
-        rq_push(s, &a->rq);
-        kick(s);
-        return;
-    }
-    tpi_mpscq_push(&s->inject, &a->rq);
     /* acq_rel: only the pusher that flips the flag writes the eventfd; the
      * loop clears it before draining, so a later push writes again. */
     if (!atomic_exchange_explicit(&s->wake_pending, 1, memory_order_acq_rel)) {
@@ -98,6 +118,69 @@ void tpi_sched_ready(tpi_actor *a)
         while (write(s->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
             ;
     }
+}
+
+void tpi_sched_ready(tpi_actor *a)
+{
+    tpi_sched *s = tpi_home(a);
+    if (tls_sched == s) {
+        rq_push(s, &a->rq);
+        kick(s);
+        return;
+    }
+    tpi_mpscq_push(&s->inject, &a->rq);
+    tpi_sched_wake(s);
+}
+
+/* May a leave this thread? Not if something of it lives on this loop. */
+static bool movable(tpi_actor *a)
+{
+    return !a->ext || (!a->ext->timers && !a->ext->resources);
+}
+
+/* Hand about half of our queued movable actors to an idle scheduler. */
+static void share(tpi_sched *s, uint64_t idle)
+{
+    tp_runtime *rt = s->rt;
+    unsigned id = (unsigned)__builtin_ctzll(idle);
+    uint64_t bit = 1ull << id;
+    /* relaxed: the mask is a hint. Clearing the bit claims the idle one,
+     * so two busy schedulers do not both feed it. */
+    if (!(atomic_fetch_and_explicit(&rt->idle, ~bit, memory_order_relaxed) &
+          bit))
+        return;
+    tpi_sched *to = &rt->scheds[id];
+    uint32_t want = s->rq_n / 2, moved = 0;
+    tpi_mpsc_node *first = NULL, *last = NULL, *prev = NULL, *n = s->rq_head;
+    while (n && moved < want) {
+        tpi_mpsc_node *next =
+            atomic_load_explicit(&n->next, memory_order_relaxed);
+        tpi_actor *a = actor_of(n);
+        if (!movable(a)) {
+            prev = n;
+            n = next;
+            continue;
+        }
+        rq_unlink(s, prev, n);
+        /* release: pairs with tpi_home's acquire; our last writes to a's
+         * FIFO are visible to the thread that finds itself a's home. */
+        atomic_store_explicit(&a->home, to, memory_order_release);
+        atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+        if (last)
+            atomic_store_explicit(&last->next, n, memory_order_relaxed);
+        else
+            first = n;
+        last = n;
+        moved++;
+        n = next;
+    }
+    if (!moved) { /* all pinned: it stays idle for someone else */
+        atomic_fetch_or_explicit(&rt->idle, bit, memory_order_relaxed);
+        return;
+    }
+    tpi_mpscq_push_chain(&to->inject, first, last);
+    tpi_sched_wake(to);
+    s->busy = 0;
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -110,6 +193,15 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     /* seq_cst: the clear must precede our reads of the inject queue, so a
      * push we miss sees 0 and writes the eventfd again. */
     atomic_store_explicit(&s->wake_pending, 0, memory_order_seq_cst);
+    tp_runtime *rt = s->rt;
+    /* acquire: pairs with tpi_sched_stop_all's release. */
+    if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
+        event_base_loopbreak(s->base);
+        return;
+    }
+    /* relaxed: a hint; the world lock decides. */
+    if (atomic_load_explicit(&rt->world_stop, memory_order_relaxed))
+        tpi_world_safepoint(s);
     drain_inject(s);
 }
 
@@ -118,12 +210,29 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tpi_sched *s = arg;
+    tp_runtime *rt = s->rt;
     drain_inject(s);
+    /* relaxed: a hint. Busy again: nobody should feed us now. */
+    if (s->rq_head &&
+        (atomic_load_explicit(&rt->idle, memory_order_relaxed) & s->bit))
+        atomic_fetch_and_explicit(&rt->idle, ~s->bit, memory_order_relaxed);
     for (int i = 0; i < TURNS_PER_CALLBACK; i++) {
         tpi_actor *a = rq_pop(s);
         if (!a)
             break;
-        tpi_actor_turn(s, a);
+        bool backlog = s->rq_n > 0;
+        unsigned work = tpi_actor_turn(s, a);
+        s->busy = backlog ? s->busy + work : 0;
+        /* relaxed loads: hints, re-checked under their own protocol. The
+         * world check is the safe point between turns. */
+        if (atomic_load_explicit(&rt->world_stop, memory_order_relaxed))
+            tpi_world_safepoint(s);
+        if (s->busy >= SHARE_AFTER && s->rq_n >= 2) {
+            uint64_t idle =
+                atomic_load_explicit(&rt->idle, memory_order_relaxed) & ~s->bit;
+            if (idle)
+                share(s, idle);
+        }
     }
     /* Back to libevent between batches so sockets and timers are served;
      * max_dispatch_interval makes it poll before running us again. */
@@ -132,11 +241,15 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
         kick(s);
     else if (s->det)
         tpi_timers_advance(s); /* virtual time: on to the next deadline */
+    else if (rt->nsched > 1)   /* relaxed: a hint for busy schedulers */
+        atomic_fetch_or_explicit(&rt->idle, s->bit, memory_order_relaxed);
 }
 
-int tpi_sched_init(tpi_sched *s, tp_runtime *rt)
+int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id)
 {
     s->rt = rt;
+    s->id = id;
+    s->bit = 1ull << id;
     s->wake_fd = -1;
     tpi_mpscq_init(&s->inject);
     struct event_config *cfg = event_config_new();
@@ -180,10 +293,32 @@ void tpi_sched_fini(tpi_sched *s)
 int tpi_sched_run(tpi_sched *s)
 {
     tls_sched = s;
+    tpi_world_enter(s);
     drain_inject(s);
     int rc = event_base_loop(s->base, 0);
+    tpi_world_leave(s);
     tls_sched = NULL;
+    tpi_msg_cache_flush(); /* this thread's nodes, before it goes */
     return rc < 0 ? TP_ESYS : 0;
 }
 
 void tpi_sched_stop(tpi_sched *s) { event_base_loopbreak(s->base); }
+
+void tpi_sched_stop_all(tp_runtime *rt)
+{
+    /* release: pairs with on_wake's acquire. */
+    atomic_store_explicit(&rt->stopping, 1, memory_order_release);
+    for (unsigned i = 0; i < rt->nsched; i++) {
+        tpi_sched *s = &rt->scheds[i];
+        if (s == tls_sched) {
+            /* Our own base: never another thread's, they are NOLOCK. */
+            tpi_sched_stop(s);
+        } else {
+            /* Unconditional: a pending wake-up may already have been
+             * consumed before stopping was set. */
+            uint64_t one = 1;
+            while (write(s->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
+                ;
+        }
+    }
+}

@@ -20,8 +20,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     if (rt->signals_seen++ == 0)
         tpi_send_reason(rt, TP_PID_NONE, rt->root, TPI_SIG_EXIT,
                         TP_REASON_SHUTDOWN, 0, 0);
-    else
+    else { /* every actor's state: the other schedulers park meanwhile */
+        if (rt->nsched > 1)
+            tpi_world_stop(rt);
         tpi_table_each(rt->table, kill_live, rt);
+        if (rt->nsched > 1)
+            tpi_world_resume(rt);
+    }
 }
 
 int tp_runtime_handle_signals(tp_runtime *rt)
@@ -32,7 +37,8 @@ int tp_runtime_handle_signals(tp_runtime *rt)
         return TP_ESTATE;
     static const int sigs[2] = {SIGINT, SIGTERM};
     for (int i = 0; i < 2; i++) {
-        rt->sig_ev[i] = evsignal_new(rt->sched.base, sigs[i], on_signal, rt);
+        rt->sig_ev[i] =
+            evsignal_new(rt->scheds[0].base, sigs[i], on_signal, rt);
         if (!rt->sig_ev[i] || evsignal_add(rt->sig_ev[i], NULL) != 0) {
             tpi_signals_free(rt);
             return TP_ESYS;

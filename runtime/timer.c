@@ -167,7 +167,7 @@ int tpi_timer_start(tpi_actor *a, tpi_timer_kind kind, uint64_t delay_ns,
                     uint64_t interval_ns, int32_t tag, const void *data,
                     size_t len, tp_ref ref, tp_timer *id_out)
 {
-    tp_runtime *rt = a->sched->rt;
+    tp_runtime *rt = tpi_actor_rt(a);
     tpi_actor_ext *x = tpi_actor_ext_get(a);
     tpi_timer *t = x ? tpi_calloc(sizeof *t) : NULL;
     if (!t)
@@ -182,13 +182,13 @@ int tpi_timer_start(tpi_actor *a, tpi_timer_kind kind, uint64_t delay_ns,
     }
     t->owner = a;
     t->kind = kind;
-    t->deadline_ns = tpi_clock_ns(&a->sched->timers) + delay_ns;
+    t->deadline_ns = tpi_clock_ns(&tpi_home(a)->timers) + delay_ns;
     t->interval_ns = interval_ns;
     t->tag = tag;
     t->len = len;
     t->ref = ref;
     t->id = tpi_ref_new(rt);
-    tpi_timer_heap *h = &a->sched->timers;
+    tpi_timer_heap *h = &tpi_home(a)->timers;
     TPI_STAT(rt, timers, 1);
     if (heap_push(h, t) != 0) {
         timer_free(rt, t);
@@ -205,10 +205,10 @@ int tpi_timer_start(tpi_actor *a, tpi_timer_kind kind, uint64_t delay_ns,
 static void drop(tpi_actor *a, tpi_timer *t)
 {
     if (t->heap_index != NOT_IN_HEAP) {
-        heap_remove(&a->sched->timers, t);
-        rearm(&a->sched->timers);
+        heap_remove(&tpi_home(a)->timers, t);
+        rearm(&tpi_home(a)->timers);
     }
-    timer_free(a->sched->rt, t);
+    timer_free(tpi_actor_rt(a), t);
 }
 
 bool tpi_timer_cancel(tpi_actor *a, tp_timer id)
@@ -327,7 +327,7 @@ bool tpi_timers_advance(tpi_sched *s)
 uint64_t tp_now_ms(tp_ctx *ctx)
 {
     tpi_actor *a = tpi_ctx_actor(ctx);
-    return (a ? tpi_clock_ns(&a->sched->timers) : tpi_now_ns()) / 1000000u;
+    return (a ? tpi_clock_ns(&tpi_home(a)->timers) : tpi_now_ns()) / 1000000u;
 }
 
 int tpi_timers_init(tpi_sched *s)
@@ -346,7 +346,7 @@ static int user_timer(tp_ctx *ctx, tpi_timer_kind kind, unsigned ms,
         return TP_ESTATE;
     if (tag < 0 || (kind == TPI_TIMER_INTERVAL && ms == 0))
         return TP_EINVAL;
-    int rc = tpi_payload_valid(a->sched->rt, data, len);
+    int rc = tpi_payload_valid(tpi_actor_rt(a), data, len);
     if (rc)
         return rc;
     uint64_t ns = (uint64_t)ms * 1000000u;

@@ -16,7 +16,9 @@
 #include "troupe.h"
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +34,12 @@ enum { T_HOP = 1, T_FLOOD, T_TICK, T_CHURN, T_DONE };
 #define CHURN 100000
 
 typedef struct round_st {
-    uint64_t rng;
+    uint64_t rng;  /* the root's */
+    uint64_t seed; /* read-only during a round */
     tp_pid mesh[MESH_N];
-    uint64_t hops_sent, hops_done, flood_got, ticks, churned;
+    uint64_t hops_sent, flood_got, ticks;
+    /* counted by many actors, which may run on different threads */
+    _Atomic uint64_t hops_done, churned;
     int phases_left;
 } round_st;
 
@@ -47,6 +52,15 @@ static uint64_t rnd(uint64_t *x)
 }
 
 static round_st R;
+
+/* Actors on several threads draw random numbers: one generator each. */
+static uint64_t *thread_rng(void)
+{
+    static _Thread_local uint64_t x;
+    if (!x)
+        x = R.seed ^ (uint64_t)(uintptr_t)&x;
+    return &x;
+}
 static tp_pid root_pid;
 
 static void phase_done(tp_ctx *ctx) { tp_send_int(ctx, root_pid, T_DONE, 0); }
@@ -58,8 +72,9 @@ static int mesh_node(tp_ctx *ctx, void *st, const tp_msg *m)
         int64_t ttl = 0;
         tp_msg_int(m, &ttl);
         if (ttl > 0) {
-            tp_send_int(ctx, R.mesh[rnd(&R.rng) % MESH_N], T_HOP, ttl - 1);
-        } else if (++R.hops_done == MESH_SEEDS) {
+            tp_send_int(ctx, R.mesh[rnd(thread_rng()) % MESH_N], T_HOP,
+                        ttl - 1);
+        } else if (atomic_fetch_add(&R.hops_done, 1) + 1 == MESH_SEEDS) {
             phase_done(ctx);
         }
     } else if (tp_msg_tag(m) == T_DONE) {
@@ -102,8 +117,8 @@ static int timer_actor(tp_ctx *ctx, void *st, const tp_msg *m)
     static tp_timer ids[1000];
     if (tp_msg_tag(m) == TP_TAG_START) {
         for (int i = 0; i < TIMERS; i++) {
-            tp_send_after(ctx, 1 + (unsigned)(rnd(&R.rng) % 20), T_TICK, NULL,
-                          0, &ids[i % 1000]);
+            tp_send_after(ctx, 1 + (unsigned)(rnd(thread_rng()) % 20), T_TICK,
+                          NULL, 0, &ids[i % 1000]);
             if (i % 1000 != 999) /* keep 1 in 1000 */
                 tp_timer_cancel(ctx, ids[i % 1000]);
         }
@@ -117,9 +132,9 @@ static int timer_actor(tp_ctx *ctx, void *st, const tp_msg *m)
 /* churn: spawn short-lived actors in waves */
 static int churn_child(tp_ctx *ctx, void *st, const tp_msg *m)
 {
-    R.churned++;
-    return tp_exit(ctx, (R.churned % 7) ? TP_REASON_NORMAL
-                                        : TP_REASON_ERROR(1, "churn"));
+    uint64_t n = atomic_fetch_add(&R.churned, 1) + 1;
+    return tp_exit(ctx,
+                   (n % 7) ? TP_REASON_NORMAL : TP_REASON_ERROR(1, "churn"));
 }
 
 static int churner(tp_ctx *ctx, void *st, const tp_msg *m)
@@ -162,6 +177,14 @@ static int soak_root(tp_ctx *ctx, void *st, const tp_msg *m)
     return TP_HANDLED;
 }
 
+/* Bytes malloc has handed out and not had back, over all its arenas: a
+ * leak shows here even when per-thread arenas make RSS jump. */
+static size_t heap_kb(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return (mi.uordblks + mi.hblkhd) / 1024;
+}
+
 static long rss_kb(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -200,7 +223,7 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int round = 1;; round++) {
         memset(&R, 0, sizeof R);
-        R.rng = seed + (uint64_t)round;
+        R.rng = R.seed = seed + (uint64_t)round;
         tp_runtime *rt;
         if (tp_runtime_new(NULL, &rt) != 0)
             return 1;
@@ -215,8 +238,8 @@ int main(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &t);
         double el = (double)(t.tv_sec - t0.tv_sec) +
                     (t.tv_nsec - t0.tv_nsec) / 1e9;
-        printf("round=%d t=%.0f rss_kb=%ld fds=%d ok=%d\n", round, el, rss_kb(),
-               fd_count(), ok);
+        printf("round=%d t=%.0f rss_kb=%ld fds=%d ok=%d heap_kb=%zu\n", round,
+               el, rss_kb(), fd_count(), ok, heap_kb());
         fflush(stdout);
         if (!ok) {
             fprintf(stderr, "soak: round %d lost work (seed %" PRIu64 ")\n",

@@ -28,7 +28,8 @@ enum {
     S_TAKE_AND_WAIT,
     S_IGNORE,
     S_DEFER_FIRST,
-    S_EXIT_AT_START
+    S_EXIT_AT_START,
+    S_KILL_CALLER /* kills the request's sender (a foreign call's proxy) */
 };
 
 static int server_active(tp_ctx *ctx, void *state, const tp_msg *msg);
@@ -63,6 +64,8 @@ static int server_b(tp_ctx *ctx, void *state, const tp_msg *msg)
         } else if (s->mode == S_DEFER_FIRST) {
             tp_send(ctx, tp_self(ctx), TAG_NOW, NULL, 0); /* become then */
             return TP_DEFER; /* the obligation stays with the message */
+        } else if (s->mode == S_KILL_CALLER) {
+            EXPECT_EQ(tp_kill(ctx, tp_msg_from(msg)), 0);
         }
         break;    /* S_IGNORE: handled without a reply */
     case TAG_NOW: /* answer the held request, possibly too late */
@@ -416,6 +419,418 @@ static void test_oneshot_from_thread(void **unused)
     assert_true(o.value == 123);
 }
 
+/* ------------------------------------------- calls from foreign threads */
+
+enum { FC_THREADS = 4, FC_CALLS = 500 };
+
+/* Replies with the request's own payload (an empty one too). */
+static int echo_b(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == TAG_REQ) {
+        size_t n;
+        const void *d = tp_msg_data(msg, &n);
+        EXPECT_EQ(tp_reply(ctx, msg, d, n), 0);
+    } else if (tp_msg_tag(msg) == TAG_STOP) {
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+struct fc_multi;
+
+typedef struct fc_worker {
+    struct fc_multi *m;
+    pthread_t th;
+    int id, ok;
+    char why[160]; /* the first wrong answer */
+} fc_worker;
+
+typedef struct fc_multi {
+    tp_runtime *rt;
+    tp_pid root, echo;
+    pthread_t coord;
+    int join_rc, stop_rc;
+    fc_worker w[FC_THREADS];
+} fc_multi;
+
+static void fc_bad(fc_worker *w, int i, const char *what, int rc)
+{
+    if (!w->why[0])
+        snprintf(w->why, sizeof w->why, "thread %d call %d: %s (rc %d)", w->id,
+                 i, what, rc);
+}
+
+/* Many round trips; every answer must be this call's own payload. Every
+ * hundredth is empty, the next discards its reply; odd calls have a
+ * timeout (a timer set and cancelled), even ones none. */
+static void *fc_worker_main(void *arg)
+{
+    fc_worker *w = arg;
+    tp_runtime *rt = w->m->rt;
+    tp_pid echo = w->m->echo;
+    for (int i = 0; i < FC_CALLS; i++) {
+        int timeout = i % 2 ? 10000 : -1;
+        void *rep = NULL, *req = NULL;
+        size_t rlen = 99, len = 0;
+        int rc;
+        if (i % 100 == 7) {
+            rc = tp_runtime_call(rt, echo, TAG_REQ, NULL, 0, timeout, &rep,
+                                 &rlen);
+            if (rc != 0 || rep != NULL || rlen != 0)
+                fc_bad(w, i, "empty reply", rc);
+            else
+                w->ok++;
+            continue;
+        }
+        if (tp_packf(&req, &len, "[i i s]", w->id, i, "foreign") != 0) {
+            fc_bad(w, i, "tp_packf", -1);
+            break;
+        }
+        if (i % 100 == 8) {
+            rc = tp_runtime_call(rt, echo, TAG_REQ, req, len, timeout, NULL,
+                                 NULL);
+            if (rc != 0)
+                fc_bad(w, i, "discarded reply", rc);
+            else
+                w->ok++;
+        } else {
+            rc = tp_runtime_call(rt, echo, TAG_REQ, req, len, timeout, &rep,
+                                 &rlen);
+            if (rc != 0 || !rep || rlen != len || memcmp(rep, req, len) != 0)
+                fc_bad(w, i, "wrong reply", rc);
+            else
+                w->ok++;
+            tp_free(rep);
+        }
+        tp_free(req);
+    }
+    return NULL;
+}
+
+/* Starts the workers, joins them, then tells the root the run may end. */
+static void *fc_coordinator(void *arg)
+{
+    fc_multi *m = arg;
+    for (int t = 0; t < FC_THREADS; t++) {
+        m->w[t].m = m;
+        m->w[t].id = t;
+        if (pthread_create(&m->w[t].th, NULL, fc_worker_main, &m->w[t]))
+            m->join_rc = -1;
+    }
+    for (int t = 0; t < FC_THREADS; t++)
+        if (pthread_join(m->w[t].th, NULL))
+            m->join_rc = -1;
+    m->stop_rc = tp_runtime_send(m->rt, m->root, TAG_STOP, NULL, 0);
+    return NULL;
+}
+
+static int fc_multi_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    fc_multi *m = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        m->rt = tp_ctx_runtime(ctx);
+        m->root = tp_self(ctx);
+        EXPECT_EQ(tp_spawn(ctx, echo_b, NULL, NULL, &m->echo), 0);
+        EXPECT_EQ(pthread_create(&m->coord, NULL, fc_coordinator, m), 0);
+        break;
+    case TAG_STOP:
+        /* The coordinator may still be returning from tp_runtime_send: the
+         * runtime must outlive every call into it, so join first. */
+        EXPECT_EQ(pthread_join(m->coord, NULL), 0);
+        EXPECT_EQ(tp_send(ctx, m->echo, TAG_STOP, NULL, 0), 0);
+        tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* Several threads, each with many blocking calls in flight one after the
+ * other, get every answer right; the proxies all end with their calls. */
+static void test_runtime_call_threads(void **unused)
+{
+    static fc_multi m;
+    tpt_result r;
+    memset(&m, 0, sizeof m);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, fc_multi_root, &m, NULL, &r), 0);
+    TPT_CHECK();
+    assert_int_equal(m.join_rc, 0);
+    assert_int_equal(m.stop_rc, 0);
+    for (int t = 0; t < FC_THREADS; t++) {
+        if (m.w[t].why[0])
+            fail_msg("%s", m.w[t].why);
+        assert_int_equal(m.w[t].ok, FC_CALLS);
+    }
+    assert_int_equal(r.stats.actors_alive, 0);
+    /* root, echo, and one proxy per call */
+    assert_int_equal(r.stats.actors_spawned, 2 + FC_THREADS * FC_CALLS);
+    assert_int_equal(r.stats.late_replies, 0);
+}
+
+/* One foreign call against a server_b in some mode (or a dead pid). */
+enum { FC_DEAD = -1 };
+
+typedef struct fc_single {
+    int mode, timeout_ms;
+    tp_runtime *rt;
+    tp_pid root, server;
+    pthread_t th;
+    int rc, stop_rc;
+    void *reply;
+    size_t reply_len;
+    double elapsed_ms;
+} fc_single;
+
+static void *fc_single_thread(void *arg)
+{
+    fc_single *f = arg;
+    double t0 = tpt_now_ms();
+    f->rc = tp_runtime_call(f->rt, f->server, TAG_REQ, "\x15", 1, /* 21 */
+                            f->timeout_ms, &f->reply, &f->reply_len);
+    f->elapsed_ms = tpt_now_ms() - t0;
+    f->stop_rc = tp_runtime_send(f->rt, f->root, TAG_STOP, NULL, 0);
+    return NULL;
+}
+
+static int fc_single_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    fc_single *f = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        f->rt = tp_ctx_runtime(ctx);
+        f->root = tp_self(ctx);
+        if (f->mode == FC_DEAD) { /* call it once it is surely gone */
+            EXPECT_EQ(tp_spawn(ctx, idle, NULL, NULL, &f->server), 0);
+            EXPECT_EQ(tp_monitor(ctx, f->server, &(tp_ref){0}), 0);
+            EXPECT_EQ(tp_kill(ctx, f->server), 0);
+            break;
+        }
+        server *s = calloc(1, sizeof *s);
+        s->mode = f->mode;
+        tp_spawn_opts o = {.state_free = free_state};
+        EXPECT_EQ(tp_spawn(ctx, server_b, s, &o, &f->server), 0);
+        EXPECT_EQ(pthread_create(&f->th, NULL, fc_single_thread, f), 0);
+        break;
+    case TP_TAG_DOWN:
+        EXPECT_EQ(pthread_create(&f->th, NULL, fc_single_thread, f), 0);
+        break;
+    case TAG_STOP:
+        EXPECT_EQ(pthread_join(f->th, NULL), 0);
+        /* a server holding the reply ends holding it: its TP_ENOPROC goes
+         * to the proxy, which has already ended */
+        tp_send(ctx, f->server, TAG_STOP, NULL, 0);
+        tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static void run_single(fc_single *f, int mode, int timeout_ms, tpt_result *r)
+{
+    memset(f, 0, sizeof *f);
+    f->mode = mode;
+    f->timeout_ms = timeout_ms;
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, fc_single_root, f, NULL, r), 0);
+    TPT_CHECK();
+    assert_int_equal(f->stop_rc, 0);
+    assert_int_equal(r->stats.actors_alive, 0);
+}
+
+/* The reply's payload comes back as the caller's own copy. */
+static void test_runtime_call_reply(void **unused)
+{
+    static fc_single f;
+    tpt_result r;
+    run_single(&f, S_DOUBLE, 5000, &r);
+    assert_int_equal(f.rc, 0);
+    int64_t v = 0;
+    assert_non_null(f.reply);
+    assert_int_equal(tp_unpackf(f.reply, f.reply_len, "l", &v), 0);
+    assert_true(v == 42);
+    tp_free(f.reply);
+}
+
+/* A callee that keeps the reply: TP_ETIMEDOUT after the timeout, not much
+ * later, and the run still ends cleanly (the held reply goes nowhere). */
+static void test_runtime_call_timeout(void **unused)
+{
+    static fc_single f;
+    tpt_result r;
+    run_single(&f, S_HOLD_FIRST, 50, &r);
+    assert_int_equal(f.rc, TP_ETIMEDOUT);
+    assert_null(f.reply);
+    assert_true(f.elapsed_ms >= 50.0);
+    if (f.elapsed_ms > 5000.0)
+        fail_msg("timed out after %.1f ms, want about 50", f.elapsed_ms);
+    assert_int_equal(r.stats.late_replies, 0);
+}
+
+/* A dead callee, one that ends holding the request, and the proxy killed
+ * while it waits: TP_ENOPROC, not a hang. */
+static void test_runtime_call_noproc(void **unused)
+{
+    static fc_single f;
+    static const int modes[] = {FC_DEAD, S_TAKE_AND_DIE, S_EXIT_AT_START,
+                                S_KILL_CALLER};
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        tpt_result r;
+        run_single(&f, modes[i], -1, &r);
+        if (f.rc != TP_ENOPROC)
+            fail_msg("mode %d: rc %d, want TP_ENOPROC", modes[i], f.rc);
+        assert_null(f.reply);
+    }
+}
+
+/* A callee that handles the request without replying: TP_ENOREPLY. */
+static void test_runtime_call_noreply(void **unused)
+{
+    static fc_single f;
+    tpt_result r;
+    run_single(&f, S_IGNORE, -1, &r);
+    assert_int_equal(f.rc, TP_ENOREPLY);
+    assert_null(f.reply);
+}
+
+typedef struct fc_inside {
+    int rc;
+} fc_inside;
+
+static int fc_inside_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    fc_inside *in = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        /* a scheduler thread must not block, even on a running runtime */
+        in->rc = tp_runtime_call(tp_ctx_runtime(ctx), tp_self(ctx), TAG_REQ,
+                                 NULL, 0, -1, NULL, NULL);
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+/* TP_ESTATE before tp_run, from a behavior, and after tp_run; TP_EINVAL
+ * and TP_E2BIG for bad arguments, checked first. */
+static void test_runtime_call_state(void **unused)
+{
+    static fc_inside in;
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.max_payload = 16;
+    tp_runtime *rt = NULL;
+    assert_int_equal(tp_runtime_new(&cfg, &rt), 0);
+    tp_pid some = ((tp_pid)1 << 32) | 1;
+    void *rep = (void *)&in; /* untouched on error */
+    size_t rlen = 7;
+    assert_int_equal(tp_runtime_call(rt, some, TAG_REQ, NULL, 0, -1, &rep,
+                                     &rlen),
+                     TP_ESTATE);
+    assert_ptr_equal(rep, &in);
+    assert_int_equal(rlen, 7);
+    assert_int_equal(tp_runtime_call(NULL, some, TAG_REQ, NULL, 0, -1, NULL,
+                                     NULL),
+                     TP_EINVAL);
+    assert_int_equal(tp_runtime_call(rt, TP_PID_NONE, TAG_REQ, NULL, 0, -1,
+                                     NULL, NULL),
+                     TP_EINVAL);
+    assert_int_equal(tp_runtime_call(rt, some, -1, NULL, 0, -1, NULL, NULL),
+                     TP_EINVAL);
+    assert_int_equal(tp_runtime_call(rt, some, TAG_REQ, "\xc1", 1, -1, NULL,
+                                     NULL),
+                     TP_EINVAL);
+    assert_int_equal(tp_runtime_call(rt, some, TAG_REQ, NULL, 3, -1, NULL,
+                                     NULL),
+                     TP_EINVAL);
+    char big[32];
+    memset(big, 'x', sizeof big);
+    big[0] = (char)0xbf; /* a str of 31 bytes: well formed, over 16 */
+    assert_int_equal(tp_runtime_call(rt, some, TAG_REQ, big, sizeof big, -1,
+                                     NULL, NULL),
+                     TP_E2BIG);
+
+    in.rc = 1;
+    tpt_reset();
+    tpt_watchdog(1);
+    assert_int_equal(tp_run(rt, fc_inside_root, &in, NULL), 0);
+    tpt_watchdog(0);
+    TPT_CHECK();
+    assert_int_equal(in.rc, TP_ESTATE);
+    assert_int_equal(tp_runtime_call(rt, some, TAG_REQ, NULL, 0, -1, &rep,
+                                     &rlen),
+                     TP_ESTATE);
+    assert_ptr_equal(rep, &in);
+    tp_stats st;
+    tp_runtime_stats(rt, &st);
+    assert_int_equal(st.actors_spawned, 1); /* no proxy was ever made */
+    tp_runtime_free(rt);
+}
+
+typedef struct fc_end {
+    tp_runtime *rt;
+    tp_pid echo;
+    pthread_t th;
+    int ok, noproc, rc;
+} fc_end;
+
+static int fc_end_echo(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    fc_end *e = state;
+    if (tp_msg_tag(msg) == TAG_REQ && ++e->ok == 200) /* the last answer */
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return echo_b(ctx, NULL, msg);
+}
+
+/* Calls on while the run ends: answers, then TP_ENOPROC while the run
+ * winds down, then TP_ESTATE; never a hang, whichever way the last call
+ * races the end of the run. */
+static void *fc_end_thread(void *arg)
+{
+    fc_end *e = arg;
+    for (int i = 0; i < 1000000; i++) {
+        e->rc =
+            tp_runtime_call(e->rt, e->echo, TAG_REQ, NULL, 0, -1, NULL, NULL);
+        if (e->rc == TP_ENOPROC)
+            e->noproc++;
+        else if (e->rc != 0)
+            break;
+    }
+    return NULL;
+}
+
+static int fc_end_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    fc_end *e = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        e->rt = tp_ctx_runtime(ctx);
+        EXPECT_EQ(tp_spawn(ctx, fc_end_echo, e, NULL, &e->echo), 0);
+        EXPECT_EQ(tp_monitor(ctx, e->echo, &(tp_ref){0}), 0);
+        EXPECT_EQ(pthread_create(&e->th, NULL, fc_end_thread, e), 0);
+    } else if (tp_msg_tag(msg) == TP_TAG_DOWN) {
+        tp_exit(ctx, TP_REASON_NORMAL); /* the thread is still calling */
+    }
+    return TP_HANDLED;
+}
+
+/* The run ends under a caller: it returns TP_ESTATE at last, and a proxy
+ * spawned too late to run is freed with the runtime. */
+static void test_runtime_call_run_ends(void **unused)
+{
+    static fc_end e;
+    memset(&e, 0, sizeof e);
+    tp_runtime *rt = NULL;
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    tpt_reset();
+    tpt_watchdog(1);
+    assert_int_equal(tp_run(rt, fc_end_root, &e, NULL), 0);
+    /* join before tp_runtime_free: the thread may still be in a call */
+    assert_int_equal(pthread_join(e.th, NULL), 0);
+    tpt_watchdog(0);
+    TPT_CHECK();
+    tp_runtime_free(rt);
+    assert_int_equal(e.ok, 200);
+    assert_int_equal(e.rc, TP_ESTATE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -427,6 +842,13 @@ int main(void)
         cmocka_unit_test(test_oneshot_value_once),
         cmocka_unit_test(test_oneshot_timeout),
         cmocka_unit_test(test_oneshot_from_thread),
+        cmocka_unit_test(test_runtime_call_threads),
+        cmocka_unit_test(test_runtime_call_reply),
+        cmocka_unit_test(test_runtime_call_timeout),
+        cmocka_unit_test(test_runtime_call_noproc),
+        cmocka_unit_test(test_runtime_call_noreply),
+        cmocka_unit_test(test_runtime_call_state),
+        cmocka_unit_test(test_runtime_call_run_ends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Run one troupe peer benchmark in Erlang/OTP.
-#   usage: run.sh <pingpong|ring|skynet|fanin|ask|idle> <threads>
+#   usage: run.sh <pingpong|ring|skynet|fanin|ask|idle|big> <threads>
 # Installs erlang-base if missing, compiles troupe_bench.erl once into
 # .build/ (again only when the source is newer), then runs it with
 # +S threads:threads. Prints exactly one result line on stdout.
 set -euo pipefail
 
-usage() { echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle> <threads>" >&2; exit 2; }
+usage() { echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle|big> <threads>" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 bench=$1 threads=$2
-case $bench in pingpong|ring|skynet|fanin|ask|idle) ;; *) usage ;; esac
+case $bench in pingpong|ring|skynet|fanin|ask|idle|big) ;; *) usage ;; esac
 [[ $threads =~ ^[1-9][0-9]*$ ]] || usage
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

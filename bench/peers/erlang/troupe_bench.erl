@@ -26,6 +26,8 @@
 -define(FANIN_CAPACITY, 1024).
 -define(ASK_REQUESTS, 1000000).
 -define(IDLE_ACTORS, 1000000).
+-define(BIG_PAIRS, 1000).
+-define(BIG_ROUNDS, 4000).
 
 %%--------------------------------------------------------------------
 %% Entry point
@@ -56,7 +58,7 @@ main([Bench, Threads]) ->
     end;
 main(_) ->
     io:format(standard_error,
-              "usage: troupe_bench <pingpong|ring|skynet|fanin|ask|idle> <threads>~n", []),
+              "usage: troupe_bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads>~n", []),
     halt(2).
 
 run("pingpong") -> pingpong();
@@ -65,6 +67,7 @@ run("skynet")   -> skynet();
 run("fanin")    -> fanin();
 run("ask")      -> ask();
 run("idle")     -> idle();
+run("big")      -> big();
 run(Other)      -> erlang:error({unknown_bench, Other}).
 
 now_ns() -> erlang:monotonic_time(nanosecond).
@@ -267,6 +270,31 @@ handle_call(increment, _From, Counter) ->
 
 handle_cast(_Msg, Counter) ->
     {noreply, Counter}.
+
+%%--------------------------------------------------------------------
+%% big: 1,000 independent pingpong pairs of 4,000 round trips each, all
+%% started together; each ping reports its final value to the main
+%% process, which sums them.
+%%--------------------------------------------------------------------
+
+big() ->
+    Main = self(),
+    T0 = now_ns(),
+    Pings = [begin
+                 B = spawn(fun pong/0),
+                 spawn(fun() -> receive go -> ping(B, 0, ?BIG_ROUNDS, Main) end end)
+             end
+             || _ <- lists:seq(1, ?BIG_PAIRS)],
+    %% Every pair exists: start them all.
+    lists:foreach(fun(A) -> A ! go end, Pings),
+    Sum = big_collect(?BIG_PAIRS, 0),
+    T1 = now_ns(),
+    {2 * ?BIG_PAIRS * ?BIG_ROUNDS, seconds(T0, T1), Sum, ?BIG_PAIRS * ?BIG_ROUNDS, ""}.
+
+big_collect(0, Sum) ->
+    Sum;
+big_collect(K, Sum) ->
+    receive {pingpong_done, V} -> big_collect(K - 1, Sum + V) end.
 
 %%--------------------------------------------------------------------
 %% idle: 1,000,000 processes each waiting for one message.

@@ -2,7 +2,7 @@
 //
 // Usage: GOMAXPROCS is set from the threads argument.
 //
-//	troupe-bench <pingpong|ring|skynet|fanin|ask|idle> <threads>
+//	troupe-bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads>
 //
 // Prints one line:
 //
@@ -36,6 +36,8 @@ const (
 	faninCapacity      = 1024
 	askRequests        = 1_000_000
 	idleActors         = 1_000_000
+	bigPairs           = 1_000
+	bigRounds          = 4_000
 )
 
 type result struct {
@@ -48,7 +50,7 @@ type result struct {
 
 func main() {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: troupe-bench <pingpong|ring|skynet|fanin|ask|idle> <threads>")
+		fmt.Fprintln(os.Stderr, "usage: troupe-bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads>")
 		os.Exit(2)
 	}
 	bench := os.Args[1]
@@ -66,6 +68,7 @@ func main() {
 		"fanin":    fanin,
 		"ask":      ask,
 		"idle":     idle,
+		"big":      big,
 	}
 	run, ok := benches[bench]
 	if !ok {
@@ -244,6 +247,41 @@ func ask() result {
 	last := <-done
 	elapsed := time.Since(start)
 	return result{askRequests, elapsed, last, askRequests, ""}
+}
+
+// big: 1,000 independent pingpong pairs (as in pingpong: two unbuffered
+// channels per pair) of 4,000 round trips each, all started together by
+// closing one channel; each A sends its final value to main, which sums.
+func big() result {
+	start := time.Now()
+	begin := make(chan struct{})
+	done := make(chan int64, bigPairs)
+	for p := 0; p < bigPairs; p++ {
+		toB := make(chan int64)
+		toA := make(chan int64)
+		go func() { // B
+			for v := range toB {
+				toA <- v + 1
+			}
+		}()
+		go func() { // A
+			<-begin
+			var v int64
+			for i := 0; i < bigRounds; i++ {
+				toB <- v
+				v = <-toA
+			}
+			close(toB)
+			done <- v
+		}()
+	}
+	close(begin) // every pair exists: start them all
+	var sum int64
+	for p := 0; p < bigPairs; p++ {
+		sum += <-done
+	}
+	elapsed := time.Since(start)
+	return result{2 * bigPairs * bigRounds, elapsed, sum, bigPairs * bigRounds, ""}
 }
 
 // idle: 1,000,000 goroutines each waiting for one message on its own

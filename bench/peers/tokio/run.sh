@@ -7,7 +7,7 @@
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
-    echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle> <threads>" >&2
+    echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle|big> <threads>" >&2
     exit 2
 fi
 

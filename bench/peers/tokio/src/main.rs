@@ -1,6 +1,6 @@
 //! Tokio peer of troupe's benchmark workloads (/work/shared/BENCH.md).
 //!
-//! Usage: bench-tokio <pingpong|ring|skynet|fanin|ask|idle> <threads>
+//! Usage: bench-tokio <pingpong|ring|skynet|fanin|ask|idle|big> <threads>
 //!
 //! Prints one line:
 //!   bench=<name> impl=tokio threads=<t> n=<work units> seconds=<s> check=<checksum>
@@ -295,10 +295,63 @@ async fn idle() -> Outcome {
     }
 }
 
+// ---------------------------------------------------------------- big
+
+const BIG_PAIRS: u64 = 1_000;
+const BIG_ROUNDS: u64 = 4_000;
+
+/// 1,000 independent pingpong pairs (as in pingpong: an `mpsc::channel(1)`
+/// each way) of 4,000 round trips each, all started together: each A
+/// awaits a oneshot "go" sent once every pair exists. The driver awaits
+/// every A and sums their final values.
+async fn big() -> Outcome {
+    let start = Instant::now();
+    let mut gos = Vec::with_capacity(BIG_PAIRS as usize);
+    let mut pings = Vec::with_capacity(BIG_PAIRS as usize);
+    for _ in 0..BIG_PAIRS {
+        let (to_b, mut b_inbox) = mpsc::channel::<u64>(1);
+        let (to_a, mut a_inbox) = mpsc::channel::<u64>(1);
+        let (go, started) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            while let Some(v) = b_inbox.recv().await {
+                if to_a.send(v + 1).await.is_err() {
+                    break;
+                }
+            }
+        });
+        pings.push(tokio::spawn(async move {
+            started.await.expect("driver is gone");
+            let mut v = 0u64;
+            for _ in 0..BIG_ROUNDS {
+                to_b.send(v).await.expect("B is gone");
+                v = a_inbox.recv().await.expect("B is gone");
+            }
+            v
+        }));
+        gos.push(go);
+    }
+    // Every pair exists: start them all.
+    for go in gos {
+        let _ = go.send(());
+    }
+    let mut sum = 0u64;
+    for a in pings {
+        sum += a.await.expect("A panicked");
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Outcome {
+        n: 2 * BIG_PAIRS * BIG_ROUNDS,
+        seconds,
+        check: sum,
+        ok: sum == BIG_PAIRS * BIG_ROUNDS,
+        extra: String::new(),
+    }
+}
+
 // ---------------------------------------------------------------- main
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bench-tokio <pingpong|ring|skynet|fanin|ask|idle> <threads>");
+    eprintln!("usage: bench-tokio <pingpong|ring|skynet|fanin|ask|idle|big> <threads>");
     ExitCode::from(2)
 }
 
@@ -312,7 +365,10 @@ fn main() -> ExitCode {
         Ok(t) if t >= 1 => t,
         _ => return usage(),
     };
-    if !matches!(bench, "pingpong" | "ring" | "skynet" | "fanin" | "ask" | "idle") {
+    if !matches!(
+        bench,
+        "pingpong" | "ring" | "skynet" | "fanin" | "ask" | "idle" | "big"
+    ) {
         return usage();
     }
 
@@ -332,6 +388,7 @@ fn main() -> ExitCode {
             "skynet" => skynet().await,
             "fanin" => fanin().await,
             "ask" => ask().await,
+            "big" => big().await,
             _ => idle().await,
         }
     });

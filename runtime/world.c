@@ -1,0 +1,79 @@
+/*
+ * Stop the world: for the few readers of every actor's state (the actor
+ * dump, the metrics page, the second SIGINT), which must not race the
+ * threads running those actors. The stopper raises world_stop and wakes
+ * every scheduler; each parks at its next safe point — between two turns,
+ * or in its wake-up callback — until the stopper resumes them. Safe points
+ * are checked with one relaxed load per turn.
+ */
+#include "runtime/runtime.h"
+
+void tpi_world_enter(tpi_sched *s)
+{
+    tp_runtime *rt = s->rt;
+    pthread_mutex_lock(&rt->world_lock);
+    rt->world_running++;
+    pthread_mutex_unlock(&rt->world_lock);
+}
+
+void tpi_world_leave(tpi_sched *s)
+{
+    tp_runtime *rt = s->rt;
+    pthread_mutex_lock(&rt->world_lock);
+    rt->world_running--;
+    pthread_cond_broadcast(&rt->world_cond); /* a stopper waits for fewer */
+    pthread_mutex_unlock(&rt->world_lock);
+}
+
+/* World lock held: park s until the current stopper resumes. */
+static void park(tp_runtime *rt)
+{
+    rt->world_parked++;
+    pthread_cond_broadcast(&rt->world_cond);
+    while (rt->world_owner)
+        pthread_cond_wait(&rt->world_cond, &rt->world_lock);
+    rt->world_parked--;
+}
+
+void tpi_world_safepoint(tpi_sched *s)
+{
+    tp_runtime *rt = s->rt;
+    pthread_mutex_lock(&rt->world_lock);
+    if (rt->world_owner && rt->world_owner != s)
+        park(rt);
+    pthread_mutex_unlock(&rt->world_lock);
+}
+
+void tpi_world_stop(tp_runtime *rt)
+{
+    tpi_sched *me = tpi_sched_current();
+    pthread_mutex_lock(&rt->world_lock);
+    /* Another stopper first: a scheduler is one of those it waits for. */
+    while (rt->world_owner) {
+        if (me)
+            park(rt);
+        else
+            pthread_cond_wait(&rt->world_cond, &rt->world_lock);
+    }
+    rt->world_owner = me;
+    /* relaxed: the flag only makes schedulers take the lock. */
+    atomic_store_explicit(&rt->world_stop, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&rt->world_lock);
+    for (unsigned i = 0; i < rt->nsched; i++)
+        if (&rt->scheds[i] != me)
+            tpi_sched_wake(&rt->scheds[i]);
+    pthread_mutex_lock(&rt->world_lock);
+    /* Every running scheduler but us (at a safe point ourselves). */
+    while (rt->world_parked + (me != NULL) < rt->world_running)
+        pthread_cond_wait(&rt->world_cond, &rt->world_lock);
+    pthread_mutex_unlock(&rt->world_lock);
+}
+
+void tpi_world_resume(tp_runtime *rt)
+{
+    pthread_mutex_lock(&rt->world_lock);
+    rt->world_owner = NULL;
+    atomic_store_explicit(&rt->world_stop, 0, memory_order_relaxed);
+    pthread_cond_broadcast(&rt->world_cond);
+    pthread_mutex_unlock(&rt->world_lock);
+}
