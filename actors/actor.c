@@ -133,9 +133,9 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     /* TP_TAG_START is not a queued message but a flag: no allocation per
      * spawn, and it is always the first thing handled. */
     a->flags |= TPI_ACT_START;
-    tpi_sched_ready(a);
-    if (pid_out)
+    if (pid_out) /* before it can run elsewhere: it may read *pid_out */
         *pid_out = pid;
+    tpi_sched_ready(a);
     return 0;
 }
 

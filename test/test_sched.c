@@ -6,7 +6,8 @@
  * senders, also into busy receivers with small mailboxes; tp_run returns
  * only once every actor of a random tree has ended, with the root's exit
  * status; idle schedulers take work from busy ones; and an actor that never
- * stops sending itself messages starves neither timers nor foreign senders.
+ * stops sending itself messages starves neither timers nor foreign senders;
+ * and a handler that does not return is reported.
  *
  * Only the public API is used. Randomized tests print their seed and take
  * TROUPE_TEST_SEED=<n> to replay the same random choices (the interleaving
@@ -1103,6 +1104,83 @@ static void test_no_starvation(void **unused)
     assert_int_equal(r.stats.actors_alive, 0);
 }
 
+/* ------------------------------------------------------- stuck handler */
+
+#define STUCK_MS 50
+#define TAG_STUCK 77
+
+static struct {
+    sem_t reported;
+    _Atomic tp_pid pid;
+    _Atomic int32_t tag;
+    _Atomic uint64_t ms;
+    atomic_int reports;
+    tp_pid stuck;
+} SK;
+
+static void on_stuck(void *arg, tp_pid pid, int32_t tag, uint64_t ms)
+{
+    (void)arg;
+    atomic_store(&SK.pid, pid);
+    atomic_store(&SK.tag, tag);
+    atomic_store(&SK.ms, ms);
+    if (atomic_fetch_add(&SK.reports, 1) == 0)
+        sem_post(&SK.reported);
+}
+
+/* Blocks in its handler until the monitor has reported it. */
+static int stuck_b(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) == TAG_STUCK) {
+        while (sem_wait(&SK.reported) != 0 && errno == EINTR)
+            ;
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int stuck_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_spawn(ctx, stuck_b, NULL, NULL, &SK.stuck), 0);
+        EXPECT_EQ(tp_send(ctx, SK.stuck, TAG_STUCK, NULL, 0), 0);
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+/* A handler that does not return is reported by the monitor thread with
+ * its actor, the tag it is handling and how long it has run: the handler
+ * here returns only once that report came, so a missing one hangs (and the
+ * watchdog fails the test). */
+static void test_stuck_report(void **unused)
+{
+    (void)unused;
+    tp_config cfg;
+    tp_runtime *rt = NULL;
+    memset(&SK, 0, sizeof SK);
+    sem_init(&SK.reported, 0, 0);
+    tp_config_init(&cfg);
+    cfg.threads = 2;
+    cfg.stuck_ms = STUCK_MS;
+    cfg.on_stuck = on_stuck;
+    assert_int_equal(tp_runtime_new(&cfg, &rt), 0);
+    signal(SIGALRM, tpt_on_alarm);
+    alarm(60);
+    tpt_reset();
+    assert_int_equal(tp_run(rt, stuck_root, NULL, NULL), 0);
+    alarm(0);
+    TPT_CHECK();
+    tp_runtime_free(rt);
+    sem_destroy(&SK.reported);
+    assert_true(atomic_load(&SK.reports) >= 1);
+    assert_true(atomic_load(&SK.pid) == SK.stuck);
+    assert_int_equal(atomic_load(&SK.tag), TAG_STUCK);
+    assert_true(atomic_load(&SK.ms) >= STUCK_MS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1113,6 +1191,7 @@ int main(void)
         cmocka_unit_test(test_run_exact),
         cmocka_unit_test(test_spread),
         cmocka_unit_test(test_no_starvation),
+        cmocka_unit_test(test_stuck_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
