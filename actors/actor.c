@@ -109,8 +109,11 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     a->ext = NULL;
     a->flags = (flags & TP_SPAWN_TRAP_EXIT) ? TPI_ACT_TRAP : 0;
     a->parent = parent ? tpi_actor_pid(parent) : TP_PID_NONE;
-    a->mb.capacity = cap >= TPI_MAILBOX_UNBOUNDED ? TPI_MAILBOX_UNBOUNDED
-                                                  : (uint32_t)cap;
+    /* relaxed: senders only estimate with it */
+    atomic_store_explicit(&a->mb.capacity,
+                          cap >= TPI_MAILBOX_UNBOUNDED ? TPI_MAILBOX_UNBOUNDED
+                                                       : (uint32_t)cap,
+                          memory_order_relaxed);
     /* issue 8: counters; the link comes last, as it cannot be undone */
     if (tpi_obs_spawn(rt, a, flags) != 0 ||
         ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0)) {
@@ -511,7 +514,8 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     if (a->flags & TPI_ACT_OBS) /* issue 8 */
         tpi_obs_turn(a);
     uint64_t after = tpi_mailbox_count(mb);
-    if (after < mb->capacity && after + popped >= mb->capacity)
+    uint32_t cap = tpi_mailbox_cap(mb);
+    if (after < cap && after + popped >= cap)
         tpi_drained(s->rt, a);
     if (s->pause_on) {
         tpi_pause(s->rt, a, s->pause_on); /* keeps the flag while parked */

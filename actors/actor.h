@@ -126,6 +126,7 @@ enum {
     TPI_ACT_START = 1u << 3,    /* TP_TAG_START not yet delivered */
     TPI_ACT_OBS = 1u << 4,      /* issue 8: keeps counters (ext->obs) */
     TPI_ACT_OBS_TIME = 1u << 5, /* issue 8: and sums handler time */
+    TPI_ACT_PINNED = 1u << 6,   /* has events on its home loop: never moves */
 };
 
 /* An actor lives in a slot of the table. Slots are never freed while the
@@ -147,7 +148,12 @@ typedef struct tpi_actor {
     _Atomic uint32_t gen; /* current generation of the slot */
     uint32_t index;
     uint32_t flags;
-    uint32_t free_next;     /* free list link (index + 1), 0 = end */
+    union {
+        uint32_t free_next; /* free slot: free list link (index + 1), 0 = end */
+        uint32_t partner;   /* live: index + 1 of the actor it last sent to
+                               (owner thread; runtime/sched.c keeps the two
+                               together when it moves one) */
+    };
     _Atomic uint8_t paused; /* backpressure pause; see actors/send.c */
     /* issue 8: dead letters addressed to this slot's latest actor: low 8
      * bits of its generation << 24 | count (runtime/observe.c). Fits in

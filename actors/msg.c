@@ -3,6 +3,7 @@
 #include "runtime/alloc.h"
 
 #include <msgpack.h>
+#include <pthread.h>
 #include <string.h>
 
 /* Small messages (the common case: an int, a short string) use one node
@@ -16,7 +17,24 @@
 static _Thread_local struct {
     tpi_msg *head;
     unsigned n;
+    bool registered; /* the thread-exit flush is set up */
 } cache;
+
+/* Any thread may fill a cache (foreign senders free dead letters, pool
+ * threads free messages): each is flushed when its thread exits. */
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_at_exit(void *unused)
+{
+    (void)unused;
+    tpi_msg_cache_flush();
+}
+
+static void cache_key_init(void)
+{
+    pthread_key_create(&cache_key, cache_at_exit);
+}
 #endif
 
 void tpi_msg_cache_flush(void)
@@ -71,6 +89,12 @@ void tpi_msg_free(tpi_msg *m)
         tpi_free(m->data);
 #ifndef TPI_NO_POOL
     if ((m->flags & TPI_MSG_SMALL) && cache.n < CACHE_MAX) {
+        if (!cache.registered) {
+            /* any non-NULL value makes the destructor run */
+            pthread_once(&cache_once, cache_key_init);
+            pthread_setspecific(cache_key, &cache);
+            cache.registered = true;
+        }
         atomic_store_explicit(&m->node.next, (tpi_mpsc_node *)cache.head,
                               memory_order_relaxed);
         cache.head = m;

@@ -18,7 +18,8 @@
 
 static bool over(tpi_mailbox *mb, uint64_t count)
 {
-    return mb->capacity != TPI_MAILBOX_UNBOUNDED && count > mb->capacity;
+    uint32_t cap = tpi_mailbox_cap(mb);
+    return cap != TPI_MAILBOX_UNBOUNDED && count > cap;
 }
 
 int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
@@ -51,6 +52,8 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
                         : tpi_mailbox_push_remote(&a->mb, &m->node);
     if (queue_it)
         tpi_sched_ready(a);
+    if (from)
+        from->partner = a->index + 1;
     if (tag >= 0 && over(&a->mb, tpi_mailbox_count(&a->mb))) {
         if (from && from != a && !over(&from->mb, tpi_mailbox_count(&from->mb)))
             tpi_home(from)->pause_on = to;

@@ -323,14 +323,13 @@ static long rss_bytes(void)
     return kb * 1024;
 }
 
-static uint64_t idle_ended;
+static atomic_uint_fast64_t idle_ended; /* ended on any scheduler thread */
 
 static int idle_actor(tp_ctx *ctx, void *st, const tp_msg *m)
 {
     if (tp_msg_tag(m) == T_STOP) {
-        idle_ended++;
-        if (idle_ended == IDLE_N)
-            done(idle_ended);
+        if (atomic_fetch_add(&idle_ended, 1) + 1 == IDLE_N)
+            done(IDLE_N);
         tp_exit(ctx, TP_REASON_NORMAL);
     }
     return TP_HANDLED;

@@ -14,6 +14,7 @@
  * client prints a summary and asks the supervisor to stop, which stops the
  * tree; tp_sup_run then returns 0.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,7 +27,7 @@ enum { TAG_NEXT = 1, TAG_RETRY = 2 };
 #define CRASH_EVERY 5
 #define RETRY_MS 2 /* after an error, give the restart a moment */
 
-static int incarnations; /* counter starts (one scheduler thread) */
+static atomic_int incarnations; /* counter starts, on any scheduler thread */
 
 /* ------------------------------------------------------------ counter */
 
@@ -123,7 +124,7 @@ static int client_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
     /* done */
     printf("supervised_counter: %d requests, %d answered, %d errors, "
            "counter restarted %d times\n",
-           cl->sent, cl->answered, cl->errors, incarnations - 1);
+           cl->sent, cl->answered, cl->errors, atomic_load(&incarnations) - 1);
     fflush(stdout);
     return tp_sup_stop(ctx, cl->sup, -1, NULL);
 }

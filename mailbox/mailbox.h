@@ -32,8 +32,10 @@ typedef struct tpi_mailbox {
     _Atomic uint32_t lcount;      /* local messages; one writer (home) */
     _Atomic uint32_t rcount;      /* remote messages announced */
     _Atomic uint32_t
-        scheduled;     /* 1 while someone is responsible for the owner */
-    uint32_t capacity; /* TPI_MAILBOX_UNBOUNDED: no bound */
+        scheduled; /* 1 while someone is responsible for the owner */
+    /* TPI_MAILBOX_UNBOUNDED: no bound. Set at spawn; senders read it even
+     * as the slot changes owners (tpi_mailbox_cap). */
+    _Atomic uint32_t capacity;
 } tpi_mailbox;
 
 static inline void tpi_mailbox_init(tpi_mailbox *mb, uint32_t capacity)
@@ -43,7 +45,13 @@ static inline void tpi_mailbox_init(tpi_mailbox *mb, uint32_t capacity)
     atomic_init(&mb->lcount, 0);
     atomic_init(&mb->rcount, 0);
     atomic_init(&mb->scheduled, 0);
-    mb->capacity = capacity;
+    atomic_init(&mb->capacity, capacity);
+}
+
+/* relaxed: a bound for estimates (see tpi_mailbox_count). */
+static inline uint32_t tpi_mailbox_cap(tpi_mailbox *mb)
+{
+    return atomic_load_explicit(&mb->capacity, memory_order_relaxed);
 }
 
 /* Claim the duty to queue the owner; true if the caller must queue it. */

@@ -2,6 +2,7 @@
 
 #include "troupe.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,4 +48,26 @@ char *tpi_strndup(const char *s, size_t max)
         d[n] = '\0';
     }
     return d;
+}
+
+/* The hook has no alignment: over-allocate, and keep the pointer to free
+ * just below the aligned block. */
+void *tpi_calloc_aligned(size_t n, size_t align)
+{
+    char *raw = tpi_calloc(n + align + sizeof(void *));
+    if (!raw)
+        return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + align - 1) &
+                  ~(uintptr_t)(align - 1);
+    memcpy((char *)p - sizeof(void *), &raw, sizeof raw);
+    return (void *)p;
+}
+
+void tpi_free_aligned(void *p)
+{
+    if (!p)
+        return;
+    void *raw;
+    memcpy(&raw, (char *)p - sizeof(void *), sizeof raw);
+    tpi_free(raw);
 }

@@ -362,8 +362,10 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     char text[160];
     while (c->child > 0 && !c->killed) {
-        if (c->actor && c->actor->mb.capacity != TPI_MAILBOX_UNBOUNDED &&
-            tpi_mailbox_count(&c->actor->mb) >= c->actor->mb.capacity) {
+        if (c->actor &&
+            tpi_mailbox_cap(&c->actor->mb) != TPI_MAILBOX_UNBOUNDED &&
+            tpi_mailbox_count(&c->actor->mb) >=
+                tpi_mailbox_cap(&c->actor->mb)) {
             /* Backpressure: the proxy is behind; on_drained resumes. */
             c->paused = true;
             bufferevent_disable(bev, EV_READ);
@@ -785,8 +787,9 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
     tp_pid pid;
     if ((rc = tp_spawn(ctx, proxy, p, &so, &pid)) != 0)
         goto fail;
-    /* The proxy has not run yet and lives on this scheduler thread (one
-     * per runtime in this release): attaching to it here is safe. */
+    /* The proxy has not run yet and lives on this scheduler thread (only
+     * its home thread could move it, between turns): attaching to it here
+     * is safe, and the resource then pins it to this loop. */
     c->pid = p->self = pid;
     c->actor = tpi_table_slot(rt->table, pid);
     if (tpi_resource_add(c->actor, &c->res) != 0) {

@@ -14,7 +14,7 @@
  * The block is freed when the router, the keeper and every proxy have
  * let go of it. Load is read, not messaged: each proxy publishes the
  * messages its worker holds, and the router adds the proxy's mailbox
- * count (one scheduler per runtime in this release: same thread).
+ * count (an atomic estimate, readable from any scheduler thread).
  */
 #include "runtime/isolate_int.h"
 #include "runtime/alloc.h"
@@ -31,7 +31,9 @@ typedef struct pool pool;
 
 typedef struct pool_slot {
     pool *pool;
-    tp_pid pid; /* the running proxy, 0 when none */
+    /* The running proxy, 0 when none: written by the supervisor (start)
+     * and the proxy (end), read by the router, maybe on three threads. */
+    _Atomic tp_pid pid;
     _Atomic uint32_t inflight;
     char id[16];
 } pool_slot;
@@ -65,10 +67,12 @@ static void router_free(void *state) { pool_unref(state); }
 static void slot_ended(void *arg, tp_pid pid)
 {
     pool_slot *s = arg;
-    if (s->pid == pid) {
-        s->pid = TP_PID_NONE;
+    /* relaxed: only the value matters; a restart that already put the
+     * next worker's pid there keeps it. */
+    if (atomic_compare_exchange_strong_explicit(&s->pid, &pid, TP_PID_NONE,
+                                                memory_order_relaxed,
+                                                memory_order_relaxed))
         atomic_store_explicit(&s->inflight, 0, memory_order_relaxed);
-    }
     pool_unref(s->pool);
 }
 
@@ -87,7 +91,7 @@ static int slot_start(tp_ctx *ctx, void *arg, const void *args, size_t args_len,
     if (rc)
         return rc;
     atomic_fetch_add_explicit(&s->pool->refs, 1, memory_order_relaxed);
-    s->pid = pid;
+    atomic_store_explicit(&s->pid, pid, memory_order_relaxed);
     *pid_out = pid;
     return 0;
 }
@@ -138,7 +142,8 @@ static int pick(pool *pl, tp_runtime *rt)
     for (unsigned i = 0; i < pl->size; i++) {
         unsigned j = (pl->rr + i) % pl->size;
         pool_slot *s = &pl->slots[j];
-        tpi_actor *a = live_proxy(rt, s->pid);
+        tpi_actor *a =
+            live_proxy(rt, atomic_load_explicit(&s->pid, memory_order_relaxed));
         if (!a)
             continue;
         uint64_t load =

@@ -218,7 +218,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         deliver(c, m);
         /* Read backpressure: stop taking bytes from the kernel while the
          * actor is behind; TCP then slows the peer. on_drained resumes. */
-        if (tpi_mailbox_count(&a->mb) >= a->mb.capacity) {
+        if (tpi_mailbox_count(&a->mb) >= tpi_mailbox_cap(&a->mb)) {
             c->paused_mb = true;
             update_read(c);
             return;
@@ -533,8 +533,10 @@ static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
     c->out = evbuffer_new();
     c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
-    /* The child has not run yet and lives on this scheduler thread (one
-     * per runtime in this release), so attaching to it here is safe. */
+    /* The child has not run yet and lives on this scheduler thread (it
+     * starts on its spawner's, and only its home thread could move it,
+     * between turns), so attaching to it here is safe; the resource then
+     * pins it to this loop. */
     if (!c->out || !c->rev || !c->wev ||
         tpi_resource_add(c->actor, &c->res) != 0) {
         conn_drop(c);
@@ -594,6 +596,8 @@ static int listener(tp_ctx *ctx, void *state, const tp_msg *msg)
     case TP_TAG_START:
         l->self = tp_self(ctx);
         l->owner = tp_msg_from(msg);
+        /* The accept event lives on this loop: the listener stays here. */
+        tpi_ctx_actor(ctx)->flags |= TPI_ACT_PINNED;
         l->ev = event_new(tpi_home(tpi_ctx_actor(ctx))->base, l->fd, EV_READ,
                           on_acceptable, l);
         if (!l->ev || event_add(l->ev, NULL) != 0)

@@ -170,8 +170,8 @@ void tpi_obs_fill(tpi_actor *a, tp_actor_info *out)
     out->trap_exit = (a->flags & TPI_ACT_TRAP) != 0;
     out->paused = atomic_load_explicit(&a->paused, memory_order_relaxed) != 0;
     out->mailbox_len = tpi_mailbox_count(&a->mb);
-    out->mailbox_cap = a->mb.capacity == TPI_MAILBOX_UNBOUNDED ? UINT64_MAX
-                                                               : a->mb.capacity;
+    uint32_t cap = tpi_mailbox_cap(&a->mb);
+    out->mailbox_cap = cap == TPI_MAILBOX_UNBOUNDED ? UINT64_MAX : cap;
     out->dead_letters =
         atomic_load_explicit(&a->obs_dead, memory_order_relaxed) & DEAD_MAX;
     tpi_actor_ext *x = a->ext;

@@ -43,7 +43,7 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
         c.threads = default_threads();
     if (c.seed) /* the deterministic mode is one thread's schedule */
         c.threads = 1;
-    tp_runtime *rt = tpi_calloc(sizeof *rt);
+    tp_runtime *rt = tpi_calloc_aligned(sizeof *rt, _Alignof(tp_runtime));
     if (!rt)
         return TP_ENOMEM;
     rt->cfg = c;
@@ -56,7 +56,8 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
     int rc = tpi_table_new(&rt->table);
     if (!rc)
         rc = tpi_names_new(&rt->names);
-    if (!rc && !(rt->scheds = tpi_calloc(c.threads * sizeof *rt->scheds)))
+    if (!rc && !(rt->scheds = tpi_calloc_aligned(c.threads * sizeof *rt->scheds,
+                                                 TPI_SCHED_ALIGN)))
         rc = TP_ENOMEM;
     for (unsigned i = 0; !rc && i < c.threads; i++) {
         rc = tpi_sched_init(&rt->scheds[i], rt, i);
@@ -88,7 +89,7 @@ void tp_runtime_free(tp_runtime *rt)
     tpi_signals_free(rt);
     for (unsigned i = 0; i < rt->nsched; i++)
         tpi_sched_fini(&rt->scheds[i]);
-    tpi_free(rt->scheds);
+    tpi_free_aligned(rt->scheds);
     tpi_names_free(rt->names);
     tpi_table_free(rt->table);
     pthread_cond_destroy(&rt->world_cond);
@@ -96,7 +97,7 @@ void tp_runtime_free(tp_runtime *rt)
     pthread_cond_destroy(&rt->fw_cond);
     pthread_mutex_destroy(&rt->fw_lock);
     pthread_mutex_destroy(&rt->wait_lock);
-    tpi_free(rt);
+    tpi_free_aligned(rt);
     tpi_msg_cache_flush();
 }
 

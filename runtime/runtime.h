@@ -75,8 +75,12 @@ typedef struct tpi_stats {
 void tpi_stat_add_shared(tp_runtime *rt, size_t field, int64_t d);
 
 /* ---- runtime/sched.c */
+/* Schedulers sit side by side in rt->scheds, each written all the time by
+ * its own thread: a line of their own (two, against adjacent-line
+ * prefetch), or every message pays for false sharing. */
+#define TPI_SCHED_ALIGN 128
 struct tpi_sched {
-    tp_runtime *rt;
+    _Alignas(TPI_SCHED_ALIGN) tp_runtime *rt;
     unsigned id;  /* index in rt->scheds */
     uint64_t bit; /* 1 << id, in rt->idle */
     struct event_base *base;
@@ -88,15 +92,15 @@ struct tpi_sched {
     tpi_mpscq inject;       /* actors made ready by other threads */
     tpi_mpsc_node *rq_head; /* local run queue, plain links */
     tpi_mpsc_node *rq_tail;
-    uint32_t rq_n;    /* ready actors queued locally */
-    uint32_t busy;    /* work (tpi_actor_turn) since the queue was empty */
-    bool det;         /* deterministic test mode (tp_config.seed) */
-    uint64_t rng;     /* its generator state */
-    uint64_t hash;    /* its schedule signature */
-    tpi_actor *cur;   /* actor in its turn */
-    tpi_msg *cur_msg; /* message being handled */
-    tp_pid pause_on;  /* a send this turn overfilled this pid */
-    bool became;      /* the running behavior called tp_become */
+    uint32_t rq_n;       /* ready actors queued locally */
+    uint64_t backlog_ns; /* since when the run queue has not run dry */
+    bool det;            /* deterministic test mode (tp_config.seed) */
+    uint64_t rng;        /* its generator state */
+    uint64_t hash;       /* its schedule signature */
+    tpi_actor *cur;      /* actor in its turn */
+    tpi_msg *cur_msg;    /* message being handled */
+    tp_pid pause_on;     /* a send this turn overfilled this pid */
+    bool became;         /* the running behavior called tp_become */
     tpi_timer_heap timers;
     tpi_stats stats;
     /* Stuck-handler watch (runtime/monitor.c), a seqlock written by this
@@ -172,22 +176,24 @@ struct tp_runtime {
     tpi_names *names;
     tpi_sched *scheds; /* cfg.threads; [0] runs on tp_run's thread */
     unsigned nsched;
-    _Atomic unsigned next_home; /* round robin for spawns from outside */
-    _Atomic uint64_t idle;      /* bit i: scheduler i ran out of work */
-    _Atomic int stopping;       /* the run is over: loops end */
-    /* runtime/world.c */
-    pthread_mutex_t world_lock;
+    _Atomic int stopping; /* the run is over: loops end */
+    /* Written from every scheduler thread: each on a line of its own. */
+    _Alignas(64) _Atomic unsigned next_home; /* round robin, outside spawns */
+    _Alignas(64) _Atomic uint64_t idle;      /* bit i: scheduler i ran dry */
+    /* runtime/world.c; world_stop is read by every scheduler every turn */
+    _Alignas(64) pthread_mutex_t world_lock;
     pthread_cond_t world_cond;
     _Atomic int world_stop;      /* a stopper is waiting or running */
     tpi_sched *world_owner;      /* who stopped it (world lock) */
     unsigned world_parked;       /* schedulers parked (world lock) */
+    unsigned world_depth;        /* nested stops by the owner (world lock) */
     unsigned world_running;      /* schedulers in their loop (world lock) */
     struct tpi_monitor *monitor; /* runtime/monitor.c, while running */
     /* Actors alive, plus TPI_LIVE_RUN once tp_run has begun: one word, so
      * a spawn from outside and the end of the run are ordered. */
-    _Atomic uint64_t live;
-    tpi_stats stats; /* counted off the scheduler threads */
-    _Atomic uint64_t next_ref;
+    _Alignas(64) _Atomic uint64_t live;
+    _Alignas(64) tpi_stats stats; /* counted off the scheduler threads */
+    _Alignas(64) _Atomic uint64_t next_ref;
     _Atomic int state; /* TPI_RT_NEW, RUNNING, DONE */
     tp_pid root;
     tp_reason root_reason;

@@ -26,11 +26,13 @@
 #include <unistd.h>
 
 #define TURNS_PER_CALLBACK 256
-/* Work done (messages handled, see tpi_actor_turn) with a non-empty run
- * queue before we share it: an actor pair that passes one message back and
- * forth empties the queue every turn and so stays together; a backlog is
- * shared once this much work went by without the queue running dry. */
-#define SHARE_AFTER 32
+/* How long a run queue must stay non-empty before we share it. A pair of
+ * actors passing one message back and forth empties the queue every turn
+ * and so stays together; a backlog that drains within this time is not
+ * worth a wake-up (tens of microseconds) and the loss of locality. */
+#define SHARE_AFTER_NS 500000
+/* Messages handled between two looks at the clock within a batch. */
+#define CLOCK_EVERY 16
 
 _Thread_local tpi_sched *tpi_tls_sched;
 #define tls_sched tpi_tls_sched
@@ -135,10 +137,47 @@ void tpi_sched_ready(tpi_actor *a)
 /* May a leave this thread? Not if something of it lives on this loop. */
 static bool movable(tpi_actor *a)
 {
-    return !a->ext || (!a->ext->timers && !a->ext->resources);
+    return !(a->flags & TPI_ACT_PINNED) &&
+           (!a->ext || (!a->ext->timers && !a->ext->resources));
 }
 
-/* Hand about half of our queued movable actors to an idle scheduler. */
+/* Move a (in our run queue, or idle and claimed by us) to scheduler to:
+ * append it to the chain first..last. */
+static void move_one(tpi_sched *to, tpi_actor *a, tpi_mpsc_node **first,
+                     tpi_mpsc_node **last)
+{
+    /* release: pairs with tpi_home's acquire; our last writes to a's FIFO
+     * are visible to the thread that finds itself a's home. */
+    atomic_store_explicit(&a->home, to, memory_order_release);
+    atomic_store_explicit(&a->rq.next, NULL, memory_order_relaxed);
+    if (*last)
+        atomic_store_explicit(&(*last)->next, &a->rq, memory_order_relaxed);
+    else
+        *first = &a->rq;
+    *last = &a->rq;
+}
+
+/* The actor a last sent to, if it lives here and sits idle: claimed, so
+ * that it can move along with a (a pair that talks stays on one thread).
+ * NULL if not. */
+static tpi_actor *claim_partner(tpi_sched *s, tpi_actor *a)
+{
+    tpi_actor *p = a->partner ? tpi_table_slot(s->rt->table,
+                                               tpi_pid_make(a->partner - 1, 0))
+                              : NULL;
+    if (!p || p == a || tpi_home(p) != s || !tpi_mailbox_claim(&p->mb))
+        return NULL;
+    /* Ours now: nobody runs or queues it. Only we move it, so its home
+     * is still us; it must own nothing tied to this loop. */
+    if (movable(p))
+        return p;
+    if (tpi_mailbox_release(&p->mb)) /* a message came meanwhile */
+        tpi_sched_ready(p);
+    return NULL;
+}
+
+/* Hand about half of our queued movable actors (and the idle actors they
+ * last sent to) to an idle scheduler. */
 static void share(tpi_sched *s, uint64_t idle)
 {
     tp_runtime *rt = s->rt;
@@ -162,16 +201,11 @@ static void share(tpi_sched *s, uint64_t idle)
             continue;
         }
         rq_unlink(s, prev, n);
-        /* release: pairs with tpi_home's acquire; our last writes to a's
-         * FIFO are visible to the thread that finds itself a's home. */
-        atomic_store_explicit(&a->home, to, memory_order_release);
-        atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-        if (last)
-            atomic_store_explicit(&last->next, n, memory_order_relaxed);
-        else
-            first = n;
-        last = n;
+        move_one(to, a, &first, &last);
         moved++;
+        tpi_actor *p = claim_partner(s, a);
+        if (p)
+            move_one(to, p, &first, &last);
         n = next;
     }
     if (!moved) { /* all pinned: it stays idle for someone else */
@@ -180,7 +214,16 @@ static void share(tpi_sched *s, uint64_t idle)
     }
     tpi_mpscq_push_chain(&to->inject, first, last);
     tpi_sched_wake(to);
-    s->busy = 0;
+    s->backlog_ns = 0;
+}
+
+/* The run queue holds a backlog now: has it been there long enough? */
+static bool backlog_aged(tpi_sched *s)
+{
+    uint64_t now = tpi_now_ns();
+    if (!s->backlog_ns)
+        s->backlog_ns = now;
+    return now - s->backlog_ns >= SHARE_AFTER_NS;
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -216,22 +259,37 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
     if (s->rq_head &&
         (atomic_load_explicit(&rt->idle, memory_order_relaxed) & s->bit))
         atomic_fetch_and_explicit(&rt->idle, ~s->bit, memory_order_relaxed);
+    /* A backlog that outlived SHARE_AFTER_NS may be shared. The clock is
+     * read at the start of a batch and then after every CLOCK_EVERY
+     * messages, and only with several schedulers and a backlog. */
+    bool multi = rt->nsched > 1;
+    bool may_share = multi && s->rq_n >= 2 && backlog_aged(s);
+    unsigned work = 0;
     for (int i = 0; i < TURNS_PER_CALLBACK; i++) {
         tpi_actor *a = rq_pop(s);
         if (!a)
             break;
-        bool backlog = s->rq_n > 0;
-        unsigned work = tpi_actor_turn(s, a);
-        s->busy = backlog ? s->busy + work : 0;
+        if (!s->rq_n) { /* ran dry: no backlog */
+            s->backlog_ns = 0;
+            may_share = false;
+            work = 0;
+        }
+        work += tpi_actor_turn(s, a);
         /* relaxed loads: hints, re-checked under their own protocol. The
          * world check is the safe point between turns. */
         if (atomic_load_explicit(&rt->world_stop, memory_order_relaxed))
             tpi_world_safepoint(s);
-        if (s->busy >= SHARE_AFTER && s->rq_n >= 2) {
+        if (multi && s->rq_n >= 2 && !may_share && work >= CLOCK_EVERY) {
+            work = 0;
+            may_share = backlog_aged(s);
+        }
+        if (may_share && s->rq_n >= 2) {
             uint64_t idle =
                 atomic_load_explicit(&rt->idle, memory_order_relaxed) & ~s->bit;
-            if (idle)
+            if (idle) {
                 share(s, idle);
+                may_share = false;
+            }
         }
     }
     /* Back to libevent between batches so sockets and timers are served;

@@ -48,6 +48,11 @@ void tpi_world_stop(tp_runtime *rt)
 {
     tpi_sched *me = tpi_sched_current();
     pthread_mutex_lock(&rt->world_lock);
+    if (me && rt->world_owner == me) { /* a reader inside a reader */
+        rt->world_depth++;
+        pthread_mutex_unlock(&rt->world_lock);
+        return;
+    }
     /* Another stopper first: a scheduler is one of those it waits for. */
     while (rt->world_owner) {
         if (me)
@@ -72,6 +77,11 @@ void tpi_world_stop(tp_runtime *rt)
 void tpi_world_resume(tp_runtime *rt)
 {
     pthread_mutex_lock(&rt->world_lock);
+    if (rt->world_depth) {
+        rt->world_depth--;
+        pthread_mutex_unlock(&rt->world_lock);
+        return;
+    }
     rt->world_owner = NULL;
     atomic_store_explicit(&rt->world_stop, 0, memory_order_relaxed);
     pthread_cond_broadcast(&rt->world_cond);
