@@ -202,8 +202,15 @@ void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg);
  * to leave them for the caller). NULL on out of memory. */
 tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len);
 void tpi_msg_free(tpi_msg *m);
+/* ---- actors/node_cache.c: small message nodes, recycled */
+/* A cached node (uninitialised), or NULL: allocate one. */
+tpi_msg *tpi_node_get(void);
+/* Keep m's node for reuse; false if not cached (free it). */
+bool tpi_node_put(tpi_msg *m);
 /* Return this thread's cached message nodes to the allocator. */
 void tpi_msg_cache_flush(void);
+/* And the nodes parked between threads (when no runtime is left). */
+void tpi_msg_depot_flush(void);
 /* A message carrying a reason [kind, code, text] as its payload. */
 tpi_msg *tpi_msg_reason_new(int32_t tag, tp_reason r);
 void tpi_msglist_push(tpi_msglist *l, tpi_msg *m);

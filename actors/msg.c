@@ -3,52 +3,12 @@
 #include "runtime/alloc.h"
 
 #include <msgpack.h>
-#include <pthread.h>
 #include <string.h>
 
 /* Small messages (the common case: an int, a short string) use one node
- * size, recycled through a per-thread free list: a message is usually
- * freed on the thread that runs its receiver, which allocates the next.
+ * size, recycled through per-thread caches (actors/node_cache.c).
  * Sanitizer builds (TPI_NO_POOL) use the allocator for every node. */
 #define SMALL_PAYLOAD 48
-#define CACHE_MAX 4096
-
-#ifndef TPI_NO_POOL
-static _Thread_local struct {
-    tpi_msg *head;
-    unsigned n;
-    bool registered; /* the thread-exit flush is set up */
-} cache;
-
-/* Any thread may fill a cache (foreign senders free dead letters, pool
- * threads free messages): each is flushed when its thread exits. */
-static pthread_key_t cache_key;
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-
-static void cache_at_exit(void *unused)
-{
-    (void)unused;
-    tpi_msg_cache_flush();
-}
-
-static void cache_key_init(void)
-{
-    pthread_key_create(&cache_key, cache_at_exit);
-}
-#endif
-
-void tpi_msg_cache_flush(void)
-{
-#ifndef TPI_NO_POOL
-    while (cache.head) {
-        tpi_msg *m = cache.head;
-        cache.head = (tpi_msg *)atomic_load_explicit(&m->node.next,
-                                                     memory_order_relaxed);
-        tpi_free(m);
-    }
-    cache.n = 0;
-#endif
-}
 
 tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len)
 {
@@ -56,13 +16,7 @@ tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len)
     uint32_t flags = 0;
     if (len <= SMALL_PAYLOAD) {
         flags = TPI_MSG_SMALL;
-#ifndef TPI_NO_POOL
-        if ((m = cache.head) != NULL) {
-            cache.head = (tpi_msg *)atomic_load_explicit(&m->node.next,
-                                                         memory_order_relaxed);
-            cache.n--;
-        } else
-#endif
+        if (!(m = tpi_node_get()))
             /* One spare byte: a payload that ends in a string (reasons)
              * reads as a C string in place. */
             m = tpi_alloc(sizeof *m + SMALL_PAYLOAD + 1);
@@ -87,21 +41,8 @@ void tpi_msg_free(tpi_msg *m)
         return;
     if (m->flags & TPI_MSG_OWNED)
         tpi_free(m->data);
-#ifndef TPI_NO_POOL
-    if ((m->flags & TPI_MSG_SMALL) && cache.n < CACHE_MAX) {
-        if (!cache.registered) {
-            /* any non-NULL value makes the destructor run */
-            pthread_once(&cache_once, cache_key_init);
-            pthread_setspecific(cache_key, &cache);
-            cache.registered = true;
-        }
-        atomic_store_explicit(&m->node.next, (tpi_mpsc_node *)cache.head,
-                              memory_order_relaxed);
-        cache.head = m;
-        cache.n++;
+    if ((m->flags & TPI_MSG_SMALL) && tpi_node_put(m))
         return;
-    }
-#endif
     tpi_free(m);
 }
 

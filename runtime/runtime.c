@@ -9,6 +9,10 @@
 
 #define MAX_THREADS 64 /* schedulers are bits in rt->idle */
 
+/* Runtimes alive in the process: the last one freed empties the message
+ * node depot shared by all threads (actors/node_cache.c). */
+static _Atomic unsigned runtimes;
+
 /* TROUPE_THREADS, else the online CPUs (at least 1, at most 64). */
 static unsigned default_threads(void)
 {
@@ -47,6 +51,8 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
     if (!rt)
         return TP_ENOMEM;
     rt->cfg = c;
+    /* relaxed: a count; the depot has its own lock */
+    atomic_fetch_add_explicit(&runtimes, 1, memory_order_relaxed);
     atomic_init(&rt->next_ref, 1);
     pthread_mutex_init(&rt->wait_lock, NULL);
     pthread_mutex_init(&rt->fw_lock, NULL);
@@ -99,6 +105,8 @@ void tp_runtime_free(tp_runtime *rt)
     pthread_mutex_destroy(&rt->wait_lock);
     tpi_free_aligned(rt);
     tpi_msg_cache_flush();
+    if (atomic_fetch_sub_explicit(&runtimes, 1, memory_order_relaxed) == 1)
+        tpi_msg_depot_flush();
 }
 
 static void *sched_main(void *arg)

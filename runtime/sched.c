@@ -10,9 +10,11 @@
  * deques", PPoPP 2013): a scheduler that runs out of work sets its bit in
  * rt->idle and sleeps in its loop; a scheduler whose run queue has stayed
  * non-empty for a while checks the mask between turns and hands half of its
- * movable queued actors to an idle one. Only an actor's home thread ever
- * moves it, while it sits in that thread's run queue, so nobody can be
- * running it or pushing to its home-only FIFO at that moment. Actors that
+ * movable queued actors to an idle one, each with the actor it last sent
+ * to if that one is idle here (a pair that talks stays together). Only an
+ * actor's home thread ever moves it, while it holds the actor's scheduling
+ * flag without running it (queued here, or idle and claimed), so nobody
+ * can be running it or pushing to its home-only FIFO at that moment. Actors that
  * own timers or resources (sockets, isolated-worker channels: events on
  * their home's base) never move.
  */

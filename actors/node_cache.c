@@ -1,0 +1,170 @@
+/*
+ * Small message nodes, recycled. Each thread keeps a free list, so the
+ * common case (a message freed on the thread that runs its receiver, which
+ * allocates the next) takes no lock and no atomic. Where messages flow one
+ * way between threads, the consumer's list fills while the producer's runs
+ * dry: full magazines of MAG nodes then move from one to the other through
+ * a depot under a mutex, one lock per MAG messages (Bonwick and Adams,
+ * "Magazines and Vmem", USENIX 2001), instead of every node going back
+ * through malloc across arenas.
+ */
+#include "actors/actor.h"
+#include "runtime/alloc.h"
+
+#include <pthread.h>
+
+#ifndef TPI_NO_POOL
+
+#define MAG 1024       /* nodes per magazine */
+#define CACHE_MAX 4096 /* nodes a thread keeps */
+#define DEPOT_MAX 64   /* magazines the depot keeps (about 8 MiB) */
+
+static _Thread_local struct {
+    tpi_msg *head;
+    unsigned n;
+    bool registered; /* the thread-exit flush is set up */
+} cache;
+
+/* Magazines are chains of nodes through node.next; the depot links them
+ * through their first node's data field. */
+static struct {
+    pthread_mutex_t lock;
+    tpi_msg *mags;
+    _Atomic unsigned n; /* read without the lock as a hint */
+} depot = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static tpi_msg *next_of(tpi_msg *m)
+{
+    return (tpi_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
+}
+
+static void free_chain(tpi_msg *m)
+{
+    while (m) {
+        tpi_msg *next = next_of(m);
+        tpi_free(m);
+        m = next;
+    }
+}
+
+/* Any thread may fill a cache (foreign senders free dead letters, pool
+ * threads free messages): each is flushed when its thread exits. */
+static void cache_at_exit(void *unused)
+{
+    (void)unused;
+    tpi_msg_cache_flush();
+}
+
+static void cache_key_init(void)
+{
+    pthread_key_create(&cache_key, cache_at_exit);
+}
+
+tpi_msg *tpi_node_get(void)
+{
+    if (!cache.head &&
+        atomic_load_explicit(&depot.n, memory_order_relaxed) > 0) {
+        pthread_mutex_lock(&depot.lock);
+        tpi_msg *mag = depot.mags;
+        if (mag) {
+            depot.mags = (tpi_msg *)mag->data;
+            atomic_store_explicit(&depot.n,
+                                  atomic_load_explicit(&depot.n,
+                                                       memory_order_relaxed) -
+                                      1,
+                                  memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&depot.lock);
+        if (mag) {
+            cache.head = mag;
+            cache.n = MAG;
+        }
+    }
+    tpi_msg *m = cache.head;
+    if (m) {
+        cache.head = next_of(m);
+        cache.n--;
+    }
+    return m;
+}
+
+/* The cache is full: hand its first MAG nodes to the depot, or back to
+ * the allocator when the depot is full too. */
+static void cache_spill(void)
+{
+    tpi_msg *mag = cache.head, *last = mag;
+    for (unsigned i = 1; i < MAG; i++)
+        last = next_of(last);
+    cache.head = next_of(last);
+    cache.n -= MAG;
+    atomic_store_explicit(&last->node.next, NULL, memory_order_relaxed);
+    pthread_mutex_lock(&depot.lock);
+    bool keep = atomic_load_explicit(&depot.n, memory_order_relaxed) <
+                DEPOT_MAX;
+    if (keep) {
+        mag->data = (char *)depot.mags;
+        depot.mags = mag;
+        atomic_store_explicit(&depot.n,
+                              atomic_load_explicit(&depot.n,
+                                                   memory_order_relaxed) +
+                                  1,
+                              memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&depot.lock);
+    if (!keep)
+        free_chain(mag);
+}
+
+bool tpi_node_put(tpi_msg *m)
+{
+    if (!cache.registered) {
+        /* any non-NULL value makes the destructor run */
+        pthread_once(&cache_once, cache_key_init);
+        pthread_setspecific(cache_key, &cache);
+        cache.registered = true;
+    }
+    if (cache.n >= CACHE_MAX)
+        cache_spill();
+    atomic_store_explicit(&m->node.next, (tpi_mpsc_node *)cache.head,
+                          memory_order_relaxed);
+    cache.head = m;
+    cache.n++;
+    return true;
+}
+
+void tpi_msg_cache_flush(void)
+{
+    free_chain(cache.head);
+    cache.head = NULL;
+    cache.n = 0;
+}
+
+void tpi_msg_depot_flush(void)
+{
+    pthread_mutex_lock(&depot.lock);
+    tpi_msg *mags = depot.mags;
+    depot.mags = NULL;
+    atomic_store_explicit(&depot.n, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&depot.lock);
+    while (mags) {
+        tpi_msg *next = (tpi_msg *)mags->data;
+        free_chain(mags);
+        mags = next;
+    }
+}
+
+#else /* TPI_NO_POOL: every node from the allocator */
+
+tpi_msg *tpi_node_get(void) { return NULL; }
+bool tpi_node_put(tpi_msg *m)
+{
+    (void)m;
+    return false;
+}
+void tpi_msg_cache_flush(void) {}
+void tpi_msg_depot_flush(void) {}
+
+#endif
