@@ -39,10 +39,18 @@ static void close_resources(tpi_actor *a);
  * actor got a message after its last drain is queued (flag held) to turn
  * it into a dead letter: it may be on the free list meanwhile, and must
  * not be written until that flush is done, so it is skipped. */
+/* This thread's stock of free slots, if it is one of rt's schedulers. */
+static tpi_slot_cache *slot_cache(tp_runtime *rt)
+{
+    tpi_sched *s = tpi_sched_current();
+    return s && s->rt == rt ? &s->slots : NULL;
+}
+
 static tpi_actor *take_slot(tp_runtime *rt)
 {
     tpi_actor *a, *busy = NULL;
-    while ((a = tpi_table_take(rt->table)) && !tpi_mailbox_claim(&a->mb)) {
+    tpi_slot_cache *c = slot_cache(rt);
+    while ((a = tpi_table_take(rt->table, c)) && !tpi_mailbox_claim(&a->mb)) {
         a->free_next = busy ? busy->index + 1 : 0;
         busy = a;
     }
@@ -52,7 +60,7 @@ static tpi_actor *take_slot(tp_runtime *rt)
                 ? tpi_table_slot(rt->table,
                                  tpi_pid_make(busy->free_next - 1, 0))
                 : NULL;
-        tpi_table_put(rt->table, busy);
+        tpi_table_put(rt->table, NULL, busy); /* shared list: not next */
         busy = next;
     }
     return a;
@@ -121,7 +129,7 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
         a->behavior = NULL;
         if (tpi_mailbox_release(&a->mb)) /* a stale sender came meanwhile */
             tpi_sched_ready(a);
-        tpi_table_put(rt->table, a);
+        tpi_table_put(rt->table, slot_cache(rt), a);
         if (!parent)
             tpi_runtime_actor_gone(rt);
         return TP_ENOMEM;
@@ -286,7 +294,7 @@ static void finalize(tpi_actor *a)
      * before the slot is free, so a new owner finds the flag settled. */
     if (tpi_mailbox_release(&a->mb))
         tpi_sched_ready(a);
-    tpi_table_put(rt->table, a);
+    tpi_table_put(rt->table, slot_cache(rt), a);
     if (sf)
         sf(state);
     tpi_runtime_actor_gone(rt);

@@ -187,9 +187,16 @@ static inline tp_pid tpi_actor_pid(tpi_actor *a)
 typedef struct tpi_table tpi_table;
 int tpi_table_new(tpi_table **out);
 void tpi_table_free(tpi_table *t);
-/* A free slot (or a new one), or NULL when out of memory / slots. */
-tpi_actor *tpi_table_take(tpi_table *t);
-void tpi_table_put(tpi_table *t, tpi_actor *a);
+/* A thread's stock of free slots (one per scheduler, owner thread only),
+ * linked through free_next; zero-initialised is empty. */
+typedef struct tpi_slot_cache {
+    uint32_t head, tail; /* index + 1, 0 = none */
+    uint32_t n;
+} tpi_slot_cache;
+/* A free slot (or a new one), or NULL when out of memory / slots; from c
+ * first when given (NULL: the shared list only). */
+tpi_actor *tpi_table_take(tpi_table *t, tpi_slot_cache *c);
+void tpi_table_put(tpi_table *t, tpi_slot_cache *c, tpi_actor *a);
 /* The slot for pid's index, or NULL if it was never allocated. It may hold
  * another generation: compare before use. */
 tpi_actor *tpi_table_slot(tpi_table *t, tp_pid pid);

@@ -13,15 +13,12 @@
  *   rt..want   the request; written before the spawn, read-only after.
  *   ref, status, reply, reply_len   the proxy's; the caller reads status
  *              and reply only after it saw done.
- *   ran        set (under rt->fw_lock) once the proxy has run.
  *   done       set (under lock) by the proxy's state_free.
  *
- * The caller waits in two steps. Until the proxy has run, the run may end
- * without ever running it (its spawn raced the last actor's end), and only
- * rt->fw_cond, which tp_run broadcasts at its end, can tell; so this short
- * wait is on fw_cond, as blocked foreign senders wait. Once the proxy has
- * run it keeps the run alive until its state_free, and the caller waits on
- * the call's own condvar, woken by that one event only.
+ * Once its spawn succeeded the proxy counts as a live actor, so tp_run
+ * cannot return before it ended and its state_free ran (a spawn racing the
+ * end of the run fails with TP_ESTATE instead): the caller waits for done
+ * alone.
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
@@ -34,7 +31,6 @@ typedef struct fcall {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool done;
-    bool ran;
     tp_runtime *rt;
     tp_pid to;
     int32_t tag;
@@ -60,18 +56,6 @@ static void fcall_release(fcall *c)
     tpi_free(c);
 }
 
-/* Tell a caller still waiting for the proxy to run that it has. */
-static void fcall_ran(fcall *c)
-{
-    tp_runtime *rt = c->rt;
-    /* Under fw_lock, where the caller checks ran and the run's state
-     * before it waits on fw_cond, so the broadcast cannot be missed. */
-    pthread_mutex_lock(&rt->fw_lock);
-    c->ran = true;
-    pthread_cond_broadcast(&rt->fw_cond);
-    pthread_mutex_unlock(&rt->fw_lock);
-}
-
 static int proxy(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     fcall *c = state;
@@ -79,9 +63,8 @@ static int proxy(tp_ctx *ctx, void *state, const tp_msg *msg)
     case TP_TAG_START: {
         int rc = tp_call(ctx, c->to, c->tag, c->data, c->len, c->timeout_ms,
                          &c->ref);
-        /* After tp_call copied the request: the caller's buffer is not
-         * read again. */
-        fcall_ran(c);
+        /* tp_call copied the request: the caller's buffer is not read
+         * again. */
         if (rc) {
             c->status = rc;
             return tp_exit(ctx, TP_REASON_NORMAL);
@@ -113,8 +96,6 @@ static int proxy(tp_ctx *ctx, void *state, const tp_msg *msg)
 static void proxy_free(void *state)
 {
     fcall *c = state;
-    if (!c->ran) /* ended before its start (killed), or torn down unrun */
-        fcall_ran(c);
     /* status, reply and reply_len were written before this, on the
      * proxy's thread: the unlock publishes them with done. */
     pthread_mutex_lock(&c->lock);
@@ -122,26 +103,6 @@ static void proxy_free(void *state)
     pthread_cond_signal(&c->cond);
     pthread_mutex_unlock(&c->lock);
     fcall_release(c);
-}
-
-/* Wait until the proxy has run, or the run has ended without running it
- * (a spawn that raced the end of the run: then nothing will ever run it,
- * and only fw_cond, which tp_run broadcasts when it ends, can wake us).
- * True if it ran. */
-static bool wait_ran(fcall *c)
-{
-    tp_runtime *rt = c->rt;
-    pthread_mutex_lock(&rt->fw_lock);
-    /* seq_cst (default), as in foreign_send: the increment is ordered
-     * before our read of the state; pairs with tp_run's store of the end
-     * state before it reads fw_waiters to wake us. */
-    atomic_fetch_add(&rt->fw_waiters, 1);
-    while (!c->ran && atomic_load(&rt->state) == TPI_RT_RUNNING)
-        pthread_cond_wait(&rt->fw_cond, &rt->fw_lock);
-    atomic_fetch_sub(&rt->fw_waiters, 1);
-    bool ran = c->ran;
-    pthread_mutex_unlock(&rt->fw_lock);
-    return ran;
 }
 
 int tp_runtime_call(tp_runtime *rt, tp_pid to, int32_t tag, const void *data,
@@ -166,8 +127,8 @@ int tp_runtime_call(tp_runtime *rt, tp_pid to, int32_t tag, const void *data,
     c->rt = rt;
     c->to = to;
     c->tag = tag;
-    /* Not copied: we block here until the proxy has made its call (and
-     * copied it) or the run has ended without running the proxy. */
+    /* Not copied: we block here until the proxy is done, long after its
+     * call copied it. */
     c->data = data;
     c->len = len;
     c->timeout_ms = timeout_ms;
@@ -183,12 +144,7 @@ int tp_runtime_call(tp_runtime *rt, tp_pid to, int32_t tag, const void *data,
         tpi_free(c);
         return rc;
     }
-    /* Until the proxy has run, the run may end without running it; from
-     * then on it keeps the run alive until its state_free completes us. */
-    if (!wait_ran(c)) {
-        fcall_release(c); /* the proxy's goes at tp_runtime_free */
-        return TP_ESTATE;
-    }
+    /* The proxy keeps the run alive until its state_free completes us. */
     pthread_mutex_lock(&c->lock);
     while (!c->done)
         pthread_cond_wait(&c->cond, &c->lock);

@@ -1,7 +1,10 @@
 /*
  * The actor table: slots in chunks that are allocated on demand and never
  * freed while the table lives (type-stable memory), so a pid can always be
- * checked against its slot's generation without a lock.
+ * checked against its slot's generation without a lock. Free slots are on
+ * one list under a spinlock; each scheduler keeps a stock of its own
+ * (tpi_slot_cache), so spawns and ends on several threads rarely meet
+ * there.
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
@@ -11,6 +14,8 @@
 #define CHUNK_BITS 12
 #define CHUNK_SIZE (1u << CHUNK_BITS)
 #define MAX_CHUNKS 4096u /* 16M actors */
+#define REFILL 64        /* slots a thread's stock takes at a time */
+#define CACHE_HIGH 256   /* a stock this large goes back to the table */
 
 struct tpi_table {
     _Atomic(tpi_actor *) chunks[MAX_CHUNKS];
@@ -61,9 +66,35 @@ static tpi_actor *slot_at(tpi_table *t, uint32_t index)
     return c ? &c[index & (CHUNK_SIZE - 1)] : NULL;
 }
 
-tpi_actor *tpi_table_take(tpi_table *t)
+/* Lock held: move up to REFILL free slots to c; false if none. */
+static bool refill(tpi_table *t, tpi_slot_cache *c)
 {
+    for (unsigned i = 0; i < REFILL && t->free_head; i++) {
+        tpi_actor *a = slot_at(t, t->free_head - 1);
+        t->free_head = a->free_next;
+        a->free_next = c->head;
+        c->head = a->index + 1;
+        if (!c->tail)
+            c->tail = c->head;
+        c->n++;
+    }
+    return c->n > 0;
+}
+
+tpi_actor *tpi_table_take(tpi_table *t, tpi_slot_cache *c)
+{
+    if (c && c->n) {
+        tpi_actor *a = slot_at(t, c->head - 1);
+        c->head = a->free_next;
+        if (!--c->n)
+            c->tail = 0;
+        return a;
+    }
     lock(t);
+    if (c && refill(t, c)) {
+        unlock(t);
+        return tpi_table_take(t, c);
+    }
     if (t->free_head) {
         tpi_actor *a = slot_at(t, t->free_head - 1);
         t->free_head = a->free_next;
@@ -99,8 +130,23 @@ tpi_actor *tpi_table_take(tpi_table *t)
     return &chunk[index & (CHUNK_SIZE - 1)];
 }
 
-void tpi_table_put(tpi_table *t, tpi_actor *a)
+void tpi_table_put(tpi_table *t, tpi_slot_cache *c, tpi_actor *a)
 {
+    if (c) {
+        a->free_next = c->head;
+        c->head = a->index + 1;
+        if (!c->tail)
+            c->tail = c->head;
+        if (++c->n < CACHE_HIGH)
+            return;
+        /* Full: the whole stock goes back in one splice. */
+        lock(t);
+        slot_at(t, c->tail - 1)->free_next = t->free_head;
+        t->free_head = c->head;
+        unlock(t);
+        *c = (tpi_slot_cache){0, 0, 0};
+        return;
+    }
     lock(t);
     a->free_next = t->free_head;
     t->free_head = a->index + 1;

@@ -102,6 +102,7 @@ struct tpi_sched {
     tp_pid pause_on;     /* a send this turn overfilled this pid */
     bool became;         /* the running behavior called tp_become */
     tpi_timer_heap timers;
+    tpi_slot_cache slots; /* free actor slots kept by this thread */
     tpi_stats stats;
     /* Stuck-handler watch (runtime/monitor.c), a seqlock written by this
      * thread around every behavior call: tick is odd during the call. */

@@ -164,9 +164,12 @@ static void move_one(tpi_sched *to, tpi_actor *a, tpi_mpsc_node **first,
  * NULL if not. */
 static tpi_actor *claim_partner(tpi_sched *s, tpi_actor *a)
 {
-    tpi_actor *p = a->partner ? tpi_table_slot(s->rt->table,
-                                               tpi_pid_make(a->partner - 1, 0))
-                              : NULL;
+    /* A slot queued only to flush an ended actor's mail has no partner:
+     * the field is then the free-list link, which others may write. */
+    if (!a->behavior || !a->partner)
+        return NULL;
+    tpi_actor *p =
+        tpi_table_slot(s->rt->table, tpi_pid_make(a->partner - 1, 0));
     if (!p || p == a || tpi_home(p) != s || !tpi_mailbox_claim(&p->mb))
         return NULL;
     /* Ours now: nobody runs or queues it. Only we move it, so its home
