@@ -500,13 +500,15 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
         budget--;
         dispatch(s, a, &start);
     }
+    tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
     while (budget-- > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on) {
         tpi_msg *m;
         if (a->ext && a->ext->replay.head)
             m = tpi_msglist_pop(&a->ext->replay);
-        else if ((m = (tpi_msg *)tpi_mailbox_pop(mb)))
+        else if ((m = (tpi_msg *)tpi_mailbox_pop(mb))) {
             popped++;
-        else
+            from = m->from;
+        } else
             break;
         dispatch(s, a, m);
     }
@@ -530,8 +532,10 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
         return popped + 1;
     }
     if (mb->lhead || (a->ext && a->ext->replay.head) ||
-        atomic_load_explicit(&mb->rcount, memory_order_relaxed) ||
-        tpi_mailbox_release(mb))
+        atomic_load_explicit(&mb->rcount, memory_order_relaxed))
         tpi_sched_ready(a);
+    else if (popped != 1 || !tpi_sched_follow(s, a, from))
+        if (tpi_mailbox_release(mb))
+            tpi_sched_ready(a);
     return popped + 1;
 }

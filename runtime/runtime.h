@@ -127,6 +127,11 @@ void tpi_sched_wake(tpi_sched *s);
  * the scheduling duty (it took the mailbox count from 0, or released a
  * token to a non-zero count). */
 void tpi_sched_ready(tpi_actor *a);
+/* End of a turn of a (scheduling flag held, nothing left to do) that took
+ * one message, from `from`: if that sender lives on another scheduler with
+ * a lower id, move a there and queue it (true), so actors that talk across
+ * threads end up on one; false leaves a to the caller. Home thread. */
+bool tpi_sched_follow(tpi_sched *s, tpi_actor *a, tp_pid from);
 /* The scheduler running on this thread, or NULL. */
 extern _Thread_local tpi_sched *tpi_tls_sched;
 static inline tpi_sched *tpi_sched_current(void) { return tpi_tls_sched; }

@@ -231,6 +231,21 @@ static bool backlog_aged(tpi_sched *s)
     return now - s->backlog_ns >= SHARE_AFTER_NS;
 }
 
+bool tpi_sched_follow(tpi_sched *s, tpi_actor *a, tp_pid from)
+{
+    tp_runtime *rt = s->rt;
+    tpi_actor *f = rt->nsched > 1 ? tpi_table_slot(rt->table, from) : NULL;
+    tpi_sched *to = f ? tpi_home(f) : NULL;
+    /* Toward lower ids only, so two actors never chase each other. */
+    if (!to || to->id >= s->id || !movable(a))
+        return false;
+    /* It keeps its flag: queued there, it is released by its new home,
+     * the only thread that pushes to its FIFO from now on. */
+    atomic_store_explicit(&a->home, to, memory_order_release);
+    tpi_sched_ready(a);
+    return true;
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
