@@ -14,7 +14,9 @@
  * to if that one is idle here (a pair that talks stays together). Only an
  * actor's home thread ever moves it, while it holds the actor's scheduling
  * flag without running it (queued here, or idle and claimed), so nobody
- * can be running it or pushing to its home-only FIFO at that moment. Actors that
+ * can be running it or pushing to its home-only FIFO at that moment. An
+ * actor answering one message from a lower-numbered scheduler follows its
+ * sender there (tpi_sched_follow), so pairs a share split come together. Actors that
  * own timers or resources (sockets, isolated-worker channels: events on
  * their home's base) never move.
  */
