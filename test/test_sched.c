@@ -113,12 +113,7 @@ static tp_runtime *run_start(unsigned threads, unsigned secs, tp_behavior root,
     double t0 = tpt_now_ms();
     res->status = tp_run(rt, root, state, opts);
     res->elapsed_ms = tpt_now_ms() - t0;
-    tp_runtime_stats(rt, &res->stats);
-    if (tp_runtime_root_reason(rt, &res->reason) == 0 && res->reason.text) {
-        snprintf(res->reason_text, sizeof res->reason_text, "%s",
-                 res->reason.text);
-        res->reason.text = res->reason_text;
-    }
+    tpt_capture(rt, res);
     return rt;
 }
 

@@ -86,6 +86,17 @@ typedef struct tpt_result {
     double elapsed_ms;
 } tpt_result;
 
+/* After tp_run: the counters and the root's reason (text copied) into res. */
+static inline void tpt_capture(tp_runtime *rt, tpt_result *res)
+{
+    tp_runtime_stats(rt, &res->stats);
+    if (tp_runtime_root_reason(rt, &res->reason) == 0 && res->reason.text) {
+        snprintf(res->reason_text, sizeof res->reason_text, "%s",
+                 res->reason.text);
+        res->reason.text = res->reason_text;
+    }
+}
+
 /* Create a runtime (cfg may be NULL), run root, collect, free. Returns the
  * tp_run status. */
 static inline int tpt_run(const tp_config *cfg, tp_behavior root, void *state,
@@ -103,12 +114,7 @@ static inline int tpt_run(const tp_config *cfg, tp_behavior root, void *state,
     res->status = tp_run(rt, root, state, opts);
     tpt_watchdog(0);
     res->elapsed_ms = tpt_now_ms() - t0;
-    tp_runtime_stats(rt, &res->stats);
-    if (tp_runtime_root_reason(rt, &res->reason) == 0 && res->reason.text) {
-        snprintf(res->reason_text, sizeof res->reason_text, "%s",
-                 res->reason.text);
-        res->reason.text = res->reason_text;
-    }
+    tpt_capture(rt, res);
     tp_runtime_free(rt);
     return res->status;
 }
