@@ -57,8 +57,10 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     if (tag >= 0 && over(&a->mb, tpi_mailbox_count(&a->mb))) {
         if (from && from != a && !over(&from->mb, tpi_mailbox_count(&from->mb)))
             tpi_home(from)->pause_on = to;
-        /* relaxed: a hint; tpi_unpause re-checks under the wait lock. */
-        if (atomic_load_explicit(&a->paused, memory_order_relaxed))
+        /* seq_cst: after our push (a seq_cst increment when remote),
+         * against the fence in tpi_pause; tpi_unpause re-checks under the
+         * wait lock. */
+        if (atomic_load_explicit(&a->paused, memory_order_seq_cst))
             tpi_unpause(rt, a);
     } else if (tag == TPI_SIG_EXIT &&
                atomic_load_explicit(&a->paused, memory_order_relaxed)) {
@@ -123,11 +125,16 @@ void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
         atomic_store_explicit(&a->paused, 1, memory_order_relaxed);
         /* seq_cst: our registration must be visible before we read the
          * target's count, as its drain reads waiters after lowering the
-         * count (tpi_drained); one of the two sees the other. */
+         * count (tpi_drained); one of the two sees the other. Likewise our
+         * own count: a sender that overfills us after its push reads
+         * paused (tpi_deliver), so it unpauses us or we see it here. A
+         * paused actor's mailbox is never over capacity, or two actors
+         * flooding each other from two threads could both park. */
         atomic_thread_fence(memory_order_seq_cst);
         parked = atomic_load_explicit(&t->gen, memory_order_acquire) ==
                      tpi_pid_gen(target) &&
-                 over(&t->mb, tpi_mailbox_count(&t->mb));
+                 over(&t->mb, tpi_mailbox_count(&t->mb)) &&
+                 !over(&a->mb, tpi_mailbox_count(&a->mb));
         if (!parked) {
             for (tpi_actor **pp = &t->waiters; *pp; pp = &(*pp)->ext->wait_next)
                 if (*pp == a) {
