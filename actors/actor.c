@@ -483,7 +483,7 @@ static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
 {
     tpi_mailbox *mb = &a->mb;
-    tpi_mailbox_take_remote(mb);
+    uint32_t remote = tpi_mailbox_take_remote(mb);
     uint32_t popped = 0;
     unsigned budget = s->det ? 1 : s->rt->cfg.batch; /* det: interleave */
     s->cur = a;
@@ -534,7 +534,7 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     if (mb->lhead || (a->ext && a->ext->replay.head) ||
         atomic_load_explicit(&mb->rcount, memory_order_relaxed))
         tpi_sched_ready(a);
-    else if (popped != 1 || !tpi_sched_follow(s, a, from))
+    else if (popped != 1 || !remote || !tpi_sched_follow(s, a, from))
         if (tpi_mailbox_release(mb))
             tpi_sched_ready(a);
     return popped + 1;

@@ -64,7 +64,7 @@ static inline bool tpi_mailbox_claim(tpi_mailbox *mb)
            !atomic_exchange(&mb->scheduled, 1);
 }
 
-static inline void tpi_mailbox_take_remote(tpi_mailbox *mb);
+static inline uint32_t tpi_mailbox_take_remote(tpi_mailbox *mb);
 
 /* Home thread only. Returns true if the caller must queue the owner. */
 static inline bool tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
@@ -103,13 +103,14 @@ static inline bool tpi_mailbox_push_remote(tpi_mailbox *mb, tpi_mpsc_node *n)
     return old == 0 && tpi_mailbox_claim(mb);
 }
 
-/* Consumer: move announced remote messages to the local FIFO, in order. */
-static inline void tpi_mailbox_take_remote(tpi_mailbox *mb)
+/* Consumer: move announced remote messages to the local FIFO, in order;
+ * returns how many. */
+static inline uint32_t tpi_mailbox_take_remote(tpi_mailbox *mb)
 {
     /* acquire: pairs with the pushers' increment. */
     uint32_t n = atomic_load_explicit(&mb->rcount, memory_order_acquire);
     if (n == 0)
-        return;
+        return 0;
     for (uint32_t i = 0; i < n; i++) {
         tpi_mpsc_node *node = tpi_mpscq_pop_known(&mb->q);
         atomic_store_explicit(&node->next, NULL, memory_order_relaxed);
@@ -129,6 +130,7 @@ static inline void tpi_mailbox_take_remote(tpi_mailbox *mb)
                                                memory_order_relaxed) +
                               n,
                           memory_order_relaxed);
+    return n;
 }
 
 /* Consumer: the oldest local message, or NULL. */

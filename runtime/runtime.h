@@ -128,7 +128,7 @@ void tpi_sched_wake(tpi_sched *s);
  * token to a non-zero count). */
 void tpi_sched_ready(tpi_actor *a);
 /* End of a turn of a (scheduling flag held, nothing left to do) that took
- * one message, from `from`: if that sender lives on another scheduler with
+ * one message, from `from`, through the remote queue: if that sender lives on another scheduler with
  * a lower id, move a there and queue it (true), so actors that talk across
  * threads end up on one; false leaves a to the caller. Home thread. */
 bool tpi_sched_follow(tpi_sched *s, tpi_actor *a, tp_pid from);
