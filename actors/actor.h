@@ -209,11 +209,55 @@ void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg);
  * to leave them for the caller). NULL on out of memory. */
 tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len);
 void tpi_msg_free(tpi_msg *m);
-/* ---- actors/node_cache.c: small message nodes, recycled */
+/* ---- actors/node_cache.c: small message nodes, recycled; the fast paths
+ * are inline (one thread-local list, no atomic). */
+#ifndef TPI_NO_POOL
+#define TPI_NODE_CACHE_MAX 4096 /* nodes a thread keeps */
+typedef struct tpi_node_cache {
+    tpi_msg *head;
+    unsigned n;
+    bool registered; /* the thread-exit flush is set up */
+} tpi_node_cache;
+extern _Thread_local tpi_node_cache tpi_tls_nodes;
+tpi_msg *tpi_node_refill(void); /* from the depot, or NULL */
+void tpi_node_put_slow(tpi_msg *m);
+
 /* A cached node (uninitialised), or NULL: allocate one. */
-tpi_msg *tpi_node_get(void);
+static inline tpi_msg *tpi_node_get(void)
+{
+    tpi_node_cache *c = &tpi_tls_nodes;
+    tpi_msg *m = c->head;
+    if (!m)
+        return tpi_node_refill();
+    /* relaxed: a thread-private list */
+    c->head =
+        (tpi_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
+    c->n--;
+    return m;
+}
+
 /* Keep m's node for reuse; false if not cached (free it). */
-bool tpi_node_put(tpi_msg *m);
+static inline bool tpi_node_put(tpi_msg *m)
+{
+    tpi_node_cache *c = &tpi_tls_nodes;
+    if (!c->registered || c->n >= TPI_NODE_CACHE_MAX) {
+        tpi_node_put_slow(m);
+        return true;
+    }
+    atomic_store_explicit(&m->node.next, (tpi_mpsc_node *)c->head,
+                          memory_order_relaxed);
+    c->head = m;
+    c->n++;
+    return true;
+}
+#else
+static inline tpi_msg *tpi_node_get(void) { return NULL; }
+static inline bool tpi_node_put(tpi_msg *m)
+{
+    (void)m;
+    return false;
+}
+#endif
 /* Return this thread's cached message nodes to the allocator. */
 void tpi_msg_cache_flush(void);
 /* And the nodes parked between threads (when no runtime is left). */

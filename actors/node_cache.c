@@ -15,15 +15,11 @@
 
 #ifndef TPI_NO_POOL
 
-#define MAG 1024       /* nodes per magazine */
-#define CACHE_MAX 4096 /* nodes a thread keeps */
-#define DEPOT_MAX 64   /* magazines the depot keeps (about 8 MiB) */
+#define MAG 1024     /* nodes per magazine */
+#define DEPOT_MAX 64 /* magazines the depot keeps (about 8 MiB) */
 
-static _Thread_local struct {
-    tpi_msg *head;
-    unsigned n;
-    bool registered; /* the thread-exit flush is set up */
-} cache;
+_Thread_local tpi_node_cache tpi_tls_nodes;
+#define cache tpi_tls_nodes
 
 /* Magazines are chains of nodes through node.next; the depot links them
  * through their first node's data field. */
@@ -63,32 +59,26 @@ static void cache_key_init(void)
     pthread_key_create(&cache_key, cache_at_exit);
 }
 
-tpi_msg *tpi_node_get(void)
+tpi_msg *tpi_node_refill(void)
 {
-    if (!cache.head &&
-        atomic_load_explicit(&depot.n, memory_order_relaxed) > 0) {
-        pthread_mutex_lock(&depot.lock);
-        tpi_msg *mag = depot.mags;
-        if (mag) {
-            depot.mags = (tpi_msg *)mag->data;
-            atomic_store_explicit(&depot.n,
-                                  atomic_load_explicit(&depot.n,
-                                                       memory_order_relaxed) -
-                                      1,
-                                  memory_order_relaxed);
-        }
-        pthread_mutex_unlock(&depot.lock);
-        if (mag) {
-            cache.head = mag;
-            cache.n = MAG;
-        }
+    if (!atomic_load_explicit(&depot.n, memory_order_relaxed))
+        return NULL;
+    pthread_mutex_lock(&depot.lock);
+    tpi_msg *mag = depot.mags;
+    if (mag) {
+        depot.mags = (tpi_msg *)mag->data;
+        atomic_store_explicit(&depot.n,
+                              atomic_load_explicit(&depot.n,
+                                                   memory_order_relaxed) -
+                                  1,
+                              memory_order_relaxed);
     }
-    tpi_msg *m = cache.head;
-    if (m) {
-        cache.head = next_of(m);
-        cache.n--;
-    }
-    return m;
+    pthread_mutex_unlock(&depot.lock);
+    if (!mag)
+        return NULL;
+    cache.head = next_of(mag);
+    cache.n = MAG - 1;
+    return mag;
 }
 
 /* The cache is full: hand its first MAG nodes to the depot, or back to
@@ -118,7 +108,7 @@ static void cache_spill(void)
         free_chain(mag);
 }
 
-bool tpi_node_put(tpi_msg *m)
+void tpi_node_put_slow(tpi_msg *m)
 {
     if (!cache.registered) {
         /* any non-NULL value makes the destructor run */
@@ -126,13 +116,12 @@ bool tpi_node_put(tpi_msg *m)
         pthread_setspecific(cache_key, &cache);
         cache.registered = true;
     }
-    if (cache.n >= CACHE_MAX)
+    if (cache.n >= TPI_NODE_CACHE_MAX)
         cache_spill();
     atomic_store_explicit(&m->node.next, (tpi_mpsc_node *)cache.head,
                           memory_order_relaxed);
     cache.head = m;
     cache.n++;
-    return true;
 }
 
 void tpi_msg_cache_flush(void)
@@ -158,12 +147,6 @@ void tpi_msg_depot_flush(void)
 
 #else /* TPI_NO_POOL: every node from the allocator */
 
-tpi_msg *tpi_node_get(void) { return NULL; }
-bool tpi_node_put(tpi_msg *m)
-{
-    (void)m;
-    return false;
-}
 void tpi_msg_cache_flush(void) {}
 void tpi_msg_depot_flush(void) {}
 
