@@ -28,9 +28,12 @@ for impl in $impls; do
   [ "$impl" = troupe ] || run_one "$impl" pingpong 1 >/dev/null
 done
 
-for t in $threads_list; do
-  for b in $benches; do
-    for ((r = 1; r <= reps; r++)); do
+# Interleaved: every implementation and thread count once per round, so
+# the machine's drift (these VMs have fast and slow spells) hits all of a
+# workload's figures alike, including troupe's 1 → 2 thread speed-up.
+for b in $benches; do
+  for ((r = 1; r <= reps; r++)); do
+    for t in $threads_list; do
       for impl in $impls; do
         line=$(run_one "$impl" "$b" "$t") || { echo "FAILED: $impl $b $t" >&2; exit 1; }
         echo "$line" >&2
