@@ -110,8 +110,9 @@ static void test_mpsc_stream_output(void **unused)
 #define TAG_GO 1
 #define TAG_LINE 2
 
-/* Shared by all actors of one run. Single scheduler thread in this release,
- * but the counters are atomic so the test stays valid with more. */
+/* Shared by all actors of one run, which may run on several scheduler
+ * threads: the counters are atomic; order_ok and got are written by one
+ * actor only. */
 typedef struct world {
     atomic_int spawned;
     atomic_int ended; /* state_free calls */
