@@ -216,8 +216,10 @@ TP_API int tp_run(tp_runtime *rt, tp_behavior root, void *state,
 TP_API int tp_runtime_root_reason(tp_runtime *rt, tp_reason *out);
 
 /** Spawn from outside any actor: before tp_run, or from another thread
- * while it runs. Ownership of state as for tp_spawn. Flags may include
- * TP_SPAWN_TRAP_EXIT only. */
+ * while it runs (placed on the schedulers round robin). Ownership of state
+ * as for tp_spawn. Flags may include TP_SPAWN_TRAP_EXIT only. TP_ESTATE
+ * once the run is over, including a spawn that races the end of the run:
+ * then the actor was never counted and tp_run does not wait for it. */
 TP_API int tp_runtime_spawn(tp_runtime *rt, tp_behavior b, void *state,
                             const tp_spawn_opts *opts, tp_pid *pid_out);
 
