@@ -66,17 +66,22 @@ static tpi_actor *slot_at(tpi_table *t, uint32_t index)
     return c ? &c[index & (CHUNK_SIZE - 1)] : NULL;
 }
 
+static void stock_push(tpi_slot_cache *c, tpi_actor *a)
+{
+    a->free_next = c->head;
+    c->head = a->index + 1;
+    if (!c->tail)
+        c->tail = c->head;
+    c->n++;
+}
+
 /* Lock held: move up to REFILL free slots to c; false if none. */
 static bool refill(tpi_table *t, tpi_slot_cache *c)
 {
     for (unsigned i = 0; i < REFILL && t->free_head; i++) {
         tpi_actor *a = slot_at(t, t->free_head - 1);
         t->free_head = a->free_next;
-        a->free_next = c->head;
-        c->head = a->index + 1;
-        if (!c->tail)
-            c->tail = c->head;
-        c->n++;
+        stock_push(c, a);
     }
     return c->n > 0;
 }
@@ -133,11 +138,8 @@ tpi_actor *tpi_table_take(tpi_table *t, tpi_slot_cache *c)
 void tpi_table_put(tpi_table *t, tpi_slot_cache *c, tpi_actor *a)
 {
     if (c) {
-        a->free_next = c->head;
-        c->head = a->index + 1;
-        if (!c->tail)
-            c->tail = c->head;
-        if (++c->n < CACHE_HIGH)
+        stock_push(c, a);
+        if (c->n < CACHE_HIGH)
             return;
         /* Full: the whole stock goes back in one splice. */
         lock(t);

@@ -135,7 +135,7 @@ bool tpi_obs_may_read(tp_runtime *rt)
 static bool read_begin(tp_runtime *rt)
 {
     tpi_sched *s = tpi_sched_current();
-    bool stop = s && s->rt == rt && rt->nsched > 1;
+    bool stop = s && s->rt == rt; /* else rt is not running */
     if (stop)
         tpi_world_stop(rt);
     return stop;

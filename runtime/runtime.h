@@ -161,7 +161,8 @@ static inline void tpi_sched_tick_end(tpi_sched *s)
 
 /* ---- runtime/world.c: stop the world */
 /* Park every other scheduler at a safe point (between turns), so the
- * caller may read any actor's state; a scheduler thread of rt only. */
+ * caller may read any actor's state; a scheduler thread of rt only (it is
+ * one of those counted). Nothing to do with one scheduler. */
 void tpi_world_stop(tp_runtime *rt);
 void tpi_world_resume(tp_runtime *rt);
 /* A scheduler at a safe point: park if the world is being stopped. */

@@ -115,15 +115,19 @@ static void drain_inject(tpi_sched *s)
         kick(s);
 }
 
+static void write_wake_fd(tpi_sched *s)
+{
+    uint64_t one = 1;
+    while (write(s->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
 void tpi_sched_wake(tpi_sched *s)
 {
     /* acq_rel: only the pusher that flips the flag writes the eventfd; the
      * loop clears it before draining, so a later push writes again. */
-    if (!atomic_exchange_explicit(&s->wake_pending, 1, memory_order_acq_rel)) {
-        uint64_t one = 1;
-        while (write(s->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
-            ;
-    }
+    if (!atomic_exchange_explicit(&s->wake_pending, 1, memory_order_acq_rel))
+        write_wake_fd(s);
 }
 
 void tpi_sched_ready(tpi_actor *a)
@@ -321,7 +325,7 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
         kick(s);
     else if (s->det)
         tpi_timers_advance(s); /* virtual time: on to the next deadline */
-    else if (rt->nsched > 1)   /* relaxed: a hint for busy schedulers */
+    else if (multi)            /* relaxed: a hint for busy schedulers */
         atomic_fetch_or_explicit(&rt->idle, s->bit, memory_order_relaxed);
 }
 
@@ -396,9 +400,7 @@ void tpi_sched_stop_all(tp_runtime *rt)
         } else {
             /* Unconditional: a pending wake-up may already have been
              * consumed before stopping was set. */
-            uint64_t one = 1;
-            while (write(s->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
-                ;
+            write_wake_fd(s);
         }
     }
 }

@@ -21,11 +21,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         tpi_send_reason(rt, TP_PID_NONE, rt->root, TPI_SIG_EXIT,
                         TP_REASON_SHUTDOWN, 0, 0);
     else { /* every actor's state: the other schedulers park meanwhile */
-        if (rt->nsched > 1)
-            tpi_world_stop(rt);
+        tpi_world_stop(rt);
         tpi_table_each(rt->table, kill_live, rt);
-        if (rt->nsched > 1)
-            tpi_world_resume(rt);
+        tpi_world_resume(rt);
     }
 }
 

@@ -47,19 +47,17 @@ void tpi_world_safepoint(tpi_sched *s)
 void tpi_world_stop(tp_runtime *rt)
 {
     tpi_sched *me = tpi_sched_current();
+    if (rt->nsched == 1) /* we are the only one running actors */
+        return;
     pthread_mutex_lock(&rt->world_lock);
     if (me && rt->world_owner == me) { /* a reader inside a reader */
         rt->world_depth++;
         pthread_mutex_unlock(&rt->world_lock);
         return;
     }
-    /* Another stopper first: a scheduler is one of those it waits for. */
-    while (rt->world_owner) {
-        if (me)
-            park(rt);
-        else
-            pthread_cond_wait(&rt->world_cond, &rt->world_lock);
-    }
+    /* Another stopper first: we are one of those it waits for. */
+    while (rt->world_owner)
+        park(rt);
     rt->world_owner = me;
     /* relaxed: the flag only makes schedulers take the lock. */
     atomic_store_explicit(&rt->world_stop, 1, memory_order_relaxed);
@@ -69,13 +67,15 @@ void tpi_world_stop(tp_runtime *rt)
             tpi_sched_wake(&rt->scheds[i]);
     pthread_mutex_lock(&rt->world_lock);
     /* Every running scheduler but us (at a safe point ourselves). */
-    while (rt->world_parked + (me != NULL) < rt->world_running)
+    while (rt->world_parked + 1 < rt->world_running)
         pthread_cond_wait(&rt->world_cond, &rt->world_lock);
     pthread_mutex_unlock(&rt->world_lock);
 }
 
 void tpi_world_resume(tp_runtime *rt)
 {
+    if (rt->nsched == 1)
+        return;
     pthread_mutex_lock(&rt->world_lock);
     if (rt->world_depth) {
         rt->world_depth--;
