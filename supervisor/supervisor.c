@@ -866,6 +866,18 @@ static child *request_child(sup *s, const tp_msg *msg)
     return NULL;
 }
 
+/* The child a restart or delete request names, which must be stopped:
+ * 0, TP_ENOENT, or TP_ESTATE (also for simple_one_for_one). */
+static int stopped_child(sup *s, const tp_msg *msg, child **out)
+{
+    child *c = simple(s) ? NULL : request_child(s, msg);
+    *out = c;
+    return simple(s)                      ? TP_ESTATE
+           : !c                           ? TP_ENOENT
+           : c->state != TP_CHILD_STOPPED ? TP_ESTATE
+                                          : 0;
+}
+
 static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
 {
     int32_t tag = tp_msg_tag(msg);
@@ -905,11 +917,8 @@ static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
         return;
     }
     case TP_SUP_REQ_RESTART_CHILD: {
-        child *c = simple(s) ? NULL : request_child(s, msg);
-        int rc = simple(s)                      ? TP_ESTATE
-                 : !c                           ? TP_ENOENT
-                 : c->state != TP_CHILD_STOPPED ? TP_ESTATE
-                                                : 0;
+        child *c;
+        int rc = stopped_child(s, msg, &c);
         if (rc == 0) {
             job_begin(s, JOB_START_ONE);
             s->job.target = c;
@@ -951,11 +960,8 @@ static void handle_request(tp_ctx *ctx, sup *s, const tp_msg *msg)
         return;
     }
     case TP_SUP_REQ_DELETE_CHILD: {
-        child *c = simple(s) ? NULL : request_child(s, msg);
-        int rc = simple(s)                      ? TP_ESTATE
-                 : !c                           ? TP_ENOENT
-                 : c->state != TP_CHILD_STOPPED ? TP_ESTATE
-                                                : 0;
+        child *c;
+        int rc = stopped_child(s, msg, &c);
         if (rc == 0) {
             c->doomed = true;
             sweep(s);
