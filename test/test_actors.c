@@ -620,6 +620,15 @@ static void test_bad_input_runtime(void **unused)
     assert_int_equal(tp_runtime_spawn(rt, immortal, &ended, &o, &p), 0);
     tp_runtime_free(rt);
     assert_int_equal(atomic_load(&ended), 1);
+    /* issue 5: at most 64 scheduler threads; no spawn after the run */
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.threads = 65;
+    assert_int_equal(tp_runtime_new(&cfg, &rt), TP_EINVAL);
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    assert_int_equal(tp_run(rt, quit_root, NULL, NULL), 0);
+    assert_int_equal(tp_runtime_spawn(rt, immortal, NULL, NULL, &p), TP_ESTATE);
+    tp_runtime_free(rt);
 }
 
 int main(void)
