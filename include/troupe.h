@@ -260,7 +260,21 @@ TP_API int tp_runtime_handle_signals(tp_runtime *rt);
 /** The pid registered under name, or TP_PID_NONE. Any thread. */
 TP_API tp_pid tp_whereis(tp_runtime *rt, const char *name);
 
-/** Free memory from the runtime's allocator (tp_packf buffers). */
+/** Allocate n bytes through the allocator hook (tp_set_allocator), for
+ * memory that libraries built on troupe keep (supervisors, pools): an
+ * allocation-failure test then reaches them too. NULL when out of memory
+ * (n == 0 may return NULL). Free with tp_free. Any thread. */
+TP_API void *tp_alloc(size_t n);
+
+/** As tp_alloc, zeroed. */
+TP_API void *tp_calloc(size_t n);
+
+/** Resize p (NULL: allocate) through the hook. On failure returns NULL and
+ * p is unchanged (still owned by the caller). */
+TP_API void *tp_realloc(void *p, size_t n);
+
+/** Free memory from the runtime's allocator (tp_alloc, tp_packf buffers);
+ * NULL is ignored. */
 TP_API void tp_free(void *p);
 
 /** Runtime counters, safe to read from any thread. */

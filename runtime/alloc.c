@@ -37,6 +37,9 @@ void tpi_free(void *p)
         free_fn(p);
 }
 
+void *tp_alloc(size_t n) { return tpi_alloc(n); }
+void *tp_calloc(size_t n) { return tpi_calloc(n); }
+void *tp_realloc(void *p, size_t n) { return tpi_realloc(p, n); }
 void tp_free(void *p) { tpi_free(p); }
 
 char *tpi_strndup(const char *s, size_t max)
