@@ -7,7 +7,7 @@
  * only the stores around each call; nothing else is shared.
  */
 #include "runtime/alloc.h"
-#include "runtime/observe_int.h"
+#include "runtime/observe/observe_int.h"
 #include "runtime/runtime.h"
 
 #include <inttypes.h>

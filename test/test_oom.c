@@ -15,7 +15,7 @@
  */
 #include "tp_test.h"
 
-#include "runtime/frame.h"
+#include "runtime/isolate/frame.h"
 #include "troupe/observe.h"
 
 #include <netinet/in.h>

@@ -16,7 +16,7 @@
  * messages its worker holds, and the router adds the proxy's mailbox
  * count (an atomic estimate, readable from any scheduler thread).
  */
-#include "runtime/isolate_int.h"
+#include "runtime/isolate/isolate_int.h"
 #include "runtime/alloc.h"
 #include "runtime/runtime.h"
 #include "troupe/supervisor.h"

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "runtime/frame.h"
+#include "runtime/isolate/frame.h"
 
 static void fuzz_frame_check(const uint8_t *body, size_t len)
 {

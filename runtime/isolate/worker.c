@@ -14,9 +14,9 @@
  * frames the worker acknowledges what it handled (DONE), which drives the
  * parent's watchdog and pool load.
  */
-#include "runtime/isolate_int.h"
+#include "runtime/isolate/isolate_int.h"
 #include "runtime/alloc.h"
-#include "runtime/frame.h"
+#include "runtime/isolate/frame.h"
 #include "runtime/runtime.h"
 
 #include <errno.h>

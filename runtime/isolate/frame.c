@@ -1,9 +1,9 @@
 /*
  * The frame codec of the isolated-worker channel (issue 7): a length
  * splitter and a strict decoder that check everything before anything is
- * allocated. See runtime/frame.h for the layout.
+ * allocated. See runtime/isolate/frame.h for the layout.
  */
-#include "runtime/frame.h"
+#include "runtime/isolate/frame.h"
 #include "actors/actor.h"
 
 #include <string.h>

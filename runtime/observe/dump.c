@@ -22,7 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "runtime/observe_int.h"
+#include "runtime/observe/observe_int.h"
 
 /* ------------------------------------------------------------- setup */
 

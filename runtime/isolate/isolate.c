@@ -25,9 +25,9 @@
  *    until it is (tpi_isolate_fini reaps the rest, blocking, when the
  *    runtime is freed). No zombie is ever left.
  */
-#include "runtime/isolate_int.h"
+#include "runtime/isolate/isolate_int.h"
 #include "runtime/alloc.h"
-#include "runtime/frame.h"
+#include "runtime/isolate/frame.h"
 #include "runtime/runtime.h"
 
 #include <errno.h>

@@ -3,16 +3,16 @@
  * trips, the length splitter, every hostile body of the acceptance list
  * (count bombs, 2^32-1 lengths, 10,000 nested headers, 0xc1, truncation,
  * garbage) refused without allocating, and the fuzz corpus and every
- * crash the fuzzer found replayed (test/fuzz/).
+ * crash the fuzzer found replayed (test/isolate/fuzz/).
  */
 #include <dirent.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 
 #include "tp_test.h"
-#include "runtime/frame.h"
+#include "runtime/isolate/frame.h"
 #include "troupe/isolate.h"
-#include "test/fuzz/frame_fuzz.h"
+#include "test/isolate/fuzz/frame_fuzz.h"
 
 /* test/fuzz beside this file (CMake compiles it by its absolute path). */
 static const char *fuzz_dir(char *buf, size_t cap)

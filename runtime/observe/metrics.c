@@ -6,7 +6,7 @@
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
-#include "runtime/observe_int.h"
+#include "runtime/observe/observe_int.h"
 #include "runtime/runtime.h"
 
 #include <arpa/inet.h>

@@ -1,0 +1,16 @@
+# runtime/: the core's loop half (schedulers, timers, the service door),
+# then one folder per service, each reaching the core through
+# runtime/service.h only.
+list(APPEND TROUPE_SOURCES
+  runtime/alloc.c
+  runtime/error.c
+  runtime/runtime.c
+  runtime/sched.c
+  runtime/world.c
+  runtime/monitor.c
+  runtime/signals.c
+  runtime/timer.c
+)
+include(${CMAKE_CURRENT_LIST_DIR}/io/sources.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/isolate/sources.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/observe/sources.cmake)
