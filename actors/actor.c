@@ -32,7 +32,6 @@ tpi_actor *tpi_ctx_actor(tp_ctx *ctx)
 
 /* ---------------------------------------------------------------- spawn */
 
-static void release_ext(tpi_actor *a);
 static void close_resources(tpi_actor *a);
 
 /* A free slot whose scheduling flag we could claim. A slot whose ended
@@ -125,7 +124,7 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     /* issue 8: counters; the link comes last, as it cannot be undone */
     if (tpi_obs_spawn(rt, a, flags) != 0 ||
         ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0)) {
-        release_ext(a);
+        tpi_actor_release_ext(a);
         a->behavior = NULL;
         if (tpi_mailbox_release(&a->mb)) /* a stale sender came meanwhile */
             tpi_sched_ready(a);
@@ -198,7 +197,7 @@ int tp_exit(tp_ctx *ctx, tp_reason reason)
     return 0;
 }
 
-static tp_reason exit_reason(tpi_actor *a)
+tp_reason tpi_actor_exit_reason(tpi_actor *a)
 {
     tp_exit_kind kind = (tp_exit_kind)(a->flags >> EXIT_KIND_SHIFT);
     if (a->ext && a->ext->reason.kind == kind)
@@ -218,7 +217,7 @@ static void drop_msgs(tp_runtime *rt, tp_pid pid, tpi_msglist *l)
             tpi_msg_free(m);
 }
 
-static void release_ext(tpi_actor *a)
+void tpi_actor_release_ext(tpi_actor *a)
 {
     tpi_actor_ext *x = a->ext;
     if (!x)
@@ -259,7 +258,7 @@ static void drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
 static void finalize(tpi_actor *a)
 {
     tp_runtime *rt = rt_of(a);
-    tp_reason r = exit_reason(a);
+    tp_reason r = tpi_actor_exit_reason(a);
     tp_pid pid = tpi_actor_pid(a);
     tpi_actor_ext *x = a->ext;
     if (x && x->name) {
@@ -283,7 +282,7 @@ static void finalize(tpi_actor *a)
     drain_mailbox(rt, pid, r, a);
     void (*sf)(void *) = a->state_free;
     void *state = a->state;
-    release_ext(a);
+    tpi_actor_release_ext(a);
     a->behavior = NULL;
     a->state = NULL;
     a->state_free = NULL;
@@ -311,7 +310,7 @@ void tpi_actor_teardown(tpi_actor *a, void *unused)
         close_resources(a);
     }
     drain_mailbox(NULL, 0, TP_REASON_NORMAL, a);
-    release_ext(a);
+    tpi_actor_release_ext(a);
     if (a->behavior && a->state_free)
         a->state_free(a->state);
     a->behavior = NULL;
@@ -327,16 +326,6 @@ int tpi_resource_add(tpi_actor *a, tpi_resource *r)
     r->next = x->resources;
     x->resources = r;
     return 0;
-}
-
-void tpi_resource_remove(tpi_actor *a, tpi_resource *r)
-{
-    for (tpi_resource **pp = a->ext ? &a->ext->resources : NULL; pp && *pp;
-         pp = &(*pp)->next)
-        if (*pp == r) {
-            *pp = r->next;
-            return;
-        }
 }
 
 static void close_resources(tpi_actor *a)
@@ -441,7 +430,7 @@ static void handle_observed(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 
 /* Route one message: signals and runtime replies are settled here; what
  * is left goes to the behavior. */
-static void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+void tpi_actor_dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
     tp_runtime *rt = s->rt;
     if (!a->behavior ||
@@ -498,7 +487,7 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
                          .flags = TPI_MSG_STATIC};
         a->flags &= ~(uint32_t)TPI_ACT_START;
         budget--;
-        dispatch(s, a, &start);
+        tpi_actor_dispatch(s, a, &start);
     }
     tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
     while (budget-- > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on) {
@@ -510,7 +499,7 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
             from = m->from;
         } else
             break;
-        dispatch(s, a, m);
+        tpi_actor_dispatch(s, a, m);
     }
     s->cur = NULL;
     if (a->flags & TPI_ACT_EXITING) {

@@ -6,6 +6,7 @@
 #define TPI_ACTOR_H
 
 #include "mailbox/mailbox.h"
+#include "runtime/service.h" /* tpi_resource, the msgpack primitives */
 #include "troupe.h"
 
 #include <stdbool.h>
@@ -81,15 +82,6 @@ struct tp_reply_handle {
     tp_pid to;
     tp_ref ref;
 };
-
-/* Something an actor owns outside the runtime's own bookkeeping (a socket,
- * say), told when the owner's mailbox drains below capacity and closed
- * when the owner ends. Owner's thread only. */
-typedef struct tpi_resource {
-    struct tpi_resource *next;
-    void (*drained)(struct tpi_resource *r); /* may be NULL */
-    void (*close)(struct tpi_resource *r);   /* frees r */
-} tpi_resource;
 
 /* A plain FIFO of messages owned by one actor (deferred, replay). */
 typedef struct tpi_msglist {
@@ -276,6 +268,15 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
 /* Run one turn of a scheduled actor (scheduler thread). Returns a measure
  * of the work done: the messages taken from its mailbox, plus one. */
 unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a);
+/* Run m through a's filters (timers, pending replies, signals) and, if it
+ * is still wanted, a's behavior, with s->cur set to a. Consumes m unless
+ * the behavior deferred it (then a keeps it). */
+void tpi_actor_dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m);
+/* Free a's rarely used state (links, monitors, names, taken obligations:
+ * no messages, timers or pending calls, which go first). */
+void tpi_actor_release_ext(tpi_actor *a);
+/* The reason a (exiting) ends with. */
+tp_reason tpi_actor_exit_reason(tpi_actor *a);
 /* Restart a's receive timeout (after a handled message), if it has one. */
 void tpi_rto_rearm(tpi_actor *a);
 /* Set the exit reason of a running actor (ends after its turn). */
@@ -286,7 +287,6 @@ void tpi_actor_teardown(tpi_actor *a, void *rt);
 tpi_actor *tpi_ctx_actor(tp_ctx *ctx);
 
 int tpi_resource_add(tpi_actor *a, tpi_resource *r); /* TP_ENOMEM */
-void tpi_resource_remove(tpi_actor *a, tpi_resource *r);
 
 /* ---- actors/send.c */
 /* Deliver m to pid. Ownership: m is consumed in every case. Returns 0, or
@@ -348,16 +348,6 @@ void tpi_names_release(tpi_names *n, const char *name, tp_pid pid);
 
 /* ---- actors/payload.c */
 int tpi_payload_check(const void *data, size_t len);
-/* Load n big-endian bytes at p (n = 0..8). */
-uint64_t tpi_be(const uint8_t *p, int n);
-/* Decode one msgpack integer at p (avail bytes): *used bytes; a value above
- * INT64_MAX comes as *u with *is_unsigned. TP_EPROTO if p is not an int or
- * is truncated. */
-int tpi_decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
-                   uint64_t *u, bool *is_unsigned);
 /* Read a payload that is exactly one msgpack int64; TP_EPROTO if not. */
 int tpi_read_int(const void *data, size_t len, int64_t *out);
-/* Pack an int64 into buf (>= 9 bytes); returns the length. */
-size_t tpi_pack_int(char *buf, int64_t v);
-
 #endif

@@ -197,17 +197,66 @@ tp_reply_handle *tp_reply_take(tp_ctx *ctx, const tp_msg *request)
     return r;
 }
 
+/* Take r off a's obligations; TP_EINVAL if it is not one of them. */
+static int handle_unlink(tpi_actor *a, tp_reply_handle *r)
+{
+    tp_reply_handle **pp = a->ext ? &a->ext->replies : NULL;
+    while (pp && *pp && *pp != r)
+        pp = &(*pp)->next;
+    if (!pp || !*pp)
+        return TP_EINVAL;
+    *pp = r->next;
+    return 0;
+}
+
+int tpi_svc_reply_status(tp_ctx *ctx, tp_reply_handle *h, int status)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a || !h)
+        return a ? TP_EINVAL : TP_ESTATE;
+    int rc = handle_unlink(a, h);
+    if (rc)
+        return rc;
+    send_reply(rt_of(a), TP_PID_NONE, h->to, h->ref, status, NULL, 0);
+    tpi_free(h);
+    return 0;
+}
+
+void tpi_svc_oneshot_cancel(tp_ctx *ctx, tp_ref ref)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (a)
+        tpi_pending_take(a, ref);
+}
+
+int tp_forward(tp_ctx *ctx, tp_pid to, const tp_msg *msg)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (!msg || to == TP_PID_NONE || msg->tag < 0)
+        return TP_EINVAL;
+    tpi_msg *m = tpi_msg_new(msg->tag, msg->data, msg->len);
+    if (!m)
+        return TP_ENOMEM;
+    m->from = msg->from;
+    if (tp_msg_wants_reply(msg)) {
+        m->reply_to = msg->reply_to;
+        m->ref = msg->ref;
+        m->flags |= TPI_MSG_REQUEST;
+        ((tpi_msg *)msg)->flags |= TPI_MSG_REPLIED; /* `to` owns it now */
+    }
+    TPI_STAT(rt_of(a), sent, 1);
+    return tpi_deliver(rt_of(a), a, to, m);
+}
+
 int tp_reply_send(tp_ctx *ctx, tp_reply_handle *r, const void *data, size_t len)
 {
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a || !r)
         return a ? TP_EINVAL : TP_ESTATE;
-    tp_reply_handle **pp = a->ext ? &a->ext->replies : NULL;
-    while (pp && *pp && *pp != r)
-        pp = &(*pp)->next;
-    if (!pp || !*pp)
+    if (handle_unlink(a, r) != 0)
         return TP_EINVAL; /* not an obligation of this actor */
-    *pp = r->next;
     int rc = tpi_payload_valid(rt_of(a), data, len);
     rc = rc ? rc
             : send_reply(rt_of(a), tpi_actor_pid(a), r->to, r->ref, 0, data,

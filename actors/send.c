@@ -24,8 +24,8 @@ static bool over(tpi_mailbox *mb, uint64_t count)
 
 int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
-    if (rt->route) /* an isolated worker process sends over its channel */
-        return rt->route(rt, from, to, m);
+    if (rt->host) /* an isolated worker process sends over its channel */
+        return tpi_host_route(rt->host, to, m);
     tpi_actor *a = tpi_table_slot(rt->table, to);
     if (!a) {
         if (to == TP_PID_NONE || (uint32_t)to == 0) {

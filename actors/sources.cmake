@@ -10,4 +10,5 @@ list(APPEND TROUPE_SOURCES
   actors/foreign.c # tp_runtime_call: blocking calls from foreign threads
   actors/names.c
   actors/payload.c
+  actors/info.c # actor info and counters for observers
 )

@@ -439,6 +439,16 @@ TP_API tp_reply_handle *tp_reply_take(tp_ctx *ctx, const tp_msg *request);
 TP_API int tp_reply_send(tp_ctx *ctx, tp_reply_handle *r, const void *data,
                          size_t len);
 
+/** Pass msg on to `to` as it is: same tag, payload (copied), sender and,
+ * for a request, reply obligation, which moves with it, so `to` answers
+ * the original caller directly (a router, a load balancer; Erlang passes
+ * `From` along the same way). This actor must not reply to msg after a
+ * successful forward. Backpressure applies as to tp_send. Ownership: msg
+ * stays the caller's. Returns 0 (a dead `to` answers a forwarded request
+ * TP_ENOPROC), TP_ESTATE outside a behavior, TP_EINVAL (no `to`, a
+ * system message), TP_ENOMEM (nothing was sent; the obligation stays). */
+TP_API int tp_forward(tp_ctx *ctx, tp_pid to, const tp_msg *msg);
+
 /** Create a oneshot channel whose value comes to this actor as a
  * TP_TAG_REPLY message with tp_msg_ref() == tx->ref; with timeout_ms >= 0
  * it comes as TP_ETIMEDOUT if nothing was sent in time. */

@@ -7,7 +7,7 @@
  * only the stores around each call; nothing else is shared.
  */
 #include "runtime/alloc.h"
-#include "runtime/observe/observe_int.h"
+#include "runtime/service.h"
 #include "runtime/runtime.h"
 
 #include <inttypes.h>
@@ -39,7 +39,7 @@ static void report(tp_runtime *rt, tp_pid pid, int32_t tag, uint64_t ms)
     fprintf(stderr,
             "troupe: actor %s has been handling tag %" PRId32 " for %" PRIu64
             " ms\n",
-            tpi_obs_pidstr(pid, b, sizeof b), tag, ms);
+            tpi_pidstr(pid, b, sizeof b), tag, ms);
 }
 
 static void sample(struct tpi_monitor *m, unsigned i, uint64_t now)

@@ -55,6 +55,7 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
     atomic_fetch_add_explicit(&runtimes, 1, memory_order_relaxed);
     atomic_init(&rt->next_ref, 1);
     pthread_mutex_init(&rt->wait_lock, NULL);
+    pthread_mutex_init(&rt->svc_lock, NULL);
     pthread_mutex_init(&rt->fw_lock, NULL);
     pthread_cond_init(&rt->fw_cond, NULL);
     pthread_mutex_init(&rt->world_lock, NULL);
@@ -86,12 +87,10 @@ void tp_runtime_free(tp_runtime *rt)
 {
     if (!rt || atomic_load(&rt->state) == TPI_RT_RUNNING)
         return;
-    tpi_pool_free(rt); /* issue 6: jobs may still deliver to actors */
+    tpi_svc_stop_all(rt); /* e.g. pool threads that may deliver to actors */
     if (rt->table)
         tpi_table_each(rt->table, tpi_actor_teardown, rt);
-    tpi_net_fini(rt);     /* issue 6: lingering sockets, before the loop */
-    tpi_isolate_fini(rt); /* issue 7: workers not reaped yet */
-    tpi_obs_fini(rt);     /* issue 8: metrics server, dump signal */
+    tpi_svc_free_all(rt); /* lingering sockets and workers; before the loops */
     tpi_signals_free(rt);
     for (unsigned i = 0; i < rt->nsched; i++)
         tpi_sched_fini(&rt->scheds[i]);
@@ -103,6 +102,7 @@ void tp_runtime_free(tp_runtime *rt)
     pthread_cond_destroy(&rt->fw_cond);
     pthread_mutex_destroy(&rt->fw_lock);
     pthread_mutex_destroy(&rt->wait_lock);
+    pthread_mutex_destroy(&rt->svc_lock);
     tpi_free_aligned(rt);
     tpi_msg_cache_flush();
     if (atomic_fetch_sub_explicit(&runtimes, 1, memory_order_relaxed) == 1)

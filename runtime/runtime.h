@@ -213,28 +213,33 @@ struct tp_runtime {
     pthread_mutex_t fw_lock;
     pthread_cond_t fw_cond;
     _Atomic int fw_waiters;
-    /* runtime/pool.c: the blocking pool, made on first use (issue 6) */
-    struct tpi_pool *pool;
-    /* issue 7: set only in an isolated worker process, where every
-     * delivery leaves over the channel (runtime/isolate_worker.c); it
-     * consumes m and returns what tpi_deliver returns. */
-    int (*route)(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m);
-    /* issue 8: TP_OBSERVE_* for new actors; dump signal, metrics server */
+    /* runtime/service.c: services' state (made on first use) and the
+     * things that outlive their actor; svc_lock guards making and the
+     * linger list. */
+    pthread_mutex_t svc_lock;
+    void *_Atomic svc[TPI_SVC_MAX];
+    const tpi_svc_ops *svc_ops[TPI_SVC_MAX];
+    tpi_linger *linger;
+    /* Set only in an isolated worker process (runtime/host.c), where
+     * every delivery goes to the hosted actor or leaves over the channel. */
+    struct tpi_host *host;
+    /* TP_OBSERVE_* for new actors (actors/info.c) */
     unsigned observe;
-    struct tpi_obs *obs;
 };
 
 enum { TPI_RT_NEW, TPI_RT_RUNNING, TPI_RT_DONE };
 #define TPI_LIVE_RUN (1ull << 63)
 
-/* Issue 6, called by tp_runtime_free: join the blocking pool (running what
- * is queued) before actors are torn down (runtime/pool.c); free sockets
- * still lingering after their actor ended, before the loop (runtime/net.c). */
-void tpi_pool_free(tp_runtime *rt);
-void tpi_net_fini(tp_runtime *rt);
-/* issue 7: reap and free isolated workers whose proxy ended but that were
- * not reaped yet (runtime/isolate.c), before the loop goes. */
-void tpi_isolate_fini(tp_runtime *rt);
+/* runtime/service.c, called by tp_runtime_free: services stop what may
+ * still deliver to actors (before the actors are torn down); then every
+ * lingering thing is finished and every service state freed (after them,
+ * before the loops go). */
+void tpi_svc_stop_all(tp_runtime *rt);
+void tpi_svc_free_all(tp_runtime *rt);
+
+/* ---- runtime/host.c */
+/* rt->host's share of tpi_deliver: consumes m, returns what it does. */
+int tpi_host_route(struct tpi_host *h, tp_pid to, tpi_msg *m);
 
 /* The runtime an actor belongs to. */
 static inline tp_runtime *tpi_actor_rt(tpi_actor *a) { return tpi_home(a)->rt; }
@@ -264,7 +269,7 @@ static inline void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d)
 void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r);
 /* An ended actor is fully gone: stops the run when it was the last. */
 void tpi_runtime_actor_gone(tp_runtime *rt);
-/* ---- runtime/observe.c (issue 8) */
+/* ---- actors/info.c: per-actor counters, actor info */
 /* Per-actor counters of an observed actor (owner thread only). */
 typedef struct tpi_actor_obs {
     uint64_t handled, deferred, handler_ns, hwm, restarts;
@@ -277,8 +282,6 @@ void tpi_obs_turn(tpi_actor *a);
 /* m, addressed to pid, is about to become a dead letter: counted for pid
  * if it is a user message (tag >= 0). Any thread. */
 void tpi_obs_dead_letter(tp_runtime *rt, tp_pid to, const tpi_msg *m);
-/* tp_runtime_free: close the metrics server and the dump signal. */
-void tpi_obs_fini(tp_runtime *rt);
 
 /* ---- runtime/signals.c */
 void tpi_signals_free(tp_runtime *rt);

@@ -10,6 +10,8 @@ list(APPEND TROUPE_SOURCES
   runtime/monitor.c
   runtime/signals.c
   runtime/timer.c
+  runtime/service.c # the door services use (runtime/service.h)
+  runtime/host.c    # the isolated worker's door (runtime/host.h)
 )
 include(${CMAKE_CURRENT_LIST_DIR}/io/sources.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/isolate/sources.cmake)

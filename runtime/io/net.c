@@ -16,14 +16,15 @@
  *  - ending: when the actor ends, the resource is closed; pending output is
  *    then flushed by a "lingering" close (write, shutdown(SHUT_WR), discard
  *    input until EOF, at most LINGER_SECS idle) so that a last reply is not
- *    lost to an RST. Lingering sockets are freed by tpi_net_fini at the
- *    latest.
+ *    lost to an RST. Lingering sockets are on the runtime's linger list,
+ *    so tp_runtime_free finishes them at the latest.
  * Everything here runs on the scheduler thread: event callbacks run
  * outside actor turns, and touch an actor only through its mailbox.
+ *
+ * Uses: runtime/service.h (posting, mailbox pressure, resources, linger)
+ * and the public headers.
  */
-#include "actors/actor.h"
-#include "runtime/alloc.h"
-#include "runtime/runtime.h"
+#include "runtime/service.h"
 #include "troupe/net.h"
 
 #include <arpa/inet.h>
@@ -55,9 +56,9 @@ enum { TAG_ACCEPT = 0x7fff0180 }; /* listener-internal, reserved range */
 /* ------------------------------------------------------------ connections */
 
 typedef struct tpi_conn {
-    tpi_resource res; /* first: a resource pointer is a conn pointer */
+    tpi_resource res;  /* first: a resource pointer is a conn pointer */
+    tpi_linger linger; /* after the owner ended */
     tp_runtime *rt;
-    tpi_actor *actor;
     tp_pid pid;
     int fd;               /* -1 once dropped */
     struct event *rev;    /* readable; added while reading */
@@ -66,39 +67,27 @@ typedef struct tpi_conn {
     size_t high_water, output_limit;
     bool reading, writing, paused_mb, paused_out, eof, closed_sent, shut_wr,
         lingering;
-    struct tpi_conn *lprev, *lnext; /* lingering list */
     char peer[96];
 } tpi_conn;
 
-/* Reads go through one buffer per scheduler thread, then into a message
- * of the exact size. */
-static _Thread_local char rbuf[64 * 1024];
+/* Reads go through one buffer per scheduler thread, after room for the
+ * msgpack bin header, then into a message of the exact size. */
+#define BIN_HEAD_MAX 5
+static _Thread_local char rbuf[BIN_HEAD_MAX + 64 * 1024];
+#define RBUF_DATA (rbuf + BIN_HEAD_MAX)
+#define RBUF_ROOM (sizeof rbuf - BIN_HEAD_MAX)
 
-/* Sockets lingering after their actor ended, of every runtime. Only the
- * scheduler threads and tp_runtime_free touch it; the lock keeps several
- * runtimes in one process apart. */
-static pthread_mutex_t linger_lock = PTHREAD_MUTEX_INITIALIZER;
-static tpi_conn *linger_head;
 static const struct timeval linger_tv = {LINGER_SECS, 0};
 
 static void conn_close(tpi_resource *r);
-
-static void deliver(tpi_conn *c, tpi_msg *m)
-{
-    m->from = TP_PID_NONE;
-    tpi_deliver(c->rt, NULL, c->pid, m);
-}
 
 static void send_closed(tpi_conn *c, int code)
 {
     if (c->closed_sent)
         return;
-    char buf[9];
-    tpi_msg *m = tpi_msg_new(TP_NET_CLOSED, buf, tpi_pack_int(buf, code));
-    if (!m)
+    if (tpi_svc_post_int(c->rt, c->pid, TP_NET_CLOSED, code) != 0)
         return; /* out of memory: the actor learns of it by write errors */
     c->closed_sent = true;
-    deliver(c, m);
 }
 
 static void conn_drop(tpi_conn *c)
@@ -144,23 +133,16 @@ static void update_read(tpi_conn *c)
               NULL);
 }
 
-static size_t bin_header(char *p, size_t n)
+/* Write the msgpack bin header for n bytes just before data (which has
+ * BIN_HEAD_MAX bytes of room there); returns its length. */
+static size_t bin_header(char *data, size_t n)
 {
-    if (n < 256) {
-        p[0] = (char)0xc4;
-        p[1] = (char)n;
-        return 2;
-    }
-    if (n < 65536) {
-        p[0] = (char)0xc5;
-        p[1] = (char)(n >> 8);
-        p[2] = (char)n;
-        return 3;
-    }
-    p[0] = (char)0xc6;
-    for (int i = 0; i < 4; i++)
-        p[1 + i] = (char)(n >> (24 - 8 * i));
-    return 5;
+    size_t h = n < 256 ? 2 : n < 65536 ? 3 : 5;
+    char *p = data - h;
+    p[0] = (char)(h == 2 ? 0xc4 : h == 3 ? 0xc5 : 0xc6);
+    for (size_t i = 1; i < h; i++)
+        p[i] = (char)(n >> (8 * (h - 1 - i)));
+    return h;
 }
 
 static void linger_finish(tpi_conn *c);
@@ -190,11 +172,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         linger_readable(c, what);
         return;
     }
-    tpi_actor *a = c->actor;
     /* A few reads per wake-up, while the socket fills our buffer and the
      * actor has room; then back to the loop. */
     for (int i = 0; i < READS_PER_EVENT; i++) {
-        ssize_t n = read(fd, rbuf, sizeof rbuf);
+        ssize_t n = read(fd, RBUF_DATA, RBUF_ROOM);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 conn_fail(c, TP_ESYS);
@@ -206,24 +187,22 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             send_closed(c, 0);
             return;
         }
-        char hdr[5];
-        size_t h = bin_header(hdr, (size_t)n);
-        tpi_msg *m = tpi_msg_new(TP_NET_DATA, NULL, h + (size_t)n);
-        if (!m) {
+        size_t h = bin_header(RBUF_DATA, (size_t)n);
+        tpi_envelope e = {.tag = TP_NET_DATA,
+                          .data = RBUF_DATA - h,
+                          .len = h + (size_t)n};
+        if (tpi_svc_post(c->rt, c->pid, &e, false) != 0) {
             conn_fail(c, TP_ESYS);
             return;
         }
-        memcpy(m->data, hdr, h);
-        memcpy(m->data + h, rbuf, (size_t)n);
-        deliver(c, m);
         /* Read backpressure: stop taking bytes from the kernel while the
          * actor is behind; TCP then slows the peer. on_drained resumes. */
-        if (tpi_mailbox_count(&a->mb) >= tpi_mailbox_cap(&a->mb)) {
+        if (tpi_svc_full(c->rt, c->pid)) {
             c->paused_mb = true;
             update_read(c);
             return;
         }
-        if ((size_t)n < sizeof rbuf / 2)
+        if ((size_t)n < RBUF_ROOM / 2)
             return; /* a short read: most likely drained */
     }
 }
@@ -271,16 +250,15 @@ static void on_drained(tpi_resource *r)
 
 static void linger_finish(tpi_conn *c)
 {
-    pthread_mutex_lock(&linger_lock);
-    if (c->lprev)
-        c->lprev->lnext = c->lnext;
-    else if (linger_head == c)
-        linger_head = c->lnext;
-    if (c->lnext)
-        c->lnext->lprev = c->lprev;
-    pthread_mutex_unlock(&linger_lock);
+    tpi_linger_remove(c->rt, &c->linger);
     conn_drop(c);
-    tpi_free(c);
+    tp_free(c);
+}
+
+/* tp_runtime_free, for a socket still lingering. */
+static void linger_end(tpi_linger *l)
+{
+    linger_finish((tpi_conn *)((char *)l - offsetof(tpi_conn, linger)));
 }
 
 /* Every byte is written: tell the peer we are done, and wait for its EOF
@@ -299,20 +277,15 @@ static void linger_flushed(tpi_conn *c)
 static void conn_close(tpi_resource *r)
 {
     tpi_conn *c = (tpi_conn *)r;
-    if (c->fd < 0 || atomic_load(&c->rt->state) != TPI_RT_RUNNING ||
+    if (c->fd < 0 || tpi_svc_phase(c->rt) != TPI_PHASE_RUNNING ||
         (c->eof && evbuffer_get_length(c->out) == 0)) {
         conn_drop(c);
-        tpi_free(c);
+        tp_free(c);
         return;
     }
     c->lingering = true;
-    pthread_mutex_lock(&linger_lock);
-    c->lprev = NULL;
-    c->lnext = linger_head;
-    if (linger_head)
-        linger_head->lprev = c;
-    linger_head = c;
-    pthread_mutex_unlock(&linger_lock);
+    c->linger.finish = linger_end;
+    tpi_linger_add(c->rt, &c->linger);
     /* Re-add both events with the linger timeout. */
     set_event(c->rev, &c->reading, false, NULL);
     set_event(c->wev, &c->writing, false, NULL);
@@ -324,29 +297,9 @@ static void conn_close(tpi_resource *r)
         linger_flushed(c);
 }
 
-void tpi_net_fini(tp_runtime *rt)
-{
-    for (;;) {
-        pthread_mutex_lock(&linger_lock);
-        tpi_conn *c = linger_head;
-        while (c && c->rt != rt)
-            c = c->lnext;
-        pthread_mutex_unlock(&linger_lock);
-        if (!c)
-            return;
-        linger_finish(c);
-    }
-}
-
 static tpi_conn *conn_of(tp_ctx *ctx)
 {
-    tpi_actor *a = tpi_ctx_actor(ctx);
-    if (!a || !a->ext)
-        return NULL;
-    for (tpi_resource *r = a->ext->resources; r; r = r->next)
-        if (r->close == conn_close)
-            return (tpi_conn *)r;
-    return NULL;
+    return (tpi_conn *)tpi_svc_resource(ctx, conn_close);
 }
 
 int tp_conn_write(tp_ctx *ctx, const void *data, size_t len)
@@ -435,10 +388,10 @@ static void listener_free(void *state)
         close(l->fd);
     if (l->path)
         unlink(l->path);
-    tpi_free(l->path);
-    tpi_free(l->reject);
-    tpi_free(l->conns);
-    tpi_free(l);
+    tp_free(l->path);
+    tp_free(l->reject);
+    tp_free(l->conns);
+    tp_free(l);
 }
 
 static void on_acceptable(evutil_socket_t fd, short what, void *arg)
@@ -446,13 +399,9 @@ static void on_acceptable(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tpi_listener *l = arg;
-    tpi_msg *m = tpi_msg_new(TAG_ACCEPT, NULL, 0);
-    if (m) {
-        m->from = TP_PID_NONE;
-        tpi_deliver(l->rt, NULL, l->self, m);
-    } else {
+    tpi_envelope e = {.tag = TAG_ACCEPT};
+    if (tpi_svc_post(l->rt, l->self, &e, false) != 0)
         event_add(l->ev, NULL); /* try again on the next readiness */
-    }
 }
 
 static bool conns_del(tpi_listener *l, tp_pid pid)
@@ -496,7 +445,7 @@ static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
     }
     if (l->nconns == l->capconns) {
         size_t cap = l->capconns ? l->capconns * 2 : 16;
-        tp_pid *v = tpi_realloc(l->conns, cap * sizeof *v);
+        tp_pid *v = tp_realloc(l->conns, cap * sizeof *v);
         if (!v) {
             close(fd);
             return;
@@ -505,13 +454,13 @@ static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
         l->capconns = cap;
     }
     void *state = o->conn_init ? o->conn_init(o->arg) : o->arg;
-    tpi_conn *c = state || !o->conn_init ? tpi_calloc(sizeof *c) : NULL;
+    tpi_conn *c = state || !o->conn_init ? tp_calloc(sizeof *c) : NULL;
     tp_spawn_opts so = {o->conn_mailbox, TP_SPAWN_LINK, o->conn_state_free};
     tp_pid pid;
     if (!c || tp_spawn(ctx, o->conn_behavior, state, &so, &pid) != 0) {
         if (state && o->conn_init && o->conn_state_free)
             o->conn_state_free(state);
-        tpi_free(c);
+        tp_free(c);
         close(fd);
         return;
     }
@@ -520,7 +469,7 @@ static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
     c->res.close = conn_close;
     c->rt = l->rt;
     c->pid = pid;
-    c->actor = tpi_table_slot(l->rt->table, pid);
+    c->fd = -1;
     c->high_water = o->high_water;
     c->output_limit = o->output_limit;
     format_peer(c->peer, sizeof c->peer, sa, l->path);
@@ -528,20 +477,22 @@ static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    struct event_base *base = tpi_home(c->actor)->base;
+    /* The child has not run yet and lives on this loop: attaching the
+     * connection pins it here, where its events live. */
+    struct event_base *base;
+    if (tpi_svc_attach(ctx, pid, &c->res, &base) != 0) {
+        close(fd);
+        tp_free(c);
+        tp_kill(ctx, pid); /* its EXIT removes it from conns */
+        return;
+    }
     c->fd = fd;
     c->out = evbuffer_new();
     c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
-    /* The child has not run yet and lives on this scheduler thread (it
-     * starts on its spawner's, and only its home thread could move it,
-     * between turns), so attaching to it here is safe; the resource then
-     * pins it to this loop. */
-    if (!c->out || !c->rev || !c->wev ||
-        tpi_resource_add(c->actor, &c->res) != 0) {
-        conn_drop(c);
-        tpi_free(c);
-        tp_kill(ctx, pid); /* its EXIT removes it from conns */
+    if (!c->out || !c->rev || !c->wev) {
+        conn_drop(c); /* the resource is freed when the actor ends */
+        tp_kill(ctx, pid);
         return;
     }
     update_read(c);
@@ -597,8 +548,7 @@ static int listener(tp_ctx *ctx, void *state, const tp_msg *msg)
         l->self = tp_self(ctx);
         l->owner = tp_msg_from(msg);
         /* The accept event lives on this loop: the listener stays here. */
-        tpi_ctx_actor(ctx)->flags |= TPI_ACT_PINNED;
-        l->ev = event_new(tpi_home(tpi_ctx_actor(ctx))->base, l->fd, EV_READ,
+        l->ev = event_new(tpi_svc_loop(ctx, true), l->fd, EV_READ,
                           on_acceptable, l);
         if (!l->ev || event_add(l->ev, NULL) != 0)
             return TP_ENOMEM;
@@ -690,8 +640,8 @@ fail:
 int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
               uint16_t *port_out)
 {
-    tpi_actor *a = tpi_ctx_actor(ctx);
-    if (!a)
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    if (!rt)
         return TP_ESTATE;
     if (!opts || !opts->conn_behavior)
         return TP_EINVAL;
@@ -702,11 +652,11 @@ int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
         o.output_limit = DEFAULT_OUTPUT_LIMIT;
     if (o.output_limit < o.high_water)
         return TP_EINVAL;
-    tpi_listener *l = tpi_calloc(sizeof *l);
+    tpi_listener *l = tp_calloc(sizeof *l);
     if (!l)
         return TP_ENOMEM;
     l->fd = -1;
-    l->rt = tpi_actor_rt(a);
+    l->rt = rt;
     if ((o.reject_msg && !(l->reject = tpi_strndup(o.reject_msg, 4096)))) {
         listener_free(l);
         return TP_ENOMEM;

@@ -3,11 +3,12 @@
  * threads started on demand. A job's result travels back like any oneshot
  * value (a TP_TAG_REPLY delivered from a foreign thread), so the loop
  * never waits for a pool thread. tp_runtime_free runs what is still
- * queued, then joins the threads (tpi_pool_free).
+ * queued, then joins the threads (the service's stop).
+ *
+ * Uses: runtime/service.h (its state, posting replies) and the public
+ * headers.
  */
-#include "actors/actor.h"
-#include "runtime/alloc.h"
-#include "runtime/runtime.h"
+#include "runtime/service.h"
 #include "troupe/pool.h"
 
 #include <pthread.h>
@@ -20,62 +21,83 @@ typedef struct tpi_job {
     tp_ref ref;
 } tpi_job;
 
-struct tpi_pool {
+typedef struct tpi_pool {
+    tp_runtime *rt;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     tpi_job *head, *tail;
     unsigned max, started, idle;
     bool stop;
     pthread_t threads[TP_BLOCKING_THREADS_MAX];
-};
+} tpi_pool;
 
-/* Guards creating rt->pool: tp_spawn_blocking may in principle race
- * tp_runtime_set_blocking_threads from another thread. */
-static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static struct tpi_pool *pool_get(tp_runtime *rt, unsigned n, bool create)
+static void *pool_make(tp_runtime *rt)
 {
-    pthread_mutex_lock(&create_lock);
-    struct tpi_pool *p = rt->pool;
-    if (!p && create) {
-        p = tpi_calloc(sizeof *p);
-        if (p) {
-            pthread_mutex_init(&p->lock, NULL);
-            pthread_cond_init(&p->cond, NULL);
-            p->max = n;
-            rt->pool = p;
-        }
+    tpi_pool *p = tp_calloc(sizeof *p);
+    if (p) {
+        p->rt = rt;
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_cond_init(&p->cond, NULL);
+        p->max = TP_BLOCKING_THREADS_DEFAULT;
     }
-    pthread_mutex_unlock(&create_lock);
     return p;
 }
 
+/* Run what is queued, then join the threads: before actors are torn
+ * down, since jobs may still deliver to them. */
+static void pool_stop(tp_runtime *rt, void *state)
+{
+    (void)rt;
+    tpi_pool *p = state;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    for (unsigned i = 0; i < p->started; i++)
+        pthread_join(p->threads[i], NULL);
+}
+
+static void pool_free(tp_runtime *rt, void *state)
+{
+    (void)rt;
+    tpi_pool *p = state;
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    tp_free(p);
+}
+
+static const tpi_svc_ops pool_ops = {pool_make, pool_stop, pool_free};
+
+static tpi_pool *pool_get(tp_runtime *rt)
+{
+    return tpi_svc_get(rt, TPI_SVC_POOL, &pool_ops);
+}
+
+/* The job's result to its oneshot: out (from the allocator) moves into
+ * the reply; a payload that is not valid msgpack answers TP_EPROTO. */
 static void deliver(tp_runtime *rt, tpi_job *j, int status, void *out,
                     size_t len)
 {
-    tpi_msg *m = tpi_msg_new(TP_TAG_REPLY, NULL, 0);
-    if (!m) {
-        tpi_free(out);
-        return; /* the waiting actor's timeout, if any, still fires */
+    tpi_envelope e = {.tag = TP_TAG_REPLY, .ref = j->ref, .status = status};
+    if (status == 0 && out && len) {
+        e.data = out;
+        e.len = len;
+        if (tpi_svc_post(rt, j->to, &e, true) == 0) {
+            tp_free(out);
+            return;
+        }
+        e.status = TP_EPROTO; /* the job produced a bad payload */
     }
-    if (status == 0 && out && len && tpi_payload_valid(rt, out, len) == 0) {
-        m->data = out;
-        m->len = len;
-        m->flags |= TPI_MSG_OWNED;
-    } else {
-        if (status == 0 && out && len)
-            status = TP_EPROTO; /* the job produced a bad payload */
-        tpi_free(out);
-    }
-    m->ref = j->ref;
-    m->status = status;
-    tpi_deliver(rt, NULL, j->to, m);
+    e.data = NULL;
+    e.len = 0;
+    tp_free(out);
+    (void)tpi_svc_post(rt, j->to, &e, false); /* else its timeout fires */
 }
 
 static void *worker(void *arg)
 {
-    tp_runtime *rt = arg;
-    struct tpi_pool *p = rt->pool;
+    tpi_pool *p = arg;
+    tp_runtime *rt = p->rt;
     pthread_mutex_lock(&p->lock);
     for (;;) {
         tpi_job *j = p->head;
@@ -96,10 +118,12 @@ static void *worker(void *arg)
         int rc = j->fn(j->arg, &out, &len);
         if (rc > 0)
             rc = 0;
-        deliver(rt, j, rc, rc == 0 ? out : NULL, rc == 0 ? len : 0);
-        if (rc != 0)
-            tpi_free(out);
-        tpi_free(j);
+        if (rc != 0) {
+            tp_free(out);
+            out = NULL;
+        }
+        deliver(rt, j, rc, out, rc == 0 ? len : 0);
+        tp_free(j);
         pthread_mutex_lock(&p->lock);
     }
     pthread_mutex_unlock(&p->lock);
@@ -110,7 +134,7 @@ int tp_runtime_set_blocking_threads(tp_runtime *rt, unsigned n)
 {
     if (!rt || n < 1 || n > TP_BLOCKING_THREADS_MAX)
         return TP_EINVAL;
-    struct tpi_pool *p = pool_get(rt, n, true);
+    tpi_pool *p = pool_get(rt);
     if (!p)
         return TP_ENOMEM;
     pthread_mutex_lock(&p->lock);
@@ -124,27 +148,26 @@ int tp_runtime_set_blocking_threads(tp_runtime *rt, unsigned n)
 int tp_spawn_blocking(tp_ctx *ctx, tp_blocking_fn fn, void *arg, int timeout_ms,
                       tp_ref *ref_out)
 {
-    tpi_actor *a = tpi_ctx_actor(ctx);
-    if (!a)
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    if (!rt)
         return TP_ESTATE;
     if (!fn)
         return TP_EINVAL;
-    tp_runtime *rt = tpi_actor_rt(a);
-    struct tpi_pool *p = pool_get(rt, TP_BLOCKING_THREADS_DEFAULT, true);
-    tpi_job *j = p ? tpi_alloc(sizeof *j) : NULL;
+    tpi_pool *p = pool_get(rt);
+    tpi_job *j = p ? tp_alloc(sizeof *j) : NULL;
     if (!j)
         return TP_ENOMEM;
     tp_oneshot tx;
     int rc = tp_oneshot_new(ctx, timeout_ms, &tx);
     if (rc) {
-        tpi_free(j);
+        tp_free(j);
         return rc;
     }
     *j = (tpi_job){NULL, fn, arg, tx.pid, tx.ref};
     pthread_mutex_lock(&p->lock);
     /* A new thread only when nobody idle can take the job. */
     if (p->idle == 0 && p->started < p->max) {
-        if (pthread_create(&p->threads[p->started], NULL, worker, rt) == 0)
+        if (pthread_create(&p->threads[p->started], NULL, worker, p) == 0)
             p->started++;
         else if (p->started == 0)
             rc = TP_ESYS;
@@ -159,28 +182,11 @@ int tp_spawn_blocking(tp_ctx *ctx, tp_blocking_fn fn, void *arg, int timeout_ms,
     }
     pthread_mutex_unlock(&p->lock);
     if (rc) {
-        tpi_pending_take(a, tx.ref);
-        tpi_free(j);
+        tpi_svc_oneshot_cancel(ctx, tx.ref);
+        tp_free(j);
         return rc;
     }
     if (ref_out)
         *ref_out = tx.ref;
     return 0;
-}
-
-void tpi_pool_free(tp_runtime *rt)
-{
-    struct tpi_pool *p = rt->pool;
-    if (!p)
-        return;
-    pthread_mutex_lock(&p->lock);
-    p->stop = true;
-    pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->lock);
-    for (unsigned i = 0; i < p->started; i++)
-        pthread_join(p->threads[i], NULL);
-    pthread_cond_destroy(&p->cond);
-    pthread_mutex_destroy(&p->lock);
-    tpi_free(p);
-    rt->pool = NULL;
 }

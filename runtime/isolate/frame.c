@@ -4,7 +4,7 @@
  * allocated. See runtime/isolate/frame.h for the layout.
  */
 #include "runtime/isolate/frame.h"
-#include "actors/actor.h"
+#include "runtime/service.h"
 
 #include <string.h>
 
@@ -53,7 +53,7 @@ int tpi_frame_decode(const void *body, size_t len, tpi_frame *f,
     int err;
     memset(f, 0, sizeof *f);
     /* The walk refuses count bombs, truncation, 0xc1 and deep nesting. */
-    if (!body || len == 0 || tpi_payload_check(body, len) != 0) {
+    if (!body || len == 0 || tp_payload_check(body, len) != 0) {
         err = 0;
         goto bad;
     }
@@ -87,7 +87,7 @@ int tpi_frame_decode(const void *body, size_t len, tpi_frame *f,
         f->len = (size_t)blen;
         p += blen;
         if (f->kind != TPI_FRAME_EXIT && f->len &&
-            tpi_payload_check(f->payload, f->len) != 0) {
+            tp_payload_check(f->payload, f->len) != 0) {
             err = 4;
             goto bad;
         }

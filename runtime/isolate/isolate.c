@@ -22,13 +22,14 @@
  *    CLOSE_GRACE_MS. The reaped status becomes the proxy's exit reason.
  *  - Ending: when the proxy ends, the channel is closed: the worker is
  *    killed, and if it is not reaped at once the channel lingers, detached,
- *    until it is (tpi_isolate_fini reaps the rest, blocking, when the
- *    runtime is freed). No zombie is ever left.
+ *    on the runtime's linger list until it is (tp_runtime_free reaps the
+ *    rest, blocking). No zombie is ever left.
+ *
+ * Uses: runtime/service.h (posting, mailbox pressure, resources, linger)
+ * and the public headers.
  */
-#include "runtime/isolate/isolate_int.h"
-#include "runtime/alloc.h"
 #include "runtime/isolate/frame.h"
-#include "runtime/runtime.h"
+#include "runtime/isolate/isolate_int.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -42,6 +43,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -73,10 +75,10 @@ typedef struct iso_proxy {
 } iso_proxy;
 
 struct iso_chan {
-    tpi_resource res; /* first: a resource pointer is a channel pointer */
+    tpi_resource res;  /* first: a resource pointer is a channel pointer */
+    tpi_linger linger; /* detached, not yet reaped */
     tp_runtime *rt;
     iso_proxy *proxy; /* NULL once detached (the proxy ended) */
-    tpi_actor *actor;
     tp_pid pid;
     uint64_t token;
     pid_t child; /* 0 once reaped */
@@ -92,16 +94,29 @@ struct iso_chan {
     uint64_t reap_start_ns;
     int why_code; /* a reason decided here (protocol, watchdog), or 0 */
     char why[TP_REASON_TEXT_MAX + 1];
-    iso_chan *lprev, *lnext; /* lingering (detached, not yet reaped) */
 };
-
-/* Detached channels whose worker is not reaped yet, of every runtime. */
-static pthread_mutex_t linger_lock = PTHREAD_MUTEX_INITIALIZER;
-static iso_chan *linger_head;
 
 static void chan_reap_start(iso_chan *c);
 
 /* ------------------------------------------------------------ helpers */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Kill a worker and wait for it (no loop left to wait on, or a spawn
+ * undone): the kill makes it short. */
+static void reap_now(pid_t child)
+{
+    int status;
+    kill(child, SIGKILL);
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+        ;
+    atomic_fetch_add_explicit(&tpi_iso_reaped, 1, memory_order_relaxed);
+}
 
 static const char *signame(int sig)
 {
@@ -149,11 +164,11 @@ static void chan_kill(iso_chan *c)
     }
 }
 
-static void deliver(iso_chan *c, tpi_msg *m)
+/* A message of ours to the proxy: from the runtime, with our token. */
+static int deliver(iso_chan *c, int32_t tag, const void *data, size_t len)
 {
-    m->from = TP_PID_NONE;
-    m->ref = c->token;
-    tpi_deliver(c->rt, NULL, c->pid, m);
+    tpi_envelope e = {.tag = tag, .ref = c->token, .data = data, .len = len};
+    return tpi_svc_post(c->rt, c->pid, &e, false);
 }
 
 static void busy_publish(iso_chan *c)
@@ -186,19 +201,7 @@ static void chan_free(iso_chan *c)
         event_free(c->reap_ev);
     if (c->dog_ev)
         event_free(c->dog_ev);
-    tpi_free(c);
-}
-
-static void linger_remove(iso_chan *c)
-{
-    pthread_mutex_lock(&linger_lock);
-    if (c->lprev)
-        c->lprev->lnext = c->lnext;
-    else if (linger_head == c)
-        linger_head = c->lnext;
-    if (c->lnext)
-        c->lnext->lprev = c->lprev;
-    pthread_mutex_unlock(&linger_lock);
+    tp_free(c);
 }
 
 /* ------------------------------------------------------------ reaping */
@@ -210,7 +213,7 @@ static void reaped(iso_chan *c, int status, bool known)
     if (c->dog_ev)
         event_del(c->dog_ev);
     if (!c->proxy) { /* detached: nobody waits for the reason */
-        linger_remove(c);
+        tpi_linger_remove(c->rt, &c->linger);
         chan_free(c);
         return;
     }
@@ -226,13 +229,9 @@ static void reaped(iso_chan *c, int status, bool known)
                 WEXITSTATUS(status));
     else
         set_why(c, TP_ESYS, "exited with status %d", WEXITSTATUS(status));
-    if (!c->died_sent) {
-        tpi_msg *m = tpi_msg_new(TPI_ISO_TAG_DIED, NULL, 0);
-        if (m) { /* out of memory: the proxy learns at its next frame */
-            c->died_sent = true;
-            deliver(c, m);
-        }
-    }
+    /* Out of memory: the proxy learns at its next frame. */
+    if (!c->died_sent && deliver(c, TPI_ISO_TAG_DIED, NULL, 0) == 0)
+        c->died_sent = true;
 }
 
 static bool reap_try(iso_chan *c)
@@ -260,8 +259,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     iso_chan *c = arg;
     if (reap_try(c))
         return;
-    if (!c->killed && tpi_now_ns() - c->reap_start_ns >=
-                          (uint64_t)CLOSE_GRACE_MS * 1000000u) {
+    if (!c->killed &&
+        now_ns() - c->reap_start_ns >= (uint64_t)CLOSE_GRACE_MS * 1000000u) {
         set_why(c, TP_EPROTO, "protocol error: worker closed its channel");
         chan_kill(c);
     }
@@ -278,7 +277,7 @@ static void chan_reap_start(iso_chan *c)
     if (c->reaping || c->child <= 0)
         return;
     c->reaping = true;
-    c->reap_start_ns = tpi_now_ns();
+    c->reap_start_ns = now_ns();
     on_reap(-1, 0, c);
 }
 
@@ -362,10 +361,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     char text[160];
     while (c->child > 0 && !c->killed) {
-        if (c->actor &&
-            tpi_mailbox_cap(&c->actor->mb) != TPI_MAILBOX_UNBOUNDED &&
-            tpi_mailbox_count(&c->actor->mb) >=
-                tpi_mailbox_cap(&c->actor->mb)) {
+        if (c->proxy && tpi_svc_full(c->rt, c->pid)) {
             /* Backpressure: the proxy is behind; on_drained resumes. */
             c->paused = true;
             bufferevent_disable(bev, EV_READ);
@@ -401,33 +397,31 @@ static void on_read(struct bufferevent *bev, void *arg)
             bufferevent_setwatermark(bev, EV_READ, 4 + blen, 0);
             return;
         }
-        evbuffer_drain(in, 4);
-        tpi_msg *m = tpi_msg_new(TPI_ISO_TAG_FRAME, NULL, blen);
-        if (!m) {
+        const uint8_t *body = evbuffer_pullup(in, (ev_ssize_t)(4 + blen));
+        if (!body) {
             chan_fail(c, TP_ENOMEM,
                       "out of memory for a frame from the worker");
             return;
         }
-        evbuffer_remove(in, m->data, blen);
+        body += 4;
         tpi_frame f;
         const char *why = NULL;
-        if (tpi_frame_decode(m->data, blen, &f, &why) != 0 ||
+        if (tpi_frame_decode(body, blen, &f, &why) != 0 ||
             (why = frame_fields_bad(&f)) != NULL ||
             (f.kind == TPI_FRAME_DONE && inflight_done(c, f.a) != 0 &&
              (why = "DONE frame for more messages than were sent"))) {
-            tpi_msg_free(m);
             snprintf(text, sizeof text, "protocol error: %s", why);
             chan_fail(c, TP_EPROTO, text);
             return;
         }
-        if (f.kind == TPI_FRAME_DONE) {
-            tpi_msg_free(m);
-            continue;
+        /* The checked frame goes to the proxy as the body of a message. */
+        if (f.kind != TPI_FRAME_DONE && c->proxy &&
+            deliver(c, TPI_ISO_TAG_FRAME, body, blen) != 0) {
+            chan_fail(c, TP_ENOMEM,
+                      "out of memory for a frame from the worker");
+            return;
         }
-        if (c->proxy)
-            deliver(c, m);
-        else
-            tpi_msg_free(m);
+        evbuffer_drain(in, 4 + blen);
     }
 }
 
@@ -452,6 +446,15 @@ static void on_drained(tpi_resource *r)
     }
 }
 
+/* tp_runtime_free, for a detached worker not reaped yet. */
+static void linger_end(tpi_linger *l)
+{
+    iso_chan *c = (iso_chan *)((char *)l - offsetof(iso_chan, linger));
+    if (c->child > 0)
+        reap_now(c->child);
+    chan_free(c);
+}
+
 /* The proxy ended (or the runtime is torn down): kill the worker and reap
  * it, lingering detached if it is not gone yet. */
 static void chan_close(tpi_resource *r)
@@ -460,7 +463,6 @@ static void chan_close(tpi_resource *r)
     if (c->proxy)
         c->proxy->ch = NULL;
     c->proxy = NULL;
-    c->actor = NULL;
     c->busy = NULL;
     if (c->bev) {
         bufferevent_free(c->bev);
@@ -472,48 +474,17 @@ static void chan_close(tpi_resource *r)
         chan_free(c);
         return;
     }
-    chan_kill(c);
-    if (atomic_load(&c->rt->state) != TPI_RT_RUNNING) {
-        /* No loop to wait on: the kill makes this short. */
-        int status;
-        while (waitpid(c->child, &status, 0) < 0 && errno == EINTR)
-            ;
-        atomic_fetch_add_explicit(&tpi_iso_reaped, 1, memory_order_relaxed);
+    if (tpi_svc_phase(c->rt) != TPI_PHASE_RUNNING) {
+        reap_now(c->child);
         chan_free(c);
         return;
     }
-    pthread_mutex_lock(&linger_lock);
-    c->lprev = NULL;
-    c->lnext = linger_head;
-    if (linger_head)
-        linger_head->lprev = c;
-    linger_head = c;
-    pthread_mutex_unlock(&linger_lock);
+    chan_kill(c);
+    c->linger.finish = linger_end;
+    tpi_linger_add(c->rt, &c->linger);
     if (c->reaping)
         return;         /* its timer is running */
     chan_reap_start(c); /* may free c */
-}
-
-void tpi_isolate_fini(tp_runtime *rt)
-{
-    for (;;) {
-        pthread_mutex_lock(&linger_lock);
-        iso_chan *c = linger_head;
-        while (c && c->rt != rt)
-            c = c->lnext;
-        pthread_mutex_unlock(&linger_lock);
-        if (!c)
-            return;
-        linger_remove(c);
-        if (c->child > 0) {
-            int status;
-            kill(c->child, SIGKILL);
-            while (waitpid(c->child, &status, 0) < 0 && errno == EINTR)
-                ;
-            atomic_fetch_add_explicit(&tpi_iso_reaped, 1, memory_order_relaxed);
-        }
-        chan_free(c);
-    }
 }
 
 /* ------------------------------------------------------------- writing */
@@ -541,10 +512,10 @@ static void proxy_free(void *state)
     iso_proxy *p = state;
     /* The obligations themselves went with the actor (answered
      * TP_ENOPROC); only our index of them is left. */
-    tpi_free(p->reqs);
+    tp_free(p->reqs);
     if (p->has_hook && p->hook.ended)
         p->hook.ended(p->hook.arg, p->self);
-    tpi_free(p);
+    tp_free(p);
 }
 
 static tp_reply_handle *req_take(iso_proxy *p, uint64_t id)
@@ -560,17 +531,6 @@ static tp_reply_handle *req_take(iso_proxy *p, uint64_t id)
 
 /* Answer a taken obligation with a runtime status (TP_ENOREPLY or
  * TP_ENOPROC, as the worker's runtime decided). */
-static void reply_status(tp_ctx *ctx, tp_reply_handle *h, int status)
-{
-    tpi_actor *a = tpi_ctx_actor(ctx);
-    for (tp_reply_handle **pp = &a->ext->replies; *pp; pp = &(*pp)->next)
-        if (*pp == h) {
-            *pp = h->next;
-            tpi_reply_status(tpi_actor_rt(a), h->to, h->ref, status);
-            tpi_free(h);
-            return;
-        }
-}
 
 static void proxy_frame(tp_ctx *ctx, iso_proxy *p, const tp_msg *msg)
 {
@@ -594,7 +554,7 @@ static void proxy_frame(tp_ctx *ctx, iso_proxy *p, const tp_msg *msg)
         if (f.a == 0)
             (void)tp_reply_send(ctx, h, f.payload, f.len);
         else
-            reply_status(ctx, h, (int)f.a);
+            (void)tpi_svc_reply_status(ctx, h, (int)f.a);
         break;
     }
     case TPI_FRAME_EXIT: {
@@ -621,7 +581,7 @@ static void proxy_forward(tp_ctx *ctx, iso_proxy *p, const tp_msg *msg)
          * proxy's end answers it TP_ENOPROC. */
         if (p->nreqs == p->capreqs) {
             size_t cap = p->capreqs ? p->capreqs * 2 : 16;
-            iso_req *v = tpi_realloc(p->reqs, cap * sizeof *v);
+            iso_req *v = tp_realloc(p->reqs, cap * sizeof *v);
             if (!v)
                 return; /* answered TP_ENOREPLY */
             p->reqs = v;
@@ -718,8 +678,8 @@ static int spawn_worker(const char *name, const tp_isolate_opts *o,
 int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
                       const tpi_iso_hook *hook, tp_pid *pid_out)
 {
-    tpi_actor *a = tpi_ctx_actor(ctx);
-    if (!a)
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    if (!rt)
         return TP_ESTATE;
     if (!o || !o->name || (o->flags & ~TP_SPAWN_LINK))
         return TP_EINVAL;
@@ -728,13 +688,12 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
     int rc = tpi_isolate_lookup(o->name, &b, &unused);
     if (rc)
         return rc;
-    tp_runtime *rt = tpi_actor_rt(a);
-    iso_proxy *p = tpi_calloc(sizeof *p);
-    iso_chan *c = tpi_calloc(sizeof *c);
+    iso_proxy *p = tp_calloc(sizeof *p);
+    iso_chan *c = tp_calloc(sizeof *c);
     int sv[2] = {-1, -1};
     if (!p || !c) {
-        tpi_free(p);
-        tpi_free(c);
+        tp_free(p);
+        tp_free(c);
         return TP_ENOMEM;
     }
     c->rt = rt;
@@ -742,7 +701,7 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
     if (c->max_frame > UINT32_MAX)
         c->max_frame = UINT32_MAX;
     c->watchdog_ms = o->watchdog_ms;
-    c->token = p->token = tpi_ref_new(rt);
+    c->token = p->token = tpi_svc_ref(rt);
     c->res.close = chan_close;
     c->res.drained = on_drained;
     c->proxy = p;
@@ -752,7 +711,9 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
         p->has_hook = true;
         c->busy = hook->inflight;
     }
-    struct event_base *base = tpi_home(a)->base;
+    /* The proxy will live on this loop: it starts on its spawner's, and
+     * the channel pins it there once attached. */
+    struct event_base *base = tpi_svc_loop(ctx, false);
     c->reap_ev = evtimer_new(base, on_reap, c);
     c->dog_ev = o->watchdog_ms ? evtimer_new(base, on_dog, c) : NULL;
     if (!c->reap_ev || (o->watchdog_ms && !c->dog_ev)) {
@@ -787,12 +748,10 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
     tp_pid pid;
     if ((rc = tp_spawn(ctx, proxy, p, &so, &pid)) != 0)
         goto fail;
-    /* The proxy has not run yet and lives on this scheduler thread (only
-     * its home thread could move it, between turns): attaching to it here
-     * is safe, and the resource then pins it to this loop. */
+    /* The proxy has not run yet and lives on this loop: attaching the
+     * channel pins it here, where the channel's events live. */
     c->pid = p->self = pid;
-    c->actor = tpi_table_slot(rt->table, pid);
-    if (tpi_resource_add(c->actor, &c->res) != 0) {
+    if (tpi_svc_attach(ctx, pid, &c->res, NULL) != 0) {
         /* The proxy finds no channel, and ends when told it died. */
         p->ch = NULL;
         c->proxy = NULL;
@@ -811,15 +770,10 @@ fail:;
         close(sv[0]);
     if (sv[1] >= 0)
         close(sv[1]);
-    if (c->child > 0) {
-        int status;
-        kill(c->child, SIGKILL);
-        while (waitpid(c->child, &status, 0) < 0 && errno == EINTR)
-            ;
-        atomic_fetch_add_explicit(&tpi_iso_reaped, 1, memory_order_relaxed);
-    }
+    if (c->child > 0)
+        reap_now(c->child);
     chan_free(c);
-    tpi_free(p);
+    tp_free(p);
     errno = e;
     return rc;
 }

@@ -1,12 +1,12 @@
 /*
- * Isolated workers (issue 7): what runtime/isolate.c (the parent side:
- * spawn, proxy, channel, reaping), runtime/isolate_worker.c (the worker
- * process) and runtime/isolate_pool.c (pools) share.
+ * Isolated workers (issue 7): what isolate.c (the parent side: spawn,
+ * proxy, channel, reaping), worker.c (the worker process) and pool.c
+ * (pools) share.
  */
 #ifndef TPI_ISOLATE_INT_H
 #define TPI_ISOLATE_INT_H
 
-#include "actors/actor.h"
+#include "runtime/service.h"
 #include "troupe/isolate.h"
 
 #include <stdatomic.h>
@@ -17,7 +17,6 @@ enum {
     TPI_ISO_TAG_FRAME =
         TP_ISOLATE_TAG_BASE, /* a checked frame from the worker */
     TPI_ISO_TAG_DIED,        /* the worker process is gone */
-    TPI_ISO_TAG_POOL_UP,     /* a pool worker (re)started */
 };
 
 /* The registered behavior called name, or TP_ENOENT. */

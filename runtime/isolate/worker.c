@@ -2,28 +2,29 @@
  * Isolated workers, the worker process (issue 7): the registry of
  * isolated behaviors, tp_isolate_main, and the worker loop.
  *
- * A worker is a fresh process (exec'd), so it may run libevent: it makes
- * a runtime of its own whose scheduler loop reads the channel. The
- * behavior runs on a stand-in actor that is not in any table and carries
- * the proxy's pid, so tp_self and every ctx call made by the behavior
- * work as in the parent. The runtime's route hook then sends every
- * delivery the behavior causes over the channel instead of into a
- * mailbox: replies (tp_reply, the runtime's TP_ENOREPLY) as REPLY frames,
- * user messages as SEND frames; messages to itself (timers, receive
- * timeouts, sends to tp_self) stay in the worker. After each batch of
- * frames the worker acknowledges what it handled (DONE), which drives the
- * parent's watchdog and pool load.
+ * A worker is a fresh process (exec'd), so it may run libevent: it hosts
+ * the behavior through the core's host door (runtime/host.h), whose loop
+ * reads the channel. The behavior runs under the proxy's pid, so tp_self
+ * and every ctx call made by the behavior work as in the parent; every
+ * delivery it causes leaves over the channel instead of into a mailbox:
+ * replies (tp_reply, the runtime's TP_ENOREPLY) as REPLY frames, user
+ * messages as SEND frames; messages to itself (timers, receive timeouts,
+ * sends to tp_self) stay in the worker. After each batch of frames the
+ * worker acknowledges what it handled (DONE), which drives the parent's
+ * watchdog and pool load.
+ *
+ * Uses: runtime/host.h, runtime/service.h and the public headers.
  */
-#include "runtime/isolate/isolate_int.h"
-#include "runtime/alloc.h"
+#include "runtime/host.h"
 #include "runtime/isolate/frame.h"
-#include "runtime/runtime.h"
+#include "runtime/isolate/isolate_int.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,14 +85,12 @@ int tpi_isolate_lookup(const char *name, tp_behavior *b, void **state)
 /* -------------------------------------------------------------- worker */
 
 typedef struct worker {
-    tp_runtime *rt;
-    tpi_actor *w; /* the stand-in actor */
-    tp_pid self;
+    tpi_host *host;
     int fd;
-    struct event *rev, *lev;
+    struct event *rev;
     struct evbuffer *in, *out;
-    tpi_msglist local; /* messages to itself */
-    int64_t handled;   /* frames handled since the last DONE */
+    int64_t handled; /* frames handled since the last DONE */
+    bool started;    /* START came: MSG frames may follow */
     bool ending;
     int status;
 } worker;
@@ -103,7 +102,7 @@ static void stop(int status)
     if (!wk.ending) {
         wk.ending = true;
         wk.status = status;
-        tpi_sched_stop(&wk.rt->scheds[0]);
+        tpi_host_stop(wk.host);
     }
 }
 
@@ -150,40 +149,22 @@ static void put_done(void)
     }
 }
 
-/* The route hook: every delivery made in this process. Consumes m. */
-static int route(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
+/* A delivery of the hosted actor to another pid: over the channel. */
+static int out(void *arg, tp_pid to, const tpi_envelope *e)
 {
-    (void)rt;
-    (void)from;
-    int rc = 0;
-    if (to == wk.self && !(m->flags & TPI_MSG_REQUEST) &&
-        (m->tag >= 0 || m->tag == TP_TAG_TIMEOUT)) {
-        tpi_msglist_push(&wk.local, m); /* timers and sends to itself */
-        event_active(wk.lev, EV_TIMEOUT, 0);
-        return 0;
-    }
-    if (m->tag == TP_TAG_REPLY)
-        put_frame(TPI_FRAME_REPLY, m->status, 0, (int64_t)m->ref, 0, m->data,
-                  m->len);
-    else if (m->tag >= 0 && !(m->flags & TPI_MSG_REQUEST))
-        put_frame(TPI_FRAME_SEND, m->tag, (int64_t)to, 0, 0, m->data, m->len);
+    (void)arg;
+    if (e->tag == TP_TAG_REPLY)
+        put_frame(TPI_FRAME_REPLY, e->status, 0, (int64_t)e->ref, 0, e->data,
+                  e->len);
     else
-        rc = TP_ESTATE; /* calls, links, monitors, exit signals */
-    tpi_msg_free(m);
-    return rc;
+        put_frame(TPI_FRAME_SEND, e->tag, (int64_t)to, 0, 0, e->data, e->len);
+    return 0;
 }
 
-static tp_reason exit_reason(tpi_actor *a)
+/* The actor ended: tell the parent why, and go. */
+static void ended(void *arg, tp_reason r)
 {
-    tp_exit_kind kind = (tp_exit_kind)(a->flags >> EXIT_KIND_SHIFT);
-    if (a->ext && a->ext->reason.kind == kind)
-        return a->ext->reason;
-    return (tp_reason){kind, kind == TP_EXIT_ERROR ? TP_ENOMEM : 0, NULL};
-}
-
-static void finish(void)
-{
-    tp_reason r = exit_reason(wk.w);
+    (void)arg;
     size_t tlen = r.text ? strnlen(r.text, TP_REASON_TEXT_MAX) : 0;
     put_done();
     put_frame(TPI_FRAME_EXIT, r.kind, r.code, 0, 0, r.text, tlen);
@@ -191,108 +172,39 @@ static void finish(void)
     stop(0);
 }
 
-/* Run the behavior for m, as a turn of actors/actor.c would. Consumes m. */
-static void run_one(tpi_msg *m)
+static void ran(void *arg)
 {
-    tpi_actor *a = wk.w;
-    tpi_sched *s = &wk.rt->scheds[0];
-    s->cur = a;
-    s->cur_msg = m;
-    s->became = false;
-    s->pause_on = TP_PID_NONE;
-    m->flags |= TPI_MSG_SETTLED;
-    int r = a->behavior((tp_ctx *)a, a->state, m);
-    s->cur = NULL;
-    s->cur_msg = NULL;
-    if (r == TP_DEFER && m->tag == TP_TAG_START)
-        r = TP_HANDLED;
-    tpi_actor_ext *x = NULL;
-    if (r == TP_DEFER || s->became)
-        x = tpi_actor_ext_get(a);
-    if (r == TP_DEFER && !x)
-        r = TP_ENOMEM;
-    if (r == TP_DEFER)
-        tpi_msglist_push(&x->stash, m);
-    if (s->became && x)
-        tpi_msglist_prepend(&x->replay, &x->stash);
-    if (r != TP_DEFER) {
-        tpi_reply_settle(a, m);
-        tpi_msg_free(m);
-        if (r < 0)
-            tpi_actor_set_exit(a, TP_REASON_ERROR(r, tp_strerror(r)));
-    }
-    if (a->ext && a->ext->rto_ms >= 0 && !(a->flags & TPI_ACT_EXITING))
-        tpi_rto_rearm(a);
-}
-
-/* Run m, then whatever a tp_become put up for replay. */
-static void run(tpi_msg *m)
-{
-    run_one(m);
-    while (!(wk.w->flags & TPI_ACT_EXITING) && wk.w->ext &&
-           wk.w->ext->replay.head)
-        run_one(tpi_msglist_pop(&wk.w->ext->replay));
-    if (wk.w->flags & TPI_ACT_EXITING)
-        finish();
-}
-
-static void on_local(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
     (void)arg;
-    tpi_actor *a = wk.w;
-    for (tpi_msg *m; !wk.ending && (m = tpi_msglist_pop(&wk.local));) {
-        bool give = true;
-        if (m->flags & TPI_MSG_TIMER) {
-            give = tpi_timer_claim(a, m->ref);
-        } else if (m->tag == TP_TAG_TIMEOUT) {
-            give = a->ext && a->ext->rto_timer == m->ref;
-            if (give) {
-                a->ext->rto_timer = 0;
-                a->ext->rto_ms = -1;
-            }
-        }
-        if (give)
-            run(m);
-        else
-            tpi_msg_free(m);
-    }
     if (!wk.ending)
         flush_out();
 }
 
+static const tpi_host_ops host_ops = {out, ended, ran};
+
 /* A frame from the parent (trusted, but checked all the same). */
 static int take_frame(const tpi_frame *f)
 {
-    tpi_msg *m;
     switch (f->kind) {
     case TPI_FRAME_START:
-        wk.self = (tp_pid)f->a;
-        wk.w->index = tpi_pid_index(wk.self);
-        atomic_store(&wk.w->gen, tpi_pid_gen(wk.self));
-        if (!(m = tpi_msg_new(TP_TAG_START, NULL, 0)))
-            return TP_ENOMEM;
-        m->from = (tp_pid)f->b;
-        break;
-    case TPI_FRAME_MSG:
-        if (f->a < 0 || f->a > INT32_MAX || wk.self == TP_PID_NONE)
+        if (wk.started || f->a == 0)
             return TP_EPROTO;
-        if (!(m = tpi_msg_new((int32_t)f->a, f->payload, f->len)))
-            return TP_ENOMEM;
-        m->from = (tp_pid)f->b;
-        m->ref = (tp_ref)f->c;
-        if (f->d & TPI_FRAME_REQUEST) {
-            m->flags |= TPI_MSG_REQUEST;
-            m->reply_to = wk.self; /* routed back as a REPLY frame */
-        }
-        break;
+        wk.started = true;
+        wk.handled++;
+        return tpi_host_start(wk.host, (tp_pid)f->a, (tp_pid)f->b);
+    case TPI_FRAME_MSG: {
+        if (f->a < 0 || f->a > INT32_MAX || !wk.started)
+            return TP_EPROTO;
+        tpi_envelope e = {.tag = (int32_t)f->a,
+                          .from = (tp_pid)f->b,
+                          .ref = (tp_ref)f->c,
+                          .request = (f->d & TPI_FRAME_REQUEST) != 0,
+                          .data = f->payload,
+                          .len = f->len};
+        wk.handled++;
+        return tpi_host_post(wk.host, &e);
+    }
     default: return TP_EPROTO;
     }
-    m->to_gen = tpi_pid_gen(wk.self);
-    wk.handled++;
-    run(m);
-    return 0;
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
@@ -332,66 +244,24 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void free_list(tpi_msglist *l)
-{
-    for (tpi_msg *m; (m = tpi_msglist_pop(l));)
-        tpi_msg_free(m);
-}
-
-/* Free what the stand-in actor holds (its ext is ours to free: it is in
- * no table, so nothing else ever will). */
-static void release_actor(tpi_actor *a)
-{
-    tpi_actor_ext *x = a->ext;
-    if (x) {
-        free_list(&x->stash);
-        free_list(&x->replay);
-        tpi_pending_free_all(a);
-        tpi_timers_free_all(a);
-        for (tp_reply_handle *r = x->replies, *n; r; r = n) {
-            n = r->next;
-            tpi_free(r);
-        }
-        tpi_free(x->links.v);
-        tpi_free(x->watchers.v);
-        tpi_free(x->monitoring.v);
-        tpi_free(x->name);
-        tpi_free((char *)x->reason.text);
-        tpi_free(x);
-    }
-    tpi_free(a);
-}
-
 static int worker_run(tp_behavior b, void *state, int fd)
 {
     wk.fd = fd;
-    tp_config cfg;
-    tp_config_init(&cfg);
-    cfg.threads = 1; /* one actor, run by hand on this thread */
-    if (tp_runtime_new(&cfg, &wk.rt) != 0)
+    if (tpi_host_new(b, state, &host_ops, NULL, &wk.host) != 0)
         return 1;
-    wk.rt->route = route;
-    wk.w = tpi_calloc(sizeof *wk.w);
     wk.in = evbuffer_new();
     wk.out = evbuffer_new();
-    struct event_base *base = wk.rt->scheds[0].base;
-    wk.rev = event_new(base, fd, EV_READ | EV_PERSIST, on_read, NULL);
-    wk.lev = event_new(base, -1, 0, on_local, NULL);
-    if (!wk.w || !wk.in || !wk.out || !wk.rev || !wk.lev ||
+    wk.rev = event_new(tpi_host_base(wk.host), fd, EV_READ | EV_PERSIST,
+                       on_read, NULL);
+    if (!wk.in || !wk.out || !wk.rev ||
         evutil_make_socket_nonblocking(fd) != 0 || event_add(wk.rev, NULL) != 0)
         return 1;
-    wk.w->behavior = b;
-    wk.w->state = state;
-    atomic_init(&wk.w->home, &wk.rt->scheds[0]);
-    tpi_sched_run(&wk.rt->scheds[0]);
+    tpi_host_run(wk.host);
     int status = wk.status;
-    free_list(&wk.local);
-    release_actor(wk.w);
     event_free(wk.rev);
-    event_free(wk.lev);
     evbuffer_free(wk.in);
     evbuffer_free(wk.out);
-    tp_runtime_free(wk.rt);
+    tpi_host_free(wk.host);
     close(fd);
     return status;
 }

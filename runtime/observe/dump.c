@@ -1,338 +1,53 @@
 /*
- * Observability (issue 8): per-actor counters, actor info and iteration,
- * runtime counters by exit reason and restarts, and the text dump of the
- * supervision tree (on demand, from any thread, or on a signal).
+ * The observe service (issue 8): the text dump of the supervision tree
+ * (on demand, from any thread, or on a signal) here, the Prometheus
+ * endpoint in metrics.c. It owns the dump signal's event and the HTTP
+ * server on scheduler 0's loop (state made on first use, freed with the
+ * runtime); it reads actors only through the core's actor info
+ * (tpi_svc_collect, which parks the other schedulers meanwhile).
  *
- * Reading an actor's fields is safe only on the thread that runs it (the
- * scheduler) or while nothing runs (before tp_run, after it returned), so
- * every reader checks that first; another thread gets its dump through a
- * short-lived actor that writes it on the scheduler thread.
+ * Uses: runtime/service.h and the public headers.
  */
-#include "actors/actor.h"
-#include "runtime/alloc.h"
-#include "runtime/runtime.h"
-#include "troupe/observe.h"
+#include "runtime/observe/observe_int.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "runtime/observe/observe_int.h"
-
 /* ------------------------------------------------------------- setup */
 
-struct tpi_obs *tpi_obs_get(tp_runtime *rt)
+static void *obs_make(tp_runtime *rt)
 {
-    if (!rt->obs)
-        rt->obs = tpi_calloc(sizeof *rt->obs);
-    return rt->obs;
+    (void)rt;
+    return tp_calloc(sizeof(tpi_obs));
 }
 
-int tp_runtime_observe(tp_runtime *rt, unsigned flags)
+static void obs_free(tp_runtime *rt, void *state)
 {
-    if (!rt || (flags & ~(unsigned)(TP_OBSERVE_COUNTERS | TP_OBSERVE_TIME)))
-        return TP_EINVAL;
-    if (atomic_load(&rt->state) != TPI_RT_NEW)
-        return TP_ESTATE;
-    rt->observe = flags;
-    return 0;
-}
-
-void tpi_obs_fini(tp_runtime *rt)
-{
-    struct tpi_obs *o = rt->obs;
-    if (!o)
-        return;
+    (void)rt;
+    tpi_obs *o = state;
     if (o->sig_ev)
         event_free(o->sig_ev);
     if (o->http)
         evhttp_free(o->http);
-    tpi_free(o);
-    rt->obs = NULL;
+    tp_free(o);
 }
 
-/* -------------------------------------------------- per-actor counters */
+static const tpi_svc_ops obs_ops = {obs_make, NULL, obs_free};
 
-#define DEAD_TAG(gen) (((uint32_t)(gen)&0xffu) << 24)
-#define DEAD_MAX 0xffffffu
-
-int tpi_obs_spawn(tp_runtime *rt, tpi_actor *a, unsigned spawn_flags)
+tpi_obs *tpi_obs_get(tp_runtime *rt, bool make)
 {
-    /* relaxed: a counter; the new owner's generation tags it so counts
-     * for the slot's previous actor no longer land here. */
-    atomic_store_explicit(&a->obs_dead,
-                          DEAD_TAG(atomic_load_explicit(&a->gen,
-                                                        memory_order_relaxed)),
-                          memory_order_relaxed);
-    unsigned mode = rt->observe;
-    if (!mode && !(spawn_flags & TP_SPAWN_OBSERVE))
-        return 0;
-    tpi_actor_ext *x = tpi_actor_ext_get(a);
-    if (!x)
-        return TP_ENOMEM;
-    if (!x->obs && !(x->obs = tpi_calloc(sizeof *x->obs)))
-        return TP_ENOMEM;
-    a->flags |= TPI_ACT_OBS | ((mode & TP_OBSERVE_TIME) ? TPI_ACT_OBS_TIME : 0);
-    return 0;
-}
-
-void tpi_obs_turn(tpi_actor *a)
-{
-    uint64_t n = tpi_mailbox_count(&a->mb);
-    if (n > a->ext->obs->hwm)
-        a->ext->obs->hwm = n;
-}
-
-void tpi_obs_dead_letter(tp_runtime *rt, tp_pid to, const tpi_msg *m)
-{
-    if (m->tag < 0)
-        return;
-    tpi_actor *a = tpi_table_slot(rt->table, to);
-    if (!a)
-        return;
-    uint32_t tag = DEAD_TAG(tpi_pid_gen(to));
-    /* relaxed: a counter; the CAS keeps the tag check and the increment
-     * one step, so a respawn's reset is never overwritten. */
-    uint32_t v = atomic_load_explicit(&a->obs_dead, memory_order_relaxed);
-    while ((v & ~DEAD_MAX) == tag && (v & DEAD_MAX) != DEAD_MAX &&
-           !atomic_compare_exchange_weak_explicit(&a->obs_dead, &v, v + 1,
-                                                  memory_order_relaxed,
-                                                  memory_order_relaxed))
-        ;
-}
-
-int tp_observe_restart(tp_ctx *ctx, tp_pid child)
-{
-    (void)child;
-    tpi_actor *a = tpi_ctx_actor(ctx);
-    if (!a)
-        return TP_ESTATE;
-    TPI_STAT(tpi_actor_rt(a), restarts, 1);
-    tpi_actor_ext *x = tpi_actor_ext_get(a);
-    if (x && !x->obs)
-        x->obs = tpi_calloc(sizeof *x->obs);
-    if (x && x->obs) /* else only the runtime's figure counts it */
-        x->obs->restarts++;
-    return 0;
-}
-
-/* ---------------------------------------------------------------- info */
-
-bool tpi_obs_may_read(tp_runtime *rt)
-{
-    tpi_sched *s = tpi_sched_current();
-    return (s && s->rt == rt) || atomic_load(&rt->state) != TPI_RT_RUNNING;
-}
-
-/* Around a read of other actors' state by a reader tpi_obs_may_read let
- * in: with several schedulers running, the others are parked meanwhile.
- * Returns whether it stopped them (pass it to read_end). */
-static bool read_begin(tp_runtime *rt)
-{
-    tpi_sched *s = tpi_sched_current();
-    bool stop = s && s->rt == rt; /* else rt is not running */
-    if (stop)
-        tpi_world_stop(rt);
-    return stop;
-}
-
-static void read_end(tp_runtime *rt, bool stopped)
-{
-    if (stopped)
-        tpi_world_resume(rt);
-}
-
-/* A live actor's slot (safe readers only): its behavior is cleared when
- * it has ended. */
-static bool alive(tpi_actor *a) { return a->behavior != NULL; }
-
-static uint64_t msglist_len(const tpi_msglist *l)
-{
-    uint64_t n = 0;
-    for (tpi_msg *m = l->head; m;
-         m = (tpi_msg *)atomic_load_explicit(&m->node.next,
-                                             memory_order_relaxed))
-        n++;
-    return n;
-}
-
-void tpi_obs_fill(tpi_actor *a, tp_actor_info *out)
-{
-    memset(out, 0, sizeof *out);
-    out->pid = tpi_actor_pid(a);
-    out->parent = a->parent;
-    out->alive = true;
-    out->trap_exit = (a->flags & TPI_ACT_TRAP) != 0;
-    out->paused = atomic_load_explicit(&a->paused, memory_order_relaxed) != 0;
-    out->mailbox_len = tpi_mailbox_count(&a->mb);
-    uint32_t cap = tpi_mailbox_cap(&a->mb);
-    out->mailbox_cap = cap == TPI_MAILBOX_UNBOUNDED ? UINT64_MAX : cap;
-    out->dead_letters =
-        atomic_load_explicit(&a->obs_dead, memory_order_relaxed) & DEAD_MAX;
-    tpi_actor_ext *x = a->ext;
-    if (!x)
-        return;
-    if (x->name)
-        snprintf(out->name, sizeof out->name, "%s", x->name);
-    out->stashed = msglist_len(&x->stash) + msglist_len(&x->replay);
-    out->links = x->links.n;
-    out->monitors = x->watchers.n;
-    if (x->obs) {
-        out->observed = (a->flags & TPI_ACT_OBS) != 0;
-        out->mailbox_hwm = x->obs->hwm;
-        out->handled = x->obs->handled;
-        out->deferred = x->obs->deferred;
-        out->handler_ns = x->obs->handler_ns;
-        out->restarts = x->obs->restarts;
-    }
-}
-
-int tp_actor_info_get(tp_runtime *rt, tp_pid pid, tp_actor_info *out)
-{
-    if (!rt || !out)
-        return TP_EINVAL;
-    if (!tpi_obs_may_read(rt))
-        return TP_ESTATE;
-    tpi_actor *a = tpi_table_slot(rt->table, pid);
-    if (!a)
-        return TP_ENOPROC;
-    bool stopped = read_begin(rt);
-    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
-    bool live = gen == tpi_pid_gen(pid) && alive(a);
-    if (live)
-        tpi_obs_fill(a, out);
-    read_end(rt, stopped);
-    if (live)
-        return 0;
-    /* Ended (the slot's generation moved past it) and no later actor has
-     * taken the slot (a spawn re-tags the dead-letter count). */
-    uint32_t v = atomic_load_explicit(&a->obs_dead, memory_order_relaxed);
-    if (gen != tpi_pid_gen(pid) && gen - tpi_pid_gen(pid) < (1u << 31) &&
-        (v & ~DEAD_MAX) == DEAD_TAG(tpi_pid_gen(pid))) {
-        memset(out, 0, sizeof *out);
-        out->pid = pid;
-        out->dead_letters = v & DEAD_MAX;
-        return 0;
-    }
-    return TP_ENOPROC;
-}
-
-typedef struct each_ctx {
-    tp_actor_visit_fn fn;
-    void *arg;
-    int n;
-    bool stop;
-} each_ctx;
-
-static void each_one(tpi_actor *a, void *arg)
-{
-    each_ctx *e = arg;
-    if (e->stop || !alive(a))
-        return;
-    tp_actor_info info;
-    tpi_obs_fill(a, &info);
-    e->n++;
-    if (e->fn(&info, e->arg) != 0)
-        e->stop = true;
-}
-
-int tp_actors_each(tp_runtime *rt, tp_actor_visit_fn fn, void *arg)
-{
-    if (!rt || !fn)
-        return TP_EINVAL;
-    if (!tpi_obs_may_read(rt))
-        return TP_ESTATE;
-    each_ctx e = {fn, arg, 0, false};
-    bool stopped = read_begin(rt);
-    tpi_table_each(rt->table, each_one, &e);
-    read_end(rt, stopped);
-    return e.n;
-}
-
-void tp_runtime_stats_ex(tp_runtime *rt, tp_stats_ex *out)
-{
-    if (!rt || !out)
-        return;
-    memset(out, 0, sizeof *out);
-    tp_runtime_stats(rt, &out->base);
-    for (unsigned i = 0; i <= rt->nsched; i++) {
-        const tpi_stats *st = i ? &rt->scheds[i - 1].stats : &rt->stats;
-        /* relaxed: estimates, as in tp_runtime_stats. */
-        for (int k = 0; k <= TP_EXIT_NOPROC; k++)
-            out->exited_by_kind[k] +=
-                atomic_load_explicit(&st->exit_kinds[k], memory_order_relaxed);
-        out->restarts +=
-            atomic_load_explicit(&st->restarts, memory_order_relaxed);
-    }
-}
-
-const char *tp_exit_kind_name(tp_exit_kind kind)
-{
-    static const char *const names[] = {"normal", "shutdown", "kill",
-                                        "killed", "error",    "noproc"};
-    return (unsigned)kind < sizeof names / sizeof *names ? names[kind]
-                                                         : "unknown";
-}
-
-typedef struct collect_acc {
-    tp_actor_info *v;
-    size_t n, cap, max, total;
-    tp_pid skip;
-    bool nomem;
-} collect_acc;
-
-static void collect_one(tpi_actor *a, void *arg)
-{
-    collect_acc *c = arg;
-    if (!alive(a) || tpi_actor_pid(a) == c->skip)
-        return;
-    c->total++;
-    if (c->n == c->max || c->nomem)
-        return;
-    if (c->n == c->cap) {
-        size_t ncap = c->cap ? c->cap * 2 : 64;
-        tp_actor_info *nv = tpi_realloc(c->v, ncap * sizeof *nv);
-        if (!nv) {
-            c->nomem = true;
-            return;
-        }
-        c->v = nv;
-        c->cap = ncap;
-    }
-    tpi_obs_fill(a, &c->v[c->n++]);
-}
-
-int tpi_obs_collect(tp_runtime *rt, tp_pid skip, size_t max,
-                    tp_actor_info **out, size_t *n_out, size_t *total_out)
-{
-    collect_acc c = {NULL, 0, 0, max, 0, skip, false};
-    bool stopped = read_begin(rt);
-    tpi_table_each(rt->table, collect_one, &c);
-    read_end(rt, stopped);
-    if (c.nomem) {
-        tpi_free(c.v);
-        return TP_ENOMEM;
-    }
-    *out = c.v;
-    *n_out = c.n;
-    if (total_out)
-        *total_out = c.total;
-    return 0;
+    return tpi_svc_get(rt, TPI_SVC_OBSERVE, make ? &obs_ops : NULL);
 }
 
 /* ---------------------------------------------------------------- dump */
-
-const char *tpi_obs_pidstr(tp_pid pid, char *buf, size_t size)
-{
-    snprintf(buf, size, "<%" PRIu32 ".%" PRIu32 ">", (uint32_t)pid,
-             (uint32_t)(pid >> 32));
-    return buf;
-}
 
 static int cmp_u64(uint64_t a, uint64_t b) { return a < b ? -1 : a > b; }
 
@@ -368,7 +83,7 @@ static void dump_line(FILE *out, const tp_actor_info *i, unsigned depth,
 {
     char b[32];
     fprintf(out, "%*s%s", (int)(depth * 2), "",
-            tpi_obs_pidstr(i->pid, b, sizeof b));
+            tpi_pidstr(i->pid, b, sizeof b));
     if (i->name[0])
         fprintf(out, " \"%s\"", i->name);
     if (i->mailbox_cap == UINT64_MAX)
@@ -377,8 +92,7 @@ static void dump_line(FILE *out, const tp_actor_info *i, unsigned depth,
         fprintf(out, " mbox %" PRIu64 "/%" PRIu64, i->mailbox_len,
                 i->mailbox_cap);
     if (orphan)
-        fprintf(out, " parent %s (ended)",
-                tpi_obs_pidstr(i->parent, b, sizeof b));
+        fprintf(out, " parent %s (ended)", tpi_pidstr(i->parent, b, sizeof b));
     if (i->stashed)
         fprintf(out, " stashed %" PRIu64, i->stashed);
     if (i->links)
@@ -425,12 +139,12 @@ static int dump_now(tp_runtime *rt, FILE *out, tp_pid skip)
 {
     tp_actor_info *v = NULL;
     size_t n = 0;
-    int rc = tpi_obs_collect(rt, skip, SIZE_MAX, &v, &n, NULL);
+    int rc = tpi_svc_collect(rt, skip, SIZE_MAX, &v, &n, NULL);
     if (rc)
         return rc;
-    tp_pid *pids = tpi_alloc((n + 1) * sizeof *pids);
-    size_t *stack = tpi_alloc((n + 1) * sizeof *stack);
-    unsigned *depth = tpi_alloc((n + 1) * sizeof *depth);
+    tp_pid *pids = tp_alloc((n + 1) * sizeof *pids);
+    size_t *stack = tp_alloc((n + 1) * sizeof *stack);
+    unsigned *depth = tp_alloc((n + 1) * sizeof *depth);
     if (!pids || !stack || !depth) {
         rc = TP_ENOMEM;
         goto out;
@@ -468,10 +182,10 @@ static int dump_now(tp_runtime *rt, FILE *out, tp_pid skip)
     dump_totals(rt, out);
     fflush(out);
 out:
-    tpi_free(depth);
-    tpi_free(stack);
-    tpi_free(pids);
-    tpi_free(v);
+    tp_free(depth);
+    tp_free(stack);
+    tp_free(pids);
+    tp_free(v);
     return rc;
 }
 
@@ -494,7 +208,7 @@ static void req_release(void *p)
     if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1) {
         pthread_cond_destroy(&q->cv);
         pthread_mutex_destroy(&q->mu);
-        tpi_free(q);
+        tp_free(q);
     }
 }
 
@@ -515,9 +229,9 @@ int tp_runtime_dump(tp_runtime *rt, FILE *out)
 {
     if (!rt || !out)
         return TP_EINVAL;
-    if (tpi_obs_may_read(rt))
+    if (tpi_svc_may_read(rt))
         return dump_now(rt, out, TP_PID_NONE);
-    dump_req *q = tpi_calloc(sizeof *q);
+    dump_req *q = tp_calloc(sizeof *q);
     if (!q)
         return TP_ENOMEM;
     pthread_mutex_init(&q->mu, NULL);
@@ -537,7 +251,7 @@ int tp_runtime_dump(tp_runtime *rt, FILE *out)
     /* Wait for the dumper, or for the end of the run (then the actor is
      * torn down unrun by tp_runtime_free, which lets go of q). */
     pthread_mutex_lock(&q->mu);
-    while (!q->done && atomic_load(&rt->state) == TPI_RT_RUNNING) {
+    while (!q->done && tpi_svc_phase(rt) == TPI_PHASE_RUNNING) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 20 * 1000000;
@@ -558,7 +272,8 @@ static void on_dump_signal(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
     tp_runtime *rt = arg;
-    FILE *out = rt->obs->sig_out ? rt->obs->sig_out : stderr;
+    tpi_obs *o = tpi_obs_get(rt, false);
+    FILE *out = o->sig_out ? o->sig_out : stderr;
     if (dump_now(rt, out, TP_PID_NONE) != 0)
         fputs("troupe: dump failed: out of memory\n", out);
 }
@@ -568,12 +283,13 @@ int tp_runtime_dump_on_signal(tp_runtime *rt, int signo, FILE *out)
     if (!rt || signo <= 0 || signo >= NSIG || signo == SIGKILL ||
         signo == SIGSTOP)
         return TP_EINVAL;
-    if (atomic_load(&rt->state) != TPI_RT_NEW || (rt->obs && rt->obs->sig_ev))
+    tpi_obs *o = tpi_obs_get(rt, false);
+    if (tpi_svc_phase(rt) != TPI_PHASE_NEW || (o && o->sig_ev))
         return TP_ESTATE;
-    struct tpi_obs *o = tpi_obs_get(rt);
+    o = tpi_obs_get(rt, true);
     if (!o)
         return TP_ENOMEM;
-    o->sig_ev = evsignal_new(rt->scheds[0].base, signo, on_dump_signal, rt);
+    o->sig_ev = evsignal_new(tpi_svc_main_base(rt), signo, on_dump_signal, rt);
     if (!o->sig_ev)
         return TP_ENOMEM;
     if (evsignal_add(o->sig_ev, NULL) != 0) {

@@ -4,10 +4,7 @@
  * the scheduler thread, where actors may be read safely. Off until
  * tp_runtime_serve_metrics; loopback only.
  */
-#include "actors/actor.h"
-#include "runtime/alloc.h"
 #include "runtime/observe/observe_int.h"
-#include "runtime/runtime.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -50,10 +47,10 @@ static void scalar(FILE *out, const char *name, const char *type,
 static void actor_labels(FILE *out, const tp_actor_info *i)
 {
     char b[32];
-    fprintf(out, "{pid=\"%s\",name=\"", tpi_obs_pidstr(i->pid, b, sizeof b));
+    fprintf(out, "{pid=\"%s\",name=\"", tpi_pidstr(i->pid, b, sizeof b));
     label(out, i->name);
     fprintf(out, "\",parent=\"%s\"}",
-            i->parent ? tpi_obs_pidstr(i->parent, b, sizeof b) : "");
+            i->parent ? tpi_pidstr(i->parent, b, sizeof b) : "");
 }
 
 typedef enum { F_MBOX, F_HWM, F_HANDLED, F_DEFERRED, F_BUSY, F_RESTARTS } field;
@@ -86,7 +83,7 @@ static int metrics_now(tp_runtime *rt, FILE *out)
     tp_actor_info *v = NULL;
     size_t n = 0, total = 0;
     int rc =
-        tpi_obs_collect(rt, TP_PID_NONE, TP_METRICS_ACTORS_MAX, &v, &n, &total);
+        tpi_svc_collect(rt, TP_PID_NONE, TP_METRICS_ACTORS_MAX, &v, &n, &total);
     if (rc)
         return rc;
     tp_stats_ex st;
@@ -133,7 +130,7 @@ static int metrics_now(tp_runtime *rt, FILE *out)
                  "TP_OBSERVE_TIME).");
     actor_family(out, v, n, F_RESTARTS, "troupe_actor_restarts_total",
                  "counter", "Restarts counted by this supervisor.");
-    tpi_free(v);
+    tp_free(v);
     return fflush(out) == 0 ? 0 : TP_ESYS;
 }
 
@@ -141,7 +138,7 @@ int tp_runtime_metrics_write(tp_runtime *rt, FILE *out)
 {
     if (!rt || !out)
         return TP_EINVAL;
-    if (!tpi_obs_may_read(rt))
+    if (!tpi_svc_may_read(rt))
         return TP_ESTATE;
     return metrics_now(rt, out);
 }
@@ -194,12 +191,13 @@ int tp_runtime_serve_metrics(tp_runtime *rt, const char *host, uint16_t port,
         host = "127.0.0.1";
     if (!loopback(host))
         return TP_EINVAL;
-    if (atomic_load(&rt->state) != TPI_RT_NEW || (rt->obs && rt->obs->http))
+    tpi_obs *o = tpi_obs_get(rt, false);
+    if (tpi_svc_phase(rt) != TPI_PHASE_NEW || (o && o->http))
         return TP_ESTATE;
-    struct tpi_obs *o = tpi_obs_get(rt);
+    o = tpi_obs_get(rt, true);
     if (!o)
         return TP_ENOMEM;
-    struct evhttp *http = evhttp_new(rt->scheds[0].base);
+    struct evhttp *http = evhttp_new(tpi_svc_main_base(rt));
     if (!http)
         return TP_ENOMEM;
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);

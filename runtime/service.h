@@ -1,0 +1,168 @@
+/*
+ * The door between the core (actors/ and the top of runtime/) and its
+ * services (runtime/io/, runtime/isolate/, runtime/observe/, ...).
+ *
+ * A service includes this header and the public headers, and nothing else
+ * of the core: it names actors by pid (a value, checked on every use), and
+ * reaches the loops, mailboxes and teardown only through the functions
+ * below. The core implements them in runtime/service.c, and calls no
+ * service by name: services register what the core must do for them
+ * (tpi_svc_get's ops, tpi_linger_add, resources). The isolated worker's
+ * own loop has a second, smaller door: runtime/host.h.
+ */
+#ifndef TPI_SERVICE_H
+#define TPI_SERVICE_H
+
+#include "troupe.h"
+#include "troupe/observe.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+
+/* ---- per-runtime service state */
+
+typedef enum {
+    TPI_SVC_POOL,    /* runtime/io/pool.c: the blocking pool */
+    TPI_SVC_OBSERVE, /* runtime/observe/: dump signal, metrics server */
+    TPI_SVC_MAX
+} tpi_svc_id;
+
+typedef struct tpi_svc_ops {
+    /* Make the state (NULL: out of memory). */
+    void *(*make)(tp_runtime *rt);
+    /* tp_runtime_free, before any actor is torn down: stop what may still
+     * deliver to actors (threads). May be NULL. */
+    void (*stop)(tp_runtime *rt, void *state);
+    /* tp_runtime_free, after every actor and lingering thing is gone and
+     * while the loops still exist: free the state and its events. */
+    void (*free)(tp_runtime *rt, void *state);
+} tpi_svc_ops;
+
+/* rt's state of service id, made by ops->make on first use (any thread;
+ * racing callers get the same one). With ops NULL: the state if made, else
+ * NULL. NULL when make failed. */
+void *tpi_svc_get(tp_runtime *rt, tpi_svc_id id, const tpi_svc_ops *ops);
+
+/* ---- the run */
+
+typedef enum { TPI_PHASE_NEW, TPI_PHASE_RUNNING, TPI_PHASE_DONE } tpi_phase;
+tpi_phase tpi_svc_phase(tp_runtime *rt);
+/* True on one of rt's scheduler threads, or while rt is not running: the
+ * places where other actors' state may be read (with tpi_svc_stopped). */
+bool tpi_svc_may_read(tp_runtime *rt);
+/* Scheduler 0's loop (tp_run's thread): where process-wide events such as
+ * signals and the metrics server live. Before tp_run or on that loop. */
+struct event_base *tpi_svc_main_base(tp_runtime *rt);
+/* A reference no other of rt's references equals. Any thread. */
+tp_ref tpi_svc_ref(tp_runtime *rt);
+
+/* Run fn(arg) at a safe point: with every other scheduler of rt parked
+ * between two turns, so fn may read any actor's state. On a scheduler
+ * thread of rt, or while rt is not running (then fn runs at once). */
+void tpi_svc_stopped(tp_runtime *rt, void (*fn)(void *arg), void *arg);
+
+/* Describe rt's live actors (skipping skip), at most max of them, into a
+ * new array from the allocator (tp_free it; *out may be NULL when *n_out
+ * is 0); *total_out (may be NULL) gets how many lived. Where
+ * tpi_svc_may_read allows; stops the world meanwhile. TP_ENOMEM. */
+int tpi_svc_collect(tp_runtime *rt, tp_pid skip, size_t max,
+                    tp_actor_info **out, size_t *n_out, size_t *total_out);
+/* "<slot.generation>" for pid into buf (>= 24 bytes); returns buf. */
+const char *tpi_pidstr(tp_pid pid, char *buf, size_t size);
+
+/* ---- messages from outside a behavior */
+
+/* What a service delivers: a message as the core would build it. */
+typedef struct tpi_envelope {
+    int32_t tag;
+    tp_pid from;     /* TP_PID_NONE: from the runtime */
+    tp_pid reply_to; /* with request: who waits for the reply */
+    tp_ref ref;      /* the request's or reply's reference, or a token */
+    int32_t status;  /* TP_TAG_REPLY: 0 or a TP_E* code */
+    bool request;    /* carries a reply obligation (reply_to, ref) */
+    const void *data;
+    size_t len;
+} tpi_envelope;
+
+/* Deliver e to `to` from an event callback or a thread of the service
+ * (never pauses anyone: a service applies backpressure itself with
+ * tpi_svc_mailbox). The payload is copied; with check, it must be one
+ * valid msgpack object within max_payload (else TP_EINVAL or TP_E2BIG and
+ * nothing is sent). A dead addressee makes it a dead letter (answered as
+ * its kind requires). Returns 0, TP_EINVAL, TP_E2BIG or TP_ENOMEM. */
+int tpi_svc_post(tp_runtime *rt, tp_pid to, const tpi_envelope *e, bool check);
+/* The common case: tag and one msgpack int from the runtime. */
+int tpi_svc_post_int(tp_runtime *rt, tp_pid to, int32_t tag, int64_t v);
+
+/* pid's mailbox: *count queued, *cap its capacity (UINT64_MAX:
+ * unbounded); estimates from any thread. TP_ENOPROC if pid has ended. */
+int tpi_svc_mailbox(tp_runtime *rt, tp_pid pid, uint64_t *count, uint64_t *cap);
+/* The mailbox of pid is at or over its capacity (false if it ended). */
+bool tpi_svc_full(tp_runtime *rt, tp_pid pid);
+
+/* Answer a taken reply obligation with a runtime status (TP_ENOREPLY,
+ * TP_ENOPROC, ...) instead of a payload. Consumes h. */
+int tpi_svc_reply_status(tp_ctx *ctx, tp_reply_handle *h, int status);
+/* Forget an awaited oneshot of the calling actor (its job was never
+ * queued): a reply that comes anyway is dropped as late. */
+void tpi_svc_oneshot_cancel(tp_ctx *ctx, tp_ref ref);
+
+/* ---- resources on an actor's loop */
+
+/* Something an actor owns outside the core (a socket, a worker channel):
+ * told when the owner's mailbox drains below capacity, closed when the
+ * owner ends or the runtime is freed. Owner's thread only. */
+typedef struct tpi_resource {
+    struct tpi_resource *next;
+    void (*drained)(struct tpi_resource *r); /* may be NULL */
+    void (*close)(struct tpi_resource *r);   /* frees r */
+} tpi_resource;
+
+/* Attach r to pid: the calling actor itself, or an actor it has just
+ * spawned and that has not run yet (both live on the caller's loop). The
+ * actor is pinned to that loop from now on, since r's events live there;
+ * *base (may be NULL) is the loop. TP_ESTATE outside a behavior or for
+ * any other pid, TP_ENOMEM (r is not attached). */
+int tpi_svc_attach(tp_ctx *ctx, tp_pid pid, tpi_resource *r,
+                   struct event_base **base);
+/* The calling actor's loop, NULL outside a behavior. With pin, the actor
+ * stays on it from now on (for events it owns without a resource and
+ * frees itself in its state_free). Without, the loop is the caller's only
+ * during this behavior call: for events that will belong to a child it
+ * spawns now and attaches a resource to. */
+struct event_base *tpi_svc_loop(tp_ctx *ctx, bool pin);
+/* The calling actor's resource closed by close, or NULL. */
+tpi_resource *tpi_svc_resource(tp_ctx *ctx, void (*close)(tpi_resource *));
+
+/* Things that outlive their actor (a socket flushing its last bytes, a
+ * worker not reaped yet). tp_runtime_free calls finish(l) for each one
+ * still listed, after every actor is torn down; finish frees l. */
+typedef struct tpi_linger {
+    struct tpi_linger *prev, *next;
+    void (*finish)(struct tpi_linger *l);
+} tpi_linger;
+/* List l (finish set) on rt (any thread). */
+void tpi_linger_add(tp_runtime *rt, tpi_linger *l);
+/* l is done by itself: take it off (then free it). */
+void tpi_linger_remove(tp_runtime *rt, tpi_linger *l);
+
+/* ---- helpers of the core's, for codecs */
+
+/* A copy of at most max bytes of s from the allocator (tp_free), NULL
+ * when out of memory (runtime/alloc.c). */
+char *tpi_strndup(const char *s, size_t max);
+
+/* Load n big-endian bytes at p (n = 0..8). */
+uint64_t tpi_be(const uint8_t *p, int n);
+/* Decode one msgpack integer at p (avail bytes): *used bytes; a value above
+ * INT64_MAX comes as *u with *is_unsigned. TP_EPROTO if p is not an int or
+ * is truncated. */
+int tpi_decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
+                   uint64_t *u, bool *is_unsigned);
+/* Pack an int64 into buf (>= 9 bytes); returns the length. */
+size_t tpi_pack_int(char *buf, int64_t v);
+
+#endif
