@@ -101,7 +101,7 @@ typedef struct tpi_actor_ext {
     tpi_resource *resources;
     tpi_msglist stash;         /* deferred, in arrival order */
     tpi_msglist replay;        /* deferred being offered again */
-    struct tpi_actor_obs *obs; /* issue 8: counters (runtime/observe.c) */
+    struct tpi_actor_obs *obs; /* issue 8: counters (actors/info.c) */
     char *name;
     tp_reason reason;   /* exit reason (text owned here) */
     tp_timer rto_timer; /* receive timeout timer, 0 if none */
@@ -148,7 +148,7 @@ typedef struct tpi_actor {
     };
     _Atomic uint8_t paused; /* backpressure pause; see actors/send.c */
     /* issue 8: dead letters addressed to this slot's latest actor: low 8
-     * bits of its generation << 24 | count (runtime/observe.c). Fits in
+     * bits of its generation << 24 | count (actors/info.c). Fits in
      * what was padding, so a slot stays the same size. */
     _Atomic uint32_t obs_dead;
     struct tpi_actor *waiters; /* actors paused on me (wait lock) */

@@ -66,7 +66,7 @@ void tpi_timer_heap_free(tpi_timer_heap *h);
  * count into the runtime's with atomic adds. Readers sum them. */
 typedef struct tpi_stats {
     _Atomic uint64_t sent, spawned, exited, dead_letters, late_replies, timers;
-    /* issue 8: exits by tp_exit_kind, restarts (runtime/observe.c) */
+    /* issue 8: exits by tp_exit_kind, restarts (actors/info.c) */
     _Atomic uint64_t exit_kinds[TP_EXIT_NOPROC + 1], restarts;
 } tpi_stats;
 

@@ -292,6 +292,114 @@ static void test_call_dead_pid(void **unused)
     assert_int_equal(d.status, TP_ENOPROC);
 }
 
+/* ------------------------------------------------------------ forward */
+
+/* A router forwards requests with tp_forward: the worker answers the
+ * caller directly (the router never replies, so no TP_ENOREPLY), the
+ * sender is the caller, and a request forwarded to a dead pid is answered
+ * TP_ENOPROC by the runtime. */
+typedef struct fwd {
+    tp_pid root, router, worker, dead;
+    tp_ref ref_ok, ref_dead;
+    int replies, router_seen, forward_rc, bad_rc;
+    int64_t value;
+    int status_ok, status_dead;
+    tp_pid seen_from;
+} fwd;
+
+static int fwd_worker(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    fwd *f = state;
+    int64_t v;
+    if (tp_msg_tag(msg) == TAG_REQ) {
+        f->seen_from = tp_msg_from(msg);
+        EXPECT(tp_msg_wants_reply(msg));
+        EXPECT_EQ(tp_msg_int(msg, &v), 0);
+        EXPECT_EQ(tp_reply_int(ctx, msg, v + 1), 0);
+    } else if (tp_msg_tag(msg) == TAG_STOP) {
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int fwd_router(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    fwd *f = state;
+    int64_t v;
+    switch (tp_msg_tag(msg)) {
+    case TAG_REQ:
+        f->router_seen++;
+        EXPECT_EQ(tp_msg_int(msg, &v), 0);
+        f->forward_rc = tp_forward(ctx, v == 1 ? f->worker : f->dead, msg);
+        f->bad_rc = tp_forward(ctx, TP_PID_NONE, msg);
+        break;
+    case TAG_STOP: tp_exit(ctx, TP_REASON_NORMAL); break;
+    }
+    return TP_HANDLED;
+}
+
+static int fwd_dies(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    (void)msg;
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int fwd_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    fwd *f = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        f->root = tp_self(ctx);
+        EXPECT_EQ(tp_spawn(ctx, fwd_worker, f, NULL, &f->worker), 0);
+        EXPECT_EQ(tp_spawn(ctx, fwd_router, f, NULL, &f->router), 0);
+        EXPECT_EQ(tp_spawn(ctx, fwd_dies, f, NULL, &f->dead), 0);
+        EXPECT_EQ(tp_monitor(ctx, f->dead, NULL), 0);
+        EXPECT_EQ(tp_forward(NULL, f->worker, msg), TP_ESTATE);
+        break;
+    case TP_TAG_DOWN: /* the dead one is gone: now call through the router */
+        EXPECT_EQ(tp_call_int(ctx, f->router, TAG_REQ, 1, 5000, &f->ref_ok), 0);
+        EXPECT_EQ(tp_call_int(ctx, f->router, TAG_REQ, 2, 5000, &f->ref_dead),
+                  0);
+        break;
+    case TP_TAG_REPLY:
+        f->replies++;
+        if (tp_msg_ref(msg) == f->ref_ok) {
+            f->status_ok = tp_msg_status(msg);
+            EXPECT_EQ(tp_msg_int(msg, &f->value), 0);
+        } else if (tp_msg_ref(msg) == f->ref_dead) {
+            f->status_dead = tp_msg_status(msg);
+        }
+        if (f->replies == 2) {
+            tp_send(ctx, f->router, TAG_STOP, NULL, 0);
+            tp_send(ctx, f->worker, TAG_STOP, NULL, 0);
+            tp_exit(ctx, TP_REASON_NORMAL);
+        }
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static void test_forward(void **unused)
+{
+    (void)unused;
+    static fwd f;
+    memset(&f, 0, sizeof f);
+    tpt_reset();
+    tpt_result res;
+    assert_int_equal(tpt_run(NULL, fwd_root, &f, NULL, &res), 0);
+    TPT_CHECK();
+    assert_int_equal(f.router_seen, 2);
+    assert_int_equal(f.forward_rc, 0);
+    assert_int_equal(f.bad_rc, TP_EINVAL);
+    assert_int_equal(f.replies, 2); /* no extra TP_ENOREPLY from the router */
+    assert_int_equal(f.status_ok, 0);
+    assert_int_equal(f.value, 2);
+    assert_int_equal(f.status_dead, TP_ENOPROC);
+    assert_int_equal(f.seen_from, f.root); /* the caller, not the router */
+    assert_int_equal(res.stats.late_replies, 0);
+}
+
 /* ------------------------------------------------------------ oneshot */
 
 typedef struct oneshot_case {
@@ -839,6 +947,7 @@ int main(void)
         cmocka_unit_test(test_call_callee_dies),
         cmocka_unit_test(test_call_no_reply_and_deferred),
         cmocka_unit_test(test_call_dead_pid),
+        cmocka_unit_test(test_forward),
         cmocka_unit_test(test_oneshot_value_once),
         cmocka_unit_test(test_oneshot_timeout),
         cmocka_unit_test(test_oneshot_from_thread),

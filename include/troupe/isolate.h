@@ -157,16 +157,17 @@ typedef struct tp_isolate_pool_opts {
 
 /**
  * Start a pool: a router actor (its pid is returned, linked to the
- * caller) that supervises size isolated workers (one_for_one, permanent,
- * brutal kill on shutdown) and forwards every message it gets to the
- * least busy running worker (fewest messages queued at its proxy plus in
- * flight in its process; ties in turn), keeping the sender and the reply
- * handle, so the worker answers the caller directly and a crash answers
- * the caller TP_ENOPROC. A crashed worker is restarted while the others
- * keep serving; while no worker runs, messages wait in the router. If
- * restarts exceed the intensity the pool ends with its supervisor's
- * reason; an exit signal to the router (not normal) stops the workers and
- * then the router with that reason.
+ * caller) that runs size isolated workers, restarting each when it ends
+ * (like one_for_one, permanent children; killed outright on shutdown), and
+ * forwards every message it gets (tp_forward) to the least busy running
+ * worker (fewest messages queued at its proxy plus in flight in its
+ * process; ties in turn), so the worker answers the caller directly and a
+ * crash answers the caller TP_ENOPROC. While no worker runs, messages
+ * wait in the router. More than intensity restarts within period_ms stop
+ * the workers and end the pool with reason TP_EXIT_SHUTDOWN and the text
+ * "isolated pool: more than N worker restarts in M ms"; an exit signal to
+ * the router (not normal) stops the workers and then the router with that
+ * reason.
  *
  * Ownership: opts and its strings are copied. Returns TP_ESTATE outside a
  * behavior, TP_EINVAL (bad opts), TP_ENOENT (worker name not registered),
