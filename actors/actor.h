@@ -316,6 +316,10 @@ int tpi_payload_valid(tp_runtime *rt, const void *data, size_t len);
  * allocated. */
 int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
                      bool check, tpi_msg **out);
+/* The same for a send by the actor behind ctx to `to` (*a_out: that
+ * actor): TP_ESTATE outside a behavior, TP_EINVAL for no pid. */
+int tpi_msg_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
+                    size_t len, bool check, tpi_actor **a_out, tpi_msg **out);
 
 /* ---- actors/signal.c: links, monitors, exit signals */
 /* Link a new (not yet run) child and its parent on the parent's thread. */

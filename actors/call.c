@@ -112,13 +112,9 @@ void tpi_replies_fail(tpi_actor *a)
 static int call_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
                       size_t len, bool check, int timeout_ms, tp_ref *ref_out)
 {
-    tpi_actor *a = tpi_ctx_actor(ctx);
-    if (!a)
-        return TP_ESTATE;
-    if (to == TP_PID_NONE)
-        return TP_EINVAL;
+    tpi_actor *a;
     tpi_msg *m;
-    int rc = tpi_msg_for_send(rt_of(a), tag, data, len, check, &m);
+    int rc = tpi_msg_for_ctx(ctx, to, tag, data, len, check, &a, &m);
     if (rc)
         return rc;
     tp_ref ref;

@@ -231,16 +231,24 @@ static int send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
     return tpi_deliver(rt, a, to, m);
 }
 
-static int send_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
-                      size_t len, bool check)
+int tpi_msg_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
+                    size_t len, bool check, tpi_actor **a_out, tpi_msg **out)
 {
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a)
         return TP_ESTATE;
     if (to == TP_PID_NONE)
         return TP_EINVAL;
+    *a_out = a;
+    return tpi_msg_for_send(tpi_actor_rt(a), tag, data, len, check, out);
+}
+
+static int send_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
+                      size_t len, bool check)
+{
+    tpi_actor *a;
     tpi_msg *m;
-    int rc = tpi_msg_for_send(tpi_actor_rt(a), tag, data, len, check, &m);
+    int rc = tpi_msg_for_ctx(ctx, to, tag, data, len, check, &a, &m);
     return rc ? rc : send_from(a, to, m);
 }
 

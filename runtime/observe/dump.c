@@ -42,9 +42,22 @@ static void obs_free(tp_runtime *rt, void *state)
 
 static const tpi_svc_ops obs_ops = {obs_make, NULL, obs_free};
 
-tpi_obs *tpi_obs_get(tp_runtime *rt, bool make)
+tpi_obs *tpi_obs_get(tp_runtime *rt)
 {
-    return tpi_svc_get(rt, TPI_SVC_OBSERVE, make ? &obs_ops : NULL);
+    return tpi_svc_get(rt, TPI_SVC_OBSERVE, NULL);
+}
+
+int tpi_obs_setup(tp_runtime *rt, size_t slot, tpi_obs **out)
+{
+    if (tpi_svc_phase(rt) != TPI_PHASE_NEW)
+        return TP_ESTATE;
+    tpi_obs *o = tpi_svc_get(rt, TPI_SVC_OBSERVE, &obs_ops);
+    if (!o)
+        return TP_ENOMEM;
+    if (*(void **)((char *)o + slot))
+        return TP_ESTATE;
+    *out = o;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- dump */
@@ -272,7 +285,7 @@ static void on_dump_signal(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
     tp_runtime *rt = arg;
-    tpi_obs *o = tpi_obs_get(rt, false);
+    tpi_obs *o = tpi_obs_get(rt);
     FILE *out = o->sig_out ? o->sig_out : stderr;
     if (dump_now(rt, out, TP_PID_NONE) != 0)
         fputs("troupe: dump failed: out of memory\n", out);
@@ -283,12 +296,10 @@ int tp_runtime_dump_on_signal(tp_runtime *rt, int signo, FILE *out)
     if (!rt || signo <= 0 || signo >= NSIG || signo == SIGKILL ||
         signo == SIGSTOP)
         return TP_EINVAL;
-    tpi_obs *o = tpi_obs_get(rt, false);
-    if (tpi_svc_phase(rt) != TPI_PHASE_NEW || (o && o->sig_ev))
-        return TP_ESTATE;
-    o = tpi_obs_get(rt, true);
-    if (!o)
-        return TP_ENOMEM;
+    tpi_obs *o;
+    int rc = tpi_obs_setup(rt, offsetof(tpi_obs, sig_ev), &o);
+    if (rc)
+        return rc;
     o->sig_ev = evsignal_new(tpi_svc_main_base(rt), signo, on_dump_signal, rt);
     if (!o->sig_ev)
         return TP_ENOMEM;

@@ -191,12 +191,10 @@ int tp_runtime_serve_metrics(tp_runtime *rt, const char *host, uint16_t port,
         host = "127.0.0.1";
     if (!loopback(host))
         return TP_EINVAL;
-    tpi_obs *o = tpi_obs_get(rt, false);
-    if (tpi_svc_phase(rt) != TPI_PHASE_NEW || (o && o->http))
-        return TP_ESTATE;
-    o = tpi_obs_get(rt, true);
-    if (!o)
-        return TP_ENOMEM;
+    tpi_obs *o;
+    int rc = tpi_obs_setup(rt, offsetof(tpi_obs, http), &o);
+    if (rc)
+        return rc;
     struct evhttp *http = evhttp_new(tpi_svc_main_base(rt));
     if (!http)
         return TP_ENOMEM;

@@ -17,8 +17,11 @@ typedef struct tpi_obs {
     struct evhttp *http; /* tp_runtime_serve_metrics */
 } tpi_obs;
 
-/* rt's state; with make, made if needed (before tp_run). NULL when not
- * made (or out of memory). */
-tpi_obs *tpi_obs_get(tp_runtime *rt, bool make);
+/* rt's state, made if needed, for setting up the member at offset `slot`
+ * (a pointer): TP_ESTATE once rt has run or when that member is set
+ * already, TP_ENOMEM. */
+int tpi_obs_setup(tp_runtime *rt, size_t slot, tpi_obs **out);
+/* rt's state if made, else NULL. */
+tpi_obs *tpi_obs_get(tp_runtime *rt);
 
 #endif
