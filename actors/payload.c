@@ -265,6 +265,21 @@ static long count_items(const char *f, char close, const char **end)
     }
 }
 
+/* A str (or, with bin, a bin) of n bytes at s: 0, TP_EINVAL, TP_E2BIG or
+ * TP_ENOMEM. */
+static int pack_bytes(msgpack_packer *pk, const void *s, size_t n, bool bin)
+{
+    if (!s && n)
+        return TP_EINVAL;
+    if (n > UINT32_MAX)
+        return TP_E2BIG;
+    int rc = bin ? msgpack_pack_bin(pk, n) : msgpack_pack_str(pk, n);
+    if (!rc && n)
+        rc = bin ? msgpack_pack_bin_body(pk, s, n)
+                 : msgpack_pack_str_body(pk, s, n);
+    return rc ? TP_ENOMEM : 0;
+}
+
 static int pack_values(msgpack_packer *pk, const char **fmtp, va_list *ap,
                        char close)
 {
@@ -292,25 +307,14 @@ static int pack_values(msgpack_packer *pk, const char **fmtp, va_list *ap,
         case 'S': {
             const char *s = va_arg(*ap, const char *);
             size_t n = *f == 'S' ? va_arg(*ap, size_t) : (s ? strlen(s) : 0);
-            if (!s && n)
-                return TP_EINVAL;
-            if (n > UINT32_MAX)
-                return TP_E2BIG;
-            rc = msgpack_pack_str(pk, n);
-            if (!rc && n)
-                rc = msgpack_pack_str_body(pk, s, n);
+            if ((rc = pack_bytes(pk, s, n, false)) != 0)
+                return rc;
             break;
         }
         case 'y': {
             const void *s = va_arg(*ap, const void *);
-            size_t n = va_arg(*ap, size_t);
-            if (!s && n)
-                return TP_EINVAL;
-            if (n > UINT32_MAX)
-                return TP_E2BIG;
-            rc = msgpack_pack_bin(pk, n);
-            if (!rc && n)
-                rc = msgpack_pack_bin_body(pk, s, n);
+            if ((rc = pack_bytes(pk, s, va_arg(*ap, size_t), true)) != 0)
+                return rc;
             break;
         }
         case '[':
