@@ -191,7 +191,7 @@ int tp_exit(tp_ctx *ctx, tp_reason reason)
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a)
         return TP_ESTATE;
-    if (reason.kind < TP_EXIT_NORMAL || reason.kind > TP_EXIT_NOPROC)
+    if (reason.kind < TP_EXIT_NORMAL || reason.kind > TP_EXIT_KIND_MAX)
         return TP_EINVAL;
     tpi_actor_set_exit(a, reason);
     return 0;

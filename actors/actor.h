@@ -15,16 +15,6 @@
 typedef struct tpi_sched tpi_sched;
 typedef struct tpi_timer tpi_timer;
 
-/* Internal signal tags, below the public system tags. Signals travel
- * through the mailbox like messages, so they keep per-sender order. */
-enum {
-    TPI_SIG_LINK = -100,
-    TPI_SIG_UNLINK = -101,
-    TPI_SIG_EXIT = -102,      /* exit signal; flag TPI_MSG_VIA_LINK */
-    TPI_SIG_MONITOR = -103,   /* ref = monitor ref */
-    TPI_SIG_DEMONITOR = -104, /* ref = monitor ref */
-};
-
 /* tpi_msg.flags */
 enum {
     TPI_MSG_REQUEST = 1u << 0, /* carries a reply handle (reply_to, ref) */
@@ -287,6 +277,11 @@ void tpi_actor_teardown(tpi_actor *a, void *rt);
 tpi_actor *tpi_ctx_actor(tp_ctx *ctx);
 
 int tpi_resource_add(tpi_actor *a, tpi_resource *r); /* TP_ENOMEM */
+
+/* ---- actors/remote.c */
+/* Deliver m to a remote pid through the node service (or as a dead
+ * letter). Consumes m. */
+int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m);
 
 /* ---- actors/send.c */
 /* Deliver m to pid. Ownership: m is consumed in every case. Returns 0, or

@@ -244,7 +244,7 @@ void tp_runtime_stats_ex(tp_runtime *rt, tp_stats_ex *out)
     for (unsigned i = 0; i <= rt->nsched; i++) {
         const tpi_stats *st = i ? &rt->scheds[i - 1].stats : &rt->stats;
         /* relaxed: estimates, as in tp_runtime_stats. */
-        for (int k = 0; k <= TP_EXIT_NOPROC; k++)
+        for (int k = 0; k <= TP_EXIT_KIND_MAX; k++)
             out->exited_by_kind[k] +=
                 atomic_load_explicit(&st->exit_kinds[k], memory_order_relaxed);
         out->restarts +=
@@ -254,8 +254,9 @@ void tp_runtime_stats_ex(tp_runtime *rt, tp_stats_ex *out)
 
 const char *tp_exit_kind_name(tp_exit_kind kind)
 {
-    static const char *const names[] = {"normal", "shutdown", "kill",
-                                        "killed", "error",    "noproc"};
+    static const char *const names[] = {"normal",      "shutdown", "kill",
+                                        "killed",      "error",    "noproc",
+                                        "noconnection"};
     return (unsigned)kind < sizeof names / sizeof *names ? names[kind]
                                                          : "unknown";
 }

@@ -115,7 +115,7 @@ int tp_msg_reason(const tp_msg *m, tp_reason *out)
     if (tp_unpackf(m->data, m->len, "[iin]", &kind, &code) != 0 &&
         tp_unpackf(m->data, m->len, "[iiS]", &kind, &code, &text, &tlen) != 0)
         return TP_EPROTO;
-    if (kind < TP_EXIT_NORMAL || kind > TP_EXIT_NOPROC)
+    if (kind < TP_EXIT_NORMAL || kind > TP_EXIT_KIND_MAX)
         return TP_EPROTO;
     /* The text is the payload's last bytes and tpi_msg_new terminates
      * every payload, so it is a C string in place. */

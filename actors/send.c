@@ -26,6 +26,8 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
     if (rt->host) /* an isolated worker process sends over its channel */
         return tpi_host_route(rt->host, to, m);
+    if (to & TPI_PID_REMOTE) /* an actor of another node */
+        return tpi_remote_deliver(rt, from, to, m);
     tpi_actor *a = tpi_table_slot(rt->table, to);
     if (!a) {
         if (to == TP_PID_NONE || (uint32_t)to == 0) {
@@ -91,8 +93,10 @@ void tpi_dead_letter_why(tp_runtime *rt, tp_pid to, tpi_msg *m, tp_reason why)
     default:
         if (m->tag >= 0) {
             TPI_STAT(rt, dead_letters, 1);
-            if (tp_msg_wants_reply(m))
-                tpi_reply_status(rt, m->reply_to, m->ref, TP_ENOPROC);
+            if (tp_msg_wants_reply(m)) /* its node is gone, or it is */
+                tpi_reply_status(rt, m->reply_to, m->ref,
+                                 why.kind == TP_EXIT_NOCONNECTION ? TP_ENOCONN
+                                                                  : TP_ENOPROC);
         }
         break;
     }

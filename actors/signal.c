@@ -259,7 +259,7 @@ int tp_exit_signal(tp_ctx *ctx, tp_pid to, tp_reason reason)
     if (!a)
         return TP_ESTATE;
     if (to == TP_PID_NONE || reason.kind < TP_EXIT_NORMAL ||
-        reason.kind > TP_EXIT_NOPROC)
+        reason.kind > TP_EXIT_KIND_MAX)
         return TP_EINVAL;
     if (to == tpi_actor_pid(a) && reason.kind == TP_EXIT_KILL) {
         /* Killing oneself needs no trip through the mailbox. */
@@ -292,7 +292,7 @@ int tpi_link_spawned(tpi_actor *parent, tpi_actor *child)
 int tp_runtime_exit_signal(tp_runtime *rt, tp_pid to, tp_reason reason)
 {
     if (!rt || to == TP_PID_NONE || reason.kind < TP_EXIT_NORMAL ||
-        reason.kind > TP_EXIT_NOPROC)
+        reason.kind > TP_EXIT_KIND_MAX)
         return TP_EINVAL;
     return tpi_send_reason(rt, TP_PID_NONE, to, TPI_SIG_EXIT, reason, 0, 0);
 }

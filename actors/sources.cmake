@@ -11,4 +11,5 @@ list(APPEND TROUPE_SOURCES
   actors/names.c
   actors/payload.c
   actors/info.c # actor info and counters for observers
+  actors/remote.c # sends to pids of other nodes
 )

@@ -51,7 +51,8 @@ extern "C" {
     X(TP_ENOREPLY, -9, "request dropped without a reply")                      \
     X(TP_E2BIG, -10, "argument too large")                                     \
     X(TP_EPROTO, -11, "malformed message or frame")                            \
-    X(TP_ESYS, -12, "system call failed")
+    X(TP_ESYS, -12, "system call failed")                                      \
+    X(TP_ENOCONN, -13, "node unreachable")
 
 enum {
     TP_OK = 0,
@@ -96,7 +97,10 @@ typedef enum tp_exit_kind {
     TP_EXIT_KILL,       /**< as a signal: untrappable kill request */
     TP_EXIT_KILLED,     /**< ended by a kill */
     TP_EXIT_ERROR,      /**< ended with an error: code + text */
-    TP_EXIT_NOPROC /**< the actor did not exist (link/monitor of a dead pid) */
+    TP_EXIT_NOPROC, /**< the actor did not exist (link/monitor of a dead pid) */
+    TP_EXIT_NOCONNECTION, /**< its node is unreachable (troupe/node.h;
+                               Erlang's noconnection) */
+    TP_EXIT_KIND_MAX = TP_EXIT_NOCONNECTION /**< the last kind */
 } tp_exit_kind;
 
 /** An exit reason: why an actor ended, or what an exit signal carries. */

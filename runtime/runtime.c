@@ -192,7 +192,7 @@ int tp_runtime_spawn(tp_runtime *rt, tp_behavior b, void *state,
 void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r)
 {
     TPI_STAT(rt, exited, 1);
-    if (r.kind >= TP_EXIT_NORMAL && r.kind <= TP_EXIT_NOPROC) /* issue 8 */
+    if (r.kind >= TP_EXIT_NORMAL && r.kind <= TP_EXIT_KIND_MAX) /* issue 8 */
         tpi_stat_add(rt,
                      offsetof(tpi_stats, exit_kinds) +
                          (size_t)r.kind * sizeof rt->stats.exit_kinds[0],

@@ -67,7 +67,7 @@ void tpi_timer_heap_free(tpi_timer_heap *h);
 typedef struct tpi_stats {
     _Atomic uint64_t sent, spawned, exited, dead_letters, late_replies, timers;
     /* issue 8: exits by tp_exit_kind, restarts (actors/info.c) */
-    _Atomic uint64_t exit_kinds[TP_EXIT_NOPROC + 1], restarts;
+    _Atomic uint64_t exit_kinds[TP_EXIT_KIND_MAX + 1], restarts;
 } tpi_stats;
 
 #define TPI_STAT(rt, field, d)                                                 \
@@ -223,6 +223,9 @@ struct tp_runtime {
     /* Set only in an isolated worker process (runtime/host.c), where
      * every delivery goes to the hosted actor or leaves over the channel. */
     struct tpi_host *host;
+    /* A node service's route for remote pids (actors/remote.c). */
+    const tpi_remote_ops *remote;
+    void *remote_state;
     /* TP_OBSERVE_* for new actors (actors/info.c) */
     unsigned observe;
 };

@@ -99,6 +99,8 @@ static int post(tp_runtime *rt, tp_pid to, const tpi_envelope *e, tpi_msg *m)
         m->reply_to = e->reply_to;
         m->flags |= TPI_MSG_REQUEST;
     }
+    if (e->via_link)
+        m->flags |= TPI_MSG_VIA_LINK;
     return tpi_deliver(rt, NULL, to, m);
 }
 

@@ -75,6 +75,16 @@ const char *tpi_pidstr(tp_pid pid, char *buf, size_t size);
 
 /* ---- messages from outside a behavior */
 
+/* Internal signal tags, below the public system tags. Signals travel
+ * through the mailbox like messages, so they keep per-sender order. */
+enum {
+    TPI_SIG_LINK = -100,
+    TPI_SIG_UNLINK = -101,
+    TPI_SIG_EXIT = -102,      /* exit signal; via_link from a link's death */
+    TPI_SIG_MONITOR = -103,   /* ref = monitor ref */
+    TPI_SIG_DEMONITOR = -104, /* ref = monitor ref */
+};
+
 /* What a service delivers: a message as the core would build it. */
 typedef struct tpi_envelope {
     int32_t tag;
@@ -83,6 +93,7 @@ typedef struct tpi_envelope {
     tp_ref ref;      /* the request's or reply's reference, or a token */
     int32_t status;  /* TP_TAG_REPLY: 0 or a TP_E* code */
     bool request;    /* carries a reply obligation (reply_to, ref) */
+    bool via_link;   /* TPI_SIG_EXIT: from the death of a linked actor */
     const void *data;
     size_t len;
 } tpi_envelope;
@@ -109,6 +120,25 @@ int tpi_svc_reply_status(tp_ctx *ctx, tp_reply_handle *h, int status);
 /* Forget an awaited oneshot of the calling actor (its job was never
  * queued): a reply that comes anyway is dropped as late. */
 void tpi_svc_oneshot_cancel(tp_ctx *ctx, tp_ref ref);
+
+/* ---- remote pids (a node service) */
+
+/* A pid with this bit set names an actor of another node; the rest of its
+ * bits are the node service's business. Local pids never have it. */
+#define TPI_PID_REMOTE (1ull << 63)
+
+typedef struct tpi_remote_ops {
+    /* Carry e (a message or a signal, from `from`) to the remote pid `to`.
+     * Returns 0, or TP_ENOCONN when to's node is unreachable: the core
+     * then answers as for a dead actor, with reason noconnection (a link
+     * gets an exit signal, a monitor its DOWN, a request TP_ENOCONN).
+     * Any thread; e's payload is valid during the call only. */
+    int (*deliver)(void *state, tp_pid from, tp_pid to, const tpi_envelope *e);
+} tpi_remote_ops;
+
+/* Route sends to remote pids to ops (before tp_run; ops NULL: none, and
+ * such sends are dead letters). */
+void tpi_svc_set_remote(tp_runtime *rt, const tpi_remote_ops *ops, void *state);
 
 /* ---- resources on an actor's loop */
 

@@ -319,7 +319,7 @@ static void test_strerror(void **unused)
 #undef X
     };
     size_t nc = sizeof codes / sizeof codes[0];
-    assert_int_equal(nc, 12);
+    assert_int_equal(nc, 13);
     for (size_t i = 0; i < nc; i++) {
         const char *s = tp_strerror(codes[i].code);
         assert_non_null(s);

@@ -116,7 +116,7 @@ typedef struct tp_stats_ex {
     /** actors ended, by tp_exit_kind (indexed by TP_EXIT_NORMAL to
      * TP_EXIT_NOPROC; TP_EXIT_KILL is never used: a kill ends as
      * TP_EXIT_KILLED). They add up to base.actors_exited. */
-    uint64_t exited_by_kind[TP_EXIT_NOPROC + 1];
+    uint64_t exited_by_kind[TP_EXIT_KIND_MAX + 1];
     uint64_t restarts; /**< tp_observe_restart calls */
     uint64_t observed; /**< observed actors alive */
 } tp_stats_ex;

@@ -136,7 +136,7 @@ static void dump_totals(tp_runtime *rt, FILE *out)
             " (",
             st.base.actors_alive, st.base.actors_spawned,
             st.base.actors_exited);
-    for (int k = 0; k <= TP_EXIT_NOPROC; k++)
+    for (int k = 0; k <= TP_EXIT_KIND_MAX; k++)
         if (k != TP_EXIT_KILL)
             fprintf(out, "%s%s %" PRIu64, k ? " " : "",
                     tp_exit_kind_name((tp_exit_kind)k), st.exited_by_kind[k]);

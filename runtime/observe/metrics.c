@@ -94,7 +94,7 @@ static int metrics_now(tp_runtime *rt, FILE *out)
            "Actors ever spawned.", st.base.actors_spawned);
     family(out, "troupe_actors_exited_total", "counter",
            "Actors ended, by exit reason.");
-    for (int k = 0; k <= TP_EXIT_NOPROC; k++)
+    for (int k = 0; k <= TP_EXIT_KIND_MAX; k++)
         if (k != TP_EXIT_KILL) /* a kill ends as killed */
             fprintf(out,
                     "troupe_actors_exited_total{reason=\"%s\"} %" PRIu64 "\n",

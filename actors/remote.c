@@ -1,0 +1,38 @@
+/*
+ * Remote pids: the core's side of nodes. A pid with TPI_PID_REMOTE set is
+ * an actor of another node; a send to it leaves through the node
+ * service's route (runtime/service.h, tpi_svc_set_remote), and one its
+ * node cannot take is answered as a dead letter with reason noconnection.
+ */
+#include "actors/actor.h"
+#include "runtime/runtime.h"
+
+void tpi_svc_set_remote(tp_runtime *rt, const tpi_remote_ops *ops, void *state)
+{
+    rt->remote = ops;
+    rt->remote_state = state;
+}
+
+int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
+{
+    (void)from;
+    int rc = TP_ENOCONN;
+    if (rt->remote) {
+        tpi_envelope e = {.tag = m->tag,
+                          .from = m->from,
+                          .reply_to = m->reply_to,
+                          .ref = m->ref,
+                          .status = m->status,
+                          .request = (m->flags & TPI_MSG_REQUEST) != 0,
+                          .via_link = (m->flags & TPI_MSG_VIA_LINK) != 0,
+                          .data = m->data,
+                          .len = m->len};
+        rc = rt->remote->deliver(rt->remote_state, m->from, to, &e);
+    }
+    if (rc == 0) {
+        tpi_msg_free(m);
+        return 0;
+    }
+    tpi_dead_letter_why(rt, to, m, (tp_reason){TP_EXIT_NOCONNECTION, 0, NULL});
+    return 0;
+}
