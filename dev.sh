@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PKGS=(build-essential cmake pkg-config libevent-dev libmsgpack-dev libcmocka-dev)
+PKGS=(build-essential cmake pkg-config libevent-dev libmsgpack-dev libcmocka-dev libnats-dev nats-server)
 
 deps() {
   local missing=()

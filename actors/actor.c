@@ -274,7 +274,8 @@ static void finalize(tpi_actor *a)
     tpi_runtime_actor_ended(rt, a, r);
     /* release: pairs with the senders' acquire load; from here on sends
      * to pid are dead letters at the sender. */
-    atomic_store_explicit(&a->gen, tpi_pid_gen(pid) + 1, memory_order_release);
+    atomic_store_explicit(&a->gen, tpi_gen_next(tpi_pid_gen(pid)),
+                          memory_order_release);
     if (x) {
         drop_msgs(rt, pid, &x->replay);
         drop_msgs(rt, pid, &x->stash);

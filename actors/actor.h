@@ -153,6 +153,13 @@ static inline tpi_sched *tpi_home(tpi_actor *a)
 }
 
 #define TPI_SLOT_BITS 32
+/* Generations count modulo 2^24, so a pid fits the remote-pid form of
+ * nodes (runtime/node/node_int.h) and never has TPI_PID_REMOTE set. */
+#define TPI_GEN_MASK 0xffffffu
+static inline uint32_t tpi_gen_next(uint32_t gen)
+{
+    return (gen + 1) & TPI_GEN_MASK;
+}
 static inline uint32_t tpi_pid_index(tp_pid p) { return (uint32_t)p - 1u; }
 static inline uint32_t tpi_pid_gen(tp_pid p) { return (uint32_t)(p >> 32); }
 static inline tp_pid tpi_pid_make(uint32_t index, uint32_t gen)

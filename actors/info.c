@@ -195,7 +195,8 @@ int tp_actor_info_get(tp_runtime *rt, tp_pid pid, tp_actor_info *out)
     /* Ended (the slot's generation moved past it) and no later actor has
      * taken the slot (a spawn re-tags the dead-letter count). */
     uint32_t v = atomic_load_explicit(&a->obs_dead, memory_order_relaxed);
-    if (gen != tpi_pid_gen(pid) && gen - tpi_pid_gen(pid) < (1u << 31) &&
+    if (gen != tpi_pid_gen(pid) &&
+        ((gen - tpi_pid_gen(pid)) & TPI_GEN_MASK) < (TPI_GEN_MASK + 1) / 2 &&
         (v & ~DEAD_MAX) == DEAD_TAG(tpi_pid_gen(pid))) {
         memset(out, 0, sizeof *out);
         out->pid = pid;

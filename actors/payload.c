@@ -6,6 +6,7 @@
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
+#include "runtime/runtime.h"
 
 #include <msgpack.h>
 #include <string.h>
@@ -265,6 +266,32 @@ static long count_items(const char *f, char close, const char **end)
     }
 }
 
+/* The node service of the runtime running on this thread, if any: on a
+ * node, pids travel as extensions naming their node. */
+static const tpi_remote_ops *remote(void **state)
+{
+    tpi_sched *s = tpi_sched_current();
+    if (!s || !s->rt->remote)
+        return NULL;
+    *state = s->rt->remote_state;
+    return s->rt->remote;
+}
+
+/* A pid: an int, or on a node an extension (runtime/service.h). */
+static int pack_pid(msgpack_packer *pk, tp_pid pid)
+{
+    void *st;
+    const tpi_remote_ops *ops = remote(&st);
+    if (!ops)
+        return msgpack_pack_uint64(pk, pid);
+    uint8_t body[TPI_PID_EXT_MAX];
+    size_t n = ops->pid_pack(st, pid, body);
+    if (!n) /* TP_PID_NONE, or a pid that cannot travel */
+        return msgpack_pack_uint64(pk, pid);
+    return msgpack_pack_ext(pk, n, TPI_PID_EXT) ||
+           msgpack_pack_ext_body(pk, body, n);
+}
+
 /* A str (or, with bin, a bin) of n bytes at s: 0, TP_EINVAL, TP_E2BIG or
  * TP_ENOMEM. */
 static int pack_bytes(msgpack_packer *pk, const void *s, size_t n, bool bin)
@@ -301,7 +328,7 @@ static int pack_values(msgpack_packer *pk, const char **fmtp, va_list *ap,
         case 'i': rc = msgpack_pack_int64(pk, va_arg(*ap, int)); break;
         case 'l': rc = msgpack_pack_int64(pk, va_arg(*ap, int64_t)); break;
         case 'u': rc = msgpack_pack_uint64(pk, va_arg(*ap, uint64_t)); break;
-        case 'p': rc = msgpack_pack_uint64(pk, va_arg(*ap, tp_pid)); break;
+        case 'p': rc = pack_pid(pk, va_arg(*ap, tp_pid)); break;
         case 'd': rc = msgpack_pack_double(pk, va_arg(*ap, double)); break;
         case 's':
         case 'S': {
@@ -442,6 +469,21 @@ static int rd_int(reader *r, int64_t *i, uint64_t *u, bool *is_unsigned)
     return rc;
 }
 
+/* A pid extension at r, mapped by the node service. */
+static int rd_pid(reader *r, tp_pid *out)
+{
+    void *st;
+    const tpi_remote_ops *ops = remote(&st);
+    if (!ops || r->len - r->off < 3 || r->p[r->off + 2] != TPI_PID_EXT)
+        return TP_EPROTO;
+    size_t n = r->p[r->off + 1];
+    if (n > r->len - r->off - 3 ||
+        ops->pid_unpack(st, r->p + r->off + 3, n, out) != 0)
+        return TP_EPROTO;
+    r->off += 3 + n;
+    return 0;
+}
+
 static int rd_len(reader *r, uint8_t fix_mask, uint8_t fix_tag, uint8_t fix_max,
                   const uint8_t codes[3], uint64_t *n)
 {
@@ -494,10 +536,17 @@ static int unpack_values(reader *r, const char **fmtp, va_list *ap, char close)
             r->off++;
             break;
         }
+        case 'p':
+            if (b == 0xc7) { /* a pid extension */
+                if (rd_pid(r, va_arg(*ap, tp_pid *)) != 0)
+                    return TP_EPROTO;
+                break;
+            }
+            /* a pid as an int */
+            __attribute__((fallthrough));
         case 'i':
         case 'l':
-        case 'u':
-        case 'p': {
+        case 'u': {
             void *o = va_arg(*ap, void *);
             int64_t i = 0;
             uint64_t u = 0;

@@ -7,6 +7,7 @@
 #include "actors/actor.h"
 #include "runtime/alloc.h"
 #include "runtime/runtime.h"
+#include "troupe/node.h"
 
 #include <string.h>
 
@@ -143,6 +144,8 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
             tpi_actor_set_exit(a, r);
         return false;
     }
+    case TP_TAG_NODEDOWN: /* from a node service: for the behavior */
+    case TP_TAG_NODEUP: return true;
     default: return false;
     }
 }

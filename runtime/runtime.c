@@ -148,8 +148,13 @@ int tp_run(tp_runtime *rt, tp_behavior root, void *state,
      * when the count drops to zero after this, never before. */
     atomic_fetch_add_explicit(&rt->live, TPI_LIVE_RUN + 1,
                               memory_order_relaxed);
-    unsigned started;
-    int rc = start_threads(rt, &started);
+    unsigned started = 1;
+    /* Services first (a node connects to its cluster): the root may use
+     * them from its first message on. */
+    int rc = tpi_svc_start_all(rt);
+    bool services = rc == 0;
+    if (!rc)
+        rc = start_threads(rt, &started);
     if (!rc)
         rc = tpi_monitor_start(rt);
     if (!rc)
@@ -161,6 +166,8 @@ int tp_run(tp_runtime *rt, tp_behavior root, void *state,
         tpi_sched_stop_all(rt);
     join_threads(rt, started);
     tpi_monitor_stop(rt);
+    if (services)
+        tpi_svc_end_all(rt);
     atomic_store(&rt->state, TPI_RT_DONE);
     tpi_runtime_wake_foreign(rt);
     if (rc)

@@ -238,6 +238,10 @@ enum { TPI_RT_NEW, TPI_RT_RUNNING, TPI_RT_DONE };
  * lingering thing is finished and every service state freed (after them,
  * before the loops go). */
 void tpi_svc_stop_all(tp_runtime *rt);
+/* tp_run: services' start hooks (0, or the first error, after which every
+ * end hook ran) and end hooks. */
+int tpi_svc_start_all(tp_runtime *rt);
+void tpi_svc_end_all(tp_runtime *rt);
 void tpi_svc_free_all(tp_runtime *rt);
 
 /* ---- runtime/host.c */

@@ -30,6 +30,29 @@ void *tpi_svc_get(tp_runtime *rt, tpi_svc_id id, const tpi_svc_ops *ops)
     return st;
 }
 
+int tpi_svc_start_all(tp_runtime *rt)
+{
+    for (int i = 0; i < TPI_SVC_MAX; i++) {
+        void *st = atomic_load_explicit(&rt->svc[i], memory_order_acquire);
+        int rc = st && rt->svc_ops[i]->start ? rt->svc_ops[i]->start(rt, st)
+                                             : 0;
+        if (rc) {
+            tpi_svc_end_all(rt); /* the ones started, and this one */
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void tpi_svc_end_all(tp_runtime *rt)
+{
+    for (int i = TPI_SVC_MAX; i-- > 0;) {
+        void *st = atomic_load_explicit(&rt->svc[i], memory_order_acquire);
+        if (st && rt->svc_ops[i]->end)
+            rt->svc_ops[i]->end(rt, st);
+    }
+}
+
 void tpi_svc_stop_all(tp_runtime *rt)
 {
     for (int i = 0; i < TPI_SVC_MAX; i++) {
@@ -111,6 +134,13 @@ int tpi_svc_post(tp_runtime *rt, tp_pid to, const tpi_envelope *e, bool check)
         return rc;
     tpi_msg *m = tpi_msg_new(e->tag, e->data, e->len);
     return m ? post(rt, to, e, m) : TP_ENOMEM;
+}
+
+int tpi_svc_post_reason(tp_runtime *rt, tp_pid from, tp_pid to, int32_t tag,
+                        tp_reason r, tp_ref ref, bool via_link)
+{
+    return tpi_send_reason(rt, from, to, tag, r, ref,
+                           via_link ? TPI_MSG_VIA_LINK : 0);
 }
 
 int tpi_svc_post_int(tp_runtime *rt, tp_pid to, int32_t tag, int64_t v)

@@ -27,12 +27,20 @@ struct event_base;
 typedef enum {
     TPI_SVC_POOL,    /* runtime/io/pool.c: the blocking pool */
     TPI_SVC_OBSERVE, /* runtime/observe/: dump signal, metrics server */
+    TPI_SVC_NODE,    /* runtime/node/: the NATS connection, other nodes */
     TPI_SVC_MAX
 } tpi_svc_id;
 
 typedef struct tpi_svc_ops {
     /* Make the state (NULL: out of memory). */
     void *(*make)(tp_runtime *rt);
+    /* tp_run, before the root starts, on tp_run's thread (no loop runs
+     * yet: blocking is fine): 0, or an error that tp_run returns. May be
+     * NULL. */
+    int (*start)(tp_runtime *rt, void *state);
+    /* tp_run, after the last actor ended and the loops stopped; also after
+     * a start of its own that failed. May be NULL. */
+    void (*end)(tp_runtime *rt, void *state);
     /* tp_runtime_free, before any actor is torn down: stop what may still
      * deliver to actors (threads). May be NULL. */
     void (*stop)(tp_runtime *rt, void *state);
@@ -105,6 +113,10 @@ typedef struct tpi_envelope {
  * nothing is sent). A dead addressee makes it a dead letter (answered as
  * its kind requires). Returns 0, TP_EINVAL, TP_E2BIG or TP_ENOMEM. */
 int tpi_svc_post(tp_runtime *rt, tp_pid to, const tpi_envelope *e, bool check);
+/* A signal or message carrying reason r (EXIT with via_link, DOWN) from
+ * `from` to `to`, as the core sends them. 0 or TP_ENOMEM. */
+int tpi_svc_post_reason(tp_runtime *rt, tp_pid from, tp_pid to, int32_t tag,
+                        tp_reason r, tp_ref ref, bool via_link);
 /* The common case: tag and one msgpack int from the runtime. */
 int tpi_svc_post_int(tp_runtime *rt, tp_pid to, int32_t tag, int64_t v);
 
@@ -126,6 +138,11 @@ void tpi_svc_oneshot_cancel(tp_ctx *ctx, tp_ref ref);
 /* A pid with this bit set names an actor of another node; the rest of its
  * bits are the node service's business. Local pids never have it. */
 #define TPI_PID_REMOTE (1ull << 63)
+/* Pids travel in payloads as this msgpack extension type (tp_packf 'p'
+ * on a node): 8 bytes big-endian of the pid in its node's own form, then
+ * the node's name. */
+#define TPI_PID_EXT 0x70
+#define TPI_PID_EXT_MAX (8 + 63)
 
 typedef struct tpi_remote_ops {
     /* Carry e (a message or a signal, from `from`) to the remote pid `to`.
@@ -134,6 +151,12 @@ typedef struct tpi_remote_ops {
      * gets an exit signal, a monitor its DOWN, a request TP_ENOCONN).
      * Any thread; e's payload is valid during the call only. */
     int (*deliver)(void *state, tp_pid from, tp_pid to, const tpi_envelope *e);
+    /* The extension body for pid into buf (TPI_PID_EXT_MAX bytes): its
+     * length, or 0 if pid cannot travel. */
+    size_t (*pid_pack)(void *state, tp_pid pid, uint8_t *buf);
+    /* An extension body back to a pid of this runtime: 0 or TP_EPROTO. */
+    int (*pid_unpack)(void *state, const uint8_t *body, size_t len,
+                      tp_pid *out);
 } tpi_remote_ops;
 
 /* Route sends to remote pids to ops (before tp_run; ops NULL: none, and

@@ -16,3 +16,4 @@ list(APPEND TROUPE_SOURCES
 include(${CMAKE_CURRENT_LIST_DIR}/io/sources.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/isolate/sources.cmake)
 include(${CMAKE_CURRENT_LIST_DIR}/observe/sources.cmake)
+include(${CMAKE_CURRENT_LIST_DIR}/node/sources.cmake)

@@ -40,7 +40,7 @@ static void obs_free(tp_runtime *rt, void *state)
     tp_free(o);
 }
 
-static const tpi_svc_ops obs_ops = {obs_make, NULL, obs_free};
+static const tpi_svc_ops obs_ops = {.make = obs_make, .free = obs_free};
 
 tpi_obs *tpi_obs_get(tp_runtime *rt)
 {

@@ -1,0 +1,118 @@
+/** @file
+ * troupe nodes: runtimes on many machines, joined through NATS.
+ *
+ * A runtime given node options (tp_runtime_set_node, before tp_run)
+ * connects to a NATS server when its run starts and becomes a node of a
+ * cluster: a pid of an actor on another node is an ordinary tp_pid value,
+ * and tp_send, tp_send_move, tp_call, tp_reply, oneshots, tp_exit_signal,
+ * tp_kill, tp_link, tp_unlink, tp_monitor and tp_demonitor work on it with
+ * the same contract as on a local pid. Pids inside payloads (the 'p'
+ * format letter of tp_packf/tp_unpackf) arrive as valid pids on the other
+ * node. When a node is gone (killed, hung, cut off, or a message to or
+ * from it was lost), every link to its actors fires with reason
+ * TP_EXIT_NOCONNECTION, every monitor delivers DOWN with it, and every
+ * call waiting for one of them fails at once with TP_ENOCONN.
+ *
+ * Without node options a runtime never touches NATS.
+ *
+ * Conventions as in troupe.h: 0 or a negative TP_E* code.
+ */
+#ifndef TROUPE_NODE_H
+#define TROUPE_NODE_H
+
+#include "../troupe.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Longest node and cluster name, in bytes ([A-Za-z0-9_-] only). */
+#define TP_NODE_NAME_MAX 63
+
+/** Node-down and node-up messages of tp_monitor_node (from TP_PID_NONE,
+ * payload: the node's name as a msgpack string). */
+#define TP_TAG_NODEDOWN (-20)
+#define TP_TAG_NODEUP (-21)
+
+/** How a runtime joins a cluster. tp_node_opts_init, then set urls and
+ * name. Strings are copied by tp_runtime_set_node. */
+typedef struct tp_node_opts {
+    const char *urls;    /**< NATS servers, comma-separated
+                              ("nats://127.0.0.1:4222,nats://..."); the
+                              client fails over between them */
+    const char *name;    /**< this node's name, unique in the cluster */
+    const char *cluster; /**< the cluster (namespace of subjects); default
+                              "troupe" */
+    const char *user, *password; /**< NATS user and password, or NULL */
+    const char *token;           /**< NATS token, or NULL */
+    const char *creds_file;      /**< a NATS credentials file (JWT and nkey
+                                 seed), or NULL */
+    const char *tls_ca;    /**< CA certificate file: use TLS, trusting it */
+    const char *tls_cert;  /**< client certificate file (mutual TLS) */
+    const char *tls_key;   /**< its private key file */
+    unsigned heartbeat_ms; /**< heartbeat interval; default 1000 */
+    unsigned misses;       /**< heartbeats missed before a node is down;
+                                default 3 */
+    size_t max_message;    /**< largest frame sent or accepted, at most the
+                                server's max_payload; default 1 MiB */
+    unsigned connect_timeout_ms; /**< to reach a server at run start;
+                                      default 2000 */
+} tp_node_opts;
+
+/** Defaults in every field; urls and name NULL. */
+TP_API void tp_node_opts_init(tp_node_opts *o);
+
+/**
+ * Make rt a node (before tp_run). The run then starts by connecting to
+ * NATS and claiming the name (the run fails with TP_EEXIST if another
+ * live node of the cluster has it, TP_ENOCONN if no server answers, or
+ * TP_EINVAL for options NATS refuses), and ends by leaving the cluster:
+ * other nodes see this node go down at once, not at a heartbeat timeout.
+ *
+ * Returns TP_EINVAL (no urls or name, a bad name), TP_ESTATE (rt has run or
+ * is a node already), TP_ENOMEM.
+ */
+TP_API int tp_runtime_set_node(tp_runtime *rt, const tp_node_opts *o);
+
+/** The node of pid: its name into buf (at most size bytes with the NUL;
+ * this node's own name for a local pid). TP_ENOENT if rt is not a node
+ * (then buf is ""), TP_EINVAL for TP_PID_NONE. Any thread. */
+TP_API int tp_pid_node(tp_runtime *rt, tp_pid pid, char *buf, size_t size);
+
+/** The pid that the node called node knows as id (a pid value it gave
+ * out, such as its tp_self, passed on a command line), as a pid of rt:
+ * for bootstrapping a cluster without names. On rt's own name, id
+ * itself. Returns TP_ENOENT if rt is not a node, TP_EINVAL (a bad name, an
+ * id no node gives out, too many nodes known). Any thread. */
+TP_API int tp_node_pid(tp_runtime *rt, const char *node, uint64_t id,
+                       tp_pid *out);
+
+/** Whether pid is an actor of another node (a cheap test of its bits). */
+TP_API bool tp_pid_is_remote(tp_pid pid);
+
+/** Deliver TP_TAG_NODEDOWN to the caller each time node goes down, and
+ * TP_TAG_NODEUP each time it comes (back) up (Erlang's monitor_node).
+ * on = false stops it. Returns TP_ESTATE outside a behavior or when the
+ * runtime is not a node, TP_EINVAL (bad name), TP_ENOMEM. */
+TP_API int tp_monitor_node(tp_ctx *ctx, const char *node, bool on);
+
+/** Per-node counters (tp_node_stats_get). */
+typedef struct tp_node_stats {
+    uint64_t frames_out, frames_in; /**< frames published / taken in */
+    uint64_t bytes_out, bytes_in;
+    uint64_t dropped;     /**< frames from the wire refused (bad, forged,
+                              unknown kind, out of sequence) */
+    uint64_t send_failed; /**< frames that could not be published */
+    uint64_t reconnects;  /**< NATS reconnections */
+    uint64_t nodes_up;    /**< other nodes seen alive now */
+    uint64_t rtt_us;      /**< round trip estimate from heartbeats, 0 if
+                              none yet */
+} tp_node_stats;
+
+/** Fill *out (any thread); zeros when rt is not a node. */
+TP_API void tp_node_stats_get(tp_runtime *rt, tp_node_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TROUPE_NODE_H */

@@ -1,0 +1,652 @@
+/*
+ * Nodes (troupe/node.h): a runtime joined to others through NATS.
+ *
+ * The node service owns the NATS connection and everything about the
+ * other nodes: their table (slots that remote pids name), the frames to
+ * and from them (route.c, codec in wire.c) and their liveness. NATS's own
+ * threads only read frames, check them and post messages into mailboxes
+ * (tpi_svc_post); behaviors always run on scheduler threads.
+ *
+ * Liveness, two ways: every node publishes a heartbeat each heartbeat_ms
+ * on "<prefix>.hb", and a node not heard for misses intervals is down (a
+ * hung node: SIGSTOP). A killed node's connection is dropped by the
+ * server at once, which a heartbeat would only notice after seconds: so
+ * each node also probes every live peer four times per interval with a
+ * request to "<prefix>.alive.<peer>", and the server's "no responders"
+ * answer to one means the peer's subscription is gone: it is down now.
+ *
+ * Subjects: "<prefix>.n.<to>.<from>" carry frames, so with NATS
+ * permissions a node can be allowed to publish only "<prefix>.n.*.<self>"
+ * (and "<prefix>.hb", "<prefix>.alive.>", "<prefix>.who.<self>"): a node
+ * cannot forge frames from another.
+ *
+ * Uses: runtime/service.h, the public headers, and nats.c.
+ */
+#include "runtime/node/node_int.h"
+
+#include <nats/nats.h>
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_CLUSTER "troupe"
+#define PROBES_PER_BEAT 4
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void tp_node_opts_init(tp_node_opts *o)
+{
+    if (!o)
+        return;
+    memset(o, 0, sizeof *o);
+    o->cluster = DEFAULT_CLUSTER;
+    o->heartbeat_ms = 1000;
+    o->misses = 3;
+    o->max_message = (size_t)1 << 20;
+    o->connect_timeout_ms = 2000;
+}
+
+/* ------------------------------------------------------------ peers */
+
+tpi_node *tpi_node_of(tp_runtime *rt)
+{
+    return tpi_svc_get(rt, TPI_SVC_NODE, NULL);
+}
+
+tpi_peer *tpi_node_peer_at(tpi_node *n, unsigned slot)
+{
+    /* acquire: pairs with the release in tpi_node_peer, so a slot below
+     * the count is fully made. */
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
+    return slot >= 1 && slot <= np ? n->peers[slot] : NULL;
+}
+
+static tpi_peer *find(tpi_node *n, const char *name, size_t len)
+{
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
+    for (unsigned i = 1; i <= np; i++)
+        if (n->peers[i]->name_len == len &&
+            memcmp(n->peers[i]->name, name, len) == 0)
+            return n->peers[i];
+    return NULL;
+}
+
+tpi_peer *tpi_node_peer(tpi_node *n, const char *name, size_t len)
+{
+    if (!tpi_node_name_ok(name, len) ||
+        (len == n->name_len && memcmp(name, n->o.name, len) == 0))
+        return NULL;
+    tpi_peer *p = find(n, name, len);
+    if (p)
+        return p;
+    pthread_mutex_lock(&n->peers_lock);
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_relaxed);
+    if (!(p = find(n, name, len)) && np + 1 < TPI_NODE_SLOTS &&
+        (p = tp_calloc(sizeof *p)) != NULL) {
+        p->slot = np + 1;
+        memcpy(p->name, name, len);
+        p->name_len = len;
+        snprintf(p->subject, sizeof p->subject, "%s.n.%s.%s", n->prefix,
+                 p->name, n->o.name);
+        pthread_mutex_init(&p->lock, NULL);
+        n->peers[np + 1] = p;
+        /* release: the entry is complete before its slot is counted. */
+        atomic_store_explicit(&n->npeers, np + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&n->peers_lock);
+    return p;
+}
+
+/* ------------------------------------------------------------ output */
+
+void tpi_node_publish(tpi_node *n, const char *subject, const tpi_nbuf *b)
+{
+    if (natsConnection_Publish(n->nc, subject, b->p, (int)b->len) == NATS_OK) {
+        /* relaxed: statistics */
+        atomic_fetch_add_explicit(&n->frames_out, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&n->bytes_out, b->len, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&n->send_failed, 1, memory_order_relaxed);
+    }
+}
+
+int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f)
+{
+    tpi_nbuf b = {0};
+    int rc = 0;
+    f->seq = p->seq_out + 1;
+    if (!n->nc)
+        rc = TP_ENOCONN;
+    else if (!tpi_nframe_encode(&b, f))
+        rc = TP_ENOMEM;
+    else if (b.len > n->o.max_message)
+        rc = TP_E2BIG;
+    else if (natsConnection_Publish(n->nc, p->subject, b.p, (int)b.len) !=
+             NATS_OK)
+        rc = TP_ENOCONN;
+    if (!rc) {
+        p->seq_out = f->seq;
+        /* relaxed: statistics */
+        atomic_fetch_add_explicit(&n->frames_out, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&n->bytes_out, b.len, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&n->send_failed, 1, memory_order_relaxed);
+    }
+    tp_free(b.p);
+    return rc;
+}
+
+static void publish_hb(tpi_node *n, int kind)
+{
+    tpi_nframe f = {.kind = kind,
+                    .node = n->o.name,
+                    .node_len = n->name_len,
+                    .sent_ns = now_ns()};
+    tpi_nbuf b = {0};
+    char subject[TP_NODE_NAME_MAX + 16];
+    snprintf(subject, sizeof subject, "%s.hb", n->prefix);
+    if (tpi_nframe_encode_hb(&b, &f))
+        tpi_node_publish(n, subject, &b);
+    tp_free(b.p);
+}
+
+/* ------------------------------------------------------------- input */
+
+static void drop(tpi_node *n)
+{
+    atomic_fetch_add_explicit(&n->dropped, 1, memory_order_relaxed);
+}
+
+/* Frames for our actors: "<prefix>.n.<us>.<from>". */
+static void on_frame(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                     void *arg)
+{
+    (void)nc;
+    (void)sub;
+    tpi_node *n = arg;
+    const char *subj = natsMsg_GetSubject(msg);
+    const char *from = strrchr(subj, '.');
+    size_t len = (size_t)natsMsg_GetDataLength(msg);
+    tpi_nframe f;
+    const char *why;
+    tpi_peer *p = from ? tpi_node_peer(n, from + 1, strlen(from + 1)) : NULL;
+    atomic_fetch_add_explicit(&n->bytes_in, len, memory_order_relaxed);
+    if (!p || len > n->o.max_message ||
+        tpi_nframe_decode(natsMsg_GetData(msg), len, &f, &why) != 0 ||
+        (f.kind != TPI_NF_MSG && f.kind != TPI_NF_BREAK)) {
+        drop(n);
+    } else {
+        atomic_fetch_add_explicit(&n->frames_in, 1, memory_order_relaxed);
+        tpi_node_frame_in(n, p, &f);
+    }
+    natsMsg_Destroy(msg);
+}
+
+static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                  void *arg)
+{
+    (void)nc;
+    (void)sub;
+    tpi_node *n = arg;
+    tpi_nframe f;
+    const char *why;
+    size_t len = (size_t)natsMsg_GetDataLength(msg);
+    if (len > 256 ||
+        tpi_nframe_decode(natsMsg_GetData(msg), len, &f, &why) != 0 ||
+        (f.kind != TPI_NF_HB && f.kind != TPI_NF_LEAVE)) {
+        drop(n);
+        natsMsg_Destroy(msg);
+        return;
+    }
+    tpi_peer *p = tpi_node_peer(n, f.node, f.node_len);
+    natsMsg_Destroy(msg);
+    if (!p) /* our own, or the table is full */
+        return;
+    if (f.kind == TPI_NF_LEAVE)
+        tpi_node_peer_down(n, p, true);
+    else
+        tpi_node_peer_heard(n, p);
+}
+
+/* Requests to "<prefix>.who.<us>" (is the name taken?) and
+ * "<prefix>.alive.<us>" (probes): answered at once. */
+static void on_ask(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                   void *arg)
+{
+    (void)sub;
+    tpi_node *n = arg;
+    const char *reply = natsMsg_GetReply(msg);
+    if (reply)
+        natsConnection_Publish(nc, reply, n->o.name, (int)n->name_len);
+    natsMsg_Destroy(msg);
+}
+
+/* Answers to our probes: a "no responders" names a peer that is gone. */
+static void on_probe_answer(natsConnection *nc, natsSubscription *sub,
+                            natsMsg *msg, void *arg)
+{
+    (void)nc;
+    (void)sub;
+    tpi_node *n = arg;
+    const char *subj = natsMsg_GetSubject(msg);
+    size_t plen = strlen(n->probe_inbox) - 1; /* without the '*' */
+    if (strncmp(subj, n->probe_inbox, plen) == 0) {
+        const char *name = subj + plen;
+        tpi_peer *p = tpi_node_peer(n, name, strlen(name));
+        if (p && natsMsg_IsNoResponders(msg)) {
+            tpi_node_peer_down(n, p, true);
+        } else if (p) { /* a round trip: keep a smoothed estimate */
+            pthread_mutex_lock(&p->lock);
+            uint64_t rtt = (now_ns() - p->probe_sent_ns) / 1000u;
+            pthread_mutex_unlock(&p->lock);
+            uint64_t old =
+                atomic_load_explicit(&n->rtt_us, memory_order_relaxed);
+            atomic_store_explicit(&n->rtt_us, old ? (7 * old + rtt) / 8 : rtt,
+                                  memory_order_relaxed);
+        }
+    }
+    natsMsg_Destroy(msg);
+}
+
+/* ----------------------------------------------------------- liveness */
+
+static void probe_and_check(tpi_node *n, uint64_t deadline_ns)
+{
+    uint64_t now = now_ns();
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
+    for (unsigned i = 1; i <= np; i++) {
+        tpi_peer *p = n->peers[i];
+        pthread_mutex_lock(&p->lock);
+        bool up = p->up;
+        bool late = up && now - p->last_hb_ns > deadline_ns;
+        if (up && !late)
+            p->probe_sent_ns = now;
+        pthread_mutex_unlock(&p->lock);
+        if (late) { /* hung, or cut off: it may come back as it was */
+            tpi_node_peer_down(n, p, false);
+        } else if (up) {
+            char subj[2 * TP_NODE_NAME_MAX + 32], reply[160];
+            snprintf(subj, sizeof subj, "%s.alive.%s", n->prefix, p->name);
+            snprintf(reply, sizeof reply, "%.*s%s",
+                     (int)strlen(n->probe_inbox) - 1, n->probe_inbox, p->name);
+            natsConnection_PublishRequest(n->nc, subj, reply, NULL, 0);
+        }
+    }
+}
+
+static void *ticker(void *arg)
+{
+    tpi_node *n = arg;
+    uint64_t beat_ns = (uint64_t)n->o.heartbeat_ms * 1000000u;
+    uint64_t deadline_ns = beat_ns * n->o.misses;
+    uint64_t next_beat = 0;
+    pthread_mutex_lock(&n->tick_lock);
+    while (!n->stopping) {
+        pthread_mutex_unlock(&n->tick_lock);
+        uint64_t now = now_ns();
+        if (now >= next_beat) {
+            publish_hb(n, TPI_NF_HB);
+            next_beat = now + beat_ns;
+        }
+        probe_and_check(n, deadline_ns);
+        pthread_mutex_lock(&n->tick_lock);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t wait = beat_ns / PROBES_PER_BEAT;
+        ts.tv_sec += (time_t)(wait / 1000000000u);
+        ts.tv_nsec += (long)(wait % 1000000000u);
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        if (!n->stopping)
+            pthread_cond_timedwait(&n->tick_cond, &n->tick_lock, &ts);
+    }
+    pthread_mutex_unlock(&n->tick_lock);
+    return NULL;
+}
+
+/* ----------------------------------------------------- the connection */
+
+static void on_disconnected(natsConnection *nc, void *arg)
+{
+    (void)nc;
+    tpi_node *n = arg;
+    atomic_store_explicit(&n->connected, false, memory_order_relaxed);
+}
+
+/* Frames published while we were cut off are lost (NATS is at most once):
+ * every relation with every node is broken, as Erlang does when a
+ * connection drops; nodes come back up with their next heartbeat. */
+static void on_reconnected(natsConnection *nc, void *arg)
+{
+    (void)nc;
+    tpi_node *n = arg;
+    atomic_fetch_add_explicit(&n->reconnects, 1, memory_order_relaxed);
+    atomic_store_explicit(&n->connected, true, memory_order_relaxed);
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
+    for (unsigned i = 1; i <= np; i++)
+        tpi_node_peer_down(n, n->peers[i], false);
+}
+
+static void on_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
+                     void *arg)
+{
+    (void)nc;
+    (void)sub;
+    (void)err;
+    drop(arg); /* a slow consumer dropped frames: the gap shows it */
+}
+
+static int nats_rc(natsStatus s)
+{
+    switch (s) {
+    case NATS_OK: return 0;
+    case NATS_NO_MEMORY: return TP_ENOMEM;
+    case NATS_NO_SERVER:
+    case NATS_TIMEOUT:
+    case NATS_CONNECTION_CLOSED:
+    case NATS_IO_ERROR: return TP_ENOCONN;
+    default: return TP_EINVAL;
+    }
+}
+
+static natsStatus make_options(tpi_node *n, natsOptions **out)
+{
+    natsOptions *o = NULL;
+    const tp_node_opts *c = &n->o;
+    natsStatus s = natsOptions_Create(&o);
+    if (s == NATS_OK)
+        s = natsOptions_SetURL(o, c->urls);
+    if (s == NATS_OK)
+        s = natsOptions_SetName(o, c->name);
+    if (s == NATS_OK)
+        s = natsOptions_SetTimeout(o, c->connect_timeout_ms);
+    if (s == NATS_OK) /* low latency: write at once, no flusher delay */
+        s = natsOptions_SetSendAsap(o, true);
+    if (s == NATS_OK)
+        s = natsOptions_SetMaxReconnect(o, -1);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectWait(o, 100);
+    if (s == NATS_OK)
+        s = natsOptions_SetDisconnectedCB(o, on_disconnected, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetReconnectedCB(o, on_reconnected, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetErrorHandler(o, on_error, n);
+    if (s == NATS_OK && (c->user || c->password))
+        s = natsOptions_SetUserInfo(o, c->user, c->password);
+    if (s == NATS_OK && c->token)
+        s = natsOptions_SetToken(o, c->token);
+    if (s == NATS_OK && c->creds_file)
+        s = natsOptions_SetUserCredentialsFromFiles(o, c->creds_file, NULL);
+    if (s == NATS_OK && (c->tls_ca || c->tls_cert))
+        s = natsOptions_SetSecure(o, true);
+    if (s == NATS_OK && c->tls_ca)
+        s = natsOptions_LoadCATrustedCertificates(o, c->tls_ca);
+    if (s == NATS_OK && c->tls_cert)
+        s = natsOptions_LoadCertificatesChain(o, c->tls_cert, c->tls_key);
+    if (s != NATS_OK)
+        natsOptions_Destroy(o);
+    else
+        *out = o;
+    return s;
+}
+
+/* Is the name taken? A live node answers on "<prefix>.who.<name>"; "no
+ * responders" (or silence) means it is free. */
+static int claim_name(tpi_node *n)
+{
+    char subj[2 * TP_NODE_NAME_MAX + 16];
+    snprintf(subj, sizeof subj, "%s.who.%s", n->prefix, n->o.name);
+    natsMsg *reply = NULL;
+    natsStatus s = natsConnection_Request(&reply, n->nc, subj, NULL, 0, 250);
+    bool taken = s == NATS_OK && reply && !natsMsg_IsNoResponders(reply);
+    natsMsg_Destroy(reply);
+    if (taken) {
+        fprintf(stderr, "troupe: node name \"%s\" is taken in cluster \"%s\"\n",
+                n->o.name, n->o.cluster);
+        return TP_EEXIST;
+    }
+    return 0;
+}
+
+static int subscribe(tpi_node *n, natsSubscription **sub, const char *fmt,
+                     natsMsgHandler cb)
+{
+    char subj[2 * TP_NODE_NAME_MAX + 160];
+    snprintf(subj, sizeof subj, fmt, n->prefix, n->o.name);
+    natsStatus s = natsConnection_Subscribe(sub, n->nc, subj, cb, n);
+    if (s == NATS_OK) /* frames are checked for loss, not limited here */
+        s = natsSubscription_SetPendingLimits(*sub, -1, 256 << 20);
+    return nats_rc(s);
+}
+
+/* tp_run starts: connect, claim the name, subscribe, start the ticker. */
+static int node_start(tp_runtime *rt, void *state)
+{
+    (void)rt;
+    tpi_node *n = state;
+    natsOptions *o = NULL;
+    natsStatus s = make_options(n, &o);
+    if (s != NATS_OK) {
+        fprintf(stderr, "troupe: node %s: bad NATS options: %s\n", n->o.name,
+                natsStatus_GetText(s));
+        return nats_rc(s) == TP_ENOMEM ? TP_ENOMEM : TP_EINVAL;
+    }
+    s = natsConnection_Connect(&n->nc, o);
+    natsOptions_Destroy(o);
+    if (s != NATS_OK) {
+        fprintf(stderr, "troupe: node %s: cannot connect to %s: %s\n",
+                n->o.name, n->o.urls, natsStatus_GetText(s));
+        return s == NATS_NO_MEMORY ? TP_ENOMEM : TP_ENOCONN;
+    }
+    atomic_store_explicit(&n->connected, true, memory_order_relaxed);
+    snprintf(n->probe_inbox, sizeof n->probe_inbox, "%s.probe.%s.*", n->prefix,
+             n->o.name);
+    int rc = claim_name(n);
+    if (!rc)
+        rc = subscribe(n, &n->sub_who, "%s.who.%s", on_ask);
+    if (!rc)
+        rc = subscribe(n, &n->sub_probe, "%s.alive.%s", on_ask);
+    if (!rc)
+        rc = subscribe(n, &n->sub_in, "%s.n.%s.*", on_frame);
+    if (!rc)
+        rc = subscribe(n, &n->sub_hb, "%s.hb%.0s", on_hb);
+    if (!rc)
+        rc = nats_rc(natsConnection_Subscribe(&n->sub_probe_ans, n->nc,
+                                              n->probe_inbox, on_probe_answer,
+                                              n));
+    if (!rc)
+        rc = nats_rc(natsConnection_Flush(n->nc));
+    if (!rc) {
+        publish_hb(n, TPI_NF_HB); /* others see us now, not in a second */
+        n->ticker_on = pthread_create(&n->ticker, NULL, ticker, n) == 0;
+        if (!n->ticker_on)
+            rc = TP_ESYS;
+    }
+    return rc;
+}
+
+/* tp_run ends (not on a loop: blocking calls are fine): say goodbye so
+ * others see us down at once, then close. */
+static void node_end(tp_runtime *rt, void *state)
+{
+    (void)rt;
+    tpi_node *n = state;
+    if (n->ticker_on) {
+        pthread_mutex_lock(&n->tick_lock);
+        n->stopping = true;
+        pthread_cond_signal(&n->tick_cond);
+        pthread_mutex_unlock(&n->tick_lock);
+        pthread_join(n->ticker, NULL);
+        n->ticker_on = false;
+    }
+    if (n->nc) {
+        publish_hb(n, TPI_NF_LEAVE);
+        natsConnection_FlushTimeout(n->nc, 1000);
+        natsSubscription *subs[] = {n->sub_in, n->sub_hb, n->sub_who,
+                                    n->sub_probe, n->sub_probe_ans};
+        for (size_t i = 0; i < sizeof subs / sizeof *subs; i++)
+            natsSubscription_Destroy(subs[i]);
+        n->sub_in = n->sub_hb = n->sub_who = n->sub_probe = NULL;
+        n->sub_probe_ans = NULL;
+        natsConnection_Close(n->nc);
+        natsConnection_Destroy(n->nc);
+        n->nc = NULL;
+    }
+}
+
+static void *node_make(tp_runtime *rt)
+{
+    tpi_node *n = tp_calloc(sizeof *n);
+    if (n) {
+        n->rt = rt;
+        pthread_mutex_init(&n->peers_lock, NULL);
+        pthread_mutex_init(&n->calls_lock, NULL);
+        pthread_mutex_init(&n->tick_lock, NULL);
+        pthread_cond_init(&n->tick_cond, NULL);
+    }
+    return n;
+}
+
+static void node_free(tp_runtime *rt, void *state)
+{
+    tpi_node *n = state;
+    node_end(rt, n);
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_relaxed);
+    for (unsigned i = 1; i <= np; i++) {
+        tpi_peer *p = n->peers[i];
+        tpi_relvec_free(&p->links);
+        tpi_relvec_free(&p->watching);
+        tpi_relvec_free(&p->watched);
+        tpi_relvec_free(&p->monitors);
+        pthread_mutex_destroy(&p->lock);
+        tp_free(p);
+    }
+    tpi_relvec_free(&n->calls);
+    pthread_mutex_destroy(&n->calls_lock);
+    pthread_cond_destroy(&n->tick_cond);
+    pthread_mutex_destroy(&n->tick_lock);
+    pthread_mutex_destroy(&n->peers_lock);
+    tp_free(n->strs);
+    tp_free(n);
+}
+
+static const tpi_svc_ops node_ops = {.make = node_make,
+                                     .start = node_start,
+                                     .end = node_end,
+                                     .free = node_free};
+
+/* ---------------------------------------------------------------- API */
+
+/* Copy the option strings into one block (n->strs). */
+static int copy_strings(tpi_node *n, const tp_node_opts *o)
+{
+    const char *src[] = {o->urls,     o->name,   o->cluster,    o->user,
+                         o->password, o->token,  o->creds_file, o->tls_ca,
+                         o->tls_cert, o->tls_key};
+    const char **dst[] = {&n->o.urls,       &n->o.name,     &n->o.cluster,
+                          &n->o.user,       &n->o.password, &n->o.token,
+                          &n->o.creds_file, &n->o.tls_ca,   &n->o.tls_cert,
+                          &n->o.tls_key};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof src / sizeof *src; i++)
+        total += src[i] ? strlen(src[i]) + 1 : 0;
+    char *q = n->strs = tp_alloc(total ? total : 1);
+    if (!q)
+        return TP_ENOMEM;
+    for (size_t i = 0; i < sizeof src / sizeof *src; i++) {
+        *dst[i] = NULL;
+        if (src[i]) {
+            size_t l = strlen(src[i]) + 1;
+            memcpy(q, src[i], l);
+            *dst[i] = q;
+            q += l;
+        }
+    }
+    return 0;
+}
+
+int tp_runtime_set_node(tp_runtime *rt, const tp_node_opts *o)
+{
+    if (!rt || !o || !o->urls || !o->name || !o->urls[0] ||
+        !tpi_node_name_ok(o->name, strlen(o->name)) ||
+        (o->cluster && !tpi_node_name_ok(o->cluster, strlen(o->cluster))) ||
+        (o->tls_cert && !o->tls_key) || o->heartbeat_ms == 0 || o->misses == 0)
+        return TP_EINVAL;
+    if (tpi_svc_phase(rt) != TPI_PHASE_NEW || tpi_node_of(rt))
+        return TP_ESTATE;
+    tpi_node *n = tpi_svc_get(rt, TPI_SVC_NODE, &node_ops);
+    if (!n)
+        return TP_ENOMEM;
+    n->o = *o;
+    if (copy_strings(n, o) != 0)
+        return TP_ENOMEM; /* freed with the runtime */
+    if (!n->o.cluster)
+        n->o.cluster = DEFAULT_CLUSTER;
+    if (!n->o.max_message)
+        n->o.max_message = (size_t)1 << 20;
+    if (!n->o.connect_timeout_ms)
+        n->o.connect_timeout_ms = 2000;
+    n->name_len = strlen(n->o.name);
+    snprintf(n->prefix, sizeof n->prefix, "tp.%s", n->o.cluster);
+    tpi_svc_set_remote(rt, &tpi_node_remote_ops, n);
+    return 0;
+}
+
+bool tp_pid_is_remote(tp_pid pid) { return (pid & TPI_PID_REMOTE) != 0; }
+
+int tp_pid_node(tp_runtime *rt, tp_pid pid, char *buf, size_t size)
+{
+    tpi_node *n = rt ? tpi_node_of(rt) : NULL;
+    if (buf && size)
+        buf[0] = '\0';
+    if (!n)
+        return TP_ENOENT;
+    if (pid == TP_PID_NONE || !buf || !size)
+        return TP_EINVAL;
+    if (!(pid & TPI_PID_REMOTE)) {
+        snprintf(buf, size, "%s", n->o.name);
+        return 0;
+    }
+    tpi_peer *p = tpi_node_peer_at(n, tpi_pid_slot(pid));
+    if (!p)
+        return TP_EINVAL;
+    snprintf(buf, size, "%s", p->name);
+    return 0;
+}
+
+void tp_node_stats_get(tp_runtime *rt, tp_node_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    tpi_node *n = rt ? tpi_node_of(rt) : NULL;
+    if (!n)
+        return;
+    /* relaxed: estimates */
+    out->frames_out =
+        atomic_load_explicit(&n->frames_out, memory_order_relaxed);
+    out->frames_in = atomic_load_explicit(&n->frames_in, memory_order_relaxed);
+    out->bytes_out = atomic_load_explicit(&n->bytes_out, memory_order_relaxed);
+    out->bytes_in = atomic_load_explicit(&n->bytes_in, memory_order_relaxed);
+    out->dropped = atomic_load_explicit(&n->dropped, memory_order_relaxed);
+    out->send_failed =
+        atomic_load_explicit(&n->send_failed, memory_order_relaxed);
+    out->reconnects =
+        atomic_load_explicit(&n->reconnects, memory_order_relaxed);
+    out->rtt_us = atomic_load_explicit(&n->rtt_us, memory_order_relaxed);
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
+    for (unsigned i = 1; i <= np; i++) {
+        pthread_mutex_lock(&n->peers[i]->lock);
+        out->nodes_up += n->peers[i]->up;
+        pthread_mutex_unlock(&n->peers[i]->lock);
+    }
+}

@@ -1,0 +1,194 @@
+/*
+ * Nodes (troupe/node.h): what node.c (setup, the connection, liveness),
+ * wire.c (the frame codec) and route.c (frames in and out, the
+ * relationships a lost node breaks) share.
+ */
+#ifndef TPI_NODE_INT_H
+#define TPI_NODE_INT_H
+
+#include "runtime/service.h"
+#include "troupe/node.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct __natsConnection;
+struct __natsSubscription;
+
+/* ---- remote pids
+ * bit 63: remote; bits 48..62: the node's slot in this runtime's table;
+ * bits 24..47: the actor's index + 1 at its node; bits 0..23: its
+ * generation there. A node's own (local) form of the same pid is
+ * gen << 32 | (index + 1), which fits when both are below 2^24
+ * (actors/actor.h keeps generations there). */
+#define TPI_NODE_SLOTS 1024 /* nodes one runtime keeps track of */
+#define TPI_PID_FIELD 0xffffffu
+
+static inline bool tpi_pid_exportable(tp_pid local)
+{
+    return !(local & TPI_PID_REMOTE) && (uint32_t)local <= TPI_PID_FIELD &&
+           (local >> 32) <= TPI_PID_FIELD;
+}
+static inline tp_pid tpi_pid_remote(unsigned slot, tp_pid local)
+{
+    return TPI_PID_REMOTE | (uint64_t)slot << 48 |
+           (uint64_t)((uint32_t)local & TPI_PID_FIELD) << 24 |
+           ((local >> 32) & TPI_PID_FIELD);
+}
+static inline unsigned tpi_pid_slot(tp_pid remote)
+{
+    return (unsigned)((remote >> 48) & 0x7fff);
+}
+static inline tp_pid tpi_pid_at_node(tp_pid remote)
+{
+    return (remote & TPI_PID_FIELD) << 32 | ((remote >> 24) & TPI_PID_FIELD);
+}
+
+/* ---- frames (wire.c)
+ * One msgpack array per NATS message, on the subject
+ * "<prefix>.n.<to node>.<from node>":
+ *   [1, kind, seq, to, from, reply_to, tag, ref, flags, status, payload]
+ * to is the addressee's pid in its node's own form (an int); from and
+ * reply_to are pid extensions (type TPI_PID_EXT: 8 bytes big-endian of
+ * the pid in its node's form, then the node's name), or nil; payload is a
+ * bin holding one msgpack object, or nil. Heartbeats and leaves go to
+ * "<prefix>.hb" as [1, kind, node, sent_ns]. */
+enum {
+    TPI_NF_MSG = 1,   /* a message or signal for one actor */
+    TPI_NF_BREAK = 2, /* the sender lost frames from us: links broken */
+    TPI_NF_HB = 3,    /* heartbeat */
+    TPI_NF_LEAVE = 4, /* a node leaves the cluster */
+};
+enum { TPI_NFL_REQUEST = 1, TPI_NFL_VIA_LINK = 2 };
+
+typedef struct tpi_wpid { /* a pid as it travels */
+    tp_pid pid;           /* in its node's own form */
+    const char *node;     /* not NUL-terminated */
+    size_t node_len;
+} tpi_wpid;
+
+typedef struct tpi_nframe {
+    int64_t kind;
+    uint64_t seq;
+    tp_pid to;
+    tpi_wpid from, reply_to; /* node_len 0: nil */
+    int64_t tag, status;
+    uint64_t ref, flags;
+    const void *payload; /* NULL: none */
+    size_t len;
+    const char *node; /* HB, LEAVE */
+    size_t node_len;
+    uint64_t sent_ns;
+} tpi_nframe;
+
+/* A growable output buffer from the allocator. */
+typedef struct tpi_nbuf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} tpi_nbuf;
+
+void tpi_nbuf_pid(tpi_nbuf *b, tp_pid pid, const char *node, size_t node_len);
+/* Encode f (kind MSG or BREAK) into b; false when out of memory. */
+bool tpi_nframe_encode(tpi_nbuf *b, const tpi_nframe *f);
+bool tpi_nframe_encode_hb(tpi_nbuf *b, const tpi_nframe *f);
+/* Check and decode a frame of len bytes at p (p stays referenced by *f):
+ * 0, or TP_EPROTO with *why naming the problem. Nothing is allocated. */
+int tpi_nframe_decode(const void *p, size_t len, tpi_nframe *f,
+                      const char **why);
+/* A pid extension's body (8 bytes + name) at p into *w; TP_EPROTO. */
+int tpi_wpid_body(const uint8_t *p, size_t len, tpi_wpid *w);
+bool tpi_node_name_ok(const char *s, size_t len);
+
+/* ---- relationships that cross to one node (route.c), under its lock */
+typedef struct tpi_rel {
+    tp_pid local, remote; /* remote in this runtime's form */
+    tp_ref ref;           /* 0 for a link */
+} tpi_rel;
+typedef struct tpi_relvec {
+    tpi_rel *v;
+    size_t n, cap;
+} tpi_relvec;
+
+/* One other node, as this runtime knows it. */
+typedef struct tpi_peer {
+    unsigned slot; /* in the node's table: what remote pids name */
+    char name[TP_NODE_NAME_MAX + 1];
+    size_t name_len;
+    char subject[2 * TP_NODE_NAME_MAX + 80]; /* where frames to it go */
+    pthread_mutex_t lock; /* seq_out and its publishing, the relations */
+    bool up;
+    bool need_break;  /* we broke our side while it was down: tell it */
+    uint64_t seq_out; /* last frame sent to it */
+    uint64_t seq_in;  /* last frame taken from it (the reader thread) */
+    uint64_t last_hb_ns, probe_sent_ns;
+    tpi_relvec links;    /* local linked to remote */
+    tpi_relvec watching; /* local watcher, ref, remote target */
+    tpi_relvec watched;  /* local target, ref, remote watcher */
+    tpi_relvec monitors; /* local actors watching this node (ref 0) */
+} tpi_peer;
+
+typedef struct tpi_node {
+    tp_runtime *rt;
+    tp_node_opts o; /* strings point into strs */
+    char *strs;
+    char prefix[TP_NODE_NAME_MAX + 8]; /* "tp.<cluster>" */
+    size_t name_len;
+    struct __natsConnection *nc;
+    struct __natsSubscription *sub_in, *sub_hb, *sub_who, *sub_probe,
+        *sub_probe_ans;
+    char probe_inbox[128];
+    /* The peer table: slots 1..npeers (0 unused); entries never move or
+     * go away while the node runs, so readers may keep a pointer. */
+    pthread_mutex_t peers_lock; /* adding peers, name lookup */
+    tpi_peer *peers[TPI_NODE_SLOTS];
+    _Atomic unsigned npeers;
+    /* Liveness: a thread of our own, so a busy scheduler never delays a
+     * heartbeat (which would make others think us down). */
+    pthread_t ticker;
+    bool ticker_on;
+    pthread_mutex_t tick_lock;
+    pthread_cond_t tick_cond;
+    bool stopping;
+    /* Calls waiting for a reply from another node: local caller, ref, and
+     * in `remote` the slot of the node the request went to. */
+    pthread_mutex_t calls_lock;
+    tpi_relvec calls;
+    /* counters (relaxed atomics: statistics) */
+    _Atomic uint64_t frames_out, frames_in, bytes_out, bytes_in, dropped,
+        send_failed, reconnects, rtt_us;
+    _Atomic bool connected;
+} tpi_node;
+
+/* node.c */
+tpi_node *tpi_node_of(tp_runtime *rt);
+/* The peer called name (created, down, if new); NULL if the table is
+ * full or the name is bad. */
+tpi_peer *tpi_node_peer(tpi_node *n, const char *name, size_t len);
+tpi_peer *tpi_node_peer_at(tpi_node *n, unsigned slot);
+/* Publish a frame to p (p's lock held: the seq is assigned here, so
+ * frames leave in the order of their numbers). TP_ENOCONN, TP_ENOMEM,
+ * TP_E2BIG. */
+int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f);
+void tpi_node_publish(tpi_node *n, const char *subject, const tpi_nbuf *b);
+
+/* route.c */
+extern const tpi_remote_ops tpi_node_remote_ops;
+/* A frame from the inbox subscription (the reader thread). */
+void tpi_node_frame_in(tpi_node *n, tpi_peer *from, const tpi_nframe *f);
+/* p is gone: every relation with it ends with reason noconnection, and
+ * the actors watching it hear NODEDOWN. With gone (it left, or its
+ * connection is gone), its next incarnation starts counting afresh. */
+void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone);
+/* p is heard from: up (NODEUP to its watchers) if it was down. */
+void tpi_node_peer_heard(tpi_node *n, tpi_peer *p);
+/* A relation vector edit (p's lock held): 0 or TP_ENOMEM. */
+int tpi_relvec_add(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref);
+void tpi_relvec_free(tpi_relvec *v);
+/* Map a wire pid to this runtime's form (local or remote); TP_PID_NONE
+ * when it cannot be (a forged pid, the table full). */
+tp_pid tpi_node_pid_in(tpi_node *n, const tpi_wpid *w);
+/* A pid of this runtime as it travels; false if it cannot. */
+bool tpi_node_pid_out(tpi_node *n, tp_pid pid, tpi_wpid *w);
+
+#endif

@@ -1,0 +1,436 @@
+/*
+ * Frames between nodes, and the relations a lost node breaks.
+ *
+ * Out: a send to a remote pid reaches tpi_node_remote_ops.deliver (from
+ * actors/remote.c, on whatever thread sent it) and leaves as one frame.
+ * In: the inbox subscription's thread checks a frame's place in its
+ * sender's sequence, maps its pids and posts it to the local actor.
+ *
+ * Erlang's promise, kept per pair of nodes: if a later message arrived,
+ * every earlier one did, or the links and monitors between the two were
+ * broken. Frames to a node carry consecutive numbers (assigned with the
+ * publish under the peer's lock); a receiver that sees a gap, or that
+ * declared the sender down meanwhile, breaks every relation with it and
+ * sends it a BREAK so that it breaks its side too.
+ *
+ * To break relations this side keeps, per peer, the ones that cross to
+ * it: links, monitors both ways, and (node-wide) calls awaiting a reply.
+ * They are noted as the signals that make them pass through here, before
+ * the frame leaves, and forgotten as the signals that end them pass.
+ */
+#include "runtime/node/node_int.h"
+
+#include <string.h>
+#include <time.h>
+
+static const tp_reason noconnection = {TP_EXIT_NOCONNECTION, 0, NULL};
+
+/* ------------------------------------------------------ relation sets */
+
+int tpi_relvec_add(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref)
+{
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 8;
+        tpi_rel *nv = tp_realloc(v->v, cap * sizeof *nv);
+        if (!nv)
+            return TP_ENOMEM;
+        v->v = nv;
+        v->cap = cap;
+    }
+    v->v[v->n++] = (tpi_rel){local, remote, ref};
+    return 0;
+}
+
+/* Remove the first match (remote 0 or ref 0: any). */
+static bool relvec_del(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (v->v[i].local == local && (!remote || v->v[i].remote == remote) &&
+            (!ref || v->v[i].ref == ref)) {
+            v->v[i] = v->v[--v->n];
+            return true;
+        }
+    return false;
+}
+
+static tpi_relvec relvec_take(tpi_relvec *v)
+{
+    tpi_relvec out = *v;
+    memset(v, 0, sizeof *v);
+    return out;
+}
+
+void tpi_relvec_free(tpi_relvec *v)
+{
+    tp_free(v->v);
+    memset(v, 0, sizeof *v);
+}
+
+/* ------------------------------------------------------------- pids */
+
+tp_pid tpi_node_pid_in(tpi_node *n, const tpi_wpid *w)
+{
+    if (!w->node_len)
+        return TP_PID_NONE;
+    if (w->node_len == n->name_len &&
+        memcmp(w->node, n->o.name, w->node_len) == 0)
+        return w->pid; /* ours */
+    tpi_peer *p = tpi_node_peer(n, w->node, w->node_len);
+    return p ? tpi_pid_remote(p->slot, w->pid) : TP_PID_NONE;
+}
+
+bool tpi_node_pid_out(tpi_node *n, tp_pid pid, tpi_wpid *w)
+{
+    memset(w, 0, sizeof *w);
+    if (pid == TP_PID_NONE)
+        return true;
+    if (pid & TPI_PID_REMOTE) {
+        tpi_peer *p = tpi_node_peer_at(n, tpi_pid_slot(pid));
+        if (!p)
+            return false;
+        w->pid = tpi_pid_at_node(pid);
+        w->node = p->name;
+        w->node_len = p->name_len;
+        return true;
+    }
+    if (!tpi_pid_exportable(pid))
+        return false;
+    w->pid = pid;
+    w->node = n->o.name;
+    w->node_len = n->name_len;
+    return true;
+}
+
+static size_t pid_pack(void *state, tp_pid pid, uint8_t *buf)
+{
+    tpi_wpid w;
+    if (pid == TP_PID_NONE || !tpi_node_pid_out(state, pid, &w))
+        return 0;
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)(w.pid >> (8 * (7 - i)));
+    memcpy(buf + 8, w.node, w.node_len);
+    return 8 + w.node_len;
+}
+
+static int pid_unpack(void *state, const uint8_t *body, size_t len, tp_pid *out)
+{
+    tpi_wpid w;
+    if (tpi_wpid_body(body, len, &w) != 0)
+        return TP_EPROTO;
+    *out = tpi_node_pid_in(state, &w);
+    return *out == TP_PID_NONE ? TP_EPROTO : 0;
+}
+
+/* ------------------------------------------------------------- out */
+
+/* Note, before it leaves, the relation a signal from local `from` to
+ * remote `to` makes or ends (p's lock held). */
+static int note_out(tpi_node *n, tpi_peer *p, tp_pid from, tp_pid to,
+                    const tpi_envelope *e)
+{
+    (void)n;
+    switch (e->tag) {
+    case TPI_SIG_LINK: return tpi_relvec_add(&p->links, from, to, 0);
+    case TPI_SIG_UNLINK: relvec_del(&p->links, from, to, 0); return 0;
+    case TPI_SIG_EXIT:
+        if (e->via_link)
+            relvec_del(&p->links, from, to, 0);
+        return 0;
+    case TPI_SIG_MONITOR: return tpi_relvec_add(&p->watching, from, to, e->ref);
+    case TPI_SIG_DEMONITOR: relvec_del(&p->watching, from, 0, e->ref); return 0;
+    case TP_TAG_DOWN: relvec_del(&p->watched, from, 0, e->ref); return 0;
+    default: return 0;
+    }
+}
+
+/* A call from this node (its reply comes here): kept node-wide, since the
+ * reply may come from a third node the request was forwarded to. */
+static int note_call(tpi_node *n, tpi_peer *p, const tpi_envelope *e)
+{
+    if (!e->request || (e->reply_to & TPI_PID_REMOTE))
+        return 0;
+    pthread_mutex_lock(&n->calls_lock);
+    int rc = tpi_relvec_add(&n->calls, e->reply_to, p->slot, e->ref);
+    pthread_mutex_unlock(&n->calls_lock);
+    return rc;
+}
+
+static void forget_call(tpi_node *n, tp_pid caller, tp_ref ref)
+{
+    pthread_mutex_lock(&n->calls_lock);
+    relvec_del(&n->calls, caller, 0, ref);
+    pthread_mutex_unlock(&n->calls_lock);
+}
+
+static int deliver(void *state, tp_pid from, tp_pid to, const tpi_envelope *e)
+{
+    tpi_node *n = state;
+    tpi_peer *p = tpi_node_peer_at(n, tpi_pid_slot(to));
+    tpi_nframe f = {.kind = TPI_NF_MSG,
+                    .to = tpi_pid_at_node(to),
+                    .tag = e->tag,
+                    .ref = e->ref,
+                    .status = e->status,
+                    .flags = (e->request ? TPI_NFL_REQUEST : 0) |
+                             (e->via_link ? TPI_NFL_VIA_LINK : 0),
+                    .payload = e->data,
+                    .len = e->len};
+    if (!p || !tpi_node_pid_out(n, from, &f.from) ||
+        (e->request && !tpi_node_pid_out(n, e->reply_to, &f.reply_to)))
+        return TP_ENOCONN;
+    if (note_call(n, p, e) != 0)
+        return TP_ENOCONN; /* could not keep track: fail it now */
+    pthread_mutex_lock(&p->lock);
+    int rc = p->up ? note_out(n, p, from, to, e) : TP_ENOCONN;
+    if (!rc && (rc = tpi_node_send_locked(n, p, &f)) != 0) {
+        /* Not sent (the core answers it as undeliverable): keep no
+         * relation that never was. */
+        if (e->tag == TPI_SIG_LINK)
+            relvec_del(&p->links, from, to, 0);
+        else if (e->tag == TPI_SIG_MONITOR)
+            relvec_del(&p->watching, from, 0, e->ref);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (rc && e->request)
+        forget_call(n, e->reply_to, e->ref);
+    return rc ? TP_ENOCONN : 0;
+}
+
+const tpi_remote_ops tpi_node_remote_ops = {deliver, pid_pack, pid_unpack};
+
+/* -------------------------------------------------------------- down */
+
+/* Every relation with p ends: links and monitors as if its actors had
+ * died with reason noconnection (p's lock not held). */
+static void break_relations(tpi_node *n, tpi_peer *p)
+{
+    tp_runtime *rt = n->rt;
+    pthread_mutex_lock(&p->lock);
+    tpi_relvec links = relvec_take(&p->links);
+    tpi_relvec watching = relvec_take(&p->watching);
+    tpi_relvec watched = relvec_take(&p->watched);
+    pthread_mutex_unlock(&p->lock);
+    for (size_t i = 0; i < links.n; i++)
+        tpi_svc_post_reason(rt, links.v[i].remote, links.v[i].local,
+                            TPI_SIG_EXIT, noconnection, 0, true);
+    for (size_t i = 0; i < watching.n; i++)
+        tpi_svc_post_reason(rt, watching.v[i].remote, watching.v[i].local,
+                            TP_TAG_DOWN, noconnection, watching.v[i].ref,
+                            false);
+    for (size_t i = 0; i < watched.n; i++) { /* its watchers are gone */
+        tpi_envelope e = {.tag = TPI_SIG_DEMONITOR,
+                          .from = watched.v[i].remote,
+                          .ref = watched.v[i].ref};
+        tpi_svc_post(rt, watched.v[i].local, &e, false);
+    }
+    tpi_relvec_free(&links);
+    tpi_relvec_free(&watching);
+    tpi_relvec_free(&watched);
+    /* Calls that went to p fail now, not at their timeout. */
+    pthread_mutex_lock(&n->calls_lock);
+    for (size_t i = 0; i < n->calls.n;) {
+        tpi_rel c = n->calls.v[i];
+        if (c.remote != p->slot) {
+            i++;
+            continue;
+        }
+        n->calls.v[i] = n->calls.v[--n->calls.n];
+        tpi_envelope e = {.tag = TP_TAG_REPLY,
+                          .ref = c.ref,
+                          .status = TP_ENOCONN};
+        tpi_svc_post(rt, c.local, &e, false);
+    }
+    pthread_mutex_unlock(&n->calls_lock);
+}
+
+/* NODEDOWN or NODEUP for p to `to`: the payload is p's name. */
+static int tell(tpi_node *n, tpi_peer *p, tp_pid to, int32_t tag)
+{
+    char buf[2 + TP_NODE_NAME_MAX];
+    buf[0] = (char)0xd9; /* str8 */
+    buf[1] = (char)p->name_len;
+    memcpy(buf + 2, p->name, p->name_len);
+    tpi_envelope e = {.tag = tag, .data = buf, .len = 2 + p->name_len};
+    return tpi_svc_post(n->rt, to, &e, false);
+}
+
+static void tell_watchers(tpi_node *n, tpi_peer *p, int32_t tag)
+{
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < p->monitors.n; i++)
+        tell(n, p, p->monitors.v[i].local, tag);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone)
+{
+    pthread_mutex_lock(&p->lock);
+    bool was_up = p->up;
+    p->up = false;
+    if (gone) /* a new incarnation numbers its frames from 1 */
+        p->seq_in = p->seq_out = 0;
+    else if (was_up) /* it may come back as it was: tell it we broke */
+        p->need_break = true;
+    pthread_mutex_unlock(&p->lock);
+    break_relations(n, p);
+    if (was_up)
+        tell_watchers(n, p, TP_TAG_NODEDOWN);
+}
+
+/* Send p a BREAK (p's lock held). */
+static void send_break(tpi_node *n, tpi_peer *p)
+{
+    tpi_nframe f = {.kind = TPI_NF_BREAK, .to = 0};
+    p->need_break = false;
+    (void)tpi_node_send_locked(n, p, &f);
+}
+
+void tpi_node_peer_heard(tpi_node *n, tpi_peer *p)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    pthread_mutex_lock(&p->lock);
+    p->last_hb_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    bool was_up = p->up;
+    p->up = true;
+    if (p->need_break)
+        send_break(n, p);
+    pthread_mutex_unlock(&p->lock);
+    if (!was_up)
+        tell_watchers(n, p, TP_TAG_NODEUP);
+}
+
+/* --------------------------------------------------------------- in */
+
+/* The relation an incoming signal from remote `from` to local `to` makes
+ * or ends (p's lock held); false to drop it (out of memory: the sender's
+ * link is answered as failed instead). */
+static bool note_in(tpi_peer *p, tp_pid from, tp_pid to, const tpi_nframe *f)
+{
+    switch (f->tag) {
+    case TPI_SIG_LINK: return tpi_relvec_add(&p->links, to, from, 0) == 0;
+    case TPI_SIG_UNLINK: relvec_del(&p->links, to, from, 0); return true;
+    case TPI_SIG_EXIT:
+        if (f->flags & TPI_NFL_VIA_LINK)
+            relvec_del(&p->links, to, from, 0);
+        return true;
+    case TPI_SIG_MONITOR:
+        return tpi_relvec_add(&p->watched, to, from, f->ref) == 0;
+    case TPI_SIG_DEMONITOR: relvec_del(&p->watched, to, 0, f->ref); return true;
+    case TP_TAG_DOWN: relvec_del(&p->watching, to, 0, f->ref); return true;
+    default: return true;
+    }
+}
+
+/* Tags a frame may carry: user messages, replies, DOWN, and the link and
+ * monitor signals; never START, TIMEOUT or a trapped EXIT. */
+static bool tag_ok(int64_t tag)
+{
+    return tag >= 0 || tag == TP_TAG_REPLY || tag == TP_TAG_DOWN ||
+           (tag <= TPI_SIG_LINK && tag >= TPI_SIG_DEMONITOR);
+}
+
+/* Where f stands in p's sequence (p's lock held): true to take it. */
+static bool in_sequence(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
+{
+    if (p->seq_in == 0 && f->seq != 1) {
+        /* It numbered frames for an earlier incarnation of us: they are
+         * not for our actors. Count from here, and have it break. */
+        p->seq_in = f->seq;
+        send_break(n, p);
+        return false;
+    }
+    bool gap = p->seq_in != 0 && f->seq != p->seq_in + 1;
+    p->seq_in = f->seq;
+    if (gap && f->kind != TPI_NF_BREAK)
+        p->need_break = true; /* lost frames: both sides break */
+    return true;
+}
+
+void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
+{
+    pthread_mutex_lock(&p->lock);
+    bool take = in_sequence(n, p, f);
+    bool broke = p->need_break; /* a gap, or we broke while it was down */
+    if (broke)
+        send_break(n, p);
+    pthread_mutex_unlock(&p->lock);
+    if (broke || (take && f->kind == TPI_NF_BREAK))
+        break_relations(n, p);
+    if (!take)
+        return;
+    tpi_node_peer_heard(n, p);
+    if (f->kind == TPI_NF_BREAK)
+        return;
+    tp_pid from = tpi_node_pid_in(n, &f->from);
+    tp_pid reply_to = tpi_node_pid_in(n, &f->reply_to);
+    bool request = (f->flags & TPI_NFL_REQUEST) != 0;
+    if (!tag_ok(f->tag) ||
+        (f->tag < 0 && f->tag != TP_TAG_REPLY && from == TP_PID_NONE) ||
+        (request && (f->tag < 0 || reply_to == TP_PID_NONE))) {
+        atomic_fetch_add_explicit(&n->dropped, 1, memory_order_relaxed);
+        return;
+    }
+    if (f->tag < 0) {
+        pthread_mutex_lock(&p->lock);
+        bool ok = note_in(p, from, f->to, f);
+        pthread_mutex_unlock(&p->lock);
+        if (!ok) { /* keep no link we could not break later */
+            if (f->tag == TPI_SIG_LINK)
+                tpi_svc_post_reason(n->rt, f->to, from, TPI_SIG_EXIT,
+                                    TP_REASON_ERROR(TP_ENOMEM, "link failed"),
+                                    0, true);
+            return;
+        }
+    }
+    if (f->tag == TP_TAG_REPLY)
+        forget_call(n, f->to, f->ref);
+    tpi_envelope e = {.tag = (int32_t)f->tag,
+                      .from = from,
+                      .reply_to = reply_to,
+                      .ref = f->ref,
+                      .status = (int32_t)f->status,
+                      .request = request,
+                      .via_link = (f->flags & TPI_NFL_VIA_LINK) != 0,
+                      .data = f->payload,
+                      .len = f->len};
+    if (tpi_svc_post(n->rt, f->to, &e, true) != 0)
+        atomic_fetch_add_explicit(&n->dropped, 1, memory_order_relaxed);
+}
+
+int tp_node_pid(tp_runtime *rt, const char *node, uint64_t id, tp_pid *out)
+{
+    tpi_node *n = rt ? tpi_node_of(rt) : NULL;
+    if (!n)
+        return TP_ENOENT;
+    if (!node || !out || id == TP_PID_NONE || !tpi_pid_exportable(id) ||
+        !tpi_node_name_ok(node, strlen(node)))
+        return TP_EINVAL;
+    tpi_wpid w = {id, node, strlen(node)};
+    *out = tpi_node_pid_in(n, &w);
+    return *out == TP_PID_NONE ? TP_EINVAL : 0;
+}
+
+/* ---------------------------------------------------- monitor_node */
+
+int tp_monitor_node(tp_ctx *ctx, const char *node, bool on)
+{
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    tpi_node *n = rt ? tpi_node_of(rt) : NULL;
+    if (!n)
+        return TP_ESTATE;
+    if (!node || !tpi_node_name_ok(node, strlen(node)))
+        return TP_EINVAL;
+    tpi_peer *p = tpi_node_peer(n, node, strlen(node));
+    if (!p)
+        return TP_EINVAL; /* our own name, or no room */
+    tp_pid self = tp_self(ctx);
+    pthread_mutex_lock(&p->lock);
+    relvec_del(&p->monitors, self, 0, 0);
+    int rc = on ? tpi_relvec_add(&p->monitors, self, 0, 0) : 0;
+    bool up = p->up;
+    pthread_mutex_unlock(&p->lock);
+    if (!rc && on && up) /* it is up now: say so at once */
+        rc = tell(n, p, self, TP_TAG_NODEUP);
+    return rc;
+}
