@@ -142,9 +142,9 @@ int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f)
     return rc;
 }
 
-static void publish_hb(tpi_node *n, int kind)
+static void publish_hb(tpi_node *n)
 {
-    tpi_nframe f = {.kind = kind,
+    tpi_nframe f = {.kind = TPI_NF_HB,
                     .node = n->o.name,
                     .node_len = n->name_len,
                     .sent_ns = now_ns()};
@@ -179,7 +179,7 @@ static void on_frame(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     atomic_fetch_add_explicit(&n->bytes_in, len, memory_order_relaxed);
     if (!p || len > n->o.max_message ||
         tpi_nframe_decode(natsMsg_GetData(msg), len, &f, &why) != 0 ||
-        (f.kind != TPI_NF_MSG && f.kind != TPI_NF_BREAK)) {
+        f.kind == TPI_NF_HB) {
         drop(n);
     } else {
         atomic_fetch_add_explicit(&n->frames_in, 1, memory_order_relaxed);
@@ -199,7 +199,7 @@ static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     size_t len = (size_t)natsMsg_GetDataLength(msg);
     if (len > 256 ||
         tpi_nframe_decode(natsMsg_GetData(msg), len, &f, &why) != 0 ||
-        (f.kind != TPI_NF_HB && f.kind != TPI_NF_LEAVE)) {
+        f.kind != TPI_NF_HB) {
         drop(n);
         natsMsg_Destroy(msg);
         return;
@@ -208,10 +208,7 @@ static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     natsMsg_Destroy(msg);
     if (!p) /* our own, or the table is full */
         return;
-    if (f.kind == TPI_NF_LEAVE)
-        tpi_node_peer_down(n, p, true);
-    else
-        tpi_node_peer_heard(n, p);
+    tpi_node_peer_heard(n, p);
 }
 
 /* Requests to "<prefix>.who.<us>" (is the name taken?) and
@@ -291,7 +288,7 @@ static void *ticker(void *arg)
         pthread_mutex_unlock(&n->tick_lock);
         uint64_t now = now_ns();
         if (now >= next_beat) {
-            publish_hb(n, TPI_NF_HB);
+            publish_hb(n);
             next_beat = now + beat_ns;
         }
         probe_and_check(n, deadline_ns);
@@ -466,7 +463,7 @@ static int node_start(tp_runtime *rt, void *state)
     if (!rc)
         rc = nats_rc(natsConnection_Flush(n->nc));
     if (!rc) {
-        publish_hb(n, TPI_NF_HB); /* others see us now, not in a second */
+        publish_hb(n); /* others see us now, not in a second */
         n->ticker_on = pthread_create(&n->ticker, NULL, ticker, n) == 0;
         if (!n->ticker_on)
             rc = TP_ESYS;
@@ -489,7 +486,7 @@ static void node_end(tp_runtime *rt, void *state)
         n->ticker_on = false;
     }
     if (n->nc) {
-        publish_hb(n, TPI_NF_LEAVE);
+        tpi_node_leave(n);
         natsConnection_FlushTimeout(n->nc, 1000);
         natsSubscription *subs[] = {n->sub_in, n->sub_hb, n->sub_who,
                                     n->sub_probe, n->sub_probe_ans};

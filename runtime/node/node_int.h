@@ -51,13 +51,14 @@ static inline tp_pid tpi_pid_at_node(tp_pid remote)
  * to is the addressee's pid in its node's own form (an int); from and
  * reply_to are pid extensions (type TPI_PID_EXT: 8 bytes big-endian of
  * the pid in its node's form, then the node's name), or nil; payload is a
- * bin holding one msgpack object, or nil. Heartbeats and leaves go to
- * "<prefix>.hb" as [1, kind, node, sent_ns]. */
+ * bin holding one msgpack object, or nil. BREAK and LEAVE frames have
+ * to 0 and nil for the rest. Heartbeats go to "<prefix>.hb" as
+ * [1, kind, node, sent_ns]. */
 enum {
     TPI_NF_MSG = 1,   /* a message or signal for one actor */
     TPI_NF_BREAK = 2, /* the sender lost frames from us: links broken */
     TPI_NF_HB = 3,    /* heartbeat */
-    TPI_NF_LEAVE = 4, /* a node leaves the cluster */
+    TPI_NF_LEAVE = 4, /* the sender leaves (after all it sent us) */
 };
 enum { TPI_NFL_REQUEST = 1, TPI_NFL_VIA_LINK = 2 };
 
@@ -182,6 +183,9 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *from, const tpi_nframe *f);
 void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone);
 /* p is heard from: up (NODEUP to its watchers) if it was down. */
 void tpi_node_peer_heard(tpi_node *n, tpi_peer *p);
+/* This node leaves: a LEAVE frame to every peer that is up, behind
+ * whatever was sent to it before. */
+void tpi_node_leave(tpi_node *n);
 /* A relation vector edit (p's lock held): 0 or TP_ENOMEM. */
 int tpi_relvec_add(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref);
 void tpi_relvec_free(tpi_relvec *v);

@@ -347,6 +347,19 @@ static bool in_sequence(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
     return true;
 }
 
+void tpi_node_leave(tpi_node *n)
+{
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
+    for (unsigned i = 1; i <= np; i++) {
+        tpi_peer *p = tpi_node_peer_at(n, i);
+        tpi_nframe f = {.kind = TPI_NF_LEAVE};
+        pthread_mutex_lock(&p->lock);
+        if (p->up)
+            (void)tpi_node_send_locked(n, p, &f);
+        pthread_mutex_unlock(&p->lock);
+    }
+}
+
 void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
 {
     pthread_mutex_lock(&p->lock);
@@ -359,6 +372,10 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
         break_relations(n, p);
     if (!take)
         return;
+    if (f->kind == TPI_NF_LEAVE) { /* after everything it sent us */
+        tpi_node_peer_down(n, p, true);
+        return;
+    }
     tpi_node_peer_heard(n, p);
     if (f->kind == TPI_NF_BREAK)
         return;

@@ -246,7 +246,7 @@ int tpi_nframe_decode(const void *p, size_t len, tpi_nframe *f,
     r.off = 2;
     *why = "bad kind";
     if (r_sint(&r, TPI_NF_MSG, TPI_NF_LEAVE, &f->kind) ||
-        (h == 0x94) != (f->kind == TPI_NF_HB || f->kind == TPI_NF_LEAVE))
+        (h == 0x94) != (f->kind == TPI_NF_HB))
         return TP_EPROTO;
     if (h == 0x94) {
         *why = "bad heartbeat";

@@ -136,8 +136,8 @@ static int peer_server(tp_ctx *ctx, void *state, const tp_msg *msg)
 }
 
 /* The peer: node "name" of the cluster, that tells A (whose root is
- * parent_id at node A) its pids once it sees A, serves, and ends when its
- * server ends or A goes down. */
+ * parent_id at node A) its pids once it sees A, serves, and ends when A
+ * kills its root or goes down. */
 typedef struct peer {
     tp_pid server;
 } peer;
@@ -148,13 +148,11 @@ static int peer_main_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START:
         tp_spawn(ctx, peer_server, NULL, NULL, &p->server);
-        tp_monitor(ctx, p->server, NULL);
         tp_monitor_node(ctx, "A", true);
         break;
     case TP_TAG_NODEUP:
         tp_sendf(ctx, peer_parent, T_HELLO, "[pp]", tp_self(ctx), p->server);
         break;
-    case TP_TAG_DOWN:
     case TP_TAG_NODEDOWN:
         tp_kill(ctx, p->server);
         return tp_exit(ctx, TP_REASON_NORMAL);
@@ -352,12 +350,250 @@ static void test_basics(void **unused)
     assert_int_equal(st.dropped, 0);
 }
 
+/* ------------------------------------------------- a lost node */
+
+typedef struct lost {
+    int how; /* SIGKILL or SIGSTOP */
+    pid_t child;
+    tp_pid server;
+    tp_ref hold_ref, mon_ref;
+    double t0, t_exit, t_down, t_reply, t_nodedown;
+    tp_reason exit, down;
+    int reply_status;
+} lost;
+
+static void lost_maybe_done(tp_ctx *ctx, lost *l)
+{
+    if (l->t_exit && l->t_down && l->t_reply && l->t_nodedown)
+        tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int lost_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    lost *l = state;
+    size_t len;
+    const void *data = tp_msg_data(msg, &len);
+    tp_pid root;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: l->child = start_peer("B", tp_self(ctx)); break;
+    case T_HELLO:
+        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &root, &l->server), 0);
+        EXPECT_EQ(tp_monitor_node(ctx, "B", true), 0);
+        EXPECT_EQ(tp_link(ctx, l->server), 0);
+        EXPECT_EQ(tp_monitor(ctx, l->server, &l->mon_ref), 0);
+        EXPECT_EQ(tp_call(ctx, l->server, T_HOLD, NULL, 0, 20000, &l->hold_ref),
+                  0);
+        break;
+    case T_HELD: /* the link, the monitor and the call are in place */
+        l->t0 = tpt_now_ms();
+        kill(l->child, l->how);
+        break;
+    case TP_TAG_EXIT:
+        EXPECT_EQ(tp_msg_reason(msg, &l->exit), 0);
+        l->t_exit = tpt_now_ms();
+        break;
+    case TP_TAG_DOWN:
+        EXPECT_EQ(tp_msg_ref(msg), l->mon_ref);
+        EXPECT_EQ(tp_msg_reason(msg, &l->down), 0);
+        l->t_down = tpt_now_ms();
+        break;
+    case TP_TAG_REPLY:
+        EXPECT_EQ(tp_msg_ref(msg), l->hold_ref);
+        l->reply_status = tp_msg_status(msg);
+        l->t_reply = tpt_now_ms();
+        break;
+    case TP_TAG_NODEDOWN: l->t_nodedown = tpt_now_ms(); break;
+    }
+    lost_maybe_done(ctx, l);
+    return TP_HANDLED;
+}
+
+static void run_lost(lost *l, double limit_ms)
+{
+    tpt_reset();
+    assert_int_equal(run_node("A", lost_root, l, NULL), 0);
+    if (l->how == SIGSTOP)
+        kill(l->child, SIGKILL); /* still stopped: end it */
+    int st = wait_child(l->child);
+    TPT_CHECK();
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    assert_int_equal(l->exit.kind, TP_EXIT_NOCONNECTION);
+    assert_int_equal(l->down.kind, TP_EXIT_NOCONNECTION);
+    assert_int_equal(l->reply_status, TP_ENOCONN);
+    double worst = l->t_exit;
+    if (l->t_down > worst)
+        worst = l->t_down;
+    if (l->t_reply > worst)
+        worst = l->t_reply;
+    if (l->t_nodedown > worst)
+        worst = l->t_nodedown;
+    print_message("node lost (signal %d) noticed in %.0f ms\n", l->how,
+                  worst - l->t0);
+    assert_true(worst - l->t0 < limit_ms);
+}
+
+/* kill -9: its connection is gone at once; the next probe finds no
+ * responder, well within a second. */
+static void test_killed(void **unused)
+{
+    (void)unused;
+    static lost l;
+    memset(&l, 0, sizeof l);
+    l.how = SIGKILL;
+    run_lost(&l, 1000);
+}
+
+/* SIGSTOP: the connection stays, the heartbeats stop: down within
+ * misses (3) heartbeats, plus one probe period of slack. */
+static void test_hung(void **unused)
+{
+    (void)unused;
+    static lost l;
+    memset(&l, 0, sizeof l);
+    l.how = SIGSTOP;
+    run_lost(&l, 3 * HB_MS + 300);
+}
+
+/* ------------------------------------------------------ a taken name */
+
+static int never_runs(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    (void)msg;
+    EXPECT(0);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void test_name_taken(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    pid_t child = start_peer("B", 1);
+    /* Wait until B answers for its name. */
+    natsConnection *nc = NULL;
+    assert_int_equal(natsConnection_ConnectTo(&nc, nats_url), NATS_OK);
+    bool up = false;
+    for (int i = 0; i < 500 && !up; i++) {
+        natsMsg *r = NULL;
+        if (natsConnection_Request(&r, nc, "tp." CLUSTER ".who.B", NULL, 0,
+                                   100) == NATS_OK) {
+            up = !natsMsg_IsNoResponders(r);
+            natsMsg_Destroy(r);
+        }
+        if (!up)
+            usleep(10000);
+    }
+    natsConnection_Destroy(nc);
+    assert_true(up);
+    assert_int_equal(run_node("B", never_runs, NULL, NULL), TP_EEXIST);
+    kill(child, SIGKILL);
+    wait_child(child);
+    TPT_CHECK();
+}
+
+/* --------------------------------------------------- hostile frames */
+
+typedef struct hostile {
+    pid_t child;
+    natsConnection *raw;
+    tp_pid server;
+    tp_ref ref;
+    int polls;
+    bool answered;
+} hostile;
+
+enum { T_POLL = 50 };
+#define HOSTILE_N 7
+
+static void publish_hostile(natsConnection *nc)
+{
+    /* A deep nest, a bin that claims 4 GiB, garbage, an unknown kind, a
+     * forged (remote-form) addressee, a frame from a name that is not a
+     * name, and a frame whose payload is not msgpack. */
+    char deep[200];
+    memset(deep, 0x91, sizeof deep);
+    deep[sizeof deep - 1] = (char)0xc0;
+    const char huge[] = "\x9b\x01\x01\x01\x01\xc0\xc0\x01\x00\x00\x00"
+                        "\xc6\xff\xff\xff\xff";
+    const char garbage[] = "\xc1\xc1\xc1";
+    const char unknown[] = "\x9b\x01\x09\x01\x01\xc0\xc0\x01\x00\x00\x00\xc0";
+    const char forged[] = "\x9b\x01\x01\x01\xcf\x80\x00\x00\x00\x00\x00\x00"
+                          "\x01\xc0\xc0\x01\x00\x00\x00\xc0";
+    const char notmp[] = "\x9b\x01\x01\x01\x01\xc0\xc0\x01\x00\x00\x00"
+                         "\xc4\x02\xc1\xc1";
+    const char *subj = "tp." CLUSTER ".n.A.B";
+    natsConnection_Publish(nc, subj, deep, sizeof deep);
+    natsConnection_Publish(nc, subj, huge, sizeof huge - 1);
+    natsConnection_Publish(nc, subj, garbage, sizeof garbage - 1);
+    natsConnection_Publish(nc, subj, unknown, sizeof unknown - 1);
+    natsConnection_Publish(nc, subj, forged, sizeof forged - 1);
+    natsConnection_Publish(nc, "tp." CLUSTER ".n.A.b@d", garbage,
+                           sizeof garbage - 1);
+    natsConnection_Publish(nc, subj, notmp, sizeof notmp - 1);
+    natsConnection_Flush(nc);
+}
+
+static int hostile_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    hostile *h = state;
+    size_t len;
+    const void *data = tp_msg_data(msg, &len);
+    tp_pid root;
+    tp_node_stats st;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: h->child = start_peer("B", tp_self(ctx)); break;
+    case T_HELLO:
+        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &root, &h->server), 0);
+        publish_hostile(h->raw);
+        tp_send_after(ctx, 10, T_POLL, NULL, 0, NULL);
+        break;
+    case T_POLL: /* every bad frame counted: the node still serves */
+        tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+        if (st.dropped >= HOSTILE_N - 1 || ++h->polls > 300)
+            EXPECT_EQ(tp_call(ctx, h->server, T_ECHO, "\x01", 1, 5000, &h->ref),
+                      0);
+        else
+            tp_send_after(ctx, 10, T_POLL, NULL, 0, NULL);
+        break;
+    case TP_TAG_REPLY:
+        EXPECT_EQ(tp_msg_status(msg), 0);
+        h->answered = true;
+        kill(h->child, SIGKILL);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_hostile_frames(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static hostile h;
+    memset(&h, 0, sizeof h);
+    assert_int_equal(natsConnection_ConnectTo(&h.raw, nats_url), NATS_OK);
+    tp_runtime *rt;
+    assert_int_equal(run_node("A", hostile_root, &h, &rt), 0);
+    tp_node_stats st;
+    tp_node_stats_get(rt, &st);
+    tp_runtime_free(rt);
+    natsConnection_Destroy(h.raw);
+    wait_child(h.child);
+    TPT_CHECK();
+    assert_true(h.answered);
+    /* The frame from "b@d" is dropped before it is counted as B's. */
+    assert_true(st.dropped >= HOSTILE_N - 1);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--peer") == 0)
         return peer_main(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basics),
+        cmocka_unit_test(test_killed),
+        cmocka_unit_test(test_hung),
+        cmocka_unit_test(test_name_taken),
+        cmocka_unit_test(test_hostile_frames),
     };
     return cmocka_run_group_tests(tests, start_nats, stop_nats);
 }
