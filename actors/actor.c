@@ -267,6 +267,8 @@ static void finalize(tpi_actor *a)
         x->name = NULL;
     }
     tpi_signal_death(a, r);
+    if (a->flags & TPI_ACT_ENDHOOK) /* names, groups held by a node */
+        tpi_remote_ended(rt, pid);
     close_resources(a);
     tpi_replies_fail(a);
     tpi_pending_free_all(a);

@@ -109,6 +109,7 @@ enum {
     TPI_ACT_OBS = 1u << 4,      /* issue 8: keeps counters (ext->obs) */
     TPI_ACT_OBS_TIME = 1u << 5, /* issue 8: and sums handler time */
     TPI_ACT_PINNED = 1u << 6,   /* has events on its home loop: never moves */
+    TPI_ACT_ENDHOOK = 1u << 7,  /* tell the node service when it ends */
 };
 
 /* An actor lives in a slot of the table. Slots are never freed while the
@@ -289,6 +290,8 @@ int tpi_resource_add(tpi_actor *a, tpi_resource *r); /* TP_ENOMEM */
 /* Deliver m to a remote pid through the node service (or as a dead
  * letter). Consumes m. */
 int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m);
+/* An actor flagged TPI_ACT_ENDHOOK ended. */
+void tpi_remote_ended(tp_runtime *rt, tp_pid pid);
 
 /* ---- actors/send.c */
 /* Deliver m to pid. Ownership: m is consumed in every case. Returns 0, or

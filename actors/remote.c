@@ -13,6 +13,21 @@ void tpi_svc_set_remote(tp_runtime *rt, const tpi_remote_ops *ops, void *state)
     rt->remote_state = state;
 }
 
+int tpi_svc_watch_end(tp_ctx *ctx)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    a->flags |= TPI_ACT_ENDHOOK;
+    return 0;
+}
+
+void tpi_remote_ended(tp_runtime *rt, tp_pid pid)
+{
+    if (rt->remote && rt->remote->ended)
+        rt->remote->ended(rt->remote_state, pid);
+}
+
 int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
     (void)from;

@@ -157,7 +157,15 @@ typedef struct tpi_remote_ops {
     /* An extension body back to a pid of this runtime: 0 or TP_EPROTO. */
     int (*pid_unpack)(void *state, const uint8_t *body, size_t len,
                       tp_pid *out);
+    /* An actor that asked with tpi_svc_watch_end has ended (its thread,
+     * in its end; must not block). */
+    void (*ended)(void *state, tp_pid pid);
 } tpi_remote_ops;
+
+/* Have the node service's ended() told when the calling actor ends (for
+ * what it holds on the actor's behalf: names, groups). TP_ESTATE outside a
+ * behavior. */
+int tpi_svc_watch_end(tp_ctx *ctx);
 
 /* Route sends to remote pids to ops (before tp_run; ops NULL: none, and
  * such sends are dead letters). */

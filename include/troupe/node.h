@@ -96,6 +96,110 @@ TP_API bool tp_pid_is_remote(tp_pid pid);
  * runtime is not a node, TP_EINVAL (bad name), TP_ENOMEM. */
 TP_API int tp_monitor_node(tp_ctx *ctx, const char *node, bool on);
 
+/* ------------------------------------------------------ global names */
+
+/**
+ * Register the calling actor under name in the whole cluster (Erlang's
+ * global:register_name). One owner per name: a second registration,
+ * from any node, fails with TP_EEXIST. The name is freed when its owner
+ * ends or its node goes down, or by tp_unregister_global. Names live in a
+ * JetStream key-value bucket: the NATS server must run with JetStream
+ * (nats-server -js). Blocks the caller for one request to the server.
+ * Names: 1 to 200 of [A-Za-z0-9_-.=], not starting or ending with '.'.
+ *
+ * Returns 0, TP_EEXIST, TP_EINVAL (bad name), TP_ESTATE (not a node, or
+ * no JetStream), TP_ENOCONN, TP_ENOMEM.
+ */
+TP_API int tp_register_global(tp_ctx *ctx, const char *name);
+
+/** Free a global name the calling actor holds. TP_ENOENT if it does not
+ * hold it; TP_ESTATE, TP_EINVAL as for registering. */
+TP_API int tp_unregister_global(tp_ctx *ctx, const char *name);
+
+/** The owner of a global name (a pid of rt, local or remote). TP_ENOENT
+ * when nobody holds it, TP_ESTATE, TP_EINVAL, TP_ENOCONN. Any thread;
+ * blocks for one request to the server. */
+TP_API int tp_whereis_global(tp_runtime *rt, const char *name, tp_pid *out);
+
+/** tp_send to the owner of a global name (tp_whereis_global's errors). To
+ * call by name, look the owner up and tp_call it. */
+TP_API int tp_send_global(tp_ctx *ctx, const char *name, int32_t tag,
+                          const void *data, size_t len);
+
+/* ------------------------------------------------------------ groups */
+
+/**
+ * Join the group (a name as for nodes, at most 64 bytes): messages and
+ * calls to the group go to exactly one live member, on any node (NATS
+ * queue groups pick the node, the node picks a member in turn). A member
+ * leaves with tp_group_leave or when it ends. Once this returns, the
+ * membership is known to the server. Returns TP_ESTATE (not a node),
+ * TP_EINVAL, TP_ENOCONN, TP_ENOMEM.
+ */
+TP_API int tp_group_join(tp_ctx *ctx, const char *group);
+/** Leave the group; TP_ENOENT if this node has no such group. */
+TP_API int tp_group_leave(tp_ctx *ctx, const char *group);
+/** Send to one member of the group; lost if it has none (as a send to a
+ * dead pid). Ownership: data is copied. */
+TP_API int tp_group_send(tp_ctx *ctx, const char *group, int32_t tag,
+                         const void *data, size_t len);
+/** Call one member: the reply comes as TP_TAG_REPLY with *ref_out, status
+ * 0 or the member's TP_ENOREPLY/TP_ENOPROC, TP_ENOPROC at once when the
+ * group has no member anywhere, TP_ETIMEDOUT after timeout_ms (>= 0). A
+ * member whose node goes down mid-call is noticed by the timeout only. */
+TP_API int tp_group_call(tp_ctx *ctx, const char *group, int32_t tag,
+                         const void *data, size_t len, int timeout_ms,
+                         tp_ref *ref_out);
+
+/* ------------------------------------------------------ remote spawn */
+
+/** Most behaviors tp_node_register keeps. */
+#define TP_NODE_SPAWN_MAX 64
+
+/**
+ * Register behavior b under name (a node name's alphabet) for remote
+ * spawns, in every program of the cluster, before any runtime runs.
+ * make_state (may be NULL: state NULL) makes the new actor's state from
+ * the spawn's argument bytes; state_free frees it when the actor ends.
+ * Returns TP_EINVAL, TP_EEXIST, TP_ENOMEM (more than TP_NODE_SPAWN_MAX).
+ */
+TP_API int tp_node_register(const char *name, tp_behavior b,
+                            void *(*make_state)(const void *args, size_t len),
+                            void (*state_free)(void *state));
+
+/**
+ * Spawn the behavior registered as name on node (Erlang's spawn/4), with
+ * args (copied; any bytes) for its make_state. flags: TP_SPAWN_LINK links
+ * the caller to it (if it ended meanwhile, the caller gets an exit signal
+ * with reason noproc). Blocks the caller for one request to that node.
+ * Returns 0 and *pid_out, TP_ENOCONN (no such node, or it is down),
+ * TP_ENOENT (nothing registered under name there), TP_ETIMEDOUT, TP_ESTATE
+ * (not a node), TP_EINVAL, TP_ENOMEM.
+ */
+TP_API int tp_spawn_on(tp_ctx *ctx, const char *node, const char *name,
+                       const void *args, size_t len, unsigned flags,
+                       tp_pid *pid_out);
+
+/** Where tp_node_child_start places a supervisor's child: the first node
+ * of nodes that is up, running the behavior registered as behavior. */
+typedef struct tp_node_child {
+    const char *const *nodes; /**< tried in order */
+    size_t n_nodes;
+    const char *behavior; /**< registered with tp_node_register */
+    const void *args;     /**< for make_state, unless the supervisor
+                               passes its own (simple_one_for_one) */
+    size_t args_len;
+} tp_node_child;
+
+/** A tp_child_start_fn (troupe/supervisor.h): arg is a const
+ * tp_node_child * that outlives the supervisor. The child is linked to
+ * the supervisor; when its node goes down the link fires with reason
+ * noconnection and the supervisor restarts it by its strategy, on the
+ * first node that is up then. Returns tp_spawn_on's error of the last
+ * node tried. */
+TP_API int tp_node_child_start(tp_ctx *ctx, void *arg, const void *args,
+                               size_t args_len, tp_pid *pid_out);
+
 /** Per-node counters (tp_node_stats_get). */
 typedef struct tp_node_stats {
     uint64_t frames_out, frames_in; /**< frames published / taken in */

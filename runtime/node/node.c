@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_CLUSTER "troupe"
 #define PROBES_PER_BEAT 4
@@ -147,7 +148,7 @@ static void publish_hb(tpi_node *n)
     tpi_nframe f = {.kind = TPI_NF_HB,
                     .node = n->o.name,
                     .node_len = n->name_len,
-                    .sent_ns = now_ns()};
+                    .creation = n->creation};
     tpi_nbuf b = {0};
     char subject[TP_NODE_NAME_MAX + 16];
     snprintf(subject, sizeof subject, "%s.hb", n->prefix);
@@ -208,6 +209,12 @@ static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     natsMsg_Destroy(msg);
     if (!p) /* our own, or the table is full */
         return;
+    pthread_mutex_lock(&p->lock);
+    bool restarted = p->creation && p->creation != f.creation;
+    p->creation = f.creation;
+    pthread_mutex_unlock(&p->lock);
+    if (restarted) /* what we had with the one before is gone */
+        tpi_node_peer_down(n, p, true);
     tpi_node_peer_heard(n, p);
 }
 
@@ -292,6 +299,7 @@ static void *ticker(void *arg)
             next_beat = now + beat_ns;
         }
         probe_and_check(n, deadline_ns);
+        tpi_names_tick(n);
         pthread_mutex_lock(&n->tick_lock);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -302,14 +310,65 @@ static void *ticker(void *arg)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
         }
-        if (!n->stopping)
+        if (!n->stopping && !n->tick_work)
             pthread_cond_timedwait(&n->tick_cond, &n->tick_lock, &ts);
+        n->tick_work = false;
     }
     pthread_mutex_unlock(&n->tick_lock);
     return NULL;
 }
 
+static void sub_done(void *arg)
+{
+    tpi_node *n = arg;
+    pthread_mutex_lock(&n->tick_lock);
+    n->in_flight--;
+    pthread_cond_broadcast(&n->tick_cond);
+    pthread_mutex_unlock(&n->tick_lock);
+}
+
+int tpi_node_subscribe(tpi_node *n, natsSubscription **sub, const char *subject,
+                       const char *queue, natsMsgHandler cb, void *arg)
+{
+    natsStatus s =
+        queue
+            ? natsConnection_QueueSubscribe(sub, n->nc, subject, queue, cb, arg)
+            : natsConnection_Subscribe(sub, n->nc, subject, cb, arg);
+    if (s != NATS_OK)
+        return s == NATS_NO_MEMORY ? TP_ENOMEM : TP_ENOCONN;
+    pthread_mutex_lock(&n->tick_lock);
+    n->in_flight++;
+    pthread_mutex_unlock(&n->tick_lock);
+    if (natsSubscription_SetOnCompleteCB(*sub, sub_done, n) != NATS_OK) {
+        sub_done(n); /* cannot happen for an async subscription */
+        natsSubscription_Destroy(*sub);
+        *sub = NULL;
+        return TP_ENOCONN;
+    }
+    /* frames are checked for loss, not limited here */
+    natsSubscription_SetPendingLimits(*sub, -1, 256 << 20);
+    return 0;
+}
+
+void tpi_node_poke(tpi_node *n)
+{
+    pthread_mutex_lock(&n->tick_lock);
+    n->tick_work = true;
+    pthread_cond_signal(&n->tick_cond);
+    pthread_mutex_unlock(&n->tick_lock);
+}
+
 /* ----------------------------------------------------- the connection */
+
+static void on_closed(natsConnection *nc, void *arg)
+{
+    (void)nc;
+    tpi_node *n = arg;
+    pthread_mutex_lock(&n->tick_lock);
+    n->closed_cb = true;
+    pthread_cond_broadcast(&n->tick_cond);
+    pthread_mutex_unlock(&n->tick_lock);
+}
 
 static void on_disconnected(natsConnection *nc, void *arg)
 {
@@ -327,6 +386,7 @@ static void on_reconnected(natsConnection *nc, void *arg)
     tpi_node *n = arg;
     atomic_fetch_add_explicit(&n->reconnects, 1, memory_order_relaxed);
     atomic_store_explicit(&n->connected, true, memory_order_relaxed);
+    atomic_store_explicit(&n->names_reclaim, true, memory_order_relaxed);
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
     for (unsigned i = 1; i <= np; i++)
         tpi_node_peer_down(n, n->peers[i], false);
@@ -377,6 +437,8 @@ static natsStatus make_options(tpi_node *n, natsOptions **out)
         s = natsOptions_SetReconnectedCB(o, on_reconnected, n);
     if (s == NATS_OK)
         s = natsOptions_SetErrorHandler(o, on_error, n);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(o, on_closed, n);
     if (s == NATS_OK && (c->user || c->password))
         s = natsOptions_SetUserInfo(o, c->user, c->password);
     if (s == NATS_OK && c->token)
@@ -394,6 +456,18 @@ static natsStatus make_options(tpi_node *n, natsOptions **out)
     else
         *out = o;
     return s;
+}
+
+/* A random incarnation number (never 0). */
+static uint64_t creation_draw(void)
+{
+    uint64_t c = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(&c, sizeof c, 1, f) != 1)
+        c = now_ns() ^ ((uint64_t)getpid() << 32);
+    if (f)
+        fclose(f);
+    return c ? c : 1;
 }
 
 /* Is the name taken? A live node answers on "<prefix>.who.<name>"; "no
@@ -419,10 +493,7 @@ static int subscribe(tpi_node *n, natsSubscription **sub, const char *fmt,
 {
     char subj[2 * TP_NODE_NAME_MAX + 160];
     snprintf(subj, sizeof subj, fmt, n->prefix, n->o.name);
-    natsStatus s = natsConnection_Subscribe(sub, n->nc, subj, cb, n);
-    if (s == NATS_OK) /* frames are checked for loss, not limited here */
-        s = natsSubscription_SetPendingLimits(*sub, -1, 256 << 20);
-    return nats_rc(s);
+    return tpi_node_subscribe(n, sub, subj, NULL, cb, n);
 }
 
 /* tp_run starts: connect, claim the name, subscribe, start the ticker. */
@@ -445,6 +516,7 @@ static int node_start(tp_runtime *rt, void *state)
         return s == NATS_NO_MEMORY ? TP_ENOMEM : TP_ENOCONN;
     }
     atomic_store_explicit(&n->connected, true, memory_order_relaxed);
+    n->creation = creation_draw();
     snprintf(n->probe_inbox, sizeof n->probe_inbox, "%s.probe.%s.*", n->prefix,
              n->o.name);
     int rc = claim_name(n);
@@ -457,9 +529,14 @@ static int node_start(tp_runtime *rt, void *state)
     if (!rc)
         rc = subscribe(n, &n->sub_hb, "%s.hb%.0s", on_hb);
     if (!rc)
-        rc = nats_rc(natsConnection_Subscribe(&n->sub_probe_ans, n->nc,
-                                              n->probe_inbox, on_probe_answer,
-                                              n));
+        rc = tpi_node_subscribe(n, &n->sub_probe_ans, n->probe_inbox, NULL,
+                                on_probe_answer, n);
+    if (!rc)
+        rc = tpi_spawn_open(n);
+    if (!rc)
+        rc = tpi_groups_open(n);
+    if (!rc)
+        rc = tpi_names_open(n);
     if (!rc)
         rc = nats_rc(natsConnection_Flush(n->nc));
     if (!rc) {
@@ -488,13 +565,26 @@ static void node_end(tp_runtime *rt, void *state)
     if (n->nc) {
         tpi_node_leave(n);
         natsConnection_FlushTimeout(n->nc, 1000);
-        natsSubscription *subs[] = {n->sub_in, n->sub_hb, n->sub_who,
-                                    n->sub_probe, n->sub_probe_ans};
+        natsSubscription *subs[] = {n->sub_in,        n->sub_hb,
+                                    n->sub_who,       n->sub_probe,
+                                    n->sub_probe_ans, n->sub_spawn};
         for (size_t i = 0; i < sizeof subs / sizeof *subs; i++)
             natsSubscription_Destroy(subs[i]);
         n->sub_in = n->sub_hb = n->sub_who = n->sub_probe = NULL;
-        n->sub_probe_ans = NULL;
+        n->sub_probe_ans = n->sub_spawn = NULL;
+        tpi_groups_close(n);
+        tpi_names_close(n);
         natsConnection_Close(n->nc);
+        /* Wait until nats.c's threads are done with our callbacks (5 s at
+         * most: a stuck library thread must not hang tp_run's end). */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        pthread_mutex_lock(&n->tick_lock);
+        while ((n->in_flight || !n->closed_cb) &&
+               pthread_cond_timedwait(&n->tick_cond, &n->tick_lock, &ts) == 0)
+            ;
+        pthread_mutex_unlock(&n->tick_lock);
         natsConnection_Destroy(n->nc);
         n->nc = NULL;
     }
@@ -507,6 +597,8 @@ static void *node_make(tp_runtime *rt)
         n->rt = rt;
         pthread_mutex_init(&n->peers_lock, NULL);
         pthread_mutex_init(&n->calls_lock, NULL);
+        pthread_mutex_init(&n->names_lock, NULL);
+        pthread_mutex_init(&n->groups_lock, NULL);
         pthread_mutex_init(&n->tick_lock, NULL);
         pthread_cond_init(&n->tick_cond, NULL);
     }
@@ -528,6 +620,9 @@ static void node_free(tp_runtime *rt, void *state)
         tp_free(p);
     }
     tpi_relvec_free(&n->calls);
+    tpi_groups_free(n);
+    pthread_mutex_destroy(&n->groups_lock);
+    pthread_mutex_destroy(&n->names_lock);
     pthread_mutex_destroy(&n->calls_lock);
     pthread_cond_destroy(&n->tick_cond);
     pthread_mutex_destroy(&n->tick_lock);

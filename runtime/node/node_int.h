@@ -14,6 +14,7 @@
 
 struct __natsConnection;
 struct __natsSubscription;
+struct __natsMsg;
 
 /* ---- remote pids
  * bit 63: remote; bits 48..62: the node's slot in this runtime's table;
@@ -53,12 +54,16 @@ static inline tp_pid tpi_pid_at_node(tp_pid remote)
  * the pid in its node's form, then the node's name), or nil; payload is a
  * bin holding one msgpack object, or nil. BREAK and LEAVE frames have
  * to 0 and nil for the rest. Heartbeats go to "<prefix>.hb" as
- * [1, kind, node, sent_ns]. */
+ * [1, kind, node, creation]: creation is a random number each run of a
+ * node draws, which tells a restarted node from the one before. */
 enum {
-    TPI_NF_MSG = 1,   /* a message or signal for one actor */
-    TPI_NF_BREAK = 2, /* the sender lost frames from us: links broken */
-    TPI_NF_HB = 3,    /* heartbeat */
-    TPI_NF_LEAVE = 4, /* the sender leaves (after all it sent us) */
+    TPI_NF_MSG = 1,     /* a message or signal for one actor */
+    TPI_NF_BREAK = 2,   /* the sender lost frames from us: links broken */
+    TPI_NF_HB = 3,      /* heartbeat */
+    TPI_NF_LEAVE = 4,   /* the sender leaves (after all it sent us) */
+    TPI_NF_GROUP = 5,   /* a message or call to a group (not numbered) */
+    TPI_NF_SPAWN = 6,   /* a spawn request: [1, 6, name, args] */
+    TPI_NF_SPAWNED = 7, /* its answer: [1, 7, status, pid] */
 };
 enum { TPI_NFL_REQUEST = 1, TPI_NFL_VIA_LINK = 2 };
 
@@ -79,7 +84,7 @@ typedef struct tpi_nframe {
     size_t len;
     const char *node; /* HB, LEAVE */
     size_t node_len;
-    uint64_t sent_ns;
+    uint64_t creation; /* HB: the sender's incarnation */
 } tpi_nframe;
 
 /* A growable output buffer from the allocator. */
@@ -100,6 +105,15 @@ int tpi_nframe_decode(const void *p, size_t len, tpi_nframe *f,
 /* A pid extension's body (8 bytes + name) at p into *w; TP_EPROTO. */
 int tpi_wpid_body(const uint8_t *p, size_t len, tpi_wpid *w);
 bool tpi_node_name_ok(const char *s, size_t len);
+bool tpi_spawn_req_encode(tpi_nbuf *b, const char *name, const void *args,
+                          size_t len);
+int tpi_spawn_req_decode(const void *p, size_t len, const void **name,
+                         size_t *name_len, const void **args, size_t *args_len);
+struct tpi_node;
+bool tpi_spawn_ans_encode(tpi_nbuf *b, struct tpi_node *n, int status,
+                          tp_pid pid);
+int tpi_spawn_ans_decode(struct tpi_node *n, const void *p, size_t len,
+                         tp_pid *pid);
 
 /* ---- relationships that cross to one node (route.c), under its lock */
 typedef struct tpi_rel {
@@ -123,11 +137,30 @@ typedef struct tpi_peer {
     uint64_t seq_out; /* last frame sent to it */
     uint64_t seq_in;  /* last frame taken from it (the reader thread) */
     uint64_t last_hb_ns, probe_sent_ns;
+    uint64_t creation;   /* its incarnation (heartbeats), 0 if not heard */
     tpi_relvec links;    /* local linked to remote */
     tpi_relvec watching; /* local watcher, ref, remote target */
     tpi_relvec watched;  /* local target, ref, remote watcher */
     tpi_relvec monitors; /* local actors watching this node (ref 0) */
+    bool names_sweep;    /* down: free its global names (the ticker) */
 } tpi_peer;
+
+/* A global name this node holds for one of its actors (names.c). */
+typedef struct tpi_gname {
+    char *name;
+    tp_pid pid;
+    bool ended; /* its owner ended: the ticker frees it */
+} tpi_gname;
+
+/* A group with members on this node (groups.c); never freed while the
+ * node runs (its subscription's callback holds it). */
+typedef struct tpi_group {
+    struct tpi_node *node;
+    char name[72];
+    struct __natsSubscription *sub; /* NULL while no member is here */
+    tpi_relvec members;             /* local pids */
+    size_t rr;
+} tpi_group;
 
 typedef struct tpi_node {
     tp_runtime *rt;
@@ -135,9 +168,22 @@ typedef struct tpi_node {
     char *strs;
     char prefix[TP_NODE_NAME_MAX + 8]; /* "tp.<cluster>" */
     size_t name_len;
+    uint64_t creation; /* this run's incarnation, random */
     struct __natsConnection *nc;
     struct __natsSubscription *sub_in, *sub_hb, *sub_who, *sub_probe,
-        *sub_probe_ans;
+        *sub_probe_ans, *sub_spawn, *sub_group_ans;
+    struct __jsCtx *js;
+    struct __kvStore *kv; /* global names; NULL without JetStream */
+    pthread_mutex_t names_lock;
+    struct {
+        tpi_gname *v;
+        size_t n, cap;
+    } names;
+    _Atomic bool names_reclaim; /* reconnected: register ours again */
+    pthread_mutex_t groups_lock;
+    tpi_group **groups;
+    size_t ngroups, capgroups;
+    char group_inbox[160];
     char probe_inbox[128];
     /* The peer table: slots 1..npeers (0 unused); entries never move or
      * go away while the node runs, so readers may keep a pointer. */
@@ -151,6 +197,13 @@ typedef struct tpi_node {
     pthread_mutex_t tick_lock;
     pthread_cond_t tick_cond;
     bool stopping;
+    bool tick_work; /* something for the ticker now (tick lock) */
+    /* nats.c calls subscription handlers and connection callbacks on its
+     * own threads, even after a subscription or the connection is closed:
+     * each subscription and the connection count here until nats.c says
+     * it is done with them (tick lock), and the node is freed only after. */
+    unsigned in_flight;
+    bool closed_cb;
     /* Calls waiting for a reply from another node: local caller, ref, and
      * in `remote` the slot of the node the request went to. */
     pthread_mutex_t calls_lock;
@@ -172,6 +225,27 @@ tpi_peer *tpi_node_peer_at(tpi_node *n, unsigned slot);
  * TP_E2BIG. */
 int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f);
 void tpi_node_publish(tpi_node *n, const char *subject, const tpi_nbuf *b);
+
+/* names.c, groups.c, spawn.c (all called with the connection up) */
+int tpi_names_open(tpi_node *n);
+void tpi_names_close(tpi_node *n);
+void tpi_names_ended(tpi_node *n, tp_pid pid);
+void tpi_names_tick(tpi_node *n);
+int tpi_groups_open(tpi_node *n);
+void tpi_groups_close(tpi_node *n);
+void tpi_groups_free(tpi_node *n);
+void tpi_groups_ended(tpi_node *n, tp_pid pid);
+int tpi_spawn_open(tpi_node *n);
+/* Wake the ticker for work (names to free). */
+void tpi_node_poke(tpi_node *n);
+/* Subscribe cb (closure arg) to subject, counted in in_flight until
+ * nats.c is done with it; queue may be NULL. 0 or TP_ENOCONN. */
+int tpi_node_subscribe(tpi_node *n, struct __natsSubscription **sub,
+                       const char *subject, const char *queue,
+                       void (*cb)(struct __natsConnection *,
+                                  struct __natsSubscription *,
+                                  struct __natsMsg *, void *),
+                       void *arg);
 
 /* route.c */
 extern const tpi_remote_ops tpi_node_remote_ops;

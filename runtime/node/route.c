@@ -29,6 +29,9 @@ static const tp_reason noconnection = {TP_EXIT_NOCONNECTION, 0, NULL};
 
 int tpi_relvec_add(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref)
 {
+    for (size_t i = 0; !ref && i < v->n; i++) /* a link is one relation */
+        if (v->v[i].local == local && v->v[i].remote == remote && !v->v[i].ref)
+            return 0;
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 8;
         tpi_rel *nv = tp_realloc(v->v, cap * sizeof *nv);
@@ -196,7 +199,15 @@ static int deliver(void *state, tp_pid from, tp_pid to, const tpi_envelope *e)
     return rc ? TP_ENOCONN : 0;
 }
 
-const tpi_remote_ops tpi_node_remote_ops = {deliver, pid_pack, pid_unpack};
+/* An actor with global names or group memberships ended (core hook). */
+static void ended(void *state, tp_pid pid)
+{
+    tpi_names_ended(state, pid);
+    tpi_groups_ended(state, pid);
+}
+
+const tpi_remote_ops tpi_node_remote_ops = {deliver, pid_pack, pid_unpack,
+                                            ended};
 
 /* -------------------------------------------------------------- down */
 
@@ -267,6 +278,7 @@ void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone)
     pthread_mutex_lock(&p->lock);
     bool was_up = p->up;
     p->up = false;
+    p->names_sweep = true;
     if (gone) /* a new incarnation numbers its frames from 1 */
         p->seq_in = p->seq_out = 0;
     else if (was_up) /* it may come back as it was: tell it we broke */
@@ -275,6 +287,7 @@ void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone)
     break_relations(n, p);
     if (was_up)
         tell_watchers(n, p, TP_TAG_NODEDOWN);
+    tpi_node_poke(n); /* the ticker frees its global names */
 }
 
 /* Send p a BREAK (p's lock held). */

@@ -108,7 +108,7 @@ bool tpi_nframe_encode_hb(tpi_nbuf *b, const tpi_nframe *f)
     put(b, "\x94\x01", 2);
     put_int(b, f->kind);
     put_blob(b, 0xd9, 0xda, 0xdb, f->node, f->node_len);
-    put_uint(b, f->sent_ns);
+    put_uint(b, f->creation);
     return !b->failed;
 }
 
@@ -245,14 +245,14 @@ int tpi_nframe_decode(const void *p, size_t len, tpi_nframe *f,
         return TP_EPROTO;
     r.off = 2;
     *why = "bad kind";
-    if (r_sint(&r, TPI_NF_MSG, TPI_NF_LEAVE, &f->kind) ||
+    if (r_sint(&r, TPI_NF_MSG, TPI_NF_GROUP, &f->kind) ||
         (h == 0x94) != (f->kind == TPI_NF_HB))
         return TP_EPROTO;
     if (h == 0x94) {
         *why = "bad heartbeat";
         if (r_blob(&r, true, TP_NODE_NAME_MAX, (const void **)&f->node,
                    &f->node_len) ||
-            !tpi_node_name_ok(f->node, f->node_len) || r_uint(&r, &f->sent_ns))
+            !tpi_node_name_ok(f->node, f->node_len) || r_uint(&r, &f->creation))
             return TP_EPROTO;
         return r.off == len ? 0 : TP_EPROTO;
     }
@@ -277,4 +277,62 @@ int tpi_nframe_decode(const void *p, size_t len, tpi_nframe *f,
         return TP_EPROTO;
     *why = "trailing bytes";
     return r.off == len ? 0 : TP_EPROTO;
+}
+
+/* ------------------------------------------------------------- spawn */
+
+bool tpi_spawn_req_encode(tpi_nbuf *b, const char *name, const void *args,
+                          size_t len)
+{
+    put(b, "\x94\x01", 2);
+    put_int(b, TPI_NF_SPAWN);
+    put_blob(b, 0xd9, 0xda, 0xdb, name, strlen(name));
+    if (len)
+        put_blob(b, 0xc4, 0xc5, 0xc6, args, len);
+    else
+        put(b, "\xc0", 1);
+    return !b->failed;
+}
+
+int tpi_spawn_req_decode(const void *p, size_t len, const void **name,
+                         size_t *name_len, const void **args, size_t *args_len)
+{
+    rd r = {p, len, 2};
+    int64_t kind;
+    *args = NULL;
+    *args_len = 0;
+    if (len < 2 || tp_payload_check(p, len) != 0 || r.p[0] != 0x94 ||
+        r.p[1] != 0x01 || r_sint(&r, TPI_NF_SPAWN, TPI_NF_SPAWN, &kind) ||
+        r_blob(&r, true, TP_NODE_NAME_MAX, name, name_len) ||
+        (!r_nil(&r) && r_blob(&r, false, len, args, args_len)) || r.off != len)
+        return TP_EPROTO;
+    return 0;
+}
+
+bool tpi_spawn_ans_encode(tpi_nbuf *b, tpi_node *n, int status, tp_pid pid)
+{
+    tpi_wpid w = {0};
+    put(b, "\x94\x01", 2);
+    put_int(b, TPI_NF_SPAWNED);
+    put_int(b, status);
+    if (!status && tpi_node_pid_out(n, pid, &w) && w.node_len)
+        tpi_nbuf_pid(b, w.pid, w.node, w.node_len);
+    else
+        put(b, "\xc0", 1);
+    return !b->failed;
+}
+
+int tpi_spawn_ans_decode(tpi_node *n, const void *p, size_t len, tp_pid *pid)
+{
+    rd r = {p, len, 2};
+    int64_t kind, status;
+    tpi_wpid w;
+    if (len < 2 || tp_payload_check(p, len) != 0 || r.p[0] != 0x94 ||
+        r.p[1] != 0x01 || r_sint(&r, TPI_NF_SPAWNED, TPI_NF_SPAWNED, &kind) ||
+        r_sint(&r, -1000, 0, &status) || r_wpid(&r, &w) || r.off != len)
+        return TP_EPROTO;
+    if (status)
+        return (int)status;
+    *pid = tpi_node_pid_in(n, &w);
+    return *pid == TP_PID_NONE ? TP_EPROTO : 0;
 }

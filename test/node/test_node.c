@@ -20,6 +20,7 @@
 
 #include "tp_test.h"
 #include "troupe/node.h"
+#include "troupe/supervisor.h"
 
 #define CLUSTER "t"
 #define HB_MS 300
@@ -34,6 +35,7 @@ enum {
     T_HOLD,    /* call: never answered; T_HELD to the caller first */
     T_HELD,
     T_LINK, /* the server links to the sender */
+    T_WHO,  /* call: reply [p] the one that answers */
 };
 
 static char nats_url[64];
@@ -79,10 +81,13 @@ static int start_nats(void **state)
     snprintf(nats_url, sizeof nats_url, "nats://127.0.0.1:%d", port);
     nats_pid = fork();
     if (nats_pid == 0) {
-        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", ps,
-               (char *)NULL);
+        /* JetStream (for global names) in a store of its own. */
+        char sd[64];
+        snprintf(sd, sizeof sd, "/tmp/test_node_js.%d", (int)getpid());
+        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", ps, "-js",
+               "-sd", sd, (char *)NULL);
         execl("/usr/sbin/nats-server", "nats-server", "-a", "127.0.0.1", "-p",
-              ps, (char *)NULL);
+              ps, "-js", "-sd", sd, (char *)NULL);
         fprintf(stderr, "test_node: cannot run nats-server: %s\n",
                 strerror(errno));
         _exit(127);
@@ -102,6 +107,9 @@ static int stop_nats(void **state)
     if (nats_pid > 0) {
         kill(nats_pid, SIGTERM);
         waitpid(nats_pid, NULL, 0);
+        char cmd[96];
+        snprintf(cmd, sizeof cmd, "rm -rf /tmp/test_node_js.%d", (int)nats_pid);
+        (void)!system(cmd);
     }
     nats_Close();
     return 0;
@@ -131,6 +139,21 @@ static int peer_server(tp_ctx *ctx, void *state, const tp_msg *msg)
         (void)tp_reply_take(ctx, msg); /* kept, never answered */
         break;
     case T_LINK: tp_link(ctx, tp_msg_from(msg)); break;
+    case T_WHO: {
+        void *buf;
+        size_t n;
+        if (tp_packf(&buf, &n, "[p]", tp_self(ctx)) == 0) {
+            tp_reply(ctx, msg, buf, n);
+            tp_free(buf);
+        }
+        break;
+    }
+    case TP_TAG_START: /* known by name in the cluster, and in a group */
+        if (state) {
+            EXPECT_EQ(tp_register_global(ctx, "echo"), 0);
+            EXPECT_EQ(tp_group_join(ctx, "workers"), 0);
+        }
+        break;
     }
     return TP_HANDLED;
 }
@@ -140,6 +163,7 @@ static int peer_server(tp_ctx *ctx, void *state, const tp_msg *msg)
  * kills its root or goes down. */
 typedef struct peer {
     tp_pid server;
+    char root_name[32]; /* its root's global name: "root-<node>" */
 } peer;
 
 static int peer_main_root(tp_ctx *ctx, void *state, const tp_msg *msg)
@@ -147,7 +171,8 @@ static int peer_main_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     peer *p = state;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START:
-        tp_spawn(ctx, peer_server, NULL, NULL, &p->server);
+        tp_spawn(ctx, peer_server, (void *)1, NULL, &p->server);
+        tp_register_global(ctx, p->root_name);
         tp_monitor_node(ctx, "A", true);
         break;
     case TP_TAG_NODEUP:
@@ -180,6 +205,7 @@ static int peer_main(int argc, char **argv)
         tp_node_pid(rt, "A", strtoull(argv[4], NULL, 10), &peer_parent) != 0)
         return 2;
     peer p = {0};
+    snprintf(p.root_name, sizeof p.root_name, "root-%s", argv[2]);
     int rc = tp_run(rt, peer_main_root, &p, NULL);
     tp_runtime_free(rt);
     nats_Close();
@@ -584,8 +610,272 @@ static void test_hostile_frames(void **unused)
     assert_true(st.dropped >= HOSTILE_N - 1);
 }
 
+/* ----------------------------------------------------- global names */
+
+typedef struct names {
+    pid_t child;
+    tp_pid server, peer_root;
+    int phase, polls;
+    bool done;
+} names;
+
+enum { T_TICK = 60 };
+
+static int names_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    names *s = state;
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    size_t len;
+    const void *data = tp_msg_data(msg, &len);
+    tp_pid who = TP_PID_NONE;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: s->child = start_peer("B", tp_self(ctx)); break;
+    case T_HELLO:
+        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &s->peer_root, &s->server), 0);
+        /* The server registered "echo" before B said hello. */
+        EXPECT_EQ(tp_whereis_global(rt, "echo", &who), 0);
+        EXPECT_EQ(who, s->server);
+        EXPECT_EQ(tp_whereis_global(rt, "root-B", &who), 0);
+        EXPECT_EQ(who, s->peer_root);
+        EXPECT_EQ(tp_register_global(ctx, "echo"), TP_EEXIST);
+        EXPECT_EQ(tp_whereis_global(rt, "nobody", &who), TP_ENOENT);
+        EXPECT_EQ(tp_send_global(ctx, "echo", T_PING, NULL, 0), 0);
+        break;
+    case T_PONG: /* by name; now its owner ends, and the name is freed */
+        EXPECT_EQ(tp_msg_from(msg), s->server);
+        EXPECT_EQ(tp_send(ctx, s->server, T_EXIT, NULL, 0), 0);
+        s->phase = 1;
+        tp_send_after(ctx, 10, T_TICK, NULL, 0, NULL);
+        break;
+    case T_TICK:
+        EXPECT(++s->polls < 500);
+        if (s->phase == 1 && tp_whereis_global(rt, "echo", &who) == TP_ENOENT) {
+            EXPECT_EQ(tp_register_global(ctx, "echo"), 0); /* ours now */
+            EXPECT_EQ(tp_whereis_global(rt, "echo", &who), 0);
+            EXPECT_EQ(who, tp_self(ctx));
+            s->phase = 2; /* B's node dies: its names are freed */
+            kill(s->child, SIGKILL);
+        } else if (s->phase == 2 &&
+                   tp_whereis_global(rt, "root-B", &who) == TP_ENOENT) {
+            EXPECT_EQ(tp_unregister_global(ctx, "echo"), 0);
+            EXPECT_EQ(tp_unregister_global(ctx, "echo"), TP_ENOENT);
+            s->done = true;
+            return tp_exit(ctx, TP_REASON_NORMAL);
+        }
+        if (s->polls < 500)
+            tp_send_after(ctx, 10, T_TICK, NULL, 0, NULL);
+        else
+            return tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static void test_global_names(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static names s;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(run_node("A", names_root, &s, NULL), 0);
+    kill(s.child, SIGKILL);
+    wait_child(s.child);
+    TPT_CHECK();
+    assert_true(s.done);
+}
+
+/* ----------------------------------------------------------- groups */
+
+typedef struct groups {
+    pid_t child;
+    tp_pid local, server;
+    tp_ref nobody_ref;
+    double t_nobody;
+    int calls, from_local, from_remote, nobody_status;
+} groups;
+
+#define GROUP_CALLS 40
+
+static int group_local(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_group_join(ctx, "workers"), 0);
+        return TP_HANDLED;
+    }
+    return peer_server(ctx, state, msg);
+}
+
+static int groups_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    groups *g = state;
+    size_t len;
+    const void *data = tp_msg_data(msg, &len);
+    tp_pid root, who = TP_PID_NONE;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        EXPECT_EQ(tp_spawn(ctx, group_local, NULL, NULL, &g->local), 0);
+        g->child = start_peer("B", tp_self(ctx));
+        break;
+    case T_HELLO:
+        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &root, &g->server), 0);
+        for (int i = 0; i < GROUP_CALLS; i++)
+            EXPECT_EQ(tp_group_call(ctx, "workers", T_WHO, NULL, 0, 5000, NULL),
+                      0);
+        g->t_nobody = tpt_now_ms();
+        EXPECT_EQ(tp_group_call(ctx, "nobody", T_WHO, NULL, 0, 5000,
+                                &g->nobody_ref),
+                  0);
+        break;
+    case TP_TAG_REPLY:
+        if (tp_msg_ref(msg) == g->nobody_ref) {
+            g->nobody_status = tp_msg_status(msg);
+            g->t_nobody = tpt_now_ms() - g->t_nobody;
+        } else {
+            EXPECT_EQ(tp_msg_status(msg), 0);
+            EXPECT_EQ(tp_unpackf(data, len, "[p]", &who), 0);
+            g->from_local += who == g->local;
+            g->from_remote += who == g->server;
+            g->calls++;
+        }
+        if (g->calls == GROUP_CALLS && g->nobody_status) {
+            kill(g->child, SIGKILL);
+            tp_kill(ctx, g->local);
+            return tp_exit(ctx, TP_REASON_NORMAL);
+        }
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* Members on two nodes: every call is answered by exactly one of them,
+ * both get some; a group with no member fails a call at once. */
+static void test_groups(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static groups g;
+    memset(&g, 0, sizeof g);
+    assert_int_equal(run_node("A", groups_root, &g, NULL), 0);
+    wait_child(g.child);
+    TPT_CHECK();
+    assert_int_equal(g.from_local + g.from_remote, GROUP_CALLS);
+    assert_true(g.from_local > 0 && g.from_remote > 0);
+    assert_int_equal(g.nobody_status, TP_ENOPROC);
+    assert_true(g.t_nobody < 1000);
+}
+
+/* ------------------------------------------ remote spawn, supervision */
+
+static int kid(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)ctx;
+    (void)state;
+    (void)msg;
+    return TP_HANDLED;
+}
+
+typedef struct spawned {
+    pid_t b, c;
+    int hellos, started;
+    tp_pid sup, kids[4];
+    char nodes[4][TP_NODE_NAME_MAX + 1];
+    tp_pid c_root;
+} spawned;
+
+enum { T_STARTED = 70 };
+
+static void sup_report(tp_ctx *ctx, void *arg, const tp_sup_event *ev)
+{
+    if (ev->kind == TP_SUP_EV_STARTED)
+        tp_sendf(ctx, (tp_pid)(uintptr_t)arg, T_STARTED, "[p]", ev->pid);
+}
+
+static const char *const kid_nodes[] = {"B", "C"};
+static const tp_node_child kid_child = {kid_nodes, 2, "kid", NULL, 0};
+
+static int spawned_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    spawned *s = state;
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    size_t len;
+    const void *data = tp_msg_data(msg, &len);
+    tp_pid root, server;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        s->b = start_peer("B", tp_self(ctx));
+        s->c = start_peer("C", tp_self(ctx));
+        break;
+    case T_HELLO: {
+        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &root, &server), 0);
+        char node[8];
+        tp_pid_node(rt, root, node, sizeof node);
+        if (strcmp(node, "C") == 0)
+            s->c_root = root;
+        if (++s->hellos < 2)
+            break;
+        /* Both up: plain remote spawns, then a supervised one. */
+        tp_pid p;
+        EXPECT_EQ(tp_spawn_on(ctx, "C", "kid", NULL, 0, 0, &p), 0);
+        EXPECT(tp_pid_is_remote(p));
+        EXPECT_EQ(tp_spawn_on(ctx, "C", "nothing", NULL, 0, 0, &p), TP_ENOENT);
+        EXPECT_EQ(tp_spawn_on(ctx, "Z", "kid", NULL, 0, 0, &p), TP_ENOCONN);
+        tp_child_spec cs = {.id = "kid",
+                            .start = tp_node_child_start,
+                            .arg = (void *)&kid_child,
+                            .shutdown_ms = TP_CHILD_BRUTAL_KILL};
+        tp_sup_spec spec;
+        tp_sup_spec_init(&spec);
+        spec.children = &cs;
+        spec.n_children = 1;
+        spec.intensity = 3;
+        spec.report = sup_report;
+        spec.report_arg = (void *)(uintptr_t)tp_self(ctx);
+        EXPECT_EQ(tp_sup_start_link(ctx, &spec, &s->sup), 0);
+        break;
+    }
+    case T_STARTED: {
+        int i = s->started++;
+        EXPECT(i < 2);
+        if (i >= 2)
+            break;
+        EXPECT_EQ(tp_unpackf(data, len, "[p]", &s->kids[i]), 0);
+        tp_pid_node(rt, s->kids[i], s->nodes[i], sizeof s->nodes[i]);
+        if (i == 0) { /* on B: kill B, the child is restarted on C */
+            kill(s->b, SIGKILL);
+        } else {
+            tp_exit_signal(ctx, s->sup, TP_REASON_SHUTDOWN);
+            tp_kill(ctx, s->c_root);
+        }
+        break;
+    }
+    case TP_TAG_EXIT: /* the supervisor, at our request */
+        if (tp_msg_from(msg) == s->sup)
+            return tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static void test_remote_spawn_supervised(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static spawned s;
+    memset(&s, 0, sizeof s);
+    assert_int_equal(run_node("A", spawned_root, &s, NULL), 0);
+    kill(s.b, SIGKILL);
+    kill(s.c, SIGKILL);
+    wait_child(s.b);
+    wait_child(s.c);
+    TPT_CHECK();
+    assert_int_equal(s.started, 2);
+    assert_string_equal(s.nodes[0], "B");
+    assert_string_equal(s.nodes[1], "C");
+}
+
 int main(int argc, char **argv)
 {
+    tp_node_register("kid", kid, NULL, NULL); /* in A and in every peer */
     if (argc > 1 && strcmp(argv[1], "--peer") == 0)
         return peer_main(argc, argv);
     const struct CMUnitTest tests[] = {
@@ -594,6 +884,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hung),
         cmocka_unit_test(test_name_taken),
         cmocka_unit_test(test_hostile_frames),
+        cmocka_unit_test(test_global_names),
+        cmocka_unit_test(test_groups),
+        cmocka_unit_test(test_remote_spawn_supervised),
     };
     return cmocka_run_group_tests(tests, start_nats, stop_nats);
 }

@@ -1,0 +1,341 @@
+/*
+ * Global names: one owner per name in the whole cluster, kept in a
+ * JetStream key-value bucket ("tp_<cluster>_names", in memory), so the
+ * server's atomic create decides a race, not gossip between nodes.
+ *
+ * A value is the owner's node's incarnation (8 bytes, see node_int.h)
+ * and its pid as it travels (the pid extension body: 8 bytes of the pid
+ * in its node's form, then the node's name): a node that restarted gives
+ * its old pids again, and the incarnation tells them apart. A name is
+ * freed by a conditional update to the empty value (only if it still
+ * holds the owner we saw), never by an unconditional delete, so a freeing
+ * node can never erase a newer owner's registration:
+ *  - the owner ends: its node frees its names (from the ticker thread,
+ *    told by the core's end hook);
+ *  - the owner's node goes down: every node that sees it go frees the
+ *    names that node held (all try; the conditional update lets one win).
+ * After a reconnect the bucket may have been lost with the server's
+ * memory: a node registers its live names again.
+ *
+ * Registering and looking up block the calling scheduler thread for one
+ * request to the server (nats.c's own threads read the answer).
+ */
+#include "runtime/node/node_int.h"
+
+#include <nats/nats.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 200
+
+static bool key_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > NAME_MAX_LEN)
+        return false;
+    for (size_t i = 0; i < n; i++) { /* a KV key: no wildcards, no spaces */
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.' ||
+              c == '='))
+            return false;
+    }
+    return name[0] != '.' && name[n - 1] != '.';
+}
+
+int tpi_names_open(tpi_node *n)
+{
+    kvConfig cfg;
+    kvConfig_Init(&cfg);
+    char bucket[TP_NODE_NAME_MAX + 16];
+    snprintf(bucket, sizeof bucket, "tp_%s_names", n->o.cluster);
+    cfg.Bucket = bucket;
+    cfg.History = 1;
+    cfg.StorageType = js_MemoryStorage;
+    if (natsConnection_JetStream(&n->js, n->nc, NULL) != NATS_OK)
+        return 0; /* no JetStream: global names are off, the rest works */
+    if (js_KeyValue(&n->kv, n->js, bucket) != NATS_OK &&
+        js_CreateKeyValue(&n->kv, n->js, &cfg) != NATS_OK)
+        n->kv = NULL;
+    return 0;
+}
+
+void tpi_names_close(tpi_node *n)
+{
+    if (n->kv)
+        kvStore_Destroy(n->kv);
+    if (n->js)
+        jsCtx_Destroy(n->js);
+    n->kv = NULL;
+    n->js = NULL;
+    for (size_t i = 0; i < n->names.n; i++)
+        tp_free(n->names.v[i].name);
+    tp_free(n->names.v);
+    memset(&n->names, 0, sizeof n->names);
+}
+
+/* The owner in a value; false for a freed (empty) or bad one. */
+static bool owner_of(tpi_node *n, const void *v, int len, tp_pid *pid,
+                     tpi_wpid *w, uint64_t *creation)
+{
+    if (len <= 8 || tpi_wpid_body((const uint8_t *)v + 8, (size_t)len - 8, w))
+        return false;
+    *creation = tpi_be(v, 8);
+    *pid = tpi_node_pid_in(n, w);
+    return *pid != TP_PID_NONE;
+}
+
+/* The value for pid, of this node: its length (0: pid cannot travel). */
+static size_t value_of(tpi_node *n, tp_pid pid, uint8_t *v)
+{
+    for (int i = 0; i < 8; i++)
+        v[i] = (uint8_t)(n->creation >> (8 * (7 - i)));
+    size_t len = tpi_node_remote_ops.pid_pack(n, pid, v + 8);
+    return len ? 8 + len : 0;
+}
+
+/* Whether the owner in a value still lives: an actor of ours that has
+ * not ended, or one on a node that is up, or that answers a probe. A name
+ * whose owner's node died while no node was there to free it (every node
+ * that saw it go ended first) is stale: it may be taken over. */
+static bool owner_alive(tpi_node *n, tp_pid pid, const tpi_wpid *w,
+                        uint64_t creation)
+{
+    if (!(pid & TPI_PID_REMOTE)) {
+        uint64_t q, cap;
+        return creation == n->creation &&
+               tpi_svc_mailbox(n->rt, pid, &q, &cap) == 0;
+    }
+    tpi_peer *p = tpi_node_peer_at(n, tpi_pid_slot(pid));
+    if (!p)
+        return false;
+    pthread_mutex_lock(&p->lock);
+    bool up = p->up;
+    uint64_t known = p->creation;
+    pthread_mutex_unlock(&p->lock);
+    if (up && known)
+        return known == creation; /* else: its node restarted since */
+    char subj[2 * TP_NODE_NAME_MAX + 16];
+    snprintf(subj, sizeof subj, "%s.alive.%.*s", n->prefix, (int)w->node_len,
+             w->node);
+    natsMsg *r = NULL;
+    natsStatus s = natsConnection_Request(&r, n->nc, subj, NULL, 0, 250);
+    bool gone = s == NATS_NO_RESPONDERS ||
+                (s == NATS_OK && natsMsg_IsNoResponders(r));
+    natsMsg_Destroy(r);
+    return !gone; /* silence: maybe hung, not known to be gone */
+}
+
+/* Claim name for pid (any thread): 0, TP_EEXIST, TP_ENOCONN. */
+static int claim(tpi_node *n, const char *name, tp_pid pid, uint64_t *rev)
+{
+    uint8_t v[8 + TPI_PID_EXT_MAX];
+    size_t len = value_of(n, pid, v);
+    if (!len)
+        return TP_EINVAL;
+    natsStatus s = kvStore_Create(rev, n->kv, name, v, (int)len);
+    if (s == NATS_OK)
+        return 0;
+    kvEntry *e = NULL;
+    if (kvStore_Get(&e, n->kv, name) != NATS_OK)
+        return s == NATS_ERR ? TP_EEXIST : TP_ENOCONN;
+    tp_pid cur;
+    tpi_wpid w;
+    uint64_t c;
+    int rc = TP_EEXIST;
+    bool free =
+        !owner_of(n, kvEntry_Value(e), kvEntry_ValueLen(e), &cur, &w, &c) ||
+        !owner_alive(n, cur, &w, c);
+    /* Freed (or stale): ours now, unless someone was quicker. */
+    if (free && kvStore_Update(rev, n->kv, name, v, (int)len,
+                               kvEntry_Revision(e)) == NATS_OK)
+        rc = 0;
+    kvEntry_Destroy(e);
+    return rc;
+}
+
+/* Free name if it still holds pid (a conditional update). */
+static void release(tpi_node *n, const char *name, tp_pid pid)
+{
+    kvEntry *e = NULL;
+    if (!n->kv || kvStore_Get(&e, n->kv, name) != NATS_OK)
+        return;
+    tp_pid cur;
+    tpi_wpid w;
+    uint64_t c;
+    if (owner_of(n, kvEntry_Value(e), kvEntry_ValueLen(e), &cur, &w, &c) &&
+        cur == pid && c == n->creation)
+        kvStore_Update(NULL, n->kv, name, "", 0, kvEntry_Revision(e));
+    kvEntry_Destroy(e);
+}
+
+int tp_register_global(tp_ctx *ctx, const char *name)
+{
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    tpi_node *n = rt ? tpi_node_of(rt) : NULL;
+    if (!n || !n->kv)
+        return TP_ESTATE;
+    if (!key_ok(name))
+        return TP_EINVAL;
+    tp_pid self = tp_self(ctx);
+    char *copy = tpi_strndup(name, NAME_MAX_LEN);
+    int rc = copy ? tpi_svc_watch_end(ctx) : TP_ENOMEM; /* freed as we end */
+    if (!rc)
+        rc = claim(n, name, self, NULL);
+    if (!rc) {
+        pthread_mutex_lock(&n->names_lock);
+        if (n->names.n == n->names.cap) {
+            size_t cap = n->names.cap ? n->names.cap * 2 : 8;
+            tpi_gname *v = tp_realloc(n->names.v, cap * sizeof *v);
+            if (v) {
+                n->names.v = v;
+                n->names.cap = cap;
+            }
+        }
+        if (n->names.n < n->names.cap)
+            n->names.v[n->names.n++] = (tpi_gname){copy, self, false};
+        else
+            rc = TP_ENOMEM;
+        pthread_mutex_unlock(&n->names_lock);
+        if (rc) /* we could not remember it: do not keep it */
+            release(n, name, self);
+    }
+    if (rc)
+        tp_free(copy);
+    return rc;
+}
+
+/* Take name's entry for pid off the list (names lock held). */
+static bool forget(tpi_node *n, const char *name, tp_pid pid)
+{
+    for (size_t i = 0; i < n->names.n; i++)
+        if (n->names.v[i].pid == pid &&
+            (!name || strcmp(n->names.v[i].name, name) == 0)) {
+            tp_free(n->names.v[i].name);
+            n->names.v[i] = n->names.v[--n->names.n];
+            return true;
+        }
+    return false;
+}
+
+int tp_unregister_global(tp_ctx *ctx, const char *name)
+{
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    tpi_node *n = rt ? tpi_node_of(rt) : NULL;
+    if (!n || !n->kv)
+        return TP_ESTATE;
+    if (!key_ok(name))
+        return TP_EINVAL;
+    tp_pid self = tp_self(ctx);
+    pthread_mutex_lock(&n->names_lock);
+    bool mine = forget(n, name, self);
+    pthread_mutex_unlock(&n->names_lock);
+    if (!mine)
+        return TP_ENOENT;
+    release(n, name, self);
+    return 0;
+}
+
+int tp_whereis_global(tp_runtime *rt, const char *name, tp_pid *out)
+{
+    tpi_node *n = rt ? tpi_node_of(rt) : NULL;
+    if (!n || !n->kv)
+        return TP_ESTATE;
+    if (!key_ok(name) || !out)
+        return TP_EINVAL;
+    kvEntry *e = NULL;
+    natsStatus s = kvStore_Get(&e, n->kv, name);
+    if (s == NATS_NOT_FOUND)
+        return TP_ENOENT;
+    if (s != NATS_OK)
+        return TP_ENOCONN;
+    tpi_wpid w;
+    uint64_t c;
+    bool ok = owner_of(n, kvEntry_Value(e), kvEntry_ValueLen(e), out, &w, &c) &&
+              owner_alive(n, *out, &w, c);
+    kvEntry_Destroy(e);
+    return ok ? 0 : TP_ENOENT;
+}
+
+int tp_send_global(tp_ctx *ctx, const char *name, int32_t tag, const void *data,
+                   size_t len)
+{
+    tp_pid to;
+    int rc = tp_whereis_global(tp_ctx_runtime(ctx), name, &to);
+    return rc ? rc : tp_send(ctx, to, tag, data, len);
+}
+
+/* ------------------------------------------------ from the ticker */
+
+/* Names whose owner ended (the end hook queued them). */
+void tpi_names_ended(tpi_node *n, tp_pid pid)
+{
+    pthread_mutex_lock(&n->names_lock);
+    for (size_t i = 0; i < n->names.n; i++)
+        if (n->names.v[i].pid == pid)
+            n->names.v[i].ended = true;
+    pthread_mutex_unlock(&n->names_lock);
+    tpi_node_poke(n);
+}
+
+/* The ticker's share: free the names of ended owners, of nodes that went
+ * down, and register ours again after a reconnect. Blocking is fine. */
+void tpi_names_tick(tpi_node *n)
+{
+    if (!n->kv)
+        return;
+    for (;;) { /* owners that ended */
+        char *name = NULL;
+        tp_pid pid = TP_PID_NONE;
+        pthread_mutex_lock(&n->names_lock);
+        for (size_t i = 0; i < n->names.n && !name; i++)
+            if (n->names.v[i].ended) {
+                name = n->names.v[i].name;
+                pid = n->names.v[i].pid;
+                n->names.v[i] = n->names.v[--n->names.n];
+            }
+        pthread_mutex_unlock(&n->names_lock);
+        if (!name)
+            break;
+        release(n, name, pid);
+        tp_free(name);
+    }
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
+    for (unsigned i = 1; i <= np; i++) { /* nodes that went down */
+        tpi_peer *p = tpi_node_peer_at(n, i);
+        pthread_mutex_lock(&p->lock);
+        bool sweep = p->names_sweep;
+        p->names_sweep = false;
+        pthread_mutex_unlock(&p->lock);
+        if (!sweep)
+            continue;
+        kvKeysList keys = {0};
+        if (kvStore_Keys(&keys, n->kv, NULL) != NATS_OK)
+            continue;
+        for (int k = 0; k < keys.Count; k++) {
+            kvEntry *e = NULL;
+            tpi_wpid w;
+            tp_pid cur;
+            uint64_t c;
+            if (kvStore_Get(&e, n->kv, keys.Keys[k]) != NATS_OK)
+                continue;
+            if (owner_of(n, kvEntry_Value(e), kvEntry_ValueLen(e), &cur, &w,
+                         &c) &&
+                w.node_len == p->name_len &&
+                memcmp(w.node, p->name, p->name_len) == 0 &&
+                !owner_alive(n, cur, &w, c)) /* not a newer run's */
+                kvStore_Update(NULL, n->kv, keys.Keys[k], "", 0,
+                               kvEntry_Revision(e));
+            kvEntry_Destroy(e);
+        }
+        kvKeysList_Destroy(&keys);
+    }
+    if (atomic_exchange_explicit(&n->names_reclaim, false,
+                                 memory_order_relaxed)) {
+        pthread_mutex_lock(&n->names_lock);
+        for (size_t i = 0; i < n->names.n; i++) /* lost with the server? */
+            (void)claim(n, n->names.v[i].name, n->names.v[i].pid, NULL);
+        pthread_mutex_unlock(&n->names_lock);
+    }
+}
