@@ -66,8 +66,9 @@ static void pool_free(tp_runtime *rt, void *state)
     tp_free(p);
 }
 
-static const tpi_svc_ops pool_ops = {
-    .make = pool_make, .stop = pool_stop, .free = pool_free};
+static const tpi_svc_ops pool_ops = {.make = pool_make,
+                                     .stop = pool_stop,
+                                     .free = pool_free};
 
 static tpi_pool *pool_get(tp_runtime *rt)
 {
