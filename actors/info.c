@@ -151,6 +151,12 @@ static void fill(tpi_actor *a, tp_actor_info *out)
     out->stashed = msglist_len(&x->stash) + msglist_len(&x->replay);
     out->links = x->links.n;
     out->monitors = x->watchers.n;
+    for (uint32_t i = 0; i < x->links.n; i++)
+        out->remote_links += (x->links.v[i] & TPI_PID_REMOTE) != 0;
+    for (uint32_t i = 0; i < x->watchers.n; i++)
+        out->remote_monitors += (x->watchers.v[i].pid & TPI_PID_REMOTE) != 0;
+    for (uint32_t i = 0; i < x->monitoring.n; i++)
+        out->remote_monitors += (x->monitoring.v[i].pid & TPI_PID_REMOTE) != 0;
     if (x->obs) {
         out->observed = (a->flags & TPI_ACT_OBS) != 0;
         out->mailbox_hwm = x->obs->hwm;

@@ -74,6 +74,9 @@ TP_API void tp_node_opts_init(tp_node_opts *o);
  */
 TP_API int tp_runtime_set_node(tp_runtime *rt, const tp_node_opts *o);
 
+/** This node's name, or NULL when rt is not a node. Any thread. */
+TP_API const char *tp_node_name(tp_runtime *rt);
+
 /** The node of pid: its name into buf (at most size bytes with the NUL;
  * this node's own name for a local pid). TP_ENOENT if rt is not a node
  * (then buf is ""), TP_EINVAL for TP_PID_NONE. Any thread. */

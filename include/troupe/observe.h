@@ -50,32 +50,36 @@ TP_API int tp_runtime_observe(tp_runtime *rt, unsigned flags);
 /** What tp_actor_info_get tells about one actor. Counters marked
  * "observed" are 0 unless the actor is observed (tp_actor_info.observed). */
 typedef struct tp_actor_info {
-    tp_pid pid;            /**< the actor */
-    tp_pid parent;         /**< its spawner; TP_PID_NONE for actors spawned
+    tp_pid pid;               /**< the actor */
+    tp_pid parent;            /**< its spawner; TP_PID_NONE for actors spawned
                                 from outside the runtime (the root) */
-    char name[64];         /**< registered name, "" if none */
-    bool alive;            /**< false: ended, only pid and dead_letters are
+    char name[64];            /**< registered name, "" if none */
+    bool alive;               /**< false: ended, only pid and dead_letters are
                                 meaningful (see tp_actor_info_get) */
-    bool observed;         /**< counters below are kept */
-    bool trap_exit;        /**< traps exit signals */
-    bool paused;           /**< paused by backpressure */
-    uint64_t mailbox_len;  /**< messages queued and not yet taken */
-    uint64_t mailbox_cap;  /**< capacity; UINT64_MAX when unbounded */
-    uint64_t stashed;      /**< deferred messages it holds now */
-    uint64_t links;        /**< actors linked to it */
-    uint64_t monitors;     /**< monitors on it (it is watched by) */
-    uint64_t mailbox_hwm;  /**< observed: highest mailbox_len seen at the
+    bool observed;            /**< counters below are kept */
+    bool trap_exit;           /**< traps exit signals */
+    bool paused;              /**< paused by backpressure */
+    uint64_t mailbox_len;     /**< messages queued and not yet taken */
+    uint64_t mailbox_cap;     /**< capacity; UINT64_MAX when unbounded */
+    uint64_t stashed;         /**< deferred messages it holds now */
+    uint64_t links;           /**< actors linked to it */
+    uint64_t monitors;        /**< monitors on it (it is watched by) */
+    uint64_t remote_links;    /**< of links, those to actors of other
+                                   nodes (troupe/node.h) */
+    uint64_t remote_monitors; /**< monitors it holds on actors of other
+                                   nodes, plus those on it from them */
+    uint64_t mailbox_hwm;     /**< observed: highest mailbox_len seen at the
                                 start or end of one of its turns */
-    uint64_t handled;      /**< observed: behavior calls that consumed a
+    uint64_t handled;         /**< observed: behavior calls that consumed a
                                 message (TP_TAG_START included) */
-    uint64_t deferred;     /**< observed: behavior calls that returned
+    uint64_t deferred;        /**< observed: behavior calls that returned
                                 TP_DEFER (a message deferred twice counts
                                 twice) */
-    uint64_t handler_ns;   /**< observed with TP_OBSERVE_TIME: nanoseconds
+    uint64_t handler_ns;      /**< observed with TP_OBSERVE_TIME: nanoseconds
                                 spent in its behavior */
-    uint64_t restarts;     /**< restarts it counted with
+    uint64_t restarts;        /**< restarts it counted with
                                 tp_observe_restart (supervisors) */
-    uint64_t dead_letters; /**< user messages addressed to it that became
+    uint64_t dead_letters;    /**< user messages addressed to it that became
                                 dead letters: those still queued or
                                 deferred when it ended and those sent to
                                 it afterwards. Kept for every actor. */

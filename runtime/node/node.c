@@ -695,6 +695,12 @@ int tp_runtime_set_node(tp_runtime *rt, const tp_node_opts *o)
 
 bool tp_pid_is_remote(tp_pid pid) { return (pid & TPI_PID_REMOTE) != 0; }
 
+const char *tp_node_name(tp_runtime *rt)
+{
+    tpi_node *n = rt ? tpi_node_of(rt) : NULL;
+    return n ? n->o.name : NULL;
+}
+
 int tp_pid_node(tp_runtime *rt, tp_pid pid, char *buf, size_t size)
 {
     tpi_node *n = rt ? tpi_node_of(rt) : NULL;

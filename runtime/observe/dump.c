@@ -112,6 +112,9 @@ static void dump_line(FILE *out, const tp_actor_info *i, unsigned depth,
         fprintf(out, " links %" PRIu64, i->links);
     if (i->monitors)
         fprintf(out, " monitors %" PRIu64, i->monitors);
+    if (i->remote_links || i->remote_monitors) /* across nodes */
+        fprintf(out, " remote links %" PRIu64 " remote monitors %" PRIu64,
+                i->remote_links, i->remote_monitors);
     if (i->trap_exit)
         fputs(" trap", out);
     if (i->paused)
@@ -145,6 +148,19 @@ static void dump_totals(tp_runtime *rt, FILE *out)
             " late_replies %" PRIu64 " sent %" PRIu64 " timers %" PRIu64 "\n",
             st.restarts, st.base.dead_letters, st.base.late_replies,
             st.base.messages_sent, st.base.timers_active);
+    const char *name = tp_node_name(rt);
+    if (name) {
+        tp_node_stats ns;
+        tp_node_stats_get(rt, &ns);
+        fprintf(out,
+                "node %s: peers up %" PRIu64 " frames in %" PRIu64
+                " out %" PRIu64 " bytes in %" PRIu64 " out %" PRIu64
+                " dropped %" PRIu64 " send_failed %" PRIu64
+                " reconnects %" PRIu64 " rtt %" PRIu64 "us\n",
+                name, ns.nodes_up, ns.frames_in, ns.frames_out, ns.bytes_in,
+                ns.bytes_out, ns.dropped, ns.send_failed, ns.reconnects,
+                ns.rtt_us);
+    }
 }
 
 /* The dump itself, on a safe thread; skip is the dumper actor, if any. */

@@ -112,6 +112,29 @@ static int metrics_now(tp_runtime *rt, FILE *out)
            "Timers set and not yet fired or cancelled.", st.base.timers_active);
     scalar(out, "troupe_actor_slots", "gauge", "Actor table slots allocated.",
            st.base.slots);
+    if (tp_node_name(rt)) { /* a node */
+        tp_node_stats ns;
+        tp_node_stats_get(rt, &ns);
+        scalar(out, "troupe_node_peers_up", "gauge",
+               "Other nodes seen alive now.", ns.nodes_up);
+        scalar(out, "troupe_node_frames_in_total", "counter",
+               "Frames taken in from other nodes.", ns.frames_in);
+        scalar(out, "troupe_node_frames_out_total", "counter",
+               "Frames published to other nodes.", ns.frames_out);
+        scalar(out, "troupe_node_bytes_in_total", "counter",
+               "Bytes received from NATS.", ns.bytes_in);
+        scalar(out, "troupe_node_bytes_out_total", "counter",
+               "Bytes published to NATS.", ns.bytes_out);
+        scalar(out, "troupe_node_frames_dropped_total", "counter",
+               "Frames from the wire refused (bad, forged, unknown).",
+               ns.dropped);
+        scalar(out, "troupe_node_send_failed_total", "counter",
+               "Frames that could not be published.", ns.send_failed);
+        scalar(out, "troupe_node_reconnects_total", "counter",
+               "Reconnections to NATS.", ns.reconnects);
+        scalar(out, "troupe_node_rtt_microseconds", "gauge",
+               "Round trip to other nodes, smoothed from probes.", ns.rtt_us);
+    }
     scalar(out, "troupe_actors_listed_truncated", "gauge",
            "1 if more live actors exist than the per-actor series list.",
            total > n);

@@ -3,6 +3,7 @@
 #define TPI_OBSERVE_INT_H
 
 #include "runtime/service.h"
+#include "troupe/node.h"
 #include "troupe/observe.h"
 
 #include <stdio.h>

@@ -386,6 +386,7 @@ typedef struct lost {
     double t0, t_exit, t_down, t_reply, t_nodedown;
     tp_reason exit, down;
     int reply_status;
+    bool dump_ok; /* the dump showed the relations and the node */
 } lost;
 
 static void lost_maybe_done(tp_ctx *ctx, lost *l)
@@ -410,10 +411,19 @@ static int lost_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         EXPECT_EQ(tp_call(ctx, l->server, T_HOLD, NULL, 0, 20000, &l->hold_ref),
                   0);
         break;
-    case T_HELD: /* the link, the monitor and the call are in place */
+    case T_HELD: { /* the link, the monitor and the call are in place */
+        char *text = NULL;
+        size_t tlen = 0;
+        FILE *f = open_memstream(&text, &tlen);
+        EXPECT_EQ(tp_runtime_dump(tp_ctx_runtime(ctx), f), 0);
+        fclose(f);
+        l->dump_ok = strstr(text, "remote links 1 remote monitors 1") &&
+                     strstr(text, "node A: peers up 1");
+        free(text);
         l->t0 = tpt_now_ms();
         kill(l->child, l->how);
         break;
+    }
     case TP_TAG_EXIT:
         EXPECT_EQ(tp_msg_reason(msg, &l->exit), 0);
         l->t_exit = tpt_now_ms();
@@ -446,6 +456,7 @@ static void run_lost(lost *l, double limit_ms)
     assert_int_equal(l->exit.kind, TP_EXIT_NOCONNECTION);
     assert_int_equal(l->down.kind, TP_EXIT_NOCONNECTION);
     assert_int_equal(l->reply_status, TP_ENOCONN);
+    assert_true(l->dump_ok);
     double worst = l->t_exit;
     if (l->t_down > worst)
         worst = l->t_down;
