@@ -268,7 +268,8 @@ static void probe_and_check(tpi_node *n, uint64_t deadline_ns)
         tpi_peer *p = n->peers[i];
         pthread_mutex_lock(&p->lock);
         bool up = p->up;
-        bool late = up && now - p->last_hb_ns > deadline_ns;
+        /* heard after now was read: not late (no unsigned wrap) */
+        bool late = up && p->last_hb_ns + deadline_ns < now;
         if (up && !late)
             p->probe_sent_ns = now;
         pthread_mutex_unlock(&p->lock);
