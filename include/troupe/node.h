@@ -107,7 +107,9 @@ TP_API int tp_monitor_node(tp_ctx *ctx, const char *node, bool on);
  * from any node, fails with TP_EEXIST. The name is freed when its owner
  * ends or its node goes down, or by tp_unregister_global. Names live in a
  * JetStream key-value bucket: the NATS server must run with JetStream
- * (nats-server -js). Blocks the caller for one request to the server.
+ * (nats-server -js). Blocks the caller for a few requests to the server
+ * (a create; when taken, a read, and if its owner's node is not known to
+ * be up, a probe of at most 250 ms, then a conditional update).
  * Names: 1 to 200 of [A-Za-z0-9_-.=], not starting or ending with '.'.
  *
  * Returns 0, TP_EEXIST, TP_EINVAL (bad name), TP_ESTATE (not a node, or
@@ -115,8 +117,9 @@ TP_API int tp_monitor_node(tp_ctx *ctx, const char *node, bool on);
  */
 TP_API int tp_register_global(tp_ctx *ctx, const char *name);
 
-/** Free a global name the calling actor holds. TP_ENOENT if it does not
- * hold it; TP_ESTATE, TP_EINVAL as for registering. */
+/** Free a global name the calling actor holds (blocks for a read and a
+ * conditional update). TP_ENOENT if it does not hold it; TP_ESTATE,
+ * TP_EINVAL as for registering. */
 TP_API int tp_unregister_global(tp_ctx *ctx, const char *name);
 
 /** The owner of a global name (a pid of rt, local or remote). TP_ENOENT
@@ -132,7 +135,7 @@ TP_API int tp_send_global(tp_ctx *ctx, const char *name, int32_t tag,
 /* ------------------------------------------------------------ groups */
 
 /**
- * Join the group (a name as for nodes, at most 64 bytes): messages and
+ * Join the group (a name as for nodes): messages and
  * calls to the group go to exactly one live member, on any node (NATS
  * queue groups pick the node, the node picks a member in turn). A member
  * leaves with tp_group_leave or when it ends. Once this returns, the
@@ -149,7 +152,8 @@ TP_API int tp_group_send(tp_ctx *ctx, const char *group, int32_t tag,
 /** Call one member: the reply comes as TP_TAG_REPLY with *ref_out, status
  * 0 or the member's TP_ENOREPLY/TP_ENOPROC, TP_ENOPROC at once when the
  * group has no member anywhere, TP_ETIMEDOUT after timeout_ms (>= 0). A
- * member whose node goes down mid-call is noticed by the timeout only. */
+ * member whose node goes down mid-call is noticed by the timeout only,
+ * so timeout_ms < 0 is TP_EINVAL. */
 TP_API int tp_group_call(tp_ctx *ctx, const char *group, int32_t tag,
                          const void *data, size_t len, int timeout_ms,
                          tp_ref *ref_out);

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GROUP_NAME_MAX 64
+#define GROUP_NAME_MAX TP_NODE_NAME_MAX
 
 static bool group_ok(const char *g)
 {
@@ -295,7 +295,7 @@ int tp_group_call(tp_ctx *ctx, const char *group, int32_t tag, const void *data,
     tpi_node *n = rt ? tpi_node_of(rt) : NULL;
     if (!n || !n->nc)
         return TP_ESTATE;
-    if (!group_ok(group))
+    if (!group_ok(group) || timeout_ms < 0) /* never wait forever */
         return TP_EINVAL;
     tp_oneshot tx; /* the member's reply, or the server's "no one" */
     int rc = tp_oneshot_new(ctx, timeout_ms, &tx);

@@ -33,6 +33,7 @@
 
 #define DEFAULT_CLUSTER "troupe"
 #define PROBES_PER_BEAT 4
+#define TPI_NODE_URLS_MAX 16
 
 static uint64_t now_ns(void)
 {
@@ -415,13 +416,29 @@ static int nats_rc(natsStatus s)
     }
 }
 
+/* The comma-separated URL list as nats.c's server list (failover). */
+static natsStatus set_servers(natsOptions *o, const char *urls)
+{
+    const char *v[TPI_NODE_URLS_MAX];
+    char *copy = tpi_strndup(urls, 4096), *save = NULL;
+    if (!copy)
+        return NATS_NO_MEMORY;
+    int n = 0;
+    for (char *t = strtok_r(copy, ", ", &save); t && n < TPI_NODE_URLS_MAX;
+         t = strtok_r(NULL, ", ", &save))
+        v[n++] = t;
+    natsStatus s = n ? natsOptions_SetServers(o, v, n) : NATS_INVALID_ARG;
+    tp_free(copy);
+    return s;
+}
+
 static natsStatus make_options(tpi_node *n, natsOptions **out)
 {
     natsOptions *o = NULL;
     const tp_node_opts *c = &n->o;
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(o, c->urls);
+        s = set_servers(o, c->urls);
     if (s == NATS_OK)
         s = natsOptions_SetName(o, c->name);
     if (s == NATS_OK)

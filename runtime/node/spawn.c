@@ -148,8 +148,10 @@ int tp_spawn_on(tp_ctx *ctx, const char *node, const char *name,
     natsMsg_Destroy(ans);
     if (rc)
         return rc;
-    if ((flags & TP_SPAWN_LINK) && (rc = tp_link(ctx, pid)) != 0)
+    if ((flags & TP_SPAWN_LINK) && (rc = tp_link(ctx, pid)) != 0) {
+        (void)tp_kill(ctx, pid); /* not left running, unlinked and unknown */
         return rc;
+    }
     if (pid_out)
         *pid_out = pid;
     return 0;
