@@ -49,7 +49,7 @@
 #define CLUSTER "nbench"
 #define WARMUP 1000
 #define CALL_TIMEOUT_MS 30000
-#define SEND_CHUNK 4096 /* one-way sends per turn, then a self-message */
+#define SEND_CHUNK 4096  /* one-way sends per turn, then a self-message */
 #define TIME_LIMIT_S 120 /* the whole program, whatever happens */
 
 enum {
@@ -67,10 +67,7 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void die_with_parent(void)
-{
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
+static void die_with_parent(void) { prctl(PR_SET_PDEATHSIG, SIGKILL); }
 
 /* ------------------------------------------------------------ nats-server */
 
@@ -214,9 +211,11 @@ static int b_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         if (getenv("NODE_BENCH_DEBUG")) {
             tp_node_stats st;
             tp_node_stats_get(tp_ctx_runtime(ctx), &st);
-            fprintf(stderr, "B: NODEDOWN at %.3f: in %" PRIu64 " out %" PRIu64
-                    " dropped %" PRIu64 " reconnects %" PRIu64 "\n", now(),
-                    st.frames_in, st.frames_out, st.dropped, st.reconnects);
+            fprintf(stderr,
+                    "B: NODEDOWN at %.3f: in %" PRIu64 " out %" PRIu64
+                    " dropped %" PRIu64 " reconnects %" PRIu64 "\n",
+                    now(), st.frames_in, st.frames_out, st.dropped,
+                    st.reconnects);
         }
         tp_kill(ctx, b->server);
         return tp_exit(ctx, TP_REASON_NORMAL);
@@ -278,8 +277,8 @@ static int a_fail(tp_ctx *ctx, a_root_st *a, const char *why)
             "node-bench: %s (at %" PRId64 ", warm-up left %" PRId64
             "; frames out %" PRIu64 " in %" PRIu64 ", dropped %" PRIu64
             ", send failed %" PRIu64 ", reconnects %" PRIu64 ")\n",
-            why, a->next, a->warm_left, st.frames_out, st.frames_in,
-            st.dropped, st.send_failed, st.reconnects);
+            why, a->next, a->warm_left, st.frames_out, st.frames_in, st.dropped,
+            st.send_failed, st.reconnects);
     a->failed = true;
     return tp_exit(ctx, TP_REASON_ERROR(TP_EINVAL, "bench failed"));
 }
@@ -421,7 +420,8 @@ int main(int argc, char **argv)
     else
         printf(" us_per_rtt=%.2f\n", secs > 0 ? secs * 1e6 / a.n : 0);
     if (!ok) {
-        fprintf(stderr, "node-bench: check failed: rc=%d check=%" PRId64
+        fprintf(stderr,
+                "node-bench: check failed: rc=%d check=%" PRId64
                 " want=%" PRId64 " peer status=%d\n",
                 rc, a.check, a.n, st);
         return 1;

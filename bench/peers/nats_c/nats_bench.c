@@ -336,8 +336,9 @@ int main(int argc, char **argv)
     else
         printf(" us_per_rtt=%.2f\n", secs > 0 ? secs * 1e6 / n : 0);
     if (s != NATS_OK || check != n) {
-        fprintf(stderr, "natsc-node-bench: check failed: %" PRId64
-                " of %" PRId64 "\n", check, n);
+        fprintf(stderr,
+                "natsc-node-bench: check failed: %" PRId64 " of %" PRId64 "\n",
+                check, n);
         return 1;
     }
     return 0;
