@@ -265,12 +265,12 @@ static int tell(tpi_node *n, tpi_peer *p, tp_pid to, int32_t tag)
     return tpi_svc_post(n->rt, to, &e, false);
 }
 
+/* p's lock held, with the change of p->up: so NODEUP and NODEDOWN reach
+ * each watcher in the order of the changes, whatever threads make them. */
 static void tell_watchers(tpi_node *n, tpi_peer *p, int32_t tag)
 {
-    pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < p->monitors.n; i++)
         tell(n, p, p->monitors.v[i].local, tag);
-    pthread_mutex_unlock(&p->lock);
 }
 
 void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone)
@@ -283,10 +283,10 @@ void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone)
         p->seq_in = p->seq_out = 0;
     else if (was_up) /* it may come back as it was: tell it we broke */
         p->need_break = true;
-    pthread_mutex_unlock(&p->lock);
-    break_relations(n, p);
     if (was_up)
         tell_watchers(n, p, TP_TAG_NODEDOWN);
+    pthread_mutex_unlock(&p->lock);
+    break_relations(n, p);
     tpi_node_poke(n); /* the ticker frees its global names */
 }
 
@@ -308,9 +308,9 @@ void tpi_node_peer_heard(tpi_node *n, tpi_peer *p)
     p->up = true;
     if (p->need_break)
         send_break(n, p);
-    pthread_mutex_unlock(&p->lock);
     if (!was_up)
         tell_watchers(n, p, TP_TAG_NODEUP);
+    pthread_mutex_unlock(&p->lock);
 }
 
 /* --------------------------------------------------------------- in */
