@@ -257,9 +257,21 @@ TP_API int tp_runtime_exit_signal(tp_runtime *rt, tp_pid to, tp_reason reason);
 
 /** Call before tp_run: SIGINT or SIGTERM then sends the root an exit
  * signal with reason shutdown (an orderly stop of its tree: a supervisor
- * stops its children in reverse order); a second one kills every actor.
- * SIGPIPE is ignored from then on. */
+ * stops its children in reverse order). A signal that comes while that
+ * shutdown is in progress (the root has neither ended nor called
+ * tp_refuse_shutdown) kills every actor; once the root has refused, the
+ * next signal starts a new orderly shutdown. SIGPIPE is ignored from then
+ * on. */
 TP_API int tp_runtime_handle_signals(tp_runtime *rt);
+
+/** Called by the root, which traps exits, after the shutdown exit signal
+ * from SIGINT/SIGTERM (tp_msg_from() == TP_PID_NONE): it will not end for
+ * that shutdown (it refused, or its own shutdown work failed) and runs on
+ * normally, so the next SIGINT/SIGTERM starts a new orderly shutdown
+ * instead of killing every actor. TP_ESTATE when no shutdown started by a
+ * signal is in progress (none came, it was refused already, or a second
+ * signal is already killing everything) or the caller is not the root. */
+TP_API int tp_refuse_shutdown(tp_ctx *ctx);
 
 /** The pid registered under name, or TP_PID_NONE. Any thread. */
 TP_API tp_pid tp_whereis(tp_runtime *rt, const char *name);

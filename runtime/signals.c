@@ -1,4 +1,14 @@
-/* SIGINT/SIGTERM: an orderly shutdown of the tree, then a forced one. */
+/*
+ * SIGINT/SIGTERM: an orderly shutdown of the tree, then a forced one.
+ *
+ * rt->signals_seen is 1 while a shutdown that a signal started is in
+ * progress: from the signal that sent the root its shutdown exit signal
+ * until the root ends (then the run is over) or refuses it with
+ * tp_refuse_shutdown (back to 0). A signal while it is 0 starts a new
+ * orderly shutdown; any other signal kills every actor and leaves it at 2
+ * for good (nothing left to refuse). Set by scheduler 0's loop (the signal
+ * event), cleared by the root's thread, hence atomic.
+ */
 #include "actors/actor.h"
 #include "runtime/runtime.h"
 
@@ -17,7 +27,17 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
     tp_runtime *rt = arg;
-    if (rt->signals_seen++ == 0)
+    int seen = __atomic_load_n(&rt->signals_seen, __ATOMIC_RELAXED), next;
+    /* A CAS, not a store: a refusal between the load and here makes this
+     * signal an orderly shutdown again, never a kill the root was told it
+     * had avoided. release: pairs with the acquire load in
+     * tp_refuse_shutdown, which then reads rt->root (written on this
+     * thread before the loop ran). */
+    do
+        next = seen == 0 ? 1 : 2;
+    while (!__atomic_compare_exchange_n(&rt->signals_seen, &seen, next, false,
+                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+    if (next == 1)
         tpi_send_reason(rt, TP_PID_NONE, rt->root, TPI_SIG_EXIT,
                         TP_REASON_SHUTDOWN, 0, 0);
     else { /* every actor's state: the other schedulers park meanwhile */
@@ -25,6 +45,25 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         tpi_table_each(rt->table, kill_live, rt);
         tpi_world_resume(rt);
     }
+}
+
+int tp_refuse_shutdown(tp_ctx *ctx)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    tp_runtime *rt = tpi_actor_rt(a);
+    /* acquire: pairs with the release in on_signal (see there). A refusal
+     * racing a second signal either comes first (the signal starts a new
+     * orderly shutdown) or finds 2 and fails (the signal forces). */
+    if (__atomic_load_n(&rt->signals_seen, __ATOMIC_ACQUIRE) != 1 ||
+        tpi_actor_pid(a) != rt->root)
+        return TP_ESTATE;
+    int busy = 1; /* relaxed: only the value is handed over */
+    if (!__atomic_compare_exchange_n(&rt->signals_seen, &busy, 0, false,
+                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return TP_ESTATE;
+    return 0;
 }
 
 int tp_runtime_handle_signals(tp_runtime *rt)

@@ -292,6 +292,82 @@ static void test_call_dead_pid(void **unused)
     assert_int_equal(d.status, TP_ENOPROC);
 }
 
+/* ------------------------------------------ the reason a callee died */
+
+enum { TAG_FAIL_NOW = 40 };
+
+/* Fails with error 77: in the turn that handles the request, or at start
+ * with the request still queued. */
+static int failing_callee(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int *at_start = state;
+    if ((tp_msg_tag(msg) == TP_TAG_START && *at_start) ||
+        tp_msg_tag(msg) == TAG_FAIL_NOW)
+        tp_exit(ctx, TP_REASON_ERROR(77, "callee failed"));
+    return TP_HANDLED;
+}
+
+typedef struct why_call {
+    int at_start;
+    tp_ref mon, call;
+    int status, replies, downs;
+    size_t reply_len;
+    tp_reason down;
+} why_call;
+
+static int why_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    why_call *w = state;
+    tp_pid callee;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        EXPECT_EQ(tp_spawn(ctx, failing_callee, &w->at_start, NULL, &callee),
+                  0);
+        /* what gen_server:call does inside: monitor, then call */
+        EXPECT_EQ(tp_monitor(ctx, callee, &w->mon), 0);
+        EXPECT_EQ(tp_call(ctx, callee, TAG_FAIL_NOW, NULL, 0, 5000, &w->call),
+                  0);
+        break;
+    case TP_TAG_REPLY:
+        EXPECT(tp_msg_ref(msg) == w->call);
+        w->replies++;
+        w->status = tp_msg_status(msg);
+        tp_msg_data(msg, &w->reply_len);
+        break;
+    case TP_TAG_DOWN:
+        EXPECT(tp_msg_ref(msg) == w->mon);
+        w->downs++;
+        EXPECT_EQ(tp_msg_reason(msg, &w->down), 0);
+        w->down.text = NULL;
+        break;
+    }
+    if (w->replies && w->downs) /* in either order: two senders */
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+/* gen_server:call exits the caller with the callee's reason; tp_call
+ * answers TP_ENOPROC (no payload) and the reason comes with the DOWN of a
+ * monitor set before the call, whether the callee died handling the
+ * request or with it still queued. */
+static void test_call_callee_reason_via_monitor(void **unused)
+{
+    for (int at_start = 0; at_start < 2; at_start++) {
+        static why_call w;
+        memset(&w, 0, sizeof w);
+        w.at_start = at_start;
+        tpt_reset();
+        assert_int_equal(tpt_run(NULL, why_root, &w, NULL, NULL), 0);
+        TPT_CHECK();
+        assert_int_equal(w.replies, 1);
+        assert_int_equal(w.status, TP_ENOPROC);
+        assert_int_equal(w.reply_len, 0);
+        assert_int_equal(w.downs, 1);
+        assert_int_equal(w.down.kind, TP_EXIT_ERROR);
+        assert_int_equal(w.down.code, 77);
+    }
+}
+
 /* ------------------------------------------------------------ forward */
 
 /* A router forwards requests with tp_forward: the worker answers the
@@ -947,6 +1023,7 @@ int main(void)
         cmocka_unit_test(test_call_callee_dies),
         cmocka_unit_test(test_call_no_reply_and_deferred),
         cmocka_unit_test(test_call_dead_pid),
+        cmocka_unit_test(test_call_callee_reason_via_monitor),
         cmocka_unit_test(test_forward),
         cmocka_unit_test(test_oneshot_value_once),
         cmocka_unit_test(test_oneshot_timeout),

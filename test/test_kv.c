@@ -2,9 +2,10 @@
  * troupe-kv, the demo service, driven over loopback like any Redis client
  * would: a small RESP client written here, plus the real redis-cli when it
  * is installed (skipped otherwise). Every command of the issue, expiry,
- * AUTH, pipelining, SAVE/BGSAVE surviving a restart, SIGTERM saving,
- * client limits, and bad input (each bad client gets one protocol error
- * and is dropped; the others are unaffected).
+ * AUTH, pipelining, SAVE/BGSAVE surviving a restart, SIGTERM saving (and
+ * saving again on a later SIGTERM after a failed save), client limits,
+ * and bad input (each bad client gets one protocol error and is dropped;
+ * the others are unaffected).
  */
 #include "tp_test.h"
 
@@ -15,6 +16,7 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 static char kv_bin[PATH_MAX];
@@ -388,6 +390,86 @@ static void test_snapshot_restart(void **unused)
     unlink(dbfile);
 }
 
+/* Wait up to 10 s for the file at path to contain text. */
+static bool file_has(const char *path, const char *text)
+{
+    double t0 = tpt_now_ms();
+    char buf[4096];
+    while (tpt_now_ms() - t0 < 10000) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = '\0';
+        if (strstr(buf, text))
+            return true;
+        usleep(5000);
+    }
+    return false;
+}
+
+static char fs_dir[160], fs_path[192], fs_log[192];
+
+/* The files of test_sigterm_after_failed_save; main removes them too, in
+ * case a failed run left them. */
+static void failed_save_cleanup(void)
+{
+    snprintf(fs_dir, sizeof fs_dir, "%s.d", dbfile);
+    snprintf(fs_path, sizeof fs_path, "%s/dump.tkv", fs_dir);
+    snprintf(fs_log, sizeof fs_log, "%s.log", dbfile);
+    unlink(fs_path);
+    rmdir(fs_dir);
+    unlink(fs_log);
+}
+
+/* SIGTERM whose save fails (the dump directory is gone): the server keeps
+ * serving, and a later SIGTERM is an orderly shutdown again that saves
+ * every write acknowledged in between (not a forced kill that loses them). */
+static void test_sigterm_after_failed_save(void **unused)
+{
+    failed_save_cleanup();
+    const char *dir = fs_dir, *path = fs_path, *log = fs_log;
+    assert_int_equal(mkdir(dir, 0755), 0);
+    /* the server's stderr (its log) goes to a file we can read */
+    int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(logfd >= 0);
+    int saved = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    dup2(logfd, 2);
+    server s = start((const char *[]){"--dbfile", path, NULL});
+    dup2(saved, 2);
+    close(saved);
+    close(logfd);
+    client *c = dial(s.port);
+    EXPECT_REPLY(c, "+OK", "SET", "before", "1");
+
+    /* A directory that is gone, not a read-only one: the tests may run as
+     * root, whom permissions do not stop. */
+    assert_int_equal(rmdir(dir), 0);
+    kill(s.pid, SIGTERM);
+    if (!file_has(log, "cannot save before exit; still running"))
+        fail_msg("the failed save was not reported");
+    /* the shards thaw right after: writes are acknowledged again */
+    double t0 = tpt_now_ms();
+    while (strcmp(CMD(c, "SET", "between", "2"), "+OK") != 0) {
+        if (tpt_now_ms() - t0 > 10000)
+            fail_msg("writes not accepted again: '%s'", last);
+        usleep(5000);
+    }
+    EXPECT_REPLY(c, "+OK", "SET", "before", "1b");
+    hangup(c);
+
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_equal(stop(&s, SIGTERM), 0); /* saved, then ended */
+
+    s = start((const char *[]){"--dbfile", path, NULL});
+    c = dial(s.port);
+    EXPECT_REPLY(c, "$1b", "GET", "before");
+    EXPECT_REPLY(c, "$2", "GET", "between");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+    failed_save_cleanup();
+}
+
 /* Each malformed request gets one protocol error, then the connection is
  * closed; a client connected alongside never notices. */
 static void test_bad_input(void **unused)
@@ -566,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_pipelining),
         cmocka_unit_test(test_snapshot_restart),
+        cmocka_unit_test(test_sigterm_after_failed_save),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_max_clients),
         cmocka_unit_test(test_redis_cli),
@@ -573,5 +656,6 @@ int main(void)
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(dbfile);
+    failed_save_cleanup();
     return rc;
 }

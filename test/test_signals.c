@@ -2,10 +2,15 @@
  * Exit signals, links and monitors with Erlang's semantics: the exit-signal
  * matrix {trapping, not} x {normal, error, kill, kill via link, exit/2}
  * x {linked, unlinked}; monitors (one DOWN each, noproc for a dead pid, none
- * after demonitor); linking a dead pid; unlink and TP_SPAWN_LINK.
+ * after demonitor); linking a dead pid; unlink and TP_SPAWN_LINK;
+ * exit_signal(self, normal) and tp_exit(kill), where troupe differs from
+ * Erlang on purpose; SIGTERM (forked): a refused shutdown can be retried,
+ * a signal during a shutdown in progress forces.
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 
 #include "tp_test.h"
 
@@ -221,6 +226,143 @@ static void test_exit_signal_direct(void **unused)
         run_scenario(C_SIG_ERROR, 0, trap);
         run_scenario(C_SIG_KILL, 0, trap);
     }
+}
+
+/* --------------------------------------- where troupe differs on purpose */
+
+typedef struct selfnorm {
+    int trap, exits, probes;
+    tp_reason why;
+    tp_pid from, self;
+} selfnorm;
+
+static int self_normal(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    selfnorm *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        s->self = tp_self(ctx);
+        EXPECT_EQ(tp_trap_exit(ctx, s->trap), 0);
+        EXPECT_EQ(tp_exit_signal(ctx, tp_self(ctx), TP_REASON_NORMAL), 0);
+        EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_PROBE, NULL, 0), 0);
+        break;
+    case TP_TAG_EXIT:
+        s->exits++;
+        s->from = tp_msg_from(msg);
+        EXPECT_EQ(tp_msg_reason(msg, &s->why), 0);
+        s->why.text = NULL;
+        break;
+    case TAG_PROBE: /* after the signal: still running */
+        s->probes++;
+        tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* Erlang: exit(self(), normal) terminates a process that does not trap
+ * exits (an irregularity of the reference manual). troupe has no special
+ * case: a normal exit signal is ignored by a non-trapping actor, even its
+ * own, and reaches a trapping one as {'EXIT', Self, normal}. To end,
+ * tp_exit(ctx, TP_REASON_NORMAL). */
+static void test_exit_signal_self_normal(void **unused)
+{
+    for (int trap = 0; trap < 2; trap++) {
+        static selfnorm s;
+        memset(&s, 0, sizeof s);
+        s.trap = trap;
+        tpt_reset();
+        assert_int_equal(tpt_run(NULL, self_normal, &s, NULL, NULL), 0);
+        TPT_CHECK();
+        assert_int_equal(s.probes, 1);
+        assert_int_equal(s.exits, trap);
+        if (trap) {
+            assert_int_equal(s.why.kind, TP_EXIT_NORMAL);
+            assert_true(s.from == s.self);
+        }
+    }
+}
+
+typedef struct selfkill {
+    tp_pid x, y, z;
+    tp_ref xmon, ymon, zmon;
+    int downs, z_exits;
+    tp_reason x_why, y_why, z_why, z_exit;
+} selfkill;
+
+static int kill_self(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    selfkill *k = state;
+    if (tp_msg_tag(msg) == TAG_SIGNAL) { /* link, then end in a later turn */
+        EXPECT_EQ(tp_link(ctx, k->y), 0);
+        EXPECT_EQ(tp_link(ctx, k->z), 0);
+        EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_FIN, NULL, 0), 0);
+    } else if (tp_msg_tag(msg) == TAG_FIN) {
+        tp_exit(ctx, TP_REASON_KILL);
+    }
+    return TP_HANDLED;
+}
+
+static int kill_watcher(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    selfkill *k = state;
+    if (tp_msg_tag(msg) == TP_TAG_EXIT) { /* z traps: x's end as a message */
+        k->z_exits++;
+        EXPECT_EQ(tp_msg_reason(msg, &k->z_exit), 0);
+        k->z_exit.text = NULL;
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int kill_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    selfkill *k = state;
+    tp_spawn_opts trap = {.flags = TP_SPAWN_TRAP_EXIT};
+    tp_reason why;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        EXPECT_EQ(tp_spawn(ctx, kill_watcher, k, NULL, &k->y), 0);
+        EXPECT_EQ(tp_spawn(ctx, kill_watcher, k, &trap, &k->z), 0);
+        EXPECT_EQ(tp_spawn(ctx, kill_self, k, NULL, &k->x), 0);
+        EXPECT_EQ(tp_monitor(ctx, k->x, &k->xmon), 0);
+        EXPECT_EQ(tp_monitor(ctx, k->y, &k->ymon), 0);
+        EXPECT_EQ(tp_monitor(ctx, k->z, &k->zmon), 0);
+        EXPECT_EQ(tp_send(ctx, k->x, TAG_SIGNAL, NULL, 0), 0);
+        break;
+    case TP_TAG_DOWN:
+        EXPECT_EQ(tp_msg_reason(msg, &why), 0);
+        why.text = NULL;
+        if (tp_msg_ref(msg) == k->xmon)
+            k->x_why = why;
+        else if (tp_msg_ref(msg) == k->ymon)
+            k->y_why = why;
+        else if (tp_msg_ref(msg) == k->zmon)
+            k->z_why = why;
+        if (++k->downs == 3)
+            tp_exit(ctx, TP_REASON_NORMAL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* Erlang: exit(kill) (exit/1) ends the process with reason kill, and its
+ * links and monitors see kill (trappable over a link; a non-trapping
+ * linked process dies with kill, not killed). troupe: tp_exit with
+ * TP_REASON_KILL ends the actor as killed, and killed is what its links
+ * and monitors see (same propagation, one reason name fewer). */
+static void test_exit_with_kill_reason(void **unused)
+{
+    static selfkill k;
+    memset(&k, 0, sizeof k);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, kill_root, &k, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(k.x_why.kind, TP_EXIT_KILLED);
+    assert_int_equal(k.y_why.kind, TP_EXIT_KILLED); /* not trapping: dies */
+    assert_int_equal(k.z_exits, 1);                 /* trapping: a message */
+    assert_int_equal(k.z_exit.kind, TP_EXIT_KILLED);
+    assert_int_equal(k.z_why.kind, TP_EXIT_NORMAL);
 }
 
 /* ------------------------------------------------------------- monitors */
@@ -555,6 +697,199 @@ static void test_monitor_and_link_right_after_spawn(void **unused)
     assert_int_equal(e.exit_why.code, 13);
 }
 
+/* ---------------------------------------- SIGTERM: refused, retried */
+
+/* Each scenario runs in a forked child (a signal must never reach the test
+ * process) that reports what its root saw, one line each, on a pipe. */
+enum { TAG_TRY_REFUSE = 200, TAG_TRIED };
+
+static int sig_fd = -1;
+
+static void say(const char *fmt, ...)
+{
+    char line[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        (void)!write(sig_fd, line, (size_t)n);
+}
+
+typedef struct refuser {
+    int refuse; /* shutdowns to refuse before the next one is taken */
+    int stall;  /* take that one slowly: never end (a hung shutdown) */
+    int shutdowns;
+    tp_pid helper;
+} refuser;
+
+/* Not the root: may not refuse, even while a shutdown is in progress. */
+static int refuse_helper(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == TAG_TRY_REFUSE)
+        tp_send_int(ctx, tp_msg_from(msg), TAG_TRIED, tp_refuse_shutdown(ctx));
+    return TP_HANDLED;
+}
+
+static int refuse_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    refuser *r = state;
+    tp_reason why;
+    int64_t rc;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_spawn_opts o = {.flags = TP_SPAWN_LINK};
+        if (tp_spawn(ctx, refuse_helper, NULL, &o, &r->helper) != 0)
+            return TP_ENOMEM;
+        say("up %d\n", tp_refuse_shutdown(ctx)); /* none to refuse */
+        break;
+    }
+    case TP_TAG_EXIT:
+        if (tp_msg_from(msg) != TP_PID_NONE || tp_msg_reason(msg, &why) != 0 ||
+            why.kind != TP_EXIT_SHUTDOWN) {
+            say("unexpected exit\n");
+            break;
+        }
+        r->shutdowns++;
+        if (r->shutdowns <= r->refuse) /* the helper tries first */
+            tp_send(ctx, r->helper, TAG_TRY_REFUSE, NULL, 0);
+        else if (r->stall)
+            say("stalling %d\n", r->shutdowns);
+        else {
+            say("accepted %d\n", r->shutdowns);
+            tp_exit(ctx, TP_REASON_SHUTDOWN);
+        }
+        break;
+    case TAG_TRIED: {
+        tp_msg_int(msg, &rc);
+        int mine = tp_refuse_shutdown(ctx);
+        int again = tp_refuse_shutdown(ctx); /* refused already */
+        say("refused %d: helper %d, root %d, again %d\n", r->shutdowns, (int)rc,
+            mine, again);
+        break;
+    }
+    }
+    return TP_HANDLED;
+}
+
+/* Fork a child running refuse_root under tp_runtime_handle_signals;
+ * the read end of its report pipe in *fd. It ends with a line
+ * "end <status> <root's exit kind>" and exits with the run's status. */
+static pid_t fork_refuser(int refuse, int stall, int *fd)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid > 0) {
+        close(p[1]);
+        *fd = p[0];
+        return pid;
+    }
+    close(p[0]);
+    sig_fd = p[1];
+    alarm(60);
+    static refuser r;
+    r = (refuser){.refuse = refuse, .stall = stall};
+    tp_runtime *rt;
+    if (tp_runtime_new(NULL, &rt) != 0 || tp_runtime_handle_signals(rt) != 0)
+        _exit(10);
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    int status = tp_run(rt, refuse_root, &r, &o);
+    tp_reason why = {TP_EXIT_NORMAL, 0, NULL};
+    tp_runtime_root_reason(rt, &why);
+    tp_runtime_free(rt);
+    say("end %d %d\n", status, (int)why.kind);
+    exit(status < 0 ? 11 : status); /* exit, not _exit: leak checkers run */
+}
+
+/* Append what fd says to buf until it holds a line starting with stop. */
+static void read_until(int fd, char *buf, size_t cap, const char *stop)
+{
+    size_t len = strlen(buf);
+    for (;;) {
+        for (char *line = buf, *nl; (nl = strchr(line, '\n')); line = nl + 1)
+            if (strncmp(line, stop, strlen(stop)) == 0)
+                return;
+        if (len + 1 >= cap)
+            return;
+        ssize_t n = read(fd, buf + len, cap - 1 - len);
+        if (n <= 0)
+            return;
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+}
+
+/* Send SIGTERM once per step, each after the line it waits for; then
+ * collect the rest and the exit status. */
+static int drive(pid_t pid, int fd, char *buf, size_t cap,
+                 const char *const *waits)
+{
+    for (; *waits; waits++) {
+        read_until(fd, buf, cap, *waits);
+        if (!strstr(buf, *waits))
+            fail_msg("no '%s' line; got:\n%s", *waits, buf);
+        kill(pid, SIGTERM);
+    }
+    read_until(fd, buf, cap, "end");
+    close(fd);
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    if (!WIFEXITED(ws))
+        fail_msg("child died by signal %d; got:\n%s",
+                 WIFSIGNALED(ws) ? WTERMSIG(ws) : 0, buf);
+    return WEXITSTATUS(ws);
+}
+
+/* A root that refuses the first SIGTERM (tp_refuse_shutdown) and takes the
+ * second: the second is an orderly shutdown again (a second shutdown EXIT
+ * reaches the root, and it ends with reason shutdown), not a kill. Only the
+ * root may refuse, once per shutdown. */
+static void test_refused_shutdown_retried(void **unused)
+{
+    int fd;
+    char buf[1024] = "";
+    pid_t pid = fork_refuser(1, 0, &fd);
+    int status = drive(pid, fd, buf, sizeof buf,
+                       (const char *[]){"up", "refused", NULL});
+    char want[256];
+    snprintf(want, sizeof want,
+             "up %d\nrefused 1: helper %d, root 0, again %d\naccepted 2\n"
+             "end 0 %d\n",
+             TP_ESTATE, TP_ESTATE, TP_ESTATE, TP_EXIT_SHUTDOWN);
+    assert_string_equal(buf, want);
+    assert_int_equal(status, 0);
+}
+
+/* A signal while an orderly shutdown is still in progress (the root got it
+ * and has neither ended nor refused) kills every actor: the first shutdown
+ * (stall 1) or the one after a refusal (refuse 1, stall 2). */
+static void test_signal_during_shutdown_forces(void **unused)
+{
+    for (int refuse = 0; refuse < 2; refuse++) {
+        int fd;
+        char buf[1024] = "";
+        pid_t pid = fork_refuser(refuse, 1, &fd);
+        const char *waits[] = {"up", refuse ? "refused" : "stalling",
+                               refuse ? "stalling" : NULL, NULL};
+        int status = drive(pid, fd, buf, sizeof buf, waits);
+        char want[256];
+        if (refuse)
+            snprintf(want, sizeof want,
+                     "up %d\nrefused 1: helper %d, root 0, again %d\n"
+                     "stalling 2\nend 1 %d\n",
+                     TP_ESTATE, TP_ESTATE, TP_ESTATE, TP_EXIT_KILLED);
+        else
+            snprintf(want, sizeof want, "up %d\nstalling 1\nend 1 %d\n",
+                     TP_ESTATE, TP_EXIT_KILLED);
+        assert_string_equal(buf, want);
+        assert_int_equal(status, 1); /* the root was killed */
+    }
+}
+
 /* ------------------------------------------------ deterministic replay */
 
 /* Six linked workers pass pings around and end by timers, some with
@@ -672,12 +1007,16 @@ int main(void)
         cmocka_unit_test(test_matrix_kill),
         cmocka_unit_test(test_matrix_kill_via_link),
         cmocka_unit_test(test_exit_signal_direct),
+        cmocka_unit_test(test_exit_signal_self_normal),
+        cmocka_unit_test(test_exit_with_kill_reason),
         cmocka_unit_test(test_monitor_downs_and_noproc),
         cmocka_unit_test(test_no_down_after_demonitor),
         cmocka_unit_test(test_link_dead_pid_noproc),
         cmocka_unit_test(test_spawn_link_and_unlink),
         cmocka_unit_test(test_monitor_and_link_right_after_spawn),
         cmocka_unit_test(test_deterministic_replay),
+        cmocka_unit_test(test_refused_shutdown_retried),
+        cmocka_unit_test(test_signal_during_shutdown_forces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

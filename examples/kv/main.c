@@ -104,7 +104,10 @@ static void finish_save(tp_ctx *ctx, kv_coord *co, int status)
             return;
         }
         /* Like Redis: a server that cannot save does not exit; writes are
-         * accepted again. A second signal still stops it. */
+         * accepted again. The runtime is told, so the next SIGINT/SIGTERM
+         * saves again instead of killing the tree (TP_ESTATE when no signal
+         * asked for this shutdown, a SHUTDOWN command did: nothing to do). */
+        tp_refuse_shutdown(ctx);
         fprintf(stderr, "troupe-kv: cannot save before exit; still running\n");
         co->stopping = false;
         for (unsigned i = 0; i < srv->nshards; i++)

@@ -8,7 +8,7 @@
  * (tpi_svc_post); behaviors always run on scheduler threads.
  *
  * Liveness, two ways: every node publishes a heartbeat each heartbeat_ms
- * on "<prefix>.hb", and a node not heard for misses intervals is down (a
+ * on "<prefix>.hb.<name>", and a node not heard for misses intervals is down (a
  * hung node: SIGSTOP). A killed node's connection is dropped by the
  * server at once, which a heartbeat would only notice after seconds: so
  * each node also probes every live peer four times per interval with a
@@ -17,7 +17,7 @@
  *
  * Subjects: "<prefix>.n.<to>.<from>" carry frames, so with NATS
  * permissions a node can be allowed to publish only "<prefix>.n.*.<self>"
- * (and "<prefix>.hb", "<prefix>.alive.>", "<prefix>.who.<self>"): a node
+ * (and "<prefix>.hb.<self>", "<prefix>.alive.>", "<prefix>.who.<self>"): a node
  * cannot forge frames from another.
  *
  * Uses: runtime/service.h, the public headers, and nats.c.
@@ -151,8 +151,8 @@ static void publish_hb(tpi_node *n)
                     .node_len = n->name_len,
                     .creation = n->creation};
     tpi_nbuf b = {0};
-    char subject[TP_NODE_NAME_MAX + 16];
-    snprintf(subject, sizeof subject, "%s.hb", n->prefix);
+    char subject[2 * TP_NODE_NAME_MAX + 16];
+    snprintf(subject, sizeof subject, "%s.hb.%s", n->prefix, n->o.name);
     if (tpi_nframe_encode_hb(&b, &f))
         tpi_node_publish(n, subject, &b);
     tp_free(b.p);
@@ -199,9 +199,13 @@ static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     tpi_nframe f;
     const char *why;
     size_t len = (size_t)natsMsg_GetDataLength(msg);
-    if (len > 256 ||
+    /* "<prefix>.hb.<name>": with permissions a node may publish only its
+     * own, so the subject, not the payload, says whose heartbeat it is. */
+    const char *who = strrchr(natsMsg_GetSubject(msg), '.');
+    if (len > 256 || !who ||
         tpi_nframe_decode(natsMsg_GetData(msg), len, &f, &why) != 0 ||
-        f.kind != TPI_NF_HB) {
+        f.kind != TPI_NF_HB || strlen(who + 1) != f.node_len ||
+        memcmp(who + 1, f.node, f.node_len) != 0) {
         drop(n);
         natsMsg_Destroy(msg);
         return;
@@ -545,7 +549,7 @@ static int node_start(tp_runtime *rt, void *state)
     if (!rc)
         rc = subscribe(n, &n->sub_in, "%s.n.%s.*", on_frame);
     if (!rc)
-        rc = subscribe(n, &n->sub_hb, "%s.hb%.0s", on_hb);
+        rc = subscribe(n, &n->sub_hb, "%s.hb.*%.0s", on_hb);
     if (!rc)
         rc = tpi_node_subscribe(n, &n->sub_probe_ans, n->probe_inbox, NULL,
                                 on_probe_answer, n);

@@ -395,8 +395,15 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
     tp_pid from = tpi_node_pid_in(n, &f->from);
     tp_pid reply_to = tpi_node_pid_in(n, &f->reply_to);
     bool request = (f->flags & TPI_NFL_REQUEST) != 0;
-    if (!tag_ok(f->tag) ||
-        (f->tag < 0 && f->tag != TP_TAG_REPLY && from == TP_PID_NONE) ||
+    /* A signal comes from an actor of the node that sent the frame (its
+     * subject says which, and permissions keep it honest): one naming
+     * another node's actor is forged. A user message may name any sender
+     * (tp_forward passes them on). */
+    bool signal = f->tag < 0 && f->tag != TP_TAG_REPLY;
+    if (signal && (f->from.node_len != p->name_len ||
+                   memcmp(f->from.node, p->name, p->name_len) != 0))
+        from = TP_PID_NONE;
+    if (!tag_ok(f->tag) || (signal && from == TP_PID_NONE) ||
         (request && (f->tag < 0 || reply_to == TP_PID_NONE))) {
         atomic_fetch_add_explicit(&n->dropped, 1, memory_order_relaxed);
         return;

@@ -3,7 +3,7 @@
  * test/fuzz/run.sh (clang -fsanitize=fuzzer,address,undefined). Crashes it
  * finds go to test/fuzz/regressions/, which test_frame replays in ctest.
  */
-#include "test/fuzz/frame_fuzz.h"
+#include "test/isolate/fuzz/frame_fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
