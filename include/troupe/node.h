@@ -29,31 +29,33 @@ extern "C" {
 /** Longest node and cluster name, in bytes ([A-Za-z0-9_-] only). */
 #define TP_NODE_NAME_MAX 63
 
-/** Node-down and node-up messages of tp_monitor_node (from TP_PID_NONE,
- * payload: the node's name as a msgpack string). */
+/** A watched node went down (tp_monitor_node): from TP_PID_NONE, payload
+ * the node's name as a msgpack string. */
 #define TP_TAG_NODEDOWN (-20)
+/** A watched node is up (again), as TP_TAG_NODEDOWN. */
 #define TP_TAG_NODEUP (-21)
 
 /** How a runtime joins a cluster. tp_node_opts_init, then set urls and
  * name. Strings are copied by tp_runtime_set_node. */
 typedef struct tp_node_opts {
-    const char *urls;    /**< NATS servers, comma-separated
+    const char *urls;       /**< NATS servers, comma-separated
                               ("nats://127.0.0.1:4222,nats://..."); the
                               client fails over between them */
-    const char *name;    /**< this node's name, unique in the cluster */
-    const char *cluster; /**< the cluster (namespace of subjects); default
+    const char *name;       /**< this node's name, unique in the cluster */
+    const char *cluster;    /**< the cluster (namespace of subjects); default
                               "troupe" */
-    const char *user, *password; /**< NATS user and password, or NULL */
-    const char *token;           /**< NATS token, or NULL */
-    const char *creds_file;      /**< a NATS credentials file (JWT and nkey
+    const char *user;       /**< NATS user, or NULL */
+    const char *password;   /**< its password, or NULL */
+    const char *token;      /**< NATS token, or NULL */
+    const char *creds_file; /**< a NATS credentials file (JWT and nkey
                                  seed), or NULL */
-    const char *tls_ca;    /**< CA certificate file: use TLS, trusting it */
-    const char *tls_cert;  /**< client certificate file (mutual TLS) */
-    const char *tls_key;   /**< its private key file */
-    unsigned heartbeat_ms; /**< heartbeat interval; default 1000 */
-    unsigned misses;       /**< heartbeats missed before a node is down;
+    const char *tls_ca;     /**< CA certificate file: use TLS, trusting it */
+    const char *tls_cert;   /**< client certificate file (mutual TLS) */
+    const char *tls_key;    /**< its private key file */
+    unsigned heartbeat_ms;  /**< heartbeat interval; default 1000 */
+    unsigned misses;        /**< heartbeats missed before a node is down;
                                 default 3 */
-    size_t max_message;    /**< largest frame sent or accepted, at most the
+    size_t max_message;     /**< largest frame sent or accepted, at most the
                                 server's max_payload; default 1 MiB */
     unsigned connect_timeout_ms; /**< to reach a server at run start;
                                       default 2000 */
@@ -191,11 +193,11 @@ TP_API int tp_spawn_on(tp_ctx *ctx, const char *node, const char *name,
  * of nodes that is up, running the behavior registered as behavior. */
 typedef struct tp_node_child {
     const char *const *nodes; /**< tried in order */
-    size_t n_nodes;
-    const char *behavior; /**< registered with tp_node_register */
-    const void *args;     /**< for make_state, unless the supervisor
+    size_t n_nodes;           /**< entries in nodes */
+    const char *behavior;     /**< registered with tp_node_register */
+    const void *args;         /**< for make_state, unless the supervisor
                                passes its own (simple_one_for_one) */
-    size_t args_len;
+    size_t args_len;          /**< bytes at args */
 } tp_node_child;
 
 /** A tp_child_start_fn (troupe/supervisor.h): arg is a const
@@ -209,8 +211,10 @@ TP_API int tp_node_child_start(tp_ctx *ctx, void *arg, const void *args,
 
 /** Per-node counters (tp_node_stats_get). */
 typedef struct tp_node_stats {
-    uint64_t frames_out, frames_in; /**< frames published / taken in */
-    uint64_t bytes_out, bytes_in;
+    uint64_t frames_out;  /**< frames published */
+    uint64_t frames_in;   /**< frames taken in */
+    uint64_t bytes_out;   /**< bytes published */
+    uint64_t bytes_in;    /**< bytes received */
     uint64_t dropped;     /**< frames from the wire refused (bad, forged,
                               unknown kind, out of sequence) */
     uint64_t send_failed; /**< frames that could not be published */
