@@ -290,6 +290,9 @@ static void finalize(tpi_actor *a)
     a->state = NULL;
     a->state_free = NULL;
     a->flags = 0;
+    /* relaxed: the next owner of the slot starts uncongested; the senders
+     * paused on us are resumed just below either way. */
+    atomic_store_explicit(&a->congested, 0, memory_order_relaxed);
     tpi_drained(rt, a);
     /* Senders that raced our generation bump pushed after the drain: then
      * the slot stays queued and takes them out as dead letters. Released
@@ -524,7 +527,7 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
         return popped + 1;
     }
     if (mb->lhead || (a->ext && a->ext->replay.head) ||
-        atomic_load_explicit(&mb->rcount, memory_order_relaxed))
+        tpi_mailbox_remote_waiting(mb))
         tpi_sched_ready(a);
     else if (popped != 1 || !remote || !tpi_sched_follow(s, a, from))
         if (tpi_mailbox_release(mb))

@@ -138,6 +138,10 @@ typedef struct tpi_actor {
                                together when it moves one) */
     };
     _Atomic uint8_t paused; /* backpressure pause; see actors/send.c */
+    /* Senders pause on it as on a mailbox over capacity, while it still
+     * takes its messages (tpi_svc_congest, runtime/service.h). Written on
+     * the owner's thread, read by senders; in what was padding. */
+    _Atomic uint8_t congested;
     /* issue 8: dead letters addressed to this slot's latest actor: low 8
      * bits of its generation << 24 | count (actors/info.c). Fits in
      * what was padding, so a slot stays the same size. */
@@ -199,18 +203,21 @@ void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg);
  * to leave them for the caller). NULL on out of memory. */
 tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len);
 void tpi_msg_free(tpi_msg *m);
-/* ---- actors/node_cache.c: small message nodes, recycled; the fast paths
- * are inline (one thread-local list, no atomic). */
+/* ---- actors/node_cache.c: small message nodes, recycled by scheduler
+ * threads only; the fast paths are inline (one thread-local list, no
+ * atomic). */
 #ifndef TPI_NO_POOL
 #define TPI_NODE_CACHE_MAX 4096 /* nodes a thread keeps */
 typedef struct tpi_node_cache {
     tpi_msg *head;
     unsigned n;
-    bool registered; /* the thread-exit flush is set up */
+    bool on; /* a scheduler thread that caches, until its loop ends */
 } tpi_node_cache;
 extern _Thread_local tpi_node_cache tpi_tls_nodes;
-tpi_msg *tpi_node_refill(void); /* from the depot, or NULL */
-void tpi_node_put_slow(tpi_msg *m);
+/* From the depot, or NULL (always on a thread that does not cache). */
+tpi_msg *tpi_node_refill(void);
+/* Keep m's node; false if this thread does not cache (free it). */
+bool tpi_node_put_slow(tpi_msg *m);
 
 /* A cached node (uninitialised), or NULL: allocate one. */
 static inline tpi_msg *tpi_node_get(void)
@@ -230,10 +237,8 @@ static inline tpi_msg *tpi_node_get(void)
 static inline bool tpi_node_put(tpi_msg *m)
 {
     tpi_node_cache *c = &tpi_tls_nodes;
-    if (!c->registered || c->n >= TPI_NODE_CACHE_MAX) {
-        tpi_node_put_slow(m);
-        return true;
-    }
+    if (!c->on || c->n >= TPI_NODE_CACHE_MAX)
+        return tpi_node_put_slow(m);
     atomic_store_explicit(&m->node.next, (tpi_mpsc_node *)c->head,
                           memory_order_relaxed);
     c->head = m;
@@ -248,7 +253,8 @@ static inline bool tpi_node_put(tpi_msg *m)
     return false;
 }
 #endif
-/* Return this thread's cached message nodes to the allocator. */
+/* Return this thread's cached message nodes to the allocator; it caches
+ * no more until it runs a scheduler again. */
 void tpi_msg_cache_flush(void);
 /* And the nodes parked between threads (when no runtime is left). */
 void tpi_msg_depot_flush(void);

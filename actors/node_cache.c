@@ -1,15 +1,24 @@
 /*
- * Small message nodes, recycled. Each thread keeps a free list, so the
- * common case (a message freed on the thread that runs its receiver, which
- * allocates the next) takes no lock and no atomic. Where messages flow one
- * way between threads, the consumer's list fills while the producer's runs
- * dry: full magazines of MAG nodes then move from one to the other through
- * a depot under a mutex, one lock per MAG messages (Bonwick and Adams,
- * "Magazines and Vmem", USENIX 2001), instead of every node going back
- * through malloc across arenas.
+ * Small message nodes, recycled. Each scheduler thread keeps a free list,
+ * so the common case (a message freed on the thread that runs its
+ * receiver, which allocates the next) takes no lock and no atomic. Where
+ * messages flow one way between threads, the consumer's list fills while
+ * the producer's runs dry: full magazines of MAG nodes then move from one
+ * to the other through a depot under a mutex, one lock per MAG messages
+ * (Bonwick and Adams, "Magazines and Vmem", USENIX 2001), instead of every
+ * node going back through malloc across arenas.
+ *
+ * Only scheduler threads cache, from their first use of a node until
+ * their loop ends (tpi_sched_run flushes). Any other thread (a foreign
+ * sender, a pool worker, the thread that frees a runtime) allocates and
+ * frees each node through the allocator: such a thread may send a few
+ * messages and exit, or outlive every runtime, and a magazine taken by it
+ * would leave up to MAG nodes behind. So when the last runtime is freed
+ * and the depot emptied, every node has gone back to the allocator.
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
+#include "runtime/runtime.h"
 
 #include <pthread.h>
 
@@ -29,9 +38,6 @@ static struct {
     _Atomic unsigned n; /* read without the lock as a hint */
 } depot = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
 
-static pthread_key_t cache_key;
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-
 static tpi_msg *next_of(tpi_msg *m)
 {
     return (tpi_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
@@ -46,22 +52,19 @@ static void free_chain(tpi_msg *m)
     }
 }
 
-/* Any thread may fill a cache (foreign senders free dead letters, pool
- * threads free messages): each is flushed when its thread exits. */
-static void cache_at_exit(void *unused)
+/* Is this thread one that caches? Scheduler threads start caching at
+ * their first node; every other thread never does. */
+static bool caching(void)
 {
-    (void)unused;
-    tpi_msg_cache_flush();
-}
-
-static void cache_key_init(void)
-{
-    pthread_key_create(&cache_key, cache_at_exit);
+    if (!cache.on && tpi_sched_current())
+        cache.on = true;
+    return cache.on;
 }
 
 tpi_msg *tpi_node_refill(void)
 {
-    if (!atomic_load_explicit(&depot.n, memory_order_relaxed))
+    /* relaxed: a hint; the lock below decides. */
+    if (!caching() || !atomic_load_explicit(&depot.n, memory_order_relaxed))
         return NULL;
     pthread_mutex_lock(&depot.lock);
     tpi_msg *mag = depot.mags;
@@ -108,20 +111,17 @@ static void cache_spill(void)
         free_chain(mag);
 }
 
-void tpi_node_put_slow(tpi_msg *m)
+bool tpi_node_put_slow(tpi_msg *m)
 {
-    if (!cache.registered) {
-        /* any non-NULL value makes the destructor run */
-        pthread_once(&cache_once, cache_key_init);
-        pthread_setspecific(cache_key, &cache);
-        cache.registered = true;
-    }
+    if (!caching())
+        return false;
     if (cache.n >= TPI_NODE_CACHE_MAX)
         cache_spill();
     atomic_store_explicit(&m->node.next, (tpi_mpsc_node *)cache.head,
                           memory_order_relaxed);
     cache.head = m;
     cache.n++;
+    return true;
 }
 
 void tpi_msg_cache_flush(void)
@@ -129,6 +129,7 @@ void tpi_msg_cache_flush(void)
     free_chain(cache.head);
     cache.head = NULL;
     cache.n = 0;
+    cache.on = false; /* until this thread runs a scheduler again */
 }
 
 void tpi_msg_depot_flush(void)

@@ -8,7 +8,9 @@
  * drains below capacity or ends, or when its own mailbox overflows or an
  * exit signal arrives. A paused actor's mailbox is therefore never over
  * capacity, so a cycle of paused actors (each waiting on an overfull one)
- * cannot form: no deadlock, and no message is ever dropped.
+ * cannot form: no deadlock, and no message is ever dropped. A congested
+ * actor (tpi_svc_congest: its output is backed up) counts as full for its
+ * senders, whatever its mailbox holds, until its owner clears it.
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
@@ -20,6 +22,25 @@ static bool over(tpi_mailbox *mb, uint64_t count)
 {
     uint32_t cap = tpi_mailbox_cap(mb);
     return cap != TPI_MAILBOX_UNBOUNDED && count > cap;
+}
+
+/* relaxed: read like the counts; see tpi_svc_congest. */
+static bool congested(tpi_actor *a)
+{
+    return atomic_load_explicit(&a->congested, memory_order_relaxed);
+}
+
+/* A user send to a must pause its sender. */
+static bool full(tpi_actor *a)
+{
+    return over(&a->mb, tpi_mailbox_count(&a->mb)) || congested(a);
+}
+
+/* The same, before parking a sender until a drains: a count a really had
+ * (tpi_mailbox_count_exact), since one too high could park it for good. */
+static bool full_exact(tpi_actor *a)
+{
+    return over(&a->mb, tpi_mailbox_count_exact(&a->mb)) || congested(a);
 }
 
 int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
@@ -56,7 +77,7 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
         tpi_sched_ready(a);
     if (from)
         from->partner = a->index + 1;
-    if (tag >= 0 && over(&a->mb, tpi_mailbox_count(&a->mb))) {
+    if (tag >= 0 && full(a)) {
         if (from && from != a && !over(&from->mb, tpi_mailbox_count(&from->mb)))
             tpi_home(from)->pause_on = to;
         /* seq_cst: after our push (a seq_cst increment when remote),
@@ -137,8 +158,7 @@ void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
         atomic_thread_fence(memory_order_seq_cst);
         parked = atomic_load_explicit(&t->gen, memory_order_acquire) ==
                      tpi_pid_gen(target) &&
-                 over(&t->mb, tpi_mailbox_count(&t->mb)) &&
-                 !over(&a->mb, tpi_mailbox_count(&a->mb));
+                 full_exact(t) && !over(&a->mb, tpi_mailbox_count(&a->mb));
         if (!parked) {
             for (tpi_actor **pp = &t->waiters; *pp; pp = &(*pp)->ext->wait_next)
                 if (*pp == a) {
@@ -182,11 +202,23 @@ void tpi_drained(tp_runtime *rt, tpi_actor *a)
     atomic_thread_fence(memory_order_seq_cst);
     /* relaxed: the fence above orders it; the list itself is read under
      * the lock. A plain field with GCC atomics, as pausers link it through
-     * pointers to pointers (link_store). */
-    if (__atomic_load_n(&a->waiters, __ATOMIC_RELAXED)) {
+     * pointers to pointers (link_store). A congested actor is still full
+     * for its senders, however short its mailbox: they wait for the clear,
+     * which calls us again (congested is only written on a's thread, as
+     * is this call). */
+    if (!congested(a) && __atomic_load_n(&a->waiters, __ATOMIC_RELAXED)) {
         pthread_mutex_lock(&rt->wait_lock);
-        tpi_actor *w = a->waiters;
-        link_store(&a->waiters, NULL);
+        /* Senders on other threads may have filled a again since our
+         * caller saw it below capacity, and paused on it: resumed now,
+         * each would send once more over the soft bound. They wait for
+         * the next drain instead, which comes, as later turns take the
+         * mailbox below capacity again. An ended actor (no behavior)
+         * resumes them all. */
+        tpi_actor *w = a->behavior && over(&a->mb, tpi_mailbox_count(&a->mb))
+                           ? NULL
+                           : a->waiters;
+        if (w)
+            link_store(&a->waiters, NULL);
         for (tpi_actor *p = w; p; p = p->ext->wait_next)
             atomic_store_explicit(&p->paused, 0, memory_order_relaxed);
         pthread_mutex_unlock(&rt->wait_lock);
@@ -315,6 +347,56 @@ int tp_sendf(tp_ctx *ctx, tp_pid to, int32_t tag, const char *fmt, ...)
     return rc ? rc : tp_send_move(ctx, to, tag, buf, len);
 }
 
+/* A foreign sender's place in a's mailbox (a was live when looked up):
+ * 1 when the mailbox now counts our message (tpi_mailbox_reserve), and
+ * we must push it; 0 when a ended or the run is over while we waited, so
+ * the message goes the ordinary way (a dead letter); TP_EFULL when the
+ * mailbox is full or a congested and we may not wait. */
+static int foreign_reserve(tp_runtime *rt, tpi_actor *a, tp_pid to, bool block)
+{
+    if (!congested(a) && tpi_mailbox_reserve(&a->mb))
+        return 1;
+    /* Blocking needs a running scheduler to drain the mailbox. */
+    if (!block || atomic_load(&rt->state) != TPI_RT_RUNNING)
+        return TP_EFULL;
+    int rc = 0;
+    pthread_mutex_lock(&rt->fw_lock);
+    /* seq_cst increment: our seq_cst reads of the count below
+     * (tpi_mailbox_read) come after it in the single total order; pairs
+     * with the fence in tpi_drained, which lowers the count (or clears
+     * congested) before it reads fw_waiters. One of the two sees the
+     * other, and a broadcast needs the lock we hold until we wait. (No
+     * fence here: GCC's ThreadSanitizer refuses them.) */
+    atomic_fetch_add(&rt->fw_waiters, 1);
+    while (atomic_load(&a->gen) == tpi_pid_gen(to) &&
+           atomic_load(&rt->state) == TPI_RT_RUNNING) {
+        if (!congested(a) && tpi_mailbox_reserve(&a->mb)) {
+            rc = 1;
+            break;
+        }
+        pthread_cond_wait(&rt->fw_cond, &rt->fw_lock);
+    }
+    atomic_fetch_sub(&rt->fw_waiters, 1);
+    pthread_mutex_unlock(&rt->fw_lock);
+    return rc;
+}
+
+/* Queue a foreign message for which foreign_reserve made room: the end of
+ * tpi_deliver for a sender that is no actor. Pushed even if a ended
+ * meanwhile (a counted place must be filled): then to_gen no longer
+ * matches, and the message is a dead letter when it is taken out. */
+static int deliver_reserved(tp_runtime *rt, tpi_actor *a, tp_pid to, tpi_msg *m)
+{
+    m->to_gen = tpi_pid_gen(to);
+    if (tpi_mailbox_push_reserved(&a->mb, &m->node))
+        tpi_sched_ready(a);
+    /* seq_cst: as in tpi_deliver, a paused receiver whose own mailbox
+     * is now full resumes to drain it. */
+    if (full(a) && atomic_load_explicit(&a->paused, memory_order_seq_cst))
+        tpi_unpause(rt, a);
+    return 0;
+}
+
 static int foreign_send(tp_runtime *rt, tp_pid to, int32_t tag,
                         const void *data, size_t len, bool block)
 {
@@ -324,23 +406,25 @@ static int foreign_send(tp_runtime *rt, tp_pid to, int32_t tag,
     int rc = tpi_msg_for_send(rt, tag, data, len, true, &m);
     if (rc)
         return rc;
-    tpi_actor *a = tpi_table_slot(rt->table, to);
-    if (a && over(&a->mb, (uint64_t)tpi_mailbox_count(&a->mb) + 1)) {
-        /* Blocking needs a running scheduler to drain the mailbox. */
-        if (!block || atomic_load(&rt->state) != TPI_RT_RUNNING) {
+    /* A live local actor's mailbox takes a reservation, so that this send
+     * never takes it over capacity, even against other foreign senders.
+     * Remote pids and an isolated worker's sends leave through their
+     * routes; a dead pid is a dead letter. */
+    tpi_actor *a = rt->host || (to & TPI_PID_REMOTE)
+                       ? NULL
+                       : tpi_table_slot(rt->table, to);
+    /* acquire: as in tpi_deliver. */
+    if (a && atomic_load_explicit(&a->gen, memory_order_acquire) ==
+                 tpi_pid_gen(to)) {
+        rc = foreign_reserve(rt, a, to, block);
+        if (rc < 0) {
             tpi_msg_free(m);
-            return TP_EFULL;
+            return rc;
         }
-        pthread_mutex_lock(&rt->fw_lock);
-        /* seq_cst (default): the increment is ordered before our reads of
-         * the count; pairs with the fence in tpi_drained. */
-        atomic_fetch_add(&rt->fw_waiters, 1);
-        while (atomic_load(&a->gen) == tpi_pid_gen(to) &&
-               atomic_load(&rt->state) == TPI_RT_RUNNING &&
-               over(&a->mb, (uint64_t)tpi_mailbox_count(&a->mb) + 1))
-            pthread_cond_wait(&rt->fw_cond, &rt->fw_lock);
-        atomic_fetch_sub(&rt->fw_waiters, 1);
-        pthread_mutex_unlock(&rt->fw_lock);
+        if (rc > 0) {
+            TPI_STAT(rt, sent, 1);
+            return deliver_reserved(rt, a, to, m);
+        }
     }
     TPI_STAT(rt, sent, 1);
     return tpi_deliver(rt, NULL, to, m);

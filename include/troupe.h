@@ -188,7 +188,9 @@ TP_API int tp_runtime_new(const tp_config *cfg, tp_runtime **out);
 
 /** Free a runtime that is not running. Actors spawned but never run are
  * ended (their state_free is called) and every queued message is freed.
- * No other thread may still be inside a call on rt (join senders first). */
+ * No other thread may still be inside a call on rt (join senders first).
+ * Freeing the last runtime of the process gives back every block taken
+ * through the allocator hook, whatever threads sent messages meanwhile. */
 TP_API void tp_runtime_free(tp_runtime *rt);
 
 /** Allocator hook, process-wide; set it before creating any runtime.
@@ -228,12 +230,16 @@ TP_API int tp_runtime_spawn(tp_runtime *rt, tp_behavior b, void *state,
                             const tp_spawn_opts *opts, tp_pid *pid_out);
 
 /** Send from a thread that is not running a behavior. Blocks while the
- * target's mailbox is at or over capacity. Copies data. Sending to an
- * ended actor counts a dead letter and returns 0. */
+ * target's mailbox is at or over capacity, and never takes it over: the
+ * message's place is reserved before it is queued, so threads sending at
+ * the same time cannot overshoot together (actors' sends, tp_send, may:
+ * see backpressure). Copies data. Sending to an ended actor counts a dead
+ * letter and returns 0. */
 TP_API int tp_runtime_send(tp_runtime *rt, tp_pid to, int32_t tag,
                            const void *data, size_t len);
 
-/** As tp_runtime_send, but returns TP_EFULL instead of blocking. */
+/** As tp_runtime_send, but returns TP_EFULL (nothing sent) instead of
+ * blocking. */
 TP_API int tp_runtime_try_send(tp_runtime *rt, tp_pid to, int32_t tag,
                                const void *data, size_t len);
 

@@ -247,3 +247,20 @@ void tpi_linger_remove(tp_runtime *rt, tpi_linger *l)
     l->prev = l->next = NULL;
     pthread_mutex_unlock(&rt->svc_lock);
 }
+
+/* ----------------------------------------------------- congestion */
+
+int tpi_svc_congest(tp_runtime *rt, tp_pid pid, bool on)
+{
+    tpi_actor *a = live(rt, pid);
+    if (!a)
+        return TP_ENOPROC;
+    /* relaxed: senders read it as they read mailbox counts. A pauser
+     * registers, fences, then reads it (tpi_pause); the clear is followed
+     * by tpi_drained's fence before the waiters are read, so one of the
+     * two sees the other, as for a count lowered below capacity. */
+    atomic_store_explicit(&a->congested, on, memory_order_relaxed);
+    if (!on)
+        tpi_drained(rt, a);
+    return 0;
+}

@@ -226,4 +226,19 @@ int tpi_decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
 /* Pack an int64 into buf (>= 9 bytes); returns the length. */
 size_t tpi_pack_int(char *buf, int64_t v);
 
+/* ---- congestion (runtime/isolate/: a channel backed up) */
+
+/* Mark pid congested (on) or not. While congested, a user send to pid
+ * pauses its sender after the behavior call that made it, and a blocking
+ * tp_runtime_send waits (tp_runtime_try_send: TP_EFULL), exactly as if
+ * pid's mailbox were over capacity, however few messages it holds. For an
+ * actor whose output is backed up (a channel to a slow process) but which
+ * must keep taking its messages, its own events among them: it is not
+ * held, so exit signals and its events still reach it. Clearing resumes
+ * the senders paused on pid. Services' posts (tpi_svc_post, tpi_svc_full)
+ * are not affected. An actor's congestion ends with it. On pid's own
+ * thread: in its behavior or in an event callback of its loop. Returns 0
+ * or TP_ENOPROC (pid has ended). */
+int tpi_svc_congest(tp_runtime *rt, tp_pid pid, bool on);
+
 #endif

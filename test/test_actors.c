@@ -2,10 +2,13 @@
  * Actors: spawn/self/exit reasons, kill, pids that never reach a later actor
  * in the same slot, registered names, 1,000,000 short-lived actors with a
  * bounded table, tp_run waiting for the whole tree (tokio::run semantics),
- * exit status, and bad input that yields a clear TP_E* code and disturbs
- * nothing else.
+ * exit status, bad input that yields a clear TP_E* code and disturbs
+ * nothing else, and no allocation left behind by threads outside the
+ * runtime that sent messages and exited.
  */
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 #include "tp_test.h"
 
@@ -631,6 +634,131 @@ static void test_bad_input_runtime(void **unused)
     tp_runtime_free(rt);
 }
 
+/* ---------------------------------------------- foreign threads, no leak */
+
+#define LK_THREADS 32
+#define LK_WAVE 8    /* threads at a time */
+#define LK_MSGS 1000 /* messages per thread */
+
+/* A counting allocator hook: blocks allocated through it, not freed yet. */
+static _Atomic long lk_live;
+
+static void *lk_alloc(size_t n)
+{
+    void *p = malloc(n);
+    if (p)
+        atomic_fetch_add(&lk_live, 1);
+    return p;
+}
+
+static void *lk_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (q && !p)
+        atomic_fetch_add(&lk_live, 1);
+    return q;
+}
+
+static void lk_free(void *p)
+{
+    if (p)
+        atomic_fetch_sub(&lk_live, 1);
+    free(p);
+}
+
+static struct {
+    tp_runtime *rt;
+    tp_pid to;
+    pthread_t coord;
+    int coord_rc;
+    atomic_int send_rc; /* the first failure of any sender */
+    long got;
+} LK;
+
+static void *lk_sender(void *arg)
+{
+    int idx = (int)(intptr_t)arg;
+    for (int i = 0; i < LK_MSGS; i++) {
+        char b[1] = {(char)(idx & 0x7f)}; /* one positive fixint */
+        int rc = tp_runtime_send(LK.rt, LK.to, TAG_DATA, b, 1);
+        if (rc) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&LK.send_rc, &zero, rc);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Short-lived senders, a wave at a time: the later ones start while the
+ * receiver's thread has recycled the earlier ones' message nodes. */
+static void *lk_coordinator(void *arg)
+{
+    (void)arg;
+    for (int w = 0; w < LK_THREADS; w += LK_WAVE) {
+        pthread_t th[LK_WAVE];
+        for (int i = 0; i < LK_WAVE; i++)
+            if (pthread_create(&th[i], NULL, lk_sender,
+                               (void *)(intptr_t)(w + i)) != 0) {
+                LK.coord_rc = -1;
+                return NULL;
+            }
+        for (int i = 0; i < LK_WAVE; i++)
+            pthread_join(th[i], NULL);
+    }
+    return NULL;
+}
+
+static int lk_receiver(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) == TAG_DATA && ++LK.got == LK_THREADS * LK_MSGS)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int lk_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    LK.rt = tp_ctx_runtime(ctx);
+    EXPECT_EQ(tp_spawn(ctx, lk_receiver, NULL, NULL, &LK.to), 0);
+    EXPECT_EQ(pthread_create(&LK.coord, NULL, lk_coordinator, NULL), 0);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+/* Every block allocated through the allocator hook is given back by
+ * tp_runtime_free, also when 32 short-lived threads outside the runtime
+ * sent 1,000 messages each: no thread that exits keeps message nodes. */
+static void test_foreign_senders_leak_nothing(void **unused)
+{
+    (void)unused;
+    memset(&LK, 0, sizeof LK);
+    tpt_reset();
+    atomic_store(&lk_live, 0);
+    tp_set_allocator(lk_alloc, lk_realloc, lk_free);
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    tpt_watchdog(1);
+    int status = tp_run(rt, lk_root, NULL, NULL);
+    pthread_join(LK.coord, NULL);
+    tpt_watchdog(0);
+    long during = atomic_load(&lk_live);
+    tp_runtime_free(rt);
+    long outstanding = atomic_load(&lk_live);
+    tp_set_allocator(NULL, NULL, NULL);
+    print_message("foreign senders: %ld blocks live before tp_runtime_free, "
+                  "%ld after\n",
+                  during, outstanding);
+    TPT_CHECK();
+    assert_int_equal(status, 0);
+    assert_int_equal(LK.coord_rc, 0);
+    assert_int_equal(atomic_load(&LK.send_rc), 0);
+    assert_int_equal(LK.got, LK_THREADS * LK_MSGS);
+    assert_int_equal(outstanding, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -643,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_run_status_and_root_reason),
         cmocka_unit_test(test_bad_input_in_actor),
         cmocka_unit_test(test_bad_input_runtime),
+        cmocka_unit_test(test_foreign_senders_leak_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

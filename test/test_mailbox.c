@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "tp_test.h"
+#include "troupe/observe.h"
 
 enum { TAG_SEQ = 1, TAG_CONT, TAG_PEER, TAG_DATA, TAG_SWITCH };
 
@@ -596,6 +597,129 @@ static void test_blocking_send_from_threads(void **unused)
     assert_int_equal(r.next[1], THREAD_MSGS);
 }
 
+/* ---------------------------------------- capacity under foreign senders */
+
+#define CAP_THREADS 4
+#define CAP_MSGS 3000 /* per thread */
+#define CAP_SIZE 4
+
+typedef struct cap_recv {
+    int got, bad_order;
+    int next[CAP_THREADS];
+    uint64_t sink;     /* the receiver's busy work, kept */
+    tp_actor_info end; /* its own info at the last message */
+    int info_rc;
+} cap_recv;
+
+typedef struct cap_feeder {
+    tp_runtime *rt;
+    tp_pid to;
+    int idx, rc;
+    pthread_t th;
+} cap_feeder;
+
+static cap_feeder cap_feeders[CAP_THREADS];
+
+/* CPU work that the compiler cannot drop: a slow receiver. */
+static uint64_t busy_work(uint64_t x, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    return x;
+}
+
+static int cap_receiver(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    cap_recv *r = state;
+    int t = -1, seq = -1;
+    if (tp_msg_tag(msg) != TAG_SEQ)
+        return TP_HANDLED;
+    EXPECT_EQ(tp_msg_scanf(msg, "[ii]", &t, &seq), 0);
+    if (t < 0 || t >= CAP_THREADS || seq != r->next[t])
+        r->bad_order++;
+    else
+        r->next[t]++;
+    r->sink = busy_work(r->sink + (uint64_t)seq + 1, 2000);
+    if (++r->got == CAP_THREADS * CAP_MSGS) {
+        r->info_rc =
+            tp_actor_info_get(tp_ctx_runtime(ctx), tp_self(ctx), &r->end);
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void *cap_feeder_main(void *arg)
+{
+    cap_feeder *f = arg;
+    for (int i = 0; i < CAP_MSGS && f->rc == 0; i++) {
+        unsigned char b[8];
+        /* hand-packed [idx, i]: fixarray 2, fixint, uint16 */
+        b[0] = 0x92;
+        b[1] = (unsigned char)f->idx;
+        b[2] = 0xcd;
+        b[3] = (unsigned char)(i >> 8);
+        b[4] = (unsigned char)(i & 0xff);
+        f->rc = tp_runtime_send(f->rt, f->to, TAG_SEQ, b, 5);
+    }
+    return NULL;
+}
+
+static int cap_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    tp_spawn_opts o = {.mailbox_capacity = CAP_SIZE, .flags = TP_SPAWN_OBSERVE};
+    tp_pid p;
+    EXPECT_EQ(tp_spawn(ctx, cap_receiver, state, &o, &p), 0);
+    for (int i = 0; i < CAP_THREADS; i++) {
+        cap_feeders[i] =
+            (cap_feeder){.rt = tp_ctx_runtime(ctx), .to = p, .idx = i};
+        EXPECT_EQ(pthread_create(&cap_feeders[i].th, NULL, cap_feeder_main,
+                                 &cap_feeders[i]),
+                  0);
+    }
+    tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+/* tp_runtime_send "never takes a mailbox over its capacity": four threads
+ * block-send 3,000 messages each into a slow receiver of capacity 4, which
+ * takes one message a turn (batch 1) and is observed, so its mailbox's
+ * high-water mark is sampled at the start and end of every turn. The mark
+ * reaches the capacity and never passes it; everything arrives, in order
+ * per thread. */
+static void test_blocking_send_capacity_exact(void **unused)
+{
+    static cap_recv r;
+    memset(&r, 0, sizeof r);
+    tpt_reset();
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.batch = 1;
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(&cfg, &rt), 0);
+    tpt_watchdog(1);
+    assert_int_equal(tp_run(rt, cap_root, &r, NULL), 0);
+    for (int i = 0; i < CAP_THREADS; i++) {
+        pthread_join(cap_feeders[i].th, NULL);
+        assert_int_equal(cap_feeders[i].rc, 0);
+    }
+    tpt_watchdog(0);
+    tp_runtime_free(rt);
+    TPT_CHECK();
+    assert_int_equal(r.got, CAP_THREADS * CAP_MSGS);
+    assert_int_equal(r.bad_order, 0);
+    assert_int_equal(r.info_rc, 0);
+    assert_true(r.end.observed);
+    assert_int_equal(r.end.mailbox_cap, CAP_SIZE);
+    print_message("capacity %d, 4 blocking senders: high-water mark %llu\n",
+                  CAP_SIZE, (unsigned long long)r.end.mailbox_hwm);
+    assert_true(r.end.mailbox_hwm <= CAP_SIZE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -607,6 +731,7 @@ int main(void)
         cmocka_unit_test(test_send_copies_and_moves),
         cmocka_unit_test(test_try_send_full),
         cmocka_unit_test(test_blocking_send_from_threads),
+        cmocka_unit_test(test_blocking_send_capacity_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

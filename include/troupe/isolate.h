@@ -24,7 +24,8 @@
  * Inside an isolated behavior (in the worker process) these work as in a
  * local actor: tp_self (the proxy's pid, the one other actors know),
  * tp_msg_* (every accessor), tp_send / tp_send_int / tp_sendf /
- * tp_send_move (forwarded by the proxy, which is then the sender),
+ * tp_send_move (forwarded by the proxy, which is then the sender; within
+ * the limits of tp_isolate_spawn's "What a worker may send"),
  * tp_reply / tp_reply_int / tp_reply_take / tp_reply_send (the reply
  * reaches the caller with its original reference, so tp_call to an
  * isolated actor works), returning without a reply (TP_ENOREPLY), tp_exit
@@ -66,6 +67,16 @@ extern "C" {
  * (the range TP_SUP_TAG_BASE and above is the runtime's). */
 #define TP_ISOLATE_TAG_BASE 0x7fff0700
 
+/** The first tag of the range troupe.h reserves for troupe's own
+ * libraries (TP_SUP_TAG_BASE: supervisor requests, socket data, these
+ * proxies' own tags, ...). A worker never sends a tag from this range:
+ * that is a protocol error. */
+#define TP_ISOLATE_TAG_RESERVED 0x7fff0000
+
+/** A worker may send to the pids that sent it a message: at least the
+ * last TP_ISOLATE_PEERS distinct ones (see tp_isolate_spawn). */
+#define TP_ISOLATE_PEERS 256
+
 /**
  * Register an isolated behavior under name, in every process of the
  * program: call it in main() before tp_isolate_main() (and before any
@@ -95,12 +106,16 @@ typedef struct tp_isolate_opts {
     const char *name;        /**< a registered isolated behavior; copied */
     size_t mem_limit;        /**< RLIMIT_AS of the worker in bytes, 0: none
                                   (allocations past it fail: malloc returns
-                                  NULL, and most programs then abort) */
+                                  NULL, and most programs then abort; see
+                                  tp_isolate_spawn for the reason) */
     unsigned cpu_limit_s;    /**< RLIMIT_CPU seconds (the kernel then sends
                                   SIGXCPU, later SIGKILL), 0: none */
     unsigned watchdog_ms;    /**< kill the worker when a message (or its
                                   start) is not handled within this time,
-                                  0: no watchdog */
+                                  each message timed on its own, 0: no
+                                  watchdog. Time during which the proxy
+                                  is too far behind to read the worker's
+                                  output does not count. */
     size_t max_frame;        /**< largest frame body accepted from the
                                   worker, 0: TP_ISOLATE_FRAME_DEFAULT */
     size_t mailbox_capacity; /**< the proxy's mailbox, 0: runtime default */
@@ -117,13 +132,33 @@ typedef struct tp_isolate_opts {
  * terminal signals reach only the parent, and dies with the thread that
  * spawned it (PR_SET_PDEATHSIG).
  *
+ * A worker is untrusted code. What a worker may send: replies to the
+ * requests it got, and messages with a tag below TP_ISOLATE_TAG_RESERVED
+ * to its spawner (the sender of its TP_TAG_START) or to a pid that sent
+ * it a message: the senders are remembered as the worker comes to their
+ * messages, at least the last TP_ISOLATE_PEERS distinct ones (a pid read
+ * in a payload does not count). Anything else is refused at the channel
+ * as a protocol error, before it reaches anyone.
+ *
+ * Backpressure: a worker takes its messages as fast as it handles them.
+ * When more than 1 MiB is buffered toward it (a slow or stuck worker),
+ * senders to the proxy are paused after their current behavior call, as
+ * at a full mailbox (and tp_runtime_send blocks), until the worker has
+ * read all but 256 KiB of it; the proxy itself keeps running, so the
+ * worker's replies, exit signals and its death still reach it.
+ *
  * When the worker dies the proxy ends with reason TP_EXIT_ERROR and:
  *  - code TP_ESYS, text "killed by signal N (SIGNAME)" or "exited with
  *    status N" (also for status 0 without tp_exit);
+ *  - code TP_ENOMEM, text "memory limit reached (N bytes)" when it had a
+ *    mem_limit and died of SIGABRT, SIGSEGV or SIGBUS right after an
+ *    allocation failed (errno ENOMEM: a failed malloc, then abort() or a
+ *    NULL dereference);
  *  - code TP_EPROTO, text "protocol error: ..." naming the problem when it
- *    sent a malformed, truncated or oversized frame (it is killed), or
- *    "protocol error: worker closed its channel" if it closed the channel
- *    and did not exit soon after;
+ *    sent a malformed, truncated or oversized frame or something it may
+ *    not send ("SEND frame with a reserved tag", "SEND frame to a pid it
+ *    was not given"; it is killed), or "protocol error: worker closed its
+ *    channel" if it closed the channel and did not exit soon after;
  *  - code TP_ETIMEDOUT, text "watchdog: ..." when the watchdog killed it.
  * A worker that ends by tp_exit (or a negative return) ends the proxy with
  * that reason. Requests in flight to it are answered TP_ENOPROC. When the
@@ -180,7 +215,8 @@ TP_API int tp_isolate_pool_start(tp_ctx *ctx, const tp_isolate_pool_opts *opts,
 typedef struct tp_isolate_stats {
     uint64_t spawned;    /**< worker processes started */
     uint64_t reaped;     /**< worker processes waited for */
-    uint64_t bad_frames; /**< workers killed for a protocol error */
+    uint64_t bad_frames; /**< workers killed for a protocol error (a bad
+                              frame, or a send it may not make) */
     uint64_t watchdog;   /**< workers killed by the watchdog */
 } tp_isolate_stats;
 

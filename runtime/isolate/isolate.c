@@ -16,6 +16,18 @@
  *    there (watchdog, pool load); the others go to the proxy as messages.
  *    Reading stops while the proxy's mailbox is full (the resource's
  *    drained hook resumes it).
+ *  - Addressing: a worker is untrusted code. Its SEND frames may carry no
+ *    tag of the reserved range (TP_ISOLATE_TAG_RESERVED: supervisors'
+ *    requests, sockets' data, ...) and may go only to its spawner or to a
+ *    pid that sent it a message. The senders are remembered as their
+ *    messages reach the worker (the oldest unacknowledged message is the
+ *    one it handles), in two generations of PEERS pids, so at least the
+ *    last PEERS distinct ones; anything else is a protocol error.
+ *  - Writing: more than OUT_HIGH bytes buffered toward the worker make the
+ *    proxy congested (tpi_svc_congest): its senders pause as at a full
+ *    mailbox until the worker has read down to OUT_LOW. The proxy keeps
+ *    taking its mailbox meanwhile, so the worker's frames, exit signals
+ *    and the worker's death still reach it.
  *  - Dying: end of channel (or a kill of ours) starts reaping: waitpid
  *    WNOHANG at once, then on a timer backing off from 1 to 50 ms; a
  *    worker that closed its channel but lives on is killed after
@@ -51,6 +63,10 @@ extern char **environ;
 #define WORKER_FD 3
 #define CLOSE_GRACE_MS 200
 #define REAP_MAX_DELAY_MS 50
+#define OUT_HIGH ((size_t)1 << 20) /* buffered toward a worker: congested */
+#define OUT_LOW (OUT_HIGH / 4)     /* ... until it is down to this */
+#define PEERS TP_ISOLATE_PEERS     /* pids per generation of peers */
+#define PEER_SLOTS (2 * PEERS)     /* a generation's open-addressed table */
 
 _Atomic uint64_t tpi_iso_spawned, tpi_iso_reaped, tpi_iso_bad_frames,
     tpi_iso_watchdog;
@@ -87,9 +103,19 @@ struct iso_chan {
     size_t max_frame;
     unsigned watchdog_ms;
     uint32_t inflight;
+    /* The senders of the inflight messages, oldest first: a ring of
+     * capacity held_cap (0 or a power of two) from held_head. */
+    tp_pid *held;
+    uint32_t held_head, held_cap;
+    /* Whom the worker may address besides its spawner: generations
+     * peers[cur] (npeers pids) and peers[!cur]; 0 is an empty slot. */
+    tp_pid spawner;
+    tp_pid peers[2][PEER_SLOTS];
+    unsigned npeers, cur;
     _Atomic uint32_t *busy;
     bool reaping, killed, paused, truncated, died_sent;
     bool start_pending; /* START sent, not yet acknowledged */
+    bool congested;     /* over OUT_HIGH, not yet down to OUT_LOW */
     unsigned reap_delay_ms;
     uint64_t reap_start_ns;
     int why_code; /* a reason decided here (protocol, watchdog), or 0 */
@@ -201,6 +227,7 @@ static void chan_free(iso_chan *c)
         event_free(c->reap_ev);
     if (c->dog_ev)
         event_free(c->dog_ev);
+    tp_free(c->held);
     tp_free(c);
 }
 
@@ -297,6 +324,10 @@ static void on_dog(evutil_socket_t fd, short what, void *arg)
     iso_chan *c = arg;
     if (c->inflight == 0 || c->child <= 0)
         return;
+    if (c->paused) { /* we stopped reading: it may be blocked writing */
+        dog_arm(c);
+        return;
+    }
     char text[96];
     snprintf(text, sizeof text,
              "watchdog: a message was not handled within %u ms",
@@ -305,11 +336,70 @@ static void on_dog(evutil_socket_t fd, short what, void *arg)
     chan_fail(c, TP_ETIMEDOUT, text);
 }
 
-static void inflight_add(iso_chan *c)
+/* ------------------------------------------------------------- peers */
+
+static tp_pid *peer_slot(tp_pid *gen, tp_pid pid)
 {
-    if (c->inflight++ == 0 && c->dog_ev)
-        dog_arm(c);
+    /* Fibonacci hashing of the whole pid (slot and generation). */
+    uint32_t i = (uint32_t)((pid * 0x9e3779b97f4a7c15ull) >> 32);
+    for (;; i++) {
+        tp_pid *s = &gen[i % PEER_SLOTS];
+        if (*s == pid || *s == TP_PID_NONE)
+            return s;
+    }
+}
+
+/* pid is one the worker may address. */
+static bool peer_known(iso_chan *c, tp_pid pid)
+{
+    return pid == c->spawner || *peer_slot(c->peers[c->cur], pid) == pid ||
+           *peer_slot(c->peers[!c->cur], pid) == pid;
+}
+
+/* Remember pid as recently met: in the newer generation, which replaces
+ * the older one when full. */
+static void peer_note(iso_chan *c, tp_pid pid)
+{
+    if (pid == TP_PID_NONE || pid == c->spawner)
+        return;
+    tp_pid *s = peer_slot(c->peers[c->cur], pid);
+    if (*s == pid)
+        return;
+    if (c->npeers == PEERS) {
+        c->cur = !c->cur;
+        memset(c->peers[c->cur], 0, sizeof c->peers[c->cur]);
+        c->npeers = 0;
+        s = peer_slot(c->peers[c->cur], pid);
+    }
+    *s = pid;
+    c->npeers++;
+}
+
+/* ------------------------------------------------------------ in flight */
+
+/* A message from `from` went to the worker. TP_ENOMEM. */
+static int inflight_add(iso_chan *c, tp_pid from)
+{
+    if (c->inflight == c->held_cap) {
+        uint32_t cap = c->held_cap ? c->held_cap * 2 : 16;
+        tp_pid *v = tp_alloc(cap * sizeof *v);
+        if (!v)
+            return TP_ENOMEM;
+        for (uint32_t i = 0; i < c->inflight; i++)
+            v[i] = c->held[(c->held_head + i) & (c->held_cap - 1)];
+        tp_free(c->held);
+        c->held = v;
+        c->held_head = 0;
+        c->held_cap = cap;
+    }
+    c->held[(c->held_head + c->inflight) & (c->held_cap - 1)] = from;
+    if (c->inflight++ == 0) {
+        peer_note(c, from); /* the worker handles it now */
+        if (c->dog_ev)
+            dog_arm(c);
+    }
     busy_publish(c);
+    return 0;
 }
 
 static int inflight_done(iso_chan *c, int64_t n)
@@ -317,7 +407,10 @@ static int inflight_done(iso_chan *c, int64_t n)
     if (n <= 0 || (uint64_t)n > c->inflight)
         return -1;
     c->inflight -= (uint32_t)n;
+    c->held_head = (c->held_head + (uint32_t)n) & (c->held_cap - 1);
     c->start_pending = false; /* the first message handled is START */
+    if (c->inflight)          /* the worker handles the next one now */
+        peer_note(c, c->held[c->held_head]);
     if (c->dog_ev) { /* progress: the next message gets its full time */
         if (c->inflight)
             dog_arm(c);
@@ -337,6 +430,8 @@ static const char *frame_fields_bad(const tpi_frame *f)
     case TPI_FRAME_SEND:
         if (f->a < 0 || f->a > INT32_MAX || f->b == 0)
             return "SEND frame with a bad tag or pid";
+        if (f->a >= TP_ISOLATE_TAG_RESERVED)
+            return "SEND frame with a reserved tag";
         return NULL;
     case TPI_FRAME_REPLY:
         if (f->a != 0 && f->a != TP_ENOREPLY && f->a != TP_ENOPROC)
@@ -408,12 +503,16 @@ static void on_read(struct bufferevent *bev, void *arg)
         const char *why = NULL;
         if (tpi_frame_decode(body, blen, &f, &why) != 0 ||
             (why = frame_fields_bad(&f)) != NULL ||
+            (f.kind == TPI_FRAME_SEND && !peer_known(c, (tp_pid)f.b) &&
+             (why = "SEND frame to a pid it was not given")) ||
             (f.kind == TPI_FRAME_DONE && inflight_done(c, f.a) != 0 &&
              (why = "DONE frame for more messages than were sent"))) {
             snprintf(text, sizeof text, "protocol error: %s", why);
             chan_fail(c, TP_EPROTO, text);
             return;
         }
+        if (f.kind == TPI_FRAME_SEND)
+            peer_note(c, (tp_pid)f.b);
         /* The checked frame goes to the proxy as the body of a message. */
         if (f.kind != TPI_FRAME_DONE && c->proxy &&
             deliver(c, TPI_ISO_TAG_FRAME, body, blen) != 0) {
@@ -434,6 +533,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         c->truncated = true;
     bufferevent_disable(bev, EV_READ | EV_WRITE);
     chan_reap_start(c);
+}
+
+/* Written down to the low mark (the watermark): senders may go on. */
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    iso_chan *c = arg;
+    if (c->congested &&
+        evbuffer_get_length(bufferevent_get_output(bev)) <= OUT_LOW) {
+        c->congested = false;
+        (void)tpi_svc_congest(c->rt, c->pid, false);
+    }
 }
 
 static void on_drained(tpi_resource *r)
@@ -497,12 +607,16 @@ static void chan_write(iso_chan *c, int64_t kind, int64_t a, int64_t b,
     uint8_t head[TPI_FRAME_HEAD_MAX];
     size_t n = tpi_frame_head(head, kind, a, b, cc, d, len);
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    /* b is the message's sender (START: the spawner). */
     if (evbuffer_add(out, head, n) != 0 ||
-        (len && evbuffer_add(out, data, len) != 0)) {
+        (len && evbuffer_add(out, data, len) != 0) ||
+        inflight_add(c, (tp_pid)b) != 0) {
         chan_fail(c, TP_ENOMEM, "out of memory for a frame to the worker");
         return;
     }
-    inflight_add(c);
+    if (!c->congested && evbuffer_get_length(out) > OUT_HIGH &&
+        tpi_svc_congest(c->rt, c->pid, true) == 0)
+        c->congested = true;
 }
 
 /* --------------------------------------------------------------- proxy */
@@ -604,8 +718,10 @@ static int proxy(tp_ctx *ctx, void *state, const tp_msg *msg)
     int32_t tag = tp_msg_tag(msg);
     if (tag == TP_TAG_START) {
         p->self = tp_self(ctx);
-        if (p->ch)
+        if (p->ch) {
             p->ch->start_pending = true;
+            p->ch->spawner = tp_msg_from(msg);
+        }
         chan_write(p->ch, TPI_FRAME_START, (int64_t)p->self,
                    (int64_t)tp_msg_from(msg), 0, 0, NULL, 0);
         return TP_HANDLED;
@@ -759,7 +875,8 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
         chan_close(&c->res);
         return TP_ENOMEM;
     }
-    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
     bufferevent_enable(c->bev, EV_READ);
     if (pid_out)
         *pid_out = pid;

@@ -9,9 +9,11 @@
  * delivery it causes leaves over the channel instead of into a mailbox:
  * replies (tp_reply, the runtime's TP_ENOREPLY) as REPLY frames, user
  * messages as SEND frames; messages to itself (timers, receive timeouts,
- * sends to tp_self) stay in the worker. After each batch of frames the
- * worker acknowledges what it handled (DONE), which drives the parent's
- * watchdog and pool load.
+ * sends to tp_self) stay in the worker. After each message the worker
+ * acknowledges it (DONE) and writes out what it produced: the parent's
+ * watchdog then times one message, not a batch of them, and replies leave
+ * as they are made. A worker with a memory limit that crashes right after
+ * an allocation failed says so first (on_fatal).
  *
  * Uses: runtime/host.h, runtime/service.h and the public headers.
  */
@@ -92,6 +94,7 @@ typedef struct worker {
     int64_t handled; /* frames handled since the last DONE */
     bool started;    /* START came: MSG frames may follow */
     bool ending;
+    bool writing; /* in flush_out: the channel may hold half a frame */
     int status;
 } worker;
 
@@ -109,6 +112,7 @@ static void stop(int status)
 /* Write out everything queued; blocking is fine in a worker. */
 static void flush_out(void)
 {
+    wk.writing = true;
     while (evbuffer_get_length(wk.out) > 0) {
         int n = evbuffer_write(wk.out, wk.fd);
         if (n >= 0)
@@ -123,8 +127,9 @@ static void flush_out(void)
         /* The parent is gone: nothing left to do. */
         evbuffer_drain(wk.out, evbuffer_get_length(wk.out));
         stop(0);
-        return;
+        break;
     }
+    wk.writing = false;
 }
 
 static void put_frame(int64_t kind, int64_t a, int64_t b, int64_t c, int64_t d,
@@ -237,10 +242,10 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
             return;
         }
         evbuffer_drain(wk.in, 4 + blen);
-    }
-    if (!wk.ending) {
-        put_done();
-        flush_out();
+        if (!wk.ending) { /* ended() acknowledged it already */
+            put_done();
+            flush_out();
+        }
     }
 }
 
@@ -264,6 +269,52 @@ static int worker_run(tp_behavior b, void *state, int fd)
     tpi_host_free(wk.host);
     close(fd);
     return status;
+}
+
+/* ------------------------------------------------ out of memory report */
+
+/* The EXIT frame a worker over its memory limit sends as it dies, made
+ * before the limit applies (a signal handler must not allocate). */
+static uint8_t oom_frame[TPI_FRAME_HEAD_MAX + 64];
+static size_t oom_len;
+static int oom_fd;
+
+/* SIGABRT, SIGSEGV or SIGBUS in a worker with a memory limit. Programs
+ * meet a failed malloc with an abort or a NULL dereference, with errno
+ * still ENOMEM; the parent would only see the signal. When errno says
+ * so and the channel is between two frames, tell the parent why first;
+ * then die of the signal all the same (SA_RESETHAND restored the default
+ * action, and the signal, blocked in here, is delivered on return). */
+static void on_fatal(int sig)
+{
+    int e = errno;
+    if (e == ENOMEM && !wk.writing) {
+        struct pollfd pf = {oom_fd, POLLOUT, 0};
+        /* A frame this small goes in one piece or not at all. */
+        if (poll(&pf, 1, 1000) == 1)
+            (void)!write(oom_fd, oom_frame, oom_len);
+    }
+    raise(sig);
+}
+
+static void oom_report_setup(int fd, unsigned long long limit)
+{
+    char text[64];
+    int n =
+        snprintf(text, sizeof text, "memory limit reached (%llu bytes)", limit);
+    oom_len = tpi_frame_head(oom_frame, TPI_FRAME_EXIT, TP_EXIT_ERROR,
+                             TP_ENOMEM, 0, 0, (size_t)n);
+    memcpy(oom_frame + oom_len, text, (size_t)n);
+    oom_len += (size_t)n;
+    oom_fd = fd;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fatal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGABRT, &sa, NULL);
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
 }
 
 static int set_limit(int res, unsigned long long v)
@@ -304,5 +355,7 @@ int tp_isolate_main(int argc, char **argv)
         fprintf(stderr, "troupe worker: setrlimit: %s\n", strerror(errno));
         exit(2);
     }
+    if (mem)
+        oom_report_setup(fd, mem);
     exit(worker_run(b, state, fd));
 }

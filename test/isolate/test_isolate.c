@@ -9,6 +9,11 @@
  * serving; the watchdog; RLIMIT_AS and RLIMIT_CPU; a supervised worker
  * crashed and restarted 100 times with the parent's descriptor and child
  * counts unchanged; a pool that keeps serving while its workers crash.
+ * Issue 14, a worker is untrusted code: it may not send a reserved tag
+ * (its supervisor's stop request) nor write to a pid it was not given;
+ * the watchdog times single messages and replies leave at once; senders
+ * toward a blocked worker are paused, not buffered without bound; a
+ * worker over its memory limit says so; a pool that gives up says why.
  * After every run no child process is left (no zombie).
  *
  * This program is its own worker: main registers the isolated behaviors
@@ -16,12 +21,15 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "tp_test.h"
 #include "troupe/isolate.h"
+#include "troupe/observe.h"
 #include "troupe/supervisor.h"
 
 enum {
@@ -48,6 +56,14 @@ enum {
     T_DEFER,
     T_BECOME,
     T_STARTS,
+    T_SUPSTOP,
+    T_BLOCK,
+    T_COUNT,
+    T_COUNTED,
+    T_GO,
+    T_DONE,
+    T_POLL,
+    T_LEAK,
 };
 
 /* ASan and TSan reserve terabytes of address space up front, so workers
@@ -68,6 +84,26 @@ enum {
 static tp_reply_handle *later; /* worker process: a taken obligation */
 static int starts;             /* worker process: TP_TAG_START seen */
 static tp_pid start_from;
+static int64_t counted; /* worker process: T_COUNT messages seen */
+
+/* A FIFO's path in the payload: wait until a byte can be read from it
+ * (the test writes one when it has seen what it waits for). */
+static int block_on_fifo(const tp_msg *msg)
+{
+    const char *path;
+    size_t n;
+    char buf[256];
+    if (tp_msg_scanf(msg, "S", &path, &n) != 0 || n >= sizeof buf)
+        return TP_EPROTO;
+    memcpy(buf, path, n);
+    buf[n] = '\0';
+    int fd = open(buf, O_RDONLY);
+    char c;
+    if (fd < 0 || read(fd, &c, 1) != 1)
+        return TP_ESYS;
+    close(fd);
+    return TP_HANDLED;
+}
 
 static int deferring(tp_ctx *ctx, void *state, const tp_msg *msg);
 
@@ -153,7 +189,22 @@ static int tw(tp_ctx *ctx, void *state, const tp_msg *msg)
     }
     case T_DEFER: return tp_become(ctx, deferring);
     case T_STARTS: return tp_reply_int(ctx, msg, starts);
+    case T_SUPSTOP: /* a request only the runtime's libraries may make */
+        return tp_send(ctx, start_from, TP_SUP_REQ_STOP, NULL, 0);
+    case T_BLOCK: return block_on_fifo(msg);
+    case T_COUNT: counted++; return TP_HANDLED;
+    case T_COUNTED: return tp_reply_int(ctx, msg, counted);
     }
+    return TP_HANDLED;
+}
+
+/* A worker that dies as it starts. */
+static int tw_crash(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)ctx;
+    (void)state;
+    if (tp_msg_tag(msg) == TP_TAG_START)
+        _exit(5);
     return TP_HANDLED;
 }
 
@@ -592,8 +643,8 @@ static void test_rlimit_as(void **unused)
 #else
     limit s = {.o = {.mem_limit = (size_t)256 << 20},
                .tag = T_ALLOC,
-               .code = TP_ESYS,
-               .text = "killed by signal 6 (SIGABRT)"};
+               .code = TP_ENOMEM,
+               .text = "memory limit reached (268435456 bytes)"};
     run_limit(&s);
 #endif
 }
@@ -808,6 +859,451 @@ static void test_pool_serves(void **unused)
     assert_no_children();
 }
 
+/* ------------------------------ what a worker may send (issue 14, item 1) */
+
+typedef struct greet {
+    tp_pid w, ctl;
+    bool writes; /* writes to the worker first */
+} greet;
+
+typedef struct guard {
+    tp_pid sup, w, peer, stranger;
+    tp_ref mon, call;
+    int started;
+    uint64_t bad_frames;
+    bool down, served;
+    greet gp, gs;
+} guard;
+
+static uint64_t bad_frames(void)
+{
+    tp_isolate_stats st;
+    tp_isolate_stats_get(&st);
+    return st.bad_frames;
+}
+
+static void expect_reason(const tp_msg *msg, int code, const char *text)
+{
+    tp_reason r;
+    EXPECT_EQ(tp_msg_reason(msg, &r), 0);
+    EXPECT_EQ(r.kind, TP_EXIT_ERROR);
+    EXPECT_EQ(r.code, code);
+    if (!has(r.text, text) && !tpt_failure[0])
+        snprintf(tpt_failure, sizeof tpt_failure,
+                 "reason \"%s\", wanted \"%s\"", r.text ? r.text : "(null)",
+                 text);
+}
+
+/* A supervised worker sends its supervisor (its START's sender) the stop
+ * request: refused at the frame boundary, the worker alone dies of it and
+ * is restarted; the supervisor keeps running. */
+static int reserved_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    guard *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        cyc_ctl = tp_self(ctx);
+        static const tp_isolate_opts o = {.name = "tw"};
+        tp_child_spec c = {.id = "w",
+                           .start = tp_isolate_child_start,
+                           .arg = (void *)&o,
+                           .shutdown_ms = TP_CHILD_BRUTAL_KILL};
+        tp_sup_spec spec;
+        tp_sup_spec_init(&spec);
+        spec.children = &c;
+        spec.n_children = 1;
+        spec.report = cyc_report;
+        EXPECT_EQ(tp_sup_start_link(ctx, &spec, &s->sup), 0);
+        return TP_HANDLED;
+    }
+    case T_HELLO: { /* a (re)start of the worker */
+        tp_pid w = 0;
+        EXPECT_EQ(tp_msg_scanf(msg, "p", &w), 0);
+        if (++s->started == 1) {
+            s->w = w;
+            s->bad_frames = bad_frames();
+            EXPECT_EQ(tp_monitor(ctx, w, &s->mon), 0);
+            EXPECT_EQ(tp_send(ctx, w, T_SUPSTOP, NULL, 0), 0);
+        } else { /* restarted: it serves again */
+            EXPECT_EQ(tp_call(ctx, w, T_STARTS, NULL, 0, 5000, &s->call), 0);
+        }
+        return TP_HANDLED;
+    }
+    case TP_TAG_DOWN:
+        EXPECT_EQ(tp_msg_ref(msg), s->mon);
+        expect_reason(msg, TP_EPROTO,
+                      "protocol error: SEND frame with a reserved tag");
+        EXPECT(bad_frames() > s->bad_frames);
+        s->down = true;
+        break;
+    case TP_TAG_REPLY:
+        EXPECT_EQ(tp_msg_status(msg), 0);
+        s->served = true;
+        break;
+    case TP_TAG_EXIT:
+        if (tp_msg_from(msg) == s->sup) {
+            /* Only the stop asked below, not the worker's. */
+            EXPECT(s->down && s->served && s->started == 2);
+            tp_exit(ctx, TP_REASON_NORMAL);
+        }
+        return TP_HANDLED;
+    default: return TP_HANDLED;
+    }
+    if (s->down && s->served)
+        tp_sup_stop(ctx, s->sup, 10000, NULL);
+    return TP_HANDLED;
+}
+
+static void test_reserved_tag_refused(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    guard s = {0};
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, reserved_ctl, &s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_int_equal(s.started, 2);
+    assert_no_children();
+}
+
+/* A local actor that may greet the worker with its own pid (then the
+ * worker may answer it), and tells the controller what comes back. */
+static int greeter(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    const greet *g = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        return g->writes ? tp_sendf(ctx, g->w, T_SEND, "p", tp_self(ctx))
+                         : TP_HANDLED;
+    case T_HELLO:
+        return tp_send(ctx, g->ctl, g->writes ? T_HELLO : T_LEAK, NULL, 0);
+    }
+    return TP_HANDLED;
+}
+
+/* The worker may write to whoever wrote to it, not to a pid it only read
+ * in a payload. */
+static int address_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    guard *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_isolate_opts o = wopts();
+        EXPECT_EQ(tp_isolate_spawn(ctx, &o, &s->w), 0);
+        EXPECT_EQ(tp_monitor(ctx, s->w, &s->mon), 0);
+        s->bad_frames = bad_frames();
+        s->gp = (greet){s->w, tp_self(ctx), true};
+        s->gs = (greet){s->w, tp_self(ctx), false};
+        EXPECT_EQ(tp_spawn(ctx, greeter, &s->gp, NULL, &s->peer), 0);
+        return TP_HANDLED;
+    }
+    case T_HELLO: /* the worker answered the peer; now the stranger */
+        EXPECT_EQ(tp_spawn(ctx, greeter, &s->gs, NULL, &s->stranger), 0);
+        EXPECT_EQ(tp_sendf(ctx, s->w, T_SEND, "p", s->stranger), 0);
+        return TP_HANDLED;
+    case T_LEAK: EXPECT(!"the worker reached a pid it was not given"); break;
+    case TP_TAG_DOWN:
+        EXPECT_EQ(tp_msg_ref(msg), s->mon);
+        expect_reason(msg, TP_EPROTO,
+                      "protocol error: SEND frame to a pid it was not given");
+        EXPECT(bad_frames() > s->bad_frames);
+        break;
+    default: return TP_HANDLED; /* trapped exits: seen through the monitor */
+    }
+    tp_kill(ctx, s->w);
+    tp_kill(ctx, s->peer);
+    if (s->stranger)
+        tp_kill(ctx, s->stranger);
+    tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static void test_send_addresses(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    guard s = {0};
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, address_ctl, &s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_no_children();
+}
+
+/* ------------------------- one message at a time (issue 14, items 2, 3) */
+
+#define STREAM_MAX 64
+
+typedef struct stream {
+    unsigned watchdog_ms;
+    int n, ms;
+    tp_pid w;
+    tp_ref mon, warm, refs[STREAM_MAX];
+    int got;
+    double t0, first, last;
+} stream;
+
+static int stream_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    stream *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_isolate_opts o = wopts();
+        o.watchdog_ms = s->watchdog_ms;
+        EXPECT_EQ(tp_isolate_spawn(ctx, &o, &s->w), 0);
+        EXPECT_EQ(tp_monitor(ctx, s->w, &s->mon), 0);
+        /* Time from a running worker on, not from its start-up. */
+        EXPECT_EQ(tp_call_int(ctx, s->w, T_ECHO, 1, 30000, &s->warm), 0);
+        return TP_HANDLED;
+    }
+    case TP_TAG_REPLY: {
+        EXPECT_EQ(tp_msg_status(msg), 0);
+        if (tp_msg_ref(msg) == s->warm) {
+            s->t0 = tpt_now_ms();
+            for (int i = 0; i < s->n; i++)
+                EXPECT_EQ(tp_call_int(ctx, s->w, T_SLEEP, s->ms, 30000,
+                                      &s->refs[i]),
+                          0);
+            return TP_HANDLED;
+        }
+        int64_t v = -1;
+        EXPECT_EQ(tp_msg_int(msg, &v), 0);
+        EXPECT_EQ(v, s->ms);
+        EXPECT_EQ(tp_msg_ref(msg), s->refs[s->got]); /* in order */
+        double t = tpt_now_ms() - s->t0;
+        if (s->got++ == 0)
+            s->first = t;
+        s->last = t;
+        if (s->got < s->n)
+            return TP_HANDLED;
+        break;
+    }
+    case TP_TAG_DOWN: {
+        tp_reason r = {0};
+        tp_msg_reason(msg, &r);
+        if (!tpt_failure[0])
+            snprintf(tpt_failure, sizeof tpt_failure,
+                     "worker died after %d of %d replies: %s", s->got, s->n,
+                     r.text ? r.text : tp_exit_kind_name(r.kind));
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    default: return TP_HANDLED;
+    }
+    tp_kill(ctx, s->w);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void run_stream(stream *s)
+{
+    tpt_reset();
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, stream_ctl, s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_int_equal(s->got, s->n);
+    assert_no_children();
+}
+
+/* The watchdog times each message: 64 requests of 20 ms each are all
+ * answered under a 300 ms watchdog. */
+static void test_watchdog_per_message(void **unused)
+{
+    (void)unused;
+#ifdef UNDER_ASAN /* sanitized workers start slowly, and the start counts */
+    stream s = {.watchdog_ms = 2000, .n = 64, .ms = 60};
+#else
+    stream s = {.watchdog_ms = 300, .n = 64, .ms = 20};
+#endif
+    run_stream(&s);
+}
+
+/* Replies leave as they are made: the first of 16 requests of 30 ms is
+ * answered long before the last. */
+static void test_replies_leave_at_once(void **unused)
+{
+    (void)unused;
+    stream s = {.n = 16, .ms = 30};
+    run_stream(&s);
+    if (!(s.first < 0.4 * s.last))
+        fail_msg("first reply after %.1f ms, last after %.1f ms", s.first,
+                 s.last);
+}
+
+/* ---------------------- backpressure toward a worker (issue 14, item 4) */
+
+#define BP_MSGS 20000
+#define BP_BATCH 64
+#define BP_BOUND 4096 /* sends accepted while the worker reads nothing */
+#define BP_STILL 5    /* polls that must see the sender paused */
+
+typedef struct bp {
+    tp_pid w, sender, ctl;
+    char dir[64], fifo[96];
+    int fifo_fd, still, sent_paused;
+    bool released, done;
+    tp_ref warm, counted;
+} bp;
+
+static _Atomic int bp_sent; /* sends the sender made (it may run elsewhere) */
+static uint8_t bp_kib[3 + 1024] = {0xc5, 0x04, 0x00}; /* a bin of 1 KiB */
+
+static int bp_sender(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    const bp *s = state;
+    (void)msg;
+    for (int i = 0; i < BP_BATCH && atomic_load(&bp_sent) < BP_MSGS; i++) {
+        EXPECT_EQ(tp_send(ctx, s->w, T_COUNT, bp_kib, sizeof bp_kib), 0);
+        atomic_fetch_add(&bp_sent, 1);
+    }
+    if (atomic_load(&bp_sent) < BP_MSGS)
+        return tp_send(ctx, tp_self(ctx), T_GO, NULL, 0);
+    tp_send(ctx, s->ctl, T_DONE, NULL, 0);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void bp_release(bp *s)
+{
+    if (!s->released) {
+        s->released = true;
+        EXPECT_EQ(write(s->fifo_fd, "x", 1), 1);
+    }
+}
+
+static int bp_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    bp *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        snprintf(s->dir, sizeof s->dir, "/tmp/troupe-iso-XXXXXX");
+        EXPECT(mkdtemp(s->dir) != NULL);
+        snprintf(s->fifo, sizeof s->fifo, "%s/fifo", s->dir);
+        EXPECT_EQ(mkfifo(s->fifo, 0600), 0);
+        /* Read-write: never blocks, and keeps the FIFO's byte until the
+         * worker opens it. */
+        s->fifo_fd = open(s->fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+        EXPECT(s->fifo_fd >= 0);
+        s->ctl = tp_self(ctx);
+        tp_isolate_opts o = wopts();
+        EXPECT_EQ(tp_isolate_spawn(ctx, &o, &s->w), 0);
+        EXPECT_EQ(tp_call_int(ctx, s->w, T_ECHO, 1, 30000, &s->warm), 0);
+        return TP_HANDLED;
+    }
+    case TP_TAG_REPLY:
+        EXPECT_EQ(tp_msg_status(msg), 0);
+        if (tp_msg_ref(msg) == s->warm) {
+            /* The worker stops reading; then the flood. */
+            EXPECT_EQ(tp_sendf(ctx, s->w, T_BLOCK, "s", s->fifo), 0);
+            atomic_store(&bp_sent, 0);
+            EXPECT_EQ(tp_spawn(ctx, bp_sender, s, NULL, &s->sender), 0);
+            return tp_send_after(ctx, 10, T_POLL, NULL, 0, NULL);
+        }
+        int64_t n = -1;
+        EXPECT_EQ(tp_msg_int(msg, &n), 0);
+        EXPECT_EQ(n, BP_MSGS); /* nothing lost */
+        tp_kill(ctx, s->w);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    case T_POLL: {
+        if (s->released || s->done)
+            return TP_HANDLED;
+        tp_actor_info info;
+        int sent = atomic_load(&bp_sent);
+        if (tp_actor_info_get(tp_ctx_runtime(ctx), s->sender, &info) == 0 &&
+            info.alive && info.paused && sent == s->sent_paused)
+            s->still++;
+        else
+            s->still = 0;
+        s->sent_paused = sent;
+        if (s->still < BP_STILL)
+            return tp_send_after(ctx, 10, T_POLL, NULL, 0, NULL);
+        if (sent > BP_BOUND && !tpt_failure[0])
+            snprintf(tpt_failure, sizeof tpt_failure,
+                     "%d sends of 1 KiB accepted toward a blocked worker",
+                     sent);
+        bp_release(s);
+        return TP_HANDLED;
+    }
+    case T_DONE:
+        s->done = true;
+        if (!s->released && !tpt_failure[0])
+            snprintf(tpt_failure, sizeof tpt_failure,
+                     "all %d sends of 1 KiB accepted toward a blocked worker",
+                     BP_MSGS);
+        bp_release(s);
+        return tp_call(ctx, s->w, T_COUNTED, NULL, 0, 60000, &s->counted);
+    }
+    return TP_HANDLED;
+}
+
+static void test_backpressure_to_worker(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    bp s = {.fifo_fd = -1};
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, bp_ctl, &s, &o, &res);
+    if (s.fifo_fd >= 0)
+        close(s.fifo_fd);
+    unlink(s.fifo);
+    rmdir(s.dir);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_true(s.released);
+    assert_no_children();
+}
+
+/* --------------------------------- a pool that gives up (issue 14, item 6) */
+
+typedef struct giveup {
+    tp_pid pool;
+    tp_reason r;
+    char text[TP_REASON_TEXT_MAX + 1];
+    bool ended;
+} giveup;
+
+static int giveup_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    giveup *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_isolate_pool_opts po = {.worker = {.name = "tw_crash"},
+                                   .size = 1,
+                                   .intensity = 2,
+                                   .period_ms = 10000};
+        EXPECT_EQ(tp_isolate_pool_start(ctx, &po, &s->pool), 0);
+        return TP_HANDLED;
+    }
+    case TP_TAG_EXIT:
+        EXPECT_EQ(tp_msg_from(msg), s->pool);
+        EXPECT_EQ(tp_msg_reason(msg, &s->r), 0);
+        snprintf(s->text, sizeof s->text, "%s", s->r.text ? s->r.text : "");
+        s->ended = true;
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_pool_gives_up(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    giveup s = {0};
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, giveup_ctl, &s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_true(s.ended);
+    assert_int_equal(s.r.kind, TP_EXIT_SHUTDOWN);
+    assert_string_equal(s.text, "isolated pool: more than 2 worker restarts in "
+                                "10000 ms");
+    assert_no_children();
+}
+
 /* ------------------------------------------------------------ example */
 
 static void slurp(FILE *f, char *buf, size_t cap)
@@ -903,6 +1399,7 @@ static void test_errors(void **unused)
 int main(int argc, char **argv)
 {
     tp_isolate_register("tw", tw, NULL);
+    tp_isolate_register("tw_crash", tw_crash, NULL);
     tp_isolate_main(argc, argv); /* never returns in a worker */
     /* Under ASan, let a worker's SIGSEGV kill it, as it would a plain
      * build (ASan's own handler would exit with status 1 instead). */
@@ -927,6 +1424,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_rlimit_cpu),
         cmocka_unit_test(test_hundred_restarts),
         cmocka_unit_test(test_pool_serves),
+        cmocka_unit_test(test_reserved_tag_refused),
+        cmocka_unit_test(test_send_addresses),
+        cmocka_unit_test(test_watchdog_per_message),
+        cmocka_unit_test(test_replies_leave_at_once),
+        cmocka_unit_test(test_backpressure_to_worker),
+        cmocka_unit_test(test_pool_gives_up),
         cmocka_unit_test(test_example),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
