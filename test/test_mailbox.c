@@ -2,12 +2,18 @@
  * Mailboxes: per-sender FIFO (Erlang's only ordering promise), bounded
  * capacity with backpressure instead of dropping or unbounded growth (the
  * Tokio chapter's bounded mpsc), no deadlock between two flooding actors,
- * selective receive (defer + become), share-nothing sends, and sends from
- * threads outside the runtime (blocking send, try-send reporting "full").
+ * selective receive (defer + become), share-nothing sends, sends from
+ * threads outside the runtime (blocking send, try-send reporting "full",
+ * never more than the capacity), and the mailbox's count read from another
+ * thread while messages move between its queues (never too low).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
+#include "actors/actor.h"
+#include "mailbox/mailbox.h"
+#include "runtime/runtime.h"
 #include "tp_test.h"
 #include "troupe/observe.h"
 
@@ -720,6 +726,263 @@ static void test_blocking_send_capacity_exact(void **unused)
     assert_true(r.end.mailbox_hwm <= CAP_SIZE);
 }
 
+/* ------------------------------------------ the count, while it moves */
+
+#ifndef MV_TOTAL
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define MV_TOTAL 300000
+#else
+#define MV_TOTAL 3000000
+#endif
+#endif
+#define MV_READS 4       /* count reads after each push */
+#define MV_RING 4096     /* nodes, reused */
+#define MV_INFLIGHT 1024 /* at most this many queued at once */
+
+static struct {
+    tpi_mailbox mb;
+    tpi_mpsc_node nodes[MV_RING];
+    _Atomic uint32_t popped; /* raised before each pop */
+    long low;                /* counts read too low */
+    long worst;              /* by how much, at worst */
+} MV;
+
+/* Pushes like a sender on another thread, and reads the count after each
+ * push, as a sender does to decide whether to pause. */
+static void *mv_producer(void *arg)
+{
+    (void)arg;
+    for (uint32_t i = 0; i < MV_TOTAL; i++) {
+        while (i - atomic_load(&MV.popped) >= MV_INFLIGHT)
+            sched_yield(); /* the consumer catches up */
+        tpi_mailbox_push_remote(&MV.mb, &MV.nodes[i % MV_RING]);
+        for (int k = 0; k < MV_READS; k++) {
+            uint32_t v = tpi_mailbox_count(&MV.mb);
+            /* acquire, after the count: at most c1 of our i + 1 messages
+             * were popped by the time it was read, so at least the rest
+             * were in. */
+            uint32_t c1 = atomic_load(&MV.popped);
+            long surely = (long)(i + 1) - (long)c1;
+            if ((long)v < surely) {
+                MV.low++;
+                if (surely - (long)v > MV.worst)
+                    MV.worst = surely - (long)v;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* The receiver: moves the remote messages into its local FIFO and pops
+ * them. */
+static void *mv_consumer(void *arg)
+{
+    (void)arg;
+    uint32_t n = 0;
+    while (n < MV_TOTAL) {
+        tpi_mailbox_take_remote(&MV.mb);
+        while (MV.mb.lhead) {
+            atomic_store(&MV.popped, ++n);
+            tpi_mailbox_pop(&MV.mb);
+        }
+    }
+    return NULL;
+}
+
+/* A sender on another thread reads the receiver's count after each push
+ * while the receiver moves remote messages into its local FIFO and pops
+ * them: the count is never lower than the messages surely there (pushed,
+ * and not popped before it was read). A count split between the two
+ * queues, and moved from one to the other, used to read low by the
+ * batch being moved. */
+static void test_count_never_low_while_moving(void **unused)
+{
+    (void)unused;
+    memset(&MV, 0, sizeof MV);
+    tpi_mailbox_init(&MV.mb, TPI_MAILBOX_UNBOUNDED);
+    pthread_t prod, cons;
+    assert_int_equal(pthread_create(&cons, NULL, mv_consumer, NULL), 0);
+    assert_int_equal(pthread_create(&prod, NULL, mv_producer, NULL), 0);
+    pthread_join(prod, NULL);
+    pthread_join(cons, NULL);
+    print_message("count while moving: %d pushes, %ld counts too low (by up "
+                  "to %ld)\n",
+                  MV_TOTAL, MV.low, MV.worst);
+    assert_int_equal(tpi_mailbox_count(&MV.mb), 0);
+    assert_int_equal(MV.low, 0);
+}
+
+/* ------------------------------------------- a drain that came too early */
+
+#define SD_SENDERS 4
+#define SD_CAP 4
+#define SD_EACH 200 /* messages per sender */
+#define SD_TAG_TICK 90
+
+static struct {
+    tp_runtime *rt;
+    tp_pid recv, senders[SD_SENDERS];
+    atomic_int go;    /* the senders may start */
+    int hook_calls;   /* the receiver's drain hook (its thread only) */
+    int waits_failed; /* a wait below gave up */
+    bool check_next;  /* the receiver's next message waits first */
+    long got;
+    tpi_resource res;
+    tp_actor_info end;
+    int info_rc;
+} SD;
+
+/* Have all the senders paused (backpressure) on the receiver? Reads the
+ * runtime's own flags: the senders run on the other scheduler. */
+static bool sd_all_paused(void)
+{
+    for (int i = 0; i < SD_SENDERS; i++) {
+        tpi_actor *a = tpi_table_slot(SD.rt->table, SD.senders[i]);
+        if (!atomic_load(&a->paused))
+            return false;
+    }
+    return true;
+}
+
+/* Wait (on the receiver's thread, briefly) until the senders on the other
+ * thread have all paused; gives up after 20 s. */
+static void sd_wait_all_paused(void)
+{
+    double t0 = tpt_now_ms();
+    while (!sd_all_paused()) {
+        if (tpt_now_ms() - t0 > 20000) {
+            SD.waits_failed++;
+            return;
+        }
+        sched_yield();
+    }
+}
+
+/* The receiver's resource: told at the end of each turn that took its
+ * mailbox below capacity, just before its paused senders are resumed. The
+ * first time, it lets the senders go and holds the receiver's thread until
+ * they have filled the mailbox again and all paused on it: they paused
+ * after the drain was decided, so they must not be resumed by it. */
+static void sd_drained(tpi_resource *r)
+{
+    (void)r;
+    if (SD.hook_calls++ != 0)
+        return;
+    atomic_store(&SD.go, 1);
+    sd_wait_all_paused();
+    SD.check_next = true;
+}
+
+static void sd_close(tpi_resource *r) { (void)r; }
+
+static int sd_receiver(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        SD.rt = tp_ctx_runtime(ctx);
+        SD.res = (tpi_resource){.drained = sd_drained, .close = sd_close};
+        EXPECT_EQ(tpi_svc_attach(ctx, tp_self(ctx), &SD.res, NULL), 0);
+        /* Fill its own mailbox to capacity: the turn that takes the first
+         * of these drains it below. */
+        for (int i = 0; i < SD_CAP; i++)
+            EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_DATA, NULL, 0), 0);
+        return TP_HANDLED;
+    }
+    if (SD.check_next) {
+        /* If the drain resumed them anyway, they each send once more and
+         * pause again: wait for that, so the mailbox's high-water mark,
+         * sampled at the end of this turn, shows it. */
+        SD.check_next = false;
+        sd_wait_all_paused();
+    }
+    if (tp_msg_tag(msg) == TAG_DATA &&
+        ++SD.got == SD_CAP + SD_SENDERS * SD_EACH) {
+        SD.info_rc = tp_actor_info_get(SD.rt, tp_self(ctx), &SD.end);
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+typedef struct sd_sender {
+    int sent;
+} sd_sender;
+
+static sd_sender sd_senders[SD_SENDERS];
+
+/* Waits (going round through its own mailbox) for the go, then sends one
+ * message per behavior call to the receiver. A pending timer pins it to
+ * its scheduler, the other one than the receiver's. */
+static int sd_sender_b(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    sd_sender *s = state;
+    if (tp_msg_tag(msg) == SD_TAG_TICK) /* never: an hour away */
+        return TP_HANDLED;
+    if (tp_msg_tag(msg) == TP_TAG_START)
+        EXPECT_EQ(tp_send_after(ctx, 3600000, SD_TAG_TICK, NULL, 0, NULL), 0);
+    if (atomic_load(&SD.go)) {
+        EXPECT_EQ(tp_send(ctx, SD.recv, TAG_DATA, NULL, 0), 0);
+        if (++s->sent == SD_EACH)
+            return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_CONT, NULL, 0), 0);
+    return TP_HANDLED;
+}
+
+static int sd_filler(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    (void)msg;
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+/* The soft bound (capacity + one behavior call's sends per sender) also
+ * holds when senders on another thread refill the mailbox and pause on it
+ * between the moment its scheduler sees it drained below capacity and the
+ * moment that scheduler resumes the paused senders: those that paused on
+ * the full mailbox stay paused until the next drain. Two scheduler
+ * threads; the receiver's drain hook (a resource, as sockets use) holds
+ * that moment open. The mailbox of 4 must never hold more than 4 + 4. */
+static void test_drain_resumes_no_late_pauser(void **unused)
+{
+    (void)unused;
+    memset(&SD, 0, sizeof SD);
+    memset(sd_senders, 0, sizeof sd_senders);
+    tpt_reset();
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.threads = 2;
+    cfg.batch = 1;
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(&cfg, &rt), 0);
+    /* Spawns from outside go round robin: the receiver on scheduler 0,
+     * each sender on scheduler 1 (a filler that ends at once between
+     * two). */
+    tp_spawn_opts ro = {.mailbox_capacity = SD_CAP, .flags = TP_SPAWN_OBSERVE};
+    assert_int_equal(tp_runtime_spawn(rt, sd_receiver, NULL, &ro, &SD.recv), 0);
+    for (int i = 0; i < SD_SENDERS; i++) {
+        if (i)
+            assert_int_equal(tp_runtime_spawn(rt, sd_filler, NULL, NULL,
+                                              &(tp_pid){0}),
+                             0);
+        assert_int_equal(tp_runtime_spawn(rt, sd_sender_b, &sd_senders[i], NULL,
+                                          &SD.senders[i]),
+                         0);
+    }
+    tpt_watchdog(1);
+    assert_int_equal(tp_run(rt, quit_root, NULL, NULL), 0);
+    tpt_watchdog(0);
+    tp_runtime_free(rt);
+    TPT_CHECK();
+    assert_int_equal(SD.waits_failed, 0);
+    assert_true(SD.hook_calls > 1);
+    assert_int_equal(SD.got, SD_CAP + SD_SENDERS * SD_EACH);
+    assert_int_equal(SD.info_rc, 0);
+    print_message("late pausers: high-water mark %llu (capacity %d + %d "
+                  "senders)\n",
+                  (unsigned long long)SD.end.mailbox_hwm, SD_CAP, SD_SENDERS);
+    assert_true(SD.end.mailbox_hwm <= SD_CAP + SD_SENDERS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -732,6 +995,8 @@ int main(void)
         cmocka_unit_test(test_try_send_full),
         cmocka_unit_test(test_blocking_send_from_threads),
         cmocka_unit_test(test_blocking_send_capacity_exact),
+        cmocka_unit_test(test_count_never_low_while_moving),
+        cmocka_unit_test(test_drain_resumes_no_late_pauser),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
