@@ -676,18 +676,21 @@ static int names_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         EXPECT_EQ(tp_send_global(ctx, "echo", T_PING, NULL, 0), 0);
         break;
     case T_PONG: /* by name; now its owner ends, and the name is freed */
+        if (s->phase != -1)
+            break; /* a later answer to a ping sent again */
         EXPECT_EQ(tp_msg_from(msg), s->server);
         EXPECT_EQ(tp_send(ctx, s->server, T_EXIT, NULL, 0), 0);
         s->phase = 1;
-        tp_send_after(ctx, 10, T_TICK, NULL, 0, NULL);
         break;
     case T_TICK:
-        EXPECT(++s->polls < 500);
+        EXPECT(++s->polls < 1500);
         if (s->phase == 0 && tp_whereis_global(rt, "echo", &who) == 0 &&
             tp_whereis_global(rt, "root-B", &who) == 0) {
             s->phase = -1;
             tp_send(ctx, tp_self(ctx), T_NAMED, NULL, 0);
-            break;
+        } else if (s->phase == -1 && s->polls % 20 == 0) {
+            /* NATS is at most once: ping by name again until answered */
+            EXPECT_EQ(tp_send_global(ctx, "echo", T_PING, NULL, 0), 0);
         }
         if (s->phase == 1 && tp_whereis_global(rt, "echo", &who) == TP_ENOENT) {
             EXPECT_EQ(tp_register_global(ctx, "echo"), 0); /* ours now */
@@ -702,7 +705,7 @@ static int names_root(tp_ctx *ctx, void *state, const tp_msg *msg)
             s->done = true;
             return tp_exit(ctx, TP_REASON_NORMAL);
         }
-        if (s->polls < 500)
+        if (s->polls < 1500)
             tp_send_after(ctx, 10, T_TICK, NULL, 0, NULL);
         else
             return tp_exit(ctx, TP_REASON_NORMAL);
