@@ -173,14 +173,17 @@ static void op_to(kv_conn *c, unsigned sh, uint8_t opc, uint8_t flags,
     kv_buf *b = &c->batch[sh];
     if (b->n == 0)
         kv_bin_start(b);
-    kv_ophdr h = {opc,         flags, (uint16_t)(key ? (val ? 2 : 1) : 0),
-                  last_seq(c), pos,   0,
-                  num};
+    kv_ophdr h = {.op = opc,
+                  .flags = flags,
+                  .nargs = key ? (val ? 2u : 1u) : 0u,
+                  .seq = last_seq(c),
+                  .pos = pos,
+                  .num = num};
     kv_buf_reserve(b, sizeof h + 8 + (key ? key->n : 0) + (val ? val->n : 0));
     memcpy(b->p + b->n, &h, sizeof h);
     b->n += sizeof h;
     const kv_arg *args[2] = {key, val};
-    for (int i = 0; i < h.nargs; i++) {
+    for (uint32_t i = 0; i < h.nargs; i++) {
         kv_put32(b->p + b->n, (uint32_t)args[i]->n);
         memcpy(b->p + b->n + 4, args[i]->p, args[i]->n);
         b->n += 4 + args[i]->n;
@@ -209,7 +212,7 @@ static void send_batches(tp_ctx *ctx, kv_conn *c)
             continue;
         kv_bin_finish(b);
         /* The buffer moves into the message (no copy). */
-        tp_send_move(ctx, c->srv->shards[i], KV_TAG_BATCH, b->p, b->n);
+        tp_send_move(ctx, kv_shard_pid(c->srv, i), KV_TAG_BATCH, b->p, b->n);
         b->p = NULL;
         b->n = b->cap = 0;
     }

@@ -46,7 +46,21 @@ enum {
     OP_EXPIRE,
     OP_TTL,
     OP_DBSIZE,
-    OP_FLUSHALL
+    OP_FLUSHALL,
+    /* A keyed command run by its key's shard: args are the whole command
+     * (name first, key = args[1]); num is its index in the shard's command
+     * table (kv_keyed_find), so the shard does not look it up again. The
+     * shard answers one RESP value (errors included: WRONGTYPE, syntax). */
+    OP_CMD,
+    /* SCAN: num = the cursor (shard index in bits 48..55, the shard's own
+     * position below); args = the options after the cursor, verbatim. The
+     * shard answers the whole "*2 cursor [keys]" reply with the next global
+     * cursor (the next shard's start when it is done, 0 after the last). */
+    OP_SCAN,
+    /* KEYS pattern (args[0]): every shard answers one RESP array. */
+    OP_KEYS,
+    /* RANDOMKEY: a bulk or a nil. */
+    OP_RANDOMKEY
 };
 /* op flags */
 enum { F_NX = 1, F_XX = 2, F_MS = 4 /* TTL in milliseconds (PTTL) */ };
@@ -58,9 +72,9 @@ enum { SHUT_DEFAULT = 0, SHUT_SAVE, SHUT_NOSAVE };
  * (u32 seq, u32 pos, u32 len, bytes), one per op, each one RESP value. */
 typedef struct kv_ophdr {
     uint8_t op, flags;
-    uint16_t nargs;
+    uint16_t pad;
+    uint32_t nargs; /* a command may have more than 65535 arguments */
     uint32_t seq, pos;
-    uint32_t pad;
     int64_t num; /* INCRBY delta; SET/EXPIRE absolute expiry (unix ms) */
 } kv_ophdr;
 
@@ -82,7 +96,9 @@ struct kv_table;
 typedef struct kv_server {
     kv_config cfg;
     unsigned nshards;
-    tp_pid shards[KV_MAX_SHARDS];
+    /* Read through kv_shard_pid: in cluster mode a shard on another node
+     * changes pid when that node restarts (TP_PID_NONE while it is down). */
+    _Atomic tp_pid shards[KV_MAX_SHARDS];
     tp_pid coord;
     uint16_t bound_port;
     int64_t start_ms;
@@ -90,6 +106,15 @@ typedef struct kv_server {
     _Atomic uint64_t clients, conns_total, commands, rejected;
     struct kv_shard *shard_state[KV_MAX_SHARDS]; /* until spawned */
 } kv_server;
+
+/* The pid of shard i, TP_PID_NONE while it is unavailable (cluster mode:
+ * its node is down). Relaxed: a stale pid only makes a send fail or a
+ * monitor fire, which the caller handles as "unavailable". */
+static inline tp_pid kv_shard_pid(const kv_server *s, unsigned i)
+{
+    return atomic_load_explicit(&((kv_server *)s)->shards[i],
+                                memory_order_relaxed);
+}
 
 /* util.c */
 typedef struct kv_buf {
@@ -168,6 +193,19 @@ void kv_save_job_free(kv_save_job *j);
 /* Load path into the shards; 0, 1 if there is no file, -1 on a bad file
  * (message on stderr). */
 int kv_load(kv_server *srv, const char *path);
+
+/* commands.c: the keyed commands (key = args[1]) the shards run. */
+typedef struct kv_keyed {
+    const char *name; /* lower case */
+    int arity;        /* > 0 exact, < 0 at least -arity (name included) */
+    bool write;       /* refused while the shard is frozen */
+} kv_keyed;
+/* Index of the keyed command called name (any case), or -1. */
+int kv_keyed_find(const char *name, size_t n);
+const kv_keyed *kv_keyed_at(int idx);
+/* How many commands troupe-kv knows in all (COMMAND COUNT): the keyed
+ * ones plus the connection's own. */
+size_t kv_keyed_count(void);
 
 /* conn.c */
 void *kv_conn_new(void *srv);

@@ -69,7 +69,7 @@ static void start_save(tp_ctx *ctx, kv_coord *co, bool final)
     co->job->path = strdup(srv->cfg.dbfile);
     co->job->nparts = srv->nshards;
     for (unsigned i = 0; i < srv->nshards; i++)
-        tp_send_int(ctx, srv->shards[i], KV_TAG_SNAPSHOT, final);
+        tp_send_int(ctx, kv_shard_pid(srv, i), KV_TAG_SNAPSHOT, final);
 }
 
 static void finish_save(tp_ctx *ctx, kv_coord *co, int status)
@@ -111,7 +111,7 @@ static void finish_save(tp_ctx *ctx, kv_coord *co, int status)
         fprintf(stderr, "troupe-kv: cannot save before exit; still running\n");
         co->stopping = false;
         for (unsigned i = 0; i < srv->nshards; i++)
-            tp_send(ctx, srv->shards[i], KV_TAG_THAW, NULL, 0);
+            tp_send(ctx, kv_shard_pid(srv, i), KV_TAG_THAW, NULL, 0);
     } else if (co->shutdown_pending) {
         co->shutdown_pending = false;
         start_save(ctx, co, true);
@@ -209,10 +209,12 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
         tp_register(ctx, "kv-coordinator"); /* issue 8: named in dumps */
         for (unsigned i = 0; i < srv->nshards; i++) {
             tp_spawn_opts so = {0, TP_SPAWN_LINK, kv_shard_free};
+            tp_pid pid;
             int rc = tp_spawn(ctx, kv_shard_behavior, srv->shard_state[i], &so,
-                              &srv->shards[i]);
+                              &pid);
             if (rc)
                 return rc;
+            atomic_store_explicit(&srv->shards[i], pid, memory_order_relaxed);
             srv->shard_state[i] = NULL; /* the shard owns it now */
         }
         tp_listen_opts lo = {0};
