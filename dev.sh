@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # troupe developer entry point.
 #   ./dev.sh demo                 build, then run troupe-kv on port 6380 (redis-cli -p 6380)
+#   ./dev.sh cluster              build, then run a nats-server and three troupe-kv nodes
+#                                 sharing one keyspace on ports 7001-7003
 #   ./dev.sh test [--sanitize S]  build, then run the whole test suite
 #                                 (S: address,undefined or thread)
 #   ./dev.sh build-release        optimized build in build-release/ (benchmarks)
-# Both install missing Debian packages first (apt-get; sudo when not root).
+# Each installs missing Debian packages first (apt-get; sudo when not root).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -42,6 +44,54 @@ case "$cmd" in
     echo "     redis-benchmark -p 6380 -t ping,set,get,incr -n 100000 -q"
     echo "   Ctrl-C saves the keys to dump.tkv and stops it."
     exec build/examples/troupe-kv --port 6380
+    ;;
+  cluster)
+    deps redis-tools
+    build build
+    dir=$(mktemp -d /tmp/troupe-kv-cluster.XXXXXX)
+    url=nats://127.0.0.1:7000
+    pids=()
+    # Each in its own session (setsid), so Ctrl-C reaches only this script,
+    # which then stops the nodes once (each saves its shards) and the server.
+    stop_all() {
+      trap - INT TERM EXIT
+      if [ ${#pids[@]} -gt 1 ]; then
+        kill -TERM "${pids[@]:1}" 2>/dev/null || true
+        wait "${pids[@]:1}" 2>/dev/null || true
+      fi
+      kill -TERM "${pids[0]}" 2>/dev/null || true
+      wait "${pids[0]}" 2>/dev/null || true
+      rm -rf "$dir"
+    }
+    trap stop_all EXIT
+    trap 'exit 0' INT TERM
+    setsid nats-server -a 127.0.0.1 -p 7000 -js -sd "$dir/js" >"$dir/nats.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do
+      (exec 3<>/dev/tcp/127.0.0.1/7000) 2>/dev/null && break
+      sleep 0.05
+    done
+    start_node() { # start_node <name> <port>: its output prefixed with its name
+      setsid build/examples/troupe-kv --port "$2" --dbfile "$dir/$1.tkv" --cluster $url \
+        --node "$1" --nodes a,b,c > >(trap '' INT; sed -u "s/^/[$1] /") 2>&1 &
+      pids+=($!)
+    }
+    start_node a 7001
+    start_node b 7002
+    start_node c 7003
+    sleep 1
+    echo "== troupe-kv cluster (examples/kv/cluster.c, docs/guide/14-nodes.md): nats-server -js"
+    echo "   on 127.0.0.1:7000; nodes a, b, c on ports 7001-7003, each owning a third of the"
+    echo "   keys, snapshots in $dir. In another terminal:"
+    echo "     redis-cli -p 7001 set hello world      # any node reads and writes every key"
+    echo "     redis-cli -p 7003 get hello"
+    echo "     redis-cli -p 7002 dbsize"
+    echo "     redis-cli -p 7003 save                 # node c saves its own keys"
+    echo "     kill -9 ${pids[3]}    # node c: its keys answer -ERR ... unavailable, a's and b's still work"
+    echo "     build/examples/troupe-kv --port 7003 --dbfile $dir/c.tkv --cluster $url --node c --nodes a,b,c"
+    echo "                  # c is back with the keys it saved"
+    echo "   Ctrl-C stops them all (each node saves its keys first)."
+    wait "${pids[0]}"
     ;;
   test)
     san=""

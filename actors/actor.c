@@ -34,10 +34,6 @@ tpi_actor *tpi_ctx_actor(tp_ctx *ctx)
 
 static void close_resources(tpi_actor *a);
 
-/* A free slot whose scheduling flag we could claim. A slot whose ended
- * actor got a message after its last drain is queued (flag held) to turn
- * it into a dead letter: it may be on the free list meanwhile, and must
- * not be written until that flush is done, so it is skipped. */
 /* This thread's stock of free slots, if it is one of rt's schedulers. */
 static tpi_slot_cache *slot_cache(tp_runtime *rt)
 {
@@ -45,11 +41,46 @@ static tpi_slot_cache *slot_cache(tp_runtime *rt)
     return s && s->rt == rt ? &s->slots : NULL;
 }
 
-static tpi_actor *take_slot(tp_runtime *rt)
+/* A free slot that is ours to set up. Only a slot's home handles its
+ * notes (runtime/sched.c), so a slot whose home is this thread is ours
+ * as it is; any other we claim by raising its notes from zero, which
+ * keeps its home from touching it (and senders from noting it) until we
+ * clear them (*claimed). A slot with notes pending is having stray mail
+ * flushed by its home: skipped. */
+static void drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
+                          tpi_actor *a);
+
+/* A claimed free slot we do not use after all: its stray mail goes as
+ * dead letters, then its notes are cleared (as its home does, on_note). */
+static void unclaim(tp_runtime *rt, tpi_actor *a)
+{
+    uint32_t seen = tpi_mailbox_notes(&a->mb);
+    do
+        tpi_actor_flush(rt, a);
+    while (!tpi_mailbox_notes_done(&a->mb, &seen));
+}
+
+/* Raise a free slot's notes from zero (see take_slot). */
+static bool claim(tpi_actor *a)
+{
+    uint32_t zero = 0;
+    /* acquire: pairs with the release of tpi_mailbox_notes_done, so the
+     * home's last writes to the slot are visible to us. */
+    return atomic_compare_exchange_strong_explicit(&a->mb.notes, &zero,
+                                                   TPI_NOTE_READY,
+                                                   memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
+static tpi_actor *take_slot(tp_runtime *rt, bool *claimed)
 {
     tpi_actor *a, *busy = NULL;
     tpi_slot_cache *c = slot_cache(rt);
-    while ((a = tpi_table_take(rt->table, c)) && !tpi_mailbox_claim(&a->mb)) {
+    tpi_sched *me = tpi_sched_current();
+    while ((a = tpi_table_take(rt->table, c))) {
+        *claimed = !me || tpi_home(a) != me;
+        if (!*claimed || claim(a))
+            break;
         a->free_next = busy ? busy->index + 1 : 0;
         busy = a;
     }
@@ -81,8 +112,25 @@ static bool live_from_outside(tp_runtime *rt)
     return true;
 }
 
-int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
-              const tp_spawn_opts *opts, tp_pid *pid_out)
+/* A slot taken for a spawn that fails after all: back to the table. */
+static int give_back(tp_runtime *rt, tpi_actor *a, bool claimed,
+                     tpi_actor *parent)
+{
+    tpi_actor_release_ext(a);
+    a->behavior = NULL;
+    if (claimed) /* stale mail that came meanwhile, then the notes */
+        unclaim(rt, a);
+    tpi_table_put(rt->table, slot_cache(rt), a);
+    if (!parent)
+        tpi_runtime_actor_gone(rt);
+    return TP_ENOMEM;
+}
+
+/* tpi_spawn; with init, the state is len bytes copied from it into the
+ * slot's inline state block (tp_spawn_inline). */
+static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
+                 const void *init, size_t len, const tp_spawn_opts *opts,
+                 tp_pid *pid_out)
 {
     if (!b)
         return TP_EINVAL;
@@ -94,15 +142,21 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
         return TP_EINVAL;
     if (!parent && !live_from_outside(rt))
         return TP_ESTATE;
-    tpi_actor *a = take_slot(rt);
+    bool claimed = false;
+    tpi_actor *a = take_slot(rt, &claimed);
     if (!a) {
         if (!parent)
             tpi_runtime_actor_gone(rt);
         return TP_ENOMEM;
     }
-    /* We hold the slot's scheduling flag (take_slot), so nothing runs it.
-     * The mailbox (queue and count) is left as the slot's last owner left
-     * it: stale messages still in it are dead letters by generation. */
+    if (init) {
+        if (!(state = tpi_table_state(rt->table, a)))
+            return give_back(rt, a, claimed, parent);
+        memcpy(state, init, len);
+    }
+    /* The slot is ours (take_slot), so nothing runs it. The mailbox
+     * (queue and count) is left as the slot's last owner left it: stale
+     * messages still in it are dead letters by generation. */
     a->behavior = b;
     a->state = state;
     a->state_free = opts ? opts->state_free : NULL;
@@ -123,16 +177,8 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
                           memory_order_relaxed);
     /* issue 8: counters; the link comes last, as it cannot be undone */
     if (tpi_obs_spawn(rt, a, flags) != 0 ||
-        ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0)) {
-        tpi_actor_release_ext(a);
-        a->behavior = NULL;
-        if (tpi_mailbox_release(&a->mb)) /* a stale sender came meanwhile */
-            tpi_sched_ready(a);
-        tpi_table_put(rt->table, slot_cache(rt), a);
-        if (!parent)
-            tpi_runtime_actor_gone(rt);
-        return TP_ENOMEM;
-    }
+        ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0))
+        return give_back(rt, a, claimed, parent);
     tp_pid pid = tpi_actor_pid(a);
     /* relaxed: run's end is decided by the decrement in
      * tpi_runtime_actor_gone (acq_rel); the live parent keeps the count
@@ -145,8 +191,19 @@ int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     a->flags |= TPI_ACT_START;
     if (pid_out) /* before it can run elsewhere: it may read *pid_out */
         *pid_out = pid;
+    a->mb.sched = true; /* we queue it */
+    /* release: every write above is made before the slot's home (or a
+     * sender noting it) may look at it again. */
+    if (claimed)
+        atomic_store_explicit(&a->mb.notes, 0, memory_order_release);
     tpi_sched_ready(a);
     return 0;
+}
+
+int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
+              const tp_spawn_opts *opts, tp_pid *pid_out)
+{
+    return spawn(rt, parent, b, state, NULL, 0, opts, pid_out);
 }
 
 int tp_spawn(tp_ctx *ctx, tp_behavior b, void *state, const tp_spawn_opts *opts,
@@ -156,6 +213,18 @@ int tp_spawn(tp_ctx *ctx, tp_behavior b, void *state, const tp_spawn_opts *opts,
     if (!a)
         return TP_ESTATE;
     return tpi_spawn(rt_of(a), a, b, state, opts, pid_out);
+}
+
+int tp_spawn_inline(tp_ctx *ctx, tp_behavior b, const void *init, size_t len,
+                    const tp_spawn_opts *opts, tp_pid *pid_out)
+{
+    static const char none; /* init of an empty state: any address */
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    if (!a)
+        return TP_ESTATE;
+    if (len > TP_INLINE_STATE_MAX || (!init && len))
+        return TP_EINVAL;
+    return spawn(rt_of(a), a, b, NULL, init ? init : &none, len, opts, pid_out);
 }
 
 tp_pid tp_self(tp_ctx *ctx)
@@ -294,15 +363,20 @@ static void finalize(tpi_actor *a)
      * paused on us are resumed just below either way. */
     atomic_store_explicit(&a->congested, 0, memory_order_relaxed);
     tpi_drained(rt, a);
-    /* Senders that raced our generation bump pushed after the drain: then
-     * the slot stays queued and takes them out as dead letters. Released
-     * before the slot is free, so a new owner finds the flag settled. */
-    if (tpi_mailbox_release(&a->mb))
-        tpi_sched_ready(a);
+    /* Senders that raced our generation bump and pushed after the drain
+     * found the remote stack empty and noted us: on_note flushes their
+     * mail as dead letters, and meanwhile no other thread takes the slot
+     * (take_slot). */
+    a->mb.sched = false;
     tpi_table_put(rt->table, slot_cache(rt), a);
     if (sf)
         sf(state);
     tpi_runtime_actor_gone(rt);
+}
+
+void tpi_actor_flush(tp_runtime *rt, tpi_actor *a)
+{
+    drain_mailbox(rt, tpi_actor_pid(a), TP_REASON_NORMAL, a);
 }
 
 void tpi_actor_teardown(tpi_actor *a, void *unused)
@@ -386,32 +460,14 @@ int tp_receive_timeout(tp_ctx *ctx, int ms)
 
 /* ----------------------------------------------------------------- turn */
 
-/* Returns TP_DEFER when m was kept, else what the behavior returned. */
-static int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+/* After a behavior call that did not keep m: answer a request it left
+ * unanswered, free m, and end the actor or re-arm its receive timeout as
+ * r and its state say. Returns r. */
+static inline int settle(tpi_actor *a, tpi_msg *m, int r)
 {
-    s->cur_msg = m;
-    s->became = false;
-    tpi_sched_tick_begin(s, tpi_actor_pid(a), m->tag);
-    int r = a->behavior((tp_ctx *)a, a->state, m);
-    tpi_sched_tick_end(s);
-    s->cur_msg = NULL;
-    if (r == TP_DEFER && (m->flags & TPI_MSG_STATIC))
-        r = TP_HANDLED; /* the start message cannot be kept */
-    tpi_actor_ext *x = NULL;
-    if (r == TP_DEFER || s->became)
-        x = tpi_actor_ext_get(a);
-    if (r == TP_DEFER && !x)
-        r = TP_ENOMEM; /* cannot keep it: end rather than lose it silently */
-    if (r == TP_DEFER)
-        tpi_msglist_push(&x->stash, m);
-    /* After a behavior change every deferred message is offered again, in
-     * arrival order, before anything newer (replay holds only newer ones). */
-    if (s->became && x)
-        tpi_msglist_prepend(&x->replay, &x->stash);
-    if (r == TP_DEFER)
-        return r;
-    tpi_reply_settle(a, m);
-    tpi_msg_free(m);
+    if (m->flags & TPI_MSG_REQUEST)
+        tpi_reply_settle(a, m);
+    tpi_msg_release(m);
     if (r < 0)
         tpi_actor_set_exit(a, TP_REASON_ERROR(r, tp_strerror(r)));
     if (a->ext && a->ext->rto_ms >= 0 && !(a->flags & TPI_ACT_EXITING))
@@ -419,9 +475,47 @@ static int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     return r;
 }
 
+/* handle, after a behavior call that deferred m or changed behavior. */
+static __attribute__((noinline)) int handle_kept(tpi_sched *s, tpi_actor *a,
+                                                 tpi_msg *m, int r)
+{
+    if (r == TP_DEFER && (m->flags & TPI_MSG_STATIC))
+        r = TP_HANDLED; /* the start message cannot be kept */
+    tpi_actor_ext *x = NULL;
+    if (r == TP_DEFER || s->became)
+        x = tpi_actor_ext_get(a);
+    if (r == TP_DEFER && !x)
+        r = TP_ENOMEM; /* cannot keep it: end rather than lose it silently */
+    if (r == TP_DEFER) {
+        /* Offered again later: its timer, pending call or monitor is
+         * settled now (tpi_actor_dispatch). */
+        m->flags |= TPI_MSG_SETTLED;
+        tpi_msglist_push(&x->stash, m);
+    }
+    /* After a behavior change every deferred message is offered again, in
+     * arrival order, before anything newer (replay holds only newer ones). */
+    if (s->became && x)
+        tpi_msglist_prepend(&x->replay, &x->stash);
+    return r == TP_DEFER ? r : settle(a, m, r);
+}
+
+/* Returns TP_DEFER when m was kept, else what the behavior returned. */
+static inline int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+{
+    s->cur_msg = m;
+    s->became = false;
+    tpi_sched_tick(s, m->tag);
+    int r = a->behavior((tp_ctx *)a, a->state, m);
+    s->cur_msg = NULL;
+    if (r == TP_DEFER || s->became)
+        return handle_kept(s, a, m, r);
+    return settle(a, m, r);
+}
+
 /* issue 8: an observed actor's behavior call, counted and maybe timed.
  * Its ext (and ext->obs) lives until finalize, after the turn. */
-static void handle_observed(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+static __attribute__((noinline)) void handle_observed(tpi_sched *s,
+                                                      tpi_actor *a, tpi_msg *m)
 {
     tpi_actor_obs *o = a->ext->obs;
     uint64_t t0 = (a->flags & TPI_ACT_OBS_TIME) ? tpi_now_ns() : 0;
@@ -434,45 +528,79 @@ static void handle_observed(tpi_sched *s, tpi_actor *a, tpi_msg *m)
         o->handled++;
 }
 
-/* Route one message: signals and runtime replies are settled here; what
- * is left goes to the behavior. */
-void tpi_actor_dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+/* The filters of tpi_actor_dispatch for what is not a plain user message
+ * seen for the first time: true if m is still for the behavior. */
+static __attribute__((noinline)) bool wanted(tpi_sched *s, tpi_actor *a,
+                                             tpi_msg *m)
 {
-    tp_runtime *rt = s->rt;
-    if (!a->behavior ||
-        m->to_gen != atomic_load_explicit(&a->gen, memory_order_relaxed)) {
-        tp_pid to = tpi_pid_make(a->index, m->to_gen);
-        tpi_obs_dead_letter(rt, to, m); /* issue 8 */
-        tpi_dead_letter(rt, to, m);
-        return;
-    }
-    bool give = true;
-    if (m->flags & TPI_MSG_SETTLED) {
+    if (m->flags & TPI_MSG_SETTLED)
         /* A deferred message offered again: its timer, pending call or
          * monitor was settled when it first came in. */
-    } else if (m->flags & TPI_MSG_TIMER) {
-        give = tpi_timer_claim(a, m->ref);
-    } else if (m->tag == TP_TAG_REPLY) {
-        give = tpi_pending_take(a, m->ref);
+        return true;
+    if (m->flags & TPI_MSG_TIMER)
+        return tpi_timer_claim(a, m->ref);
+    if (m->tag == TP_TAG_REPLY) {
+        bool give = tpi_pending_take(a, m->ref);
         if (!give && !(m->flags & TPI_MSG_SYNTH))
-            TPI_STAT(rt, late_replies, 1);
-    } else if (m->tag == TP_TAG_TIMEOUT) {
-        give = a->ext && a->ext->rto_timer == m->ref;
+            TPI_STAT(s->rt, late_replies, 1);
+        return give;
+    }
+    if (m->tag == TP_TAG_TIMEOUT) {
+        bool give = a->ext && a->ext->rto_timer == m->ref;
         if (give) { /* one-shot, like Erlang's after: set it again to re-arm */
             a->ext->rto_timer = 0;
             a->ext->rto_ms = -1;
         }
-    } else if (m->tag < 0 && m->tag != TP_TAG_START) {
-        give = tpi_signal_handle(a, m);
+        return give;
     }
-    if (give) {
-        m->flags |= TPI_MSG_SETTLED;
-        if (a->flags & TPI_ACT_OBS) /* issue 8: one branch when off */
-            handle_observed(s, a, m);
-        else
-            handle(s, a, m);
-    } else
+    return m->tag >= 0 || m->tag == TP_TAG_START || tpi_signal_handle(a, m);
+}
+
+/* Route one message: signals and runtime replies are settled here; what
+ * is left goes to the behavior. Inline in the turn. */
+static inline void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+{
+    if (!a->behavior ||
+        m->to_gen != atomic_load_explicit(&a->gen, memory_order_relaxed)) {
+        tp_pid to = tpi_pid_make(a->index, m->to_gen);
+        tpi_obs_dead_letter(s->rt, to, m); /* issue 8 */
+        tpi_dead_letter(s->rt, to, m);
+        return;
+    }
+    /* The common case, a user message seen for the first time, passes
+     * with one test. */
+    if ((m->tag < 0 || (m->flags & (TPI_MSG_SETTLED | TPI_MSG_TIMER))) &&
+        !wanted(s, a, m)) {
         tpi_msg_free(m);
+        return;
+    }
+    if (a->flags & TPI_ACT_OBS) /* issue 8: one branch when off */
+        handle_observed(s, a, m);
+    else
+        handle(s, a, m);
+}
+
+void tpi_actor_dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+{
+    dispatch(s, a, m);
+}
+
+/* The start of a turn of an actor that is observed or not started yet:
+ * returns the messages it took from the budget (the start message). */
+static __attribute__((noinline)) unsigned turn_start(tpi_sched *s, tpi_actor *a)
+{
+    if (a->flags & TPI_ACT_OBS) /* issue 8: mailbox high-water mark */
+        tpi_obs_turn(a);
+    if (!(a->flags & TPI_ACT_START) || !a->behavior)
+        return 0;
+    tpi_msg start = {.tag = TP_TAG_START,
+                     .from = a->parent,
+                     .to_gen =
+                         atomic_load_explicit(&a->gen, memory_order_relaxed),
+                     .flags = TPI_MSG_STATIC};
+    a->flags &= ~(uint32_t)TPI_ACT_START;
+    dispatch(s, a, &start);
+    return 1;
 }
 
 unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
@@ -480,21 +608,12 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     tpi_mailbox *mb = &a->mb;
     uint32_t remote = tpi_mailbox_take_remote(mb);
     uint32_t popped = 0;
-    unsigned budget = s->det ? 1 : s->rt->cfg.batch; /* det: interleave */
+    unsigned budget = s->budget;
     s->cur = a;
     s->pause_on = TP_PID_NONE;
-    if (a->flags & TPI_ACT_OBS) /* issue 8: mailbox high-water mark */
-        tpi_obs_turn(a);
-    if ((a->flags & TPI_ACT_START) && a->behavior) {
-        tpi_msg start = {.tag = TP_TAG_START,
-                         .from = a->parent,
-                         .to_gen = atomic_load_explicit(&a->gen,
-                                                        memory_order_relaxed),
-                         .flags = TPI_MSG_STATIC};
-        a->flags &= ~(uint32_t)TPI_ACT_START;
-        budget--;
-        tpi_actor_dispatch(s, a, &start);
-    }
+    tpi_sched_tick_turn(s, tpi_actor_pid(a));
+    if (a->flags & (TPI_ACT_OBS | TPI_ACT_START))
+        budget -= turn_start(s, a);
     tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
     while (budget-- > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on) {
         tpi_msg *m;
@@ -505,8 +624,9 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
             from = m->from;
         } else
             break;
-        tpi_actor_dispatch(s, a, m);
+        dispatch(s, a, m);
     }
+    tpi_sched_tick_end(s);
     s->cur = NULL;
     if (a->flags & TPI_ACT_EXITING) {
         finalize(a);
@@ -528,9 +648,9 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     }
     if (mb->lhead || (a->ext && a->ext->replay.head) ||
         tpi_mailbox_remote_waiting(mb))
-        tpi_sched_ready(a);
+        tpi_sched_queue(s, a);
     else if (popped != 1 || !remote || !tpi_sched_follow(s, a, from))
-        if (tpi_mailbox_release(mb))
-            tpi_sched_ready(a);
+        mb->sched = false; /* idle (tpi_mailbox_release: the stack was
+                              seen empty just above) */
     return popped + 1;
 }

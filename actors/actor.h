@@ -118,7 +118,8 @@ enum {
  * matches is a dead letter when it is taken out. */
 typedef struct tpi_actor {
     tpi_mailbox mb;
-    tpi_mpsc_node rq;     /* run-queue link (local list or inject queue) */
+    tpi_mpsc_node rq;     /* local run-queue link (home thread) */
+    tpi_mpsc_node inj;    /* inject-queue link, owned by the pending notes */
     tp_behavior behavior; /* NULL when the slot is free */
     void *state;
     void (*state_free)(void *);
@@ -195,6 +196,9 @@ void tpi_table_put(tpi_table *t, tpi_slot_cache *c, tpi_actor *a);
  * another generation: compare before use. */
 tpi_actor *tpi_table_slot(tpi_table *t, tp_pid pid);
 uint64_t tpi_table_slots(tpi_table *t);
+/* Slot a's inline state block (TP_INLINE_STATE_MAX bytes, 16-aligned),
+ * or NULL when out of memory. */
+void *tpi_table_state(tpi_table *t, tpi_actor *a);
 /* Visit every slot ever allocated (teardown). */
 void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg);
 
@@ -253,6 +257,16 @@ static inline bool tpi_node_put(tpi_msg *m)
     return false;
 }
 #endif
+/* tpi_msg_free, with the common case inline: a small node kept here. */
+static inline void tpi_msg_release(tpi_msg *m)
+{
+    if ((m->flags & (TPI_MSG_SMALL | TPI_MSG_OWNED | TPI_MSG_STATIC)) ==
+            TPI_MSG_SMALL &&
+        tpi_node_put(m))
+        return;
+    tpi_msg_free(m);
+}
+
 /* Return this thread's cached message nodes to the allocator; it caches
  * no more until it runs a scheduler again. */
 void tpi_msg_cache_flush(void);
@@ -285,6 +299,9 @@ tp_reason tpi_actor_exit_reason(tpi_actor *a);
 void tpi_rto_rearm(tpi_actor *a);
 /* Set the exit reason of a running actor (ends after its turn). */
 void tpi_actor_set_exit(tpi_actor *a, tp_reason r);
+/* A free slot's stray mail (pushed after its actor's last drain): dead
+ * letters. Its home, or whoever claimed the slot. */
+void tpi_actor_flush(tp_runtime *rt, tpi_actor *a);
 /* End a spawned-but-never-run or still-live actor at teardown. */
 void tpi_actor_teardown(tpi_actor *a, void *rt);
 /* The actor running a behavior on this thread with this ctx, or NULL. */
@@ -298,6 +315,9 @@ int tpi_resource_add(tpi_actor *a, tpi_resource *r); /* TP_ENOMEM */
 int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m);
 /* An actor flagged TPI_ACT_ENDHOOK ended. */
 void tpi_remote_ended(tp_runtime *rt, tp_pid pid);
+/* A scheduler thread starts (on) or ends a batch of turns: sends to remote
+ * pids in between may leave together at its end (actors/remote.c). */
+void tpi_remote_batch(tp_runtime *rt, bool on);
 
 /* ---- actors/send.c */
 /* Deliver m to pid. Ownership: m is consumed in every case. Returns 0, or

@@ -3,6 +3,8 @@
  * an actor of another node; a send to it leaves through the node
  * service's route (runtime/service.h, tpi_svc_set_remote), and one its
  * node cannot take is answered as a dead letter with reason noconnection.
+ * Sends made in a batch of turns may leave together at its end
+ * (tpi_remote_batch, called by the scheduler around each batch).
  */
 #include "actors/actor.h"
 #include "runtime/runtime.h"
@@ -21,6 +23,20 @@ int tpi_svc_watch_end(tp_ctx *ctx)
     a->flags |= TPI_ACT_ENDHOOK;
     return 0;
 }
+
+/* The runtime whose batch of turns this thread runs, if a node's. */
+static _Thread_local tp_runtime *batch_of;
+
+void tpi_remote_batch(tp_runtime *rt, bool on)
+{
+    if (!rt->remote)
+        return;
+    batch_of = on ? rt : NULL;
+    if (!on)
+        rt->remote->flush(rt->remote_state);
+}
+
+bool tpi_svc_batching(tp_runtime *rt) { return batch_of == rt; }
 
 void tpi_remote_ended(tp_runtime *rt, tp_pid pid)
 {

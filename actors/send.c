@@ -43,7 +43,9 @@ static bool full_exact(tpi_actor *a)
     return over(&a->mb, tpi_mailbox_count_exact(&a->mb)) || congested(a);
 }
 
-int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
+/* tpi_deliver; inline in the send functions of a behavior. */
+static inline __attribute__((always_inline)) int
+deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
     if (rt->host) /* an isolated worker process sends over its channel */
         return tpi_host_route(rt->host, to, m);
@@ -69,12 +71,14 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     }
     int32_t tag = m->tag;
     /* The local FIFO belongs to a's home thread; every other thread uses
-     * the MPSC side. */
-    bool queue_it = tpi_sched_current() == tpi_home(a)
-                        ? tpi_mailbox_push_local(&a->mb, &m->node)
-                        : tpi_mailbox_push_remote(&a->mb, &m->node);
-    if (queue_it)
-        tpi_sched_ready(a);
+     * the remote stack. */
+    tpi_sched *s = tpi_sched_current();
+    if (s == tpi_home(a)) {
+        if (tpi_mailbox_push_local(&a->mb, &m->node))
+            tpi_sched_queue(s, a);
+    } else if (tpi_mailbox_push_remote(&a->mb, &m->node)) {
+        tpi_sched_notify(a);
+    }
     if (from)
         from->partner = a->index + 1;
     if (tag >= 0 && full(a)) {
@@ -90,6 +94,11 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
         tpi_unpause(rt, a);
     }
     return 0;
+}
+
+int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
+{
+    return deliver(rt, from, to, m);
 }
 
 void tpi_dead_letter(tp_runtime *rt, tp_pid to, tpi_msg *m)
@@ -259,12 +268,13 @@ int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
     return 0;
 }
 
+/* A send by a, running its behavior on this thread (its home). */
 static int send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
 {
-    tp_runtime *rt = tpi_actor_rt(a);
+    tpi_sched *s = tpi_home(a);
     m->from = tpi_actor_pid(a);
-    TPI_STAT(rt, sent, 1);
-    return tpi_deliver(rt, a, to, m);
+    tpi_stat_own(s, offsetof(tpi_stats, sent), 1);
+    return deliver(s->rt, a, to, m);
 }
 
 int tpi_msg_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
@@ -389,7 +399,7 @@ static int deliver_reserved(tp_runtime *rt, tpi_actor *a, tp_pid to, tpi_msg *m)
 {
     m->to_gen = tpi_pid_gen(to);
     if (tpi_mailbox_push_reserved(&a->mb, &m->node))
-        tpi_sched_ready(a);
+        tpi_sched_notify(a);
     /* seq_cst: as in tpi_deliver, a paused receiver whose own mailbox
      * is now full resumes to drain it. */
     if (full(a) && atomic_load_explicit(&a->paused, memory_order_seq_cst))

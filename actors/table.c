@@ -15,10 +15,14 @@
 #define CHUNK_SIZE (1u << CHUNK_BITS)
 #define MAX_CHUNKS 4096u /* 16M actors */
 #define REFILL 64        /* slots a thread's stock takes at a time */
-#define CACHE_HIGH 256   /* a stock this large goes back to the table */
+_Static_assert(TP_INLINE_STATE_MAX % 16 == 0, "inline states stay aligned");
+#define CACHE_HIGH 256 /* a stock this large goes back to the table */
 
 struct tpi_table {
     _Atomic(tpi_actor *) chunks[MAX_CHUNKS];
+    /* Per chunk, its slots' inline states (tp_spawn_inline): made on the
+     * first use in the chunk; only the pages used are ever touched. */
+    _Atomic(char *) states[MAX_CHUNKS];
     /* The free list and growth are short critical sections taken on spawn
      * and end; a spinlock keeps the uncontended cost at one exchange. */
     atomic_flag lock;
@@ -53,8 +57,11 @@ void tpi_table_free(tpi_table *t)
 {
     if (!t)
         return;
-    for (uint32_t i = 0; i < MAX_CHUNKS; i++)
+    for (uint32_t i = 0; i < MAX_CHUNKS; i++) {
         tpi_free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
+        tpi_free_aligned(
+            atomic_load_explicit(&t->states[i], memory_order_relaxed));
+    }
     tpi_free(t);
 }
 
@@ -163,6 +170,30 @@ tpi_actor *tpi_table_slot(tpi_table *t, tp_pid pid)
     if ((index >> CHUNK_BITS) >= MAX_CHUNKS)
         return NULL;
     return slot_at(t, index);
+}
+
+void *tpi_table_state(tpi_table *t, tpi_actor *a)
+{
+    _Atomic(char *) *p = &t->states[a->index >> CHUNK_BITS];
+    /* acquire: pairs with the release below (another thread's block). */
+    char *b = atomic_load_explicit(p, memory_order_acquire);
+    if (!b) {
+        /* Not zeroed: a state is written before it is used, and pages
+         * nobody writes are never touched. */
+        char *fresh =
+            tpi_alloc_aligned((size_t)CHUNK_SIZE * TP_INLINE_STATE_MAX, 16);
+        if (!fresh)
+            return NULL;
+        /* release: publishes nothing but the pointer; the loser of a race
+         * frees its block and takes the winner's. */
+        if (atomic_compare_exchange_strong_explicit(p, &b, fresh,
+                                                    memory_order_acq_rel,
+                                                    memory_order_acquire))
+            b = fresh;
+        else
+            tpi_free_aligned(fresh);
+    }
+    return b + (size_t)(a->index & (CHUNK_SIZE - 1)) * TP_INLINE_STATE_MAX;
 }
 
 uint64_t tpi_table_slots(tpi_table *t)

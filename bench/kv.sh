@@ -1,39 +1,126 @@
 #!/usr/bin/env bash
-# troupe-kv against redis-server, same redis-benchmark parameters (not part
-# of ctest). Needs redis-tools and redis-server (Debian). Usage:
-#   bench/kv.sh [build-dir] [requests] [clients]
-# Prints requests/s side by side and the ratio troupe-kv / redis-server.
+# troupe-kv against redis-server in the same run (not part of ctest): the
+# same redis-benchmark tests, clients and pipelining for both, troupe-kv
+# with 1 and with 2 scheduler threads, rounds interleaved (each round runs
+# every server once per cell, in a rotating order) and the median of the
+# rounds reported. Usage:
+#   bench/kv.sh [-n requests] [-R rounds] [-r keyspace] [-t tests] [-b build-dir]
+# -n requests per run at -P 1 (16 times as many at -P 16; default 100000),
+# -R rounds (default 3), -r redis-benchmark's random keyspace (default
+# 100000; 0: one key), -t comma-separated tests (default
+# set,get,incr,lpush,lpop,sadd,hset,zadd), -b the Release build directory
+# (default build-kvbench, configured and built here).
+# Installs redis-server and redis-tools (Debian) when missing. Prints one
+# line per test and configuration: requests/s of redis-server, troupe-kv at
+# 1 and 2 threads, and the ratios troupe/redis and t2/t1. A test that a
+# server does not support shows "-" (the others still run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${1:-build}
-N=${2:-200000}
-C=${3:-50}
-KV_PORT=6390
-REDIS_PORT=6391
-for b in redis-benchmark redis-server; do
-  command -v $b >/dev/null || { echo "bench/kv.sh: $b not installed (apt-get install redis-tools redis-server)" >&2; exit 2; }
+
+N=100000
+ROUNDS=3
+KEYSPACE=100000
+TESTS=set,get,incr,lpush,lpop,sadd,hset,zadd
+BUILD=build-kvbench
+while getopts "n:R:r:t:b:" o; do
+  case $o in
+    n) N=$OPTARG ;;
+    R) ROUNDS=$OPTARG ;;
+    r) KEYSPACE=$OPTARG ;;
+    t) TESTS=$OPTARG ;;
+    b) BUILD=$OPTARG ;;
+    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  esac
 done
-[ -x "$BUILD/examples/troupe-kv" ] || { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null; cmake --build "$BUILD" -j"$(nproc)" --target troupe-kv >/dev/null; }
+CONFIGS=("50 1" "50 16" "200 1") # clients pipeline
+SERVERS=(redis t1 t2)
+declare -A PORT=([redis]=6391 [t1]=6392 [t2]=6393)
 
-"$BUILD/examples/troupe-kv" --port $KV_PORT --no-persist --quiet >/dev/null &
-KV=$!
-redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
-RS=$!
-trap 'kill $KV $RS 2>/dev/null; wait 2>/dev/null' EXIT
-sleep 0.5
+deps() { # as dev.sh's
+  local missing=()
+  for p in redis-server redis-tools; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "bench/kv.sh: installing ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+deps
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD" -j2 --target troupe-kv >/dev/null
+KV="$BUILD/examples/troupe-kv"
 
-rps() { # port pipeline test -> requests per second
-  redis-benchmark -p "$1" -t "$3" -n "$N" -c "$C" -P "$2" -q 2>/dev/null |
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+redis-server --port "${PORT[redis]}" --bind 127.0.0.1 --save '' --appendonly no \
+  --daemonize no >/dev/null &
+PIDS+=($!)
+TROUPE_THREADS=1 "$KV" --port "${PORT[t1]}" --no-persist --quiet >/dev/null &
+PIDS+=($!)
+TROUPE_THREADS=2 "$KV" --port "${PORT[t2]}" --no-persist --quiet >/dev/null &
+PIDS+=($!)
+for s in "${SERVERS[@]}"; do # wait until each answers
+  for _ in $(seq 100); do
+    redis-cli -p "${PORT[$s]}" ping 2>/dev/null | grep -q PONG && break
+    sleep 0.1
+  done
+done
+
+rps() { # port clients pipeline test -> requests per second, or "-"
+  local n=$N r=()
+  [ "$3" -gt 1 ] && n=$((N * 16))
+  [ "$KEYSPACE" -gt 0 ] && r=(-r "$KEYSPACE")
+  local v
+  v=$(timeout 300 redis-benchmark -p "$1" -c "$2" -P "$3" -t "$4" -n "$n" "${r[@]}" -q 2>&1 |
     tr '\r' '\n' | grep "requests per second" | tail -1 |
-    sed -E 's/^[^:]*: ([0-9.]+) requests per second.*/\1/'
+    sed -E 's/^[^:]*: ([0-9.]+) requests per second.*/\1/') || true
+  echo "${v:--}"
 }
 
-printf '%-6s %-4s %14s %14s %7s\n' test "-P" troupe-kv redis-server ratio
-for P in 1 16; do
-  for T in ping set get incr; do
-    a=$(rps $KV_PORT $P $T)
-    b=$(rps $REDIS_PORT $P $T)
-    printf '%-6s %-4s %14s %14s %7s\n' "$T" "$P" "$a" "$b" \
-      "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+median() { # values... ("-" if any is "-")
+  case " $* " in *" - "*) echo -; return ;; esac
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+    END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+
+declare -A R # R[test,config,server] = "v1 v2 ..."
+IFS=, read -r -a TLIST <<<"$TESTS"
+for ((round = 0; round < ROUNDS; round++)); do
+  echo "bench/kv.sh: round $((round + 1)) of $ROUNDS" >&2
+  for cfg in "${CONFIGS[@]}"; do
+    read -r c p <<<"$cfg"
+    for t in "${TLIST[@]}"; do
+      for ((k = 0; k < ${#SERVERS[@]}; k++)); do # rotating order
+        s=${SERVERS[$(((k + round) % ${#SERVERS[@]}))]}
+        R[$t,$cfg,$s]+="$(rps "${PORT[$s]}" "$c" "$p" "$t") "
+      done
+    done
+  done
+done
+
+echo "redis-benchmark -n $N (x16 at -P 16) -r $KEYSPACE, median of $ROUNDS interleaved rounds; requests/s"
+printf '%-6s %-12s %12s %12s %12s %8s %8s %7s\n' test config redis-server \
+  troupe-t1 troupe-t2 t1/redis t2/redis t2/t1
+for cfg in "${CONFIGS[@]}"; do
+  read -r c p <<<"$cfg"
+  for t in "${TLIST[@]}"; do
+    # shellcheck disable=SC2086 # the values are words
+    rs=$(median ${R[$t,$cfg,redis]})
+    # shellcheck disable=SC2086
+    t1=$(median ${R[$t,$cfg,t1]})
+    # shellcheck disable=SC2086
+    t2=$(median ${R[$t,$cfg,t2]})
+    printf '%-6s %-12s %12s %12s %12s %8s %8s %7s\n' "$t" "-c $c -P $p" \
+      "$rs" "$t1" "$t2" "$(ratio "$t1" "$rs")" "$(ratio "$t2" "$rs")" \
+      "$(ratio "$t2" "$t1")"
   done
 done

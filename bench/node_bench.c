@@ -29,20 +29,10 @@
 #include "troupe.h"
 #include "troupe/node.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
+#include "node_util.h"
+
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <nats/nats.h>
 
@@ -59,83 +49,6 @@ enum {
     T_DONE,      /* call: reply the count of T_MSG so far, and reset it */
     T_MORE,      /* A's root to itself: send the next chunk */
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die_with_parent(void) { prctl(PR_SET_PDEATHSIG, SIGKILL); }
-
-/* ------------------------------------------------------------ nats-server */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-/* Start nats-server on a free loopback port; its url into url. */
-static pid_t start_nats(char *url, size_t size)
-{
-    int port = free_port();
-    if (port <= 0)
-        return -1;
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    snprintf(url, size, "nats://127.0.0.1:%d", port);
-    pid_t pid = fork();
-    if (pid == 0) {
-        die_with_parent();
-        int null = open("/dev/null", O_WRONLY); /* its log: not ours */
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", ps,
-               (char *)NULL);
-        execl("/usr/sbin/nats-server", "nats-server", "-a", "127.0.0.1", "-p",
-              ps, (char *)NULL);
-        fprintf(stderr, "node-bench: cannot run nats-server: %s\n",
-                strerror(errno));
-        _exit(127);
-    }
-    for (int i = 0; i < 500 && !port_open(port); i++) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return -1;
-        usleep(10000);
-    }
-    if (!port_open(port)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return -1;
-    }
-    return pid;
-}
 
 static int run_node(const char *name, const char *url, unsigned threads,
                     tp_behavior root, void *state, tp_pid parent_id,
@@ -204,7 +117,7 @@ static int b_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         return tp_monitor_node(ctx, "A", true);
     case TP_TAG_NODEUP:
         if (getenv("NODE_BENCH_DEBUG"))
-            fprintf(stderr, "B: NODEUP at %.3f\n", now());
+            fprintf(stderr, "B: NODEUP at %.3f\n", nu_now());
         return tp_sendf(ctx, b_parent, T_HELLO, "[pp]", tp_self(ctx),
                         b->server);
     case TP_TAG_NODEDOWN: /* A is done (it left) or gone: end */
@@ -214,7 +127,7 @@ static int b_root(tp_ctx *ctx, void *state, const tp_msg *msg)
             fprintf(stderr,
                     "B: NODEDOWN at %.3f: in %" PRIu64 " out %" PRIu64
                     " dropped %" PRIu64 " reconnects %" PRIu64 "\n",
-                    now(), st.frames_in, st.frames_out, st.dropped,
+                    nu_now(), st.frames_in, st.frames_out, st.dropped,
                     st.reconnects);
         }
         tp_kill(ctx, b->server);
@@ -240,8 +153,7 @@ static int peer_main(int argc, char **argv)
 
 /* ------------------------------------------------------------------ A */
 
-static char self_exe[1024];
-static char nats_url[64];
+static nu_nats nats; /* (its url also when $NATS_URL names another) */
 static unsigned n_threads = 1;
 
 typedef struct a_root_st {
@@ -261,12 +173,8 @@ static pid_t start_peer(tp_pid parent)
     char id[32], th[16];
     snprintf(id, sizeof id, "%" PRIu64, (uint64_t)parent);
     snprintf(th, sizeof th, "%u", n_threads);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(self_exe, self_exe, "--peer", nats_url, id, th, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    const char *args[] = {"--peer", nats.url, id, th, NULL};
+    return nu_run_self(args);
 }
 
 static int a_fail(tp_ctx *ctx, a_root_st *a, const char *why)
@@ -293,7 +201,7 @@ static int a_call(tp_ctx *ctx, a_root_st *a, int tag, int64_t v)
 static int a_start(tp_ctx *ctx, a_root_st *a)
 {
     a->next = 0;
-    a->t0 = now();
+    a->t0 = nu_now();
     if (!a->tput)
         return a_call(ctx, a, T_ECHO, a->next);
     return tp_send(ctx, tp_self(ctx), T_MORE, NULL, 0);
@@ -301,7 +209,7 @@ static int a_start(tp_ctx *ctx, a_root_st *a)
 
 static int a_finish(tp_ctx *ctx, a_root_st *a, int64_t check)
 {
-    a->t1 = now();
+    a->t1 = nu_now();
     a->check = check;
     a->done = true;
     return tp_exit(ctx, TP_REASON_NORMAL); /* B sees us leave and ends */
@@ -323,7 +231,7 @@ static int a_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     case T_HELLO: {
         tp_pid root;
         if (getenv("NODE_BENCH_DEBUG"))
-            fprintf(stderr, "A: HELLO at %.3f\n", now());
+            fprintf(stderr, "A: HELLO at %.3f\n", nu_now());
         if (a->server != TP_PID_NONE)
             return TP_HANDLED; /* B saw us down and up again: the call in
                                   flight fails, and with it the run */
@@ -388,27 +296,14 @@ int main(int argc, char **argv)
     a.n = argc == 4 ? atoll(argv[3]) : a.tput ? 500000 : 20000;
     if (a.n <= 0)
         return 2;
-    ssize_t l = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-    if (l <= 0)
+    if (!nu_self_init())
         return 2;
-    self_exe[l] = '\0';
 
-    pid_t nats = -1;
-    const char *env = getenv("NATS_URL");
-    if (env && *env) {
-        snprintf(nats_url, sizeof nats_url, "%s", env);
-    } else if ((nats = start_nats(nats_url, sizeof nats_url)) < 0) {
-        fprintf(stderr, "node-bench: cannot start nats-server\n");
+    if (nu_nats_env_or_start(&nats, "node-bench") != 0)
         return 1;
-    }
-    int rc = run_node("A", nats_url, n_threads, a_root, &a, 0, NULL);
-    int st = 0;
-    if (a.child > 0)
-        waitpid(a.child, &st, 0);
-    if (nats > 0) {
-        kill(nats, SIGTERM);
-        waitpid(nats, NULL, 0);
-    }
+    int rc = run_node("A", nats.url, n_threads, a_root, &a, 0, NULL);
+    int st = a.child > 0 ? nu_wait(a.child) : 0;
+    nu_nats_stop(&nats, SIGTERM);
     nats_Close();
     bool ok = rc == 0 && a.done && !a.failed && a.check == a.n;
     double secs = a.t1 - a.t0;

@@ -150,8 +150,6 @@ typedef struct sky {
     int level, pending;
 } sky;
 
-static void sky_free(void *p) { free(p); }
-
 /* A leaf needs no state of its own: its ordinal rides in the state pointer
  * and its parent is the sender of its start message (the spawner). */
 static int sky_leaf(tp_ctx *ctx, void *st, const tp_msg *m)
@@ -164,19 +162,16 @@ static int sky_node(tp_ctx *ctx, void *st, const tp_msg *m)
 {
     sky *s = st;
     if (tp_msg_tag(m) == TP_TAG_START) {
-        tp_spawn_opts o = {.state_free = sky_free};
         for (int i = 0; i < 10; i++) {
             int64_t ord = s->ordinal * 10 + i;
             int rc;
             if (s->level + 1 == 6) {
                 rc = tp_spawn(ctx, sky_leaf, (void *)(intptr_t)ord, NULL, NULL);
             } else {
-                sky *c = malloc(sizeof *c);
-                if (!c)
-                    return TP_ENOMEM;
-                *c = (sky){tp_self(ctx), ord, 0, s->level + 1, 0};
-                if ((rc = tp_spawn(ctx, sky_node, c, &o, NULL)) != 0)
-                    free(c);
+                /* A small state: kept in the child's table slot, no
+                 * malloc and no free per actor. */
+                sky c = {tp_self(ctx), ord, 0, s->level + 1, 0};
+                rc = tp_spawn_inline(ctx, sky_node, &c, sizeof c, NULL, NULL);
             }
             if (rc != 0)
                 return rc;

@@ -325,6 +325,20 @@ TP_API void tp_runtime_stats(tp_runtime *rt, tp_stats *out);
 TP_API int tp_spawn(tp_ctx *ctx, tp_behavior b, void *state,
                     const tp_spawn_opts *opts, tp_pid *pid_out);
 
+/** Most bytes of state tp_spawn_inline keeps in the actor's table slot. */
+#define TP_INLINE_STATE_MAX 48
+
+/** tp_spawn with a small state kept by the runtime, without an allocation
+ * per spawn: len bytes (at most TP_INLINE_STATE_MAX) are copied from init
+ * into memory of the actor's table slot, and the behavior's state is a
+ * pointer to that copy (16-byte aligned), the actor's until it ends, when
+ * the memory goes back with the slot (opts->state_free, if set, is still
+ * called with it first). init stays the caller's. TP_EINVAL when len is
+ * too large or init is NULL with len > 0. */
+TP_API int tp_spawn_inline(tp_ctx *ctx, tp_behavior b, const void *init,
+                           size_t len, const tp_spawn_opts *opts,
+                           tp_pid *pid_out);
+
 /** This actor's pid (TP_PID_NONE outside a behavior). */
 TP_API tp_pid tp_self(tp_ctx *ctx);
 /** The runtime this actor runs in (NULL outside a behavior). */

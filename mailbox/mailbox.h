@@ -1,21 +1,30 @@
 /*
  * A mailbox: a plain FIFO for senders on the owner's home scheduler thread
- * (no atomic per message) and a lock-free MPSC queue for every other
- * thread, plus the owner's scheduling flag.
+ * (no atomic per message), a lock-free stack for every other thread, the
+ * owner's scheduling flag and its cross-thread notes.
  *
- * The flag is held by whoever is responsible for running the owner: set
- * by the push that finds the owner idle (that pusher queues it), kept
+ * The scheduling flag (sched) is a plain field of the home thread: set by
+ * the local push that finds the owner idle (that pusher queues it), kept
  * while it is queued, running, paused or has deferred messages to replay,
- * and cleared by the owner's scheduler at the end of a turn that leaves
- * nothing to do — which then looks at the remote queue again, because a
- * remote push may have raced the clear. So exactly one party ever queues
- * it.
+ * and cleared by the home at the end of a turn that leaves nothing to do.
+ * Neither costs an atomic read-modify-write.
  *
- * Per-sender FIFO holds because a sender uses one queue for a receiver as
- * long as neither moves to another thread, the consumer moves remote
- * messages into the local FIFO in their queue order, and a local push
- * first moves any remote messages in (a sender or receiver that moved may
- * have left some there). The mailbox knows nothing of actors.
+ * Other threads push onto the remote stack (newest first, one pointer; the
+ * home takes all of it at once and reverses it into the FIFO). A remote
+ * push that finds the stack empty must tell the home, which may be idle:
+ * it adds a note (tpi_mailbox_note) and, if it was the first, hands the
+ * owner to the home's inject queue (runtime/sched.c). The invariant that
+ * makes this enough: while the stack is not empty, the owner is scheduled
+ * (its home checks the stack before it clears sched) or a note is
+ * pending. The home reads the stack, then clears sched: both plain, as a
+ * push that comes after the read finds the stack as the home left it,
+ * empty, and notes. One location, so no fence is needed.
+ *
+ * Per-sender FIFO holds because a sender uses one side for a receiver as
+ * long as neither moves to another thread, the home moves remote messages
+ * into the local FIFO in push order, and a local push first moves any
+ * remote messages in (a sender or receiver that moved may have left some
+ * there). The mailbox knows nothing of actors.
  *
  * The count (what capacity is checked against) is local + remote, modulo
  * 2^32. remote counts every remote message ever announced and is never
@@ -36,27 +45,31 @@
 #include <stdint.h>
 
 #define TPI_MAILBOX_UNBOUNDED UINT32_MAX
+/* notes: a transfer of the scheduling duty (the sender holds sched and
+ * the owner must be queued on its home); the low bits count mail notes. */
+#define TPI_NOTE_READY (1u << 31)
 
 typedef struct tpi_mailbox {
-    tpi_mpsc_node *lhead, *ltail; /* local FIFO: home thread only */
-    tpi_mpscq q;                  /* remote senders */
+    tpi_mpsc_node *lhead, *ltail;    /* local FIFO: home thread */
+    _Atomic(tpi_mpsc_node *) rstack; /* remote pushes, newest first */
     _Atomic uint32_t local;  /* home pushes - all pops; one writer (home) */
     _Atomic uint32_t remote; /* remote messages ever announced */
-    _Atomic uint32_t
-        scheduled; /* 1 while someone is responsible for the owner */
     /* TPI_MAILBOX_UNBOUNDED: no bound. Set at spawn; senders read it even
      * as the slot changes owners (tpi_mailbox_cap). */
     _Atomic uint32_t capacity;
+    _Atomic uint32_t notes; /* pending cross-thread notes (see above) */
+    bool sched;             /* someone runs or queues the owner: home only */
 } tpi_mailbox;
 
 static inline void tpi_mailbox_init(tpi_mailbox *mb, uint32_t capacity)
 {
     mb->lhead = mb->ltail = NULL;
-    tpi_mpscq_init(&mb->q);
+    atomic_init(&mb->rstack, NULL);
     atomic_init(&mb->local, 0);
     atomic_init(&mb->remote, 0);
-    atomic_init(&mb->scheduled, 0);
     atomic_init(&mb->capacity, capacity);
+    atomic_init(&mb->notes, 0);
+    mb->sched = false;
 }
 
 /* relaxed: a bound set at spawn; the counts carry their own ordering. */
@@ -65,33 +78,16 @@ static inline uint32_t tpi_mailbox_cap(tpi_mailbox *mb)
     return atomic_load_explicit(&mb->capacity, memory_order_relaxed);
 }
 
-/* Claim the duty to queue the owner; true if the caller must queue it. */
-static inline bool tpi_mailbox_claim(tpi_mailbox *mb)
-{
-    /* relaxed pre-check: a set flag stays set until its holder clears it
-     * on this mailbox's home thread (or the holder is us). The exchange
-     * is seq_cst: it pairs with the clear in tpi_mailbox_release. */
-    return !atomic_load_explicit(&mb->scheduled, memory_order_relaxed) &&
-           !atomic_exchange(&mb->scheduled, 1);
-}
-
-/* Home thread: are remote messages queued that are not in the local FIFO
- * yet? An estimate (relaxed); tpi_mailbox_release decides for good. */
+/* Home thread: are remote messages waiting that are not in the local FIFO
+ * yet? relaxed: the stack is one location, so a push this load misses
+ * found it as the home left it (empty, after a take) and notes the home;
+ * our own earlier remote pushes, and those of a sender that moved to this
+ * thread, are ordered before it by that move (the release and acquire of
+ * the actor's home). */
 static inline bool tpi_mailbox_remote_waiting(tpi_mailbox *mb)
 {
-    /* Between two calls of tpi_mailbox_take_remote only pushers move the
-     * queue's head, and that call leaves it at the stub only when nothing
-     * is queued: one load tells. relaxed: our own earlier remote pushes,
-     * and those of a sender that moved to this thread, are ordered before
-     * this load by that move (the release and acquire of the actor's
-     * home). */
-    return atomic_load_explicit(&mb->q.head, memory_order_relaxed) !=
-           &mb->q.stub;
+    return atomic_load_explicit(&mb->rstack, memory_order_relaxed) != NULL;
 }
-
-static inline uint32_t tpi_mailbox_take_remote(tpi_mailbox *mb);
-static __attribute__((noinline, cold, unused)) void
-tpi_mailbox_take_remote_cold(tpi_mailbox *mb);
 
 /* Home thread: n at the end of the local FIFO. */
 static inline void tpi_mailbox_append(tpi_mailbox *mb, tpi_mpsc_node *n)
@@ -104,7 +100,45 @@ static inline void tpi_mailbox_append(tpi_mailbox *mb, tpi_mpsc_node *n)
     mb->ltail = n;
 }
 
-/* Home thread only. Returns true if the caller must queue the owner. */
+/* Home thread: move the remote messages pushed so far to the local FIFO,
+ * oldest first; returns how many. The counts do not change. */
+static inline uint32_t tpi_mailbox_take_remote(tpi_mailbox *mb)
+{
+    if (!tpi_mailbox_remote_waiting(mb))
+        return 0;
+    /* acquire: pairs with the release of each push, so the nodes'
+     * contents are visible. */
+    tpi_mpsc_node *n =
+        atomic_exchange_explicit(&mb->rstack, NULL, memory_order_acquire);
+    tpi_mpsc_node *first = NULL, *last = n;
+    uint32_t k = 0;
+    while (n) { /* reverse: newest first becomes oldest first */
+        tpi_mpsc_node *next =
+            atomic_load_explicit(&n->next, memory_order_relaxed);
+        atomic_store_explicit(&n->next, first, memory_order_relaxed);
+        first = n;
+        n = next;
+        k++;
+    }
+    if (!first)
+        return 0;
+    if (mb->ltail)
+        atomic_store_explicit(&mb->ltail->next, first, memory_order_relaxed);
+    else
+        mb->lhead = first;
+    mb->ltail = last;
+    return k;
+}
+
+/* tpi_mailbox_take_remote, not inlined (for tpi_mailbox_push_local). */
+static __attribute__((noinline, cold, unused)) void
+tpi_mailbox_take_remote_cold(tpi_mailbox *mb)
+{
+    tpi_mailbox_take_remote(mb);
+}
+
+/* Home thread only. Returns true if the caller must queue the owner (it
+ * was idle; the caller now holds sched). */
 static inline bool tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
 {
     /* Remote messages queued before this push go first, or a sender that
@@ -121,73 +155,73 @@ static inline bool tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
                                                memory_order_relaxed) +
                               1,
                           memory_order_relaxed);
-    return tpi_mailbox_claim(mb);
+    if (mb->sched)
+        return false;
+    mb->sched = true;
+    return true;
 }
 
 /* Any thread, after a successful tpi_mailbox_reserve (or the increment in
- * tpi_mailbox_push_remote): queue n, which is already counted. Returns
- * true if the caller must queue the owner. */
+ * tpi_mailbox_push_remote): push n, which is already counted. Returns
+ * true if the stack was empty: the caller must note the home
+ * (tpi_mailbox_note with 1). */
 static inline bool tpi_mailbox_push_reserved(tpi_mailbox *mb, tpi_mpsc_node *n)
 {
-    tpi_mpscq_push(&mb->q, n);
-    /* seq_cst load after the queue's seq_cst exchange: pairs with the
-     * seq_cst clear then read of the queue in tpi_mailbox_release, so
-     * either we see the flag clear (and claim it) or the releaser sees
-     * our node (and claims it again). */
-    return !atomic_load(&mb->scheduled) && !atomic_exchange(&mb->scheduled, 1);
+    tpi_mpsc_node *old =
+        atomic_load_explicit(&mb->rstack, memory_order_relaxed);
+    do
+        atomic_store_explicit(&n->next, old, memory_order_relaxed);
+    /* release: publishes n's contents (and older pushes of ours) to the
+     * home's acquire exchange. Only the home removes nodes, all at once,
+     * so a node reused meanwhile (ABA) is harmless: n->next is exactly
+     * the head we replace. */
+    while (!atomic_compare_exchange_weak_explicit(&mb->rstack, &old, n,
+                                                  memory_order_release,
+                                                  memory_order_relaxed));
+    return old == NULL;
 }
 
-/* Any thread. Returns true if the caller must queue the owner. */
+/* Any thread. Returns true if the caller must note the home. */
 static inline bool tpi_mailbox_push_remote(tpi_mailbox *mb, tpi_mpsc_node *n)
 {
-    /* seq_cst: counted before it is queued (the consumer waits for the
-     * link of a node it knows is coming, tpi_mpscq_pop_known), and before
-     * the pusher reads the counts and the owner's pause flag
-     * (actors/send.c pairs with that). */
+    /* seq_cst: counted before it is queued, and before the pusher reads
+     * the counts and the owner's pause flag (actors/send.c pairs with
+     * that). */
     atomic_fetch_add(&mb->remote, 1);
     return tpi_mailbox_push_reserved(mb, n);
 }
 
-/* Consumer: move the remote messages queued so far to the local FIFO, in
- * order; returns how many. Those queued meanwhile wait for the next call,
- * so a stream of remote pushes cannot keep the consumer here. The counts
- * do not change. */
-static inline uint32_t tpi_mailbox_take_remote(tpi_mailbox *mb)
+/* Any thread: add a note (1 for mail, TPI_NOTE_READY for a transfer of
+ * the scheduling duty). True if none was pending: the caller must hand
+ * the owner to its home's inject queue, which then handles the notes
+ * (tpi_mailbox_notes_done). acq_rel: the release publishes our push (or
+ * the state we hand over) to the home's acquire of the notes; the
+ * acquire orders us after an earlier note's handling. */
+static inline bool tpi_mailbox_note(tpi_mailbox *mb, uint32_t note)
 {
-    tpi_mpscq *q = &mb->q;
-    /* acquire: the newest node pushed so far; it and every older one are
-     * linked (or about to be: pop_known waits) in front of it. The stub:
-     * nothing is queued (see the end). */
-    tpi_mpsc_node *last = atomic_load_explicit(&q->head, memory_order_acquire);
-    if (last == &q->stub)
-        return 0;
-    /* last is still queued: only this consumer pops, and a pop that takes
-     * the newest node first requeues the stub behind it. */
-    uint32_t n = 0;
-    tpi_mpsc_node *node;
-    do {
-        node = tpi_mpscq_pop_known(q);
-        tpi_mailbox_append(mb, node);
-        n++;
-    } while (node != last);
-    /* Taking last may have requeued the stub behind a node pushed at that
-     * moment. While the stub is the newest, take the nodes in front of
-     * it, so that we never leave the head at the stub with a node
-     * queued: tpi_mailbox_remote_waiting reads the head alone. acquire:
-     * as above. */
-    while (q->tail != &q->stub &&
-           atomic_load_explicit(&q->head, memory_order_acquire) == &q->stub) {
-        tpi_mailbox_append(mb, tpi_mpscq_pop_known(q));
-        n++;
-    }
-    return n;
+    uint32_t old =
+        note == TPI_NOTE_READY
+            ? atomic_fetch_or_explicit(&mb->notes, note, memory_order_acq_rel)
+            : atomic_fetch_add_explicit(&mb->notes, note, memory_order_acq_rel);
+    return old == 0;
 }
 
-/* tpi_mailbox_take_remote, not inlined (for tpi_mailbox_push_local). */
-static __attribute__((noinline, cold, unused)) void
-tpi_mailbox_take_remote_cold(tpi_mailbox *mb)
+/* Home thread handling the notes: those pending (acquire: pairs with the
+ * release of tpi_mailbox_note, so the pushes and hand-overs they announce
+ * are visible). */
+static inline uint32_t tpi_mailbox_notes(tpi_mailbox *mb)
 {
-    tpi_mailbox_take_remote(mb);
+    return atomic_load_explicit(&mb->notes, memory_order_acquire);
+}
+
+/* Home thread: the notes *seen were handled; clear them. False, with *seen
+ * updated, if more came meanwhile (handle those too, then call again).
+ * acq_rel: as tpi_mailbox_note; a failed one acquires the newer notes. */
+static inline bool tpi_mailbox_notes_done(tpi_mailbox *mb, uint32_t *seen)
+{
+    return atomic_compare_exchange_strong_explicit(&mb->notes, seen, 0,
+                                                   memory_order_acq_rel,
+                                                   memory_order_acquire);
 }
 
 /* Consumer: the oldest local message, or NULL. */
@@ -211,16 +245,15 @@ static inline tpi_mpsc_node *tpi_mailbox_pop(tpi_mailbox *mb)
     return n;
 }
 
-/* Consumer, holding the flag with nothing left to do: give it up. Returns
- * true if a remote push raced us and the caller must queue the owner
- * again (it holds the flag once more). */
+/* Home thread, holding sched with nothing left in the local FIFO: give it
+ * up. Returns true if remote messages wait (then the caller keeps sched
+ * and must queue the owner again). */
 static inline bool tpi_mailbox_release(tpi_mailbox *mb)
 {
-    /* seq_cst clear, then seq_cst read of the queue's head (enough, as in
-     * tpi_mailbox_remote_waiting): pairs with the exchange then flag read
-     * of tpi_mailbox_push_reserved. */
-    atomic_store(&mb->scheduled, 0);
-    return atomic_load(&mb->q.head) != &mb->q.stub && tpi_mailbox_claim(mb);
+    if (tpi_mailbox_remote_waiting(mb))
+        return true;
+    mb->sched = false;
+    return false;
 }
 
 /* Messages waiting, local and remote, announced remote pushes included:

@@ -35,10 +35,10 @@ static inline void tpi_mpscq_push_chain(tpi_mpscq *q, tpi_mpsc_node *first,
     atomic_store_explicit(&last->next, NULL, memory_order_relaxed);
     /* seq_cst: release publishes the nodes' contents to the consumer that
      * later acquires them through prev->next; acquire orders us after the
-     * producer that linked prev; and a mailbox pusher's later seq_cst read
-     * of the owner's flag pairs with the consumer's clear then seq_cst
-     * read of head (mailbox/mailbox.h). The same instruction as acq_rel on
-     * x86 and AArch64. */
+     * producer that linked prev; and a scheduler's inject pusher's later
+     * exchange of wake_pending pairs with the loop's seq_cst clear then
+     * read of the queue (runtime/sched.c). The same instruction as acq_rel
+     * on x86 and AArch64. */
     tpi_mpsc_node *prev = atomic_exchange(&q->head, last);
     /* release: pairs with the acquire load of next in tpi_mpscq_pop; it
      * also publishes the chain's inner links. */

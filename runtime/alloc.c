@@ -55,15 +55,23 @@ char *tpi_strndup(const char *s, size_t max)
 
 /* The hook has no alignment: over-allocate, and keep the pointer to free
  * just below the aligned block. */
-void *tpi_calloc_aligned(size_t n, size_t align)
+void *tpi_alloc_aligned(size_t n, size_t align)
 {
-    char *raw = tpi_calloc(n + align + sizeof(void *));
+    char *raw = tpi_alloc(n + align + sizeof(void *));
     if (!raw)
         return NULL;
     uintptr_t p = ((uintptr_t)raw + sizeof(void *) + align - 1) &
                   ~(uintptr_t)(align - 1);
     memcpy((char *)p - sizeof(void *), &raw, sizeof raw);
     return (void *)p;
+}
+
+void *tpi_calloc_aligned(size_t n, size_t align)
+{
+    void *p = tpi_alloc_aligned(n, align);
+    if (p)
+        memset(p, 0, n);
+    return p;
 }
 
 void tpi_free_aligned(void *p)

@@ -10,8 +10,11 @@ void *tpi_calloc(size_t n);
 void *tpi_realloc(void *p, size_t n);
 void tpi_free(void *p);
 char *tpi_strndup(const char *s, size_t max);
-/* Zeroed memory aligned to align (a power of two <= 4096), for structures
- * laid out on cache lines; free with tpi_free_aligned. */
+/* Memory aligned to align (a power of two <= 4096), for structures laid
+ * out on cache lines; free with tpi_free_aligned. Not zeroed, so pages
+ * nobody writes are never touched. */
+void *tpi_alloc_aligned(size_t n, size_t align);
+/* The same, zeroed. */
 void *tpi_calloc_aligned(size_t n, size_t align);
 void tpi_free_aligned(void *p);
 

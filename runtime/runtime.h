@@ -95,6 +95,7 @@ struct tpi_sched {
     uint32_t rq_n;       /* ready actors queued locally */
     uint64_t backlog_ns; /* since when the run queue has not run dry */
     bool det;            /* deterministic test mode (tp_config.seed) */
+    unsigned budget;     /* messages per turn: cfg.batch, 1 when det */
     uint64_t rng;        /* its generator state */
     uint64_t hash;       /* its schedule signature */
     tpi_actor *cur;      /* actor in its turn */
@@ -105,7 +106,7 @@ struct tpi_sched {
     tpi_slot_cache slots; /* free actor slots kept by this thread */
     tpi_stats stats;
     /* Stuck-handler watch (runtime/monitor.c), a seqlock written by this
-     * thread around every behavior call: tick is odd during the call. */
+     * thread: tick is odd during a turn (tpi_sched_tick_turn). */
     _Atomic uint64_t tick;
     _Atomic tp_pid tick_pid;
     _Atomic int32_t tick_tag;
@@ -123,40 +124,60 @@ void tpi_sched_stop(tpi_sched *s);
 void tpi_sched_stop_all(tp_runtime *rt);
 /* Wake s's loop (any thread), e.g. to reach a safe point. */
 void tpi_sched_wake(tpi_sched *s);
-/* Put a on its scheduler's run queue (any thread). The caller must own
- * the scheduling duty (it took the mailbox count from 0, or released a
- * token to a non-zero count). */
+/* Put a on its scheduler's run queue (any thread). The caller must hold
+ * a's scheduling duty (mb.sched, set by its local push that found a idle,
+ * or held since); from another thread the duty is handed over with a
+ * note (TPI_NOTE_READY). */
 void tpi_sched_ready(tpi_actor *a);
+/* tpi_sched_ready on a's home thread s. */
+void tpi_sched_queue(tpi_sched *s, tpi_actor *a);
+/* A remote push found a's remote stack empty (any thread): note its home,
+ * which queues a if it is idle. */
+void tpi_sched_notify(tpi_actor *a);
 /* End of a turn of a (scheduling flag held, nothing left to do) that took
  * one message, from `from`, through the remote queue: if that sender lives on another scheduler with
  * a lower id, move a there and queue it (true), so actors that talk across
  * threads end up on one; false leaves a to the caller. Home thread. */
 bool tpi_sched_follow(tpi_sched *s, tpi_actor *a, tp_pid from);
+/* Move a, spawned on s by the running turn and queued there without having
+ * run, to scheduler `to` (a no-op if to is s). Home thread. */
+void tpi_sched_place(tpi_sched *s, tpi_actor *a, tpi_sched *to);
 /* The scheduler running on this thread, or NULL. */
 extern _Thread_local tpi_sched *tpi_tls_sched;
 static inline tpi_sched *tpi_sched_current(void) { return tpi_tls_sched; }
 
-/* Around every behavior call (actors/actor.c): the stuck-handler watch. */
-static inline void tpi_sched_tick_begin(tpi_sched *s, tp_pid pid, int32_t tag)
+/* The stuck-handler watch (actors/actor.c): tick is odd from the start
+ * of a turn to its end, so an odd tick that stays the same means a turn
+ * (at most tp_config.batch behavior calls, nearly always one stuck call)
+ * has not ended; the pair (pid, tag) names the actor and the message its
+ * behavior was last given. Per turn three stores, per call one; one
+ * writer, so loads and stores, no read-modify-write. */
+static inline void tpi_sched_tick_add(tpi_sched *s, uint64_t d)
 {
-    /* relaxed stores, then a release increment: the monitor reads tick
-     * (acquire), the pair, then tick again; equal odd ticks mean the pair
-     * belongs to the call in progress. One writer: load and store. */
-    atomic_store_explicit(&s->tick_pid, pid, memory_order_relaxed);
-    atomic_store_explicit(&s->tick_tag, tag, memory_order_relaxed);
+    /* release: the monitor reads tick (acquire), the pair, then tick
+     * again; the pair written before this store belongs to the tick. */
     atomic_store_explicit(&s->tick,
                           atomic_load_explicit(&s->tick, memory_order_relaxed) +
-                              1,
+                              d,
                           memory_order_release);
+}
+
+static inline void tpi_sched_tick_turn(tpi_sched *s, tp_pid pid)
+{
+    atomic_store_explicit(&s->tick_pid, pid, memory_order_relaxed);
+    tpi_sched_tick_add(s, 1);
+}
+
+static inline void tpi_sched_tick(tpi_sched *s, int32_t tag)
+{
+    /* relaxed: a call that is stuck wrote it long before the monitor
+     * reports it. */
+    atomic_store_explicit(&s->tick_tag, tag, memory_order_relaxed);
 }
 
 static inline void tpi_sched_tick_end(tpi_sched *s)
 {
-    /* release: the next call's pair is written after this. */
-    atomic_store_explicit(&s->tick,
-                          atomic_load_explicit(&s->tick, memory_order_relaxed) +
-                              1,
-                          memory_order_release);
+    tpi_sched_tick_add(s, 1);
 }
 
 /* ---- runtime/world.c: stop the world */
@@ -257,19 +278,24 @@ static inline tp_ref tpi_ref_new(tp_runtime *rt)
     return atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed);
 }
 
+/* Count on s's own counters: s is the scheduler running this thread. */
+static inline void tpi_stat_own(tpi_sched *s, size_t field, int64_t d)
+{
+    _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)&s->stats + field);
+    /* relaxed load and store: this thread is the only writer. */
+    atomic_store_explicit(c,
+                          atomic_load_explicit(c, memory_order_relaxed) +
+                              (uint64_t)d,
+                          memory_order_relaxed);
+}
+
 static inline void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d)
 {
     tpi_sched *s = tpi_sched_current();
-    if (s && s->rt == rt) {
-        _Atomic uint64_t *c = (_Atomic uint64_t *)((char *)&s->stats + field);
-        /* relaxed load and store: this thread is the only writer. */
-        atomic_store_explicit(c,
-                              atomic_load_explicit(c, memory_order_relaxed) +
-                                  (uint64_t)d,
-                              memory_order_relaxed);
-    } else {
+    if (s && s->rt == rt)
+        tpi_stat_own(s, field, d);
+    else
         tpi_stat_add_shared(rt, field, d);
-    }
 }
 
 /* An actor is ending with r: counters and the root's reason. */

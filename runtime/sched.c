@@ -30,6 +30,8 @@
 #include <unistd.h>
 
 #define TURNS_PER_CALLBACK 256
+/* Callbacks libevent may run between two polls (tpi_sched_init). */
+#define MAX_CALLBACKS_PER_POLL 256
 /* How long a run queue must stay non-empty before we share it. A pair of
  * actors passing one message back and forth empties the queue every turn
  * and so stays together; a backlog that drains within this time is not
@@ -79,26 +81,36 @@ static void rq_unlink(tpi_sched *s, tpi_mpsc_node *prev, tpi_mpsc_node *n)
     s->rq_n--;
 }
 
-static tpi_actor *rq_pop(tpi_sched *s)
+/* The deterministic mode: any ready actor may go next, a seeded pick
+ * among them. The walk is linear, which test-sized queues can afford. */
+static __attribute__((noinline)) tpi_actor *rq_pop_det(tpi_sched *s)
 {
     tpi_mpsc_node *n = s->rq_head, *prev = NULL;
     if (!n)
         return NULL;
-    if (s->det) {
-        /* Any ready actor may go next: a seeded pick among them. The walk
-         * is linear, which test-sized queues can afford. */
-        for (uint64_t k = next_random(s) % s->rq_n; k > 0; k--) {
-            prev = n;
-            n = atomic_load_explicit(&n->next, memory_order_relaxed);
-        }
+    for (uint64_t k = next_random(s) % s->rq_n; k > 0; k--) {
+        prev = n;
+        n = atomic_load_explicit(&n->next, memory_order_relaxed);
     }
     rq_unlink(s, prev, n);
     tpi_actor *a = actor_of(n);
-    if (s->det) /* FNV-1a over the order of turns */
-        s->hash = (s->hash ^ (a->index + 1)) * 0x100000001b3ull;
+    s->hash = (s->hash ^ (a->index + 1)) * 0x100000001b3ull; /* FNV-1a */
     return a;
 }
 
+static inline tpi_actor *rq_pop(tpi_sched *s)
+{
+    if (s->det)
+        return rq_pop_det(s);
+    tpi_mpsc_node *n = s->rq_head;
+    if (!n)
+        return NULL;
+    rq_unlink(s, NULL, n);
+    return actor_of(n);
+}
+
+/* The run event, made active: the batch runs in this loop iteration,
+ * after the callbacks already active (those of the last poll). */
 static void kick(tpi_sched *s)
 {
     if (!s->run_active) {
@@ -107,10 +119,67 @@ static void kick(tpi_sched *s)
     }
 }
 
+/* The run event, due now as a timer: libevent activates due timers only
+ * after its next poll, so the next batch runs after the sockets and
+ * timers that poll found (see tpi_sched_init). */
+static void kick_after_poll(tpi_sched *s)
+{
+    static const struct timeval now = {0, 0};
+    s->run_active = true;
+    if (event_add(s->run_ev, &now) != 0)
+        event_active(s->run_ev, EV_TIMEOUT, 0); /* out of memory: at once */
+}
+
+static tpi_actor *actor_of_inj(tpi_mpsc_node *n)
+{
+    return (tpi_actor *)((char *)n - offsetof(tpi_actor, inj));
+}
+
+static void write_wake_fd(tpi_sched *s);
+
+/* Hand a to s's inject queue (any thread; the caller owns a's pending
+ * notes, having added the first of them). */
+static void inject(tpi_sched *s, tpi_actor *a)
+{
+    tpi_mpscq_push(&s->inject, &a->inj);
+    tpi_sched_wake(s);
+}
+
+/* s handles the notes of a (see mailbox/mailbox.h): the scheduling duty
+ * handed over (TPI_NOTE_READY: queue it), or remote mail for an owner
+ * that may have gone idle. Until the notes are cleared nobody else may
+ * take a's slot (tpi_spawn claims a free slot by its notes), so a free
+ * slot's stray mail is flushed here, as dead letters, before. */
+static void on_note(tpi_sched *s, tpi_actor *a)
+{
+    tpi_sched *h = tpi_home(a);
+    if (h != s) { /* moved after the note was sent: on to its home */
+        inject(h, a);
+        return;
+    }
+    tpi_mailbox *mb = &a->mb;
+    bool queued = false;
+    uint32_t seen = tpi_mailbox_notes(mb);
+    do {
+        if ((seen & TPI_NOTE_READY) && !queued) {
+            rq_push(s, &a->rq); /* its sender holds sched for it */
+            queued = true;
+        } else if (!mb->sched && tpi_mailbox_remote_waiting(mb)) {
+            if (a->behavior) {
+                mb->sched = true;
+                rq_push(s, &a->rq);
+                queued = true;
+            } else {
+                tpi_actor_flush(s->rt, a);
+            }
+        }
+    } while (!tpi_mailbox_notes_done(mb, &seen));
+}
+
 static void drain_inject(tpi_sched *s)
 {
     for (tpi_mpsc_node *n; (n = tpi_mpscq_pop_wait(&s->inject));)
-        rq_push(s, n);
+        on_note(s, actor_of_inj(n));
     if (s->rq_head)
         kick(s);
 }
@@ -130,16 +199,27 @@ void tpi_sched_wake(tpi_sched *s)
         write_wake_fd(s);
 }
 
+void tpi_sched_queue(tpi_sched *s, tpi_actor *a)
+{
+    rq_push(s, &a->rq);
+    kick(s);
+}
+
 void tpi_sched_ready(tpi_actor *a)
 {
     tpi_sched *s = tpi_home(a);
     if (tls_sched == s) {
-        rq_push(s, &a->rq);
-        kick(s);
+        tpi_sched_queue(s, a);
         return;
     }
-    tpi_mpscq_push(&s->inject, &a->rq);
-    tpi_sched_wake(s);
+    if (tpi_mailbox_note(&a->mb, TPI_NOTE_READY))
+        inject(s, a);
+}
+
+void tpi_sched_notify(tpi_actor *a)
+{
+    if (tpi_mailbox_note(&a->mb, 1))
+        inject(tpi_home(a), a);
 }
 
 /* May a leave this thread? Not if something of it lives on this loop. */
@@ -149,20 +229,23 @@ static bool movable(tpi_actor *a)
            (!a->ext || (!a->ext->timers && !a->ext->resources));
 }
 
-/* Move a (in our run queue, or idle and claimed by us) to scheduler to:
- * append it to the chain first..last. */
+/* Move a (in our run queue, or idle and claimed by us: we hold sched) to
+ * scheduler to, handing it the duty: append it to the chain first..last,
+ * unless notes of a are pending already (they reach `to` and queue it). */
 static void move_one(tpi_sched *to, tpi_actor *a, tpi_mpsc_node **first,
                      tpi_mpsc_node **last)
 {
     /* release: pairs with tpi_home's acquire; our last writes to a's FIFO
      * are visible to the thread that finds itself a's home. */
     atomic_store_explicit(&a->home, to, memory_order_release);
-    atomic_store_explicit(&a->rq.next, NULL, memory_order_relaxed);
+    if (!tpi_mailbox_note(&a->mb, TPI_NOTE_READY))
+        return;
+    atomic_store_explicit(&a->inj.next, NULL, memory_order_relaxed);
     if (*last)
-        atomic_store_explicit(&(*last)->next, &a->rq, memory_order_relaxed);
+        atomic_store_explicit(&(*last)->next, &a->inj, memory_order_relaxed);
     else
-        *first = &a->rq;
-    *last = &a->rq;
+        *first = &a->inj;
+    *last = &a->inj;
 }
 
 /* The actor a last sent to, if it lives here and sits idle: claimed, so
@@ -176,8 +259,9 @@ static tpi_actor *claim_partner(tpi_sched *s, tpi_actor *a)
         return NULL;
     tpi_actor *p =
         tpi_table_slot(s->rt->table, tpi_pid_make(a->partner - 1, 0));
-    if (!p || p == a || tpi_home(p) != s || !tpi_mailbox_claim(&p->mb))
+    if (!p || p == a || tpi_home(p) != s || p->mb.sched)
         return NULL;
+    p->mb.sched = true;
     /* Ours now: nobody runs or queues it. Only we move it, so its home
      * is still us; it must own nothing tied to this loop. */
     if (movable(p))
@@ -223,7 +307,8 @@ static void share(tpi_sched *s, uint64_t idle)
         atomic_fetch_or_explicit(&rt->idle, bit, memory_order_relaxed);
         return;
     }
-    tpi_mpscq_push_chain(&to->inject, first, last);
+    if (first)
+        tpi_mpscq_push_chain(&to->inject, first, last);
     tpi_sched_wake(to);
     s->backlog_ns = 0;
 }
@@ -250,6 +335,23 @@ bool tpi_sched_follow(tpi_sched *s, tpi_actor *a, tp_pid from)
     atomic_store_explicit(&a->home, to, memory_order_release);
     tpi_sched_ready(a);
     return true;
+}
+
+void tpi_sched_place(tpi_sched *s, tpi_actor *a, tpi_sched *to)
+{
+    /* a was queued last, by its spawn: the walk is short in practice. */
+    tpi_mpsc_node *prev = NULL, *n = s->rq_head;
+    while (n && n != &a->rq) {
+        prev = n;
+        n = atomic_load_explicit(&n->next, memory_order_relaxed);
+    }
+    if (!n || to == s)
+        return;
+    rq_unlink(s, prev, n);
+    tpi_mpsc_node *first = NULL, *last = NULL;
+    move_one(to, a, &first, &last);
+    tpi_mpscq_push_chain(&to->inject, first, last);
+    tpi_sched_wake(to);
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -280,6 +382,11 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tpi_sched *s = arg;
     tp_runtime *rt = s->rt;
+    /* relaxed: a hint; the world lock decides. The safe point of a busy
+     * scheduler is here, between two batches (and in on_wake, which a
+     * stopper triggers), not between every two turns. */
+    if (atomic_load_explicit(&rt->world_stop, memory_order_relaxed))
+        tpi_world_safepoint(s);
     drain_inject(s);
     /* relaxed: a hint. Busy again: nobody should feed us now. */
     if (s->rq_head &&
@@ -291,7 +398,15 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
     bool multi = rt->nsched > 1;
     bool may_share = multi && s->rq_n >= 2 && backlog_aged(s);
     unsigned work = 0;
-    for (int i = 0; i < TURNS_PER_CALLBACK; i++) {
+    tpi_remote_batch(rt, true); /* node frames leave together, at its end */
+    for (int i = 0; !multi && i < TURNS_PER_CALLBACK; i++) {
+        /* One scheduler: nothing to share, nobody to check. */
+        tpi_actor *a = rq_pop(s);
+        if (!a)
+            break;
+        tpi_actor_turn(s, a);
+    }
+    for (int i = 0; multi && i < TURNS_PER_CALLBACK; i++) {
         tpi_actor *a = rq_pop(s);
         if (!a)
             break;
@@ -301,11 +416,8 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
             work = 0;
         }
         work += tpi_actor_turn(s, a);
-        /* relaxed loads: hints, re-checked under their own protocol. The
-         * world check is the safe point between turns. */
-        if (atomic_load_explicit(&rt->world_stop, memory_order_relaxed))
-            tpi_world_safepoint(s);
-        if (multi && s->rq_n >= 2 && !may_share && work >= CLOCK_EVERY) {
+        /* relaxed load below: a hint, re-checked under its own protocol. */
+        if (s->rq_n >= 2 && !may_share && work >= CLOCK_EVERY) {
             work = 0;
             may_share = backlog_aged(s);
         }
@@ -318,11 +430,12 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
             }
         }
     }
-    /* Back to libevent between batches so sockets and timers are served;
-     * max_dispatch_interval makes it poll before running us again. */
+    tpi_remote_batch(rt, false);
+    /* Back to libevent between batches so sockets and timers are served:
+     * still busy, we run again after its next poll. */
     s->run_active = false;
     if (s->rq_head)
-        kick(s);
+        kick_after_poll(s);
     else if (s->det)
         tpi_timers_advance(s); /* virtual time: on to the next deadline */
     else if (multi)            /* relaxed: a hint for busy schedulers */
@@ -334,15 +447,28 @@ int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id)
     s->rt = rt;
     s->id = id;
     s->bit = 1ull << id;
+    s->budget = rt->cfg.batch;
     s->wake_fd = -1;
     tpi_mpscq_init(&s->inject);
     struct event_config *cfg = event_config_new();
     if (!cfg)
         return TP_ENOMEM;
-    /* Each base is used by one thread only: no libevent locks. Check for
-     * I/O after every callback, or a busy run queue starves sockets. */
+    /* Each base is used by one thread only: no libevent locks.
+     *
+     * Fairness without a poll per event. libevent runs every active
+     * callback before it polls again, and one that re-activates itself
+     * runs again in the same round, so a run queue that never empties
+     * would starve sockets and timers. Ours does not re-activate itself:
+     * a batch that leaves actors ready re-arms the run event as a timer
+     * due now (kick_after_poll), which libevent turns active only after
+     * its next poll. One loop iteration is therefore one poll, every
+     * socket and timer callback it found, then one batch of at most
+     * TURNS_PER_CALLBACK turns. (A limit of one callback between polls,
+     * as before, cost an epoll_wait per ready socket.) The callback limit
+     * below only bounds other callbacks that re-activate themselves. */
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
-    event_config_set_max_dispatch_interval(cfg, NULL, 1, 0);
+    event_config_set_max_dispatch_interval(cfg, NULL, MAX_CALLBACKS_PER_POLL,
+                                           0);
     s->base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     if (!s->base)

@@ -222,6 +222,27 @@ tpi_resource *tpi_svc_resource(tp_ctx *ctx, void (*close)(tpi_resource *))
     return NULL;
 }
 
+unsigned tpi_svc_threads(tp_runtime *rt) { return rt->nsched; }
+
+int tpi_svc_place(tp_ctx *ctx, tp_pid pid, unsigned sched)
+{
+    tpi_actor *self = tpi_ctx_actor(ctx);
+    if (!self)
+        return TP_ESTATE;
+    tp_runtime *rt = tpi_actor_rt(self);
+    if (sched >= rt->nsched)
+        return TP_EINVAL;
+    tpi_actor *a = live(rt, pid);
+    tpi_sched *here = tpi_home(self);
+    /* Not run yet and queued here by its spawn: only this thread could
+     * run or move it, and it does neither during this turn. */
+    if (!a || a == self || tpi_home(a) != here || !(a->flags & TPI_ACT_START))
+        return TP_ESTATE;
+    a->flags |= TPI_ACT_PINNED;
+    tpi_sched_place(here, a, &rt->scheds[sched]);
+    return 0;
+}
+
 /* ------------------------------------------------------- lingering */
 
 void tpi_linger_add(tp_runtime *rt, tpi_linger *l)

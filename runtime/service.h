@@ -28,6 +28,7 @@ typedef enum {
     TPI_SVC_POOL,    /* runtime/io/pool.c: the blocking pool */
     TPI_SVC_OBSERVE, /* runtime/observe/: dump signal, metrics server */
     TPI_SVC_NODE,    /* runtime/node/: the NATS connection, other nodes */
+    TPI_SVC_NET,     /* runtime/io/net.c: listeners' counters */
     TPI_SVC_MAX
 } tpi_svc_id;
 
@@ -160,7 +161,15 @@ typedef struct tpi_remote_ops {
     /* An actor that asked with tpi_svc_watch_end has ended (its thread,
      * in its end; must not block). */
     void (*ended)(void *state, tp_pid pid);
+    /* The end of a batch of turns on a scheduler thread: send what deliver
+     * held back on this thread meanwhile (it may hold while
+     * tpi_svc_batching is true there, to send many as one). */
+    void (*flush)(void *state);
 } tpi_remote_ops;
+
+/* True on a scheduler thread of rt while it runs a batch of turns, at
+ * whose end the remote ops' flush is called on that thread. */
+bool tpi_svc_batching(tp_runtime *rt);
 
 /* Have the node service's ended() told when the calling actor ends (for
  * what it holds on the actor's behalf: names, groups). TP_ESTATE outside a
@@ -197,6 +206,16 @@ int tpi_svc_attach(tp_ctx *ctx, tp_pid pid, tpi_resource *r,
 struct event_base *tpi_svc_loop(tp_ctx *ctx, bool pin);
 /* The calling actor's resource closed by close, or NULL. */
 tpi_resource *tpi_svc_resource(tp_ctx *ctx, void (*close)(tpi_resource *));
+/* rt's scheduler threads. */
+unsigned tpi_svc_threads(tp_runtime *rt);
+/* Start pid, a child the calling actor has just spawned and that has not
+ * run yet, on scheduler `sched` (0 .. threads-1) instead of the caller's,
+ * pinned there: for an actor whose events must live on another loop. Its
+ * resources may already be attached, their events not yet made: it makes
+ * them in its first turn, on tpi_svc_loop's loop. Returns 0, TP_EINVAL (no
+ * such scheduler) or TP_ESTATE (outside a behavior, or pid is not such a
+ * child). */
+int tpi_svc_place(tp_ctx *ctx, tp_pid pid, unsigned sched);
 
 /* Things that outlive their actor (a socket flushing its last bytes, a
  * worker not reaped yet). tp_runtime_free calls finish(l) for each one

@@ -66,6 +66,20 @@ static inline server start(const char *const *extra)
     return s;
 }
 
+/* start, with the server's stderr (its log) going to the file at log. */
+static inline server start_logged(const char *const *extra, const char *log)
+{
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    int saved = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    dup2(fd, 2);
+    server s = start(extra);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    return s;
+}
+
 /* Signal it and return its exit status (or -1). */
 static inline int stop(server *s, int sig)
 {

@@ -1,7 +1,8 @@
 /*
  * Actors: spawn/self/exit reasons, kill, pids that never reach a later actor
  * in the same slot, registered names, 1,000,000 short-lived actors with a
- * bounded table, tp_run waiting for the whole tree (tokio::run semantics),
+ * bounded table, small states kept in the table (tp_spawn_inline),
+ * tp_run waiting for the whole tree (tokio::run semantics),
  * exit status, bad input that yields a clear TP_E* code and disturbs
  * nothing else, and no allocation left behind by threads outside the
  * runtime that sent messages and exited.
@@ -375,6 +376,110 @@ static void test_million_actors(void **unused)
     assert_int_equal(r.stats.actors_exited, MILLION + 1);
     assert_true(s.peak_slots <= SLOT_BOUND);
     assert_true(r.stats.slots <= SLOT_BOUND);
+}
+
+/* ------------------------------------------------------ inline state */
+
+#define INL_WAVES 5
+#define INL_EACH 1000
+
+typedef struct inl_state {
+    tp_pid parent;
+    int64_t id;
+    int64_t got;   /* TAG_DATA messages seen */
+    char name[16]; /* a copy of the spawner's text */
+} inl_state;
+
+static struct {
+    int wave, live;
+    int64_t sum;          /* of the children's answers */
+    atomic_long bad;      /* a child saw a state it should not have */
+    atomic_long freed_ok; /* state_free calls with the slot's pointer */
+} INL;
+
+static void inl_free(void *state)
+{
+    inl_state *st = state;
+    /* Called once, before the memory goes back with the slot. */
+    if (st->got == 2 && (uintptr_t)st % 16 == 0)
+        atomic_fetch_add(&INL.freed_ok, 1);
+}
+
+static int inl_child(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    inl_state *st = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        if (st->parent != tp_msg_from(msg) || st->got != 0 ||
+            strcmp(st->name, "inline") != 0 || (uintptr_t)st % 16 != 0)
+            atomic_fetch_add(&INL.bad, 1);
+        return TP_HANDLED;
+    case TAG_DATA: /* twice: the state is the actor's own, across calls */
+        if (++st->got == 2) {
+            EXPECT_EQ(tp_send_int(ctx, st->parent, TAG_FIN, st->id), 0);
+            tp_exit(ctx, TP_REASON_NORMAL);
+        }
+        return TP_HANDLED;
+    default: return TP_HANDLED;
+    }
+}
+
+static int inl_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == TAG_FIN) {
+        int64_t v;
+        EXPECT_EQ(tp_msg_int(msg, &v), 0);
+        INL.sum += v;
+        if (--INL.live > 0)
+            return TP_HANDLED;
+    } else if (tp_msg_tag(msg) != TP_TAG_START) {
+        return TP_HANDLED;
+    }
+    if (INL.wave == INL_WAVES) {
+        tp_exit(ctx, TP_REASON_NORMAL);
+        return TP_HANDLED;
+    }
+    /* A wave of children, spawned after the last one ended: their slots,
+     * and so their state blocks, are the last wave's, reused. */
+    tp_spawn_opts o = {.state_free = inl_free};
+    inl_state init = {.parent = tp_self(ctx)};
+    strcpy(init.name, "inline");
+    for (int i = 0; i < INL_EACH; i++) {
+        tp_pid p;
+        init.id = (int64_t)INL.wave * INL_EACH + i;
+        EXPECT_EQ(tp_spawn_inline(ctx, inl_child, &init, sizeof init, &o, &p),
+                  0);
+        EXPECT_EQ(tp_send(ctx, p, TAG_DATA, NULL, 0), 0);
+        EXPECT_EQ(tp_send(ctx, p, TAG_DATA, NULL, 0), 0);
+    }
+    INL.live = INL_EACH;
+    INL.wave++;
+    /* Bad sizes spawn nothing. */
+    char big[TP_INLINE_STATE_MAX + 1] = {0};
+    EXPECT_EQ(tp_spawn_inline(ctx, inl_child, big, sizeof big, NULL, NULL),
+              TP_EINVAL);
+    EXPECT_EQ(tp_spawn_inline(ctx, inl_child, NULL, 8, NULL, NULL), TP_EINVAL);
+    return TP_HANDLED;
+}
+
+/* tp_spawn_inline: each child gets its own copy of the initial state in
+ * its slot (aligned, private, kept across messages), state_free sees it
+ * once at the end, and later waves reuse the slots and their blocks. */
+static void test_spawn_inline_state(void **unused)
+{
+    tpt_result r;
+    memset(&INL, 0, sizeof INL);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, inl_root, NULL, NULL, &r), 0);
+    TPT_CHECK();
+    int64_t n = (int64_t)INL_WAVES * INL_EACH;
+    assert_int_equal(atomic_load(&INL.bad), 0);
+    assert_int_equal(INL.sum, n * (n - 1) / 2);
+    assert_int_equal(atomic_load(&INL.freed_ok), n);
+    assert_int_equal(r.stats.actors_alive, 0);
+    assert_true(r.stats.slots <= 2 * INL_EACH + 64);
+    assert_int_equal(tp_spawn_inline(NULL, inl_child, NULL, 0, NULL, NULL),
+                     TP_ESTATE);
 }
 
 /* --------------------------------------------------------- run waits */
@@ -766,6 +871,7 @@ int main(void)
         cmocka_unit_test(test_stale_pid_never_reaches_new_actor),
         cmocka_unit_test(test_registered_names),
         cmocka_unit_test(test_million_actors),
+        cmocka_unit_test(test_spawn_inline_state),
         cmocka_unit_test(test_run_waits_for_whole_tree),
         cmocka_unit_test(test_run_returns_at_once),
         cmocka_unit_test(test_run_status_and_root_reason),

@@ -232,14 +232,7 @@ static void test_sigterm_after_failed_save(void **unused)
     const char *dir = fs_dir, *path = fs_path, *log = fs_log;
     assert_int_equal(mkdir(dir, 0755), 0);
     /* the server's stderr (its log) goes to a file we can read */
-    int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    assert_true(logfd >= 0);
-    int saved = fcntl(2, F_DUPFD_CLOEXEC, 3);
-    dup2(logfd, 2);
-    server s = start((const char *[]){"--dbfile", path, NULL});
-    dup2(saved, 2);
-    close(saved);
-    close(logfd);
+    server s = start_logged((const char *[]){"--dbfile", path, NULL}, log);
     client *c = dial(s.port);
     EXPECT_REPLY(c, "+OK", "SET", "before", "1");
 
@@ -320,23 +313,365 @@ static void test_bad_input(void **unused)
     assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
-static void test_max_clients(void **unused)
+/* Replies and error texts as Redis 7.0 gives them, for the commands the
+ * connection answers itself. */
+static void test_redis7_replies(void **unused)
 {
-    server s =
-        start((const char *[]){"--no-persist", "--maxclients", "2", NULL});
-    client *a = dial(s.port), *b = dial(s.port);
-    EXPECT_REPLY(a, "+PONG", "PING");
-    EXPECT_REPLY(b, "+PONG", "PING");
+    server s = start((const char *[]){"--no-persist", NULL});
     client *c = dial(s.port);
-    reply_into(c, last, sizeof last);
-    assert_string_equal(last, "-ERR max number of clients reached");
+    EXPECT_REPLY(c, "-ERR syntax error", "FLUSHALL", "bogus");
+    EXPECT_REPLY(c, "-ERR syntax error", "FLUSHDB", "bogus");
+    EXPECT_REPLY(c, "+OK", "SET", "k", "v");
+    EXPECT_REPLY(c, ":1", "DBSIZE"); /* not flushed by the bad ones */
+    EXPECT_REPLY(c, "+OK", "FLUSHDB", "ASYNC");
+    EXPECT_REPLY(c, "+OK", "FLUSHALL", "sync");
+    EXPECT_REPLY(c, ":0", "DBSIZE");
+    EXPECT_REPLY(c, "-ERR syntax error", "BGSAVE", "bogus");
+    EXPECT_REPLY(c, "-ERR syntax error", "BGSAVE", "SCHEDULE", "x");
+    EXPECT_REPLY(c,
+                 "-ERR unknown command 'foo', with args beginning with: 'a' "
+                 "'b' ",
+                 "foo", "a", "b");
+    EXPECT_REPLY(c, "-ERR unknown subcommand 'anything'. Try CLIENT HELP.",
+                 "CLIENT", "anything");
+    EXPECT_REPLY(c, "-ERR wrong number of arguments for 'client' command",
+                 "CLIENT");
+    EXPECT_REPLY(c,
+                 "-ERR wrong number of arguments for 'client|setname' "
+                 "command",
+                 "CLIENT", "SETNAME");
+    EXPECT_REPLY(c,
+                 "-ERR Client names cannot contain spaces, newlines or "
+                 "special characters.",
+                 "CLIENT", "SETNAME", "a b");
+    EXPECT_REPLY(c, "(nil)", "CLIENT", "GETNAME");
+    EXPECT_REPLY(c, "+OK", "CLIENT", "SETNAME", "first");
+    EXPECT_REPLY(c, "$first", "CLIENT", "GETNAME");
+    long id = atol(CMD(c, "CLIENT", "ID") + 1);
+    assert_true(id > 0);
+    client *d = dial(s.port);
+    long id2 = atol(CMD(d, "CLIENT", "ID") + 1);
+    assert_true(id2 > id);
+    /* CLIENT LIST: a line per client with its real fields */
+    CMD(c, "CLIENT", "LIST");
+    char want[96];
+    snprintf(want, sizeof want, "id=%ld addr=127.0.0.1:", id);
+    assert_non_null(strstr(last, want));
+    assert_non_null(strstr(last, " name=first age="));
+    assert_non_null(strstr(last, " cmd=client|list "));
+    snprintf(want, sizeof want, "id=%ld ", id2);
+    assert_non_null(strstr(last, want));
+    assert_non_null(strstr(last, " cmd=client|id "));
+    CMD(c, "CLIENT", "INFO");
+    snprintf(want, sizeof want, "id=%ld ", id2);
+    assert_null(strstr(last, want)); /* only this client */
+    /* CLIENT KILL ID: the other client is disconnected */
+    snprintf(want, sizeof want, "%ld", id2);
+    EXPECT_REPLY(c, ":1", "CLIENT", "KILL", "ID", want);
+    EXPECT_REPLY(d, "EOF", "PING");
+    hangup(d);
+    EXPECT_REPLY(c, ":0", "CLIENT", "KILL", "ID", want);
+    EXPECT_REPLY(c, "-ERR No such client", "CLIENT", "KILL", "1.2.3.4:5");
+    /* COMMAND COUNT: every command troupe-kv runs */
+    assert_true(atol(CMD(c, "COMMAND", "COUNT") + 1) > 30);
+    EXPECT_REPLY(c, "[]", "COMMAND", "DOCS", "get");
+    EXPECT_REPLY(c, "-ERR unknown subcommand 'bogus'. Try COMMAND HELP.",
+                 "COMMAND", "bogus");
+    /* CONFIG GET: what redis-benchmark asks first */
+    EXPECT_REPLY(c, "[save,]", "CONFIG", "GET", "save");
+    EXPECT_REPLY(c, "[appendonly,no]", "CONFIG", "GET", "appendonly");
+    EXPECT_REPLY(c, "[]", "CONFIG", "GET", "nosuch");
+    EXPECT_REPLY(c, "+OK", "SELECT", "0");
+    EXPECT_REPLY(c, "-ERR DB index is out of range", "SELECT", "1");
+    /* INFO sections */
+    CMD(c, "INFO", "stats");
+    assert_non_null(strstr(last, "# Stats\r\n"));
+    assert_non_null(strstr(last, "total_commands_processed:"));
+    assert_non_null(strstr(last, "rejected_connections:0\r\n"));
+    assert_null(strstr(last, "# Server"));
+    assert_null(strstr(last, "# Keyspace"));
+    EXPECT_REPLY(c, "+OK", "SET", "k", "v");
+    CMD(c, "INFO");
+    static const char *const sections[] = {"# Server\r\n",
+                                           "# Clients\r\n",
+                                           "# Memory\r\n",
+                                           "# Persistence\r\n",
+                                           "# Stats\r\n",
+                                           "# Keyspace\r\ndb0:keys=1,"};
+    for (size_t i = 0; i < sizeof sections / sizeof *sections; i++)
+        if (!strstr(last, sections[i]))
+            fail_msg("INFO lacks '%s'", sections[i]);
+    CMD(c, "INFO", "clients", "keyspace");
+    assert_non_null(strstr(last, "connected_clients:1\r\n"));
+    assert_non_null(strstr(last, "db0:keys=1,"));
+    assert_null(strstr(last, "# Stats"));
+    EXPECT_REPLY(c, "$", "INFO", "nosuch");
     hangup(c);
-    hangup(b);
-    usleep(100 * 1000);
-    c = dial(s.port);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* KEYS merges every shard's keys; SCAN walks the shards with one cursor;
+ * RANDOMKEY finds a key whichever shard has it. */
+static void test_keyspace_walks(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", "--shards", "4", NULL});
+    client *c = dial(s.port);
+    EXPECT_REPLY(c, "(nil)", "RANDOMKEY");
+    EXPECT_REPLY(c, "[]", "KEYS", "*");
+    EXPECT_REPLY(c, "+OK", "SET", "only", "1");
+    EXPECT_REPLY(c, "$only", "RANDOMKEY");
+    for (int i = 0; i < 40; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        EXPECT_REPLY(c, "+OK", "SET", k, "v");
+    }
+    CMD(c, "KEYS", "k1*"); /* k1, k10..k19 */
+    int n = 0;
+    for (const char *p = last; (p = strstr(p, "k1")); p++)
+        n++;
+    assert_int_equal(n, 11);
+    /* SCAN: every key once over the whole walk */
+    char cursor[64] = "0";
+    int seen = 0, rounds = 0;
+    do {
+        cmdv(c, 4, (const char *[]){"SCAN", cursor, "COUNT", "1000"});
+        char line[64];
+        size_t ln = 0;
+        int ch;
+        while ((ch = getb(c)) >= 0 && ch != '\n') /* "*2" */
+            ;
+        while ((ch = getb(c)) >= 0 && ch != '\n') /* "$<len>" */
+            ;
+        while ((ch = getb(c)) >= 0 && ch != '\n')
+            if (ch != '\r' && ln < sizeof line - 1)
+                line[ln++] = (char)ch;
+        line[ln] = '\0';
+        snprintf(cursor, sizeof cursor, "%s", line);
+        reply_into(c, last, sizeof last);
+        for (const char *p = last; (p = strchr(p, 'k')); p++)
+            seen++;
+        assert_true(++rounds < 100);
+    } while (strcmp(cursor, "0") != 0);
+    assert_int_equal(seen, 40);
+    EXPECT_REPLY(c, "-ERR invalid cursor", "SCAN", "x");
+    EXPECT_REPLY(c, "-ERR invalid cursor", "SCAN", "99999999999999999999");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* Read exactly the bytes of want (pushes are compared byte for byte with
+ * Redis's RESP2). */
+static void expect_raw(client *c, const char *want)
+{
+    size_t n = strlen(want);
+    char got[512];
+    assert_true(n < sizeof got);
+    for (size_t i = 0; i < n; i++) {
+        int ch = getb(c);
+        if (ch < 0)
+            fail_msg("EOF after '%.*s', want '%s'", (int)i, got, want);
+        got[i] = (char)ch;
+    }
+    got[n] = '\0';
+    assert_string_equal(got, want);
+}
+
+/* Ask until the reply is want (bounded), e.g. a count that follows a
+ * subscriber's end. */
+static void await_reply(client *c, const char *want, int argc,
+                        const char **argv)
+{
+    double t0 = tpt_now_ms();
+    for (;;) {
+        cmdv(c, argc, argv);
+        reply_into(c, last, sizeof last);
+        if (!strcmp(last, want))
+            return;
+        if (tpt_now_ms() - t0 > 10000)
+            fail_msg("got '%s', want '%s'", last, want);
+        usleep(1000);
+    }
+}
+
+/* PUBLISH / SUBSCRIBE / PSUBSCRIBE, byte for byte as Redis 7.0 (RESP2);
+ * a subscriber that disconnects is removed from its channel. */
+static void test_pubsub(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", NULL});
+    client *sub = dial(s.port), *psub = dial(s.port), *pub = dial(s.port);
+    cmdv(sub, 3, (const char *[]){"SUBSCRIBE", "news", "sport"});
+    expect_raw(sub, "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n"
+                    "*3\r\n$9\r\nsubscribe\r\n$5\r\nsport\r\n:2\r\n");
+    cmdv(psub, 2, (const char *[]){"PSUBSCRIBE", "n*"});
+    expect_raw(psub, "*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:1\r\n");
+    EXPECT_REPLY(pub, ":2", "PUBLISH", "news", "hello");
+    expect_raw(sub, "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n");
+    expect_raw(psub, "*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n"
+                     "$5\r\nhello\r\n");
+    EXPECT_REPLY(pub, ":1", "PUBLISH", "sport", "goal");
+    expect_raw(sub, "*3\r\n$7\r\nmessage\r\n$5\r\nsport\r\n$4\r\ngoal\r\n");
+    EXPECT_REPLY(pub, ":0", "PUBLISH", "other", "x");
+    EXPECT_REPLY(pub, "[news,:1,sport,:1,zz,:0]", "PUBSUB", "NUMSUB", "news",
+                 "sport", "zz");
+    EXPECT_REPLY(pub, ":1", "PUBSUB", "NUMPAT");
+    EXPECT_REPLY(pub, "[news]", "PUBSUB", "CHANNELS", "n*");
+    /* the subscribed context */
+    cmdv(sub, 2, (const char *[]){"GET", "k"});
+    expect_raw(sub, "-ERR Can't execute 'get': only (P|S)SUBSCRIBE / "
+                    "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in "
+                    "this context\r\n");
+    cmdv(sub, 1, (const char *[]){"PING"});
+    expect_raw(sub, "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    cmdv(sub, 2, (const char *[]){"UNSUBSCRIBE", "news"});
+    expect_raw(sub, "*3\r\n$11\r\nunsubscribe\r\n$4\r\nnews\r\n:1\r\n");
+    EXPECT_REPLY(pub, ":1", "PUBLISH", "news", "psub only");
+    expect_raw(psub, "*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$4\r\nnews\r\n"
+                     "$9\r\npsub only\r\n");
+    cmdv(sub, 1, (const char *[]){"UNSUBSCRIBE"});
+    expect_raw(sub, "*3\r\n$11\r\nunsubscribe\r\n$5\r\nsport\r\n:0\r\n");
+    EXPECT_REPLY(sub, "+PONG", "PING"); /* out of the context */
+    /* a subscriber that ends is removed: its channel's count drops */
+    client *gone = dial(s.port);
+    cmdv(gone, 2, (const char *[]){"SUBSCRIBE", "x"});
+    expect_raw(gone, "*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n");
+    EXPECT_REPLY(pub, "[x,:1]", "PUBSUB", "NUMSUB", "x");
+    hangup(gone);
+    await_reply(pub, "[x,:0]", 3, (const char *[]){"PUBSUB", "NUMSUB", "x"});
+    EXPECT_REPLY(pub, ":0", "PUBLISH", "x", "nobody");
+    hangup(psub);
+    await_reply(pub, ":0", 2, (const char *[]){"PUBSUB", "NUMPAT"});
+    hangup(sub);
+    hangup(pub);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* The password from a file or the environment, never on the command
+ * line (where /proc/PID/cmdline shows it). */
+static void test_password_file_and_env(void **unused)
+{
+    char path[sizeof dbfile + 8];
+    snprintf(path, sizeof path, "%s.pass", dbfile);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("from-file\n", f);
+    fclose(f);
+    server s = start(
+        (const char *[]){"--no-persist", "--requirepass-file", path, NULL});
+    client *c = dial(s.port);
+    EXPECT_REPLY(c, "-NOAUTH Authentication required.", "PING");
+    EXPECT_REPLY(c,
+                 "-WRONGPASS invalid username-password pair or user is "
+                 "disabled.",
+                 "AUTH", "from-file\n");
+    EXPECT_REPLY(c, "+OK", "AUTH", "from-file");
     EXPECT_REPLY(c, "+PONG", "PING");
     hangup(c);
-    hangup(a);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+    unlink(path);
+
+    setenv("TROUPE_KV_PASSWORD", "from-env", 1);
+    s = start((const char *[]){"--no-persist", NULL});
+    unsetenv("TROUPE_KV_PASSWORD");
+    char cmdline[4096], procpath[64];
+    snprintf(procpath, sizeof procpath, "/proc/%d/cmdline", (int)s.pid);
+    f = fopen(procpath, "r");
+    assert_non_null(f);
+    size_t n = fread(cmdline, 1, sizeof cmdline, f);
+    fclose(f);
+    assert_null(memmem(cmdline, n, "from-env", 8));
+    c = dial(s.port);
+    EXPECT_REPLY(c, "-NOAUTH Authentication required.", "PING");
+    EXPECT_REPLY(c, "+OK", "AUTH", "from-env");
+    EXPECT_REPLY(c, "+PONG", "PING");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+    /* an unreadable file is refused at start */
+    char bad[sizeof dbfile + 16];
+    snprintf(bad, sizeof bad, "%s.nosuch", dbfile);
+    char cmd[PATH_MAX + 256];
+    snprintf(cmd, sizeof cmd,
+             "%s --no-persist --port 0 --requirepass-file %s 2>/dev/null",
+             kv_bin, bad);
+    assert_int_not_equal(system(cmd), 0);
+}
+
+/* A fresh server, and a command (fmt has one %u: its port) started with
+ * its output to read. */
+static FILE *run_against(server *s, const char *fmt)
+{
+    *s = start((const char *[]){"--no-persist", NULL});
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, fmt, (unsigned)s->port);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    return f;
+}
+
+/* redis-cli subscribes and receives what another redis-cli publishes. */
+static void test_redis_cli_pubsub(void **unused)
+{
+    if (!have_redis_cli())
+        skip();
+    server s;
+    FILE *sub = run_against(&s, "timeout 10 redis-cli -p %u SUBSCRIBE ch 2>&1");
+    client *c = dial(s.port);
+    await_reply(c, "[ch,:1]", 3, (const char *[]){"PUBSUB", "NUMSUB", "ch"});
+    cli_expect(s.port, "PUBLISH ch hi", "1");
+    cli_expect(s.port, "PUBLISH other x", "0");
+    char line[128], got[512] = "";
+    for (int i = 0; i < 6 && fgets(line, sizeof line, sub); i++)
+        strncat(got, line, sizeof got - strlen(got) - 1);
+    assert_string_equal(got, "subscribe\nch\n1\nmessage\nch\nhi\n");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0); /* the subscriber sees EOF */
+    pclose(sub);
+}
+
+/* redis-benchmark's default suite (no -t) runs every test without an
+ * error (it asks CONFIG GET save/appendonly first). */
+static void test_redis_benchmark(void **unused)
+{
+    if (system("command -v redis-benchmark >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "redis-benchmark not installed: skipped\n");
+        skip();
+    }
+    server s;
+    FILE *f = run_against(&s, "redis-benchmark -p %u -q -n 2000 2>&1");
+    static char out[1 << 16];
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+    static const char *const tests[] = {"PING_INLINE: ",
+                                        "PING_MBULK: ",
+                                        "SET: ",
+                                        "GET: ",
+                                        "INCR: ",
+                                        "LPUSH: ",
+                                        "RPUSH: ",
+                                        "LPOP: ",
+                                        "RPOP: ",
+                                        "SADD: ",
+                                        "HSET: ",
+                                        "SPOP: ",
+                                        "ZADD: ",
+                                        "ZPOPMIN: ",
+                                        "LRANGE_100 (first 100 elements): ",
+                                        "LRANGE_600 (first 600 elements): ",
+                                        "MSET (10 keys): "};
+    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
+        char want[96];
+        snprintf(want, sizeof want, "%srequests per second", tests[i]);
+        /* the final line of a test: "<name>: <n> requests per second" */
+        const char *p = strstr(out, tests[i]);
+        bool done = false;
+        for (; p; p = strstr(p + 1, tests[i]))
+            done |= strncmp(p + strlen(tests[i]), "rps=", 4) != 0 &&
+                    strstr(p, "requests per second") != NULL;
+        if (!done)
+            fail_msg("redis-benchmark did not finish '%s':\n%s", tests[i], out);
+    }
+    if (strstr(out, "ERR") || strstr(out, "rror"))
+        fail_msg("redis-benchmark reported an error:\n%s", out);
     assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
@@ -416,9 +751,14 @@ int main(void)
         cmocka_unit_test(test_snapshot_restart),
         cmocka_unit_test(test_sigterm_after_failed_save),
         cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_max_clients),
+        cmocka_unit_test(test_redis7_replies),
+        cmocka_unit_test(test_keyspace_walks),
+        cmocka_unit_test(test_pubsub),
+        cmocka_unit_test(test_password_file_and_env),
         cmocka_unit_test(test_redis_cli),
         cmocka_unit_test(test_redis_cli_persistence),
+        cmocka_unit_test(test_redis_cli_pubsub),
+        cmocka_unit_test(test_redis_benchmark),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(dbfile);

@@ -188,9 +188,10 @@ static void test_kv_metrics_and_dump(void **state)
     if (!by_curl)
         print_message("curl not installed: scraped with the test's client\n");
     check_prom(body);
-    /* coordinator, 2 shards, the listener, one connection */
-    assert_true(sample(body, "troupe_actors_alive") == 5);
-    assert_true(sample(body, "troupe_actors_spawned_total") == 5);
+    /* coordinator, 2 shards, the pubsub registry, the listener, one
+     * connection */
+    assert_true(sample(body, "troupe_actors_alive") == 6);
+    assert_true(sample(body, "troupe_actors_spawned_total") == 6);
     assert_true(sample(body, "troupe_actors_exited_total{reason=\"error\"}") ==
                 0);
     assert_true(sample(body, "troupe_restarts_total") == 0);
@@ -208,12 +209,13 @@ static void test_kv_metrics_and_dump(void **state)
     static char dump[1 << 16];
     if (!read_until(k.err, dump, sizeof dump, "totals:"))
         fail_msg("no dump after SIGUSR1: '%s'", dump);
-    assert_non_null(strstr(dump, "== troupe: 5 actors =="));
+    assert_non_null(strstr(dump, "== troupe: 6 actors =="));
     const char *root = strstr(dump, "\"kv-coordinator\"");
     assert_non_null(root);
-    assert_int_equal(count_lines(dump, "<"), 1);     /* the root */
-    assert_int_equal(count_lines(dump, "  <"), 3);   /* shards, listener */
-    assert_int_equal(count_lines(dump, "    <"), 1); /* the connection */
+    /* the root; shards, pubsub, listener; the connection */
+    assert_int_equal(count_lines(dump, "<"), 1);
+    assert_int_equal(count_lines(dump, "  <"), 4);
+    assert_int_equal(count_lines(dump, "    <"), 1);
     assert_non_null(strstr(dump, " handled "));
 
     close(c);

@@ -33,8 +33,24 @@ enum {
     KV_TAG_SNAPSHOT,  /* coordinator -> shard: int, 1 = final (freeze) */
     KV_TAG_PART,      /* shard -> coordinator: [shard, ptr, len, count] */
     KV_TAG_THAW,      /* coordinator -> shard: accept writes again */
-    KV_TAG_SWEEP      /* shard's own timer: active expiry */
+    KV_TAG_SWEEP,     /* shard's own timer: active expiry */
+    KV_TAG_MOVE       /* shard -> shard: a value RENAME moves (shard.c) */
 };
+
+/* The connection side's own tags (conn.h, pubsub.c), apart from the above
+ * so that neither list moves the other. */
+enum {
+    KV_TAG_CONN_TICK = 0x100, /* conn's timer: output drained? */
+    KV_TAG_KILL,              /* CLIENT KILL: the connection ends */
+    KV_TAG_PUSH,   /* pubsub -> subscriber: [kind, name, RESP bytes] */
+    KV_TAG_PUBSUB, /* conn -> pubsub registry (pubsub.c) */
+    KV_TAG_CHANNEL /* pubsub registry <-> a channel actor */
+};
+
+/* The largest message payload troupe-kv sends (main sets the runtime's
+ * max_payload to it): a shard splits its replies below it, and answers
+ * an error for a single reply that would not fit. */
+#define KV_MAX_PAYLOAD ((size_t)1 << 31)
 
 /* Shard operations. */
 enum {
@@ -81,9 +97,12 @@ typedef struct kv_ophdr {
 typedef struct kv_config {
     const char *host;
     uint16_t port;
-    const char *dbfile; /* NULL: no persistence */
-    const char *requirepass;
+    const char *dbfile;      /* NULL: no persistence */
+    const char *requirepass; /* NULL: no AUTH needed */
     size_t max_clients;
+    /* Bound on every client's query and reply buffers together; a client
+     * that takes the total over it is closed. 0: none. */
+    size_t maxmemory_clients;
     size_t max_request;
     unsigned shards;
     bool quiet;
@@ -103,8 +122,16 @@ typedef struct kv_server {
     uint16_t bound_port;
     int64_t start_ms;
     _Atomic int64_t lastsave;
-    _Atomic uint64_t clients, conns_total, commands, rejected;
+    _Atomic uint64_t commands;
+    /* The listener, whose counters INFO shows (tp_listen_stats). */
+    _Atomic tp_pid listener;
+    _Atomic size_t client_mem; /* bytes counted against maxmemory_clients */
+    _Atomic uint64_t evicted;  /* clients closed for maxmemory_clients */
+    tp_pid pubsub;             /* the pubsub registry (pubsub.c) */
     struct kv_shard *shard_state[KV_MAX_SHARDS]; /* until spawned */
+    /* The shards this process runs (and saves): [local_lo, local_lo +
+     * local_n). All of them, except in cluster mode (cluster.c). */
+    unsigned local_lo, local_n;
 } kv_server;
 
 /* The pid of shard i, TP_PID_NONE while it is unavailable (cluster mode:
@@ -117,13 +144,24 @@ static inline tp_pid kv_shard_pid(const kv_server *s, unsigned i)
 }
 
 /* util.c */
+/* A growing buffer. Growth aborts on out of memory (the server's own
+ * data), except between kv_soft_begin and kv_soft_end (a client's
+ * buffers): there a failed growth leaves the buffer as it was and the add
+ * is dropped. */
 typedef struct kv_buf {
     char *p;
     size_t n, cap;
 } kv_buf;
 
 void *kv_xrealloc(void *p, size_t n);
-void kv_buf_reserve(kv_buf *b, size_t extra);
+/* Room for extra more bytes: true, or false when it could not grow in a
+ * soft section. */
+bool kv_buf_reserve(kv_buf *b, size_t extra);
+/* A soft section on this thread (one actor turn): kv_buf growth failures
+ * do not abort; kv_soft_end says whether one happened (the caller then
+ * drops the client whose buffers they were). */
+void kv_soft_begin(void);
+bool kv_soft_end(void);
 void kv_buf_add(kv_buf *b, const void *p, size_t n);
 void kv_buf_str(kv_buf *b, const char *s);
 void kv_buf_fmt(kv_buf *b, const char *fmt, ...)
@@ -144,6 +182,8 @@ static inline unsigned kv_shard_of(const kv_server *s, const void *k, size_t n)
 int64_t kv_now_ms(void);
 /* Strict decimal int64 (Redis string2ll rules); false if not one. */
 bool kv_parse_i64(const char *p, size_t n, int64_t *out);
+/* Does s match the glob pattern p (Redis rules: * ? [a-z] [^x] \x)? */
+bool kv_glob(const char *p, size_t pn, const char *s, size_t sn);
 
 static inline void kv_put32(char *p, uint32_t v)
 {
@@ -175,12 +215,14 @@ typedef struct kv_shard kv_shard;
 kv_shard *kv_shard_new(kv_server *srv, unsigned idx);
 void kv_shard_free(void *state);
 int kv_shard_behavior(tp_ctx *ctx, void *state, const tp_msg *msg);
-/* Insert a loaded record (before the shard runs). */
-void kv_shard_load(kv_shard *sh, const char *k, size_t kn, const char *v,
-                   size_t vn, int64_t expire);
+/* Insert a loaded record of a type (KV_T_* in store.h) whose value is
+ * serialized as in a snapshot; 0, or -1 if the value is malformed. */
+int kv_shard_load(kv_shard *sh, uint8_t type, const char *k, size_t kn,
+                  const char *v, size_t vn, int64_t expire);
 
-/* snapshot.c: records are (u32 klen, u32 vlen, i64 expire, key, value). */
-#define KV_REC_HDR 16
+/* snapshot.c: records are (u8 type, u32 klen, u32 vlen, i64 expire, key,
+ * value). */
+#define KV_REC_HDR 17
 typedef struct kv_save_job {
     char *path;
     unsigned nparts;
@@ -195,10 +237,12 @@ void kv_save_job_free(kv_save_job *j);
 int kv_load(kv_server *srv, const char *path);
 
 /* commands.c: the keyed commands (key = args[1]) the shards run. */
+struct kv_cx;
 typedef struct kv_keyed {
     const char *name; /* lower case */
     int arity;        /* > 0 exact, < 0 at least -arity (name included) */
     bool write;       /* refused while the shard is frozen */
+    void (*run)(struct kv_cx *cx); /* the shard's handler (store.h) */
 } kv_keyed;
 /* Index of the keyed command called name (any case), or -1. */
 int kv_keyed_find(const char *name, size_t n);
@@ -207,9 +251,31 @@ const kv_keyed *kv_keyed_at(int idx);
  * ones plus the connection's own. */
 size_t kv_keyed_count(void);
 
-/* conn.c */
+/* conn.c: a connection actor (the listener's conn_init/free/behavior). */
 void *kv_conn_new(void *srv);
 void kv_conn_free(void *state);
 int kv_conn_behavior(tp_ctx *ctx, void *state, const tp_msg *msg);
+/* pubsub.c: spawn the pubsub registry, linked to the caller (the
+ * coordinator), into srv->pubsub. 0 or tp_spawn's error. */
+int kv_pubsub_start(tp_ctx *ctx, kv_server *srv);
+
+/* cluster.c: cluster mode (--cluster URL --node NAME --nodes A,B,...):
+ * this process is one troupe node of several sharing the keyspace; global
+ * shard g lives on member g / shards. */
+/* A cluster option of the command line: 1 taken, -1 a bad value, 0 not
+ * a cluster option. value is kept (argv). */
+int kv_cluster_option(const char *flag, const char *value);
+/* After the options: nshards and the local range (all shards outside
+ * cluster mode). 0, or -1 with a message on stderr. */
+int kv_cluster_configure(kv_server *srv);
+/* Make rt a node (before tp_run); 0 outside cluster mode. */
+int kv_cluster_join(kv_server *srv, tp_runtime *rt);
+/* Say on stderr why tp_run's rc (< 0) kept this node out of the cluster:
+ * true; false (nothing said) outside cluster mode. */
+bool kv_cluster_explain(int rc);
+/* From the coordinator, once the local shards run: spawn the shard
+ * directory linked to it (*out, TP_PID_NONE outside cluster mode), which
+ * keeps the other nodes' shards in srv->shards. 0 or tp_spawn's error. */
+int kv_cluster_start(tp_ctx *ctx, kv_server *srv, tp_pid *out);
 
 #endif

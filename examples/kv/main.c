@@ -32,6 +32,7 @@ typedef struct waiter {
 typedef struct kv_coord {
     kv_server *srv;
     tp_pid listener;
+    tp_pid cluster; /* the shard directory, in cluster mode */
     bool saving, save_final, stopping, shutdown_pending;
     unsigned parts_got;
     kv_save_job *job;
@@ -67,9 +68,10 @@ static void start_save(tp_ctx *ctx, kv_coord *co, bool final)
     co->job = kv_xrealloc(NULL, sizeof *co->job);
     memset(co->job, 0, sizeof *co->job);
     co->job->path = strdup(srv->cfg.dbfile);
-    co->job->nparts = srv->nshards;
-    for (unsigned i = 0; i < srv->nshards; i++)
-        tp_send_int(ctx, kv_shard_pid(srv, i), KV_TAG_SNAPSHOT, final);
+    co->job->nparts = srv->local_n; /* each node saves its own shards */
+    for (unsigned i = 0; i < srv->local_n; i++)
+        tp_send_int(ctx, kv_shard_pid(srv, srv->local_lo + i), KV_TAG_SNAPSHOT,
+                    final);
 }
 
 static void finish_save(tp_ctx *ctx, kv_coord *co, int status)
@@ -110,8 +112,9 @@ static void finish_save(tp_ctx *ctx, kv_coord *co, int status)
         tp_refuse_shutdown(ctx);
         fprintf(stderr, "troupe-kv: cannot save before exit; still running\n");
         co->stopping = false;
-        for (unsigned i = 0; i < srv->nshards; i++)
-            tp_send(ctx, kv_shard_pid(srv, i), KV_TAG_THAW, NULL, 0);
+        for (unsigned i = 0; i < srv->local_n; i++)
+            tp_send(ctx, kv_shard_pid(srv, srv->local_lo + i), KV_TAG_THAW,
+                    NULL, 0);
     } else if (co->shutdown_pending) {
         co->shutdown_pending = false;
         start_save(ctx, co, true);
@@ -182,6 +185,7 @@ static void on_part(tp_ctx *ctx, kv_coord *co, const tp_msg *msg)
         return;
     char *part = (char *)(uintptr_t)ptr; /* moved to us by the shard */
     kv_save_job *j = co->job;
+    idx -= (int)co->srv->local_lo; /* parts are numbered by global shard */
     if (!j || idx < 0 || (unsigned)idx >= j->nparts || j->parts[idx]) {
         free(part);
         return;
@@ -207,7 +211,8 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
     case TP_TAG_START: {
         srv->coord = tp_self(ctx);
         tp_register(ctx, "kv-coordinator"); /* issue 8: named in dumps */
-        for (unsigned i = 0; i < srv->nshards; i++) {
+        for (unsigned i = srv->local_lo; i < srv->local_lo + srv->local_n;
+             i++) {
             tp_spawn_opts so = {0, TP_SPAWN_LINK, kv_shard_free};
             tp_pid pid;
             int rc = tp_spawn(ctx, kv_shard_behavior, srv->shard_state[i], &so,
@@ -217,6 +222,11 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
             atomic_store_explicit(&srv->shards[i], pid, memory_order_relaxed);
             srv->shard_state[i] = NULL; /* the shard owns it now */
         }
+        int rc = kv_cluster_start(ctx, srv, &co->cluster);
+        if (!rc)
+            rc = kv_pubsub_start(ctx, srv);
+        if (rc)
+            return rc;
         tp_listen_opts lo = {0};
         lo.host = srv->cfg.host;
         lo.port = srv->cfg.port;
@@ -227,13 +237,16 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
         lo.conn_init = kv_conn_new;
         lo.conn_state_free = kv_conn_free;
         lo.arg = srv;
-        int rc = tp_listen(ctx, &lo, &co->listener, &srv->bound_port);
+        rc = tp_listen(ctx, &lo, &co->listener, &srv->bound_port);
         if (rc) {
             fprintf(stderr, "troupe-kv: cannot listen on %s:%u: %s\n",
                     srv->cfg.host, (unsigned)srv->cfg.port,
                     rc == TP_ESYS ? strerror(errno) : tp_strerror(rc));
             return tp_exit(ctx, TP_REASON_ERROR(rc, "cannot listen"));
         }
+        /* Relaxed: INFO reads it for statistics; 0 until then is fine. */
+        atomic_store_explicit(&srv->listener, co->listener,
+                              memory_order_relaxed);
         printf("troupe-kv: ready on %s:%u\n", srv->cfg.host,
                (unsigned)srv->bound_port);
         if (metrics_port >= 0) /* issue 8 */
@@ -258,7 +271,9 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
         }
         /* A shard or the listener failed: stop everything with it. */
         fprintf(stderr, "troupe-kv: %s ended (%s); stopping\n",
-                tp_msg_from(msg) == co->listener ? "the listener" : "a shard",
+                tp_msg_from(msg) == co->listener  ? "the listener"
+                : tp_msg_from(msg) == co->cluster ? "the cluster directory"
+                                                  : "a shard",
                 r.text ? r.text : "no reason text");
         tp_exit(ctx, r.kind == TP_EXIT_NORMAL ? TP_REASON_SHUTDOWN : r);
         break;
@@ -271,14 +286,86 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: troupe-kv [--port N] [--bind ADDR] [--requirepass PASS]\n"
+            "usage: troupe-kv [--port N] [--bind ADDR] [--requirepass-file "
+            "PATH]\n"
             "                 [--dbfile PATH | --no-persist] [--maxclients N]\n"
+            "                 [--maxmemory-clients BYTES[k|m|g]]\n"
             "                 [--max-request BYTES] [--shards N] [--quiet]\n"
             "                 [--metrics-port N]  (Prometheus text on "
             "127.0.0.1;\n"
             "                  SIGUSR1 dumps the actor tree to stderr)\n"
+            "                 [--cluster NATS_URL --node NAME --nodes A,B,..."
+            "\n"
+            "                  [--cluster-name C] [--cluster-user U "
+            "--cluster-password P]\n"
+            "                  [--cluster-creds FILE] [--cluster-tls-ca|"
+            "-cert|-key FILE]]\n"
+            "                  (a node of a troupe-kv cluster: every node "
+            "gets the same\n"
+            "                  --nodes list and --shards, shards per "
+            "node)\n"
             "defaults: --port 6380 --bind 127.0.0.1 --dbfile dump.tkv\n"
-            "          --maxclients 10000 --max-request 67108864 --shards 4\n");
+            "          --maxclients 10000 --max-request 67108864 --shards 4\n"
+            "          --maxmemory-clients: a quarter of RAM, at most 1g (0: "
+            "none)\n"
+            "password: the first line of --requirepass-file, else the "
+            "environment\n"
+            "          variable TROUPE_KV_PASSWORD; --requirepass PASS works "
+            "too but\n"
+            "          shows the password to every local user "
+            "(/proc/PID/cmdline)\n");
+}
+
+/* BYTES with an optional k/m/g (or kb/mb/gb) suffix, powers of 1024. */
+static bool bytes_arg(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
+    if (*end == 'k' || *end == 'K')
+        shift = 10;
+    else if (*end == 'm' || *end == 'M')
+        shift = 20;
+    else if (*end == 'g' || *end == 'G')
+        shift = 30;
+    if (shift && (*++end == 'b' || *end == 'B'))
+        end++;
+    if (errno || *end || end == s || s[0] == '-' || v > (SIZE_MAX >> shift))
+        return false;
+    *out = (size_t)v << shift;
+    return true;
+}
+
+/* The password: the first line of path (into *buf, which the caller
+ * frees). false, with a message, if it cannot be read or is empty. */
+static bool password_file(const char *path, char **buf)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    bool ok = f && fgets(line, sizeof line, f);
+    if (f)
+        fclose(f);
+    if (ok) {
+        line[strcspn(line, "\r\n")] = '\0';
+        ok = line[0] != '\0';
+    }
+    if (!ok) {
+        fprintf(stderr, "troupe-kv: cannot read a password from %s\n", path);
+        return false;
+    }
+    free(*buf);
+    *buf = strdup(line);
+    return *buf != NULL;
+}
+
+/* A quarter of the RAM, at most 1 GiB. */
+static size_t default_client_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    size_t quarter = pages > 0 && size > 0 ? (size_t)pages / 4 * (size_t)size
+                                           : (size_t)1 << 30;
+    return quarter < ((size_t)1 << 30) ? quarter : (size_t)1 << 30;
 }
 
 static bool num_arg(const char *s, unsigned long long lo, unsigned long long hi,
@@ -305,6 +392,11 @@ int main(int argc, char **argv)
     cfg->max_clients = 10000;
     cfg->max_request = 64u << 20;
     cfg->shards = 4;
+    cfg->maxmemory_clients = default_client_memory();
+    char *pass = NULL; /* from a file or the environment */
+    const char *env = getenv("TROUPE_KV_PASSWORD");
+    if (env && *env)
+        cfg->requirepass = env;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -324,12 +416,24 @@ int main(int argc, char **argv)
         if (!v)
             goto bad;
         i++;
+        int cl = kv_cluster_option(a, v);
+        if (cl < 0)
+            goto bad;
+        if (cl > 0)
+            continue;
         if (!strcmp(a, "--port") && num_arg(v, 0, 65535, &n))
             cfg->port = (uint16_t)n;
         else if (!strcmp(a, "--bind"))
             cfg->host = v;
         else if (!strcmp(a, "--requirepass"))
-            cfg->requirepass = v;
+            cfg->requirepass = v; /* visible in /proc/PID/cmdline */
+        else if (!strcmp(a, "--requirepass-file")) {
+            if (!password_file(v, &pass))
+                goto bad;
+            cfg->requirepass = pass;
+        } else if (!strcmp(a, "--maxmemory-clients") &&
+                   bytes_arg(v, &cfg->maxmemory_clients))
+            continue;
         else if (!strcmp(a, "--dbfile"))
             cfg->dbfile = *v ? v : NULL;
         else if (!strcmp(a, "--maxclients") && num_arg(v, 1, 1000000, &n))
@@ -343,9 +447,10 @@ int main(int argc, char **argv)
         else
             goto bad;
     }
-    srv->nshards = cfg->shards;
+    if (kv_cluster_configure(srv) != 0)
+        goto bad;
     srv->start_ms = kv_now_ms();
-    for (unsigned i = 0; i < srv->nshards; i++)
+    for (unsigned i = srv->local_lo; i < srv->local_lo + srv->local_n; i++)
         srv->shard_state[i] = kv_shard_new(srv, i);
     int status = 1;
     if (cfg->dbfile && kv_load(srv, cfg->dbfile) < 0)
@@ -353,13 +458,15 @@ int main(int argc, char **argv)
 
     tp_config tc;
     tp_config_init(&tc);
-    tc.max_payload = (size_t)1 << 31; /* batches and snapshots can be big */
+    tc.max_payload = KV_MAX_PAYLOAD; /* batches and snapshots can be big */
     tp_runtime *rt = NULL;
     int rc = tp_runtime_new(&tc, &rt);
     if (!rc)
         rc = tp_runtime_handle_signals(rt);
     if (!rc)
         rc = tp_runtime_set_blocking_threads(rt, 2);
+    if (!rc)
+        rc = kv_cluster_join(srv, rt);
     if (!rc) /* issue 8: kill -USR1 prints the actor tree */
         rc = tp_runtime_dump_on_signal(rt, SIGUSR1, stderr);
     if (!rc && metrics_port >= 0) {
@@ -381,16 +488,19 @@ int main(int argc, char **argv)
     tp_runtime_free(rt);
     free(co.w);
     if (status < 0) {
-        fprintf(stderr, "troupe-kv: %s\n", tp_strerror(status));
+        if (!kv_cluster_explain(status))
+            fprintf(stderr, "troupe-kv: %s\n", tp_strerror(status));
         status = 1;
     }
 out:
     for (unsigned i = 0; i < srv->nshards; i++)
         kv_shard_free(srv->shard_state[i]);
     free(srv);
+    free(pass);
     return status;
 bad:
     usage();
     free(srv);
+    free(pass);
     return 2;
 }

@@ -1,15 +1,22 @@
 /*
- * Snapshot file: "TROUPEKV1\n", then records (u32 klen, u32 vlen,
- * i64 expire unix ms or 0, key, value; little-endian), then a trailer
+ * Snapshot file: "TROUPEKV2\n", then records (u8 type, u32 klen,
+ * u32 vlen, i64 expire unix ms or 0, key, value; little-endian; the value
+ * serialized by type as db.c's kv_obj_encode says), then a trailer
  * (u32 0xffffffff, u64 record count, u64 hash of every record byte).
- * Written to a temporary file, fsynced, and renamed over the old one, so
- * a crash mid-save leaves the previous snapshot intact. Writing runs in the
- * blocking pool (kv_save_job_run); loading runs in main before tp_run.
+ * Version 1 files (strings only: no type byte) are still read.
+ * Written to a temporary file "<file>.tmp.<pid>" (created exclusively,
+ * mode 0600, never through a symlink), fsynced, and renamed over the old
+ * one, so a crash mid-save leaves the previous snapshot intact; the temp
+ * files of processes that died mid-save are removed at the next start.
+ * Writing runs in the blocking pool (kv_save_job_run); loading runs in
+ * main before tp_run.
  */
-#include "kv.h"
+#include "store.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +24,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char MAGIC[] = "TROUPEKV1\n";
+static const char MAGIC[] = "TROUPEKV2\n", MAGIC_V1[] = "TROUPEKV1\n";
 #define MAGIC_LEN (sizeof MAGIC - 1)
+#define V1_REC_HDR 16
 #define TRAILER 20
 
 /* Streaming FNV-1a, the file checksum. */
@@ -68,7 +76,13 @@ int kv_save_job_run(void *arg, void **out, size_t *out_len)
     char *tmp = kv_xrealloc(NULL, plen + 32);
     snprintf(tmp, plen + 32, "%s.tmp.%ld", j->path, (long)getpid());
     int rc = -1;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(tmp, flags, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        /* Named after this process: a leftover of ours, safe to drop. */
+        unlink(tmp);
+        fd = open(tmp, flags, 0600);
+    }
     if (fd >= 0) {
         uint64_t h = FNV0;
         rc = write_all(fd, MAGIC, MAGIC_LEN);
@@ -113,8 +127,46 @@ int kv_save_job_run(void *arg, void **out, size_t *out_len)
     return rc ? TP_ESYS : 0;
 }
 
+/* Remove "<path>.tmp.<pid>" files whose process is gone (a BGSAVE
+ * killed mid-write) or is this one (a pid reused). */
+static void remove_stale_temps(const char *path)
+{
+    char *d = strdup(path), *b = strdup(path);
+    if (!d || !b)
+        goto out;
+    const char *dir = dirname(d), *base = basename(b);
+    size_t bn = strlen(base);
+    DIR *dh = opendir(dir);
+    if (!dh)
+        goto out;
+    struct dirent *de;
+    while ((de = readdir(dh)) != NULL) {
+        const char *nm = de->d_name;
+        if (strncmp(nm, base, bn) != 0 || strncmp(nm + bn, ".tmp.", 5) != 0)
+            continue;
+        const char *digits = nm + bn + 5;
+        char *end;
+        long pid = strtol(digits, &end, 10);
+        if (end == digits || *end || pid <= 0)
+            continue;
+        if (pid != (long)getpid() &&
+            (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+            continue; /* a live process's save in progress */
+        if (unlinkat(dirfd(dh), nm, 0) == 0)
+            fprintf(stderr,
+                    "troupe-kv: removed %s/%s, left by a save that "
+                    "did not finish\n",
+                    dir, nm);
+    }
+    closedir(dh);
+out:
+    free(d);
+    free(b);
+}
+
 int kv_load(kv_server *srv, const char *path)
 {
+    remove_stale_temps(path);
     FILE *f = fopen(path, "rb");
     if (!f)
         return errno == ENOENT
@@ -134,25 +186,31 @@ int kv_load(kv_server *srv, const char *path)
     size_t got = fread(buf, 1, n, f);
     fclose(f);
     const char *why = NULL;
+    bool v1 = got == n && memcmp(buf, MAGIC_V1, MAGIC_LEN) == 0;
+    size_t hdr = v1 ? V1_REC_HDR : KV_REC_HDR;
     if (got != n)
         why = "short read";
-    else if (memcmp(buf, MAGIC, MAGIC_LEN) != 0)
+    else if (!v1 && memcmp(buf, MAGIC, MAGIC_LEN) != 0)
         why = "bad magic";
     const char *p = buf + MAGIC_LEN, *end = buf + n - TRAILER;
     uint64_t count = 0;
     /* First pass: check every length against the bytes actually there,
      * and the checksum, before touching the keyspace. */
     while (!why && p < end) {
-        if ((size_t)(end - p) < KV_REC_HDR) {
+        if ((size_t)(end - p) < hdr) {
             why = "truncated record";
             break;
         }
-        uint64_t kl = kv_get32(p), vl = kv_get32(p + 4);
-        if (kl + vl > (size_t)(end - p) - KV_REC_HDR) {
+        uint64_t kl = kv_get32(p + !v1), vl = kv_get32(p + !v1 + 4);
+        if (kl + vl > (size_t)(end - p) - hdr) {
             why = "record length past the end";
             break;
         }
-        p += KV_REC_HDR + kl + vl;
+        if (!v1 && (uint8_t)p[0] > KV_T_ZSET) {
+            why = "unknown value type";
+            break;
+        }
+        p += hdr + kl + vl;
         count++;
     }
     if (!why && (kv_get32(end) != 0xffffffffu || kv_get64(end + 4) != count))
@@ -160,30 +218,40 @@ int kv_load(kv_server *srv, const char *path)
     if (!why && kv_get64(end + 12) !=
                     fnv(FNV0, buf + MAGIC_LEN, (size_t)(end - buf) - MAGIC_LEN))
         why = "checksum mismatch";
+    int64_t now = kv_now_ms();
+    uint64_t loaded = 0, elsewhere = 0;
+    for (p = buf + MAGIC_LEN; !why && p < end;) {
+        uint8_t type = v1 ? KV_T_STRING : (uint8_t)p[0];
+        uint32_t kl = kv_get32(p + !v1), vl = kv_get32(p + !v1 + 4);
+        int64_t exp = (int64_t)kv_get64(p + !v1 + 8);
+        const char *k = p + hdr;
+        kv_shard *sh = srv->shard_state[kv_shard_of(srv, k, kl)];
+        p += hdr + kl + vl;
+        if (exp && exp <= now)
+            continue;
+        if (!sh) { /* cluster mode: another node's shard */
+            elsewhere++;
+            continue;
+        }
+        if (kv_shard_load(sh, type, k, kl, k + kl, vl, exp) != 0)
+            why = "malformed value";
+        loaded++;
+    }
+    free(buf);
     if (why) {
         fprintf(stderr,
                 "troupe-kv: %s: corrupt snapshot (%s); refusing to "
                 "start\n",
                 path, why);
-        free(buf);
         return -1;
     }
-    int64_t now = kv_now_ms();
-    uint64_t loaded = 0;
-    for (p = buf + MAGIC_LEN; p < end;) {
-        uint32_t kl = kv_get32(p), vl = kv_get32(p + 4);
-        int64_t exp = (int64_t)kv_get64(p + 8);
-        const char *k = p + KV_REC_HDR;
-        if (!exp || exp > now) {
-            kv_shard_load(srv->shard_state[kv_shard_of(srv, k, kl)], k, kl,
-                          k + kl, vl, exp);
-            loaded++;
-        }
-        p += KV_REC_HDR + kl + vl;
-    }
-    free(buf);
     if (!srv->cfg.quiet)
         fprintf(stderr, "troupe-kv: loaded %llu keys from %s\n",
                 (unsigned long long)loaded, path);
+    if (elsewhere)
+        fprintf(stderr,
+                "troupe-kv: %llu keys of %s belong to other nodes' shards: "
+                "skipped\n",
+                (unsigned long long)elsewhere, path);
     return 0;
 }

@@ -8,31 +8,65 @@
 #include <string.h>
 #include <time.h>
 
-/* Like Redis, an out-of-memory server stops loudly rather than limping. */
+/* Like Redis, an out-of-memory server stops loudly rather than limping
+ * (for the server's own data; a client's buffers are soft, see kv.h). */
+static _Noreturn void out_of_memory(size_t n)
+{
+    fprintf(stderr, "troupe-kv: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
 void *kv_xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);
-    if (!q) {
-        fprintf(stderr, "troupe-kv: out of memory allocating %zu bytes\n", n);
-        abort();
-    }
+    if (!q)
+        out_of_memory(n);
     return q;
 }
 
-void kv_buf_reserve(kv_buf *b, size_t extra)
+/* Per thread: one actor turn at a time runs on it, so a soft section is
+ * one connection's turn. */
+static _Thread_local bool soft, soft_failed;
+
+void kv_soft_begin(void)
+{
+    soft = true;
+    soft_failed = false;
+}
+
+bool kv_soft_end(void)
+{
+    soft = false;
+    return soft_failed;
+}
+
+bool kv_buf_reserve(kv_buf *b, size_t extra)
 {
     if (b->cap - b->n >= extra)
-        return;
+        return true;
+    if (extra > SIZE_MAX / 4 - b->n) {
+        if (!soft)
+            out_of_memory(extra);
+        soft_failed = true;
+        return false;
+    }
     size_t cap = b->cap ? b->cap : 64;
     while (cap - b->n < extra)
         cap *= 2;
-    b->p = kv_xrealloc(b->p, cap);
+    char *p = soft ? realloc(b->p, cap) : kv_xrealloc(b->p, cap);
+    if (!p) {
+        soft_failed = true;
+        return false;
+    }
+    b->p = p;
     b->cap = cap;
+    return true;
 }
 
 void kv_buf_add(kv_buf *b, const void *p, size_t n)
 {
-    kv_buf_reserve(b, n);
+    if (!kv_buf_reserve(b, n))
+        return;
     if (n)
         memcpy(b->p + b->n, p, n);
     b->n += n;
@@ -46,7 +80,8 @@ void kv_buf_fmt(kv_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    kv_buf_reserve(b, (size_t)n + 1);
+    if (n < 0 || !kv_buf_reserve(b, (size_t)n + 1))
+        return;
     va_start(ap, fmt);
     vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -68,7 +103,8 @@ static size_t u64_dec(char *out, uint64_t v)
 
 static void prefixed(kv_buf *b, char c, int64_t v)
 {
-    kv_buf_reserve(b, 24);
+    if (!kv_buf_reserve(b, 24))
+        return;
     char *p = b->p + b->n;
     *p++ = c;
     uint64_t u = (uint64_t)v;
@@ -86,7 +122,8 @@ void kv_buf_int(kv_buf *b, int64_t v) { prefixed(b, ':', v); }
 
 void kv_buf_bulk(kv_buf *b, const void *p, size_t n)
 {
-    kv_buf_reserve(b, n + 24);
+    if (!kv_buf_reserve(b, n + 24))
+        return;
     prefixed(b, '$', (int64_t)n);
     kv_buf_add(b, p, n);
     kv_buf_add(b, "\r\n", 2);
@@ -102,12 +139,14 @@ void kv_buf_free(kv_buf *b)
 void kv_bin_start(kv_buf *b)
 {
     b->n = 0;
-    kv_buf_reserve(b, 5);
-    b->n = 5;
+    if (kv_buf_reserve(b, 5))
+        b->n = 5;
 }
 
 void kv_bin_finish(kv_buf *b)
 {
+    if (b->n < 5)
+        return; /* could not start (soft section) */
     uint32_t n = (uint32_t)(b->n - 5);
     b->p[0] = (char)0xc6;
     b->p[1] = (char)(n >> 24);
@@ -118,7 +157,8 @@ void kv_bin_finish(kv_buf *b)
 
 void kv_frag(kv_buf *b, uint32_t seq, uint32_t pos, const void *p, size_t n)
 {
-    kv_buf_reserve(b, 12 + n);
+    if (!kv_buf_reserve(b, 12 + n))
+        return;
     kv_put32(b->p + b->n, seq);
     kv_put32(b->p + b->n + 4, pos);
     kv_put32(b->p + b->n + 8, (uint32_t)n);
@@ -185,4 +225,97 @@ bool kv_parse_i64(const char *p, size_t n, int64_t *out)
     if (neg && *out == 0)
         return false; /* "-0" */
     return true;
+}
+
+/* Redis's stringmatchlen: * ? [set] [^set] [a-z] and \\ escapes, on bytes.
+ * *skip is set once the rest of the pattern after a star matched nowhere:
+ * then no earlier star can match either (a longer match would only start
+ * the rest later), which keeps "*a*a*a*b" patterns linear per star rather
+ * than exponential (Redis CVE-2022-36021). */
+static bool glob(const char *p, size_t pn, const char *s, size_t sn, bool *skip)
+{
+    while (pn && sn) {
+        switch (p[0]) {
+        case '*':
+            while (pn > 1 && p[1] == '*') {
+                p++;
+                pn--;
+            }
+            if (pn == 1)
+                return true;
+            for (size_t i = 0; i < sn; i++) {
+                if (glob(p + 1, pn - 1, s + i, sn - i, skip))
+                    return true;
+                if (*skip)
+                    return false;
+            }
+            *skip = true;
+            return false;
+        case '?': break;
+        case '[': {
+            p++;
+            pn--;
+            bool neg = pn && p[0] == '^', match = false;
+            if (neg) {
+                p++;
+                pn--;
+            }
+            while (pn && p[0] != ']') {
+                if (p[0] == '\\' && pn >= 2) {
+                    p++;
+                    pn--;
+                    match |= p[0] == s[0];
+                } else if (pn >= 3 && p[1] == '-') {
+                    unsigned char lo = (unsigned char)p[0],
+                                  hi = (unsigned char)p[2],
+                                  c = (unsigned char)s[0];
+                    if (lo > hi) {
+                        unsigned char t = lo;
+                        lo = hi;
+                        hi = t;
+                    }
+                    match |= c >= lo && c <= hi;
+                    p += 2;
+                    pn -= 2;
+                } else {
+                    match |= p[0] == s[0];
+                }
+                p++;
+                pn--;
+            }
+            if (!pn) { /* unterminated: the class ends the pattern */
+                p--;
+                pn++;
+            }
+            if (match == neg)
+                return false;
+            break;
+        }
+        case '\\':
+            if (pn >= 2) {
+                p++;
+                pn--;
+            }
+            /* fall through */
+        default:
+            if (p[0] != s[0])
+                return false;
+            break;
+        }
+        p++;
+        pn--;
+        s++;
+        sn--;
+    }
+    while (pn && p[0] == '*') {
+        p++;
+        pn--;
+    }
+    return pn == 0 && sn == 0;
+}
+
+bool kv_glob(const char *p, size_t pn, const char *s, size_t sn)
+{
+    bool skip = false;
+    return glob(p, pn, s, sn, &skip);
 }

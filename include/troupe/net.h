@@ -8,10 +8,15 @@
  * capacity, or while more than high_water bytes of its output wait to be
  * written, the runtime stops reading from its socket (so a fast sender is
  * slowed by TCP itself and memory stays bounded); a peer that lets more
- * than output_limit bytes of output pile up is disconnected, with a log
- * line on stderr naming it. The socket belongs to the connection actor:
- * it is closed when the actor ends (after a best-effort flush of pending
- * output), never before.
+ * than output_limit bytes of output pile up and then takes nothing for
+ * output_stall_ms is disconnected, with a log line on stderr naming it (a
+ * peer that reads is never cut, however large a burst of output). The
+ * socket belongs to the connection actor: it is closed when the actor ends
+ * (after a best-effort flush of pending output), never before.
+ *
+ * Connection actors are spread over the scheduler threads (each new one
+ * goes to the thread with the fewest of its listener's connections) and
+ * stay on theirs: their socket is served by that thread's loop.
  *
  * SIGPIPE: a listener sets SIGPIPE to SIG_IGN when it starts, if it was
  * at its default, so a peer that vanishes is an error on that connection
@@ -38,8 +43,10 @@ enum {
      * int: 0 when the peer closed its side (EOF; writes are still
      * allowed, the peer may be waiting for a reply), TP_ESYS when the
      * connection failed (reset, error: writes now return TP_ESTATE), or
-     * TP_E2BIG when it was cut for exceeding output_limit. Delivered at
-     * most once, after every TP_NET_DATA. The actor usually ends on it. */
+     * TP_E2BIG when it was cut for a peer that stopped reading with more
+     * than output_limit bytes pending (writes now return TP_ESTATE).
+     * Delivered at most once, after every TP_NET_DATA. The actor usually
+     * ends on it. */
     TP_NET_CLOSED = 0x7fff0101
 };
 
@@ -59,15 +66,25 @@ typedef struct tp_listen_opts {
     /** Most connections alive at once; 0 means no limit. A connection over
      * the limit is accepted, sent reject_msg (if any) and closed. */
     size_t max_conns;
-    /** NUL-terminated bytes written to a connection refused for
-     * max_conns, or NULL. Copied by tp_listen. */
+    /** NUL-terminated bytes written to a connection refused (for
+     * max_conns, when the process is out of file descriptors, or when
+     * conn_init or the runtime fails to make its actor), or NULL. Copied
+     * by tp_listen. */
     const char *reject_msg;
     /** Reading pauses while more output bytes than this wait to be
      * written; it resumes below half of it. 0 means 64 KiB. */
     size_t high_water;
-    /** A connection with more output bytes than this pending is closed
-     * (TP_NET_CLOSED with TP_E2BIG). 0 means 32 MiB. Must be >= high_water. */
+    /** A connection with more output bytes than this pending, whose peer
+     * then takes none for output_stall_ms, is closed (TP_NET_CLOSED with
+     * TP_E2BIG). The bytes the socket takes at once do not count. 0 means
+     * 32 MiB. Must be >= high_water. Pending output may grow past it
+     * while the peer reads: an actor that writes on its own initiative,
+     * not in answer to input (whose reading pauses at high_water), should
+     * watch tp_conn_pending. */
     size_t output_limit;
+    /** How long a peer over output_limit may take no byte before it is
+     * cut, in milliseconds; 0 means 10000. */
+    unsigned output_stall_ms;
     /** Mailbox capacity of each connection actor; 0: runtime default. */
     size_t conn_mailbox;
     /** The behavior of every connection actor (required). It receives
@@ -92,8 +109,13 @@ typedef struct tp_listen_opts {
  * shutdown, or its linked caller ending, normally or not) ends every
  * connection actor with reason shutdown or the caller's reason; a
  * connection actor ending, normally or not, leaves the listener running.
- * The listener survives fd exhaustion (EMFILE, ENFILE): it pauses
- * accepting (up to 1 s, with a log line) and retries, never spinning.
+ * The listener survives fd exhaustion (EMFILE, ENFILE): it keeps one
+ * spare descriptor, which it frees to accept each waiting client and
+ * refuse it as for max_conns (reject_msg, then close; a log line when
+ * this starts and when accepting works again), so clients get an answer
+ * instead of waiting in the backlog. Without the spare (taken by another
+ * thread meanwhile) it pauses accepting, up to 1 s, and retries, never
+ * spinning.
  *
  * Returns 0 (the pid in *pid_out, the bound TCP port in *port_out, 0 for
  * Unix sockets); TP_ESTATE outside a behavior; TP_EINVAL for a missing
@@ -104,16 +126,32 @@ TP_API int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
                      uint16_t *port_out);
 
 /** From a connection actor: queue a copy of data for sending to its peer
- * (the caller keeps data). Returns 0 when queued; TP_E2BIG when this
- * took pending output over output_limit: nothing more is sent, the
- * socket is closed, a log line names the peer, and TP_NET_CLOSED
- * (TP_E2BIG) follows; TP_ESTATE if the calling actor is not a connection
- * actor or its connection failed or was cut; TP_ENOMEM. */
+ * (the caller keeps data); what the socket takes at once is written
+ * before this returns. Returns 0 when queued; TP_ESTATE if the calling
+ * actor is not a connection actor or its connection failed or was cut
+ * (see output_limit); TP_ENOMEM. */
 TP_API int tp_conn_write(tp_ctx *ctx, const void *data, size_t len);
 
 /** From a connection actor: output bytes queued and not yet written to
  * the socket (0 when not a connection actor). */
 TP_API size_t tp_conn_pending(tp_ctx *ctx);
+
+/** A listener's counters (tp_listen_stats). */
+typedef struct tp_listener_stats {
+    /** Connections handed to a connection actor. */
+    uint64_t accepted;
+    /** Connections refused: over max_conns, out of file descriptors, or
+     * conn_init or the runtime failed to make their actor. */
+    uint64_t rejected;
+    /** Connection actors alive now. */
+    uint64_t active;
+} tp_listener_stats;
+
+/** The counters of the listener `listener` of rt into *out, from any
+ * thread while rt exists. Returns 0; TP_ENOPROC if listener is not a
+ * listener that is alive; TP_EINVAL for a NULL rt or out. */
+TP_API int tp_listen_stats(tp_runtime *rt, tp_pid listener,
+                           tp_listener_stats *out);
 
 /** From a connection actor: its peer as text ("127.0.0.1:40312",
  * "[::1]:40312" or "unix:/path"), NUL-terminated and truncated to size.

@@ -211,17 +211,22 @@ TP_API int tp_node_child_start(tp_ctx *ctx, void *arg, const void *args,
 
 /** Per-node counters (tp_node_stats_get). */
 typedef struct tp_node_stats {
-    uint64_t frames_out;  /**< frames published */
-    uint64_t frames_in;   /**< frames taken in */
-    uint64_t bytes_out;   /**< bytes published */
-    uint64_t bytes_in;    /**< bytes received */
-    uint64_t dropped;     /**< frames from the wire refused (bad, forged,
+    uint64_t frames_out;    /**< frames published */
+    uint64_t frames_in;     /**< frames taken in */
+    uint64_t bytes_out;     /**< bytes published */
+    uint64_t bytes_in;      /**< bytes received */
+    uint64_t dropped;       /**< frames from the wire refused (bad, forged,
                               unknown kind, out of sequence) */
-    uint64_t send_failed; /**< frames that could not be published */
-    uint64_t reconnects;  /**< NATS reconnections */
-    uint64_t nodes_up;    /**< other nodes seen alive now */
-    uint64_t rtt_us;      /**< round trip estimate from heartbeats, 0 if
+    uint64_t send_failed;   /**< frames that could not be published */
+    uint64_t reconnects;    /**< NATS reconnections */
+    uint64_t nodes_up;      /**< other nodes seen alive now */
+    uint64_t rtt_us;        /**< round trip estimate from liveness probes, 0 if
                               none yet */
+    uint64_t relations;     /**< links and monitors that cross to other
+                                nodes (each side counted), node monitors */
+    uint64_t calls_waiting; /**< calls awaiting another node's reply (an
+                                entry goes with the reply, the node's
+                                end, or its caller's) */
 } tp_node_stats;
 
 /** Fill *out (any thread); zeros when rt is not a node. */

@@ -11,15 +11,27 @@
  *    back) or while output is over the high-water mark (added back by the
  *    write path at the low-water mark, half of it);
  *  - writing: tp_conn_write writes at once when nothing is queued (no
- *    event round trip), and queues the rest behind a write event; past
- *    output_limit the connection is cut;
+ *    event round trip), and queues the rest behind a write event. While
+ *    more than output_limit bytes wait, the write event carries a timeout
+ *    of output_stall: a peer that takes no byte for that long is cut (one
+ *    that reads keeps it from firing, however large the burst);
  *  - ending: when the actor ends, the resource is closed; pending output is
  *    then flushed by a "lingering" close (write, shutdown(SHUT_WR), discard
  *    input until EOF, at most LINGER_SECS idle) so that a last reply is not
  *    lost to an RST. Lingering sockets are on the runtime's linger list,
  *    so tp_runtime_free finishes them at the latest.
- * Everything here runs on the scheduler thread: event callbacks run
- * outside actor turns, and touch an actor only through its mailbox.
+ * Connections are spread over the schedulers: the listener spawns each
+ * connection actor with conn_boot as its behavior, attaches the socket and
+ * places the actor on the scheduler with the fewest of its connections;
+ * conn_boot, in the actor's first turn there, makes the socket's events on
+ * that loop and hands over to the application's behavior. A socket's
+ * events thus live on its actor's home thread, and everything here runs
+ * on that thread: event callbacks run outside actor turns, and touch an
+ * actor only through its mailbox.
+ *
+ * Out of fds (EMFILE, ENFILE), a listener refuses the waiting clients as
+ * for max_conns instead of leaving them in the backlog: it keeps one
+ * spare fd, and frees it to accept and refuse one client at a time.
  *
  * Uses: runtime/service.h (posting, mailbox pressure, resources, linger)
  * and the public headers.
@@ -33,9 +45,11 @@
 #include <event2/event.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -47,6 +61,7 @@ enum { TAG_ACCEPT = 0x7fff0180 }; /* listener-internal, reserved range */
 
 #define DEFAULT_HIGH_WATER ((size_t)64 << 10)
 #define DEFAULT_OUTPUT_LIMIT ((size_t)32 << 20)
+#define DEFAULT_OUTPUT_STALL_MS 10000u
 #define ACCEPTS_PER_TURN 64
 #define BACKOFF_FIRST_MS 10u
 #define BACKOFF_MAX_MS 1000u
@@ -60,13 +75,16 @@ typedef struct tpi_conn {
     tpi_linger linger; /* after the owner ended */
     tp_runtime *rt;
     tp_pid pid;
+    tp_behavior behavior; /* the application's, after conn_boot */
     int fd;               /* -1 once dropped */
     struct event *rev;    /* readable; added while reading */
     struct event *wev;    /* writable; added while output is pending */
-    struct evbuffer *out; /* output the socket did not take yet */
+    struct evbuffer *out; /* output the socket did not take yet; NULL
+                             until conn_boot made the events */
     size_t high_water, output_limit;
-    bool reading, writing, paused_mb, paused_out, eof, closed_sent, shut_wr,
-        lingering;
+    struct timeval stall; /* output_stall */
+    bool reading, writing, over, paused_mb, paused_out, eof, closed_sent,
+        shut_wr, lingering;
     char peer[96];
 } tpi_conn;
 
@@ -131,6 +149,46 @@ static void update_read(tpi_conn *c)
         return;
     set_event(c->rev, &c->reading, !(c->eof || c->paused_mb || c->paused_out),
               NULL);
+}
+
+/* The write event while the owner lives: added while output is pending,
+ * with the stall timeout while more than output_limit bytes are. */
+static void update_write(tpi_conn *c)
+{
+    size_t left = evbuffer_get_length(c->out);
+    bool over = left > c->output_limit;
+    if (left == 0 || over != c->over) {
+        /* event_add keeps an old timeout when given none: start over. */
+        set_event(c->wev, &c->writing, false, NULL);
+        c->over = over;
+    }
+    if (left > 0)
+        set_event(c->wev, &c->writing, true, over ? &c->stall : NULL);
+}
+
+/* Pending output changed (the owner lives): the write event, and reading,
+ * paused over high_water until below the low-water mark, half of it. */
+static void output_changed(tpi_conn *c)
+{
+    size_t left = evbuffer_get_length(c->out);
+    update_write(c);
+    bool pause = c->paused_out ? left > c->high_water / 2
+                               : left > c->high_water;
+    if (pause != c->paused_out) {
+        c->paused_out = pause;
+        update_read(c);
+    }
+}
+
+/* The peer took nothing for output_stall while over output_limit. */
+static void cut_stalled(tpi_conn *c)
+{
+    fprintf(stderr,
+            "troupe: disconnecting client %s: %zu bytes of output pending, "
+            "over the limit of %zu, and none taken for %ld ms\n",
+            c->peer, evbuffer_get_length(c->out), c->output_limit,
+            (long)c->stall.tv_sec * 1000 + c->stall.tv_usec / 1000);
+    conn_fail(c, TP_E2BIG);
 }
 
 /* Write the msgpack bin header for n bytes just before data (which has
@@ -210,8 +268,11 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     tpi_conn *c = arg;
-    if (what & EV_TIMEOUT) { /* only lingering writes have a timeout */
-        linger_finish(c);
+    if (what & EV_TIMEOUT) { /* lingering, or stalled over the limit */
+        if (c->lingering)
+            linger_finish(c);
+        else
+            cut_stalled(c);
         return;
     }
     int w = evbuffer_write(c->out, fd);
@@ -223,18 +284,14 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     size_t left = evbuffer_get_length(c->out);
-    if (left == 0) {
-        set_event(c->wev, &c->writing, false, NULL);
-        if (c->lingering) {
+    if (c->lingering) {
+        if (left == 0) {
+            set_event(c->wev, &c->writing, false, NULL);
             linger_flushed(c);
-            return;
         }
+        return;
     }
-    /* Below the low-water mark (half the high one): read again. */
-    if (c->paused_out && left <= c->high_water / 2) {
-        c->paused_out = false;
-        update_read(c);
-    }
+    output_changed(c);
 }
 
 static void on_drained(tpi_resource *r)
@@ -277,7 +334,7 @@ static void linger_flushed(tpi_conn *c)
 static void conn_close(tpi_resource *r)
 {
     tpi_conn *c = (tpi_conn *)r;
-    if (c->fd < 0 || tpi_svc_phase(c->rt) != TPI_PHASE_RUNNING ||
+    if (c->fd < 0 || !c->out || tpi_svc_phase(c->rt) != TPI_PHASE_RUNNING ||
         (c->eof && evbuffer_get_length(c->out) == 0)) {
         conn_drop(c);
         tp_free(c);
@@ -312,13 +369,15 @@ int tp_conn_write(tp_ctx *ctx, const void *data, size_t len)
     if (len == 0)
         return 0;
     size_t pending = evbuffer_get_length(c->out);
-    if (len > c->output_limit - pending) {
-        fprintf(stderr,
-                "troupe: disconnecting client %s: %zu bytes of output "
-                "pending, over the limit of %zu\n",
-                c->peer, pending + len, c->output_limit);
-        conn_fail(c, TP_E2BIG);
-        return TP_E2BIG;
+    if (pending > 0 && len > c->output_limit - pending) {
+        /* Going over the limit: first let the socket take what it can,
+         * as the limit is on what the peer has not taken. */
+        if (evbuffer_write(c->out, c->fd) < 0 && errno != EAGAIN &&
+            errno != EWOULDBLOCK && errno != EINTR) {
+            conn_fail(c, TP_ESYS);
+            return TP_ESTATE;
+        }
+        pending = evbuffer_get_length(c->out);
     }
     const char *p = data;
     if (pending == 0) {
@@ -334,16 +393,15 @@ int tp_conn_write(tp_ctx *ctx, const void *data, size_t len)
         }
         p += w;
         len -= (size_t)w;
-        if (len == 0)
+        if (len == 0) {
+            if (c->writing || c->paused_out) /* the flush emptied it */
+                output_changed(c);
             return 0;
+        }
     }
     if (evbuffer_add(c->out, p, len) != 0)
         return TP_ENOMEM;
-    set_event(c->wev, &c->writing, true, NULL);
-    if (pending + len > c->high_water && !c->paused_out) {
-        c->paused_out = true;
-        update_read(c);
-    }
+    output_changed(c);
     return 0;
 }
 
@@ -364,34 +422,142 @@ int tp_conn_peer(tp_ctx *ctx, char *buf, size_t size)
     return 0;
 }
 
+/* The behavior a connection actor starts with, in its first turn on its
+ * home: make the socket's events on this loop, then hand the actor (this
+ * TP_TAG_START included) to the application's behavior. */
+static int conn_boot(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    tpi_conn *c = conn_of(ctx);
+    struct event_base *base = tpi_svc_loop(ctx, true);
+    c->out = evbuffer_new();
+    c->rev = event_new(base, c->fd, EV_READ | EV_PERSIST, on_readable, c);
+    c->wev = event_new(base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+    if (!c->out || !c->rev || !c->wev)
+        conn_fail(c, TP_ESYS); /* it learns of it after its start */
+    else
+        update_read(c);
+    tp_become(ctx, c->behavior);
+    return c->behavior(ctx, state, msg);
+}
+
 /* --------------------------------------------------------------- listener */
+
+/* A listener's counters, readable from any thread (tp_listen_stats): in
+ * the runtime's list of them while the listener lives. */
+typedef struct net_counts {
+    struct net_counts *next;
+    tp_pid pid;
+    /* relaxed: counters, written by the listener only */
+    _Atomic uint64_t accepted, rejected, active;
+} net_counts;
+
+typedef struct net_svc {
+    pthread_mutex_t lock; /* guards the list */
+    net_counts *list;
+} net_svc;
+
+static void *net_make(tp_runtime *rt)
+{
+    (void)rt;
+    net_svc *n = tp_calloc(sizeof *n);
+    if (n)
+        pthread_mutex_init(&n->lock, NULL);
+    return n;
+}
+
+static void net_free(tp_runtime *rt, void *state)
+{
+    (void)rt;
+    net_svc *n = state; /* every listener, and its counts, is gone */
+    pthread_mutex_destroy(&n->lock);
+    tp_free(n);
+}
+
+static const tpi_svc_ops net_ops = {.make = net_make, .free = net_free};
+
+typedef struct conn_ref {
+    tp_pid pid;
+    unsigned sched;
+} conn_ref;
 
 typedef struct tpi_listener {
     tp_listen_opts o; /* strings point to our copies */
     char *reject, *path;
     char name[96];
     int fd;
+    int spare; /* an fd kept to give back when out of fds, or -1 */
     struct event *ev;
     tp_runtime *rt;
     tp_pid self, owner;
-    tp_pid *conns;
+    conn_ref *conns;
     size_t nconns, capconns;
+    unsigned *per_sched; /* live connections on each scheduler */
+    unsigned nsched, next_sched;
     unsigned backoff_ms;
+    bool refusing; /* out of fds, refusing clients (logged once) */
+    net_svc *svc;
+    net_counts *counts; /* listed in svc once the listener is spawned */
+    bool listed;
 } tpi_listener;
+
+static void count(_Atomic uint64_t *c, int64_t d)
+{
+    /* relaxed: one writer; readers only want a recent value. */
+    atomic_store_explicit(c,
+                          atomic_load_explicit(c, memory_order_relaxed) +
+                              (uint64_t)d,
+                          memory_order_relaxed);
+}
 
 static void listener_free(void *state)
 {
     tpi_listener *l = state;
+    if (l->listed) {
+        pthread_mutex_lock(&l->svc->lock);
+        net_counts **p = &l->svc->list;
+        while (*p != l->counts)
+            p = &(*p)->next;
+        *p = l->counts->next;
+        pthread_mutex_unlock(&l->svc->lock);
+    }
     if (l->ev)
         event_free(l->ev);
     if (l->fd >= 0)
         close(l->fd);
+    if (l->spare >= 0)
+        close(l->spare);
     if (l->path)
         unlink(l->path);
     tp_free(l->path);
     tp_free(l->reject);
     tp_free(l->conns);
+    tp_free(l->per_sched);
+    tp_free(l->counts);
     tp_free(l);
+}
+
+int tp_listen_stats(tp_runtime *rt, tp_pid listener, tp_listener_stats *out)
+{
+    if (!rt || !out)
+        return TP_EINVAL;
+    net_svc *n = tpi_svc_get(rt, TPI_SVC_NET, NULL);
+    int rc = TP_ENOPROC;
+    if (!n)
+        return rc;
+    pthread_mutex_lock(&n->lock);
+    for (net_counts *c = n->list; c; c = c->next) {
+        if (c->pid != listener)
+            continue;
+        out->accepted =
+            atomic_load_explicit(&c->accepted, memory_order_relaxed);
+        out->rejected =
+            atomic_load_explicit(&c->rejected, memory_order_relaxed);
+        out->active = atomic_load_explicit(&c->active, memory_order_relaxed);
+        rc = 0;
+        break;
+    }
+    pthread_mutex_unlock(&n->lock);
+    return rc;
 }
 
 static void on_acceptable(evutil_socket_t fd, short what, void *arg)
@@ -407,8 +573,10 @@ static void on_acceptable(evutil_socket_t fd, short what, void *arg)
 static bool conns_del(tpi_listener *l, tp_pid pid)
 {
     for (size_t i = 0; i < l->nconns; i++)
-        if (l->conns[i] == pid) {
+        if (l->conns[i].pid == pid) {
+            l->per_sched[l->conns[i].sched]--;
             l->conns[i] = l->conns[--l->nconns];
+            count(&l->counts->active, -1);
             return true;
         }
     return false;
@@ -431,23 +599,44 @@ static void format_peer(char *out, size_t size, const struct sockaddr *sa,
     }
 }
 
+/* Refuse an accepted socket: reject_msg, if any, then close. Consumes fd. */
+static void refuse(tpi_listener *l, int fd)
+{
+    if (l->reject)
+        (void)!send(fd, l->reject, strlen(l->reject),
+                    MSG_NOSIGNAL | MSG_DONTWAIT);
+    close(fd);
+    count(&l->counts->rejected, 1);
+}
+
+/* The scheduler for the next connection: the one with the fewest of ours,
+ * the first found from a rotating start (so ties go round). */
+static unsigned pick_sched(tpi_listener *l)
+{
+    unsigned best = l->next_sched;
+    for (unsigned k = 1; k < l->nsched; k++) {
+        unsigned i = (l->next_sched + k) % l->nsched;
+        if (l->per_sched[i] < l->per_sched[best])
+            best = i;
+    }
+    l->next_sched = (l->next_sched + 1) % l->nsched;
+    return best;
+}
+
 /* Hand an accepted socket to a new connection actor. Consumes fd. */
 static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
                        const struct sockaddr *sa)
 {
     const tp_listen_opts *o = &l->o;
     if (o->max_conns && l->nconns >= o->max_conns) {
-        if (l->reject)
-            (void)!send(fd, l->reject, strlen(l->reject),
-                        MSG_NOSIGNAL | MSG_DONTWAIT);
-        close(fd);
+        refuse(l, fd);
         return;
     }
     if (l->nconns == l->capconns) {
         size_t cap = l->capconns ? l->capconns * 2 : 16;
-        tp_pid *v = tp_realloc(l->conns, cap * sizeof *v);
+        conn_ref *v = tp_realloc(l->conns, cap * sizeof *v);
         if (!v) {
-            close(fd);
+            refuse(l, fd);
             return;
         }
         l->conns = v;
@@ -457,45 +646,73 @@ static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
     tpi_conn *c = state || !o->conn_init ? tp_calloc(sizeof *c) : NULL;
     tp_spawn_opts so = {o->conn_mailbox, TP_SPAWN_LINK, o->conn_state_free};
     tp_pid pid;
-    if (!c || tp_spawn(ctx, o->conn_behavior, state, &so, &pid) != 0) {
+    if (!c || tp_spawn(ctx, conn_boot, state, &so, &pid) != 0) {
         if (state && o->conn_init && o->conn_state_free)
             o->conn_state_free(state);
         tp_free(c);
-        close(fd);
+        refuse(l, fd);
         return;
     }
-    l->conns[l->nconns++] = pid;
     c->res.drained = on_drained;
     c->res.close = conn_close;
     c->rt = l->rt;
     c->pid = pid;
+    c->behavior = o->conn_behavior;
     c->fd = -1;
     c->high_water = o->high_water;
     c->output_limit = o->output_limit;
+    c->stall = (struct timeval){o->output_stall_ms / 1000,
+                                (o->output_stall_ms % 1000) * 1000};
     format_peer(c->peer, sizeof c->peer, sa, l->path);
     if (sa->sa_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    /* The child has not run yet and lives on this loop: attaching the
-     * connection pins it here, where its events live. */
-    struct event_base *base;
-    if (tpi_svc_attach(ctx, pid, &c->res, &base) != 0) {
+    /* The child has not run yet and lives on this loop: attach the socket
+     * (closed when the actor ends, run or not), then start it where it
+     * will live; conn_boot makes its events there. */
+    unsigned sched = pick_sched(l);
+    if (tpi_svc_attach(ctx, pid, &c->res, NULL) != 0) {
         close(fd);
         tp_free(c);
-        tp_kill(ctx, pid); /* its EXIT removes it from conns */
+        tp_kill(ctx, pid);
+        count(&l->counts->rejected, 1);
         return;
     }
     c->fd = fd;
-    c->out = evbuffer_new();
-    c->rev = event_new(base, fd, EV_READ | EV_PERSIST, on_readable, c);
-    c->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
-    if (!c->out || !c->rev || !c->wev) {
-        conn_drop(c); /* the resource is freed when the actor ends */
-        tp_kill(ctx, pid);
-        return;
+    /* Counted before it can run (and answer its peer) on another thread. */
+    count(&l->counts->accepted, 1);
+    count(&l->counts->active, 1);
+    if (tpi_svc_place(ctx, pid, sched) != 0)
+        sched = 0; /* cannot happen: it is our child, not run yet */
+    l->conns[l->nconns++] = (conn_ref){pid, sched};
+    l->per_sched[sched]++;
+}
+
+/* Out of fds (accept says so before it looks for a client): give back the
+ * spare one to accept a waiting client, refuse it, and take the spare
+ * again. Returns the accept's result: an fd (now refused) or -1 with
+ * errno; EMFILE without the spare. */
+static int refuse_with_spare(tpi_listener *l, int err)
+{
+    if (l->spare < 0) {
+        errno = err;
+        return -1;
     }
-    update_read(c);
+    close(l->spare);
+    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int e = errno;
+    if (fd >= 0) {
+        if (!l->refusing)
+            fprintf(stderr,
+                    "troupe: listener %s: accept: %s; refusing connections\n",
+                    l->name, strerror(err));
+        l->refusing = true;
+        refuse(l, fd);
+    }
+    l->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    errno = e;
+    return fd;
 }
 
 static void accept_some(tp_ctx *ctx, tpi_listener *l)
@@ -505,6 +722,9 @@ static void accept_some(tp_ctx *ctx, tpi_listener *l)
         socklen_t sl = sizeof ss;
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) &&
+            refuse_with_spare(l, errno) >= 0)
+            continue;
         if (fd < 0) {
             int e = errno;
             if (e == EINTR || e == ECONNABORTED || e == EPROTO)
@@ -513,9 +733,9 @@ static void accept_some(tp_ctx *ctx, tpi_listener *l)
                 event_add(l->ev, NULL);
                 return;
             }
-            /* EMFILE, ENFILE, ENOBUFS, ENOMEM...: the pending connection
-             * stays in the backlog and the socket stays readable, so
-             * waiting on it would spin. Pause, then try again. */
+            /* ENOBUFS, ENOMEM, or out of fds without a spare: the pending
+             * connection stays in the backlog and the socket stays
+             * readable, so waiting on it would spin. Pause, then retry. */
             if (l->backoff_ms == 0)
                 fprintf(stderr,
                         "troupe: listener %s: accept: %s; pausing accepts\n",
@@ -529,10 +749,13 @@ static void accept_some(tp_ctx *ctx, tpi_listener *l)
                 event_add(l->ev, NULL);
             return;
         }
-        if (l->backoff_ms) {
+        if (l->backoff_ms || l->refusing) {
             fprintf(stderr, "troupe: listener %s: accepting again\n", l->name);
             l->backoff_ms = 0;
+            l->refusing = false;
         }
+        if (l->spare < 0) /* lost while out of fds: take one again */
+            l->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
         start_conn(ctx, l, fd, (struct sockaddr *)&ss);
     }
     /* A full batch: let other actors run, then continue. */
@@ -652,12 +875,19 @@ int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
         o.output_limit = DEFAULT_OUTPUT_LIMIT;
     if (o.output_limit < o.high_water)
         return TP_EINVAL;
+    if (!o.output_stall_ms)
+        o.output_stall_ms = DEFAULT_OUTPUT_STALL_MS;
     tpi_listener *l = tp_calloc(sizeof *l);
     if (!l)
         return TP_ENOMEM;
-    l->fd = -1;
+    l->fd = l->spare = -1;
     l->rt = rt;
-    if ((o.reject_msg && !(l->reject = tpi_strndup(o.reject_msg, 4096)))) {
+    l->nsched = tpi_svc_threads(rt);
+    l->svc = tpi_svc_get(rt, TPI_SVC_NET, &net_ops);
+    l->counts = tp_calloc(sizeof *l->counts);
+    l->per_sched = tp_calloc(l->nsched * sizeof *l->per_sched);
+    if (!l->svc || !l->counts || !l->per_sched ||
+        (o.reject_msg && !(l->reject = tpi_strndup(o.reject_msg, 4096)))) {
         listener_free(l);
         return TP_ENOMEM;
     }
@@ -689,6 +919,9 @@ int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
         !(sa.sa_flags & SA_SIGINFO))
         signal(SIGPIPE, SIG_IGN);
+    /* Out of fds already? Then it goes without the spare (and pauses
+     * instead of refusing), which it takes again at its next accept. */
+    l->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
     tp_spawn_opts so = {0, TP_SPAWN_LINK | TP_SPAWN_TRAP_EXIT, listener_free};
     tp_pid pid;
     rc = tp_spawn(ctx, listener, l, &so, &pid);
@@ -696,6 +929,14 @@ int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
         listener_free(l);
         return rc;
     }
+    /* Listed before it runs (it runs after this turn, here): its counters
+     * can be read as soon as we return. */
+    l->counts->pid = pid;
+    pthread_mutex_lock(&l->svc->lock);
+    l->counts->next = l->svc->list;
+    l->svc->list = l->counts;
+    l->listed = true;
+    pthread_mutex_unlock(&l->svc->lock);
     if (pid_out)
         *pid_out = pid;
     if (port_out)

@@ -3,13 +3,19 @@
  * a message or call to the group goes to exactly one live member.
  *
  * Each node with members holds one NATS queue subscription on
- * "<prefix>.g.<group>" (queue "q"), so the server picks one such node
- * per message, and that node picks one of its members in turn. A call is
- * published with a reply subject naming the caller ("<prefix>.gr.<node>.
- * <pid>.<ref>") that only the server ever answers: with "no responders"
- * when no node has a member, which fails the call at once (TP_ENOPROC).
- * The member's own reply travels as any reply does. A node leaves the
- * queue when its last member leaves or ends.
+ * "<prefix>.g.<group>.*" (queue "q"), so the server picks one such node
+ * per message, and that node picks one of its members in turn. A sender
+ * publishes on "<prefix>.g.<group>.<its node>": permissions can hold a
+ * node to its own name there, and a frame whose sender names another
+ * node is refused. A call is published with a reply subject naming the
+ * caller ("<prefix>.gr.<node>.<pid>.<ref>") that only the server ever
+ * answers: with "no responders" when no node has a member, which fails
+ * the call at once (TP_ENOPROC). The serving node first tells the
+ * caller's node that it has the call (a numbered CALLED frame, so it
+ * comes before the reply): should it go down before replying, the call
+ * fails at once with TP_ENOCONN, as a call to one of its pids does. The
+ * member's own reply travels as any reply does. A node leaves the queue
+ * when its last member leaves or ends.
  */
 #include "runtime/node/node_int.h"
 
@@ -51,6 +57,24 @@ static tp_pid pick(tpi_node *n, tpi_group *g)
     return TP_PID_NONE;
 }
 
+/* A call from another node is served here: tell its node, before the
+ * member can reply (nats.c's thread). */
+static void called(tpi_node *n, tp_pid caller, tp_ref ref)
+{
+    tpi_peer *p = (caller & TPI_PID_REMOTE)
+                      ? tpi_node_peer_at(n, tpi_pid_slot(caller))
+                      : NULL;
+    if (!p)
+        return; /* a caller of ours: no node between us */
+    tpi_nframe f = {.kind = TPI_NF_CALLED,
+                    .to = tpi_pid_at_node(caller),
+                    .ref = ref};
+    pthread_mutex_lock(&p->lock);
+    if (p->up)
+        (void)tpi_node_send_locked(n, p, &f, false);
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void on_group_msg(natsConnection *nc, natsSubscription *sub,
                          natsMsg *msg, void *arg)
 {
@@ -61,9 +85,12 @@ static void on_group_msg(natsConnection *nc, natsSubscription *sub,
     tpi_nframe f;
     const char *why;
     size_t len = (size_t)natsMsg_GetDataLength(msg);
-    if (len > n->o.max_message ||
+    const char *node = strrchr(natsMsg_GetSubject(msg), '.');
+    if (len > n->o.max_message || !node ||
         tpi_nframe_decode(natsMsg_GetData(msg), len, &f, &why) != 0 ||
-        f.kind != TPI_NF_GROUP || f.tag < 0) {
+        f.kind != TPI_NF_GROUP || f.tag < 0 ||
+        f.from.node_len != strlen(node + 1) ||
+        memcmp(f.from.node, node + 1, f.from.node_len) != 0) {
         atomic_fetch_add_explicit(&n->dropped, 1, memory_order_relaxed);
         natsMsg_Destroy(msg);
         return;
@@ -81,6 +108,8 @@ static void on_group_msg(natsConnection *nc, natsSubscription *sub,
     if (e.request && e.reply_to == TP_PID_NONE) {
         atomic_fetch_add_explicit(&n->dropped, 1, memory_order_relaxed);
     } else if (to != TP_PID_NONE) {
+        if (e.request)
+            called(n, e.reply_to, f.ref);
         tpi_svc_post(n->rt, to, &e, true);
     } else if (e.request) { /* its last member just ended */
         tpi_envelope r = {.tag = TP_TAG_REPLY,
@@ -177,7 +206,7 @@ int tp_group_join(tp_ctx *ctx, const char *group)
         subscribe = !rc && !g->sub;
         if (subscribe) {
             char subj[TP_NODE_NAME_MAX + GROUP_NAME_MAX + 16];
-            snprintf(subj, sizeof subj, "%s.g.%s", n->prefix, group);
+            snprintf(subj, sizeof subj, "%s.g.%s.*", n->prefix, group);
             if (tpi_node_subscribe(n, &g->sub, subj, "q", on_group_msg, g) !=
                 0) {
                 g->members.n--;
@@ -191,6 +220,8 @@ done:
     /* Once join returns, calls from anywhere may reach us: the server
      * must have our subscription (one round trip, nats.c's thread reads
      * the answer). */
+    if (subscribe)
+        tpi_node_flush(n); /* frames this thread holds leave before it blocks */
     if (subscribe && natsConnection_FlushTimeout(n->nc, 2000) != NATS_OK)
         rc = TP_ENOCONN;
     return rc;
@@ -260,11 +291,12 @@ static int publish(tp_ctx *ctx, tpi_node *n, const char *group, int32_t tag,
         return TP_EINVAL;
     tpi_nbuf b = {0};
     int rc = 0;
-    char subj[TP_NODE_NAME_MAX + GROUP_NAME_MAX + 16], reply[160];
-    snprintf(subj, sizeof subj, "%s.g.%s", n->prefix, group);
+    char subj[2 * TP_NODE_NAME_MAX + GROUP_NAME_MAX + 16], reply[160];
+    snprintf(subj, sizeof subj, "%s.g.%s.%s", n->prefix, group, n->o.name);
     snprintf(reply, sizeof reply, "%.*s%" PRIu64 ".%" PRIu64,
              (int)strlen(n->group_inbox) - 1, n->group_inbox, (uint64_t)self,
              (uint64_t)ref);
+    tpi_node_flush(n); /* what this actor sent before leaves before */
     if (!tpi_nframe_encode(&b, &f))
         rc = TP_ENOMEM;
     else if (b.len > n->o.max_message)

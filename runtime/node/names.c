@@ -181,8 +181,10 @@ int tp_register_global(tp_ctx *ctx, const char *name)
     tp_pid self = tp_self(ctx);
     char *copy = tpi_strndup(name, NAME_MAX_LEN);
     int rc = copy ? tpi_svc_watch_end(ctx) : TP_ENOMEM; /* freed as we end */
-    if (!rc)
+    if (!rc) {
+        tpi_node_flush(n); /* frames this thread holds leave before it blocks */
         rc = claim(n, name, self, NULL);
+    }
     if (!rc) {
         pthread_mutex_lock(&n->names_lock);
         if (n->names.n == n->names.cap) {
@@ -233,6 +235,7 @@ int tp_unregister_global(tp_ctx *ctx, const char *name)
     pthread_mutex_unlock(&n->names_lock);
     if (!mine)
         return TP_ENOENT;
+    tpi_node_flush(n); /* frames this thread holds leave before it blocks */
     release(n, name, self);
     return 0;
 }
@@ -245,6 +248,7 @@ int tp_whereis_global(tp_runtime *rt, const char *name, tp_pid *out)
     if (!key_ok(name) || !out)
         return TP_EINVAL;
     kvEntry *e = NULL;
+    tpi_node_flush(n); /* frames this thread holds leave before it blocks */
     natsStatus s = kvStore_Get(&e, n->kv, name);
     if (s == NATS_NOT_FOUND)
         return TP_ENOENT;

@@ -34,6 +34,8 @@
 #define DEFAULT_CLUSTER "troupe"
 #define PROBES_PER_BEAT 4
 #define TPI_NODE_URLS_MAX 16
+#define BATCH_BYTES ((size_t)64 << 10) /* frames to one node per message */
+#define HELD_MAX 16 /* nodes one thread holds frames for in a batch */
 
 static uint64_t now_ns(void)
 {
@@ -69,7 +71,7 @@ tpi_peer *tpi_node_peer_at(tpi_node *n, unsigned slot)
     return slot >= 1 && slot <= np ? n->peers[slot] : NULL;
 }
 
-static tpi_peer *find(tpi_node *n, const char *name, size_t len)
+tpi_peer *tpi_node_peer_find(tpi_node *n, const char *name, size_t len)
 {
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
     for (unsigned i = 1; i <= np; i++)
@@ -79,17 +81,21 @@ static tpi_peer *find(tpi_node *n, const char *name, size_t len)
     return NULL;
 }
 
-tpi_peer *tpi_node_peer(tpi_node *n, const char *name, size_t len)
+tpi_peer *tpi_node_peer(tpi_node *n, const char *name, size_t len, bool vouch)
 {
     if (!tpi_node_name_ok(name, len) ||
         (len == n->name_len && memcmp(name, n->o.name, len) == 0))
         return NULL;
-    tpi_peer *p = find(n, name, len);
-    if (p)
+    tpi_peer *p = tpi_node_peer_find(n, name, len);
+    /* relaxed: a hint, set once under the peers lock and checked there */
+    if (p &&
+        (!vouch || atomic_load_explicit(&p->vouched, memory_order_relaxed)))
         return p;
     pthread_mutex_lock(&n->peers_lock);
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_relaxed);
-    if (!(p = find(n, name, len)) && np + 1 < TPI_NODE_SLOTS &&
+    if (!p && !(p = tpi_node_peer_find(n, name, len)) &&
+        np + 1 < TPI_NODE_SLOTS &&
+        (vouch || n->unheard < TPI_NODE_UNHEARD_MAX) &&
         (p = tp_calloc(sizeof *p)) != NULL) {
         p->slot = np + 1;
         memcpy(p->name, name, len);
@@ -97,9 +103,15 @@ tpi_peer *tpi_node_peer(tpi_node *n, const char *name, size_t len)
         snprintf(p->subject, sizeof p->subject, "%s.n.%s.%s", n->prefix,
                  p->name, n->o.name);
         pthread_mutex_init(&p->lock, NULL);
+        n->unheard++; /* until vouched for, below */
         n->peers[np + 1] = p;
         /* release: the entry is complete before its slot is counted. */
         atomic_store_explicit(&n->npeers, np + 1, memory_order_release);
+    }
+    if (p && vouch &&
+        !atomic_load_explicit(&p->vouched, memory_order_relaxed)) {
+        atomic_store_explicit(&p->vouched, true, memory_order_relaxed);
+        n->unheard--;
     }
     pthread_mutex_unlock(&n->peers_lock);
     return p;
@@ -118,30 +130,106 @@ void tpi_node_publish(tpi_node *n, const char *subject, const tpi_nbuf *b)
     }
 }
 
-int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f)
+/* The peers this thread holds frames for in its batch of turns (the
+ * scheduler's thread: tpi_node_flush at the batch's end publishes them). */
+static _Thread_local struct {
+    tpi_peer *v[HELD_MAX];
+    unsigned n;
+} held;
+
+/* Hold p's frames on this thread: false when it cannot (the list is
+ * full: publish now). */
+static bool hold_here(tpi_peer *p)
 {
-    tpi_nbuf b = {0};
+    for (unsigned i = 0; i < held.n; i++)
+        if (held.v[i] == p)
+            return true;
+    if (held.n == HELD_MAX)
+        return false;
+    held.v[held.n++] = p;
+    return true;
+}
+
+/* Publish p's buffer as one NATS message (p's lock held): 0, or
+ * TP_ENOCONN and the frames are gone. */
+static int publish_out(tpi_node *n, tpi_peer *p)
+{
+    if (!p->out_n)
+        return 0;
     int rc = 0;
-    f->seq = p->seq_out + 1;
-    if (!n->nc)
-        rc = TP_ENOCONN;
-    else if (!tpi_nframe_encode(&b, f))
-        rc = TP_ENOMEM;
-    else if (b.len > n->o.max_message)
-        rc = TP_E2BIG;
-    else if (natsConnection_Publish(n->nc, p->subject, b.p, (int)b.len) !=
-             NATS_OK)
-        rc = TP_ENOCONN;
-    if (!rc) {
-        p->seq_out = f->seq;
-        /* relaxed: statistics */
-        atomic_fetch_add_explicit(&n->frames_out, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&n->bytes_out, b.len, memory_order_relaxed);
+    /* relaxed: statistics */
+    if (n->nc && natsConnection_Publish(n->nc, p->subject, p->out.p,
+                                        (int)p->out.len) == NATS_OK) {
+        atomic_fetch_add_explicit(&n->frames_out, p->out_n,
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&n->bytes_out, p->out.len,
+                                  memory_order_relaxed);
     } else {
-        atomic_fetch_add_explicit(&n->send_failed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&n->send_failed, p->out_n,
+                                  memory_order_relaxed);
+        rc = TP_ENOCONN;
     }
-    tp_free(b.p);
+    p->out.len = 0;
+    p->out_n = 0;
     return rc;
+}
+
+void tpi_node_drop_out(tpi_node *n, tpi_peer *p)
+{
+    atomic_fetch_add_explicit(&n->send_failed, p->out_n, memory_order_relaxed);
+    p->out.len = 0;
+    p->out_n = 0;
+}
+
+int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f, bool hold)
+{
+    if (!n->nc)
+        return TP_ENOCONN;
+    size_t start = p->out.len;
+    f->seq = p->seq_out + 1;
+    if (!tpi_nframe_encode(&p->out, f)) {
+        p->out.len = start;
+        p->out.failed = false;
+        return TP_ENOMEM;
+    }
+    size_t len = p->out.len - start;
+    if (len > n->o.max_message) {
+        p->out.len = start;
+        return TP_E2BIG;
+    }
+    p->seq_out = f->seq;
+    if (start && p->out.len > n->batch_max) {
+        /* Too many for one message: those before leave now, this one
+         * starts the next. */
+        p->out.len = start;
+        if (publish_out(n, p) != 0)
+            p->lost = true;
+        memmove(p->out.p, p->out.p + start, len);
+        p->out.len = len;
+    }
+    p->out_n++;
+    if (hold && p->out.len < n->batch_max && hold_here(p))
+        return 0;
+    bool alone = p->out_n == 1;
+    int rc = publish_out(n, p);
+    if (rc && alone)
+        p->seq_out--; /* never numbered: the caller answers for it */
+    else if (rc)
+        p->lost = true; /* others' frames too: the relations must break */
+    return rc;
+}
+
+void tpi_node_flush(void *state)
+{
+    tpi_node *n = state;
+    for (unsigned i = 0; i < held.n; i++) {
+        tpi_peer *p = held.v[i];
+        pthread_mutex_lock(&p->lock);
+        if (publish_out(n, p) != 0)
+            p->lost = true;
+        pthread_mutex_unlock(&p->lock);
+    }
+    held.n = 0;
 }
 
 static void publish_hb(tpi_node *n)
@@ -165,7 +253,9 @@ static void drop(tpi_node *n)
     atomic_fetch_add_explicit(&n->dropped, 1, memory_order_relaxed);
 }
 
-/* Frames for our actors: "<prefix>.n.<us>.<from>". */
+/* Frames for our actors, one or more back to back: "<prefix>.n.<us>.
+ * <from>". A bad frame ends the message: the rest cannot be found, and
+ * the gap in the numbers breaks the relations they belonged to. */
 static void on_frame(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                      void *arg)
 {
@@ -174,16 +264,23 @@ static void on_frame(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     tpi_node *n = arg;
     const char *subj = natsMsg_GetSubject(msg);
     const char *from = strrchr(subj, '.');
-    size_t len = (size_t)natsMsg_GetDataLength(msg);
+    const uint8_t *d = (const uint8_t *)natsMsg_GetData(msg);
+    size_t len = (size_t)natsMsg_GetDataLength(msg), used = 0;
     tpi_nframe f;
     const char *why;
-    tpi_peer *p = from ? tpi_node_peer(n, from + 1, strlen(from + 1)) : NULL;
+    tpi_peer *p = from ? tpi_node_peer(n, from + 1, strlen(from + 1), false)
+                       : NULL;
     atomic_fetch_add_explicit(&n->bytes_in, len, memory_order_relaxed);
-    if (!p || len > n->o.max_message ||
-        tpi_nframe_decode(natsMsg_GetData(msg), len, &f, &why) != 0 ||
-        f.kind == TPI_NF_HB) {
+    if (!p || len > n->o.max_message || len == 0)
         drop(n);
-    } else {
+    for (size_t off = 0; p && off < len && len <= n->o.max_message;
+         off += used) {
+        if (tpi_nframe_next(d + off, len - off, &used, &f, &why) != 0 ||
+            (f.kind != TPI_NF_MSG && f.kind != TPI_NF_BREAK &&
+             f.kind != TPI_NF_LEAVE && f.kind != TPI_NF_CALLED)) {
+            drop(n);
+            break;
+        }
         atomic_fetch_add_explicit(&n->frames_in, 1, memory_order_relaxed);
         tpi_node_frame_in(n, p, &f);
     }
@@ -210,7 +307,7 @@ static void on_hb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
         natsMsg_Destroy(msg);
         return;
     }
-    tpi_peer *p = tpi_node_peer(n, f.node, f.node_len);
+    tpi_peer *p = tpi_node_peer(n, f.node, f.node_len, true);
     natsMsg_Destroy(msg);
     if (!p) /* our own, or the table is full */
         return;
@@ -247,7 +344,7 @@ static void on_probe_answer(natsConnection *nc, natsSubscription *sub,
     size_t plen = strlen(n->probe_inbox) - 1; /* without the '*' */
     if (strncmp(subj, n->probe_inbox, plen) == 0) {
         const char *name = subj + plen;
-        tpi_peer *p = tpi_node_peer(n, name, strlen(name));
+        tpi_peer *p = tpi_node_peer_find(n, name, strlen(name));
         if (p && natsMsg_IsNoResponders(msg)) {
             tpi_node_peer_down(n, p, true);
         } else if (p) { /* a round trip: keep a smoothed estimate */
@@ -273,8 +370,10 @@ static void probe_and_check(tpi_node *n, uint64_t deadline_ns)
         tpi_peer *p = n->peers[i];
         pthread_mutex_lock(&p->lock);
         bool up = p->up;
-        /* heard after now was read: not late (no unsigned wrap) */
-        bool late = up && p->last_hb_ns + deadline_ns < now;
+        /* heard after now was read: not late (no unsigned wrap); frames
+         * to it lost on our side count as a cut (tpi_node_send_locked) */
+        bool late = up && (p->last_hb_ns + deadline_ns < now || p->lost);
+        p->lost = false;
         if (up && !late)
             p->probe_sent_ns = now;
         pthread_mutex_unlock(&p->lock);
@@ -302,6 +401,7 @@ static void *ticker(void *arg)
         uint64_t now = now_ns();
         if (now >= next_beat) {
             publish_hb(n);
+            tpi_node_sweep(n);
             next_beat = now + beat_ns;
         }
         probe_and_check(n, deadline_ns);
@@ -538,6 +638,11 @@ static int node_start(tp_runtime *rt, void *state)
         return s == NATS_NO_MEMORY ? TP_ENOMEM : TP_ENOCONN;
     }
     atomic_store_explicit(&n->connected, true, memory_order_relaxed);
+    int64_t most = natsConnection_GetMaxPayload(n->nc);
+    n->batch_max = BATCH_BYTES < n->o.max_message ? BATCH_BYTES
+                                                  : n->o.max_message;
+    if (most > 0 && (uint64_t)most < n->batch_max)
+        n->batch_max = (size_t)most;
     n->creation = creation_draw();
     snprintf(n->probe_inbox, sizeof n->probe_inbox, "%s.probe.%s.*", n->prefix,
              n->o.name);
@@ -638,6 +743,7 @@ static void node_free(tp_runtime *rt, void *state)
         tpi_relvec_free(&p->watching);
         tpi_relvec_free(&p->watched);
         tpi_relvec_free(&p->monitors);
+        tp_free(p->out.p);
         pthread_mutex_destroy(&p->lock);
         tp_free(p);
     }
@@ -763,6 +869,7 @@ void tp_node_stats_get(tp_runtime *rt, tp_node_stats *out)
     out->reconnects =
         atomic_load_explicit(&n->reconnects, memory_order_relaxed);
     out->rtt_us = atomic_load_explicit(&n->rtt_us, memory_order_relaxed);
+    tpi_node_relations(n, &out->relations, &out->calls_waiting);
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
     for (unsigned i = 1; i <= np; i++) {
         pthread_mutex_lock(&n->peers[i]->lock);

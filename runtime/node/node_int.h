@@ -23,6 +23,10 @@ struct __natsMsg;
  * gen << 32 | (index + 1), which fits when both are below 2^24
  * (actors/actor.h keeps generations there). */
 #define TPI_NODE_SLOTS 1024 /* nodes one runtime keeps track of */
+/* Of those, names only read off the wire (a pid in a frame, a frame's
+ * subject) and never heard from: slots are never reused, so a node that
+ * forges names fills at most these, and later such names are refused. */
+#define TPI_NODE_UNHEARD_MAX 128
 #define TPI_PID_FIELD 0xffffffu
 
 static inline bool tpi_pid_exportable(tp_pid local)
@@ -46,8 +50,8 @@ static inline tp_pid tpi_pid_at_node(tp_pid remote)
 }
 
 /* ---- frames (wire.c)
- * One msgpack array per NATS message, on the subject
- * "<prefix>.n.<to node>.<from node>":
+ * A msgpack array each, one or more back to back in a NATS message on
+ * the subject "<prefix>.n.<to node>.<from node>":
  *   [1, kind, seq, to, from, reply_to, tag, ref, flags, status, payload]
  * to is the addressee's pid in its node's own form (an int); from and
  * reply_to are pid extensions (type TPI_PID_EXT: 8 bytes big-endian of
@@ -64,6 +68,8 @@ enum {
     TPI_NF_GROUP = 5,   /* a message or call to a group (not numbered) */
     TPI_NF_SPAWN = 6,   /* a spawn request: [1, 6, name, args] */
     TPI_NF_SPAWNED = 7, /* its answer: [1, 7, status, pid] */
+    TPI_NF_CALLED = 8,  /* a group call (to, ref) is served here: numbered,
+                           so it arrives before the reply behind it */
 };
 enum { TPI_NFL_REQUEST = 1, TPI_NFL_VIA_LINK = 2 };
 
@@ -98,8 +104,12 @@ void tpi_nbuf_pid(tpi_nbuf *b, tp_pid pid, const char *node, size_t node_len);
 /* Encode f (kind MSG or BREAK) into b; false when out of memory. */
 bool tpi_nframe_encode(tpi_nbuf *b, const tpi_nframe *f);
 bool tpi_nframe_encode_hb(tpi_nbuf *b, const tpi_nframe *f);
-/* Check and decode a frame of len bytes at p (p stays referenced by *f):
- * 0, or TP_EPROTO with *why naming the problem. Nothing is allocated. */
+/* Check and decode the frame at the start of len bytes at p (p stays
+ * referenced by *f), which *used bytes hold: 0, or TP_EPROTO with *why
+ * naming the problem. Nothing is allocated. */
+int tpi_nframe_next(const void *p, size_t len, size_t *used, tpi_nframe *f,
+                    const char **why);
+/* The same for exactly one frame in len bytes. */
 int tpi_nframe_decode(const void *p, size_t len, tpi_nframe *f,
                       const char **why);
 /* A pid extension's body (8 bytes + name) at p into *w; TP_EPROTO. */
@@ -132,17 +142,21 @@ typedef struct tpi_peer {
     size_t name_len;
     char subject[2 * TP_NODE_NAME_MAX + 80]; /* where frames to it go */
     pthread_mutex_t lock; /* seq_out and its publishing, the relations */
+    tpi_nbuf out;         /* frames numbered, not yet published, */
+    unsigned out_n;       /* how many */
+    bool lost;            /* a publish failed: down (the ticker) */
     bool up;
     bool need_break;  /* we broke our side while it was down: tell it */
     uint64_t seq_out; /* last frame sent to it */
     uint64_t seq_in;  /* last frame taken from it (the reader thread) */
     uint64_t last_hb_ns, probe_sent_ns;
-    uint64_t creation;   /* its incarnation (heartbeats), 0 if not heard */
-    tpi_relvec links;    /* local linked to remote */
-    tpi_relvec watching; /* local watcher, ref, remote target */
-    tpi_relvec watched;  /* local target, ref, remote watcher */
-    tpi_relvec monitors; /* local actors watching this node (ref 0) */
-    bool names_sweep;    /* down: free its global names (the ticker) */
+    uint64_t creation;    /* its incarnation (heartbeats), 0 if not heard */
+    tpi_relvec links;     /* local linked to remote */
+    tpi_relvec watching;  /* local watcher, ref, remote target */
+    tpi_relvec watched;   /* local target, ref, remote watcher */
+    tpi_relvec monitors;  /* local actors watching this node (ref 0) */
+    bool names_sweep;     /* down: free its global names (the ticker) */
+    _Atomic bool vouched; /* heard from, or named by this runtime's code */
 } tpi_peer;
 
 /* A global name this node holds for one of its actors (names.c). */
@@ -190,6 +204,7 @@ typedef struct tpi_node {
     pthread_mutex_t peers_lock; /* adding peers, name lookup */
     tpi_peer *peers[TPI_NODE_SLOTS];
     _Atomic unsigned npeers;
+    unsigned unheard; /* peers not vouched for (peers lock) */
     /* Liveness: a thread of our own, so a busy scheduler never delays a
      * heartbeat (which would make others think us down). */
     pthread_t ticker;
@@ -208,6 +223,7 @@ typedef struct tpi_node {
      * in `remote` the slot of the node the request went to. */
     pthread_mutex_t calls_lock;
     tpi_relvec calls;
+    size_t batch_max; /* bytes of frames in one NATS message */
     /* counters (relaxed atomics: statistics) */
     _Atomic uint64_t frames_out, frames_in, bytes_out, bytes_in, dropped,
         send_failed, reconnects, rtt_us;
@@ -217,13 +233,24 @@ typedef struct tpi_node {
 /* node.c */
 tpi_node *tpi_node_of(tp_runtime *rt);
 /* The peer called name (created, down, if new); NULL if the table is
- * full or the name is bad. */
-tpi_peer *tpi_node_peer(tpi_node *n, const char *name, size_t len);
+ * full, the name is bad or ours. vouch: the name comes from a heartbeat or
+ * this runtime's code, not only from the wire (TPI_NODE_UNHEARD_MAX). */
+tpi_peer *tpi_node_peer(tpi_node *n, const char *name, size_t len, bool vouch);
+/* An existing peer called name, or NULL. */
+tpi_peer *tpi_node_peer_find(tpi_node *n, const char *name, size_t len);
 tpi_peer *tpi_node_peer_at(tpi_node *n, unsigned slot);
-/* Publish a frame to p (p's lock held: the seq is assigned here, so
- * frames leave in the order of their numbers). TP_ENOCONN, TP_ENOMEM,
- * TP_E2BIG. */
-int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f);
+/* Number a frame to p and publish it (p's lock held: frames leave in the
+ * order of their numbers). With hold (a sender in a batch of turns,
+ * tpi_svc_batching), it may wait in p's buffer, behind the others for p,
+ * until tpi_node_flush on this thread at the batch's end. 0, TP_ENOCONN,
+ * TP_ENOMEM, TP_E2BIG (then nothing was numbered). */
+int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f, bool hold);
+/* Forget the frames p's buffer holds (p's lock held; counted as not
+ * sent): its relations are broken, and its count may start afresh. */
+void tpi_node_drop_out(tpi_node *n, tpi_peer *p);
+/* Publish the frames this thread holds (the remote ops' flush). Also
+ * before this thread blocks, or publishes outside the numbered frames. */
+void tpi_node_flush(void *state);
 void tpi_node_publish(tpi_node *n, const char *subject, const tpi_nbuf *b);
 
 /* names.c, groups.c, spawn.c (all called with the connection up) */
@@ -260,6 +287,11 @@ void tpi_node_peer_heard(tpi_node *n, tpi_peer *p);
 /* This node leaves: a LEAVE frame to every peer that is up, behind
  * whatever was sent to it before. */
 void tpi_node_leave(tpi_node *n);
+/* Forget the calls whose caller has ended (the ticker). */
+void tpi_node_sweep(tpi_node *n);
+/* Relations that cross to other nodes (links, monitors both ways, node
+ * monitors) and calls awaiting another node's reply, now. */
+void tpi_node_relations(tpi_node *n, uint64_t *relations, uint64_t *calls);
 /* A relation vector edit (p's lock held): 0 or TP_ENOMEM. */
 int tpi_relvec_add(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref);
 void tpi_relvec_free(tpi_relvec *v);

@@ -78,7 +78,7 @@ tp_pid tpi_node_pid_in(tpi_node *n, const tpi_wpid *w)
     if (w->node_len == n->name_len &&
         memcmp(w->node, n->o.name, w->node_len) == 0)
         return w->pid; /* ours */
-    tpi_peer *p = tpi_node_peer(n, w->node, w->node_len);
+    tpi_peer *p = tpi_node_peer(n, w->node, w->node_len, false);
     return p ? tpi_pid_remote(p->slot, w->pid) : TP_PID_NONE;
 }
 
@@ -185,7 +185,8 @@ static int deliver(void *state, tp_pid from, tp_pid to, const tpi_envelope *e)
         return TP_ENOCONN; /* could not keep track: fail it now */
     pthread_mutex_lock(&p->lock);
     int rc = p->up ? note_out(n, p, from, to, e) : TP_ENOCONN;
-    if (!rc && (rc = tpi_node_send_locked(n, p, &f)) != 0) {
+    if (!rc &&
+        (rc = tpi_node_send_locked(n, p, &f, tpi_svc_batching(n->rt))) != 0) {
         /* Not sent (the core answers it as undeliverable): keep no
          * relation that never was. */
         if (e->tag == TPI_SIG_LINK)
@@ -199,15 +200,52 @@ static int deliver(void *state, tp_pid from, tp_pid to, const tpi_envelope *e)
     return rc ? TP_ENOCONN : 0;
 }
 
-/* An actor with global names or group memberships ended (core hook). */
+/* An actor with global names, group memberships or node monitors ended
+ * (core hook, on its thread). */
 static void ended(void *state, tp_pid pid)
 {
-    tpi_names_ended(state, pid);
-    tpi_groups_ended(state, pid);
+    tpi_node *n = state;
+    tpi_names_ended(n, pid);
+    tpi_groups_ended(n, pid);
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
+    for (unsigned i = 1; i <= np; i++) {
+        tpi_peer *p = n->peers[i];
+        pthread_mutex_lock(&p->lock);
+        relvec_del(&p->monitors, pid, 0, 0);
+        pthread_mutex_unlock(&p->lock);
+    }
+}
+
+void tpi_node_sweep(tpi_node *n)
+{
+    pthread_mutex_lock(&n->calls_lock);
+    for (size_t i = 0; i < n->calls.n;) {
+        uint64_t q, cap;
+        if (tpi_svc_mailbox(n->rt, n->calls.v[i].local, &q, &cap) != 0)
+            n->calls.v[i] = n->calls.v[--n->calls.n]; /* its caller ended */
+        else
+            i++;
+    }
+    pthread_mutex_unlock(&n->calls_lock);
+}
+
+void tpi_node_relations(tpi_node *n, uint64_t *relations, uint64_t *calls)
+{
+    unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
+    *relations = 0;
+    for (unsigned i = 1; i <= np; i++) {
+        tpi_peer *p = n->peers[i];
+        pthread_mutex_lock(&p->lock);
+        *relations += p->links.n + p->watching.n + p->watched.n + p->monitors.n;
+        pthread_mutex_unlock(&p->lock);
+    }
+    pthread_mutex_lock(&n->calls_lock);
+    *calls = n->calls.n;
+    pthread_mutex_unlock(&n->calls_lock);
 }
 
 const tpi_remote_ops tpi_node_remote_ops = {deliver, pid_pack, pid_unpack,
-                                            ended};
+                                            ended, tpi_node_flush};
 
 /* -------------------------------------------------------------- down */
 
@@ -279,7 +317,8 @@ void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone)
     bool was_up = p->up;
     p->up = false;
     p->names_sweep = true;
-    if (gone) /* a new incarnation numbers its frames from 1 */
+    tpi_node_drop_out(n, p); /* numbered for relations now broken */
+    if (gone)                /* a new incarnation numbers its frames from 1 */
         p->seq_in = p->seq_out = 0;
     else if (was_up) /* it may come back as it was: tell it we broke */
         p->need_break = true;
@@ -295,7 +334,7 @@ static void send_break(tpi_node *n, tpi_peer *p)
 {
     tpi_nframe f = {.kind = TPI_NF_BREAK, .to = 0};
     p->need_break = false;
-    (void)tpi_node_send_locked(n, p, &f);
+    (void)tpi_node_send_locked(n, p, &f, false);
 }
 
 void tpi_node_peer_heard(tpi_node *n, tpi_peer *p)
@@ -368,7 +407,7 @@ void tpi_node_leave(tpi_node *n)
         tpi_nframe f = {.kind = TPI_NF_LEAVE};
         pthread_mutex_lock(&p->lock);
         if (p->up)
-            (void)tpi_node_send_locked(n, p, &f);
+            (void)tpi_node_send_locked(n, p, &f, false);
         pthread_mutex_unlock(&p->lock);
     }
 }
@@ -392,16 +431,25 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
     tpi_node_peer_heard(n, p);
     if (f->kind == TPI_NF_BREAK)
         return;
+    if (f->kind == TPI_NF_CALLED) { /* p serves a group call of ours */
+        pthread_mutex_lock(&n->calls_lock);
+        /* (out of memory: it is noticed at its timeout only) */
+        (void)tpi_relvec_add(&n->calls, f->to, p->slot, f->ref);
+        pthread_mutex_unlock(&n->calls_lock);
+        return;
+    }
     tp_pid from = tpi_node_pid_in(n, &f->from);
     tp_pid reply_to = tpi_node_pid_in(n, &f->reply_to);
     bool request = (f->flags & TPI_NFL_REQUEST) != 0;
-    /* A signal comes from an actor of the node that sent the frame (its
-     * subject says which, and permissions keep it honest): one naming
-     * another node's actor is forged. A user message may name any sender
-     * (tp_forward passes them on). */
+    /* A sender is an actor of the node that sent the frame (its subject
+     * says which, and permissions keep it honest): one naming another
+     * node's actor cannot be vouched for. A signal from it is forged and
+     * dropped; a message arrives without a sender (tp_forward passes a
+     * third node's messages on: their reply obligation, which names the
+     * caller, stays). */
     bool signal = f->tag < 0 && f->tag != TP_TAG_REPLY;
-    if (signal && (f->from.node_len != p->name_len ||
-                   memcmp(f->from.node, p->name, p->name_len) != 0))
+    if (f->from.node_len != p->name_len ||
+        memcmp(f->from.node, p->name, p->name_len) != 0)
         from = TP_PID_NONE;
     if (!tag_ok(f->tag) || (signal && from == TP_PID_NONE) ||
         (request && (f->tag < 0 || reply_to == TP_PID_NONE))) {
@@ -444,6 +492,7 @@ int tp_node_pid(tp_runtime *rt, const char *node, uint64_t id, tp_pid *out)
         !tpi_node_name_ok(node, strlen(node)))
         return TP_EINVAL;
     tpi_wpid w = {id, node, strlen(node)};
+    (void)tpi_node_peer(n, node, w.node_len, true); /* named by our code */
     *out = tpi_node_pid_in(n, &w);
     return *out == TP_PID_NONE ? TP_EINVAL : 0;
 }
@@ -458,13 +507,16 @@ int tp_monitor_node(tp_ctx *ctx, const char *node, bool on)
         return TP_ESTATE;
     if (!node || !tpi_node_name_ok(node, strlen(node)))
         return TP_EINVAL;
-    tpi_peer *p = tpi_node_peer(n, node, strlen(node));
+    tpi_peer *p = tpi_node_peer(n, node, strlen(node), true);
     if (!p)
         return TP_EINVAL; /* our own name, or no room */
     tp_pid self = tp_self(ctx);
+    int rc = on ? tpi_svc_watch_end(ctx) : 0; /* forgotten as it ends */
+    if (rc)
+        return rc;
     pthread_mutex_lock(&p->lock);
     relvec_del(&p->monitors, self, 0, 0);
-    int rc = on ? tpi_relvec_add(&p->monitors, self, 0, 0) : 0;
+    rc = on ? tpi_relvec_add(&p->monitors, self, 0, 0) : 0;
     bool up = p->up;
     pthread_mutex_unlock(&p->lock);
     if (!rc && on && up) /* it is up now: say so at once */

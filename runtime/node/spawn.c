@@ -132,6 +132,7 @@ int tp_spawn_on(tp_ctx *ctx, const char *node, const char *name,
     char subj[2 * TP_NODE_NAME_MAX + 16];
     snprintf(subj, sizeof subj, "%s.spawn.%s", n->prefix, node);
     natsMsg *ans = NULL;
+    tpi_node_flush(n); /* frames this thread holds leave before it blocks */
     natsStatus s = natsConnection_Request(&ans, n->nc, subj, req.p,
                                           (int)req.len, SPAWN_TIMEOUT_MS);
     tp_free(req.p);

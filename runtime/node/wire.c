@@ -1,10 +1,13 @@
 /*
  * The frame codec of nodes (layout in node_int.h). Encoding writes
- * msgpack by hand into a growable buffer; decoding first checks that the
- * frame is one well-formed msgpack object (tp_payload_check's walk, with
- * its depth bound), then reads it field by field with exact types, so
- * nothing from the wire is ever handed to msgpack-c's allocating unpacker
- * and nothing is allocated for it.
+ * msgpack by hand into a growable buffer; decoding reads a frame field by
+ * field with exact types and bounds (a frame is a fixed array of scalars,
+ * pid extensions and one bin), and checks the payload inside the bin as
+ * one well-formed msgpack object (tp_payload_check's walk, with its depth
+ * bound), so nothing from the wire is ever handed to msgpack-c's
+ * allocating unpacker and nothing is allocated for it. A frame's end is
+ * known from its fields, so frames for one node travel back to back in
+ * one NATS message.
  */
 #include "runtime/node/node_int.h"
 
@@ -122,7 +125,8 @@ typedef struct rd {
 static int r_int(rd *r, int64_t *i, uint64_t *u, bool *uns)
 {
     size_t used;
-    if (tpi_decode_int(r->p + r->off, r->len - r->off, &used, i, u, uns))
+    if (r->off >= r->len || /* (it reads a first byte unchecked) */
+        tpi_decode_int(r->p + r->off, r->len - r->off, &used, i, u, uns))
         return TP_EPROTO;
     r->off += used;
     return 0;
@@ -230,38 +234,37 @@ static int r_wpid(rd *r, tpi_wpid *w)
     return 0;
 }
 
-int tpi_nframe_decode(const void *p, size_t len, tpi_nframe *f,
-                      const char **why)
+int tpi_nframe_next(const void *p, size_t len, size_t *used, tpi_nframe *f,
+                    const char **why)
 {
     memset(f, 0, sizeof *f);
-    *why = "not one well-formed msgpack object";
-    if (len == 0 || tp_payload_check(p, len) != 0)
-        return TP_EPROTO;
     rd r = {p, len, 0};
-    uint8_t h = r.p[0];
     int64_t v;
     *why = "not a frame of a known version";
-    if ((h != 0x9b && h != 0x94) || len < 2 || r.p[1] != 0x01)
+    if (len < 2 || (r.p[0] != 0x9b && r.p[0] != 0x94) || r.p[1] != 0x01)
         return TP_EPROTO;
+    bool hb = r.p[0] == 0x94;
     r.off = 2;
     *why = "bad kind";
-    if (r_sint(&r, TPI_NF_MSG, TPI_NF_GROUP, &f->kind) ||
-        (h == 0x94) != (f->kind == TPI_NF_HB))
+    if (r_sint(&r, TPI_NF_MSG, TPI_NF_CALLED, &f->kind) ||
+        f->kind == TPI_NF_SPAWN || f->kind == TPI_NF_SPAWNED ||
+        hb != (f->kind == TPI_NF_HB))
         return TP_EPROTO;
-    if (h == 0x94) {
+    if (hb) {
         *why = "bad heartbeat";
         if (r_blob(&r, true, TP_NODE_NAME_MAX, (const void **)&f->node,
                    &f->node_len) ||
             !tpi_node_name_ok(f->node, f->node_len) || r_uint(&r, &f->creation))
             return TP_EPROTO;
-        return r.off == len ? 0 : TP_EPROTO;
+        *used = r.off;
+        return 0;
     }
     *why = "bad header field";
     if (r_uint(&r, &f->seq) || f->seq == 0 || r_uint(&r, &f->to))
         return TP_EPROTO;
     *why = "forged or malformed pid";
-    if ((f->kind == TPI_NF_MSG &&
-         (!tpi_pid_exportable(f->to) || f->to == TP_PID_NONE)) ||
+    bool to_actor = f->kind == TPI_NF_MSG || f->kind == TPI_NF_CALLED;
+    if ((to_actor && (!tpi_pid_exportable(f->to) || f->to == TP_PID_NONE)) ||
         r_wpid(&r, &f->from) || r_wpid(&r, &f->reply_to))
         return TP_EPROTO;
     *why = "bad tag, ref, flags or status";
@@ -275,8 +278,20 @@ int tpi_nframe_decode(const void *p, size_t len, tpi_nframe *f,
         (r_blob(&r, false, len, &f->payload, &f->len) || f->len == 0 ||
          tp_payload_check(f->payload, f->len) != 0))
         return TP_EPROTO;
-    *why = "trailing bytes";
-    return r.off == len ? 0 : TP_EPROTO;
+    *used = r.off;
+    return 0;
+}
+
+int tpi_nframe_decode(const void *p, size_t len, tpi_nframe *f,
+                      const char **why)
+{
+    size_t used = 0;
+    int rc = tpi_nframe_next(p, len, &used, f, why);
+    if (!rc && used != len) {
+        *why = "trailing bytes";
+        rc = TP_EPROTO;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------- spawn */

@@ -5,26 +5,14 @@
  * garbage) refused without allocating, and the fuzz corpus and every
  * crash the fuzzer found replayed (test/isolate/fuzz/).
  */
-#include <dirent.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 
+#include "fuzz_replay.h"
 #include "tp_test.h"
 #include "runtime/isolate/frame.h"
 #include "troupe/isolate.h"
 #include "test/isolate/fuzz/frame_fuzz.h"
-
-/* test/fuzz beside this file (CMake compiles it by its absolute path). */
-static const char *fuzz_dir(char *buf, size_t cap)
-{
-    snprintf(buf, cap, "%s", __FILE__);
-    char *slash = strrchr(buf, '/');
-    if (slash)
-        snprintf(slash, cap - (size_t)(slash - buf), "/fuzz");
-    else
-        snprintf(buf, cap, "fuzz");
-    return buf;
-}
 
 /* Every allocation of the runtime goes through the hook: count them. */
 static atomic_size_t n_allocs;
@@ -209,39 +197,17 @@ static void test_hostile_bodies(void **unused)
 }
 
 /* Replay every file of the seed corpus and of the crash regressions. */
-static int replay_dir(const char *dir)
+static void replay_one(const char *name, const void *data, size_t len)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            continue;
-        static uint8_t buf[1 << 20];
-        size_t len = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        fuzz_frame_one(buf, len);
-        n++;
-    }
-    closedir(d);
-    return n;
+    (void)name;
+    fuzz_frame_one(data, len);
 }
 
 static void test_fuzz_replay(void **unused)
 {
     (void)unused;
-    char dir[1024], path[1100];
-    fuzz_dir(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/corpus", dir);
-    int seeds = replay_dir(path);
-    snprintf(path, sizeof path, "%s/regressions", dir);
-    int crashes = replay_dir(path);
+    int seeds = tpt_replay(__FILE__, "corpus", replay_one);
+    int crashes = tpt_replay(__FILE__, "regressions", replay_one);
     printf("replayed %d seeds, %d regressions\n", seeds, crashes);
     assert_true(seeds > 0);
     assert_true(crashes >= 0);

@@ -9,17 +9,9 @@
  * as node "A" and starts a peer node "B" as a child process: this same
  * program, run with --peer (see peer_main).
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-
-#include <nats/nats.h>
-
-#include "tp_test.h"
-#include "troupe/node.h"
+#include "node/node_test.h"
+#include "runtime/node/node_int.h" /* the frame encoder, for forged frames */
+#include "troupe/observe.h"
 #include "troupe/supervisor.h"
 
 #define CLUSTER "t"
@@ -39,89 +31,20 @@ enum {
     T_SEQ,  /* int: sent back to the sender as T_SEQ_BACK */
     T_SEQ_BACK,
     T_GIVEUP,
+    T_ACK,    /* A -> the peer's root: hello heard */
+    T_RESEND, /* the peer's root to itself: hello again, unless acked */
 };
-
-static char nats_url[64];
-static pid_t nats_pid;
-static char self_exe[1024];
-
-/* ------------------------------------------------------------ nats-server */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
-        return -1;
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-static int nats_port;
-
-/* nats-server on nats_port, JetStream (for global names) in a store of
- * this test run's own; 0 once it listens. */
-static int nats_launch(void)
-{
-    char ps[16], sd[64];
-    snprintf(ps, sizeof ps, "%d", nats_port);
-    snprintf(sd, sizeof sd, "/tmp/test_node_js.%d", (int)getpid());
-    nats_pid = fork();
-    if (nats_pid == 0) {
-        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", ps, "-js",
-               "-sd", sd, (char *)NULL);
-        execl("/usr/sbin/nats-server", "nats-server", "-a", "127.0.0.1", "-p",
-              ps, "-js", "-sd", sd, (char *)NULL);
-        fprintf(stderr, "test_node: cannot run nats-server: %s\n",
-                strerror(errno));
-        _exit(127);
-    }
-    for (int i = 0; i < 500 && !port_open(nats_port); i++) {
-        int st;
-        if (waitpid(nats_pid, &st, WNOHANG) == nats_pid)
-            return -1; /* it did not start: every test fails */
-        usleep(10000);
-    }
-    return port_open(nats_port) ? 0 : -1;
-}
 
 static int start_nats(void **state)
 {
     (void)state;
-    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-    if (n <= 0)
-        return -1;
-    self_exe[n] = '\0';
-    nats_port = free_port();
-    snprintf(nats_url, sizeof nats_url, "nats://127.0.0.1:%d", nats_port);
-    return nats_launch();
+    return nt_nats_up(true, NULL); /* JetStream: global names */
 }
 
 static int stop_nats(void **state)
 {
     (void)state;
-    if (nats_pid > 0) {
-        kill(nats_pid, SIGTERM);
-        waitpid(nats_pid, NULL, 0);
-    }
-    char cmd[96];
-    snprintf(cmd, sizeof cmd, "rm -rf /tmp/test_node_js.%d", (int)getpid());
-    (void)!system(cmd);
-    nats_Close();
+    nt_nats_down();
     return 0;
 }
 
@@ -174,6 +97,7 @@ static int peer_server(tp_ctx *ctx, void *state, const tp_msg *msg)
  * kills its root or goes down. */
 typedef struct peer {
     tp_pid server;
+    bool acked;         /* A heard our hello */
     tp_timer giveup;    /* A is down: end unless it comes back */
     char root_name[32]; /* its root's global name: "root-<node>" */
 } peer;
@@ -190,11 +114,16 @@ static int peer_main_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     case TP_TAG_NODEUP:
         if (p->giveup) /* A is back (after a reconnect) */
             tp_timer_cancel(ctx, p->giveup);
-        else
+        p->giveup = 0;
+        /* fall through */
+    case T_RESEND: /* NATS is at most once: hello until A answers */
+        if (!p->acked) {
             tp_sendf(ctx, peer_parent, T_HELLO, "[pp]", tp_self(ctx),
                      p->server);
-        p->giveup = 0;
+            tp_send_after(ctx, 200, T_RESEND, NULL, 0, NULL);
+        }
         break;
+    case T_ACK: p->acked = true; break;
     case TP_TAG_NODEDOWN: /* gone for good after a while: end with it */
         tp_send_after(ctx, 3000, T_GIVEUP, NULL, 0, &p->giveup);
         break;
@@ -216,13 +145,11 @@ static int peer_main(int argc, char **argv)
     if (tp_runtime_new(&cfg, &rt) != 0)
         return 2;
     tp_node_opts o;
-    tp_node_opts_init(&o);
-    o.urls = argv[3];
-    o.name = argv[2];
+    nt_peer_opts(&o, argv);
     o.cluster = CLUSTER;
     o.heartbeat_ms = HB_MS;
     if (tp_runtime_set_node(rt, &o) != 0 ||
-        tp_node_pid(rt, "A", strtoull(argv[4], NULL, 10), &peer_parent) != 0)
+        nt_peer_parent(rt, argv, &peer_parent) != 0)
         return 2;
     peer p = {0};
     snprintf(p.root_name, sizeof p.root_name, "root-%s", argv[2]);
@@ -234,14 +161,7 @@ static int peer_main(int argc, char **argv)
 
 static pid_t start_peer(const char *name, tp_pid parent)
 {
-    char id[32];
-    snprintf(id, sizeof id, "%llu", (unsigned long long)parent);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(self_exe, self_exe, "--peer", name, nats_url, id, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    return nt_start_peer(name, parent, NULL);
 }
 
 /* ------------------------------------------------------------- A's side */
@@ -254,7 +174,7 @@ static int run_node(const char *name, tp_behavior root, void *state,
     assert_int_equal(tp_runtime_new(NULL, &rt), 0);
     tp_node_opts o;
     tp_node_opts_init(&o);
-    o.urls = nats_url;
+    o.urls = nt_nats.url;
     o.name = name;
     o.cluster = CLUSTER;
     o.heartbeat_ms = HB_MS;
@@ -270,12 +190,22 @@ static int run_node(const char *name, tp_behavior root, void *state,
     return rc;
 }
 
-static int wait_child(pid_t pid)
+static int wait_child(pid_t pid) { return nu_wait(pid); }
+
+/* A peer's hello ([p p]: its root and its server): acknowledged each
+ * time (it says hello until then); true the first time from that peer. */
+static bool hello_in(tp_ctx *ctx, const tp_msg *msg, tp_pid *root,
+                     tp_pid *server)
 {
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    return st;
+    size_t len;
+    const void *data = tp_msg_data(msg, &len);
+    tp_pid r = TP_PID_NONE, s = TP_PID_NONE;
+    EXPECT_EQ(tp_unpackf(data, len, "[pp]", &r, &s), 0);
+    EXPECT_EQ(tp_send(ctx, r, T_ACK, NULL, 0), 0);
+    bool first = *server != s;
+    *root = r;
+    *server = s;
+    return first;
 }
 
 /* -------------------------------------------------------- the basics */
@@ -305,7 +235,8 @@ static int basics_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         EXPECT(b->child > 0);
         break;
     case T_HELLO: {
-        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &b->peer_root, &b->server), 0);
+        if (!hello_in(ctx, msg, &b->peer_root, &b->server))
+            break;
         EXPECT_EQ(tp_msg_from(msg), b->peer_root); /* a pid in a payload */
         EXPECT(tp_pid_is_remote(b->server));
         EXPECT_EQ(tp_pid_node(rt, b->server, b->node, sizeof b->node), 0);
@@ -381,9 +312,21 @@ static void test_basics(void **unused)
     assert_int_equal(run_node("A", basics_root, &b, &rt), 0);
     tp_node_stats st;
     tp_node_stats_get(rt, &st);
+    char *text = NULL; /* the metrics page has the node's counters */
+    size_t tlen = 0;
+    FILE *f = open_memstream(&text, &tlen);
+    assert_int_equal(tp_runtime_metrics_write(rt, f), 0);
+    fclose(f);
+    char want[64];
+    snprintf(want, sizeof want, "troupe_node_frames_out_total %llu",
+             (unsigned long long)st.frames_out);
+    bool metrics_ok = strstr(text, want) &&
+                      strstr(text, "troupe_node_frames_dropped_total 0");
+    free(text);
     tp_runtime_free(rt);
     int cst = wait_child(b.child);
     TPT_CHECK();
+    assert_true(metrics_ok);
     assert_true(WIFEXITED(cst));
     assert_true(b.echo && b.pong && b.oneshot);
     assert_int_equal(b.exit.kind, TP_EXIT_ERROR);
@@ -402,36 +345,50 @@ typedef struct lost {
     int how; /* SIGKILL or SIGSTOP */
     pid_t child;
     tp_pid server;
-    tp_ref hold_ref, mon_ref;
-    double t0, t_exit, t_down, t_reply, t_nodedown;
+    tp_ref hold_ref, group_ref, mon_ref;
+    double t0, t_exit, t_down, t_reply, t_group, t_nodedown;
     tp_reason exit, down;
-    int reply_status;
+    int reply_status, group_status, held;
     bool dump_ok; /* the dump showed the relations and the node */
+    tp_node_stats held_st, end_st;
 } lost;
 
 static void lost_maybe_done(tp_ctx *ctx, lost *l)
 {
-    if (l->t_exit && l->t_down && l->t_reply && l->t_nodedown)
+    if (l->t_exit && l->t_down && l->t_reply && l->t_group && l->t_nodedown) {
+        tp_node_stats_get(tp_ctx_runtime(ctx), &l->end_st);
         tp_exit(ctx, TP_REASON_NORMAL);
+    }
+}
+
+/* A call to B's server through the group (it holds it too). */
+static void lost_group_call(tp_ctx *ctx, lost *l)
+{
+    EXPECT_EQ(tp_group_call(ctx, "workers", T_HOLD, NULL, 0, 20000,
+                            &l->group_ref),
+              0);
 }
 
 static int lost_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     lost *l = state;
-    size_t len;
-    const void *data = tp_msg_data(msg, &len);
     tp_pid root;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: l->child = start_peer("B", tp_self(ctx)); break;
     case T_HELLO:
-        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &root, &l->server), 0);
+        if (!hello_in(ctx, msg, &root, &l->server))
+            break;
         EXPECT_EQ(tp_monitor_node(ctx, "B", true), 0);
         EXPECT_EQ(tp_link(ctx, l->server), 0);
         EXPECT_EQ(tp_monitor(ctx, l->server, &l->mon_ref), 0);
         EXPECT_EQ(tp_call(ctx, l->server, T_HOLD, NULL, 0, 20000, &l->hold_ref),
                   0);
+        lost_group_call(ctx, l);
         break;
-    case T_HELD: { /* the link, the monitor and the call are in place */
+    case T_HELD: { /* the link, the monitor and the calls are in place */
+        if (++l->held < 2)
+            break;
+        tp_node_stats_get(tp_ctx_runtime(ctx), &l->held_st);
         char *text = NULL;
         size_t tlen = 0;
         FILE *f = open_memstream(&text, &tlen);
@@ -454,9 +411,17 @@ static int lost_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         l->t_down = tpt_now_ms();
         break;
     case TP_TAG_REPLY:
-        EXPECT_EQ(tp_msg_ref(msg), l->hold_ref);
-        l->reply_status = tp_msg_status(msg);
-        l->t_reply = tpt_now_ms();
+        if (tp_msg_ref(msg) == l->group_ref && !l->held &&
+            tp_msg_status(msg) == TP_ENOPROC) { /* B's member not in yet */
+            lost_group_call(ctx, l);
+        } else if (tp_msg_ref(msg) == l->group_ref) {
+            l->group_status = tp_msg_status(msg);
+            l->t_group = tpt_now_ms();
+        } else {
+            EXPECT_EQ(tp_msg_ref(msg), l->hold_ref);
+            l->reply_status = tp_msg_status(msg);
+            l->t_reply = tpt_now_ms();
+        }
         break;
     case TP_TAG_NODEDOWN: l->t_nodedown = tpt_now_ms(); break;
     }
@@ -476,8 +441,17 @@ static void run_lost(lost *l, double limit_ms)
     assert_int_equal(l->exit.kind, TP_EXIT_NOCONNECTION);
     assert_int_equal(l->down.kind, TP_EXIT_NOCONNECTION);
     assert_int_equal(l->reply_status, TP_ENOCONN);
+    assert_int_equal(l->group_status, TP_ENOCONN); /* its server took it */
     assert_true(l->dump_ok);
+    /* Both calls waited on B (the group's through B's CALLED frame); a
+     * link, a monitor, our node monitor; after: the node monitor only. */
+    assert_int_equal(l->held_st.calls_waiting, 2);
+    assert_int_equal(l->held_st.relations, 3);
+    assert_int_equal(l->end_st.calls_waiting, 0);
+    assert_int_equal(l->end_st.relations, 1);
     double worst = l->t_exit;
+    if (l->t_group > worst)
+        worst = l->t_group;
     if (l->t_down > worst)
         worst = l->t_down;
     if (l->t_reply > worst)
@@ -528,7 +502,7 @@ static void test_name_taken(void **unused)
     pid_t child = start_peer("B", 1);
     /* Wait until B answers for its name. */
     natsConnection *nc = NULL;
-    assert_int_equal(natsConnection_ConnectTo(&nc, nats_url), NATS_OK);
+    assert_int_equal(natsConnection_ConnectTo(&nc, nt_nats.url), NATS_OK);
     bool up = false;
     for (int i = 0; i < 500 && !up; i++) {
         natsMsg *r = NULL;
@@ -593,14 +567,13 @@ static void publish_hostile(natsConnection *nc)
 static int hostile_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     hostile *h = state;
-    size_t len;
-    const void *data = tp_msg_data(msg, &len);
     tp_pid root;
     tp_node_stats st;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: h->child = start_peer("B", tp_self(ctx)); break;
     case T_HELLO:
-        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &root, &h->server), 0);
+        if (!hello_in(ctx, msg, &root, &h->server))
+            break;
         publish_hostile(h->raw);
         tp_send_after(ctx, 10, T_POLL, NULL, 0, NULL);
         break;
@@ -627,7 +600,7 @@ static void test_hostile_frames(void **unused)
     tpt_reset();
     static hostile h;
     memset(&h, 0, sizeof h);
-    assert_int_equal(natsConnection_ConnectTo(&h.raw, nats_url), NATS_OK);
+    assert_int_equal(natsConnection_ConnectTo(&h.raw, nt_nats.url), NATS_OK);
     tp_runtime *rt;
     assert_int_equal(run_node("A", hostile_root, &h, &rt), 0);
     tp_node_stats st;
@@ -639,6 +612,149 @@ static void test_hostile_frames(void **unused)
     assert_true(h.answered);
     /* The frame from "b@d" is dropped before it is counted as B's. */
     assert_true(st.dropped >= HOSTILE_N - 1);
+}
+
+/* ------------------------------ forged senders, forged names, sweeps */
+
+enum { T_FORGED = 80, T_FLOOD, T_HELPER_GO, T_POLL2 };
+#define FLOOD_N 200
+
+typedef struct forged {
+    pid_t child;
+    natsConnection *raw;
+    tp_pid server, helper;
+    tp_ref helper_mon, echo_ref;
+    int phase, polls, forged_n, flood_n;
+    tp_pid forged_from[2];
+    tp_node_stats before, after_flood, after_sweep;
+    int z_rc;
+    bool answered;
+} forged;
+
+/* A frame from node `node` (seq) to A's actor `to`: tag, sender `from`
+ * at node `from_node`. */
+static void raw_frame(natsConnection *nc, const char *node, uint64_t seq,
+                      tp_pid to, int32_t tag, const char *from_node)
+{
+    tpi_nframe f = {.kind = TPI_NF_MSG,
+                    .seq = seq,
+                    .to = to,
+                    .from = {1ull << 32 | 1, from_node, strlen(from_node)},
+                    .tag = tag};
+    tpi_nbuf b = {0};
+    char subj[160];
+    snprintf(subj, sizeof subj, "tp." CLUSTER ".n.A.%s", node);
+    if (tpi_nframe_encode(&b, &f))
+        natsConnection_Publish(nc, subj, b.p, (int)b.len);
+    tp_free(b.p);
+}
+
+/* Ends at once, after watching node B and making a call B holds. */
+static int helper(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    forged *g = state;
+    if (tp_msg_tag(msg) == T_HELPER_GO) {
+        EXPECT_EQ(tp_monitor_node(ctx, "B", true), 0);
+        EXPECT_EQ(tp_call(ctx, g->server, T_HOLD, NULL, 0, 60000, NULL), 0);
+    } else if (tp_msg_tag(msg) == T_HELD) {
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int forged_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    forged *g = state;
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    tp_node_stats st;
+    tp_pid root, self = tp_self(ctx);
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: g->child = start_peer("B", self); break;
+    case T_HELLO:
+        if (!hello_in(ctx, msg, &root, &g->server))
+            break;
+        tp_node_stats_get(rt, &g->before);
+        /* As node "E": a message naming C's actor as its sender, one
+         * naming E's own, and a link signal as C's actor (dropped). */
+        raw_frame(g->raw, "E", 1, self, T_FORGED, "C");
+        raw_frame(g->raw, "E", 2, self, T_FORGED, "E");
+        raw_frame(g->raw, "E", 3, self, TPI_SIG_LINK, "C");
+        /* Frames from FLOOD_N more names nobody has heard of. */
+        for (int i = 0; i < FLOOD_N; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "f%d", i);
+            raw_frame(g->raw, name, 1, self, T_FLOOD, name);
+        }
+        natsConnection_Flush(g->raw);
+        /* B, which is heard, still answers, behind all of it. */
+        EXPECT_EQ(tp_call(ctx, g->server, T_ECHO, "\x01", 1, 10000,
+                          &g->echo_ref),
+                  0);
+        break;
+    case T_FORGED:
+        if (g->forged_n < 2)
+            g->forged_from[g->forged_n] = tp_msg_from(msg);
+        g->forged_n++;
+        break;
+    case T_FLOOD: g->flood_n++; break;
+    case TP_TAG_REPLY: /* B's echo: every raw frame was taken or dropped */
+        EXPECT_EQ(tp_msg_status(msg), 0);
+        g->answered = true;
+        tp_node_stats_get(rt, &g->after_flood);
+        /* Names our own code gives are taken beyond the bound. */
+        tp_pid z;
+        g->z_rc = tp_node_pid(rt, "Z1", 1ull << 32 | 1, &z);
+        /* Now an actor that watches B and waits on a call to it, ends. */
+        EXPECT_EQ(tp_spawn(ctx, helper, g, NULL, &g->helper), 0);
+        EXPECT_EQ(tp_monitor(ctx, g->helper, &g->helper_mon), 0);
+        EXPECT_EQ(tp_send(ctx, g->helper, T_HELPER_GO, NULL, 0), 0);
+        break;
+    case TP_TAG_DOWN: /* its entries go: the node monitor as it ends, the
+                         call at the next heartbeat */
+    case T_POLL2:
+        tp_node_stats_get(rt, &st);
+        if ((st.relations == g->before.relations &&
+             st.calls_waiting == g->before.calls_waiting) ||
+            ++g->polls > 500) {
+            g->after_sweep = st;
+            kill(g->child, SIGKILL);
+            return tp_exit(ctx, TP_REASON_NORMAL);
+        }
+        tp_send_after(ctx, 10, T_POLL2, NULL, 0, NULL);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* A node may not name another node's actor as a sender: a message that
+ * does arrives without one, a signal is dropped. Names read only off the
+ * wire take at most TPI_NODE_UNHEARD_MAX slots of the peer table: frames
+ * from more are dropped and counted, and the node keeps serving. What an
+ * ended actor left (a node monitor, a call waiting) is forgotten. */
+static void test_forged_senders_and_names(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static forged g;
+    memset(&g, 0, sizeof g);
+    assert_int_equal(natsConnection_ConnectTo(&g.raw, nt_nats.url), NATS_OK);
+    assert_int_equal(run_node("A", forged_root, &g, NULL), 0);
+    natsConnection_Destroy(g.raw);
+    wait_child(g.child);
+    TPT_CHECK();
+    assert_true(g.answered);
+    assert_int_equal(g.forged_n, 2);
+    assert_true(g.forged_from[0] == TP_PID_NONE);    /* C's: not vouched for */
+    assert_true(tp_pid_is_remote(g.forged_from[1])); /* E's own */
+    /* E and C took two unheard slots, the flood the rest; then dropped. */
+    assert_true(g.flood_n <= TPI_NODE_UNHEARD_MAX - 2 &&
+                g.flood_n >= TPI_NODE_UNHEARD_MAX - 3); /* (B, if not yet
+                                                            heard then) */
+    assert_int_equal(g.after_flood.dropped - g.before.dropped,
+                     1 + FLOOD_N - g.flood_n);
+    assert_int_equal(g.z_rc, 0);
+    assert_int_equal(g.after_sweep.relations, g.before.relations);
+    assert_int_equal(g.after_sweep.calls_waiting, g.before.calls_waiting);
 }
 
 /* ----------------------------------------------------- global names */
@@ -656,13 +772,12 @@ static int names_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     names *s = state;
     tp_runtime *rt = tp_ctx_runtime(ctx);
-    size_t len;
-    const void *data = tp_msg_data(msg, &len);
     tp_pid who = TP_PID_NONE;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: s->child = start_peer("B", tp_self(ctx)); break;
     case T_HELLO:
-        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &s->peer_root, &s->server), 0);
+        if (!hello_in(ctx, msg, &s->peer_root, &s->server))
+            break;
         tp_send_after(ctx, 10, T_TICK, NULL, 0, NULL);
         break;
     case T_NAMED: /* B's server registered "echo" (maybe after B's hello:
@@ -762,7 +877,8 @@ static int groups_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         g->child = start_peer("B", tp_self(ctx));
         break;
     case T_HELLO:
-        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &root, &g->server), 0);
+        if (!hello_in(ctx, msg, &root, &g->server))
+            break;
         /* B's member may join a little after B said hello: calls go on,
          * one at a time, until both members answered. */
         EXPECT_EQ(tp_group_call(ctx, "workers", T_WHO, NULL, 0, 5000, NULL), 0);
@@ -831,7 +947,7 @@ typedef struct spawned {
     int hellos, started;
     tp_pid sup, kids[4];
     char nodes[4][TP_NODE_NAME_MAX + 1];
-    tp_pid c_root;
+    tp_pid c_root, b_server, c_server;
 } spawned;
 
 enum { T_STARTED = 70 };
@@ -851,17 +967,19 @@ static int spawned_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     tp_runtime *rt = tp_ctx_runtime(ctx);
     size_t len;
     const void *data = tp_msg_data(msg, &len);
-    tp_pid root, server;
+    tp_pid root;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START:
         s->b = start_peer("B", tp_self(ctx));
         s->c = start_peer("C", tp_self(ctx));
         break;
     case T_HELLO: {
-        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &root, &server), 0);
         char node[8];
-        tp_pid_node(rt, root, node, sizeof node);
-        if (strcmp(node, "C") == 0)
+        tp_pid_node(rt, tp_msg_from(msg), node, sizeof node);
+        bool c = strcmp(node, "C") == 0;
+        if (!hello_in(ctx, msg, &root, c ? &s->c_server : &s->b_server))
+            break;
+        if (c)
             s->c_root = root;
         if (++s->hellos < 2)
             break;
@@ -940,14 +1058,13 @@ typedef struct restart {
 static int restart_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     restart *r = state;
-    size_t len;
-    const void *data = tp_msg_data(msg, &len);
     tp_pid root;
     int64_t v;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: r->child = start_peer("B", tp_self(ctx)); break;
     case T_HELLO:
-        EXPECT_EQ(tp_unpackf(data, len, "[pp]", &root, &r->server), 0);
+        if (!hello_in(ctx, msg, &root, &r->server))
+            break;
         /* A monitor (not a link, which would end the server when it
          * breaks): the stream goes on after the engine is back. */
         EXPECT_EQ(tp_monitor(ctx, r->server, NULL), 0);
@@ -959,9 +1076,8 @@ static int restart_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         if (r->got >= SEQ_N / 3 && !r->restarted) {
             r->restarted = true; /* the engine goes away under load */
             r->at_restart = r->sent;
-            kill(nats_pid, SIGKILL);
-            waitpid(nats_pid, NULL, 0);
-            EXPECT_EQ(nats_launch(), 0);
+            nt_nats_kill();
+            EXPECT_EQ(nt_nats_restart(), 0);
         }
         /* Enough came back after the restart, or give up (the test
          * then fails on what it counted). */
@@ -1033,6 +1149,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hung),
         cmocka_unit_test(test_name_taken),
         cmocka_unit_test(test_hostile_frames),
+        cmocka_unit_test(test_forged_senders_and_names),
         cmocka_unit_test(test_global_names),
         cmocka_unit_test(test_groups),
         cmocka_unit_test(test_remote_spawn_supervised),

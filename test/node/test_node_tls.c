@@ -22,21 +22,11 @@
  * and starts nats-server on a free loopback port. Node A is this process;
  * node B is this same program run with --peer (peer_main).
  */
-#include <arpa/inet.h>
-#include <errno.h>
 #include <ftw.h>
-#include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 
-#include <nats/nats.h>
-
-#include "tp_test.h"
+#include "node/node_test.h"
 #include "runtime/node/node_int.h" /* the frame encoder, for forged frames */
-#include "troupe/node.h"
 
 #define CLUSTER "t"
 #define PFX "tp." CLUSTER
@@ -54,9 +44,6 @@ enum {
 };
 
 static char tmp_dir[128];
-static char nats_url[64];
-static pid_t nats_pid;
-static char self_exe[1024];
 
 static const char *in_dir(char *buf, size_t size, const char *file)
 {
@@ -122,7 +109,7 @@ static const char user_block[] =
     "        publish: { allow: [\"" PFX ".n.*.%1$s\", \"" PFX ".hb.%1$s\",\n"
     "          \"" PFX ".alive.>\", \"" PFX ".probe.*.%1$s\",\n"
     "          \"" PFX ".who.>\", \"_INBOX.>\",\n"
-    "          \"" PFX ".spawn.*\", \"" PFX ".g.>\", \"$JS.API.>\",\n"
+    "          \"" PFX ".spawn.*\", \"" PFX ".g.*.%1$s\", \"$JS.API.>\",\n"
     "          \"$KV.tp_" CLUSTER "_names.>\"] }\n"
     "        subscribe: { allow: [\"" PFX ".n.%1$s.*\", \"" PFX ".hb.*\",\n"
     "          \"" PFX ".alive.%1$s\", \"" PFX ".who.%1$s\",\n"
@@ -131,13 +118,12 @@ static const char user_block[] =
     "          \"" PFX ".g.>\"] }\n"
     "    } }\n";
 
-static int write_config(const char *path, int port)
+static int write_config(const char *path)
 {
     char f[256];
     FILE *c = fopen(path, "w");
     if (!c)
         return -1;
-    fprintf(c, "listen: \"127.0.0.1:%d\"\n", port);
     fprintf(c, "tls {\n  cert_file: \"%s\"\n",
             in_dir(f, sizeof f, "server.pem"));
     fprintf(c, "  key_file: \"%s\"\n", in_dir(f, sizeof f, "server.key"));
@@ -148,30 +134,6 @@ static int write_config(const char *path, int port)
     fprintf(c, user_block, "B");
     fprintf(c, "  ]\n}\n");
     return fclose(c) == 0 ? 0 : -1;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
-        return -1;
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
 }
 
 static int rm_one(const char *path, const struct stat *st, int flag,
@@ -187,61 +149,32 @@ static int rm_one(const char *path, const struct stat *st, int flag,
 static int teardown(void **state)
 {
     (void)state;
-    if (nats_pid > 0) {
-        kill(nats_pid, SIGTERM);
-        waitpid(nats_pid, NULL, 0);
-        nats_pid = 0;
-    }
+    nt_nats_down();
     if (tmp_dir[0])
         nftw(tmp_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-    nats_Close();
     return 0;
 }
 
 static int setup(void **state)
 {
-    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
-    if (n <= 0)
-        return -1;
-    self_exe[n] = '\0';
+    (void)state;
     snprintf(tmp_dir, sizeof tmp_dir, "%s/tp-tls-XXXXXX",
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(tmp_dir)) {
         tmp_dir[0] = '\0';
         return -1;
     }
-    char conf[256], log[256];
-    int port = free_port();
-    if (sh(make_certs) != 0 ||
-        write_config(in_dir(conf, sizeof conf, "nats.conf"), port) != 0) {
-        fprintf(stderr, "test_node_tls: setup failed, see %s\n",
-                in_dir(log, sizeof log, "setup.log"));
+    static char conf[256], log[256];
+    const char *args[] = {"-c", in_dir(conf, sizeof conf, "nats.conf"), NULL};
+    in_dir(log, sizeof log, "nats.log");
+    nt_nats.tied = true; /* the server goes with this process, even killed */
+    if (sh(make_certs) != 0 || write_config(conf) != 0 ||
+        nt_nats_up_log(false, args, log) != 0) {
+        fprintf(stderr,
+                "test_node_tls: setup failed, see %s/setup.log and "
+                "%s\n",
+                tmp_dir, log);
         return -1; /* (the dir is kept for a look) */
-    }
-    snprintf(nats_url, sizeof nats_url, "nats://127.0.0.1:%d", port);
-    pid_t self = getpid();
-    nats_pid = fork();
-    if (nats_pid == 0) {
-        /* The server goes with this process, even one killed. */
-        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != self ||
-            !freopen(in_dir(log, sizeof log, "nats.log"), "w", stderr))
-            _exit(126);
-        execlp("nats-server", "nats-server", "-c", conf, (char *)NULL);
-        execl("/usr/sbin/nats-server", "nats-server", "-c", conf, (char *)NULL);
-        _exit(127);
-    }
-    /* Nothing to wait on but the port (as test_node does). */
-    for (int i = 0; i < 1000 && !port_open(port); i++) {
-        if (waitpid(nats_pid, NULL, WNOHANG) == nats_pid) {
-            nats_pid = 0;
-            fprintf(stderr, "test_node_tls: nats-server failed, see %s\n", log);
-            return -1;
-        }
-        usleep(10000);
-    }
-    if (!port_open(port)) {
-        teardown(state);
-        return -1;
     }
     return 0;
 }
@@ -334,7 +267,7 @@ static int peer_main(int argc, char **argv)
     tp_node_opts o;
     node_opts(&o, argv[2], argv[3], &c);
     if (tp_runtime_set_node(rt, &o) != 0 ||
-        tp_node_pid(rt, "A", strtoull(argv[4], NULL, 10), &peer_parent) != 0)
+        nt_peer_parent(rt, argv, &peer_parent) != 0)
         return 2;
     peer p = {0};
     int rc = tp_run(rt, peer_root, &p, NULL);
@@ -345,15 +278,8 @@ static int peer_main(int argc, char **argv)
 
 static pid_t start_peer(const char *name, tp_pid parent)
 {
-    char id[32];
-    snprintf(id, sizeof id, "%llu", (unsigned long long)parent);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(self_exe, self_exe, "--peer", name, nats_url, id, tmp_dir,
-              (char *)NULL);
-        _exit(127);
-    }
-    return pid;
+    const char *more[] = {tmp_dir, NULL};
+    return nt_start_peer(name, parent, more);
 }
 
 /* The server's log lines that report a permissions violation, to out
@@ -375,14 +301,6 @@ static int server_violations(char *out, size_t size)
     if (f)
         fclose(f);
     return n;
-}
-
-static int wait_child(pid_t pid)
-{
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    return st;
 }
 
 /* ------------------------------------------------------ raw clients */
@@ -437,7 +355,7 @@ static natsStatus raw_connect(natsConnection **nc, bool tls, const char *ca,
     natsOptions *o = NULL;
     natsStatus s = natsOptions_Create(&o);
     if (s == NATS_OK)
-        s = natsOptions_SetURL(o, nats_url);
+        s = natsOptions_SetURL(o, nt_nats.url);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(o, CONNECT_MS);
     if (s == NATS_OK)
@@ -673,7 +591,7 @@ static void test_tls_cluster(void **unused)
     creds a;
     creds_of(&a, "A");
     tp_node_opts o;
-    node_opts(&o, "A", nats_url, &a);
+    node_opts(&o, "A", nt_nats.url, &a);
     assert_int_equal(tp_runtime_set_node(rt, &o), 0);
     tpt_watchdog(1);
     int rc = tp_run(rt, cluster_root, &c, NULL);
@@ -681,7 +599,7 @@ static void test_tls_cluster(void **unused)
     if (c.attacker_on)
         pthread_join(c.attacker, NULL);
     tp_runtime_free(rt);
-    int cst = c.child > 0 ? wait_child(c.child) : 0;
+    int cst = c.child > 0 ? nu_wait(c.child) : 0;
     assert_int_equal(rc, 0);
     TPT_CHECK();
     assert_true(WIFEXITED(cst) && WEXITSTATUS(cst) == 0);
@@ -752,7 +670,7 @@ static void test_refused_nodes(void **unused)
         tp_runtime *rt;
         assert_int_equal(tp_runtime_new(NULL, &rt), 0);
         tp_node_opts o;
-        node_opts(&o, "A", nats_url, &c);
+        node_opts(&o, "A", nt_nats.url, &c);
         assert_int_equal(tp_runtime_set_node(rt, &o), 0);
         tpt_watchdog(1);
         int rc = tp_run(rt, never_runs, NULL, NULL);

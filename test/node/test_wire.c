@@ -13,10 +13,10 @@
  * them. A seed named frame_ok_* must decode, frame_bad_* must not;
  * pid_ok_* and pid_bad_* are pid extension bodies (tpi_wpid_body).
  */
-#include <dirent.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 
+#include "fuzz_replay.h"
 #include "tp_test.h"
 #include "runtime/node/node_int.h"
 #include "test/node/fuzz/nframe_fuzz.h"
@@ -237,7 +237,7 @@ typedef struct sample {
     tpi_nframe f;
 } sample;
 
-static sample valid[12];
+static sample valid[16];
 static size_t n_valid;
 
 static void make_valid(void)
@@ -282,6 +282,8 @@ static void make_valid(void)
     ADD("msg_bin32", .kind = TPI_NF_MSG, .seq = 1, .to = 1, .tag = 0,
         .payload = pl_70000, .len = sizeof pl_70000);
     ADD("break", .kind = TPI_NF_BREAK, .seq = 6);
+    ADD("called", .kind = TPI_NF_CALLED, .seq = 8, .to = 4ull << 32 | 2,
+        .ref = 99);
     ADD("leave", .kind = TPI_NF_LEAVE, .seq = 1ull << 40);
     ADD("hb", .kind = TPI_NF_HB, .node = "node-1", .node_len = 6,
         .creation = 123456789);
@@ -894,60 +896,72 @@ static void test_trailing(void **unused)
     }
 }
 
-/* ------------------------------------------------- the fuzz corpus */
-
-/* test/node/fuzz beside this file (CMake compiles it by its absolute
- * path). */
-static const char *fuzz_dir(char *out, size_t cap)
+/* Frames to one node travel back to back in one NATS message: each is
+ * read in turn, and a bad one ends the walk (the rest cannot be found). */
+static void test_batch(void **unused)
 {
-    snprintf(out, cap, "%s", __FILE__);
-    char *slash = strrchr(out, '/');
-    if (slash)
-        snprintf(slash, cap - (size_t)(slash - out), "/fuzz");
-    else
-        snprintf(out, cap, "fuzz");
-    return out;
+    (void)unused;
+    static buf m, one;
+    m.n = 0;
+    for (size_t i = 0; i < n_valid; i++) {
+        valid_frame(i, &one);
+        b_raw(&m, one.p, one.n);
+    }
+    size_t off = 0, used = 0, got = 0;
+    tpi_nframe f;
+    const char *why;
+    while (off < m.n) {
+        if (tpi_nframe_next(m.p + off, m.n - off, &used, &f, &why) != 0)
+            fail_msg("frame %zu of the batch refused: %s", got, why);
+        assert_true(used > 0 && used <= m.n - off);
+        if (!nfuzz_same(&valid[got].f, &f))
+            fail_msg("%s: fields changed in a batch", valid[got].name);
+        off += used;
+        got++;
+    }
+    assert_int_equal(got, n_valid);
+    /* Garbage after the first two: they are read, the walk stops there. */
+    static buf g;
+    size_t good = 0;
+    g.n = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (i == 2) { /* garbage between the second and the third */
+            good = g.n;
+            b_raw(&g, "\xc1\x9b\x01", 3);
+        }
+        valid_frame(i, &one);
+        b_raw(&g, one.p, one.n);
+    }
+    off = got = 0;
+    while (off < g.n &&
+           tpi_nframe_next(g.p + off, g.n - off, &used, &f, &why) == 0) {
+        off += used;
+        got++;
+    }
+    assert_int_equal(got, 2);
+    assert_int_equal(off, good);
+    /* Spawn requests and answers have their own subject, never a batch. */
+    const uint8_t spawn[] = {0x94, 0x01, TPI_NF_SPAWN, 0xa1, 'k', 0xc0};
+    assert_int_equal(tpi_nframe_next(spawn, sizeof spawn, &used, &f, &why),
+                     TP_EPROTO);
 }
 
-/* Replay every file of dir: -1 if there is no such dir. */
-static int replay_dir(const char *dir, bool named)
+/* ------------------------------------------------- the fuzz corpus */
+
+/* A regression (a crash once): it must not crash, that is all. */
+static void check_unnamed(const char *name, const void *p, size_t n)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    int n = 0;
-    static uint8_t data[1 << 20];
-    for (struct dirent *e; (e = readdir(d));) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[1200];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        FILE *f = fopen(path, "rb");
-        if (!f)
-            continue;
-        size_t len = fread(data, 1, sizeof data, f);
-        fclose(f);
-        if (named)
-            check_named(e->d_name, data, len);
-        else
-            check_named("", data, len); /* must not crash: that is all */
-        n++;
-    }
-    closedir(d);
-    return n;
+    (void)name;
+    check_named("", p, n);
 }
 
 static void test_fuzz_replay(void **unused)
 {
     (void)unused;
-    char dir[1024], path[1100];
-    fuzz_dir(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/corpus", dir);
-    int seeds_n = replay_dir(path, true);
-    snprintf(path, sizeof path, "%s/regressions", dir);
-    int crashes = replay_dir(path, false); /* -1: none kept yet */
+    int seeds_n = tpt_replay(__FILE__, "corpus", check_named);
+    int crashes = tpt_replay(__FILE__, "regressions", check_unnamed);
     printf("replayed %d seeds, %d regressions\n", seeds_n,
-           crashes < 0 ? 0 : crashes);
+           crashes < 0 ? 0 : crashes); /* -1: none kept yet */
     assert_true(seeds_n > 20);
 }
 
@@ -986,6 +1000,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_kinds_versions),
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_trailing),
+        cmocka_unit_test(test_batch),
         cmocka_unit_test(test_fuzz_replay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

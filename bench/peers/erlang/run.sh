@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Run one troupe peer benchmark in Erlang/OTP.
-#   usage: run.sh <pingpong|ring|skynet|fanin|ask|idle|big> <threads>
+#   usage: run.sh <pingpong|ring|skynet|fanin|ask|idle|big> <threads> [variant]
+#          run.sh variants <bench>
 # Installs erlang-base if missing, compiles troupe_bench.erl once into
 # .build/ (again only when the source is newer), then runs it with
 # +S threads:threads. Prints exactly one result line on stdout.
 set -euo pipefail
 
-usage() { echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle|big> <threads>" >&2; exit 2; }
-[ $# -eq 2 ] || usage
-bench=$1 threads=$2
-case $bench in pingpong|ring|skynet|fanin|ask|idle|big) ;; *) usage ;; esac
-[[ $threads =~ ^[1-9][0-9]*$ ]] || usage
+usage() {
+  echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle|big> <threads> [variant]" >&2
+  echo "       $0 variants <bench>" >&2
+  exit 2
+}
+[ $# -eq 2 ] || [ $# -eq 3 ] || usage
+if [ "$1" = variants ]; then
+  threads=1
+else
+  threads=$2
+  [[ $threads =~ ^[1-9][0-9]*$ ]] || usage
+fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=$here/.build
@@ -41,4 +49,4 @@ fi
 
 # +P: idle and skynet need more than the default 1,048,576 processes.
 exec erl -noshell +S "$threads:$threads" +P 2000000 -pa "$build" \
-  -run troupe_bench main "$bench" "$threads"
+  -run troupe_bench main "$@"

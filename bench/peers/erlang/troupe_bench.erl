@@ -1,11 +1,13 @@
 %% Peer benchmarks for troupe, written in plain Erlang/OTP.
 %%
 %% Usage (see run.sh):
-%%   erl -noshell +S T:T +P 2000000 -pa BUILD -run troupe_bench main BENCH T
+%%   erl -noshell +S T:T +P 2000000 -pa BUILD -run troupe_bench main BENCH T [VARIANT]
+%%   erl -noshell -pa BUILD -run troupe_bench main variants BENCH
 %%
 %% Prints one line:
-%%   bench=<name> impl=erlang threads=<t> n=<n> seconds=<s> check=<c>
+%%   bench=<name> impl=erlang variant=<v> threads=<t> n=<n> seconds=<s> check=<c>
 %% and halts with status 0 when the checksum is right, 1 otherwise.
+%% `variants BENCH' prints the workload's variants, the default first.
 %%
 %% The workloads are defined in /work/shared/BENCH.md (copied into the
 %% project's bench docs). The timed part runs from just before the first
@@ -14,6 +16,8 @@
 -behaviour(gen_server).
 
 -export([main/1]).
+%% The continuation of a hibernating idle process.
+-export([idle_wait/1]).
 %% gen_server callbacks for the `ask' counter server.
 -export([init/1, handle_call/3, handle_cast/2]).
 
@@ -33,9 +37,15 @@
 %% Entry point
 %%--------------------------------------------------------------------
 
+main(["variants", Bench]) ->
+    io:format("~s~n", [lists:join(" ", variants(Bench))]),
+    halt(0);
 main([Bench, Threads]) ->
+    main([Bench, Threads, hd(variants(Bench))]);
+main([Bench, Threads, Variant]) ->
+    lists:member(Variant, variants(Bench)) orelse main(usage),
     Result =
-        try run(Bench)
+        try run(Bench, Variant)
         catch Class:Reason:Stack ->
             io:format(standard_error, "~s failed: ~p:~p~n~p~n",
                       [Bench, Class, Reason, Stack]),
@@ -43,8 +53,8 @@ main([Bench, Threads]) ->
         end,
     case Result of
         {N, Seconds, Check, Expected, Extra} ->
-            io:format("bench=~s impl=erlang threads=~s n=~b seconds=~.6f check=~b~s~n",
-                      [Bench, Threads, N, Seconds, Check, Extra]),
+            io:format("bench=~s impl=erlang variant=~s threads=~s n=~b seconds=~.6f check=~b~s~n",
+                      [Bench, Variant, Threads, N, Seconds, Check, Extra]),
             case Check =:= Expected of
                 true ->
                     halt(0);
@@ -58,17 +68,32 @@ main([Bench, Threads]) ->
     end;
 main(_) ->
     io:format(standard_error,
-              "usage: troupe_bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads>~n", []),
+              "usage: troupe_bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads> [variant]~n"
+              "       troupe_bench variants <bench>~n", []),
     halt(2).
 
-run("pingpong") -> pingpong();
-run("ring")     -> ring();
-run("skynet")   -> skynet();
-run("fanin")    -> fanin();
-run("ask")      -> ask();
-run("idle")     -> idle();
-run("big")      -> big();
-run(Other)      -> erlang:error({unknown_bench, Other}).
+%% The idioms an Erlang user picks from, per workload, the default first
+%% (bench/run.sh keeps the fastest). bare-int: the replier knows its peer's
+%% pid, so messages are bare integers (no heap data to copy); from-tuple:
+%% each request carries the sender, `{self(), N}'. plain-call: a request
+%% with a fresh reference and a receive on it; gen_server: gen_server:call.
+%% hibernate: each idle process waits in erlang:hibernate/3, which shrinks
+%% it to its live data; receive: a plain receive.
+variants("pingpong") -> ["bare-int", "from-tuple"];
+variants("big")      -> ["bare-int", "from-tuple"];
+variants("ask")      -> ["plain-call", "gen_server"];
+variants("idle")     -> ["hibernate", "receive"];
+variants("fanin")    -> ["credit"];
+variants(Bench) when Bench =:= "ring"; Bench =:= "skynet" -> ["plain"];
+variants(_)          -> main(usage).
+
+run("pingpong", V) -> pingpong(V);
+run("ring", _)     -> ring();
+run("skynet", _)   -> skynet();
+run("fanin", _)    -> fanin();
+run("ask", V)      -> ask(V);
+run("idle", V)     -> idle(V);
+run("big", V)      -> big(V).
 
 now_ns() -> erlang:monotonic_time(nanosecond).
 
@@ -78,15 +103,44 @@ seconds(T0, T1) -> (T1 - T0) / 1.0e9.
 %% pingpong: A sends an integer to B, B replies with it + 1.
 %%--------------------------------------------------------------------
 
-pingpong() ->
+pingpong(Variant) ->
     Main = self(),
     T0 = now_ns(),
-    B = spawn(fun pong/0),
-    _A = spawn(fun() -> ping(B, 0, ?PINGPONG_ROUND_TRIPS, Main) end),
+    spawn_pair(Variant, ?PINGPONG_ROUND_TRIPS, Main, fun(Ping) -> Ping() end),
     Final = receive {pingpong_done, V} -> V end,
     T1 = now_ns(),
     {2 * ?PINGPONG_ROUND_TRIPS, seconds(T0, T1), Final, ?PINGPONG_ROUND_TRIPS, ""}.
 
+%% Spawns a pingpong pair: A plays Rounds round trips with B and reports
+%% {pingpong_done, V} to Main. A runs Start(Ping), which must call Ping()
+%% (big uses it to wait for its go first). Returns A's pid.
+spawn_pair("bare-int", Rounds, Main, Start) ->
+    spawn(fun() ->
+                  Self = self(),
+                  B = spawn(fun() -> pong_to(Self) end),
+                  Start(fun() -> ping_int(B, 0, Rounds, Main) end)
+          end);
+spawn_pair("from-tuple", Rounds, Main, Start) ->
+    B = spawn(fun pong/0),
+    spawn(fun() -> Start(fun() -> ping(B, 0, Rounds, Main) end) end).
+
+%% bare-int: B knows A; both send bare integers.
+ping_int(B, Value, 0, Main) ->
+    B ! stop,
+    Main ! {pingpong_done, Value};
+ping_int(B, Value, Left, Main) ->
+    B ! Value,
+    receive
+        Reply -> ping_int(B, Reply, Left - 1, Main)
+    end.
+
+pong_to(A) ->
+    receive
+        stop -> ok;
+        Value -> A ! Value + 1, pong_to(A)
+    end.
+
+%% from-tuple: A sends {self(), N}; B replies to whoever asked.
 ping(B, Value, 0, Main) ->
     B ! stop,
     Main ! {pingpong_done, Value};
@@ -194,8 +248,10 @@ collect(K, Sum) ->
 %%
 %% Erlang mailboxes are unbounded, so the bound is enforced the usual way:
 %% the consumer grants credit. Each producer starts with a window of
-%% 1024 / 4 = 256 credits and spends one per message; the consumer returns
-%% credit in batches of 128 as it processes a producer's messages. At most
+%% 1024 / 4 = 256 credits and spends one per message. Data are bare
+%% integers, except every 128th, `{ack, From, I}', which asks the consumer
+%% for 128 more credits; so the consumer keeps no per-producer state, and
+%% a producer's messages not yet consumed never exceed its window: at most
 %% 1024 data messages are ever outstanding in the consumer's mailbox.
 %%--------------------------------------------------------------------
 
@@ -205,7 +261,7 @@ collect(K, Sum) ->
 fanin() ->
     Main = self(),
     T0 = now_ns(),
-    Consumer = spawn(fun() -> consumer(Main, ?FANIN_PRODUCERS, 0, #{}) end),
+    Consumer = spawn(fun() -> consumer(Main, ?FANIN_PRODUCERS, 0) end),
     [spawn(fun() -> producer(Consumer, 0, ?FANIN_PER_PRODUCER, ?FANIN_WINDOW) end)
      || _ <- lists:seq(1, ?FANIN_PRODUCERS)],
     Sum = receive {fanin_done, S} -> S end,
@@ -215,51 +271,77 @@ fanin() ->
     {?FANIN_PRODUCERS * Per, seconds(T0, T1), Sum, Expected, ""}.
 
 producer(Consumer, Limit, Limit, _Credit) ->
-    Consumer ! {done, self()};
+    Consumer ! done;
 producer(Consumer, I, Limit, 0) ->
     receive
-        {credit, N} -> producer(Consumer, I, Limit, N)
+        credit -> producer(Consumer, I, Limit, ?FANIN_ACK_BATCH)
     end;
 producer(Consumer, I, Limit, Credit) ->
-    Consumer ! {data, self(), I},
+    case (I + 1) rem ?FANIN_ACK_BATCH of
+        0 -> Consumer ! {ack, self(), I};
+        _ -> Consumer ! I
+    end,
     producer(Consumer, I + 1, Limit, Credit - 1).
 
-%% Pending maps each producer to the number of its messages consumed since
-%% it was last granted credit.
-consumer(Main, 0, Sum, _Pending) ->
+consumer(Main, 0, Sum) ->
     Main ! {fanin_done, Sum};
-consumer(Main, Producers, Sum, Pending) ->
+consumer(Main, Producers, Sum) ->
     receive
-        {data, From, V} ->
-            case maps:get(From, Pending, 0) + 1 of
-                ?FANIN_ACK_BATCH ->
-                    From ! {credit, ?FANIN_ACK_BATCH},
-                    consumer(Main, Producers, Sum + V, Pending#{From => 0});
-                Count ->
-                    consumer(Main, Producers, Sum + V, Pending#{From => Count})
-            end;
-        {done, _From} ->
-            consumer(Main, Producers - 1, Sum, Pending)
+        V when is_integer(V) ->
+            consumer(Main, Producers, Sum + V);
+        {ack, From, V} ->
+            From ! credit,
+            consumer(Main, Producers, Sum + V);
+        done ->
+            consumer(Main, Producers - 1, Sum)
     end.
 
 %%--------------------------------------------------------------------
-%% ask: gen_server:call on a gen_server holding a counter.
+%% ask: a server process holding a counter; a client calls it in sequence.
+%% plain-call: {increment, self(), Ref} with a fresh reference, and a
+%% receive on {Ref, New} (the compiler's reference-receive optimisation
+%% skips older messages); gen_server: gen_server:call/2 on a gen_server.
 %%--------------------------------------------------------------------
 
-ask() ->
+ask(Variant) ->
     Main = self(),
     T0 = now_ns(),
-    {ok, Server} = gen_server:start(?MODULE, 0, []),
-    spawn(fun() -> Main ! {ask_done, ask_loop(Server, ?ASK_REQUESTS, 0)} end),
+    {Server, Call, Stop} =
+        case Variant of
+            "plain-call" ->
+                S = spawn(fun() -> counter(0) end),
+                {S, fun call_increment/1, fun(P) -> P ! stop end};
+            "gen_server" ->
+                {ok, S} = gen_server:start(?MODULE, 0, []),
+                {S, fun(P) -> gen_server:call(P, increment) end, fun gen_server:stop/1}
+        end,
+    spawn(fun() -> Main ! {ask_done, ask_loop(Server, Call, ?ASK_REQUESTS, 0)} end),
     Last = receive {ask_done, V} -> V end,
     T1 = now_ns(),
-    gen_server:stop(Server),
+    Stop(Server),
     {?ASK_REQUESTS, seconds(T0, T1), Last, ?ASK_REQUESTS, ""}.
 
-ask_loop(_Server, 0, Last) ->
+ask_loop(_Server, _Call, 0, Last) ->
     Last;
-ask_loop(Server, Left, _Last) ->
-    ask_loop(Server, Left - 1, gen_server:call(Server, increment)).
+ask_loop(Server, Call, Left, _Last) ->
+    ask_loop(Server, Call, Left - 1, Call(Server)).
+
+call_increment(Server) ->
+    Ref = make_ref(),
+    Server ! {increment, self(), Ref},
+    receive
+        {Ref, New} -> New
+    end.
+
+counter(Counter) ->
+    receive
+        {increment, From, Ref} ->
+            New = Counter + 1,
+            From ! {Ref, New},
+            counter(New);
+        stop ->
+            ok
+    end.
 
 init(Counter) ->
     {ok, Counter}.
@@ -277,13 +359,11 @@ handle_cast(_Msg, Counter) ->
 %% process, which sums them.
 %%--------------------------------------------------------------------
 
-big() ->
+big(Variant) ->
     Main = self(),
     T0 = now_ns(),
-    Pings = [begin
-                 B = spawn(fun pong/0),
-                 spawn(fun() -> receive go -> ping(B, 0, ?BIG_ROUNDS, Main) end end)
-             end
+    WaitForGo = fun(Ping) -> receive go -> Ping() end end,
+    Pings = [spawn_pair(Variant, ?BIG_ROUNDS, Main, WaitForGo)
              || _ <- lists:seq(1, ?BIG_PAIRS)],
     %% Every pair exists: start them all.
     lists:foreach(fun(A) -> A ! go end, Pings),
@@ -297,14 +377,22 @@ big_collect(K, Sum) ->
     receive {pingpong_done, V} -> big_collect(K - 1, Sum + V) end.
 
 %%--------------------------------------------------------------------
-%% idle: 1,000,000 processes each waiting for one message.
+%% idle: 1,000,000 processes each waiting for one message. Each counts
+%% itself in a shared counter just before it waits; VmRSS is read once all
+%% have counted, so every process is measured in its waiting state.
 %%--------------------------------------------------------------------
 
-idle() ->
+idle(Variant) ->
     Main = self(),
+    Waiting = counters:new(1, [write_concurrency]),
+    Wait = case Variant of
+               "hibernate" -> fun() -> erlang:hibernate(?MODULE, idle_wait, [Main]) end;
+               "receive" -> fun() -> idle_wait(Main) end
+           end,
     RssBefore = vm_rss(),
     T0 = now_ns(),
-    Pids = spawn_idle(Main, ?IDLE_ACTORS, []),
+    Pids = spawn_idle(fun() -> counters:add(Waiting, 1, 1), Wait() end, ?IDLE_ACTORS, []),
+    await_waiting(Waiting),
     RssAfter = vm_rss(),
     lists:foreach(fun(Pid) -> Pid ! stop end, Pids),
     Ended = await_ended(?IDLE_ACTORS, 0),
@@ -313,11 +401,19 @@ idle() ->
     {?IDLE_ACTORS, seconds(T0, T1), Ended, ?IDLE_ACTORS,
      io_lib:format(" bytes_per_actor=~b", [PerActor])}.
 
-spawn_idle(_Main, 0, Acc) ->
+spawn_idle(_Fun, 0, Acc) ->
     Acc;
-spawn_idle(Main, K, Acc) ->
-    Pid = spawn(fun() -> receive stop -> Main ! ended end end),
-    spawn_idle(Main, K - 1, [Pid | Acc]).
+spawn_idle(Fun, K, Acc) ->
+    spawn_idle(Fun, K - 1, [spawn(Fun) | Acc]).
+
+idle_wait(Main) ->
+    receive stop -> Main ! ended end.
+
+await_waiting(Waiting) ->
+    case counters:get(Waiting, 1) of
+        ?IDLE_ACTORS -> ok;
+        _ -> erlang:yield(), await_waiting(Waiting)
+    end.
 
 await_ended(0, Count) ->
     Count;

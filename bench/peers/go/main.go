@@ -2,13 +2,15 @@
 //
 // Usage: GOMAXPROCS is set from the threads argument.
 //
-//	troupe-bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads>
+//	troupe-bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads> [variant]
+//	troupe-bench variants <bench>
 //
 // Prints one line:
 //
-//	bench=<name> impl=go threads=<t> n=<n> seconds=<s> check=<c>
+//	bench=<name> impl=go variant=<v> threads=<t> n=<n> seconds=<s> check=<c>
 //
 // and exits with status 0 when the checksum is right, 1 otherwise.
+// `variants <bench>` lists the variants of a workload, the default first.
 // The timed part runs from just before the first spawn until the result
 // is known.
 package main
@@ -48,10 +50,55 @@ type result struct {
 	extra    string
 }
 
+// A workload's variants: the idioms a Go user picks from, the default
+// first. Each runs the same workload; bench/run.sh keeps the fastest.
+type variant struct {
+	name string
+	run  func() result
+}
+
+var benches = map[string][]variant{
+	// Unbuffered: a send to a parked receiver hands the value over
+	// directly. Buffered (capacity 1): the sender need not wait for the
+	// receiver to take it.
+	"pingpong": {{"unbuffered", func() result { return pingpong(0) }},
+		{"buffered", func() result { return pingpong(1) }}},
+	"ring": {{"buffered", func() result { return ring(1) }},
+		{"unbuffered", func() result { return ring(0) }}},
+	// Buffered for the 10 replies, so no child waits for its parent.
+	"skynet": {{"buffered", func() result { return skynet(10) }},
+		{"unbuffered", func() result { return skynet(0) }}},
+	"fanin": {{"buffered", fanin}},
+	// The oneshot reply: a fresh channel of capacity 1 per request, or the
+	// client's one reply channel, reused since its calls are sequential.
+	"ask": {{"fresh-reply", func() result { return ask(false) }},
+		{"reused-reply", func() result { return ask(true) }}},
+	"idle": {{"chan", idle}},
+	"big": {{"unbuffered", func() result { return big(0) }},
+		{"buffered", func() result { return big(1) }}},
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: troupe-bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads> [variant]\n"+
+		"       troupe-bench variants <bench>")
+	os.Exit(2)
+}
+
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: troupe-bench <pingpong|ring|skynet|fanin|ask|idle|big> <threads>")
-		os.Exit(2)
+	if len(os.Args) == 3 && os.Args[1] == "variants" {
+		vs, ok := benches[os.Args[2]]
+		if !ok {
+			usage()
+		}
+		names := make([]string, len(vs))
+		for i, v := range vs {
+			names[i] = v.name
+		}
+		fmt.Println(strings.Join(names, " "))
+		return
+	}
+	if len(os.Args) != 3 && len(os.Args) != 4 {
+		usage()
 	}
 	bench := os.Args[1]
 	threads, err := strconv.Atoi(os.Args[2])
@@ -61,35 +108,40 @@ func main() {
 	}
 	runtime.GOMAXPROCS(threads)
 
-	benches := map[string]func() result{
-		"pingpong": pingpong,
-		"ring":     ring,
-		"skynet":   skynet,
-		"fanin":    fanin,
-		"ask":      ask,
-		"idle":     idle,
-		"big":      big,
-	}
-	run, ok := benches[bench]
+	vs, ok := benches[bench]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "unknown bench %q\n", bench)
 		os.Exit(2)
 	}
+	v := vs[0]
+	if len(os.Args) == 4 {
+		found := false
+		for _, c := range vs {
+			if c.name == os.Args[3] {
+				v, found = c, true
+			}
+		}
+		if !found {
+			fmt.Fprintf(os.Stderr, "unknown variant %q of %s\n", os.Args[3], bench)
+			os.Exit(2)
+		}
+	}
 
-	r := run()
-	fmt.Printf("bench=%s impl=go threads=%d n=%d seconds=%.6f check=%d%s\n",
-		bench, threads, r.n, r.elapsed.Seconds(), r.check, r.extra)
+	r := v.run()
+	fmt.Printf("bench=%s impl=go variant=%s threads=%d n=%d seconds=%.6f check=%d%s\n",
+		bench, v.name, threads, r.n, r.elapsed.Seconds(), r.check, r.extra)
 	if r.check != r.expected {
 		fmt.Fprintf(os.Stderr, "%s: check failed: got %d, want %d\n", bench, r.check, r.expected)
 		os.Exit(1)
 	}
 }
 
-// pingpong: A sends an integer to B, B replies with it + 1.
-func pingpong() result {
+// pingpong: A sends an integer to B, B replies with it + 1; the two
+// channels have the given capacity.
+func pingpong(capacity int) result {
 	start := time.Now()
-	toB := make(chan int64)
-	toA := make(chan int64)
+	toB := make(chan int64, capacity)
+	toA := make(chan int64, capacity)
 	done := make(chan int64)
 
 	go func() { // B
@@ -113,11 +165,11 @@ func pingpong() result {
 
 // ring: 10,000 goroutines in a ring, each with its own inbox; a countdown
 // token is passed on and decremented on each hop; the holder of 0 reports.
-func ring() result {
+func ring(capacity int) result {
 	start := time.Now()
 	inboxes := make([]chan int, ringSize)
 	for i := range inboxes {
-		inboxes[i] = make(chan int, 1)
+		inboxes[i] = make(chan int, capacity)
 	}
 	done := make(chan int)
 	forwardedCounts := make(chan int, ringSize)
@@ -157,25 +209,26 @@ func ring() result {
 }
 
 // skynet: each node above level 6 spawns 10 children; leaves reply with
-// their ordinal; parents sum and reply.
-func skynet() result {
+// their ordinal; parents sum and reply. Each parent's channel for its 10
+// children's replies has the given capacity.
+func skynet(capacity int) result {
 	start := time.Now()
 	out := make(chan int64, 1)
-	go skynetNode(out, 0, skynetLeaves)
+	go skynetNode(capacity, out, 0, skynetLeaves)
 	sum := <-out
 	elapsed := time.Since(start)
 	return result{skynetActors, elapsed, sum, skynetLeaves * (skynetLeaves - 1) / 2, ""}
 }
 
-func skynetNode(parent chan<- int64, num, size int64) {
+func skynetNode(capacity int, parent chan<- int64, num, size int64) {
 	if size == 1 {
 		parent <- num
 		return
 	}
-	children := make(chan int64, 10)
+	children := make(chan int64, capacity)
 	childSize := size / 10
 	for i := int64(0); i < 10; i++ {
-		go skynetNode(children, num+i*childSize, childSize)
+		go skynetNode(capacity, children, num+i*childSize, childSize)
 	}
 	var sum int64
 	for i := 0; i < 10; i++ {
@@ -218,12 +271,14 @@ func fanin() result {
 }
 
 // ask: a server goroutine owns a counter; the client sends requests that
-// carry a oneshot reply channel (capacity 1) and waits for each reply.
+// carry a reply channel (capacity 1) and waits for each reply. With reuse,
+// the client makes its reply channel once: each call empties it before the
+// next, so it serves as a fresh oneshot would, without the allocation.
 type incrementRequest struct {
 	reply chan int64
 }
 
-func ask() result {
+func ask(reuse bool) result {
 	start := time.Now()
 	requests := make(chan incrementRequest)
 	go func() { // server
@@ -236,8 +291,11 @@ func ask() result {
 	done := make(chan int64)
 	go func() { // client
 		var last int64
+		reply := make(chan int64, 1)
 		for i := 0; i < askRequests; i++ {
-			reply := make(chan int64, 1)
+			if !reuse {
+				reply = make(chan int64, 1)
+			}
 			requests <- incrementRequest{reply}
 			last = <-reply
 		}
@@ -249,16 +307,17 @@ func ask() result {
 	return result{askRequests, elapsed, last, askRequests, ""}
 }
 
-// big: 1,000 independent pingpong pairs (as in pingpong: two unbuffered
-// channels per pair) of 4,000 round trips each, all started together by
-// closing one channel; each A sends its final value to main, which sums.
-func big() result {
+// big: 1,000 independent pingpong pairs (as in pingpong: two channels of
+// the given capacity per pair) of 4,000 round trips each, all started
+// together by closing one channel; each A sends its final value to main,
+// which sums.
+func big(capacity int) result {
 	start := time.Now()
 	begin := make(chan struct{})
 	done := make(chan int64, bigPairs)
 	for p := 0; p < bigPairs; p++ {
-		toB := make(chan int64)
-		toA := make(chan int64)
+		toB := make(chan int64, capacity)
+		toA := make(chan int64, capacity)
 		go func() { // B
 			for v := range toB {
 				toA <- v + 1

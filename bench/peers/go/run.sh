@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Run one troupe peer benchmark in Go.
-#   usage: run.sh <pingpong|ring|skynet|fanin|ask|idle|big> <threads>
+#   usage: run.sh <pingpong|ring|skynet|fanin|ask|idle|big> <threads> [variant]
+#          run.sh variants <bench>
 # Installs golang-go if missing, builds main.go once into .build/ (again
 # only when a source file is newer than the binary), then runs it with
 # GOMAXPROCS=threads. Prints exactly one result line on stdout.
 set -euo pipefail
 
-usage() { echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle|big> <threads>" >&2; exit 2; }
-[ $# -eq 2 ] || usage
-bench=$1 threads=$2
-case $bench in pingpong|ring|skynet|fanin|ask|idle|big) ;; *) usage ;; esac
-[[ $threads =~ ^[1-9][0-9]*$ ]] || usage
+usage() {
+  echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle|big> <threads> [variant]" >&2
+  echo "       $0 variants <bench>" >&2
+  exit 2
+}
+[ $# -eq 2 ] || [ $# -eq 3 ] || usage
+if [ "$1" = variants ]; then
+  threads=1
+else
+  threads=$2
+  [[ $threads =~ ^[1-9][0-9]*$ ]] || usage
+fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=$here/.build
@@ -43,4 +51,4 @@ if [ ! -x "$bin" ] || [ "$here/main.go" -nt "$bin" ] || [ "$here/go.mod" -nt "$b
   trap - EXIT
 fi
 
-GOMAXPROCS=$threads exec "$bin" "$bench" "$threads"
+GOMAXPROCS=$threads exec "$bin" "$@"

@@ -28,23 +28,9 @@
  *   bench=rtt impl=natsc threads=1 n=... seconds=... check=... us_per_rtt=...
  *   bench=tput impl=natsc threads=1 n=... seconds=... check=... msgs_per_s=...
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
+#include "../../node_util.h"
+
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <nats/nats.h>
 
@@ -55,13 +41,6 @@
 #define SUBJ_ECHO "bench.echo"
 #define SUBJ_TPUT "bench.tput"
 #define SUBJ_QUIT "bench.quit"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void put64(char *b, uint64_t v)
 {
@@ -75,73 +54,6 @@ static uint64_t get64(const char *b)
     for (int i = 0; i < 8; i++)
         v = v << 8 | (uint8_t)b[i];
     return v;
-}
-
-/* ------------------------------------------------------------ nats-server */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-static pid_t start_nats(char *url, size_t size)
-{
-    int port = free_port();
-    if (port <= 0)
-        return -1;
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    snprintf(url, size, "nats://127.0.0.1:%d", port);
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int null = open("/dev/null", O_WRONLY); /* its log: not ours */
-        if (null >= 0) {
-            dup2(null, 1);
-            dup2(null, 2);
-        }
-        execlp("nats-server", "nats-server", "-a", "127.0.0.1", "-p", ps,
-               (char *)NULL);
-        execl("/usr/sbin/nats-server", "nats-server", "-a", "127.0.0.1", "-p",
-              ps, (char *)NULL);
-        fprintf(stderr, "natsc-node-bench: cannot run nats-server: %s\n",
-                strerror(errno));
-        _exit(127);
-    }
-    for (int i = 0; i < 500 && !port_open(port); i++) {
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid)
-            return -1;
-        usleep(10000);
-    }
-    if (!port_open(port)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return -1;
-    }
-    return pid;
 }
 
 /* ---------------------------------------------------------- responder */
@@ -251,24 +163,14 @@ int main(int argc, char **argv)
     int64_t n = argc == 4 ? atoll(argv[3]) : tput ? 500000 : 20000;
     if (n <= 0)
         return 2;
-    char self[1024], url[64];
-    ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (l <= 0)
+    nu_nats nats = {0};
+    if (!nu_self_init())
         return 2;
-    self[l] = '\0';
-    pid_t nats = -1;
-    const char *env = getenv("NATS_URL");
-    if (env && *env)
-        snprintf(url, sizeof url, "%s", env);
-    else if ((nats = start_nats(url, sizeof url)) < 0) {
-        fprintf(stderr, "natsc-node-bench: cannot start nats-server\n");
+    if (nu_nats_env_or_start(&nats, "natsc-node-bench") != 0)
         return 1;
-    }
-    pid_t child = fork();
-    if (child == 0) {
-        execl(self, self, "--responder", url, (char *)NULL);
-        _exit(127);
-    }
+    const char *url = nats.url;
+    const char *args[] = {"--responder", url, NULL};
+    pid_t child = nu_run_self(args);
 
     natsConnection *nc = NULL;
     natsStatus s = natsConnection_ConnectTo(&nc, url);
@@ -292,7 +194,7 @@ int main(int argc, char **argv)
         s = request(nc, SUBJ_ECHO, (uint64_t)i, &v);
 
     int64_t check = 0;
-    double t0 = now();
+    double t0 = nu_now();
     if (!tput) {
         for (int64_t i = 0; s == NATS_OK && i < n; i++) {
             s = request(nc, SUBJ_ECHO, (uint64_t)i, &v);
@@ -310,7 +212,7 @@ int main(int argc, char **argv)
         if (s == NATS_OK)
             check = (int64_t)v;
     }
-    double t1 = now();
+    double t1 = nu_now();
     if (s != NATS_OK)
         fprintf(stderr, "natsc-node-bench: %s\n", natsStatus_GetText(s));
 
@@ -318,14 +220,10 @@ int main(int argc, char **argv)
         natsConnection_PublishString(nc, SUBJ_QUIT, "");
         natsConnection_FlushTimeout(nc, 1000);
     }
-    int st = 0;
     if (child > 0)
-        waitpid(child, &st, 0);
+        nu_wait(child);
     natsConnection_Destroy(nc);
-    if (nats > 0) {
-        kill(nats, SIGTERM);
-        waitpid(nats, NULL, 0);
-    }
+    nu_nats_stop(&nats, SIGTERM);
     nats_Close();
     double secs = t1 - t0;
     printf("bench=%s impl=natsc threads=%d n=%" PRId64

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Tokio peer of troupe's benchmarks: run.sh <bench> <threads>
+# Tokio peer of troupe's benchmarks: run.sh <bench> <threads> [variant]
+#                                    run.sh variants <bench>
 # Installs what is missing (Debian's cargo, librust-tokio-dev) with apt-get,
 # builds once, offline, from /usr/share/cargo/registry, then runs the
 # workload. stdout carries only the one result line; build chatter goes to
 # stderr.
 set -euo pipefail
 
-if [ $# -ne 2 ]; then
-    echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle|big> <threads>" >&2
+if [ $# -ne 2 ] && [ $# -ne 3 ]; then
+    echo "usage: $0 <pingpong|ring|skynet|fanin|ask|idle|big> <threads> [variant]" >&2
+    echo "       $0 variants <bench>" >&2
     exit 2
 fi
 
@@ -31,11 +33,15 @@ if ! ls -d /usr/share/cargo/registry/tokio-1.* >/dev/null 2>&1; then
     apt_install librust-tokio-dev
 fi
 
-# Any working cargo will do: one on PATH, rustup's, or Debian's.
+# Any working cargo >= 1.75 will do (the code returns `impl Future` from
+# traits): one on PATH, rustup's, or Debian's cargo-web (bookworm: 1.85 and
+# later; Debian's plain `cargo` package is 1.65, too old).
 find_cargo() {
-    local c
+    local c minor
     for c in "$(command -v cargo || true)" "${HOME:-/root}/.cargo/bin/cargo" /usr/bin/cargo; do
-        if [ -n "$c" ] && [ -x "$c" ] && "$c" --version >/dev/null 2>&1; then
+        [ -n "$c" ] && [ -x "$c" ] || continue
+        minor=$("$c" --version 2>/dev/null | sed -n 's/^cargo 1\.\([0-9]*\).*/\1/p')
+        if [ -n "$minor" ] && [ "$minor" -ge 75 ]; then
             echo "$c"
             return 0
         fi
@@ -44,7 +50,7 @@ find_cargo() {
 }
 cargo="$(find_cargo || true)"
 if [ -z "$cargo" ]; then
-    apt_install cargo
+    apt_install cargo-web
     cargo=/usr/bin/cargo
 fi
 
@@ -61,4 +67,4 @@ if ! build "$cargo"; then
     build "$cargo"
 fi
 
-exec "$bin" "$1" "$2"
+exec "$bin" "$@"

@@ -2,7 +2,8 @@
  * One fuzz input for the node frame codec (runtime/node/wire.c), shared
  * by the libFuzzer target (fuzz_nframe.c) and the ctest replay
  * (test/node/test_wire.c). The bytes are decoded as one frame (as a
- * node's inbox and heartbeat subscriptions do) and as a pid extension
+ * node's heartbeat and group subscriptions do), as frames back to back
+ * (as its inbox does) and as a pid extension
  * body (tpi_wpid_body, as pids in payloads are read). Nothing may crash
  * or read out of bounds; an accepted frame must hold only what the
  * decoder promises (pointers inside the input, names that are names,
@@ -119,9 +120,27 @@ static inline void nfuzz_wpid(const uint8_t *data, size_t len)
     nfuzz_wpid_ok(&w, data, len);
 }
 
+/* data as an inbox message: frames back to back, read in turn until one
+ * is bad; each accepted one lies inside what is left. */
+static inline void nfuzz_batch(const uint8_t *data, size_t len)
+{
+    size_t off = 0, used = 0;
+    tpi_nframe f;
+    const char *why = NULL;
+    while (off < len &&
+           tpi_nframe_next(data + off, len - off, &used, &f, &why) == 0) {
+        if (used == 0 || used > len - off)
+            abort();
+        if (f.payload)
+            nfuzz_inside(f.payload, f.len, data + off, used);
+        off += used;
+    }
+}
+
 static inline void nfuzz_one(const uint8_t *data, size_t len)
 {
     nfuzz_frame(data, len);
+    nfuzz_batch(data, len);
     nfuzz_wpid(data, len);
 }
 

@@ -1,13 +1,16 @@
 //! Tokio peer of troupe's benchmark workloads (/work/shared/BENCH.md).
 //!
-//! Usage: bench-tokio <pingpong|ring|skynet|fanin|ask|idle|big> <threads>
+//! Usage: bench-tokio <pingpong|ring|skynet|fanin|ask|idle|big> <threads> [variant]
+//!        bench-tokio variants <bench>
 //!
 //! Prints one line:
-//!   bench=<name> impl=tokio threads=<t> n=<work units> seconds=<s> check=<checksum>
-//! and exits non-zero when the checksum is wrong.
+//!   bench=<name> impl=tokio variant=<v> threads=<t> n=<work units> seconds=<s> check=<checksum>
+//! and exits non-zero when the checksum is wrong. `variants <bench>` lists the
+//! variants of a workload, the default first (see README.md).
 //!
-//! Written against tokio 1.24 (Debian bookworm) and rustc >= 1.63.
+//! Written against tokio 1.24 (Debian bookworm) and rustc >= 1.75 (traits returning `impl Future`).
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,19 +27,79 @@ struct Outcome {
     extra: String,
 }
 
+// ---------------------------------------------------------------- mailboxes
+
+/// The two mailbox idioms a Tokio user picks from: an unbounded `mpsc` (a
+/// send never waits: the fast choice where the workload cannot fill a
+/// mailbox) and a bounded `mpsc::channel(bound)` (a send waits while it is
+/// full). The workloads are generic over this trait; monomorphized, each
+/// call is the plain Tokio call (no dispatch at run time). The one cost of
+/// the harness: an unbounded send is awaited as an already-ready future,
+/// 13 instructions per pingpong round trip of Tokio's ~1,200 (callgrind,
+/// against the same loop written with `UnboundedSender::send` directly).
+trait Tx<T>: Clone + Send + Sync + 'static {
+    type Rx: Rx<T>;
+    /// A new channel; `bound` is ignored by the unbounded kind.
+    fn channel(bound: usize) -> (Self, Self::Rx);
+    /// Sends `v`; false when the receiver is gone.
+    fn put(&self, v: T) -> impl Future<Output = bool> + Send;
+}
+
+trait Rx<T>: Send + 'static {
+    /// The next message; None once every sender is gone.
+    fn get(&mut self) -> impl Future<Output = Option<T>> + Send;
+}
+
+impl<T: Send + 'static> Tx<T> for mpsc::UnboundedSender<T> {
+    type Rx = mpsc::UnboundedReceiver<T>;
+    fn channel(_bound: usize) -> (Self, Self::Rx) {
+        mpsc::unbounded_channel()
+    }
+    #[inline]
+    fn put(&self, v: T) -> impl Future<Output = bool> + Send {
+        let ok = self.send(v).is_ok();
+        async move { ok }
+    }
+}
+
+impl<T: Send + 'static> Rx<T> for mpsc::UnboundedReceiver<T> {
+    #[inline]
+    fn get(&mut self) -> impl Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+}
+
+impl<T: Send + 'static> Tx<T> for mpsc::Sender<T> {
+    type Rx = mpsc::Receiver<T>;
+    fn channel(bound: usize) -> (Self, Self::Rx) {
+        mpsc::channel(bound)
+    }
+    #[inline]
+    async fn put(&self, v: T) -> bool {
+        self.send(v).await.is_ok()
+    }
+}
+
+impl<T: Send + 'static> Rx<T> for mpsc::Receiver<T> {
+    #[inline]
+    fn get(&mut self) -> impl Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+}
+
 // ---------------------------------------------------------------- pingpong
 
 const ROUND_TRIPS: u64 = 1_000_000;
 
-async fn pingpong() -> Outcome {
+async fn pingpong<S: Tx<u64>>(bound: usize) -> Outcome {
     let start = Instant::now();
-    let (to_b, mut b_inbox) = mpsc::channel::<u64>(1);
-    let (to_a, mut a_inbox) = mpsc::channel::<u64>(1);
+    let (to_b, mut b_inbox) = S::channel(bound);
+    let (to_a, mut a_inbox) = S::channel(bound);
 
     // B: reply to every integer with the integer + 1.
     tokio::spawn(async move {
-        while let Some(v) = b_inbox.recv().await {
-            if to_a.send(v + 1).await.is_err() {
+        while let Some(v) = b_inbox.get().await {
+            if !to_a.put(v + 1).await {
                 break;
             }
         }
@@ -46,8 +109,8 @@ async fn pingpong() -> Outcome {
     let a = tokio::spawn(async move {
         let mut v = 0u64;
         for _ in 0..ROUND_TRIPS {
-            to_b.send(v).await.expect("B is gone");
-            v = a_inbox.recv().await.expect("B is gone");
+            assert!(to_b.put(v).await, "B is gone");
+            v = a_inbox.get().await.expect("B is gone");
         }
         v
     });
@@ -68,26 +131,26 @@ async fn pingpong() -> Outcome {
 const RING_SIZE: usize = 10_000;
 const RING_TOKEN: u64 = 1_000_000;
 
-async fn ring() -> Outcome {
+async fn ring<S: Tx<u64>>(bound: usize) -> Outcome {
     let start = Instant::now();
     // Whoever holds the token when it reaches 0 reports (its index, hops).
     let (report_tx, mut report_rx) = mpsc::channel::<(usize, u64)>(1);
 
     // Actor i receives on inbox i and sends to inbox (i + 1) % RING_SIZE.
     let (inboxes_tx, inboxes_rx): (Vec<_>, Vec<_>) =
-        (0..RING_SIZE).map(|_| mpsc::channel::<u64>(1)).unzip();
+        (0..RING_SIZE).map(|_| S::channel(bound)).unzip();
     for (i, mut inbox) in inboxes_rx.into_iter().enumerate() {
         let next = inboxes_tx[(i + 1) % RING_SIZE].clone();
         let report = report_tx.clone();
         tokio::spawn(async move {
-            while let Some(token) = inbox.recv().await {
+            while let Some(token) = inbox.get().await {
                 if token == 0 {
                     let _ = report.send((i, RING_TOKEN - token)).await;
                     // Returning drops `next`; the ring then unwinds actor by
                     // actor as each inbox loses its only sender.
                     return;
                 }
-                if next.send(token - 1).await.is_err() {
+                if !next.put(token - 1).await {
                     return;
                 }
             }
@@ -95,7 +158,7 @@ async fn ring() -> Outcome {
     }
     drop(report_tx);
 
-    inboxes_tx[0].send(RING_TOKEN).await.expect("ring is gone");
+    assert!(inboxes_tx[0].put(RING_TOKEN).await, "ring is gone");
     drop(inboxes_tx);
     let (index, hops) = report_rx.recv().await.unwrap_or((usize::MAX, 0));
     let seconds = start.elapsed().as_secs_f64();
@@ -114,31 +177,67 @@ const SKYNET_LEAVES: u64 = 1_000_000;
 
 /// Spawns one skynet node covering ordinals num..num+size; it sends its sum
 /// to `parent`. A plain fn (not async) so the recursion needs no boxing.
-fn skynet_node(parent: mpsc::Sender<u64>, num: u64, size: u64) {
+fn skynet_node<S: Tx<u64>>(bound: usize, parent: S, num: u64, size: u64) {
     tokio::spawn(async move {
         if size == 1 {
-            let _ = parent.send(num).await;
+            parent.put(num).await;
             return;
         }
-        let (tx, mut rx) = mpsc::channel::<u64>(10);
+        let (tx, mut rx) = S::channel(bound);
         let child = size / 10;
         for i in 0..10 {
-            skynet_node(tx.clone(), num + i * child, child);
+            skynet_node(bound, tx.clone(), num + i * child, child);
         }
         drop(tx);
         let mut sum = 0u64;
         for _ in 0..10 {
-            sum += rx.recv().await.expect("child vanished");
+            sum += rx.get().await.expect("child vanished");
         }
-        let _ = parent.send(sum).await;
+        parent.put(sum).await;
     });
 }
 
-async fn skynet() -> Outcome {
+async fn skynet<S: Tx<u64>>(bound: usize) -> Outcome {
     let start = Instant::now();
-    let (tx, mut rx) = mpsc::channel::<u64>(1);
-    skynet_node(tx, 0, SKYNET_LEAVES);
-    let sum = rx.recv().await.expect("root vanished");
+    let (tx, mut rx) = S::channel(bound);
+    skynet_node(bound, tx, 0, SKYNET_LEAVES);
+    let sum = rx.get().await.expect("root vanished");
+    let seconds = start.elapsed().as_secs_f64();
+    let expect = SKYNET_LEAVES * (SKYNET_LEAVES - 1) / 2;
+    Outcome {
+        n: 1_111_111,
+        seconds,
+        check: sum,
+        ok: sum == expect,
+        extra: String::new(),
+    }
+}
+
+/// The `join` variant: each node is a task whose result is its sum; a parent
+/// spawns its 10 children and awaits their `JoinHandle`s, which carry the
+/// replies (no channel to allocate).
+fn skynet_join_node(num: u64, size: u64) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        if size == 1 {
+            return num;
+        }
+        let child = size / 10;
+        let children: Vec<_> = (0..10)
+            .map(|i| skynet_join_node(num + i * child, child))
+            .collect();
+        let mut sum = 0;
+        for c in children {
+            sum += c.await.expect("child panicked");
+        }
+        sum
+    })
+}
+
+async fn skynet_join() -> Outcome {
+    let start = Instant::now();
+    let sum = skynet_join_node(0, SKYNET_LEAVES)
+        .await
+        .expect("root panicked");
     let seconds = start.elapsed().as_secs_f64();
     let expect = SKYNET_LEAVES * (SKYNET_LEAVES - 1) / 2;
     Outcome {
@@ -198,13 +297,13 @@ struct Increment {
     reply: oneshot::Sender<u64>,
 }
 
-async fn ask() -> Outcome {
+async fn ask<S: Tx<Increment>>(bound: usize) -> Outcome {
     let start = Instant::now();
-    let (server_tx, mut server_rx) = mpsc::channel::<Increment>(32);
+    let (server_tx, mut server_rx) = S::channel(bound);
 
     tokio::spawn(async move {
         let mut counter = 0u64;
-        while let Some(Increment { reply }) = server_rx.recv().await {
+        while let Some(Increment { reply }) = server_rx.get().await {
             counter += 1;
             let _ = reply.send(counter);
         }
@@ -214,10 +313,7 @@ async fn ask() -> Outcome {
         let mut last = 0u64;
         for _ in 0..ASKS {
             let (reply, answer) = oneshot::channel();
-            server_tx
-                .send(Increment { reply })
-                .await
-                .expect("server is gone");
+            assert!(server_tx.put(Increment { reply }).await, "server is gone");
             last = answer.await.expect("server dropped the reply");
         }
         last
@@ -300,21 +396,21 @@ async fn idle() -> Outcome {
 const BIG_PAIRS: u64 = 1_000;
 const BIG_ROUNDS: u64 = 4_000;
 
-/// 1,000 independent pingpong pairs (as in pingpong: an `mpsc::channel(1)`
-/// each way) of 4,000 round trips each, all started together: each A
+/// 1,000 independent pingpong pairs (as in pingpong: a mailbox each way)
+/// of 4,000 round trips each, all started together: each A
 /// awaits a oneshot "go" sent once every pair exists. The driver awaits
 /// every A and sums their final values.
-async fn big() -> Outcome {
+async fn big<S: Tx<u64>>(bound: usize) -> Outcome {
     let start = Instant::now();
     let mut gos = Vec::with_capacity(BIG_PAIRS as usize);
     let mut pings = Vec::with_capacity(BIG_PAIRS as usize);
     for _ in 0..BIG_PAIRS {
-        let (to_b, mut b_inbox) = mpsc::channel::<u64>(1);
-        let (to_a, mut a_inbox) = mpsc::channel::<u64>(1);
+        let (to_b, mut b_inbox) = S::channel(bound);
+        let (to_a, mut a_inbox) = S::channel(bound);
         let (go, started) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            while let Some(v) = b_inbox.recv().await {
-                if to_a.send(v + 1).await.is_err() {
+            while let Some(v) = b_inbox.get().await {
+                if !to_a.put(v + 1).await {
                     break;
                 }
             }
@@ -323,8 +419,8 @@ async fn big() -> Outcome {
             started.await.expect("driver is gone");
             let mut v = 0u64;
             for _ in 0..BIG_ROUNDS {
-                to_b.send(v).await.expect("B is gone");
-                v = a_inbox.recv().await.expect("B is gone");
+                assert!(to_b.put(v).await, "B is gone");
+                v = a_inbox.get().await.expect("B is gone");
             }
             v
         }));
@@ -350,14 +446,37 @@ async fn big() -> Outcome {
 
 // ---------------------------------------------------------------- main
 
+const BENCHES: [&str; 7] = ["pingpong", "ring", "skynet", "fanin", "ask", "idle", "big"];
+
+/// The variants of a workload, the default first. fanin needs its bound
+/// (1024, from BENCH.md); idle's actors wait on a oneshot, the lightest
+/// mailbox for one message; elsewhere no mailbox ever fills, so unbounded
+/// is the idiom, and the bounded one is kept for comparison. skynet also
+/// has `join`: replies as task results, awaited through `JoinHandle`s.
+fn variants(bench: &str) -> &'static [&'static str] {
+    match bench {
+        "fanin" => &["bounded"],
+        "idle" => &["oneshot"],
+        "skynet" => &["unbounded", "bounded", "join"],
+        _ => &["unbounded", "bounded"],
+    }
+}
+
 fn usage() -> ExitCode {
-    eprintln!("usage: bench-tokio <pingpong|ring|skynet|fanin|ask|idle|big> <threads>");
+    eprintln!(
+        "usage: bench-tokio <{}> <threads> [variant]\n       bench-tokio variants <bench>",
+        BENCHES.join("|")
+    );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
+    if args.len() == 3 && args[1] == "variants" && BENCHES.contains(&args[2].as_str()) {
+        println!("{}", variants(&args[2]).join(" "));
+        return ExitCode::SUCCESS;
+    }
+    if args.len() != 3 && args.len() != 4 {
         return usage();
     }
     let bench = args[1].as_str();
@@ -365,12 +484,19 @@ fn main() -> ExitCode {
         Ok(t) if t >= 1 => t,
         _ => return usage(),
     };
-    if !matches!(
-        bench,
-        "pingpong" | "ring" | "skynet" | "fanin" | "ask" | "idle" | "big"
-    ) {
+    if !BENCHES.contains(&bench) {
         return usage();
     }
+    let variant = args.get(3).map_or(variants(bench)[0], |v| v.as_str());
+    if !variants(bench).contains(&variant) {
+        return usage();
+    }
+    // The bounds of the bounded variant: 1 where a mailbox holds at most
+    // one message at a time, 10 for a skynet parent's 10 children, a small
+    // queue of requests for the ask server.
+    let bounded = variant == "bounded";
+    type U<T> = mpsc::UnboundedSender<T>;
+    type B<T> = mpsc::Sender<T>;
 
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread().build()
@@ -383,19 +509,25 @@ fn main() -> ExitCode {
 
     let out = runtime.block_on(async {
         match bench {
-            "pingpong" => pingpong().await,
-            "ring" => ring().await,
-            "skynet" => skynet().await,
+            "pingpong" if bounded => pingpong::<B<_>>(1).await,
+            "pingpong" => pingpong::<U<_>>(0).await,
+            "ring" if bounded => ring::<B<_>>(1).await,
+            "ring" => ring::<U<_>>(0).await,
+            "skynet" if bounded => skynet::<B<_>>(10).await,
+            "skynet" if variant == "join" => skynet_join().await,
+            "skynet" => skynet::<U<_>>(0).await,
             "fanin" => fanin().await,
-            "ask" => ask().await,
-            "big" => big().await,
+            "ask" if bounded => ask::<B<_>>(32).await,
+            "ask" => ask::<U<_>>(0).await,
+            "big" if bounded => big::<B<_>>(1).await,
+            "big" => big::<U<_>>(0).await,
             _ => idle().await,
         }
     });
 
     println!(
-        "bench={} impl=tokio threads={} n={} seconds={:.6} check={}{}",
-        bench, threads, out.n, out.seconds, out.check, out.extra
+        "bench={} impl=tokio variant={} threads={} n={} seconds={:.6} check={}{}",
+        bench, variant, threads, out.n, out.seconds, out.check, out.extra
     );
     // Tasks still parked (ring stragglers) are dropped with the runtime.
     drop(runtime);

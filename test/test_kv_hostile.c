@@ -1,0 +1,269 @@
+/*
+ * troupe-kv against hostile clients (issue 15), over loopback: a command
+ * name with CR/LF in it, arguments trickled in small writes, big bulks
+ * from unauthenticated clients, many unfinished bulks against the bound
+ * on all clients' memory, huge pipelined replies read slowly, more
+ * clients than --maxclients. Each test checks that the server answers
+ * what Redis answers and keeps serving the others.
+ */
+#include "kv_test.h"
+
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+
+static bool log_has(const char *log, const char *text)
+{
+    char buf[1 << 16];
+    FILE *f = fopen(log, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
+}
+
+/* A reply, then EOF: what a client refused with a protocol error sees. */
+static void expect_then_eof(client *c, const char *want)
+{
+    reply_into(c, last, sizeof last);
+    assert_string_equal(last, want);
+    reply_into(c, last, sizeof last);
+    assert_string_equal(last, "EOF");
+}
+
+/* CR and LF of a command name are not echoed raw: one command, one reply
+ * (Redis turns them into spaces), and the next reply is not shifted. */
+static void test_reply_injection(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", NULL});
+    client *c = dial(s.port);
+    const char req[] = "*2\r\n$14\r\nFOO\r\n+INJECTED\r\n$1\r\nx\r\n";
+    send_raw(c, req, sizeof req - 1);
+    reply_into(c, last, sizeof last);
+    assert_string_equal(last, "-ERR unknown command 'FOO  +INJECTED', with "
+                              "args beginning with: 'x' ");
+    EXPECT_REPLY(c, "+PONG", "PING");
+    /* in the arguments too */
+    EXPECT_REPLY(c,
+                 "-ERR unknown command 'foo', with args beginning with: "
+                 "'a  b' 'c' ",
+                 "foo", "a\r\nb", "c");
+    EXPECT_REPLY(c, "+PONG", "PING");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* 400k arguments in 64-byte writes: parsed once, not once per read (the
+ * quadratic parser took 14 s of CPU for this; the bound is generous for
+ * sanitizer builds and a loaded machine). */
+static void test_trickled_arguments(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", NULL});
+    client *c = dial(s.port);
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    enum { N = 400000 };
+    size_t cap = 32 + 7 * (size_t)N, n = 0;
+    char *req = malloc(cap);
+    n += (size_t)snprintf(req, cap, "*%d\r\n$6\r\nEXISTS\r\n", N + 1);
+    for (int i = 0; i < N; i++) {
+        memcpy(req + n, "$1\r\nx\r\n", 7);
+        n += 7;
+    }
+    double t0 = tpt_now_ms();
+    for (size_t off = 0; off < n; off += 64)
+        send_raw(c, req + off, n - off < 64 ? n - off : 64);
+    reply_into(c, last, sizeof last);
+    double ms = tpt_now_ms() - t0;
+    assert_string_equal(last, ":0");
+    if (ms > 20000)
+        fail_msg("400k trickled arguments took %.0f ms", ms);
+    free(req);
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* Before AUTH: bulks over 16 KiB and more than 10 arguments are refused
+ * at once (Redis's texts), so 24 clients each announcing a 60 MiB bulk
+ * cost the server nothing. */
+static void test_unauthenticated_limits(void **unused)
+{
+    server s =
+        start((const char *[]){"--no-persist", "--requirepass", "pw", NULL});
+    client *c = dial(s.port);
+    send_raw(c, "*1\r\n$16385\r\n", 12);
+    expect_then_eof(c, "-ERR Protocol error: unauthenticated bulk length");
+    hangup(c);
+    c = dial(s.port);
+    send_raw(c, "*11\r\n", 5);
+    expect_then_eof(c, "-ERR Protocol error: unauthenticated multibulk "
+                       "length");
+    hangup(c);
+    /* at the limits: fine */
+    c = dial(s.port);
+    char *big = malloc(16384);
+    memset(big, 'a', 16384);
+    big[16383] = '\0';
+    EXPECT_REPLY(c, "-NOAUTH Authentication required.", "ECHO", big);
+    EXPECT_REPLY(c, "+OK", "AUTH", "pw");
+    EXPECT_REPLY(c, ":0", "EXISTS", "a", "b", "c", "d", "e", "f", "g", "h", "i",
+                 "j", "k"); /* 12 arguments: authenticated now */
+    free(big);
+    hangup(c);
+
+    client *cs[24];
+    const char hdr[] = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$62914560\r\n";
+    for (int i = 0; i < 24; i++) {
+        cs[i] = dial(s.port);
+        send_raw(cs[i], hdr, sizeof hdr - 1);
+        send_raw(cs[i], "some of it", 10);
+    }
+    for (int i = 0; i < 24; i++) {
+        expect_then_eof(cs[i],
+                        "-ERR Protocol error: unauthenticated bulk length");
+        hangup(cs[i]);
+    }
+    c = dial(s.port);
+    EXPECT_REPLY(c, "+OK", "AUTH", "pw");
+    EXPECT_REPLY(c, "+PONG", "PING");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* Authenticated clients each push part of a 60 MiB bulk: over the bound
+ * on all clients' buffers (32 MiB here), the client taking the total over
+ * it is closed with a logged reason; the server never aborts and keeps
+ * answering. */
+static void test_client_memory_bound(void **unused)
+{
+    char log[sizeof dbfile + 16];
+    snprintf(log, sizeof log, "%s.mem.log", dbfile);
+    server s =
+        start_logged((const char *[]){"--no-persist", "--maxmemory-clients",
+                                      "32m", NULL},
+                     log);
+    enum { N = 24, EACH = 8 << 20 };
+    client *cs[N];
+    size_t sent[N] = {0};
+    bool closed[N] = {false};
+    const char hdr[] = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$62914560\r\n";
+    static char chunk[1 << 16];
+    memset(chunk, 'x', sizeof chunk);
+    for (int i = 0; i < N; i++) {
+        cs[i] = dial(s.port);
+        send_raw(cs[i], hdr, sizeof hdr - 1);
+        fcntl(cs[i]->fd, F_SETFL, O_NONBLOCK);
+    }
+    /* Round robin until each client sent EACH bytes or was closed. */
+    int active = N;
+    double t0 = tpt_now_ms();
+    while (active && tpt_now_ms() - t0 < 60000) {
+        active = 0;
+        for (int i = 0; i < N; i++) {
+            if (closed[i] || sent[i] >= EACH)
+                continue;
+            active++;
+            ssize_t w = send(cs[i]->fd, chunk, sizeof chunk, MSG_NOSIGNAL);
+            if (w > 0)
+                sent[i] += (size_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                closed[i] = true;
+        }
+        if (active)
+            usleep(100); /* the server's turn to read */
+    }
+    int gone = 0;
+    for (int i = 0; i < N; i++) {
+        fcntl(cs[i]->fd, F_SETFL, 0);
+        struct pollfd p = {cs[i]->fd, POLLIN, 0};
+        /* closed: EOF (or a reset) is readable at once */
+        if (closed[i] || (poll(&p, 1, 0) == 1 && getb(cs[i]) < 0))
+            gone++;
+    }
+    if (gone == 0)
+        fail_msg("no client was closed over --maxmemory-clients");
+    assert_true(log_has(log, "over maxmemory-clients"));
+    client *c = dial(s.port);
+    EXPECT_REPLY(c, "+PONG", "PING");
+    CMD(c, "INFO", "stats");
+    assert_non_null(strstr(last, "evicted_clients:"));
+    assert_null(strstr(last, "evicted_clients:0\r"));
+    hangup(c);
+    for (int i = 0; i < N; i++)
+        hangup(cs[i]);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+    unlink(log);
+}
+
+/* 16 replies of 4 MB pipelined (64 MB, twice the socket layer's output
+ * limit), read slowly: every byte arrives, the client is not cut. */
+static void test_huge_replies_read_slowly(void **unused)
+{
+    server s = start((const char *[]){"--no-persist", NULL});
+    client *c = dial(s.port);
+    enum { SIZE = 4000000, N = 16 };
+    char *v = malloc(SIZE + 1);
+    memset(v, 'v', SIZE);
+    v[SIZE] = '\0';
+    EXPECT_REPLY(c, "+OK", "SET", "big", v);
+    free(v);
+    const char get[] = "*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n";
+    for (int i = 0; i < N; i++)
+        send_raw(c, get, sizeof get - 1);
+    send_raw(c, "PING\r\n", 6);
+    size_t want = N * (SIZE + strlen("$4000000\r\n\r\n")) + strlen("+PONG\r\n");
+    size_t got = 0;
+    char buf[1 << 16];
+    while (got < want) {
+        struct pollfd p = {c->fd, POLLIN, 0};
+        if (poll(&p, 1, 10000) <= 0)
+            fail_msg("stalled after %zu of %zu bytes", got, want);
+        ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+        if (r <= 0)
+            fail_msg("cut after %zu of %zu bytes", got, want);
+        got += (size_t)r;
+        if (got % (4 << 20) < sizeof buf)
+            usleep(20 * 1000); /* a slow reader */
+    }
+    assert_int_equal(got, want);
+    EXPECT_REPLY(c, "+PONG", "PING");
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+/* Over --maxclients: Redis's error, and INFO counts it. */
+static void test_over_maxclients(void **unused)
+{
+    server s =
+        start((const char *[]){"--no-persist", "--maxclients", "3", NULL});
+    client *a = dial(s.port), *b = dial(s.port), *c = dial(s.port);
+    EXPECT_REPLY(a, "+PONG", "PING");
+    EXPECT_REPLY(b, "+PONG", "PING");
+    EXPECT_REPLY(c, "+PONG", "PING");
+    for (int i = 0; i < 5; i++) {
+        client *x = dial(s.port);
+        expect_then_eof(x, "-ERR max number of clients reached");
+        hangup(x);
+    }
+    CMD(a, "INFO", "stats");
+    assert_non_null(strstr(last, "rejected_connections:5\r\n"));
+    hangup(c);
+    hangup(b);
+    hangup(a);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
+int main(void)
+{
+    if (kvt_setup() != 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reply_injection),
+        cmocka_unit_test(test_trickled_arguments),
+        cmocka_unit_test(test_unauthenticated_limits),
+        cmocka_unit_test(test_client_memory_bound),
+        cmocka_unit_test(test_huge_replies_read_slowly),
+        cmocka_unit_test(test_over_maxclients),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
