@@ -85,11 +85,9 @@ static tpi_actor *take_slot(tp_runtime *rt, bool *claimed)
         busy = a;
     }
     while (busy) { /* rare: back to the free list for later spawns */
-        tpi_actor *next =
-            busy->free_next
-                ? tpi_table_slot(rt->table,
-                                 tpi_pid_make(busy->free_next - 1, 0))
-                : NULL;
+        tpi_actor *next = busy->free_next
+                              ? tpi_table_at(rt->table, busy->free_next - 1)
+                              : NULL;
         tpi_table_put(rt->table, NULL, busy); /* shared list: not next */
         busy = next;
     }
@@ -118,6 +116,9 @@ static int give_back(tp_runtime *rt, tpi_actor *a, bool claimed,
 {
     tpi_actor_release_ext(a);
     a->behavior = NULL;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    if (gen & 1u) /* made live already: free again (release, as at death) */
+        atomic_store_explicit(&a->gen, tpi_gen_next(gen), memory_order_release);
     if (claimed) /* stale mail that came meanwhile, then the notes */
         unclaim(rt, a);
     tpi_table_put(rt->table, slot_cache(rt), a);
@@ -157,9 +158,14 @@ static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     /* The slot is ours (take_slot), so nothing runs it. The mailbox
      * (queue and count) is left as the slot's last owner left it: stale
      * messages still in it are dead letters by generation. */
+    if (opts && opts->state_free) {
+        tpi_slot_cold *c = tpi_table_cold(rt->table, a, true);
+        if (!c)
+            return give_back(rt, a, claimed, parent);
+        c->state_free = opts->state_free; /* finalize clears it */
+    }
     a->behavior = b;
     a->state = state;
-    a->state_free = opts ? opts->state_free : NULL;
     tpi_sched *here = tpi_sched_current();
     if (!here || here->rt != rt) /* from outside: round robin */
         here = &rt->scheds[atomic_fetch_add_explicit(&rt->next_home, 1,
@@ -175,6 +181,14 @@ static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
                           cap >= TPI_MAILBOX_UNBOUNDED ? TPI_MAILBOX_UNBOUNDED
                                                        : (uint32_t)cap,
                           memory_order_relaxed);
+    /* Live: the generation turns odd. release: a sender that reads it
+     * (acquire) sees the slot set up above; before this, no pid could
+     * name the slot (an even generation is refused by tpi_table_slot). */
+    atomic_store_explicit(&a->gen,
+                          tpi_gen_next(
+                              atomic_load_explicit(&a->gen,
+                                                   memory_order_relaxed)),
+                          memory_order_release);
     /* issue 8: counters; the link comes last, as it cannot be undone */
     if (tpi_obs_spawn(rt, a, flags) != 0 ||
         ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0))
@@ -191,7 +205,7 @@ static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     a->flags |= TPI_ACT_START;
     if (pid_out) /* before it can run elsewhere: it may read *pid_out */
         *pid_out = pid;
-    a->mb.sched = true; /* we queue it */
+    a->sched = true; /* we queue it */
     /* release: every write above is made before the slot's home (or a
      * sender noting it) may look at it again. */
     if (claimed)
@@ -352,12 +366,17 @@ static void finalize(tpi_actor *a)
         drop_msgs(rt, pid, &x->stash);
     }
     drain_mailbox(rt, pid, r, a);
-    void (*sf)(void *) = a->state_free;
+    tpi_slot_cold *c = tpi_table_cold(rt->table, a, false);
+    void (*sf)(void *) = c ? c->state_free : NULL;
     void *state = a->state;
     tpi_actor_release_ext(a);
     a->behavior = NULL;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    if (gen & 1u) /* made live already: free again (release, as at death) */
+        atomic_store_explicit(&a->gen, tpi_gen_next(gen), memory_order_release);
     a->state = NULL;
-    a->state_free = NULL;
+    if (c)
+        c->state_free = NULL;
     a->flags = 0;
     /* relaxed: the next owner of the slot starts uncongested; the senders
      * paused on us are resumed just below either way. */
@@ -367,10 +386,12 @@ static void finalize(tpi_actor *a)
      * found the remote stack empty and noted us: on_note flushes their
      * mail as dead letters, and meanwhile no other thread takes the slot
      * (take_slot). */
-    a->mb.sched = false;
-    tpi_table_put(rt->table, slot_cache(rt), a);
+    a->sched = false;
+    /* Before the slot is free: another thread may take it at once, and an
+     * inline state (tp_spawn_inline) is the slot's memory. */
     if (sf)
         sf(state);
+    tpi_table_put(rt->table, slot_cache(rt), a);
     tpi_runtime_actor_gone(rt);
 }
 
@@ -379,9 +400,8 @@ void tpi_actor_flush(tp_runtime *rt, tpi_actor *a)
     drain_mailbox(rt, tpi_actor_pid(a), TP_REASON_NORMAL, a);
 }
 
-void tpi_actor_teardown(tpi_actor *a, void *unused)
+void tpi_actor_teardown(tpi_actor *a, void *rt)
 {
-    (void)unused;
     if (a->ext) {
         drop_msgs(NULL, 0, &a->ext->replay);
         drop_msgs(NULL, 0, &a->ext->stash);
@@ -391,8 +411,9 @@ void tpi_actor_teardown(tpi_actor *a, void *unused)
     }
     drain_mailbox(NULL, 0, TP_REASON_NORMAL, a);
     tpi_actor_release_ext(a);
-    if (a->behavior && a->state_free)
-        a->state_free(a->state);
+    tpi_slot_cold *c = tpi_table_cold(((tp_runtime *)rt)->table, a, false);
+    if (a->behavior && c && c->state_free)
+        c->state_free(a->state);
     a->behavior = NULL;
 }
 
@@ -646,11 +667,11 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
         tpi_pause(s->rt, a, s->pause_on); /* keeps the flag while parked */
         return popped + 1;
     }
-    if (mb->lhead || (a->ext && a->ext->replay.head) ||
+    if (!tpi_mailbox_local_empty(mb) || (a->ext && a->ext->replay.head) ||
         tpi_mailbox_remote_waiting(mb))
         tpi_sched_queue(s, a);
     else if (popped != 1 || !remote || !tpi_sched_follow(s, a, from))
-        mb->sched = false; /* idle (tpi_mailbox_release: the stack was
-                              seen empty just above) */
+        a->sched = false; /* idle: the remote stack was seen empty just
+                             above, and a push after that notes us */
     return popped + 1;
 }

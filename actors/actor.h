@@ -112,6 +112,13 @@ enum {
     TPI_ACT_ENDHOOK = 1u << 7,  /* tell the node service when it ends */
 };
 
+/* The fields of a slot that few actors use, kept per chunk of the table
+ * beside the slots (tpi_table_cold), so an idle actor's slot stays small. */
+typedef struct tpi_slot_cold {
+    void (*state_free)(void *); /* the actor's, if it has one */
+    struct tpi_actor *waiters;  /* actors paused on it (wait lock) */
+} tpi_slot_cold;
+
 /* An actor lives in a slot of the table. Slots are never freed while the
  * runtime lives, so any thread may read a slot's generation and push to
  * its mailbox even after the actor ended: a message whose to_gen no longer
@@ -122,7 +129,6 @@ typedef struct tpi_actor {
     tpi_mpsc_node inj;    /* inject-queue link, owned by the pending notes */
     tp_behavior behavior; /* NULL when the slot is free */
     void *state;
-    void (*state_free)(void *);
     /* The scheduler the actor runs on. Written (release) only by whoever
      * owns the actor's scheduling: its spawner, or its home scheduler
      * handing it, queued, to another (runtime/sched.c). */
@@ -139,6 +145,10 @@ typedef struct tpi_actor {
                                together when it moves one) */
     };
     _Atomic uint8_t paused; /* backpressure pause; see actors/send.c */
+    /* Someone runs or queues it: the scheduling flag of mailbox/mailbox.h,
+     * plain, its home thread's (or a spawner's, or whoever holds it while
+     * handing it over with a note). */
+    bool sched;
     /* Senders pause on it as on a mailbox over capacity, while it still
      * takes its messages (tpi_svc_congest, runtime/service.h). Written on
      * the owner's thread, read by senders; in what was padding. */
@@ -147,8 +157,11 @@ typedef struct tpi_actor {
      * bits of its generation << 24 | count (actors/info.c). Fits in
      * what was padding, so a slot stays the same size. */
     _Atomic uint32_t obs_dead;
-    struct tpi_actor *waiters; /* actors paused on me (wait lock) */
 } tpi_actor;
+
+/* An idle actor costs its slot (bench/troupe_bench.c's idle workload
+ * counts it, with the pid the benchmark keeps, as at most 128 bytes). */
+_Static_assert(sizeof(tpi_actor) <= 112, "an idle actor stays small");
 
 /* acquire: pairs with the release store that moved a (runtime/sched.c),
  * so a thread that finds itself a's home also sees the mailbox FIFO as the
@@ -162,6 +175,8 @@ static inline tpi_sched *tpi_home(tpi_actor *a)
 /* Generations count modulo 2^24, so a pid fits the remote-pid form of
  * nodes (runtime/node/node_int.h) and never has TPI_PID_REMOTE set. */
 #define TPI_GEN_MASK 0xffffffu
+/* A slot's generation is odd while an actor lives in it and even while it
+ * is free: spawn and death each add one. */
 static inline uint32_t tpi_gen_next(uint32_t gen)
 {
     return (gen + 1) & TPI_GEN_MASK;
@@ -192,13 +207,19 @@ typedef struct tpi_slot_cache {
  * first when given (NULL: the shared list only). */
 tpi_actor *tpi_table_take(tpi_table *t, tpi_slot_cache *c);
 void tpi_table_put(tpi_table *t, tpi_slot_cache *c, tpi_actor *a);
-/* The slot for pid's index, or NULL if it was never allocated. It may hold
- * another generation: compare before use. */
+/* The slot for pid's index, or NULL if it was never allocated or pid's
+ * generation is even (no pid carries one). It may hold another
+ * generation: compare before use. */
 tpi_actor *tpi_table_slot(tpi_table *t, tp_pid pid);
+/* The slot at index (any state), or NULL if it was never allocated. */
+tpi_actor *tpi_table_at(tpi_table *t, uint32_t index);
 uint64_t tpi_table_slots(tpi_table *t);
 /* Slot a's inline state block (TP_INLINE_STATE_MAX bytes, 16-aligned),
  * or NULL when out of memory. */
 void *tpi_table_state(tpi_table *t, tpi_actor *a);
+/* Slot a's cold fields, zero until set; NULL if none were made in its
+ * chunk yet (make: make them; then NULL only when out of memory). */
+tpi_slot_cold *tpi_table_cold(tpi_table *t, tpi_actor *a, bool make);
 /* Visit every slot ever allocated (teardown). */
 void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg);
 

@@ -74,8 +74,11 @@ deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
      * the remote stack. */
     tpi_sched *s = tpi_sched_current();
     if (s == tpi_home(a)) {
-        if (tpi_mailbox_push_local(&a->mb, &m->node))
+        tpi_mailbox_push_local(&a->mb, &m->node);
+        if (!a->sched) { /* idle: now we hold its flag and queue it */
+            a->sched = true;
             tpi_sched_queue(s, a);
+        }
     } else if (tpi_mailbox_push_remote(&a->mb, &m->node)) {
         tpi_sched_notify(a);
     }
@@ -149,13 +152,14 @@ static void link_store(tpi_actor **pp, tpi_actor *v)
 void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
 {
     tpi_actor *t = tpi_table_slot(rt->table, target);
+    tpi_slot_cold *tc = t ? tpi_table_cold(rt->table, t, true) : NULL;
     tpi_actor_ext *x = tpi_actor_ext_get(a);
     bool parked = false;
-    if (t && x) {
+    if (tc && x) { /* out of memory: not parked, it sends over the bound */
         pthread_mutex_lock(&rt->wait_lock);
         x->waiting_on = target;
-        x->wait_next = t->waiters;
-        link_store(&t->waiters, a);
+        x->wait_next = tc->waiters;
+        link_store(&tc->waiters, a);
         atomic_store_explicit(&a->paused, 1, memory_order_relaxed);
         /* seq_cst: our registration must be visible before we read the
          * target's count, as its drain reads waiters after lowering the
@@ -169,7 +173,8 @@ void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
                      tpi_pid_gen(target) &&
                  full_exact(t) && !over(&a->mb, tpi_mailbox_count(&a->mb));
         if (!parked) {
-            for (tpi_actor **pp = &t->waiters; *pp; pp = &(*pp)->ext->wait_next)
+            for (tpi_actor **pp = &tc->waiters; *pp;
+                 pp = &(*pp)->ext->wait_next)
                 if (*pp == a) {
                     link_store(pp, x->wait_next);
                     break;
@@ -190,8 +195,11 @@ void tpi_unpause(tp_runtime *rt, tpi_actor *a)
         return;
     }
     atomic_store_explicit(&a->paused, 0, memory_order_relaxed);
-    tpi_actor *t = tpi_table_slot(rt->table, a->ext->waiting_on);
-    for (tpi_actor **pp = &t->waiters; *pp; pp = &(*pp)->ext->wait_next)
+    /* Made when a paused on it (tpi_pause). */
+    tpi_slot_cold *tc =
+        tpi_table_cold(rt->table, tpi_table_slot(rt->table, a->ext->waiting_on),
+                       false);
+    for (tpi_actor **pp = &tc->waiters; *pp; pp = &(*pp)->ext->wait_next)
         if (*pp == a) {
             link_store(pp, a->ext->wait_next);
             break;
@@ -215,7 +223,8 @@ void tpi_drained(tp_runtime *rt, tpi_actor *a)
      * for its senders, however short its mailbox: they wait for the clear,
      * which calls us again (congested is only written on a's thread, as
      * is this call). */
-    if (!congested(a) && __atomic_load_n(&a->waiters, __ATOMIC_RELAXED)) {
+    tpi_slot_cold *c = tpi_table_cold(rt->table, a, false);
+    if (!congested(a) && c && __atomic_load_n(&c->waiters, __ATOMIC_RELAXED)) {
         pthread_mutex_lock(&rt->wait_lock);
         /* Senders on other threads may have filled a again since our
          * caller saw it below capacity, and paused on it: resumed now,
@@ -225,9 +234,9 @@ void tpi_drained(tp_runtime *rt, tpi_actor *a)
          * resumes them all. */
         tpi_actor *w = a->behavior && over(&a->mb, tpi_mailbox_count(&a->mb))
                            ? NULL
-                           : a->waiters;
+                           : c->waiters;
         if (w)
-            link_store(&a->waiters, NULL);
+            link_store(&c->waiters, NULL);
         for (tpi_actor *p = w; p; p = p->ext->wait_next)
             atomic_store_explicit(&p->paused, 0, memory_order_relaxed);
         pthread_mutex_unlock(&rt->wait_lock);

@@ -20,9 +20,12 @@ _Static_assert(TP_INLINE_STATE_MAX % 16 == 0, "inline states stay aligned");
 
 struct tpi_table {
     _Atomic(tpi_actor *) chunks[MAX_CHUNKS];
-    /* Per chunk, its slots' inline states (tp_spawn_inline): made on the
-     * first use in the chunk; only the pages used are ever touched. */
-    _Atomic(char *) states[MAX_CHUNKS];
+    /* Per chunk, what few of its slots use, made on the first use in the
+     * chunk, so an idle actor's slot stays small: inline states
+     * (tp_spawn_inline; only the pages used are ever touched) and the
+     * cold fields (tpi_slot_cold). */
+    _Atomic(void *) states[MAX_CHUNKS];
+    _Atomic(void *) colds[MAX_CHUNKS];
     /* The free list and growth are short critical sections taken on spawn
      * and end; a spinlock keeps the uncontended cost at one exchange. */
     atomic_flag lock;
@@ -61,6 +64,7 @@ void tpi_table_free(tpi_table *t)
         tpi_free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
         tpi_free_aligned(
             atomic_load_explicit(&t->states[i], memory_order_relaxed));
+        tpi_free(atomic_load_explicit(&t->colds[i], memory_order_relaxed));
     }
     tpi_free(t);
 }
@@ -130,7 +134,7 @@ tpi_actor *tpi_table_take(tpi_table *t, tpi_slot_cache *c)
         for (uint32_t i = 0; i < CHUNK_SIZE; i++) {
             tpi_actor *a = &chunk[i];
             a->index = (ci << CHUNK_BITS) | i;
-            atomic_init(&a->gen, 1);
+            atomic_init(&a->gen, 0); /* even: free (see tpi_table_slot) */
             tpi_mailbox_init(&a->mb, TP_MAILBOX_DEFAULT);
         }
         /* release: publishes the initialised slots to slot_at readers. */
@@ -164,36 +168,68 @@ void tpi_table_put(tpi_table *t, tpi_slot_cache *c, tpi_actor *a)
 
 tpi_actor *tpi_table_slot(tpi_table *t, tp_pid pid)
 {
-    if (pid == TP_PID_NONE || (uint32_t)pid == 0)
+    /* A live actor's generation is odd, a free slot's even: a pid with an
+     * even generation was never handed out (forged, or bad input), and
+     * must not reach a slot that is free or being set up. */
+    if (pid == TP_PID_NONE || (uint32_t)pid == 0 || !(tpi_pid_gen(pid) & 1u))
         return NULL;
-    uint32_t index = tpi_pid_index(pid);
+    return tpi_table_at(t, tpi_pid_index(pid));
+}
+
+tpi_actor *tpi_table_at(tpi_table *t, uint32_t index)
+{
     if ((index >> CHUNK_BITS) >= MAX_CHUNKS)
         return NULL;
     return slot_at(t, index);
 }
 
+/* Install fresh as *p unless another thread did first; returns the
+ * block in place, and frees fresh if it lost. */
+static void *install(_Atomic(void *) *p, void *fresh, void (*free_fn)(void *))
+{
+    void *b = NULL;
+    /* acq_rel: release publishes the (zeroed) block with the pointer;
+     * acquire, on failure, the winner's. */
+    if (atomic_compare_exchange_strong_explicit(p, &b, fresh,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire))
+        return fresh;
+    free_fn(fresh);
+    return b;
+}
+
 void *tpi_table_state(tpi_table *t, tpi_actor *a)
 {
-    _Atomic(char *) *p = &t->states[a->index >> CHUNK_BITS];
-    /* acquire: pairs with the release below (another thread's block). */
+    _Atomic(void *) *p = &t->states[a->index >> CHUNK_BITS];
+    /* acquire: pairs with install's release. */
     char *b = atomic_load_explicit(p, memory_order_acquire);
     if (!b) {
         /* Not zeroed: a state is written before it is used, and pages
          * nobody writes are never touched. */
-        char *fresh =
+        void *fresh =
             tpi_alloc_aligned((size_t)CHUNK_SIZE * TP_INLINE_STATE_MAX, 16);
         if (!fresh)
             return NULL;
-        /* release: publishes nothing but the pointer; the loser of a race
-         * frees its block and takes the winner's. */
-        if (atomic_compare_exchange_strong_explicit(p, &b, fresh,
-                                                    memory_order_acq_rel,
-                                                    memory_order_acquire))
-            b = fresh;
-        else
-            tpi_free_aligned(fresh);
+        b = install(p, fresh, tpi_free_aligned);
     }
     return b + (size_t)(a->index & (CHUNK_SIZE - 1)) * TP_INLINE_STATE_MAX;
+}
+
+tpi_slot_cold *tpi_table_cold(tpi_table *t, tpi_actor *a, bool make)
+{
+    uint32_t ci = a->index >> CHUNK_BITS;
+    if (ci >= MAX_CHUNKS) /* an isolated worker's actor is in no table */
+        return NULL;
+    _Atomic(void *) *p = &t->colds[ci];
+    /* acquire: pairs with install's release. */
+    tpi_slot_cold *c = atomic_load_explicit(p, memory_order_acquire);
+    if (!c && make) {
+        void *fresh = tpi_calloc(sizeof *c * CHUNK_SIZE);
+        if (!fresh)
+            return NULL;
+        c = install(p, fresh, tpi_free);
+    }
+    return c ? &c[a->index & (CHUNK_SIZE - 1)] : NULL;
 }
 
 uint64_t tpi_table_slots(tpi_table *t)

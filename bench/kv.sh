@@ -12,8 +12,10 @@
 # (default build-kvbench, configured and built here).
 # Installs redis-server and redis-tools (Debian) when missing. Prints one
 # line per test and configuration: requests/s of redis-server, troupe-kv at
-# 1 and 2 threads, and the ratios troupe/redis and t2/t1. A test that a
-# server does not support shows "-" (the others still run).
+# 1 and 2 threads, and the ratios troupe/redis and t2/t1; then the servers'
+# CPU time per request (user + system, from /proc), which a machine busy
+# with other work disturbs less than requests/s. A test that a server does
+# not support shows "-" (the others still run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +56,7 @@ cmake --build "$BUILD" -j2 --target troupe-kv >/dev/null
 KV="$BUILD/examples/troupe-kv"
 
 PIDS=()
+declare -A SPID # server -> pid
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -61,11 +64,12 @@ cleanup() {
 trap cleanup EXIT
 redis-server --port "${PORT[redis]}" --bind 127.0.0.1 --save '' --appendonly no \
   --daemonize no >/dev/null &
-PIDS+=($!)
+SPID[redis]=$!
 TROUPE_THREADS=1 "$KV" --port "${PORT[t1]}" --no-persist --quiet >/dev/null &
-PIDS+=($!)
+SPID[t1]=$!
 TROUPE_THREADS=2 "$KV" --port "${PORT[t2]}" --no-persist --quiet >/dev/null &
-PIDS+=($!)
+SPID[t2]=$!
+PIDS+=("${SPID[@]}")
 for s in "${SERVERS[@]}"; do # wait until each answers
   for _ in $(seq 100); do
     redis-cli -p "${PORT[$s]}" ping 2>/dev/null | grep -q PONG && break
@@ -73,15 +77,26 @@ for s in "${SERVERS[@]}"; do # wait until each answers
   done
 done
 
-rps() { # port clients pipeline test -> requests per second, or "-"
+cpu_ticks() { # pid -> user + system clock ticks
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+run() { # server clients pipeline test -> "requests/s cpu-us/request", or "- -"
   local n=$N r=()
   [ "$3" -gt 1 ] && n=$((N * 16))
   [ "$KEYSPACE" -gt 0 ] && r=(-r "$KEYSPACE")
-  local v
-  v=$(timeout 300 redis-benchmark -p "$1" -c "$2" -P "$3" -t "$4" -n "$n" "${r[@]}" -q 2>&1 |
+  local v t0 t1
+  t0=$(cpu_ticks "${SPID[$1]}")
+  v=$(timeout 300 redis-benchmark -p "${PORT[$1]}" -c "$2" -P "$3" -t "$4" -n "$n" "${r[@]}" -q 2>&1 |
     tr '\r' '\n' | grep "requests per second" | tail -1 |
     sed -E 's/^[^:]*: ([0-9.]+) requests per second.*/\1/') || true
-  echo "${v:--}"
+  t1=$(cpu_ticks "${SPID[$1]}")
+  if [ -z "$v" ]; then
+    echo "- -"
+  else
+    echo "$v $(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$n" \
+      'BEGIN { printf "%.2f", d * 1e6 / hz / n }')"
+  fi
 }
 
 median() { # values... ("-" if any is "-")
@@ -92,7 +107,7 @@ median() { # values... ("-" if any is "-")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
-declare -A R # R[test,config,server] = "v1 v2 ..."
+declare -A R U # R[test,config,server] = "requests/s ...", U: CPU us/request
 IFS=, read -r -a TLIST <<<"$TESTS"
 for ((round = 0; round < ROUNDS; round++)); do
   echo "bench/kv.sh: round $((round + 1)) of $ROUNDS" >&2
@@ -101,7 +116,9 @@ for ((round = 0; round < ROUNDS; round++)); do
     for t in "${TLIST[@]}"; do
       for ((k = 0; k < ${#SERVERS[@]}; k++)); do # rotating order
         s=${SERVERS[$(((k + round) % ${#SERVERS[@]}))]}
-        R[$t,$cfg,$s]+="$(rps "${PORT[$s]}" "$c" "$p" "$t") "
+        read -r v u <<<"$(run "$s" "$c" "$p" "$t")"
+        R[$t,$cfg,$s]+="$v "
+        U[$t,$cfg,$s]+="$u "
       done
     done
   done
@@ -122,5 +139,17 @@ for cfg in "${CONFIGS[@]}"; do
     printf '%-6s %-12s %12s %12s %12s %8s %8s %7s\n' "$t" "-c $c -P $p" \
       "$rs" "$t1" "$t2" "$(ratio "$t1" "$rs")" "$(ratio "$t2" "$rs")" \
       "$(ratio "$t2" "$t1")"
+  done
+done
+echo
+echo "server CPU time per request (user + system, microseconds), median"
+printf '%-6s %-12s %12s %12s %12s\n' test config redis-server troupe-t1 troupe-t2
+for cfg in "${CONFIGS[@]}"; do
+  read -r c p <<<"$cfg"
+  for t in "${TLIST[@]}"; do
+    # shellcheck disable=SC2086 # the values are words
+    printf '%-6s %-12s %12s %12s %12s\n' "$t" "-c $c -P $p" \
+      "$(median ${U[$t,$cfg,redis]})" "$(median ${U[$t,$cfg,t1]})" \
+      "$(median ${U[$t,$cfg,t2]})"
   done
 done

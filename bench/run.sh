@@ -11,6 +11,9 @@
 #   TROUPE_BUILD=dir   use dir/bench/troupe-bench as it is (default: build
 #                      build-release/ with ./dev.sh build-release)
 set -euo pipefail
+# Paths given in the environment are relative to where this was started.
+[ -z "${RESULTS:-}" ] || RESULTS=$(realpath -m "$RESULTS")
+[ -z "${TROUPE_BUILD:-}" ] || TROUPE_BUILD=$(realpath -m "$TROUPE_BUILD")
 cd "$(dirname "$0")/.."
 reps=${1:-5}
 benches=${BENCHES:-"pingpong ring skynet fanin ask idle big"}
@@ -45,8 +48,9 @@ for impl in $impls; do
     if [ "$impl" = troupe ]; then
       vs="-"
     else
+      all=$("bench/peers/$impl/run.sh" variants "$b") || { echo "run.sh: $impl cannot list its variants of $b" >&2; exit 1; }
       vs=""
-      for v in $("bench/peers/$impl/run.sh" variants "$b"); do
+      for v in $all; do
         case $skip in *" $impl:$v "*) ;; *) vs="$vs $v" ;; esac
       done
     fi
@@ -120,6 +124,7 @@ awk -v impls="$impls" '
     if (!(bt in seen)) { seen[bt] = 1; order[++nrows] = bt }
     if (!(b in bseen)) { bseen[b] = 1; border[++nb] = b }
     if (!(k in vseen)) { vseen[k] = 1; vars[bt SUBSEP who] = vars[bt SUBSEP who] " " v }
+    ran[bt SUBSEP who] = 1
   }
   END {
     ni = split(impls, im, " ")
@@ -133,7 +138,7 @@ awk -v impls="$impls" '
       bt = order[r]; split(bt, p, SUBSEP)
       row = "| " p[1] " | " p[2] " |"
       for (i = 1; i <= ni; i++) { bv[i] = best(bt, im[i]); row = row " " cell(bt SUBSEP im[i] SUBSEP bv[i], bv[i]) " |" }
-      tk = bt SUBSEP "troupe" SUBSEP best(bt, "troupe")
+      if (ratios) tk = bt SUBSEP "troupe" SUBSEP best(bt, "troupe")
       if (ratios) for (i = 1; i <= ni; i++) if (im[i] != "troupe") {
         k = bt SUBSEP im[i] SUBSEP bv[i]
         row = row sprintf(" %.2f", median(secs[k]) / median(secs[tk]))
@@ -165,7 +170,7 @@ awk -v impls="$impls" '
     # troupe scaling: median seconds at 1 thread / at 2 threads (> 1: faster with 2).
     for (b = 1; b <= nb; b++) {
       k1 = border[b] SUBSEP "1"; k2 = border[b] SUBSEP "2"
-      if (!((k1 SUBSEP "troupe") in vars) || !((k2 SUBSEP "troupe") in vars)) continue
+      if (!((k1 SUBSEP "troupe") in ran) || !((k2 SUBSEP "troupe") in ran)) continue
       if (!shown++) { print ""; print "| bench | troupe speed-up 1 → 2 threads (t1 s / t2 s) |"; print "|---|---|" }
       t1 = median(secs[k1 SUBSEP "troupe" SUBSEP best(k1, "troupe")])
       t2 = median(secs[k2 SUBSEP "troupe" SUBSEP best(k2, "troupe")])

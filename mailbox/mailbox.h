@@ -1,10 +1,11 @@
 /*
  * A mailbox: a plain FIFO for senders on the owner's home scheduler thread
- * (no atomic per message), a lock-free stack for every other thread, the
- * owner's scheduling flag and its cross-thread notes.
+ * (no atomic per message), a lock-free stack for every other thread, and
+ * the owner's cross-thread notes.
  *
- * The scheduling flag (sched) is a plain field of the home thread: set by
- * the local push that finds the owner idle (that pusher queues it), kept
+ * The owner's scheduling flag (sched, kept by the owner beside the
+ * mailbox: actors/actor.h) is a plain field of the home thread: set by the
+ * local push that finds the owner idle (that pusher queues it), kept
  * while it is queued, running, paused or has deferred messages to replay,
  * and cleared by the home at the end of a turn that leaves nothing to do.
  * Neither costs an atomic read-modify-write.
@@ -50,7 +51,9 @@
 #define TPI_NOTE_READY (1u << 31)
 
 typedef struct tpi_mailbox {
-    tpi_mpsc_node *lhead, *ltail;    /* local FIFO: home thread */
+    /* Local FIFO, home thread: circular, ltail->next is the oldest (one
+     * pointer per mailbox instead of two). NULL when empty. */
+    tpi_mpsc_node *ltail;
     _Atomic(tpi_mpsc_node *) rstack; /* remote pushes, newest first */
     _Atomic uint32_t local;  /* home pushes - all pops; one writer (home) */
     _Atomic uint32_t remote; /* remote messages ever announced */
@@ -58,18 +61,16 @@ typedef struct tpi_mailbox {
      * as the slot changes owners (tpi_mailbox_cap). */
     _Atomic uint32_t capacity;
     _Atomic uint32_t notes; /* pending cross-thread notes (see above) */
-    bool sched;             /* someone runs or queues the owner: home only */
 } tpi_mailbox;
 
 static inline void tpi_mailbox_init(tpi_mailbox *mb, uint32_t capacity)
 {
-    mb->lhead = mb->ltail = NULL;
+    mb->ltail = NULL;
     atomic_init(&mb->rstack, NULL);
     atomic_init(&mb->local, 0);
     atomic_init(&mb->remote, 0);
     atomic_init(&mb->capacity, capacity);
     atomic_init(&mb->notes, 0);
-    mb->sched = false;
 }
 
 /* relaxed: a bound set at spawn; the counts carry their own ordering. */
@@ -89,15 +90,34 @@ static inline bool tpi_mailbox_remote_waiting(tpi_mailbox *mb)
     return atomic_load_explicit(&mb->rstack, memory_order_relaxed) != NULL;
 }
 
+/* Home thread: is the local FIFO empty? */
+static inline bool tpi_mailbox_local_empty(tpi_mailbox *mb)
+{
+    return !mb->ltail;
+}
+
+/* Home thread: the chain first..last (linked through next, last's next
+ * unset) at the end of the local FIFO. */
+static inline void tpi_mailbox_splice(tpi_mailbox *mb, tpi_mpsc_node *first,
+                                      tpi_mpsc_node *last)
+{
+    tpi_mpsc_node *t = mb->ltail;
+    /* relaxed: home-thread links (atomic only as remote pushers see the
+     * same nodes' field). */
+    atomic_store_explicit(&last->next,
+                          t ? atomic_load_explicit(&t->next,
+                                                   memory_order_relaxed)
+                            : first,
+                          memory_order_relaxed);
+    if (t)
+        atomic_store_explicit(&t->next, first, memory_order_relaxed);
+    mb->ltail = last;
+}
+
 /* Home thread: n at the end of the local FIFO. */
 static inline void tpi_mailbox_append(tpi_mailbox *mb, tpi_mpsc_node *n)
 {
-    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-    if (mb->ltail)
-        atomic_store_explicit(&mb->ltail->next, n, memory_order_relaxed);
-    else
-        mb->lhead = n;
-    mb->ltail = n;
+    tpi_mailbox_splice(mb, n, n);
 }
 
 /* Home thread: move the remote messages pushed so far to the local FIFO,
@@ -122,11 +142,7 @@ static inline uint32_t tpi_mailbox_take_remote(tpi_mailbox *mb)
     }
     if (!first)
         return 0;
-    if (mb->ltail)
-        atomic_store_explicit(&mb->ltail->next, first, memory_order_relaxed);
-    else
-        mb->lhead = first;
-    mb->ltail = last;
+    tpi_mailbox_splice(mb, first, last);
     return k;
 }
 
@@ -137,9 +153,8 @@ tpi_mailbox_take_remote_cold(tpi_mailbox *mb)
     tpi_mailbox_take_remote(mb);
 }
 
-/* Home thread only. Returns true if the caller must queue the owner (it
- * was idle; the caller now holds sched). */
-static inline bool tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
+/* Home thread only; then the caller queues the owner if it was idle. */
+static inline void tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
 {
     /* Remote messages queued before this push go first, or a sender that
      * changed sides would see its messages overtake each other. Rare: out
@@ -155,10 +170,6 @@ static inline bool tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
                                                memory_order_relaxed) +
                               1,
                           memory_order_relaxed);
-    if (mb->sched)
-        return false;
-    mb->sched = true;
-    return true;
 }
 
 /* Any thread, after a successful tpi_mailbox_reserve (or the increment in
@@ -227,12 +238,17 @@ static inline bool tpi_mailbox_notes_done(tpi_mailbox *mb, uint32_t *seen)
 /* Consumer: the oldest local message, or NULL. */
 static inline tpi_mpsc_node *tpi_mailbox_pop(tpi_mailbox *mb)
 {
-    tpi_mpsc_node *n = mb->lhead;
-    if (!n)
+    tpi_mpsc_node *t = mb->ltail;
+    if (!t)
         return NULL;
-    mb->lhead = atomic_load_explicit(&n->next, memory_order_relaxed);
-    if (!mb->lhead)
+    tpi_mpsc_node *n = atomic_load_explicit(&t->next, memory_order_relaxed);
+    if (n == t)
         mb->ltail = NULL;
+    else
+        atomic_store_explicit(&t->next,
+                              atomic_load_explicit(&n->next,
+                                                   memory_order_relaxed),
+                              memory_order_relaxed);
     /* release (a plain store on x86): pairs with the loads of local
      * (acquire) in tpi_mailbox_count and tpi_mailbox_read, so a reader
      * that sees this pop also sees the announcement of a remote message
@@ -243,17 +259,6 @@ static inline tpi_mpsc_node *tpi_mailbox_pop(tpi_mailbox *mb)
                               1,
                           memory_order_release);
     return n;
-}
-
-/* Home thread, holding sched with nothing left in the local FIFO: give it
- * up. Returns true if remote messages wait (then the caller keeps sched
- * and must queue the owner again). */
-static inline bool tpi_mailbox_release(tpi_mailbox *mb)
-{
-    if (tpi_mailbox_remote_waiting(mb))
-        return true;
-    mb->sched = false;
-    return false;
 }
 
 /* Messages waiting, local and remote, announced remote pushes included:

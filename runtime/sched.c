@@ -164,9 +164,9 @@ static void on_note(tpi_sched *s, tpi_actor *a)
         if ((seen & TPI_NOTE_READY) && !queued) {
             rq_push(s, &a->rq); /* its sender holds sched for it */
             queued = true;
-        } else if (!mb->sched && tpi_mailbox_remote_waiting(mb)) {
+        } else if (!a->sched && tpi_mailbox_remote_waiting(mb)) {
             if (a->behavior) {
-                mb->sched = true;
+                a->sched = true;
                 rq_push(s, &a->rq);
                 queued = true;
             } else {
@@ -257,17 +257,20 @@ static tpi_actor *claim_partner(tpi_sched *s, tpi_actor *a)
      * the field is then the free-list link, which others may write. */
     if (!a->behavior || !a->partner)
         return NULL;
-    tpi_actor *p =
-        tpi_table_slot(s->rt->table, tpi_pid_make(a->partner - 1, 0));
-    if (!p || p == a || tpi_home(p) != s || p->mb.sched)
+    tpi_actor *p = tpi_table_at(s->rt->table, a->partner - 1);
+    /* Only a live actor: a free slot is idle too, but moving it would
+     * queue it there while a spawn here may take it (take_slot). Its
+     * fields are ours to read: its home is this thread. */
+    if (!p || p == a || tpi_home(p) != s || p->sched || !p->behavior)
         return NULL;
-    p->mb.sched = true;
+    p->sched = true;
     /* Ours now: nobody runs or queues it. Only we move it, so its home
      * is still us; it must own nothing tied to this loop. */
     if (movable(p))
         return p;
-    if (tpi_mailbox_release(&p->mb)) /* a message came meanwhile */
-        tpi_sched_ready(p);
+    /* Idle again. Remote mail seen now has a note pending (it found the
+     * stack empty while p was idle): that note queues p. */
+    p->sched = false;
     return NULL;
 }
 
@@ -296,9 +299,11 @@ static void share(tpi_sched *s, uint64_t idle)
             continue;
         }
         rq_unlink(s, prev, n);
+        /* Its partner first: once a is handed over (move_one), a pending
+         * note may let its new home run it. */
+        tpi_actor *p = claim_partner(s, a);
         move_one(to, a, &first, &last);
         moved++;
-        tpi_actor *p = claim_partner(s, a);
         if (p)
             move_one(to, p, &first, &last);
         n = next;
@@ -349,8 +354,9 @@ void tpi_sched_place(tpi_sched *s, tpi_actor *a, tpi_sched *to)
         return;
     rq_unlink(s, prev, n);
     tpi_mpsc_node *first = NULL, *last = NULL;
-    move_one(to, a, &first, &last);
-    tpi_mpscq_push_chain(&to->inject, first, last);
+    move_one(to, a, &first, &last); /* as share() hands one over */
+    if (first)
+        tpi_mpscq_push_chain(&to->inject, first, last);
     tpi_sched_wake(to);
 }
 

@@ -693,6 +693,77 @@ static void test_bad_input_in_actor(void **unused)
     assert_int_equal(r.stats.dead_letters, b.unissued_rc == 0 ? 1 : 0);
 }
 
+/* Pids never handed out (a free slot's next generations, a slot of a
+ * chunk that no spawn reached yet, even generations) are dead pids like
+ * any other: sends are dead letters, links and monitors answer noproc,
+ * signals go nowhere. Before the generation parity such a pid reached a
+ * slot being set up or never set up, and crashed the sender. */
+typedef struct forged {
+    tp_pid child;
+    int downs, noproc_downs, noproc_exits, sends;
+} forged;
+
+static int ends_at_once(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int forged_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    forged *f = state;
+    tp_reason r;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        tp_trap_exit(ctx, true);
+        EXPECT_EQ(tp_spawn(ctx, ends_at_once, NULL, NULL, &f->child), 0);
+        EXPECT_EQ(tp_monitor(ctx, f->child, &(tp_ref){0}), 0);
+        return TP_HANDLED;
+    case TP_TAG_DOWN:
+        EXPECT_EQ(tp_msg_reason(msg, &r), 0);
+        if (f->downs++ > 0) { /* one of the forged monitors below */
+            f->noproc_downs += r.kind == TP_EXIT_NOPROC;
+            break;
+        }
+        /* The child's slot is free now; its index + 49 was never used. */
+        uint32_t gen = (uint32_t)(f->child >> 32), idx = (uint32_t)f->child;
+        tp_pid fake[] = {
+            ((tp_pid)(gen + 1) << 32) | idx, /* free slot, even gen */
+            ((tp_pid)(gen + 2) << 32) | idx, /* its next spawn's pid */
+            ((tp_pid)1 << 32) | (idx + 49),  /* slot never used */
+            ((tp_pid)0 << 32) | (idx + 49),  /* generation 0 */
+        };
+        for (size_t i = 0; i < sizeof fake / sizeof fake[0]; i++) {
+            EXPECT_EQ(tp_send_int(ctx, fake[i], TAG_DATA, 1), 0);
+            f->sends++;
+            EXPECT_EQ(tp_link(ctx, fake[i]), 0);
+            EXPECT_EQ(tp_monitor(ctx, fake[i], &(tp_ref){0}), 0);
+            EXPECT_EQ(tp_exit_signal(ctx, fake[i], TP_REASON_NORMAL), 0);
+            EXPECT_EQ(tp_kill(ctx, fake[i]), 0);
+        }
+        break;
+    case TP_TAG_EXIT:
+        EXPECT_EQ(tp_msg_reason(msg, &r), 0);
+        f->noproc_exits += r.kind == TP_EXIT_NOPROC;
+        break;
+    }
+    if (f->noproc_downs == 4 && f->noproc_exits == 4)
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static void test_forged_pids(void **unused)
+{
+    static forged f;
+    tpt_result r;
+    memset(&f, 0, sizeof f);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, forged_root, &f, NULL, &r), 0);
+    TPT_CHECK();
+    assert_int_equal(f.noproc_downs, 4);
+    assert_int_equal(f.noproc_exits, 4);
+    assert_int_equal(r.stats.dead_letters, (uint64_t)f.sends);
+}
+
 static int immortal(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     return TP_HANDLED; /* never exits by itself */
@@ -876,6 +947,7 @@ int main(void)
         cmocka_unit_test(test_run_returns_at_once),
         cmocka_unit_test(test_run_status_and_root_reason),
         cmocka_unit_test(test_bad_input_in_actor),
+        cmocka_unit_test(test_forged_pids),
         cmocka_unit_test(test_bad_input_runtime),
         cmocka_unit_test(test_foreign_senders_leak_nothing),
     };

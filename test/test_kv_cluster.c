@@ -5,7 +5,11 @@
  * it; a node killed with kill -9 makes its keys answer "-ERR ...
  * unavailable" within a bounded time while the others keep serving
  * theirs; restarted on its snapshot, its keys are back everywhere. A node
- * started with another --shards is refused.
+ * started with another --shards is refused. The survivors' logs must say
+ * that c went down and, after the restart, that its shards were fetched
+ * again: a restarted node numbers its actors as before, so stale shard
+ * pids would reach the new shards too, and only the log shows that the
+ * directory followed NODEDOWN and NODEUP.
  *
  * Keys are placed as the nodes place them (kv_shard_of over all shards,
  * global shard g on member g / SHARDS), so each step names keys of every
@@ -22,7 +26,7 @@
 
 static const char *const names[3] = {"a", "b", "c"};
 static server nodes[3];
-static char dbfiles[3][96];
+static char dbfiles[3][96], logs[3][96];      /* logs: each node's stderr */
 static kv_server layout = {.nshards = 3 * 2}; /* for kv_shard_of */
 
 /* The member that owns key. */
@@ -59,10 +63,40 @@ static void make_keys(void)
 
 static void start_node(unsigned i, const char *shards)
 {
+    int saved = dup(2), fd = open(logs[i], O_WRONLY | O_CREAT | O_APPEND, 0644);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 2); /* the child's stderr */
+    close(fd);
     nodes[i] =
         start((const char *[]){"--dbfile", dbfiles[i], "--shards", shards,
                                "--cluster", nt_nats.url, "--node", names[i],
                                "--nodes", NODES, NULL});
+    dup2(saved, 2);
+    close(saved);
+}
+
+/* Poll node i's log until it holds line at least times times; fail
+ * after 5 s. Each node says when another goes down or comes up, even
+ * with --quiet: the proof that it changed its shard directory. */
+static void await_log(unsigned i, const char *line, int times)
+{
+    double t0 = tpt_now_ms();
+    for (;;) {
+        char buf[1 << 14] = {0};
+        FILE *f = fopen(logs[i], "r");
+        assert_non_null(f);
+        (void)!fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        int n = 0;
+        for (const char *p = buf; (p = strstr(p, line)) != NULL; p++)
+            n++;
+        if (n >= times)
+            return;
+        if (tpt_now_ms() - t0 > 5000)
+            fail_msg("node %s said '%s' %d times, want %d; its log:\n%s",
+                     names[i], line, n, times, buf);
+        usleep(20000);
+    }
 }
 
 /* GET key through the RESP client on port: the rendered reply. */
@@ -175,6 +209,14 @@ static void test_every_key_from_every_node(void **unused)
                 for (unsigned n = 0; n < 3; n++)
                     cli_get(n, keys[o][w][i]);
             }
+    /* One command over keys of every owner, from every node. */
+    char args[128], want[128];
+    snprintf(args, sizeof args, "MGET %s %s %s", keys[0][1][0], keys[1][2][0],
+             keys[2][0][0]);
+    snprintf(want, sizeof want, "v-%s\nv-%s\nv-%s", keys[0][1][0],
+             keys[1][2][0], keys[2][0][0]);
+    for (unsigned n = 0; n < 3; n++)
+        cli_expect(nodes[n].port, args, want);
     /* Commands over every shard see the remote ones too. */
     char count[16];
     snprintf(count, sizeof count, "%d", 3 * 3 * KEYS);
@@ -183,6 +225,127 @@ static void test_every_key_from_every_node(void **unused)
     /* Each node saves its own shards. */
     for (unsigned n = 0; n < 3; n++)
         cli_expect(nodes[n].port, "SAVE", "OK");
+}
+
+/* A key of the wanted owner, named prefix:N. */
+static void key_of(unsigned o, const char *prefix, char *out, size_t size)
+{
+    for (unsigned n = 0;; n++) {
+        if (snprintf(out, size, "%.16s:%u", prefix, n) >= (int)size)
+            fail_msg("key too long");
+        if (owner(out) == o)
+            return;
+    }
+}
+
+/* RENAME moves a value to the new key's shard, which answers the client:
+ * through every node, between every two owners, and RENAMENX back. The
+ * connection's pid crosses nodes in the move (the destination must
+ * answer the right actor, and not crash), and the source's batch counts
+ * as answered though the answer comes from elsewhere. */
+static void test_rename_across_nodes(void **unused)
+{
+    (void)unused;
+    for (unsigned n = 0; n < 3; n++)
+        for (unsigned src = 0; src < 3; src++)
+            for (unsigned dst = 0; dst < 3; dst++) {
+                char from[32], to[32], want[48];
+                key_of(src, "ren-from", from, sizeof from);
+                key_of(dst, "ren-to", to, sizeof to);
+                snprintf(want, sizeof want, "$v-%s", from);
+                client *c = dial(nodes[n].port);
+                EXPECT_REPLY(c, "+OK", "SET", from, want + 1);
+                EXPECT_REPLY(c, "+OK", "RENAME", from, to);
+                for (unsigned r = 0; r < 3; r++) {
+                    assert_string_equal(get(nodes[r].port, to), want);
+                    assert_string_equal(get(nodes[r].port, from), "(nil)");
+                }
+                EXPECT_REPLY(c, ":1", "RENAMENX", to, from);
+                EXPECT_REPLY(c, ":0", "RENAMENX", from, from);
+                for (unsigned r = 0; r < 3; r++) {
+                    assert_string_equal(get(nodes[r].port, from), want);
+                    assert_string_equal(get(nodes[r].port, to), "(nil)");
+                }
+                EXPECT_REPLY(c, ":1", "DEL", from);
+                hangup(c);
+            }
+}
+
+/* Read one line (without "\r\n") into out. */
+static void read_line(client *c, char *out, size_t size)
+{
+    size_t n = 0;
+    int ch;
+    while ((ch = getb(c)) >= 0 && ch != '\n')
+        if (n < size - 1)
+            out[n++] = (char)ch;
+    out[n] = '\0';
+    if (ch < 0)
+        fail_msg("EOF or timeout while reading a reply");
+    if (n && out[n - 1] == '\r')
+        out[n - 1] = '\0';
+}
+
+/* Read one array of count bulks of len bytes each, every byte 'x'. */
+static void expect_bulks(client *c, long count, long len)
+{
+    char line[256], want[32];
+    read_line(c, line, sizeof line);
+    snprintf(want, sizeof want, "*%ld", count);
+    assert_string_equal(line, want);
+    snprintf(want, sizeof want, "$%ld", len);
+    for (long i = 0; i < count; i++) {
+        read_line(c, line, sizeof line);
+        assert_string_equal(line, want);
+        for (long b = 0; b < len; b++)
+            assert_int_equal(getb(c), 'x');
+        read_line(c, line, sizeof line);
+        assert_string_equal(line, "");
+    }
+}
+
+/* A reply of 3 MiB from a shard on another node (the node link carries
+ * 1 MiB frames): an MGET over many keys is split under the link's limit
+ * and arrives whole, many times over (so the split messages are counted
+ * right); a single 3 MiB reply (LRANGE) answers an error instead of
+ * leaving the client waiting; from the owner's own node it arrives. */
+static void test_big_replies_across_nodes(void **unused)
+{
+    (void)unused;
+    enum { N = 48, LEN = 64 << 10 }; /* 3 MiB */
+    static char val[LEN + 1];
+    memset(val, 'x', LEN);
+    const unsigned o = 1, n = 0; /* owner b, read through a */
+    char keys_[N][32];
+    const char *argv[N + 1] = {"MGET"};
+    client *c = dial(nodes[n].port);
+    for (unsigned i = 0; i < N; i++) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "big%u", i);
+        key_of(o, prefix, keys_[i], sizeof keys_[i]);
+        argv[i + 1] = keys_[i];
+        EXPECT_REPLY(c, "+OK", "SET", keys_[i], val);
+        char len[16];
+        snprintf(len, sizeof len, ":%u", i + 1);
+        EXPECT_REPLY(c, len, "RPUSH", "biglist", val);
+    }
+    for (int round = 0; round < 3; round++) {
+        cmdv(c, N + 1, argv);
+        expect_bulks(c, N, LEN);
+    }
+    EXPECT_REPLY(c, ":1", "EXISTS", keys_[0]); /* still in step */
+    client *home = dial(nodes[owner("biglist")].port);
+    cmdv(home, 4, (const char *[]){"LRANGE", "biglist", "0", "-1"});
+    expect_bulks(home, N, LEN);
+    hangup(home);
+    unsigned away = (owner("biglist") + 1) % 3;
+    client *far = dial(nodes[away].port);
+    assert_true(strstr(CMD(far, "LRANGE", "biglist", "0", "-1"), "too large") !=
+                NULL);
+    EXPECT_REPLY(far, "+PONG", "PING");
+    hangup(far);
+    EXPECT_REPLY(c, ":1", "DEL", "biglist");
+    hangup(c);
 }
 
 static void test_killed_node_and_back(void **unused)
@@ -197,6 +360,7 @@ static void test_killed_node_and_back(void **unused)
         await_get(nodes[n].port, keys[dead][n][0], NULL, 5000);
         printf("node %s: c's key unavailable %.0f ms after the kill\n",
                names[n], tpt_now_ms() - killed);
+        await_log(n, "node c down: shards 4-5 unavailable", 1);
         for (unsigned o = 0; o < 2; o++)
             for (unsigned w = 0; w < 3; w++) {
                 cli_get(n, keys[o][w][0]);
@@ -209,6 +373,8 @@ static void test_killed_node_and_back(void **unused)
     /* Back on its snapshot: every key, from every node. */
     start_node(dead, SHARDS);
     await_cluster();
+    for (unsigned n = 0; n < 2; n++) /* its new pids, fetched again */
+        await_log(n, "node c up: shards 4-5 reachable", 2);
     for (unsigned o = 0; o < 3; o++)
         for (unsigned w = 0; w < 3; w++)
             for (unsigned i = 0; i < KEYS; i++)
@@ -226,9 +392,13 @@ static int setup(void **unused)
     (void)unused;
     if (kvt_setup() != 0 || nt_nats_up(true, NULL) != 0)
         return -1;
-    for (unsigned i = 0; i < 3; i++)
+    for (unsigned i = 0; i < 3; i++) {
         snprintf(dbfiles[i], sizeof dbfiles[i],
                  "/tmp/troupe-kv-cluster-%d-%s.tkv", (int)getpid(), names[i]);
+        snprintf(logs[i], sizeof logs[i], "/tmp/troupe-kv-cluster-%d-%s.log",
+                 (int)getpid(), names[i]);
+        unlink(logs[i]);
+    }
     make_keys();
     return 0;
 }
@@ -240,6 +410,7 @@ static int teardown(void **unused)
         if (nodes[i].pid > 0 && waitpid(nodes[i].pid, NULL, WNOHANG) == 0)
             stop(&nodes[i], SIGKILL);
         unlink(dbfiles[i]);
+        unlink(logs[i]);
     }
     nt_nats_down();
     return 0;
@@ -251,6 +422,8 @@ int main(void)
         return 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_key_from_every_node),
+        cmocka_unit_test(test_rename_across_nodes),
+        cmocka_unit_test(test_big_replies_across_nodes),
         cmocka_unit_test(test_killed_node_and_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -781,7 +781,7 @@ static void *mv_consumer(void *arg)
     uint32_t n = 0;
     while (n < MV_TOTAL) {
         tpi_mailbox_take_remote(&MV.mb);
-        while (MV.mb.lhead) {
+        while (!tpi_mailbox_local_empty(&MV.mb)) {
             atomic_store(&MV.popped, ++n);
             tpi_mailbox_pop(&MV.mb);
         }

@@ -82,7 +82,11 @@ void kv_client_touch(kv_conn *c)
     atomic_store_explicit(&cl->omem, c->out.n - c->out_off + c->held,
                           memory_order_relaxed);
     atomic_store_explicit(&cl->tot, c->mem, memory_order_relaxed);
-    atomic_store_explicit(&cl->sub, (unsigned)(kv_pubsub_count(c) ? 1 : 0),
+    atomic_store_explicit(&cl->sub, (unsigned)kv_pubsub_channels(c),
+                          memory_order_relaxed);
+    atomic_store_explicit(&cl->psub,
+                          (unsigned)(kv_pubsub_count(c) -
+                                     kv_pubsub_channels(c)),
                           memory_order_relaxed);
 }
 
@@ -95,7 +99,7 @@ static void describe(kv_buf *b, const kv_client *cl, const kv_server *srv,
     kv_buf_fmt(
         b,
         "id=%llu addr=%s laddr=%s:%u fd=-1 name=%s age=%lld idle=%lld "
-        "flags=%s db=0 sub=%u psub=0 ssub=0 multi=-1 qbuf=%zu qbuf-free=0 "
+        "flags=%s db=0 sub=%u psub=%u ssub=0 multi=-1 qbuf=%zu qbuf-free=0 "
         "argv-mem=0 multi-mem=0 obl=0 oll=0 omem=%zu tot-mem=%zu events=r "
         "cmd=%s user=default redir=-1 resp=2\n",
         (unsigned long long)cl->id, cl->addr, srv->cfg.host,
@@ -104,8 +108,12 @@ static void describe(kv_buf *b, const kv_client *cl, const kv_server *srv,
         (long long)((now -
                      atomic_load_explicit(&cl->last_ms, memory_order_relaxed)) /
                     1000),
-        atomic_load_explicit(&cl->sub, memory_order_relaxed) ? "P" : "N",
+        atomic_load_explicit(&cl->sub, memory_order_relaxed) ||
+                atomic_load_explicit(&cl->psub, memory_order_relaxed)
+            ? "P"
+            : "N",
         atomic_load_explicit(&cl->sub, memory_order_relaxed),
+        atomic_load_explicit(&cl->psub, memory_order_relaxed),
         atomic_load_explicit(&cl->qbuf, memory_order_relaxed),
         atomic_load_explicit(&cl->omem, memory_order_relaxed),
         atomic_load_explicit(&cl->tot, memory_order_relaxed),
@@ -158,6 +166,16 @@ static void client_kill(tp_ctx *ctx, kv_conn *c)
         KV_REPLY_LIT(c, "-ERR No such client\r\n");
 }
 
+void kv_client_rename(kv_conn *c, char *name)
+{
+    pthread_mutex_lock(&lock);
+    char *old = c->info ? c->info->name : name;
+    if (c->info)
+        c->info->name = name;
+    pthread_mutex_unlock(&lock);
+    free(old);
+}
+
 static void client_setname(kv_conn *c)
 {
     const kv_arg *a = &c->argv[2];
@@ -172,12 +190,7 @@ static void client_setname(kv_conn *c)
         c->oom = true;
         return;
     }
-    pthread_mutex_lock(&lock);
-    char *old = c->info ? c->info->name : name;
-    if (c->info)
-        c->info->name = name;
-    pthread_mutex_unlock(&lock);
-    free(old);
+    kv_client_rename(c, name);
     KV_REPLY_LIT(c, "+OK\r\n");
 }
 

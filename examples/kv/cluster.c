@@ -170,6 +170,7 @@ int kv_cluster_join(kv_server *srv, tp_runtime *rt)
     o.tls_ca = opt.tls_ca;
     o.tls_cert = opt.tls_cert;
     o.tls_key = opt.tls_key;
+    o.max_message = KV_NODE_MAX_MESSAGE; /* the shards' replies fit (kv.h) */
     if (!srv->cfg.quiet)
         fprintf(stderr,
                 "troupe-kv: node %s of %u (shards %u-%u of %u) through %s\n",
@@ -223,13 +224,12 @@ static void set_shards(kv_server *srv, unsigned i, const tp_pid *pids)
                               memory_order_relaxed);
 }
 
-/* A line about member i: fmt takes its name and its first and last
- * shard. */
+/* A line about member i, even with --quiet (a node lost or back is news
+ * for the operator): fmt takes its name and its first and last shard. */
 static void say(const directory *d, const char *fmt, unsigned i)
 {
     unsigned per = d->srv->cfg.shards;
-    if (!d->srv->cfg.quiet)
-        fprintf(stderr, fmt, members[i], i * per, i * per + per - 1);
+    fprintf(stderr, fmt, members[i], i * per, i * per + per - 1);
 }
 
 typedef struct lookup_job {

@@ -1,8 +1,6 @@
 /* troupe-kv shard side: hash commands (Redis 7.0 replies and errors). */
 #include "store.h"
 
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -172,31 +170,24 @@ KV_CMD(hvals) { dump(cx, false, true); }
 
 KV_CMD(hincrby)
 {
-    int64_t by, v = 0;
+    int64_t by, v;
     kv_de *e;
+    kv_str *s;
     if (!kv_arg_i64(cx, 3, &by) || !kv_typed(cx, KV_T_HASH, &e))
         return;
     kv_de *f = field(e, 2, cx);
-    if (f &&
-        !kv_parse_i64(((kv_str *)f->val)->p, ((kv_str *)f->val)->len, &v)) {
-        KV_ERR(cx, "-ERR hash value is not an integer\r\n");
-        return;
+    if (kv_incr_i64(cx, f ? f->val : NULL, by,
+                    "-ERR hash value is not an integer\r\n", &s, &v)) {
+        set_field(create(cx, e), cx->a[2], cx->an[2], s);
+        kv_buf_int(cx->r, v);
     }
-    if ((by > 0 && v > INT64_MAX - by) || (by < 0 && v < INT64_MIN - by)) {
-        KV_ERR(cx, "-ERR increment or decrement would overflow\r\n");
-        return;
-    }
-    v += by;
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-    set_field(create(cx, e), cx->a[2], cx->an[2], kv_str_new(tmp, (size_t)n));
-    kv_buf_int(cx->r, v);
 }
 
 KV_CMD(hincrbyfloat)
 {
-    long double by, v = 0;
+    long double by;
     kv_de *e;
+    kv_str *s;
     if (!kv_parse_ld(cx->a[3], cx->an[3], &by)) {
         KV_ERR(cx, KV_NOTFLOAT);
         return;
@@ -204,17 +195,9 @@ KV_CMD(hincrbyfloat)
     if (!kv_typed(cx, KV_T_HASH, &e))
         return;
     kv_de *f = field(e, 2, cx);
-    if (f && !kv_parse_ld(((kv_str *)f->val)->p, ((kv_str *)f->val)->len, &v)) {
-        KV_ERR(cx, "-ERR hash value is not a float\r\n");
-        return;
+    if (kv_incr_ld(cx, f ? f->val : NULL, by,
+                   "-ERR hash value is not a float\r\n", &s)) {
+        set_field(create(cx, e), cx->a[2], cx->an[2], s);
+        kv_buf_bulk(cx->r, s->p, s->len);
     }
-    v += by;
-    char tmp[5 * 1024 + 64];
-    size_t n;
-    if (isnan(v) || isinf(v) || !(n = kv_fmt_ld(tmp, sizeof tmp, v))) {
-        KV_ERR(cx, "-ERR increment would produce NaN or Infinity\r\n");
-        return;
-    }
-    set_field(create(cx, e), cx->a[2], cx->an[2], kv_str_new(tmp, n));
-    kv_buf_bulk(cx->r, tmp, n);
 }

@@ -154,16 +154,19 @@ KV_CMD(srandmember)
         return;
     }
     if (count < 0) { /* repeats allowed */
+        /* The reply can be far larger than the set: stop building it
+         * once it could not be sent anyway. */
         uint64_t n = (uint64_t)-count;
-        if (n > KV_MAX_PAYLOAD / 4) {
-            KV_ERR(cx, "-ERR reply too large for a message (troupe-kv's "
-                       "payload limit)\r\n");
-            return;
-        }
+        size_t start = cx->r->n;
         kv_reply_arr(cx->r, n);
         while (n--) {
             kv_de *m = kv_dict_random(d, cx->rng);
             kv_buf_bulk(cx->r, m->key, m->klen);
+            if (cx->r->n - start > KV_MAX_PAYLOAD) {
+                cx->r->n = start;
+                KV_ERR(cx, KV_TOOBIG);
+                return;
+            }
         }
         return;
     }

@@ -4,16 +4,18 @@
  */
 #include "store.h"
 
-#include <errno.h>
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The string's bulk, or nil for an absent key. */
 static void reply_str(kv_cx *cx, const kv_de *e)
 {
-    const kv_str *s = e->val;
-    kv_buf_bulk(cx->r, s->p, s->len);
+    if (e) {
+        const kv_str *s = e->val;
+        kv_buf_bulk(cx->r, s->p, s->len);
+    } else {
+        KV_LIT(cx, "$-1\r\n");
+    }
 }
 
 /* Store a string at the key (entry e or absent), keeping the expiry only
@@ -74,10 +76,7 @@ KV_CMD(get)
     kv_de *e;
     if (!kv_typed(cx, KV_T_STRING, &e))
         return;
-    if (e)
-        reply_str(cx, e);
-    else
-        KV_LIT(cx, "$-1\r\n");
+    reply_str(cx, e);
 }
 
 /* SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] */
@@ -119,10 +118,7 @@ KV_CMD(set)
             KV_ERR(cx, KV_WRONGTYPE);
             return;
         }
-        if (e)
-            reply_str(cx, e);
-        else
-            KV_LIT(cx, "$-1\r\n");
+        reply_str(cx, e);
     }
     if (((f & NX) && e) || ((f & XX) && !e)) {
         if (!(f & GET))
@@ -170,10 +166,7 @@ KV_CMD(getset)
     kv_de *e;
     if (!kv_typed(cx, KV_T_STRING, &e))
         return;
-    if (e)
-        reply_str(cx, e);
-    else
-        KV_LIT(cx, "$-1\r\n");
+    reply_str(cx, e);
     store(cx, e, kv_str_new(cx->a[2], cx->an[2]), false);
 }
 
@@ -257,23 +250,13 @@ KV_CMD(strlen)
 static void incr_by(kv_cx *cx, int64_t by)
 {
     kv_de *e;
-    if (!kv_typed(cx, KV_T_STRING, &e))
-        return;
-    int64_t v = 0;
-    if (e &&
-        !kv_parse_i64(((kv_str *)e->val)->p, ((kv_str *)e->val)->len, &v)) {
-        KV_ERR(cx, KV_NOTINT);
-        return;
+    kv_str *s;
+    int64_t v;
+    if (kv_typed(cx, KV_T_STRING, &e) &&
+        kv_incr_i64(cx, e ? e->val : NULL, by, KV_NOTINT, &s, &v)) {
+        store(cx, e, s, true);
+        kv_buf_int(cx->r, v);
     }
-    if ((by > 0 && v > INT64_MAX - by) || (by < 0 && v < INT64_MIN - by)) {
-        KV_ERR(cx, "-ERR increment or decrement would overflow\r\n");
-        return;
-    }
-    v += by;
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-    store(cx, e, kv_str_new(tmp, (size_t)n), true);
-    kv_buf_int(cx->r, v);
 }
 
 KV_CMD(incr) { incr_by(cx, 1); }
@@ -297,64 +280,21 @@ KV_CMD(decrby)
         incr_by(cx, -v);
 }
 
-/* Redis's string2ld: the whole string, no leading space, not NaN. */
-bool kv_parse_ld(const char *p, size_t n, long double *v)
-{
-    char tmp[5 * 1024 + 1];
-    if (n == 0 || n >= sizeof tmp || p[0] == ' ' || p[0] == '\t' ||
-        p[0] == '\n' || p[0] == '\r')
-        return false;
-    memcpy(tmp, p, n);
-    tmp[n] = '\0';
-    char *end;
-    errno = 0;
-    long double d = strtold(tmp, &end);
-    if (*end || isnan(d) || (errno == ERANGE && isinf(d)))
-        return false;
-    *v = d;
-    return true;
-}
-
-/* Redis's ld2string(LD_STR_HUMAN): "%.17Lf" without trailing zeros. */
-size_t kv_fmt_ld(char *out, size_t size, long double v)
-{
-    int n = snprintf(out, size, "%.17Lf", v);
-    if (n < 0 || (size_t)n >= size)
-        return 0;
-    if (strchr(out, '.')) {
-        while (out[n - 1] == '0')
-            n--;
-        if (out[n - 1] == '.')
-            n--;
-    }
-    if (n == 2 && out[0] == '-' && out[1] == '0') {
-        out[0] = '0';
-        n = 1;
-    }
-    return (size_t)n;
-}
-
 KV_CMD(incrbyfloat)
 {
     kv_de *e;
+    kv_str *s;
+    long double by;
     if (!kv_typed(cx, KV_T_STRING, &e))
         return;
-    long double v = 0, by;
-    if ((e &&
-         !kv_parse_ld(((kv_str *)e->val)->p, ((kv_str *)e->val)->len, &v)) ||
-        !kv_parse_ld(cx->a[2], cx->an[2], &by)) {
+    if (!kv_parse_ld(cx->a[2], cx->an[2], &by)) {
         KV_ERR(cx, KV_NOTFLOAT);
         return;
     }
-    v += by;
-    char tmp[5 * 1024 + 64];
-    size_t n;
-    if (isnan(v) || isinf(v) || !(n = kv_fmt_ld(tmp, sizeof tmp, v))) {
-        KV_ERR(cx, "-ERR increment would produce NaN or Infinity\r\n");
-        return;
+    if (kv_incr_ld(cx, e ? e->val : NULL, by, KV_NOTFLOAT, &s)) {
+        store(cx, e, s, true);
+        kv_buf_bulk(cx->r, s->p, s->len);
     }
-    store(cx, e, kv_str_new(tmp, n), true);
-    kv_buf_bulk(cx->r, tmp, n);
 }
 
 /* ------------------------------------------------------- key commands */

@@ -1,5 +1,5 @@
 /* troupe-kv shard side: sorted set commands (Redis 7.0 replies and
- * errors; ZRANGE's BYLEX is not supported). */
+ * errors). */
 #include "store.h"
 
 #include <math.h>
@@ -76,7 +76,7 @@ static void zadd(kv_cx *cx, bool zincrby)
     for (uint32_t j = 0; e && j < pairs; j++) {
         const char *m = cx->a[i + 2 * j + 1];
         size_t mn = cx->an[i + 2 * j + 1];
-        kv_parse_double(cx->a[i + 2 * j], cx->an[i + 2 * j], &score);
+        kv_parse_double(cx->a[i + 2 * j], cx->an[i + 2 * j], &score, true);
         kv_de *cur = kv_dict_find(&zset_of(e)->d, m, mn);
         if (cur) {
             double old = score_of(cur);
@@ -172,11 +172,43 @@ KV_CMD(zcard)
 static bool parse_bound(const char *p, size_t n, double *v, bool *ex)
 {
     *ex = n && p[0] == '(';
-    return kv_parse_double(p + *ex, n - *ex, v);
+    return kv_parse_double(p + *ex, n - *ex, v, false);
 }
 
-static bool range_args(kv_cx *cx, uint32_t mi, uint32_t ma, kv_zrange *r)
+/* Redis's zslParseLexRangeItem: "[m" or "(m", or "-" / "+". */
+static bool parse_lex(const char *p, size_t n, const char **m, size_t *mn,
+                      bool *ex, int *inf)
 {
+    *inf = 0;
+    *ex = false;
+    if (n == 1 && (p[0] == '-' || p[0] == '+')) {
+        *inf = p[0] == '-' ? -1 : 1;
+        return true;
+    }
+    if (n == 0 || (p[0] != '(' && p[0] != '['))
+        return false;
+    *ex = p[0] == '(';
+    *m = p + 1;
+    *mn = n - 1;
+    return true;
+}
+
+/* The range given by arguments mi and ma (lex or by score), or false with
+ * Redis's error replied. */
+static bool range_args(kv_cx *cx, uint32_t mi, uint32_t ma, bool lex,
+                       kv_zrange *r)
+{
+    memset(r, 0, sizeof *r);
+    r->lex = lex;
+    if (lex) {
+        if (parse_lex(cx->a[mi], cx->an[mi], &r->lmin, &r->lminn, &r->minex,
+                      &r->lmin_inf) &&
+            parse_lex(cx->a[ma], cx->an[ma], &r->lmax, &r->lmaxn, &r->maxex,
+                      &r->lmax_inf))
+            return true;
+        KV_ERR(cx, "-ERR min or max not valid string range item\r\n");
+        return false;
+    }
     if (parse_bound(cx->a[mi], cx->an[mi], &r->min, &r->minex) &&
         parse_bound(cx->a[ma], cx->an[ma], &r->max, &r->maxex))
         return true;
@@ -184,11 +216,12 @@ static bool range_args(kv_cx *cx, uint32_t mi, uint32_t ma, kv_zrange *r)
     return false;
 }
 
-KV_CMD(zcount)
+/* ZCOUNT ZLEXCOUNT: by ranks, O(log n). */
+static void count_in(kv_cx *cx, bool lex)
 {
     kv_zrange r;
     kv_de *e;
-    if (!range_args(cx, 2, 3, &r) || !kv_typed(cx, KV_T_ZSET, &e))
+    if (!range_args(cx, 2, 3, lex, &r) || !kv_typed(cx, KV_T_ZSET, &e))
         return;
     size_t n = 0;
     kv_zn *lo = e ? kv_zset_first_in(zset_of(e), &r) : NULL;
@@ -198,6 +231,9 @@ KV_CMD(zcount)
     }
     kv_buf_int(cx->r, (int64_t)n);
 }
+
+KV_CMD(zcount) { count_in(cx, false); }
+KV_CMD(zlexcount) { count_in(cx, true); }
 
 static void rank(kv_cx *cx, bool rev)
 {
@@ -223,14 +259,66 @@ static void emit(kv_cx *cx, const kv_zn *x, bool scores)
         kv_reply_double(cx->r, x->score);
 }
 
-/* ZRANGE and its older forms (Redis 7.0's zrangeGenericCommand). first:
- * the index of the range's first argument; by_score / rev preset by the
- * command (-1: chosen by options). */
-static void zrange(kv_cx *cx, uint32_t first, int by_score, int rev)
+/* By index: Redis's clamping of start and stop. */
+static void range_by_rank(kv_cx *cx, kv_zset *z, int64_t start, int64_t stop,
+                          bool rev, bool scores)
 {
-    bool scores = false, limit = false, bylex = false;
+    size_t len = kv_zset_len(z);
+    int64_t l = (int64_t)len;
+    if (start < 0)
+        start += l;
+    if (stop < 0)
+        stop += l;
+    if (start < 0)
+        start = 0;
+    if (start > stop || start >= l) {
+        KV_LIT(cx, "*0\r\n");
+        return;
+    }
+    if (stop >= l)
+        stop = l - 1;
+    size_t n = (size_t)(stop - start + 1);
+    kv_reply_arr(cx->r, n * (1 + scores));
+    kv_zn *x = kv_zset_at(z, rev ? len - 1 - (size_t)start : (size_t)start);
+    for (; n--; x = rev ? x->back : x->lv[0].fw)
+        emit(cx, x, scores);
+}
+
+/* By score or lex range, after off nodes, at most lim (< 0: all); the
+ * reply's length is known only at the end. */
+static void range_by_value(kv_cx *cx, kv_zset *z, const kv_zrange *r,
+                           int64_t off, int64_t lim, bool rev, bool scores)
+{
+    kv_zn *x = rev ? kv_zset_last_in(z, r) : kv_zset_first_in(z, r);
+    if (off < 0)
+        x = NULL;
+    for (; x && off > 0; off--)
+        x = rev ? x->back : x->lv[0].fw;
+    kv_buf items = {0};
+    kv_buf *out = cx->r;
+    cx->r = &items;
+    size_t n = 0;
+    for (; x && lim != 0; lim--, n++) {
+        if (rev ? !kv_zrange_gte_min(x, r) : !kv_zrange_lte_max(x, r))
+            break;
+        emit(cx, x, scores);
+        x = rev ? x->back : x->lv[0].fw;
+    }
+    cx->r = out;
+    kv_reply_arr(cx->r, n * (1 + scores));
+    kv_buf_add(cx->r, items.p, items.n);
+    kv_buf_free(&items);
+}
+
+enum { BY_AUTO = -1, BY_RANK, BY_SCORE, BY_LEX };
+
+/* ZRANGE and its older forms (Redis 7.0's zrangeGenericCommand): by and
+ * rev are preset by the command (BY_AUTO / -1: chosen by options). */
+static void zrange(kv_cx *cx, int by, int rev)
+{
+    bool scores = false, limit = false;
     int64_t off = 0, lim = -1;
-    for (uint32_t j = first + 2; j < cx->argc; j++) {
+    for (uint32_t j = 4; j < cx->argc; j++) {
         uint32_t left = cx->argc - j - 1;
         if (kv_arg_is(cx, j, "withscores")) {
             scores = true;
@@ -241,37 +329,37 @@ static void zrange(kv_cx *cx, uint32_t first, int by_score, int rev)
             j += 2;
         } else if (rev < 0 && kv_arg_is(cx, j, "rev")) {
             rev = 1;
-        } else if (by_score < 0 && kv_arg_is(cx, j, "byscore")) {
-            by_score = 1;
-        } else if (by_score < 0 && kv_arg_is(cx, j, "bylex")) {
-            by_score = 0;
-            bylex = true;
+        } else if (by == BY_AUTO && kv_arg_is(cx, j, "byscore")) {
+            by = BY_SCORE;
+        } else if (by == BY_AUTO && kv_arg_is(cx, j, "bylex")) {
+            by = BY_LEX;
         } else {
             KV_ERR(cx, KV_SYNTAX);
             return;
         }
     }
-    if (limit && by_score != 1 && !bylex) {
+    if (by == BY_AUTO)
+        by = BY_RANK;
+    if (limit && by == BY_RANK) {
         KV_ERR(cx, "-ERR syntax error, LIMIT is only supported in "
                    "combination with either BYSCORE or BYLEX\r\n");
         return;
     }
-    if (bylex) {
-        KV_ERR(cx, scores ? "-ERR syntax error, WITHSCORES not supported in "
-                            "combination with BYLEX\r\n"
-                          : "-ERR BYLEX is not supported by troupe-kv\r\n");
+    if (scores && by == BY_LEX) {
+        KV_ERR(cx, "-ERR syntax error, WITHSCORES not supported in "
+                   "combination with BYLEX\r\n");
         return;
     }
-    /* BYSCORE ranges are given as max min when reversed. */
-    uint32_t mi = first, ma = first + 1;
-    if (rev == 1 && by_score == 1) {
-        mi = first + 1;
-        ma = first;
+    /* Score and lex ranges are given as max min when reversed. */
+    uint32_t mi = 2, ma = 3;
+    if (rev == 1 && by != BY_RANK) {
+        mi = 3;
+        ma = 2;
     }
     kv_zrange r;
     int64_t start = 0, stop = 0;
-    if (by_score == 1) {
-        if (!range_args(cx, mi, ma, &r))
+    if (by != BY_RANK) {
+        if (!range_args(cx, mi, ma, by == BY_LEX, &r))
             return;
     } else if (!kv_arg_i64(cx, mi, &start) || !kv_arg_i64(cx, ma, &stop)) {
         return;
@@ -279,61 +367,20 @@ static void zrange(kv_cx *cx, uint32_t first, int by_score, int rev)
     kv_de *e;
     if (!kv_typed(cx, KV_T_ZSET, &e))
         return;
-    if (!e) {
+    if (!e)
         KV_LIT(cx, "*0\r\n");
-        return;
-    }
-    kv_zset *z = zset_of(e);
-    size_t len = kv_zset_len(z);
-    if (by_score != 1) {
-        int64_t l = (int64_t)len;
-        if (start < 0)
-            start += l;
-        if (stop < 0)
-            stop += l;
-        if (start < 0)
-            start = 0;
-        if (start > stop || start >= l) {
-            KV_LIT(cx, "*0\r\n");
-            return;
-        }
-        if (stop >= l)
-            stop = l - 1;
-        size_t n = (size_t)(stop - start + 1);
-        kv_reply_arr(cx->r, n * (1 + scores));
-        kv_zn *x =
-            kv_zset_at(z, rev == 1 ? len - 1 - (size_t)start : (size_t)start);
-        for (; n--; x = rev == 1 ? x->back : x->lv[0].fw)
-            emit(cx, x, scores);
-        return;
-    }
-    /* By score: the reply's length is known only at the end. */
-    kv_zn *x = rev == 1 ? kv_zset_last_in(z, &r) : kv_zset_first_in(z, &r);
-    if (off < 0)
-        x = NULL;
-    for (; x && off > 0; off--)
-        x = rev == 1 ? x->back : x->lv[0].fw;
-    kv_buf items = {0};
-    kv_buf *out = cx->r;
-    cx->r = &items;
-    size_t n = 0;
-    for (; x && lim != 0; lim--, n++) {
-        if (rev == 1 ? !kv_zrange_gte_min(x->score, &r)
-                     : !kv_zrange_lte_max(x->score, &r))
-            break;
-        emit(cx, x, scores);
-        x = rev == 1 ? x->back : x->lv[0].fw;
-    }
-    cx->r = out;
-    kv_reply_arr(cx->r, n * (1 + scores));
-    kv_buf_add(cx->r, items.p, items.n);
-    kv_buf_free(&items);
+    else if (by == BY_RANK)
+        range_by_rank(cx, zset_of(e), start, stop, rev == 1, scores);
+    else
+        range_by_value(cx, zset_of(e), &r, off, lim, rev == 1, scores);
 }
 
-KV_CMD(zrange) { zrange(cx, 2, -1, -1); }
-KV_CMD(zrevrange) { zrange(cx, 2, 0, 1); }
-KV_CMD(zrangebyscore) { zrange(cx, 2, 1, 0); }
-KV_CMD(zrevrangebyscore) { zrange(cx, 2, 1, 1); }
+KV_CMD(zrange) { zrange(cx, BY_AUTO, -1); }
+KV_CMD(zrevrange) { zrange(cx, BY_RANK, 1); }
+KV_CMD(zrangebyscore) { zrange(cx, BY_SCORE, 0); }
+KV_CMD(zrevrangebyscore) { zrange(cx, BY_SCORE, 1); }
+KV_CMD(zrangebylex) { zrange(cx, BY_LEX, 0); }
+KV_CMD(zrevrangebylex) { zrange(cx, BY_LEX, 1); }
 
 /* ZPOPMIN ZPOPMAX key [count]: a flat member, score array. */
 static void zpop(kv_cx *cx, bool max)

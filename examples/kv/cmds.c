@@ -26,6 +26,9 @@ typedef struct kv_cmd {
 
 bool kv_word_is(const kv_arg *a, const char *s)
 {
+    /* The first letter first: the command lookup tries every name. */
+    if (!a->n || (a->p[0] | 0x20) != (s[0] | 0x20))
+        return false;
     size_t n = strlen(s);
     return a->n == n && strncasecmp(a->p, s, n) == 0;
 }
@@ -93,6 +96,15 @@ static void cmd_auth(tp_ctx *ctx, kv_conn *c)
     }
     c->authed = true;
     KV_REPLY_LIT(c, "+OK\r\n");
+}
+
+/* RESET: the connection as new (no subscriptions, name or AUTH). */
+static void cmd_reset(tp_ctx *ctx, kv_conn *c)
+{
+    kv_pubsub_reset(ctx, c);
+    kv_client_rename(c, NULL);
+    c->authed = c->srv->cfg.requirepass == NULL;
+    KV_REPLY_LIT(c, "+RESET\r\n");
 }
 
 static void unknown_subcommand(kv_conn *c, const char *cmd)
@@ -219,7 +231,7 @@ static void cmd_info(tp_ctx *ctx, kv_conn *c)
                 want |= 1u << k;
     }
     if (want & S_KEYSPACE) {
-        kv_op_all(c, K_INFO, OP_DBSIZE, 0, NULL);
+        kv_op_all(c, K_INFO, OP_KEYSPACE, 0, NULL);
     } else {
         kv_slot *s = kv_slot_new(c, K_INFO, 0);
         s->flags = want;
@@ -306,9 +318,10 @@ void kv_info(tp_ctx *ctx, kv_conn *c, kv_buf *out, const kv_slot *s)
     }
     if (w & S_KEYSPACE) {
         kv_buf_str(&b, "# Keyspace\r\n");
+        /* avg_ttl 0: not computed, which Redis allows. */
         if (s->sum)
-            kv_buf_fmt(&b, "db0:keys=%lld,expires=0,avg_ttl=0\r\n",
-                       (long long)s->sum);
+            kv_buf_fmt(&b, "db0:keys=%lld,expires=%lld,avg_ttl=0\r\n",
+                       (long long)s->sum, (long long)s->sum2);
     }
     /* Like Redis: no blank line after the last section. */
     if (b.n >= 4 && !memcmp(b.p + b.n - 4, "\r\n\r\n", 4))
@@ -448,6 +461,7 @@ static const kv_cmd CMDS[] = {
     {"echo", 2, cmd_echo, 0},
     {"quit", -1, cmd_quit, C_NOAUTH | C_PUBSUB},
     {"auth", -2, cmd_auth, C_NOAUTH},
+    {"reset", 1, cmd_reset, C_NOAUTH | C_PUBSUB},
     {"command", -1, cmd_command, 0},
     {"config", -2, cmd_config, 0},
     {"select", 2, cmd_select, 0},

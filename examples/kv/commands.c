@@ -87,6 +87,9 @@ KV_CMD(zrangebyscore);
 KV_CMD(zrevrangebyscore);
 KV_CMD(zpopmin);
 KV_CMD(zpopmax);
+KV_CMD(zlexcount);
+KV_CMD(zrangebylex);
+KV_CMD(zrevrangebylex);
 
 #define R(name, arity, write)                                                  \
     {                                                                          \
@@ -177,6 +180,9 @@ static const kv_keyed KEYED[] = {
     R(zrevrangebyscore, -4, false),
     R(zpopmin, -2, true),
     R(zpopmax, -2, true),
+    R(zlexcount, 4, false),
+    R(zrangebylex, -4, false),
+    R(zrevrangebylex, -4, false),
 };
 
 #define NKEYED (sizeof KEYED / sizeof KEYED[0])

@@ -14,9 +14,9 @@
  * or input is held back.
  *
  * Memory: a client's buffers (input, replies held, output not yet taken
- * by the socket) count against --maxmemory-clients for all clients
- * together; the client that takes the total over it is closed, with a
- * line on stderr. Allocation failures for a client's buffers close that
+ * by the socket, its subscriptions) count against --maxmemory-clients
+ * for all clients together; the client that takes the total over it is
+ * closed, with a line on stderr. Allocation failures for a client's buffers close that
  * client (kv_soft_begin): the server never aborts for a client.
  */
 #include "conn.h"
@@ -26,8 +26,7 @@
 #include <string.h>
 
 #define OUT_BUDGET ((size_t)4 << 20) /* output handed to the socket layer */
-#define WRITE_BATCH 16384    /* replies of a burst gathered up to this */
-#define KEEP_BUF (64 * 1024) /* buffers above this are freed once empty */
+#define WRITE_BATCH 16384 /* replies of a burst gathered up to this */
 
 void *kv_conn_new(void *arg)
 {
@@ -79,7 +78,7 @@ static void drop(tp_ctx *ctx, kv_conn *c, const char *why)
 static size_t usage(tp_ctx *ctx, const kv_conn *c)
 {
     return c->ib.cap + c->out.cap + c->held + tp_conn_pending(ctx) +
-           c->argcap * sizeof(kv_arg) + c->cap * sizeof(kv_slot);
+           c->argcap * sizeof(kv_arg) + c->cap * sizeof(kv_slot) + c->sub_bytes;
 }
 
 /* Would extra more bytes for this client take the total over the bound? */
@@ -138,9 +137,9 @@ static bool write_out(tp_ctx *ctx, kv_conn *c, bool all_done)
     }
     if (c->out_off == c->out.n) {
         c->out.n = c->out_off = 0;
-        if (c->out.cap > KEEP_BUF)
+        if (c->out.cap > KV_KEEP_BUF)
             kv_buf_free(&c->out);
-    } else if (c->out_off > KEEP_BUF && c->out_off * 2 > c->out.n) {
+    } else if (c->out_off > KV_KEEP_BUF && c->out_off * 2 > c->out.n) {
         memmove(c->out.p, c->out.p + c->out_off, unwritten(c));
         c->out.n -= c->out_off;
         c->out_off = 0;
@@ -228,7 +227,7 @@ static void process(tp_ctx *ctx, kv_conn *c, const char *p, size_t n,
     } else if (left) {
         kv_buf_add(&c->ib, p + off, left);
     }
-    if (!c->ib.n && c->ib.cap > KEEP_BUF)
+    if (!c->ib.n && c->ib.cap > KV_KEEP_BUF)
         kv_buf_free(&c->ib);
     kv_send_batches(ctx, c);
     if (cmds)
@@ -257,13 +256,15 @@ static void on_data(tp_ctx *ctx, kv_conn *c, const tp_msg *msg)
     process(ctx, c, c->ib.p, c->ib.n, true);
 }
 
-static void on_replies(tp_ctx *ctx, kv_conn *c, const tp_msg *msg)
+/* Fragments from a shard; last: the batch's last message (route.c). */
+static void on_replies(tp_ctx *ctx, kv_conn *c, const tp_msg *msg, bool last)
 {
     const char *p;
     size_t n;
     if (tp_msg_scanf(msg, "y", (const void **)&p, &n) != 0)
         return;
-    kv_route_answered(c, tp_msg_from(msg));
+    if (last)
+        kv_route_answered(c, tp_msg_from(msg));
     while (n >= 12) {
         uint32_t seq = kv_get32(p), pos = kv_get32(p + 4),
                  len = kv_get32(p + 8);
@@ -292,7 +293,8 @@ int kv_conn_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: on_start(ctx, c); break;
     case TP_NET_DATA: on_data(ctx, c, msg); break;
-    case KV_TAG_REPLIES: on_replies(ctx, c, msg); break;
+    case KV_TAG_REPLIES: on_replies(ctx, c, msg, true); break;
+    case KV_TAG_MORE_REPLIES: on_replies(ctx, c, msg, false); break;
     case KV_TAG_PUSH:
         kv_pubsub_push(c, msg);
         flush(ctx, c);

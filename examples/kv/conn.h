@@ -13,6 +13,9 @@
 
 #include "kv.h"
 
+/* A connection's buffers larger than this are freed once empty. */
+#define KV_KEEP_BUF (64 * 1024)
+
 /* How a slot's reply is made from its shard fragments. */
 enum {
     K_LOCAL,  /* its buffer is the reply (filled at once) */
@@ -36,7 +39,8 @@ typedef struct kv_slot {
     uint32_t remaining, nparts, partcap;
     uint32_t flags; /* K_INFO: the sections asked for */
     int64_t sum;
-    size_t kept; /* bytes of buf counted in the connection's held */
+    int64_t sum2; /* K_INFO: the keys with an expiry */
+    size_t kept;  /* bytes of buf counted in the connection's held */
     kv_buf buf;
     kv_part *parts;
 } kv_slot;
@@ -87,6 +91,7 @@ typedef struct kv_conn {
     size_t held;    /* bytes waiting in slot buffers */
     size_t mem;     /* what this client counts in srv->client_mem */
     struct kv_dict *subs, *psubs; /* channels, patterns (pubsub.c) */
+    size_t sub_bytes;             /* their memory, roughly */
     const char *last_cmd;         /* static name, for CLIENT LIST */
     bool authed, closing, peer_closed, exited, ticking, held_input, oom,
         close_after_out;
@@ -164,6 +169,8 @@ const char *kv_client_addr(const struct kv_client *cl);
 /* Refresh what CLIENT LIST shows of c (after a command). */
 void kv_client_touch(kv_conn *c);
 void kv_cmd_client(tp_ctx *ctx, kv_conn *c);
+/* Name the client (NULL: no name); takes name (malloc'd). */
+void kv_client_rename(kv_conn *c, char *name);
 
 /* pubsub.c */
 void kv_cmd_subscribe(tp_ctx *ctx, kv_conn *c);
@@ -176,6 +183,10 @@ void kv_cmd_pubsub(tp_ctx *ctx, kv_conn *c);
 void kv_pubsub_push(kv_conn *c, const tp_msg *msg);
 /* Subscribed (RESP2 pubsub context): channels + patterns. */
 size_t kv_pubsub_count(const kv_conn *c);
+/* The channels alone (the rest are patterns). */
+size_t kv_pubsub_channels(const kv_conn *c);
 void kv_pubsub_free(kv_conn *c);
+/* Leave every channel and pattern, without confirmations (RESET). */
+void kv_pubsub_reset(tp_ctx *ctx, kv_conn *c);
 
 #endif

@@ -5,6 +5,7 @@
  */
 #include "store.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@ const char KV_WRONGTYPE[] =
 const char KV_NOTINT[] = "-ERR value is not an integer or out of range\r\n";
 const char KV_NOTFLOAT[] = "-ERR value is not a valid float\r\n";
 const char KV_SYNTAX[] = "-ERR syntax error\r\n";
+const char KV_TOOBIG[] =
+    "-ERR reply too large for a message (troupe-kv's payload limit)\r\n";
 
 /* ----------------------------------------------------------------- values */
 
@@ -298,20 +301,98 @@ bool kv_arg_i64(kv_cx *cx, uint32_t i, int64_t *v)
     return false;
 }
 
-/* Like Redis's string2d: the whole string, no spaces, not NaN. */
-bool kv_parse_double(const char *p, size_t n, double *v)
+/* Like Redis's getDoubleFromObject (strict: the whole string, no
+ * leading space, not NaN, no overflow or underflow to 0) or, not strict,
+ * zslParseRange's bounds (overflow to inf allowed). */
+bool kv_parse_double(const char *p, size_t n, double *v, bool strict)
 {
     char tmp[128];
-    if (n == 0 || n >= sizeof tmp || p[0] == ' ' || p[0] == '\t' ||
-        p[n - 1] == ' ' || p[n - 1] == '\t')
+    if (n == 0 || n >= sizeof tmp || (strict && (p[0] == ' ' || p[0] == '\t')))
         return false;
     memcpy(tmp, p, n);
     tmp[n] = '\0';
     char *end;
+    errno = 0;
     double d = strtod(tmp, &end);
-    if (end != tmp + n || isnan(d))
+    if (end != tmp + n || isnan(d) ||
+        (strict && errno == ERANGE && (isinf(d) || d == 0)))
         return false;
     *v = d;
+    return true;
+}
+
+/* Redis's string2ld: the whole string, no leading space, not NaN. */
+bool kv_parse_ld(const char *p, size_t n, long double *v)
+{
+    char tmp[5 * 1024 + 1];
+    if (n == 0 || n >= sizeof tmp || p[0] == ' ' || p[0] == '\t' ||
+        p[0] == '\n' || p[0] == '\r')
+        return false;
+    memcpy(tmp, p, n);
+    tmp[n] = '\0';
+    char *end;
+    errno = 0;
+    long double d = strtold(tmp, &end);
+    if (*end || isnan(d) || (errno == ERANGE && (isinf(d) || d == 0)))
+        return false;
+    *v = d;
+    return true;
+}
+
+/* Redis's ld2string(LD_STR_HUMAN): "%.17Lf" without trailing zeros. */
+size_t kv_fmt_ld(char *out, size_t size, long double v)
+{
+    int n = snprintf(out, size, "%.17Lf", v);
+    if (n < 0 || (size_t)n >= size)
+        return 0;
+    if (strchr(out, '.')) {
+        while (out[n - 1] == '0')
+            n--;
+        if (out[n - 1] == '.')
+            n--;
+    }
+    if (n == 2 && out[0] == '-' && out[1] == '0') {
+        out[0] = '0';
+        n = 1;
+    }
+    return (size_t)n;
+}
+
+bool kv_incr_i64(kv_cx *cx, const kv_str *old, int64_t by, const char *notint,
+                 kv_str **out, int64_t *v)
+{
+    *v = 0;
+    if (old && !kv_parse_i64(old->p, old->len, v)) {
+        KV_ERR(cx, notint);
+        return false;
+    }
+    if ((by > 0 && *v > INT64_MAX - by) || (by < 0 && *v < INT64_MIN - by)) {
+        KV_ERR(cx, "-ERR increment or decrement would overflow\r\n");
+        return false;
+    }
+    *v += by;
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)*v);
+    *out = kv_str_new(tmp, (size_t)n);
+    return true;
+}
+
+bool kv_incr_ld(kv_cx *cx, const kv_str *old, long double by,
+                const char *notfloat, kv_str **out)
+{
+    long double v = 0;
+    if (old && !kv_parse_ld(old->p, old->len, &v)) {
+        KV_ERR(cx, notfloat);
+        return false;
+    }
+    v += by;
+    char tmp[5 * 1024 + 64];
+    size_t n;
+    if (isnan(v) || isinf(v) || !(n = kv_fmt_ld(tmp, sizeof tmp, v))) {
+        KV_ERR(cx, "-ERR increment would produce NaN or Infinity\r\n");
+        return false;
+    }
+    *out = kv_str_new(tmp, n);
     return true;
 }
 
@@ -325,7 +406,7 @@ bool kv_arg_count(kv_cx *cx, uint32_t i, int64_t *v)
 
 bool kv_arg_double(kv_cx *cx, uint32_t i, double *v)
 {
-    if (kv_parse_double(cx->a[i], cx->an[i], v))
+    if (kv_parse_double(cx->a[i], cx->an[i], v, true))
         return true;
     KV_ERR(cx, KV_NOTFLOAT);
     return false;

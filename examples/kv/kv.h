@@ -34,7 +34,11 @@ enum {
     KV_TAG_PART,      /* shard -> coordinator: [shard, ptr, len, count] */
     KV_TAG_THAW,      /* coordinator -> shard: accept writes again */
     KV_TAG_SWEEP,     /* shard's own timer: active expiry */
-    KV_TAG_MOVE       /* shard -> shard: a value RENAME moves (shard.c) */
+    KV_TAG_MOVE,      /* shard -> shard: [reply-to pid, bin] (shard.c) */
+    /* shard -> conn: fragments as KV_TAG_REPLIES that do not end a batch
+     * (a split reply's first messages, a moved RENAME's answer from its
+     * destination): route.c counts one KV_TAG_REPLIES per batch. */
+    KV_TAG_MORE_REPLIES
 };
 
 /* The connection side's own tags (conn.h, pubsub.c), apart from the above
@@ -51,16 +55,19 @@ enum {
  * max_payload to it): a shard splits its replies below it, and answers
  * an error for a single reply that would not fit. */
 #define KV_MAX_PAYLOAD ((size_t)1 << 31)
+/* The largest frame between nodes in cluster mode (cluster.c sets the
+ * node's max_message to it): nats-server's default max_payload. A shard
+ * splits its replies to a connection on another node below it. */
+#define KV_NODE_MAX_MESSAGE ((size_t)1 << 20)
 
-/* Shard operations. */
+/* Shard operations. GET SET DEL EXISTS: one key of MGET, MSET, DEL,
+ * EXISTS (GET answers nil for a key of another type, SET overwrites any
+ * type, without expiry). */
 enum {
     OP_GET = 1,
     OP_SET,
-    OP_INCRBY,
     OP_DEL,
     OP_EXISTS,
-    OP_EXPIRE,
-    OP_TTL,
     OP_DBSIZE,
     OP_FLUSHALL,
     /* A keyed command run by its key's shard: args are the whole command
@@ -76,10 +83,10 @@ enum {
     /* KEYS pattern (args[0]): every shard answers one RESP array. */
     OP_KEYS,
     /* RANDOMKEY: a bulk or a nil. */
-    OP_RANDOMKEY
+    OP_RANDOMKEY,
+    /* INFO keyspace: "*2 :keys :keys with an expiry". */
+    OP_KEYSPACE
 };
-/* op flags */
-enum { F_NX = 1, F_XX = 2, F_MS = 4 /* TTL in milliseconds (PTTL) */ };
 /* Admin ops (coordinator). */
 enum { ADM_SAVE = 1, ADM_BGSAVE, ADM_SHUTDOWN, ADM_LASTSAVE };
 enum { SHUT_DEFAULT = 0, SHUT_SAVE, SHUT_NOSAVE };
@@ -215,8 +222,9 @@ typedef struct kv_shard kv_shard;
 kv_shard *kv_shard_new(kv_server *srv, unsigned idx);
 void kv_shard_free(void *state);
 int kv_shard_behavior(tp_ctx *ctx, void *state, const tp_msg *msg);
-/* Insert a loaded record of a type (KV_T_* in store.h) whose value is
- * serialized as in a snapshot; 0, or -1 if the value is malformed. */
+/* Insert a loaded record of a type (KV_T_* in store.h, maybe with
+ * KV_REC_WEAK: then only if the key is absent) whose value is serialized
+ * as in a snapshot; 0, or -1 if the value is malformed. */
 int kv_shard_load(kv_shard *sh, uint8_t type, const char *k, size_t kn,
                   const char *v, size_t vn, int64_t expire);
 

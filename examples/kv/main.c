@@ -7,7 +7,9 @@
  * listener, runs SAVE/BGSAVE (shards serialize themselves, the file is
  * written in the blocking pool, so the service keeps answering), and on
  * SIGINT/SIGTERM or SHUTDOWN it freezes writes, saves, and only then ends
- * the tree: every write acknowledged before is in the snapshot.
+ * the tree: every write acknowledged before is in the snapshot. In
+ * cluster mode (cluster.c) it runs, saves and loads only this node's
+ * shards, and spawns the directory that finds the other nodes' ones.
  */
 #include "kv.h"
 #include "troupe/observe.h" /* issue 8: metrics, dump on SIGUSR1 */

@@ -221,8 +221,10 @@ static int channel(tp_ctx *ctx, void *state, const tp_msg *msg)
             } else if (e) {
                 e->val = ref;
             }
-            answer(ctx, pid, (uint32_t)num, "", 0); /* the ack */
+            /* The count first: a client that reads the confirmation and
+             * asks PUBSUB NUMSUB reaches the registry after it. */
             report(ctx, ch);
+            answer(ctx, pid, (uint32_t)num, "", 0); /* the ack */
         } else if (op == CH_UNSUB) {
             chan_unsub(ctx, ch, pid, true);
         } else if (op == CH_PUB) {
@@ -562,6 +564,11 @@ static kv_dict *set_of(kv_conn *c, int kind)
     return *d;
 }
 
+size_t kv_pubsub_channels(const kv_conn *c)
+{
+    return c->subs ? c->subs->count : 0;
+}
+
 size_t kv_pubsub_count(const kv_conn *c)
 {
     return (c->subs ? c->subs->count : 0) + (c->psubs ? c->psubs->count : 0);
@@ -589,6 +596,29 @@ static bool to_registry(tp_ctx *ctx, kv_conn *c, int op, int kind,
                     seq, x ? x : "", xn) == 0;
 }
 
+/* What a subscription costs, counted in the client's memory (conn.c):
+ * its entry here and, roughly, its share of the registry's entry and of
+ * a channel actor (a client subscribing to a million channels makes a
+ * million actors; the bound on clients' memory bounds that too). */
+#define SUB_COST(n) (sizeof(kv_de) + 512 + (n))
+
+/* The client's own set. */
+static bool set_add(kv_conn *c, kv_dict *d, const char *p, size_t n)
+{
+    if (!add(d, p, n))
+        return false;
+    c->sub_bytes += SUB_COST(n);
+    return true;
+}
+
+static bool set_del(kv_conn *c, kv_dict *d, const char *p, size_t n)
+{
+    if (!del(d, p, n))
+        return false;
+    c->sub_bytes -= SUB_COST(n);
+    return true;
+}
+
 /* (P)SUBSCRIBE: the confirmations are written once every new
  * subscription is live (acked). */
 static void subscribe(tp_ctx *ctx, kv_conn *c, int kind)
@@ -601,11 +631,42 @@ static void subscribe(tp_ctx *ctx, kv_conn *c, int kind)
     kv_slot *s = kv_slot_new(c, K_WAIT, 0);
     for (size_t i = 1; i < c->argc; i++) {
         const kv_arg *a = &c->argv[i];
-        if (add(d, a->p, a->n) && to_registry(ctx, c, P_SUB, kind, a->p, a->n,
-                                              kv_last_seq(c), NULL, 0))
+        if (set_add(c, d, a->p, a->n) &&
+            to_registry(ctx, c, P_SUB, kind, a->p, a->n, kv_last_seq(c), NULL,
+                        0))
             s->remaining++;
         confirm(&s->buf, SUB_WORD[0][kind], a->p, a->n, kv_pubsub_count(c));
     }
+}
+
+/* Leave every channel (kind) or pattern; confirmations into b unless
+ * NULL. */
+static void unsubscribe_all(tp_ctx *ctx, kv_conn *c, int kind, kv_buf *b)
+{
+    kv_dict *d = kind == PUSH_MESSAGE ? c->subs : c->psubs;
+    const char *word = SUB_WORD[1][kind];
+    kv_buf names = {0};
+    if (d && d->b) {
+        KV_DICT_EACH(d, e) { name_add(&names, e->key, e->klen); }
+    }
+    for (size_t i = 0; i + 4 <= names.n;) {
+        uint32_t l = kv_get32(names.p + i);
+        const char *name = names.p + i + 4;
+        i += 4 + l;
+        set_del(c, d, name, l);
+        to_registry(ctx, c, P_UNSUB, kind, name, l, 0, NULL, 0);
+        if (b)
+            confirm(b, word, name, l, kv_pubsub_count(c));
+    }
+    if (!names.n && b)
+        confirm(b, word, NULL, 0, kv_pubsub_count(c));
+    kv_buf_free(&names);
+}
+
+void kv_pubsub_reset(tp_ctx *ctx, kv_conn *c)
+{
+    unsubscribe_all(ctx, c, PUSH_MESSAGE, NULL);
+    unsubscribe_all(ctx, c, PUSH_PMESSAGE, NULL);
 }
 
 static void unsubscribe(tp_ctx *ctx, kv_conn *c, int kind)
@@ -613,27 +674,13 @@ static void unsubscribe(tp_ctx *ctx, kv_conn *c, int kind)
     kv_dict *d = kind == PUSH_MESSAGE ? c->subs : c->psubs;
     kv_buf *b = kv_reply_buf(c);
     const char *word = SUB_WORD[1][kind];
-    if (c->argc == 1) { /* all of them */
-        kv_buf names = {0};
-        if (d && d->b) {
-            KV_DICT_EACH(d, e) { name_add(&names, e->key, e->klen); }
-        }
-        for (size_t i = 0; i + 4 <= names.n;) {
-            uint32_t l = kv_get32(names.p + i);
-            const char *name = names.p + i + 4;
-            i += 4 + l;
-            del(d, name, l);
-            to_registry(ctx, c, P_UNSUB, kind, name, l, 0, NULL, 0);
-            confirm(b, word, name, l, kv_pubsub_count(c));
-        }
-        if (!names.n)
-            confirm(b, word, NULL, 0, kv_pubsub_count(c));
-        kv_buf_free(&names);
+    if (c->argc == 1) {
+        unsubscribe_all(ctx, c, kind, b);
         return;
     }
     for (size_t i = 1; i < c->argc; i++) {
         const kv_arg *a = &c->argv[i];
-        if (del(d, a->p, a->n))
+        if (set_del(c, d, a->p, a->n))
             to_registry(ctx, c, P_UNSUB, kind, a->p, a->n, 0, NULL, 0);
         confirm(b, word, a->p, a->n, kv_pubsub_count(c));
     }

@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KEEP_BUF (64 * 1024) /* slot buffers above this are freed after use */
-
 /* Double the ring; false when out of memory. */
 static bool ring_grow(kv_conn *c)
 {
@@ -47,7 +45,7 @@ kv_slot *kv_slot_new(kv_conn *c, uint8_t kind, uint32_t remaining)
     s->remaining = remaining;
     s->nparts = 0;
     s->flags = 0;
-    s->sum = 0;
+    s->sum = s->sum2 = 0;
     s->kept = 0;
     s->buf.n = 0;
     return s;
@@ -122,6 +120,23 @@ static void unkeep(kv_conn *c, kv_slot *s)
     s->kept = 0;
 }
 
+/* Add a shard's OP_KEYSPACE answer ("*2\r\n:keys\r\n:expires\r\n") to
+ * an INFO slot's counts; anything else is ignored. */
+static void info_counts(kv_slot *s, const char *f, size_t len)
+{
+    const char *end = f + len, *a = f + 4;
+    if (len < 12 || memcmp(f, "*2\r\n:", 5) != 0 || end[-1] != '\n')
+        return;
+    const char *nl = memchr(a, '\n', (size_t)(end - a));
+    int64_t keys, expires;
+    if (nl && end - nl > 4 && nl[1] == ':' &&
+        kv_parse_i64(a + 1, (size_t)(nl - a) - 2, &keys) &&
+        kv_parse_i64(nl + 2, (size_t)(end - nl) - 4, &expires)) {
+        s->sum += keys;
+        s->sum2 += expires;
+    }
+}
+
 void kv_deliver(kv_conn *c, uint32_t seq, uint32_t pos, const char *f,
                 size_t len)
 {
@@ -158,10 +173,10 @@ void kv_deliver(kv_conn *c, uint32_t seq, uint32_t pos, const char *f,
     int64_t v;
     switch (s->kind) {
     case K_SUM:
-    case K_INFO:
         if (len > 3 && f[0] == ':' && kv_parse_i64(f + 1, len - 3, &v))
             s->sum += v;
         break;
+    case K_INFO: info_counts(s, f, len); break;
     case K_ARRAY:
     case K_RANDOM:
         if (pos < s->nparts) {
@@ -235,7 +250,7 @@ bool kv_slots_drain(tp_ctx *ctx, kv_conn *c)
         close = s->close_after;
         unkeep(c, s);
         s->buf.n = 0;
-        if (s->buf.cap > KEEP_BUF) {
+        if (s->buf.cap > KV_KEEP_BUF) {
             kv_buf_free(&s->buf);
             free(s->parts);
             s->parts = NULL;

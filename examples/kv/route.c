@@ -6,8 +6,12 @@
  * TP_PID_NONE (cluster mode, its node is down) or the send fails, and each
  * op of the batch is answered "-ERR shard N is unavailable" at once. A
  * shard on another node is monitored (once per pid) and the ops sent to it
- * are remembered until its reply comes (one reply message per batch, in
- * order); when it goes down, those still pending get the same error.
+ * are remembered until its reply comes (one KV_TAG_REPLIES message per
+ * batch, in order, even empty; the batch's other messages come as
+ * KV_TAG_MORE_REPLIES); when it goes down, those still pending get the
+ * same error. A RENAME moved to a shard of a third node is answered by
+ * that shard: if that node goes down before it answers, the command is
+ * not failed here (the source counted its batch answered).
  */
 #include "conn.h"
 

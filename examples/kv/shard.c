@@ -6,17 +6,27 @@
  * sampling), takes values moved to it by RENAME on another shard, and
  * serializes itself for snapshots.
  *
- * Replies leave in messages below KV_MAX_PAYLOAD: a batch's fragments are
- * split over several KV_TAG_REPLIES messages, and a single reply that
- * could not fit in one is answered with an error instead.
+ * Replies leave in messages below KV_MAX_PAYLOAD (KV_NODE_MAX_MESSAGE to a
+ * connection on another node): a batch's fragments are split over several
+ * messages, the last one KV_TAG_REPLIES (sent even when empty, so that
+ * the connection counts one per batch) and the others
+ * KV_TAG_MORE_REPLIES, and a single reply that could not fit in one is
+ * answered with an error instead.
  */
 #include "store.h"
+
+#include <troupe/node.h>
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+typedef struct kv_pending {
+    uint64_t id;
+    kv_buf rec; /* its weak snapshot record */
+} kv_pending;
 
 struct kv_shard {
     kv_server *srv;
@@ -28,10 +38,17 @@ struct kv_shard {
     const char **av;
     uint32_t *avn;
     size_t avcap;
+    kv_pending *pend; /* values RENAME sent to other shards, in flight */
+    size_t npend, cappend;
+    uint64_t move_id;
 };
 
-/* A reply message is sent once it holds this much (or at the batch end). */
+/* A reply message is sent once it holds this much (or at the batch end):
+ * to a local connection, and to one on another node, whose frames carry
+ * the message with its addresses (NODE_SLACK covers them). */
 #define REPLY_SPLIT ((size_t)1 << 20)
+#define NODE_SLACK ((size_t)4096)
+#define REMOTE_SPLIT ((KV_NODE_MAX_MESSAGE - NODE_SLACK) / 2)
 #define BIN_HDR 5
 #define FRAG_HDR 12
 
@@ -54,6 +71,9 @@ void kv_shard_free(void *state)
     kv_db_clear(&sh->db);
     kv_dict_free(&sh->db.keys, NULL);
     kv_buf_free(&sh->rb);
+    for (size_t i = 0; i < sh->npend; i++)
+        kv_buf_free(&sh->pend[i].rec);
+    free(sh->pend);
     free(sh->av);
     free(sh->avn);
     free(sh);
@@ -63,10 +83,14 @@ int kv_shard_load(kv_shard *sh, uint8_t type, const char *k, size_t kn,
                   const char *v, size_t vn, int64_t expire)
 {
     void *val;
-    if (kv_obj_decode(type, v, vn, &val) != 0)
-        return -1;
+    bool weak = type & KV_REC_WEAK;
+    type &= (uint8_t)~KV_REC_WEAK;
     uint64_t h = kv_hash(k, kn);
     kv_de *e = *kv_dict_link(&sh->db.keys, k, kn, h);
+    if (e && weak)
+        return 0; /* an in-flight copy; the key's own record wins */
+    if (kv_obj_decode(type, v, vn, &val) != 0)
+        return -1;
     if (e)
         kv_db_replace(e, type, val);
     else
@@ -77,13 +101,19 @@ int kv_shard_load(kv_shard *sh, uint8_t type, const char *k, size_t kn,
 
 /* ---------------------------------------------------------------- replies */
 
-static void reply_send(tp_ctx *ctx, kv_shard *sh, tp_pid to)
+/* Send the fragments in sh->rb to `to` (none: an empty bin, for a
+ * KV_TAG_REPLIES that ends a batch). */
+static void reply_send(tp_ctx *ctx, kv_shard *sh, tp_pid to, int32_t tag)
 {
-    if (sh->rb.n <= BIN_HDR)
-        return;
+    if (sh->rb.n == 0)
+        kv_bin_start(&sh->rb);
     kv_bin_finish(&sh->rb);
-    /* The buffer moves into the message; start a new one next time. */
-    int rc = tp_send_move(ctx, to, KV_TAG_REPLIES, sh->rb.p, sh->rb.n);
+    /* The buffer moves into the message; start a new one next time. The
+     * message is within the limit of the way to `to` (frag_close), so a
+     * send fails only when `to` is gone: a local conn that ended, or one
+     * on a node whose link is down, whose conns fail their pending ops
+     * when their monitors of this shard fire (route.c). */
+    int rc = tp_send_move(ctx, to, tag, sh->rb.p, sh->rb.n);
     if (rc)
         fprintf(stderr, "troupe-kv: shard %u: a reply was lost: %s\n", sh->idx,
                 tp_strerror(rc));
@@ -104,40 +134,24 @@ static size_t frag_open(kv_shard *sh, uint32_t seq, uint32_t pos)
     return at;
 }
 
-static const char ERR_TOOBIG[] =
-    "-ERR reply too large for a message (troupe-kv's payload limit)\r\n";
-
-/* End the fragment started at `at`: one too large for any message becomes
- * an error; the message is sent when it is big enough. */
+/* End the fragment started at `at` and send the message once it is big
+ * enough. A message holds less than split before a fragment, so a
+ * fragment of at most max - split always fits; a larger one becomes an
+ * error. */
 static void frag_close(tp_ctx *ctx, kv_shard *sh, size_t at, tp_pid to)
 {
+    bool remote = tp_pid_is_remote(to);
+    size_t split = remote ? REMOTE_SPLIT : REPLY_SPLIT;
+    size_t max = remote ? KV_NODE_MAX_MESSAGE - NODE_SLACK : KV_MAX_PAYLOAD;
     size_t len = sh->rb.n - at - FRAG_HDR;
-    if (len > KV_MAX_PAYLOAD - BIN_HDR - FRAG_HDR) {
+    if (len > max - split - BIN_HDR - FRAG_HDR) {
         sh->rb.n = at + FRAG_HDR;
-        kv_buf_add(&sh->rb, ERR_TOOBIG, sizeof ERR_TOOBIG - 1);
-        len = sizeof ERR_TOOBIG - 1;
+        kv_buf_str(&sh->rb, KV_TOOBIG);
+        len = strlen(KV_TOOBIG);
     }
     kv_put32(sh->rb.p + at + 8, (uint32_t)len);
-    if (sh->rb.n > KV_MAX_PAYLOAD) {
-        /* This fragment would overflow the message: it goes alone in the
-         * next one. */
-        char *frag = kv_xrealloc(NULL, FRAG_HDR + len);
-        memcpy(frag, sh->rb.p + at, FRAG_HDR + len);
-        sh->rb.n = at;
-        reply_send(ctx, sh, to);
-        kv_bin_start(&sh->rb);
-        kv_buf_add(&sh->rb, frag, FRAG_HDR + len);
-        free(frag);
-    }
-    if (sh->rb.n >= REPLY_SPLIT)
-        reply_send(ctx, sh, to);
-}
-
-static void frag_lit(kv_shard *sh, const kv_ophdr *h, const char *s)
-{
-    if (sh->rb.n == 0)
-        kv_bin_start(&sh->rb);
-    kv_frag(&sh->rb, h->seq, h->pos, s, strlen(s));
+    if (sh->rb.n >= split)
+        reply_send(ctx, sh, to, KV_TAG_MORE_REPLIES);
 }
 
 static const char ERR_FROZEN[] = "-ERR server is saving before shutdown, "
@@ -145,10 +159,8 @@ static const char ERR_FROZEN[] = "-ERR server is saving before shutdown, "
 
 /* ------------------------------------------------------ the simple ops */
 
-static void reply_int(kv_buf *b, int64_t v) { kv_buf_int(b, v); }
-
-/* GET SET INCRBY DEL EXISTS EXPIRE TTL DBSIZE FLUSHALL: the conn's own
- * multi-key commands (MGET, MSET, DEL, EXISTS) and DBSIZE/INFO. */
+/* GET SET DEL EXISTS (one key of the conn's MGET, MSET, DEL, EXISTS),
+ * DBSIZE, FLUSHALL. */
 static void run_simple(kv_shard *sh, const kv_ophdr *h, kv_buf *r, int64_t now)
 {
     kv_db *db = &sh->db;
@@ -165,67 +177,32 @@ static void run_simple(kv_shard *sh, const kv_ophdr *h, kv_buf *r, int64_t now)
             kv_buf_str(r, "$-1\r\n");
         }
         break;
-    case OP_SET:
-        if (h->nargs < 2 || ((h->flags & F_NX) && e) ||
-            ((h->flags & F_XX) && !e)) {
-            kv_buf_str(r, "$-1\r\n");
+    case OP_SET: /* MSET: any type is overwritten, any expiry dropped */
+        if (h->nargs < 2) {
+            kv_buf_str(r, "-ERR bad shard op\r\n");
             break;
         }
-        if (e)
+        if (e) {
             kv_db_replace(e, KV_T_STRING, kv_str_new(sh->av[1], sh->avn[1]));
-        else
-            e = kv_db_add(db, k, kn, hash, KV_T_STRING,
-                          kv_str_new(sh->av[1], sh->avn[1]));
-        kv_db_set_expire(db, e, h->num);
+            kv_db_set_expire(db, e, 0);
+        } else {
+            kv_db_add(db, k, kn, hash, KV_T_STRING,
+                      kv_str_new(sh->av[1], sh->avn[1]));
+        }
         kv_buf_str(r, "+OK\r\n");
         break;
-    case OP_INCRBY: {
-        int64_t v = 0;
-        if (e && e->type != KV_T_STRING) {
-            kv_buf_str(r, KV_WRONGTYPE);
-            break;
-        }
-        if (e &&
-            !kv_parse_i64(((kv_str *)e->val)->p, ((kv_str *)e->val)->len, &v)) {
-            kv_buf_str(r, KV_NOTINT);
-            break;
-        }
-        if ((h->num > 0 && v > INT64_MAX - h->num) ||
-            (h->num < 0 && v < INT64_MIN - h->num)) {
-            kv_buf_str(r, "-ERR increment or decrement would overflow\r\n");
-            break;
-        }
-        v += h->num;
-        char tmp[24];
-        int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-        if (e)
-            kv_db_replace(e, KV_T_STRING, kv_str_new(tmp, (size_t)n));
-        else
-            kv_db_add(db, k, kn, hash, KV_T_STRING, kv_str_new(tmp, (size_t)n));
-        reply_int(r, v);
-        break;
-    }
     case OP_DEL:
         if (e)
             kv_db_delete(db, e);
         kv_buf_str(r, e ? ":1\r\n" : ":0\r\n");
         break;
     case OP_EXISTS: kv_buf_str(r, e ? ":1\r\n" : ":0\r\n"); break;
-    case OP_EXPIRE:
-        if (e && h->num <= now)
-            kv_db_delete(db, e);
-        else if (e)
-            kv_db_set_expire(db, e, h->num);
-        kv_buf_str(r, e ? ":1\r\n" : ":0\r\n");
+    case OP_DBSIZE: kv_buf_int(r, (int64_t)db->keys.count); break;
+    case OP_KEYSPACE:
+        kv_buf_str(r, "*2\r\n");
+        kv_buf_int(r, (int64_t)db->keys.count);
+        kv_buf_int(r, (int64_t)db->xn);
         break;
-    case OP_TTL: {
-        int64_t v = !e ? -2 : !e->expire ? -1 : e->expire - now;
-        if (e && e->expire && !(h->flags & F_MS))
-            v = (v + 500) / 1000;
-        reply_int(r, v);
-        break;
-    }
-    case OP_DBSIZE: reply_int(r, (int64_t)db->keys.count); break;
     case OP_FLUSHALL:
         kv_db_clear(db);
         kv_buf_str(r, "+OK\r\n");
@@ -311,7 +288,7 @@ static void run_scan(kv_shard *sh, const kv_ophdr *h, kv_buf *r, int64_t now)
     acc.keys = &keys;
     size_t cur = (size_t)((uint64_t)h->num & SCAN_POS_MASK);
     /* Like Redis: about count keys, at most 10 x count buckets looked at. */
-    int64_t visits = count * 10;
+    int64_t visits = count > INT64_MAX / 10 ? INT64_MAX : count * 10;
     do
         cur = kv_dict_scan(&sh->db.keys, cur, scan_one, &acc);
     while (cur && acc.n < (size_t)count && --visits > 0);
@@ -367,8 +344,7 @@ static void run_randomkey(kv_shard *sh, kv_buf *r, int64_t now)
 
 static bool is_write_op(uint8_t op)
 {
-    return op == OP_SET || op == OP_INCRBY || op == OP_DEL || op == OP_EXPIRE ||
-           op == OP_FLUSHALL;
+    return op == OP_SET || op == OP_DEL || op == OP_FLUSHALL;
 }
 
 static void run_cmd(tp_ctx *ctx, kv_shard *sh, const kv_ophdr *h, tp_pid from,
@@ -412,17 +388,17 @@ static void run_op(tp_ctx *ctx, kv_shard *sh, const kv_ophdr *h, tp_pid from,
         run_cmd(ctx, sh, h, from, now);
         return;
     }
-    if (is_write_op(h->op) && sh->frozen) {
-        frag_lit(sh, h, ERR_FROZEN);
-        return;
-    }
     size_t at = frag_open(sh, h->seq, h->pos);
-    switch (h->op) {
-    case OP_SCAN: run_scan(sh, h, &sh->rb, now); break;
-    case OP_KEYS: run_keys(sh, h, &sh->rb, now); break;
-    case OP_RANDOMKEY: run_randomkey(sh, &sh->rb, now); break;
-    default: run_simple(sh, h, &sh->rb, now); break;
-    }
+    if (is_write_op(h->op) && sh->frozen)
+        kv_buf_str(&sh->rb, ERR_FROZEN);
+    else if (h->op == OP_SCAN)
+        run_scan(sh, h, &sh->rb, now);
+    else if (h->op == OP_KEYS)
+        run_keys(sh, h, &sh->rb, now);
+    else if (h->op == OP_RANDOMKEY)
+        run_randomkey(sh, &sh->rb, now);
+    else
+        run_simple(sh, h, &sh->rb, now);
     frag_close(ctx, sh, at, from);
 }
 
@@ -467,119 +443,230 @@ static int run_batch(tp_ctx *ctx, kv_shard *sh, const tp_msg *msg)
             break;
         run_op(ctx, sh, &h, from, now);
     }
-    reply_send(ctx, sh, from);
+    reply_send(ctx, sh, from, KV_TAG_REPLIES);
     return TP_HANDLED;
 }
 
 /* ------------------------------------------------------ RENAME's moves */
 
-/* KV_TAG_MOVE payload (a bin): u8 type, u8 flags, u32 seq, u32 pos,
- * u64 reply-to pid, i64 expire, u32 new key length, u32 old key length,
- * new key, old key, value payload (as in a snapshot record). */
+/* A value moving between shards (KV_TAG_MOVE): [reply-to pid, bin]. The
+ * pid travels as a pid (the node layer translates it when the shards are
+ * on different nodes; raw bytes would name some unrelated local actor
+ * there). The bin: u8 type, u8 flags, u32 seq, u32 pos, i64 expire, u64
+ * id, u32 new key length, u32 old key length, new key, old key, value
+ * payload (as in a snapshot record). The destination answers the client, then tells the
+ * source (KV_MOVE_ACK, or KV_MOVE_RESTORE with the value when it does not
+ * take it). Until then the source keeps a copy, which its snapshots hold
+ * as a weak record: a snapshot taken while the value is in flight has it
+ * whichever side's part was taken first. */
+typedef struct move {
+    uint8_t type, flags;
+    uint32_t seq, pos;
+    tp_pid reply_to;
+    int64_t expire;
+    uint64_t id;
+    const char *nk, *ok, *v;
+    size_t nkn, okn, vn;
+} move;
 #define MOVE_HDR 34
 
-static int send_move(tp_ctx *ctx, tp_pid to, uint8_t type, uint8_t flags,
-                     uint32_t seq, uint32_t pos, tp_pid reply_to,
-                     int64_t expire, const char *nk, size_t nkn, const char *ok,
-                     size_t okn, const void *val, const char *enc, size_t encn)
+static int move_send(tp_ctx *ctx, tp_pid to, const move *m)
 {
+    if (to == TP_PID_NONE)
+        return TP_ENOPROC;
     kv_buf b = {0};
-    kv_bin_start(&b);
-    kv_buf_reserve(&b, MOVE_HDR + nkn + okn);
-    char *q = b.p + b.n;
-    q[0] = (char)type;
-    q[1] = (char)flags;
-    kv_put32(q + 2, seq);
-    kv_put32(q + 6, pos);
-    kv_put64(q + 10, reply_to);
-    kv_put64(q + 18, (uint64_t)expire);
-    kv_put32(q + 26, (uint32_t)nkn);
-    kv_put32(q + 30, (uint32_t)okn);
-    b.n += MOVE_HDR;
-    kv_buf_add(&b, nk, nkn);
-    kv_buf_add(&b, ok, okn);
-    if (val)
-        kv_obj_encode(&b, type, val);
-    else
-        kv_buf_add(&b, enc, encn);
-    kv_bin_finish(&b);
-    if (b.n > KV_MAX_PAYLOAD) {
+    kv_buf_reserve(&b, MOVE_HDR + m->nkn + m->okn + m->vn);
+    char *q = b.p;
+    q[0] = (char)m->type;
+    q[1] = (char)m->flags;
+    kv_put32(q + 2, m->seq);
+    kv_put32(q + 6, m->pos);
+    kv_put64(q + 10, (uint64_t)m->expire);
+    kv_put64(q + 18, m->id);
+    kv_put32(q + 26, (uint32_t)m->nkn);
+    kv_put32(q + 30, (uint32_t)m->okn);
+    b.n = MOVE_HDR;
+    kv_buf_add(&b, m->nk, m->nkn);
+    kv_buf_add(&b, m->ok, m->okn);
+    kv_buf_add(&b, m->v, m->vn);
+    size_t max = tp_pid_is_remote(to) ? KV_NODE_MAX_MESSAGE - NODE_SLACK
+                                      : KV_MAX_PAYLOAD - 64;
+    if (b.n > max) {
         kv_buf_free(&b);
         return TP_E2BIG;
     }
-    return tp_send_move(ctx, to, KV_TAG_MOVE, b.p, b.n);
+    /* One copy into the payload; a RENAME across shards is rare. */
+    int rc = tp_sendf(ctx, to, KV_TAG_MOVE, "[p y]", m->reply_to, b.p, b.n);
+    kv_buf_free(&b);
+    return rc;
+}
+
+/* Read a move; false if it is malformed (it is then dropped: a shard
+ * never trusts a message's layout). */
+static bool move_parse(const tp_msg *msg, move *m)
+{
+    const char *p;
+    size_t n;
+    if (tp_msg_scanf(msg, "[p y]", &m->reply_to, (const void **)&p, &n) != 0 ||
+        n < MOVE_HDR)
+        return false;
+    m->type = (uint8_t)p[0];
+    m->flags = (uint8_t)p[1];
+    m->seq = kv_get32(p + 2);
+    m->pos = kv_get32(p + 6);
+    m->expire = (int64_t)kv_get64(p + 10);
+    m->id = kv_get64(p + 18);
+    m->nkn = kv_get32(p + 26);
+    m->okn = kv_get32(p + 30);
+    if ((uint64_t)m->nkn + m->okn > n - MOVE_HDR ||
+        (m->flags & ~(KV_MOVE_NX | KV_MOVE_RESTORE | KV_MOVE_ACK)) != 0)
+        return false;
+    m->nk = p + MOVE_HDR;
+    m->ok = m->nk + m->nkn;
+    m->v = m->ok + m->okn;
+    m->vn = n - MOVE_HDR - m->nkn - m->okn;
+    return true;
+}
+
+/* Snapshot records (snapshot.c): header, key, value payload. */
+static size_t rec_begin(kv_buf *b, uint8_t type, const char *k, size_t kn,
+                        int64_t expire)
+{
+    size_t at = b->n;
+    kv_buf_reserve(b, KV_REC_HDR + kn);
+    char *hd = b->p + at;
+    hd[0] = (char)type;
+    kv_put32(hd + 1, (uint32_t)kn);
+    kv_put64(hd + 9, (uint64_t)expire);
+    b->n += KV_REC_HDR;
+    kv_buf_add(b, k, kn);
+    return at;
+}
+
+static void rec_end(kv_buf *b, size_t at)
+{
+    uint32_t kn = kv_get32(b->p + at + 1);
+    kv_put32(b->p + at + 5, (uint32_t)(b->n - at - KV_REC_HDR - kn));
+}
+
+static void pending_drop(kv_shard *sh, uint64_t id)
+{
+    for (size_t i = 0; i < sh->npend; i++)
+        if (sh->pend[i].id == id) {
+            kv_buf_free(&sh->pend[i].rec);
+            sh->pend[i] = sh->pend[--sh->npend];
+            return;
+        }
 }
 
 void kv_shard_move(kv_cx *cx, kv_de *e, unsigned to_shard, const char *nk,
                    size_t nkn, uint8_t flags)
 {
     kv_shard *sh = cx->sh;
-    tp_pid to = kv_shard_pid(sh->srv, to_shard);
-    int rc = to == TP_PID_NONE
-                 ? TP_ENOPROC
-                 : send_move(cx->ctx, to, e->type, flags, cx->seq, cx->pos,
-                             cx->from, e->expire, nk, nkn, e->key, e->klen,
-                             e->val, NULL, 0);
-    if (rc == TP_E2BIG) {
-        KV_ERR(cx, ERR_TOOBIG);
-    } else if (rc) {
-        kv_buf_fmt(cx->r, "-ERR cannot move the key to its shard: %s\r\n",
-                   tp_strerror(rc));
-    } else {
-        kv_db_delete(cx->db, e);
-        cx->no_reply = true; /* the destination answers */
+    if (sh->npend == sh->cappend) {
+        sh->cappend = sh->cappend ? sh->cappend * 2 : 4;
+        sh->pend = kv_xrealloc(sh->pend, sh->cappend * sizeof *sh->pend);
     }
+    kv_pending *pd = &sh->pend[sh->npend];
+    pd->id = ++sh->move_id;
+    pd->rec = (kv_buf){0};
+    size_t at = rec_begin(&pd->rec, e->type | KV_REC_WEAK, nk, nkn, e->expire);
+    size_t v = pd->rec.n;
+    kv_obj_encode(&pd->rec, e->type, e->val);
+    rec_end(&pd->rec, at);
+    move m = {.type = e->type,
+              .flags = flags,
+              .seq = cx->seq,
+              .pos = cx->pos,
+              .reply_to = cx->from,
+              .expire = e->expire,
+              .id = pd->id,
+              .nk = nk,
+              .nkn = nkn,
+              .ok = e->key,
+              .okn = e->klen,
+              .v = pd->rec.p + v,
+              .vn = pd->rec.n - v};
+    int rc = move_send(cx->ctx, kv_shard_pid(sh->srv, to_shard), &m);
+    if (rc) {
+        kv_buf_free(&pd->rec);
+        if (rc == TP_E2BIG)
+            KV_ERR(cx, KV_TOOBIG);
+        else
+            kv_buf_fmt(cx->r, "-ERR cannot move the key to its shard: %s\r\n",
+                       tp_strerror(rc));
+        return;
+    }
+    sh->npend++;
+    kv_db_delete(cx->db, e);
+    cx->no_reply = true; /* the destination answers */
 }
 
+/* A moved RENAME's answer, from its destination (not the shard its batch
+ * went to, which counted the batch answered: KV_TAG_MORE_REPLIES). */
 static void answer(tp_ctx *ctx, kv_shard *sh, tp_pid to, uint32_t seq,
                    uint32_t pos, const char *resp)
 {
     kv_bin_start(&sh->rb);
     kv_frag(&sh->rb, seq, pos, resp, strlen(resp));
-    reply_send(ctx, sh, to);
+    reply_send(ctx, sh, to, KV_TAG_MORE_REPLIES);
 }
 
 static void on_move(tp_ctx *ctx, kv_shard *sh, const tp_msg *msg)
 {
-    const char *p;
-    size_t n;
-    if (tp_msg_scanf(msg, "y", (const void **)&p, &n) != 0 || n < MOVE_HDR ||
-        (uint64_t)kv_get32(p + 26) + kv_get32(p + 30) > n - MOVE_HDR)
+    move m;
+    bool ok = move_parse(msg, &m);
+    /* A value (a new one or one coming back) must be this shard's key, and
+     * a new one has a client to answer. */
+    if (ok && !(m.flags & KV_MOVE_ACK))
+        ok = kv_shard_of(sh->srv, m.nk, m.nkn) == sh->idx &&
+             ((m.flags & KV_MOVE_RESTORE) || m.reply_to != TP_PID_NONE);
+    if (!ok) {
+        fprintf(stderr, "troupe-kv: shard %u: a malformed move was dropped\n",
+                sh->idx);
         return;
-    uint8_t type = (uint8_t)p[0], flags = (uint8_t)p[1];
-    uint32_t seq = kv_get32(p + 2), pos = kv_get32(p + 6);
-    tp_pid reply_to = kv_get64(p + 10);
-    int64_t expire = (int64_t)kv_get64(p + 18);
-    size_t kn = kv_get32(p + 26), okn = kv_get32(p + 30);
-    const char *k = p + MOVE_HDR, *ok = k + kn, *v = ok + okn;
-    size_t vn = n - MOVE_HDR - kn - okn;
-    int64_t now = kv_now_ms();
-    kv_de *e = kv_db_lookup(&sh->db, k, kn, kv_hash(k, kn), now);
-    if (flags & KV_MOVE_RESTORE) {
-        /* A move that could not land comes back; a key written here
+    }
+    if (m.flags & KV_MOVE_ACK) { /* we are the source: it landed */
+        pending_drop(sh, m.id);
+        return;
+    }
+    kv_de *e =
+        kv_db_lookup(&sh->db, m.nk, m.nkn, kv_hash(m.nk, m.nkn), kv_now_ms());
+    if (m.flags & KV_MOVE_RESTORE) {
+        /* We are the source and the value comes back; a key written here
          * meanwhile is newer and stays. */
-        if (!e && kv_shard_load(sh, type, k, kn, v, vn, expire) != 0)
+        pending_drop(sh, m.id);
+        if (!e &&
+            kv_shard_load(sh, m.type, m.nk, m.nkn, m.v, m.vn, m.expire) != 0)
             fprintf(stderr, "troupe-kv: shard %u: bad restored value\n",
                     sh->idx);
         return;
     }
-    const char *resp = (flags & KV_MOVE_NX) ? ":1\r\n" : "+OK\r\n";
-    if (sh->frozen || ((flags & KV_MOVE_NX) && e)) {
+    const char *resp = (m.flags & KV_MOVE_NX) ? ":1\r\n" : "+OK\r\n";
+    move back = m;
+    back.reply_to = TP_PID_NONE;
+    if (sh->frozen || ((m.flags & KV_MOVE_NX) && e)) {
         /* Not taken here: the value goes back to its old name. */
         resp = sh->frozen ? ERR_FROZEN : ":0\r\n";
-        unsigned src = kv_shard_of(sh->srv, ok, okn);
-        int rc = send_move(ctx, kv_shard_pid(sh->srv, src), type,
-                           KV_MOVE_RESTORE, 0, 0, TP_PID_NONE, expire, ok, okn,
-                           "", 0, NULL, v, vn);
-        if (rc)
-            fprintf(stderr,
-                    "troupe-kv: shard %u: a renamed value was lost: "
-                    "%s\n",
-                    sh->idx, tp_strerror(rc));
-    } else if (kv_shard_load(sh, type, k, kn, v, vn, expire) != 0) {
-        resp = "-ERR bad moved value\r\n";
+        back.flags = KV_MOVE_RESTORE;
+        back.nk = m.ok;
+        back.nkn = m.okn;
+        back.okn = 0;
+    } else {
+        if (kv_shard_load(sh, m.type, m.nk, m.nkn, m.v, m.vn, m.expire) != 0)
+            resp = "-ERR bad moved value\r\n";
+        back.flags = KV_MOVE_ACK;
+        back.nkn = back.okn = back.vn = 0;
     }
-    answer(ctx, sh, reply_to, seq, pos, resp);
+    int rc = move_send(ctx,
+                       kv_shard_pid(sh->srv, kv_shard_of(sh->srv, m.ok, m.okn)),
+                       &back);
+    if (rc)
+        fprintf(stderr,
+                "troupe-kv: shard %u: cannot tell a RENAME's source "
+                "shard: %s\n",
+                sh->idx, tp_strerror(rc));
+    answer(ctx, sh, m.reply_to, m.seq, m.pos, resp);
 }
 
 /* ----------------------------------------------------------------- expiry */
@@ -636,18 +723,13 @@ static void snapshot(tp_ctx *ctx, kv_shard *sh, const tp_msg *msg)
     {
         if (e->expire && e->expire <= now)
             continue;
-        size_t at = b.n;
-        kv_buf_reserve(&b, KV_REC_HDR + e->klen);
-        b.n += KV_REC_HDR;
-        kv_buf_add(&b, e->key, e->klen);
+        size_t at = rec_begin(&b, e->type, e->key, e->klen, e->expire);
         kv_obj_encode(&b, e->type, e->val);
-        char *hd = b.p + at;
-        hd[0] = (char)e->type;
-        kv_put32(hd + 1, e->klen);
-        kv_put32(hd + 5, (uint32_t)(b.n - at - KV_REC_HDR - e->klen));
-        kv_put64(hd + 9, (uint64_t)e->expire);
+        rec_end(&b, at);
         count++;
     }
+    for (size_t i = 0; i < sh->npend; i++, count++)
+        kv_buf_add(&b, sh->pend[i].rec.p, sh->pend[i].rec.n);
     if (tp_sendf(ctx, tp_msg_from(msg), KV_TAG_PART, "[i u u u]", (int)sh->idx,
                  (uint64_t)(uintptr_t)b.p, (uint64_t)b.n, count) != 0)
         free(b.p);

@@ -1,7 +1,9 @@
 /*
  * Snapshot file: "TROUPEKV2\n", then records (u8 type, u32 klen,
  * u32 vlen, i64 expire unix ms or 0, key, value; little-endian; the value
- * serialized by type as db.c's kv_obj_encode says), then a trailer
+ * serialized by type as db.c's kv_obj_encode says; the type byte has
+ * KV_REC_WEAK set for a value a RENAME had in flight between shards, which
+ * loads only if the file has no other record of its key), then a trailer
  * (u32 0xffffffff, u64 record count, u64 hash of every record byte).
  * Version 1 files (strings only: no type byte) are still read.
  * Written to a temporary file "<file>.tmp.<pid>" (created exclusively,
@@ -206,7 +208,7 @@ int kv_load(kv_server *srv, const char *path)
             why = "record length past the end";
             break;
         }
-        if (!v1 && (uint8_t)p[0] > KV_T_ZSET) {
+        if (!v1 && ((uint8_t)p[0] & ~KV_REC_WEAK) > KV_T_ZSET) {
             why = "unknown value type";
             break;
         }

@@ -14,6 +14,10 @@
 /* Value types, as the snapshot stores them (do not renumber). */
 enum { KV_T_STRING = 0, KV_T_LIST, KV_T_HASH, KV_T_SET, KV_T_ZSET };
 
+/* In a snapshot record's type byte: a copy of a value RENAME has in
+ * flight, loaded only if no record of that key is in the file. */
+#define KV_REC_WEAK 0x80
+
 /* Largest string value (Redis's proto-max-bulk-len default). */
 #define KV_STR_MAX (512u << 20)
 
@@ -127,17 +131,23 @@ static inline size_t kv_zset_len(const kv_zset *z) { return z->d.count; }
 size_t kv_zset_rank(const kv_zset *z, const kv_zn *x);
 /* The node at a 0-based rank (< len). */
 kv_zn *kv_zset_at(const kv_zset *z, size_t rank);
-/* A score bound: value, exclusive or not. */
+/* A range of scores (min, max, each exclusive or not) or, when lex, of
+ * members (lmin, lmax; an infinite end is "-" / "+" as in Redis, which
+ * orders members this way only among equal scores). */
 typedef struct kv_zrange {
+    bool lex;
     double min, max;
     bool minex, maxex;
+    const char *lmin, *lmax;
+    size_t lminn, lmaxn;
+    int lmin_inf, lmax_inf; /* -1 "-", +1 "+", 0 a member */
 } kv_zrange;
-/* First node with score within r's lower bound (NULL if none), and last
- * within its upper bound. */
+/* First node within r's lower bound (NULL if none or past the upper),
+ * and last within its upper bound. */
 kv_zn *kv_zset_first_in(const kv_zset *z, const kv_zrange *r);
 kv_zn *kv_zset_last_in(const kv_zset *z, const kv_zrange *r);
-bool kv_zrange_gte_min(double v, const kv_zrange *r);
-bool kv_zrange_lte_max(double v, const kv_zrange *r);
+bool kv_zrange_gte_min(const kv_zn *x, const kv_zrange *r);
+bool kv_zrange_lte_max(const kv_zn *x, const kv_zrange *r);
 
 /* --------------------------------------------------------------- keyspace */
 
@@ -195,7 +205,8 @@ typedef struct kv_cx {
 #define KV_LIT(cx, s) kv_buf_add((cx)->r, s, sizeof s - 1)
 void kv_reply_double(kv_buf *b, double d);
 void kv_reply_arr(kv_buf *b, size_t n);
-extern const char KV_WRONGTYPE[], KV_NOTINT[], KV_NOTFLOAT[], KV_SYNTAX[];
+extern const char KV_WRONGTYPE[], KV_NOTINT[], KV_NOTFLOAT[], KV_SYNTAX[],
+    KV_TOOBIG[];
 #define KV_ERR(cx, s) kv_buf_str((cx)->r, s)
 
 /* Argument helpers: each replies the Redis error and returns false. */
@@ -204,11 +215,19 @@ bool kv_arg_i64(kv_cx *cx, uint32_t i, int64_t *v);
 /* A count that must be >= 0 (LPOP, SPOP, ZPOPMIN...). */
 bool kv_arg_count(kv_cx *cx, uint32_t i, int64_t *v);
 bool kv_arg_double(kv_cx *cx, uint32_t i, double *v); /* not NaN */
-bool kv_parse_double(const char *p, size_t n, double *v);
+bool kv_parse_double(const char *p, size_t n, double *v, bool strict);
 /* INCRBYFLOAT's numbers: Redis's string2ld and ld2string (human form;
  * 0 if it does not fit in size). */
 bool kv_parse_ld(const char *p, size_t n, long double *v);
 size_t kv_fmt_ld(char *out, size_t size, long double v);
+/* old (NULL: absent, 0) + by as a new string (*out, and its value in *v):
+ * INCRBY and HINCRBY; false with the error replied (notint if old is not
+ * an integer, or the overflow). */
+bool kv_incr_i64(kv_cx *cx, const kv_str *old, int64_t by, const char *notint,
+                 kv_str **out, int64_t *v);
+/* The same in long doubles, for INCRBYFLOAT and HINCRBYFLOAT. */
+bool kv_incr_ld(kv_cx *cx, const kv_str *old, long double by,
+                const char *notfloat, kv_str **out);
 /* The key's entry if it has type t or is absent (*e NULL); false (the
  * WRONGTYPE reply given) if it holds another type. */
 bool kv_typed(kv_cx *cx, uint8_t t, kv_de **e);
@@ -222,7 +241,7 @@ int kv_type_by_name(const char *p, size_t n);
 /* RENAME to a key of another shard: e is sent there (KV_TAG_MOVE) under
  * the name nk, deleted here, and that shard answers the client (sets
  * cx->no_reply); or an error reply, e kept. */
-enum { KV_MOVE_NX = 1, KV_MOVE_RESTORE = 2 };
+enum { KV_MOVE_NX = 1, KV_MOVE_RESTORE = 2, KV_MOVE_ACK = 4 };
 void kv_shard_move(kv_cx *cx, kv_de *e, unsigned to_shard, const char *nk,
                    size_t nkn, uint8_t flags);
 

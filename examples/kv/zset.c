@@ -188,31 +188,49 @@ kv_zn *kv_zset_at(const kv_zset *z, size_t r)
     return NULL;
 }
 
-bool kv_zrange_gte_min(double v, const kv_zrange *r)
+/* Member order (memcmp, then length) against a lex bound. */
+static int lexcmp(const kv_de *m, const char *b, size_t bn, int inf)
 {
-    return r->minex ? v > r->min : v >= r->min;
+    if (inf)
+        return -inf;
+    size_t n = m->klen < bn ? m->klen : bn;
+    int c = memcmp(m->key, b, n);
+    return c ? c : (m->klen > bn) - (m->klen < bn);
 }
 
-bool kv_zrange_lte_max(double v, const kv_zrange *r)
+bool kv_zrange_gte_min(const kv_zn *x, const kv_zrange *r)
 {
-    return r->maxex ? v < r->max : v <= r->max;
+    if (r->lex) {
+        int c = lexcmp(x->de, r->lmin, r->lminn, r->lmin_inf);
+        return r->minex ? c > 0 : c >= 0;
+    }
+    return r->minex ? x->score > r->min : x->score >= r->min;
+}
+
+bool kv_zrange_lte_max(const kv_zn *x, const kv_zrange *r)
+{
+    if (r->lex) {
+        int c = lexcmp(x->de, r->lmax, r->lmaxn, r->lmax_inf);
+        return r->maxex ? c < 0 : c <= 0;
+    }
+    return r->maxex ? x->score < r->max : x->score <= r->max;
 }
 
 kv_zn *kv_zset_first_in(const kv_zset *z, const kv_zrange *r)
 {
     kv_zn *x = z->head;
     for (int i = z->level - 1; i >= 0; i--)
-        while (x->lv[i].fw && !kv_zrange_gte_min(x->lv[i].fw->score, r))
+        while (x->lv[i].fw && !kv_zrange_gte_min(x->lv[i].fw, r))
             x = x->lv[i].fw;
     x = x->lv[0].fw;
-    return x && kv_zrange_lte_max(x->score, r) ? x : NULL;
+    return x && kv_zrange_lte_max(x, r) ? x : NULL;
 }
 
 kv_zn *kv_zset_last_in(const kv_zset *z, const kv_zrange *r)
 {
     kv_zn *x = z->head;
     for (int i = z->level - 1; i >= 0; i--)
-        while (x->lv[i].fw && kv_zrange_lte_max(x->lv[i].fw->score, r))
+        while (x->lv[i].fw && kv_zrange_lte_max(x->lv[i].fw, r))
             x = x->lv[i].fw;
-    return x != z->head && kv_zrange_gte_min(x->score, r) ? x : NULL;
+    return x != z->head && kv_zrange_gte_min(x, r) ? x : NULL;
 }

@@ -43,9 +43,9 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -145,7 +145,7 @@ static void set_event(struct event *ev, bool *on, bool want,
 
 static void update_read(tpi_conn *c)
 {
-    if (c->fd < 0 || c->lingering)
+    if (c->fd < 0 || !c->rev || c->lingering) /* dropped, not booted yet */
         return;
     set_event(c->rev, &c->reading, !(c->eof || c->paused_mb || c->paused_out),
               NULL);

@@ -6,6 +6,7 @@
  * program's definition is the one it reaches). One scheduler thread.
  */
 #include "tp_test.h"
+#include "io/io_test.h"
 #include "troupe/net.h"
 
 #include <dlfcn.h>
@@ -34,18 +35,6 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 }
 
 enum { TAG_HELLO = 1, TAG_ECHOED, TAG_DONE, TAG_PING, TAG_TICK };
-
-static int connect_tcp(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
 
 /* Read exactly n bytes within ms milliseconds: 0, or -1. */
 static int read_all(int fd, char *buf, size_t n, int ms)

@@ -11,6 +11,7 @@
 #include "tp_test.h"
 #include "actors/actor.h"
 #include "runtime/runtime.h"
+#include "io/io_test.h"
 #include "troupe/net.h"
 
 #include <errno.h>
@@ -28,18 +29,6 @@
 enum { TAG_DONE = 1, TAG_MORE };
 
 /* ------------------------------------------------------------- helpers */
-
-static int connect_tcp(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
 
 static int connect_unix(const char *path)
 {

@@ -27,11 +27,12 @@
 static nu_nats nt_nats __attribute__((unused));
 static char nt_js_dir[64] __attribute__((unused));
 
-/* Start nt_nats: with JetStream (in a store of this run's own, removed by
- * nt_nats_down) when js; more arguments in args (NULL-terminated, or
- * NULL), its output to log (NULL: discarded). Also learns this program's
- * path for nt_start_peer. 0 once it listens, else -1 (then every test of
- * the group fails, as it must in CI). */
+/* Start nt_nats (on the main thread: it dies with it, even when a test's
+ * watchdog ends the program): with JetStream (in a store of this run's
+ * own, removed by nt_nats_down) when js; more arguments in args
+ * (NULL-terminated, or NULL), its output to log (NULL: discarded). Also
+ * learns this program's path for nt_start_peer. 0 once it listens, else
+ * -1 (then every test of the group fails, as it must in CI). */
 static inline int nt_nats_up_log(bool js, const char *const *args,
                                  const char *log)
 {
@@ -51,6 +52,7 @@ static inline int nt_nats_up_log(bool js, const char *const *args,
     argv[n] = NULL;
     nt_nats.args = argv;
     nt_nats.log = log;
+    nt_nats.tied = true;
     return nu_nats_start(&nt_nats);
 }
 
@@ -60,8 +62,13 @@ static inline int nt_nats_up(bool js, const char *const *args)
 }
 
 /* The same server again on its port (after nt_nats_kill): 0 or -1. Any
- * thread: it does not die with the thread that restarts it. */
-static inline int nt_nats_restart(void) { return nu_nats_start(&nt_nats); }
+ * thread: it does not die with the thread that restarts it (nor with the
+ * program, should that be killed). */
+static inline int nt_nats_restart(void)
+{
+    nt_nats.tied = false;
+    return nu_nats_start(&nt_nats);
+}
 
 /* The server crashes (SIGKILL). */
 static inline void nt_nats_kill(void) { nu_nats_stop(&nt_nats, SIGKILL); }

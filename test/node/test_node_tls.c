@@ -41,6 +41,8 @@ enum {
     T_ATTACKED,  /* the attacker thread -> A's root: done */
     T_FORGED,    /* what forged frames carry: must never arrive */
     T_BYE,       /* A -> the peer's root: end */
+    T_ACK,       /* A -> the peer's root: hello heard */
+    T_RESEND,    /* the peer's root to itself: hello again, unless acked */
 };
 
 static char tmp_dir[128];
@@ -167,7 +169,6 @@ static int setup(void **state)
     static char conf[256], log[256];
     const char *args[] = {"-c", in_dir(conf, sizeof conf, "nats.conf"), NULL};
     in_dir(log, sizeof log, "nats.log");
-    nt_nats.tied = true; /* the server goes with this process, even killed */
     if (sh(make_certs) != 0 || write_config(conf) != 0 ||
         nt_nats_up_log(false, args, log) != 0) {
         fprintf(stderr,
@@ -228,9 +229,11 @@ static int peer_server(tp_ctx *ctx, void *state, const tp_msg *msg)
 
 typedef struct peer {
     tp_pid server;
+    bool acked;
 } peer;
 
-/* Tells A its pids once it sees A; ends when told, or when A goes. */
+/* Tells A its pids once it sees A, until A answers (NATS is at most
+ * once); ends when told, or when A goes. */
 static int peer_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     peer *p = state;
@@ -240,8 +243,14 @@ static int peer_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         tp_monitor_node(ctx, "A", true);
         break;
     case TP_TAG_NODEUP:
-        tp_sendf(ctx, peer_parent, T_HELLO, "[pp]", tp_self(ctx), p->server);
+    case T_RESEND:
+        if (!p->acked) {
+            tp_sendf(ctx, peer_parent, T_HELLO, "[pp]", tp_self(ctx),
+                     p->server);
+            tp_send_after(ctx, 2000, T_RESEND, NULL, 0, NULL);
+        }
         break;
+    case T_ACK: p->acked = true; break;
     case T_BYE:
     case TP_TAG_NODEDOWN:
         tp_kill(ctx, p->server);
@@ -535,8 +544,13 @@ static int cluster_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         EXPECT(c->child > 0);
         EXPECT_EQ(tp_monitor_node(ctx, "B", true), 0);
         break;
-    case T_HELLO: /* (a) a call across the nodes */
+    case T_HELLO:                       /* (a) a call across the nodes */
+        if (c->server != TP_PID_NONE) { /* said again: answered already */
+            EXPECT_EQ(tp_send(ctx, c->peer_root, T_ACK, NULL, 0), 0);
+            break;
+        }
         EXPECT_EQ(tp_unpackf(data, len, "[pp]", &c->peer_root, &c->server), 0);
+        EXPECT_EQ(tp_send(ctx, c->peer_root, T_ACK, NULL, 0), 0);
         EXPECT(tp_pid_is_remote(c->server));
         EXPECT_EQ(tp_call(ctx, c->server, T_ECHO, "\xa2hi", 3, WAIT_MS,
                           &c->ref1),

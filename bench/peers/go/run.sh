@@ -44,7 +44,7 @@ if [ ! -x "$bin" ] || [ "$here/main.go" -nt "$bin" ] || [ "$here/go.mod" -nt "$b
   (
     cd "$here"
     export GOCACHE=$build/cache GOPATH=$build/gopath GOMODCACHE=$build/gopath/pkg/mod
-    export GOPROXY=off GOFLAGS= GO111MODULE=on GOTOOLCHAIN=local GOWORK=off
+    export GOPROXY=off GOFLAGS='' GO111MODULE=on GOTOOLCHAIN=local GOWORK=off
     go build -trimpath -o "$tmp" .
   ) >&2
   mv -f "$tmp" "$bin"

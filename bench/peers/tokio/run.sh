@@ -39,7 +39,7 @@ fi
 find_cargo() {
     local c minor
     for c in "$(command -v cargo || true)" "${HOME:-/root}/.cargo/bin/cargo" /usr/bin/cargo; do
-        [ -n "$c" ] && [ -x "$c" ] || continue
+        if [ -z "$c" ] || [ ! -x "$c" ]; then continue; fi
         minor=$("$c" --version 2>/dev/null | sed -n 's/^cargo 1\.\([0-9]*\).*/\1/p')
         if [ -n "$minor" ] && [ "$minor" -ge 75 ]; then
             echo "$c"
