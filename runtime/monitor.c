@@ -1,6 +1,6 @@
 /*
  * The stuck-handler report: a thread that samples every scheduler's tick
- * (odd while a behavior runs, see tpi_sched_tick_begin) a few times per
+ * (odd while a turn runs, see tpi_sched_tick_turn) a few times per
  * stuck_ms, as Go's sysmon does. The same odd tick seen for stuck_ms means
  * one behavior call has run that long: it is reported (actor, tag, how
  * long), then again each time that duration doubles. The schedulers pay

@@ -2,9 +2,9 @@
  * Stop the world: for the few readers of every actor's state (the actor
  * dump, the metrics page, the second SIGINT), which must not race the
  * threads running those actors. The stopper raises world_stop and wakes
- * every scheduler; each parks at its next safe point — between two turns,
+ * every scheduler; each parks at its next safe point — between two batches,
  * or in its wake-up callback — until the stopper resumes them. Safe points
- * are checked with one relaxed load per turn.
+ * are checked with one relaxed load per batch of turns.
  */
 #include "runtime/runtime.h"
 

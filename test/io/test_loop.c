@@ -187,7 +187,10 @@ typedef struct fair {
     tp_pid self;
     uint16_t port;
     pthread_t client;
-    int ticks, ticks_during; /* timer messages: all, while the client ran */
+    int ticks; /* timer messages */
+    /* ... of them while the client ran; the client reads it (relaxed: a
+     * count, nothing else is published through it) */
+    _Atomic int ticks_during;
     bool client_running;
     int answered;
     double max_ms;
@@ -217,7 +220,12 @@ static void *fair_client(void *arg)
     fair *f = arg;
     int fd = connect_tcp(f->port);
     char out[MSG_LEN] = "0123456789abcdef", in[MSG_LEN];
-    for (int i = 0; fd >= 0 && i < ECHOES; i++) {
+    /* ECHOES at least, and on until the timer fired a few times meanwhile
+     * (on a quiet machine the echoes alone take less than one tick). */
+    for (int i = 0; fd >= 0 && (i < ECHOES ||
+                                atomic_load_explicit(&f->ticks_during,
+                                                     memory_order_relaxed) < 3);
+         i++) {
         double t0 = tpt_now_ms();
         if (send(fd, out, sizeof out, MSG_NOSIGNAL) != MSG_LEN ||
             read_all(fd, in, sizeof in, 10000) != 0 ||
@@ -262,7 +270,8 @@ static int fair_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     }
     case TAG_TICK:
         f->ticks++;
-        f->ticks_during += f->client_running;
+        atomic_fetch_add_explicit(&f->ticks_during, f->client_running,
+                                  memory_order_relaxed);
         tp_send_after(ctx, 5, TAG_TICK, NULL, 0, NULL);
         break;
     case TAG_DONE:
@@ -290,10 +299,11 @@ static void test_sockets_served_while_flooded(void **unused)
     assert_int_equal(tpt_run(&cfg, fair_root, &f, NULL, NULL), 0);
     TPT_CHECK();
     print_message("%d echoes, max latency %.2f ms, %d ticks, %lu pings\n",
-                  f.answered, f.max_ms, f.ticks_during, atomic_load(&f.pings));
-    assert_int_equal(f.answered, ECHOES);
+                  f.answered, f.max_ms, atomic_load(&f.ticks_during),
+                  atomic_load(&f.pings));
+    assert_true(f.answered >= ECHOES);
     assert_true(f.max_ms < LATENCY_BOUND_MS);
-    assert_true(f.ticks_during > 0);
+    assert_true(atomic_load(&f.ticks_during) >= 3);
     assert_true(atomic_load(&f.pings) > 10000); /* they did flood */
 }
 
