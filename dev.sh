@@ -6,6 +6,7 @@
 #   ./dev.sh test [--sanitize S]  build, then run the whole test suite
 #                                 (S: address,undefined or thread)
 #   ./dev.sh build-release        optimized build in build-release/ (benchmarks)
+#   ./dev.sh deps [PKG...]        install the build packages (and PKG...) only
 # Each installs missing Debian packages first (apt-get; sudo when not root).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -107,13 +108,16 @@ case "$cmd" in
     fi
     ctest --test-dir "$dir" --output-on-failure -j2
     ;;
+  deps) # deps [extra Debian packages]: what the others install first
+    deps "$@"
+    ;;
   build-release)
     deps
     cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DTROUPE_TESTS=OFF >/dev/null
     cmake --build build-release -j"$(nproc)" >/dev/null
     ;;
   *)
-    sed -n '2,8p' "$0" >&2
+    sed -n '2,9p' "$0" >&2
     exit 2
     ;;
 esac

@@ -38,19 +38,7 @@ CONFIGS=("50 1" "50 16" "200 1") # clients pipeline
 SERVERS=(redis t1 t2)
 declare -A PORT=([redis]=6391 [t1]=6392 [t2]=6393)
 
-deps() { # as dev.sh's
-  local missing=()
-  for p in redis-server redis-tools; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "bench/kv.sh: installing ${missing[*]}" >&2
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-deps
+./dev.sh deps redis-server redis-tools # build packages too: it builds troupe-kv
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j2 --target troupe-kv >/dev/null
 KV="$BUILD/examples/troupe-kv"
