@@ -63,17 +63,34 @@ int tpi_names_open(tpi_node *n)
 
 void tpi_names_close(tpi_node *n)
 {
+    pthread_rwlock_wrlock(&n->kv_use); /* callers still inside finish */
     if (n->kv)
         kvStore_Destroy(n->kv);
     if (n->js)
         jsCtx_Destroy(n->js);
     n->kv = NULL;
     n->js = NULL;
+    pthread_rwlock_unlock(&n->kv_use);
     for (size_t i = 0; i < n->names.n; i++)
         tp_free(n->names.v[i].name);
     tp_free(n->names.v);
     memset(&n->names, 0, sizeof n->names);
 }
+
+/* A caller's use of the store: false (nothing held) when there is none,
+ * or no more because tp_run ended; else names_leave follows. */
+static bool names_enter(tpi_node *n)
+{
+    if (!n)
+        return false;
+    pthread_rwlock_rdlock(&n->kv_use);
+    if (n->kv)
+        return true;
+    pthread_rwlock_unlock(&n->kv_use);
+    return false;
+}
+
+static void names_leave(tpi_node *n) { pthread_rwlock_unlock(&n->kv_use); }
 
 /* The owner in a value; false for a freed (empty) or bad one. */
 static bool owner_of(tpi_node *n, const void *v, int len, tp_pid *pid,
@@ -174,10 +191,12 @@ int tp_register_global(tp_ctx *ctx, const char *name)
 {
     tp_runtime *rt = tp_ctx_runtime(ctx);
     tpi_node *n = rt ? tpi_node_of(rt) : NULL;
-    if (!n || !n->kv)
+    if (!names_enter(n))
         return TP_ESTATE;
-    if (!key_ok(name))
+    if (!key_ok(name)) {
+        names_leave(n);
         return TP_EINVAL;
+    }
     tp_pid self = tp_self(ctx);
     char *copy = tpi_strndup(name, NAME_MAX_LEN);
     int rc = copy ? tpi_svc_watch_end(ctx) : TP_ENOMEM; /* freed as we end */
@@ -203,6 +222,7 @@ int tp_register_global(tp_ctx *ctx, const char *name)
         if (rc) /* we could not remember it: do not keep it */
             release(n, name, self);
     }
+    names_leave(n);
     if (rc)
         tp_free(copy);
     return rc;
@@ -225,41 +245,47 @@ int tp_unregister_global(tp_ctx *ctx, const char *name)
 {
     tp_runtime *rt = tp_ctx_runtime(ctx);
     tpi_node *n = rt ? tpi_node_of(rt) : NULL;
-    if (!n || !n->kv)
+    if (!names_enter(n))
         return TP_ESTATE;
-    if (!key_ok(name))
+    if (!key_ok(name)) {
+        names_leave(n);
         return TP_EINVAL;
+    }
     tp_pid self = tp_self(ctx);
     pthread_mutex_lock(&n->names_lock);
     bool mine = forget(n, name, self);
     pthread_mutex_unlock(&n->names_lock);
-    if (!mine)
-        return TP_ENOENT;
-    tpi_node_flush(n); /* frames this thread holds leave before it blocks */
-    release(n, name, self);
-    return 0;
+    if (mine) {
+        tpi_node_flush(n); /* frames this thread holds leave before it blocks */
+        release(n, name, self);
+    }
+    names_leave(n);
+    return mine ? 0 : TP_ENOENT;
 }
 
 int tp_whereis_global(tp_runtime *rt, const char *name, tp_pid *out)
 {
     tpi_node *n = rt ? tpi_node_of(rt) : NULL;
-    if (!n || !n->kv)
+    if (!names_enter(n))
         return TP_ESTATE;
-    if (!key_ok(name) || !out)
+    if (!key_ok(name) || !out) {
+        names_leave(n);
         return TP_EINVAL;
+    }
     kvEntry *e = NULL;
     tpi_node_flush(n); /* frames this thread holds leave before it blocks */
     natsStatus s = kvStore_Get(&e, n->kv, name);
-    if (s == NATS_NOT_FOUND)
-        return TP_ENOENT;
-    if (s != NATS_OK)
-        return TP_ENOCONN;
-    tpi_wpid w;
-    uint64_t c;
-    bool ok = owner_of(n, kvEntry_Value(e), kvEntry_ValueLen(e), out, &w, &c) &&
-              owner_alive(n, *out, &w, c);
-    kvEntry_Destroy(e);
-    return ok ? 0 : TP_ENOENT;
+    int rc = s == NATS_NOT_FOUND ? TP_ENOENT : s != NATS_OK ? TP_ENOCONN : 0;
+    if (!rc) {
+        tpi_wpid w;
+        uint64_t c;
+        if (!owner_of(n, kvEntry_Value(e), kvEntry_ValueLen(e), out, &w, &c) ||
+            !owner_alive(n, *out, &w, c))
+            rc = TP_ENOENT;
+        kvEntry_Destroy(e);
+    }
+    names_leave(n);
+    return rc;
 }
 
 int tp_send_global(tp_ctx *ctx, const char *name, int32_t tag, const void *data,

@@ -725,6 +725,7 @@ static void *node_make(tp_runtime *rt)
         pthread_mutex_init(&n->peers_lock, NULL);
         pthread_mutex_init(&n->calls_lock, NULL);
         pthread_mutex_init(&n->names_lock, NULL);
+        pthread_rwlock_init(&n->kv_use, NULL);
         pthread_mutex_init(&n->groups_lock, NULL);
         pthread_mutex_init(&n->tick_lock, NULL);
         pthread_cond_init(&n->tick_cond, NULL);
@@ -751,6 +752,7 @@ static void node_free(tp_runtime *rt, void *state)
     tpi_groups_free(n);
     pthread_mutex_destroy(&n->groups_lock);
     pthread_mutex_destroy(&n->names_lock);
+    pthread_rwlock_destroy(&n->kv_use);
     pthread_mutex_destroy(&n->calls_lock);
     pthread_cond_destroy(&n->tick_cond);
     pthread_mutex_destroy(&n->tick_lock);

@@ -188,6 +188,11 @@ typedef struct tpi_node {
         *sub_probe_ans, *sub_spawn, *sub_group_ans;
     struct __jsCtx *js;
     struct __kvStore *kv; /* global names; NULL without JetStream */
+    /* Held for reading around every use of kv (and of nc with it) from
+     * callers' threads, which may be blocking-pool threads still running
+     * after tp_run ended; tpi_names_close takes it for writing before the
+     * store and then the connection go away. */
+    pthread_rwlock_t kv_use;
     pthread_mutex_t names_lock;
     struct {
         tpi_gname *v;

@@ -12,7 +12,10 @@
 #include "node/node_test.h"
 #include "runtime/node/node_int.h" /* the frame encoder, for forged frames */
 #include "troupe/observe.h"
+#include "troupe/pool.h"
 #include "troupe/supervisor.h"
+
+#include <stdatomic.h>
 
 #define CLUSTER "t"
 #define HB_MS 300
@@ -955,6 +958,59 @@ static int groups_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     return TP_HANDLED;
 }
 
+/* A blocking-pool job that looks a global name up until the runtime says
+ * it is no node any more: jobs may outlive tp_run, and the node's end must
+ * wait for a lookup in progress instead of freeing the store under it
+ * (a use after free that once crashed troupe-kv at exit in CI). */
+static _Atomic int late_rc = 1;
+static _Atomic unsigned late_found;
+
+static int late_lookups(void *arg, void **out, size_t *out_len)
+{
+    (void)out;
+    (void)out_len;
+    tp_runtime *rt = arg;
+    double t0 = tpt_now_ms();
+    int rc = 0;
+    while ((rc = tp_whereis_global(rt, "late", &(tp_pid){0})) != TP_ESTATE &&
+           tpt_now_ms() - t0 < 20000)
+        if (rc == 0)
+            atomic_fetch_add(&late_found, 1);
+    atomic_store(&late_rc, rc);
+    return 0;
+}
+
+static int late_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_register_global(ctx, "late"), 0);
+        EXPECT_EQ(tp_spawn_blocking(ctx, late_lookups, tp_ctx_runtime(ctx), -1,
+                                    NULL),
+                  0);
+        EXPECT_EQ(tp_send_after(ctx, 50, T_GIVEUP, NULL, 0, NULL), 0);
+    } else if (tp_msg_tag(msg) == T_GIVEUP) {
+        return tp_exit(ctx, TP_REASON_NORMAL); /* while the job looks up */
+    }
+    return TP_HANDLED;
+}
+
+static void test_names_after_run(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    for (int round = 0; round < 5; round++) {
+        atomic_store(&late_rc, 1);
+        atomic_store(&late_found, 0);
+        tp_runtime *rt;
+        assert_int_equal(run_node("A", late_root, NULL, &rt), 0);
+        tp_runtime_free(rt); /* joins the job */
+        assert_int_equal(atomic_load(&late_rc), TP_ESTATE);
+        assert_true(atomic_load(&late_found) > 0);
+    }
+    TPT_CHECK();
+}
+
 /* Members on two nodes: every call is answered by exactly one of them,
  * both get some; a group with no member fails a call at once. */
 static void test_groups(void **unused)
@@ -1193,6 +1249,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hostile_frames),
         cmocka_unit_test(test_forged_senders_and_names),
         cmocka_unit_test(test_global_names),
+        cmocka_unit_test(test_names_after_run),
         cmocka_unit_test(test_groups),
         cmocka_unit_test(test_remote_spawn_supervised),
         cmocka_unit_test(test_engine_restart),
