@@ -19,7 +19,8 @@ typedef struct kv_client {
     tp_pid pid;
     int64_t since_ms;
     char addr[64];
-    char *name; /* under the lock; NULL: none */
+    char *name;  /* under the lock; NULL: none */
+    bool killed; /* under the lock: told to end, no longer listed */
     _Atomic int64_t last_ms;
     _Atomic(const char *) cmd; /* a static name, NULL before any */
     _Atomic size_t qbuf, omem, tot;
@@ -128,7 +129,8 @@ static void client_list(kv_conn *c, bool only_me)
     pthread_mutex_lock(&lock);
     for (kv_client *cl = only_me ? c->info : all; cl;
          cl = only_me ? NULL : cl->next)
-        describe(&b, cl, c->srv, now);
+        if (!cl->killed)
+            describe(&b, cl, c->srv, now);
     pthread_mutex_unlock(&lock);
     kv_reply_bulk(c, b.p ? b.p : "", b.n);
     kv_buf_free(&b);
@@ -154,8 +156,13 @@ static void client_kill(tp_ctx *ctx, kv_conn *c)
         bool match = by_id ? cl->id == (uint64_t)id
                            : strlen(cl->addr) == addr->n &&
                                  !memcmp(cl->addr, addr->p, addr->n);
-        if (match && tp_send(ctx, cl->pid, KV_TAG_KILL, NULL, 0) == 0)
+        /* Gone for every later command at once, as in Redis, though its
+         * actor ends (and leaves the list) a moment later. */
+        if (match && !cl->killed &&
+            tp_send(ctx, cl->pid, KV_TAG_KILL, NULL, 0) == 0) {
+            cl->killed = true;
             killed++;
+        }
     }
     pthread_mutex_unlock(&lock);
     if (by_id)
