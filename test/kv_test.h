@@ -142,6 +142,41 @@ static inline void hangup(client *c)
     free(c);
 }
 
+/* The fixture of a test that needs a fresh server (--no-persist) and one
+ * client: KVT_WITH_SERVER(test) in the list, kvt_client(state) in the
+ * test. The teardown hangs up and checks the server ends cleanly on
+ * SIGTERM, also after a failed assertion. */
+typedef struct kvt_fixture {
+    server s;
+    client *c;
+} kvt_fixture;
+
+static inline int kvt_up(void **state)
+{
+    kvt_fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->s = start((const char *[]){"--no-persist", NULL});
+    f->c = dial(f->s.port);
+    *state = f;
+    return 0;
+}
+
+static inline int kvt_down(void **state)
+{
+    kvt_fixture *f = *state;
+    hangup(f->c);
+    assert_int_equal(stop(&f->s, SIGTERM), 0);
+    free(f);
+    return 0;
+}
+
+static inline client *kvt_client(void **state)
+{
+    return ((kvt_fixture *)*state)->c;
+}
+
+#define KVT_WITH_SERVER(t) cmocka_unit_test_setup_teardown(t, kvt_up, kvt_down)
+
 static inline void send_raw(client *c, const void *p, size_t n)
 {
     const char *s = p;

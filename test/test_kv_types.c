@@ -44,10 +44,9 @@ static int64_t dbsize(client *c)
 
 /* ---------------------------------------------------------------- strings */
 
-static void test_strings(void **unused)
+static void test_strings(void **state)
 {
-    server s = start((const char *[]){"--no-persist", NULL});
-    client *c = dial(s.port);
+    client *c = kvt_client(state);
     EXPECT_REPLY(c, "+OK", "SET", "k", "v");
     EXPECT_REPLY(c, "$v", "SET", "k", "v4", "GET");
     EXPECT_REPLY(c, "(nil)", "SET", "nok", "x", "XX", "GET");
@@ -112,16 +111,13 @@ static void test_strings(void **unused)
     EXPECT_REPLY(c, "$0", "INCRBYFLOAT", "z", "-0");
     EXPECT_REPLY(c, "+string", "TYPE", "a");
     EXPECT_REPLY(c, "+none", "TYPE", "nokey");
-    hangup(c);
-    assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
 /* ---------------------------------------------------------------- expiry */
 
-static void test_key_expiry_commands(void **unused)
+static void test_key_expiry_commands(void **state)
 {
-    server s = start((const char *[]){"--no-persist", NULL});
-    client *c = dial(s.port);
+    client *c = kvt_client(state);
     EXPECT_REPLY(c, "+OK", "SET", "x", "1");
     EXPECT_REPLY(c, ":1", "EXPIRE", "x", "100", "NX");
     EXPECT_REPLY(c, ":0", "EXPIRE", "x", "200", "NX");
@@ -157,16 +153,13 @@ static void test_key_expiry_commands(void **unused)
     EXPECT_REPLY(c, ":99999999999123", "PEXPIRETIME", "e");
     EXPECT_REPLY(c, ":-2", "EXPIRETIME", "nokey");
     EXPECT_REPLY(c, ":-2", "PTTL", "x2"); /* absent */
-    hangup(c);
-    assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
 /* ----------------------------------------------------------------- lists */
 
-static void test_lists(void **unused)
+static void test_lists(void **state)
 {
-    server s = start((const char *[]){"--no-persist", NULL});
-    client *c = dial(s.port);
+    client *c = kvt_client(state);
     EXPECT_REPLY(c, ":3", "LPUSH", "l", "a", "b", "c");
     EXPECT_REPLY(c, ":5", "RPUSH", "l", "d", "e");
     EXPECT_REPLY(c, "[c,b,a,d,e]", "LRANGE", "l", "0", "-1");
@@ -235,16 +228,13 @@ static void test_lists(void **unused)
     EXPECT_REPLY(c, "$9999", "LINDEX", "big", "-1");
     EXPECT_REPLY(c, "[0,1]", "LPOP", "big", "2");
     EXPECT_REPLY(c, "$2", "LINDEX", "big", "0");
-    hangup(c);
-    assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
 /* ---------------------------------------------------------------- hashes */
 
-static void test_hashes(void **unused)
+static void test_hashes(void **state)
 {
-    server s = start((const char *[]){"--no-persist", NULL});
-    client *c = dial(s.port);
+    client *c = kvt_client(state);
     EXPECT_REPLY(c, ":2", "HSET", "h", "f1", "v1", "f2", "v2");
     EXPECT_REPLY(c, ":1", "HSET", "h", "f1", "v1b", "f3", "v3");
     EXPECT_REPLY(c, "-ERR wrong number of arguments for 'hset' command", "HSET",
@@ -289,16 +279,13 @@ static void test_hashes(void **unused)
     EXPECT_REPLY(c, "[f,v]", "HGETALL", "one");
     EXPECT_REPLY(c, "[f]", "HKEYS", "one");
     EXPECT_REPLY(c, "[v]", "HVALS", "one");
-    hangup(c);
-    assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
 /* ------------------------------------------------------------------ sets */
 
-static void test_sets(void **unused)
+static void test_sets(void **state)
 {
-    server s = start((const char *[]){"--no-persist", NULL});
-    client *c = dial(s.port);
+    client *c = kvt_client(state);
     EXPECT_REPLY(c, ":3", "SADD", "s", "a", "b", "c");
     EXPECT_REPLY(c, ":1", "SADD", "s", "a", "d");
     EXPECT_REPLY(c, ":1", "SREM", "s", "a", "x");
@@ -339,16 +326,13 @@ static void test_sets(void **unused)
     CMD(c, "SPOP", "five", "4");
     assert_int_equal(strlen(last), strlen("[1]"));
     EXPECT_REPLY(c, ":0", "EXISTS", "five");
-    hangup(c);
-    assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
 /* ----------------------------------------------------------- sorted sets */
 
-static void test_zsets(void **unused)
+static void test_zsets(void **state)
 {
-    server s = start((const char *[]){"--no-persist", NULL});
-    client *c = dial(s.port);
+    client *c = kvt_client(state);
     EXPECT_REPLY(c, ":3", "ZADD", "z", "1", "a", "2", "b", "3", "c");
     EXPECT_REPLY(c, ":0", "ZADD", "z", "1.5", "a");
     EXPECT_REPLY(c, ":1", "ZADD", "z", "CH", "1.5", "a", "5", "d");
@@ -468,18 +452,15 @@ static void test_zsets(void **unused)
     EXPECT_REPLY(c, ":101", "ZCOUNT", "big", "100", "200");
     EXPECT_REPLY(c, "[m19999,19999]", "ZRANGE", "big", "19998", "19998",
                  "WITHSCORES");
-    hangup(c);
-    assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
 /* -------------------------------------------------------------- WRONGTYPE */
 
-static void test_wrongtype(void **unused)
+static void test_wrongtype(void **state)
 {
     static const char WT[] =
         "-WRONGTYPE Operation against a key holding the wrong kind of value";
-    server s = start((const char *[]){"--no-persist", NULL});
-    client *c = dial(s.port);
+    client *c = kvt_client(state);
     EXPECT_REPLY(c, "+OK", "SET", "str", "x");
     EXPECT_REPLY(c, ":1", "RPUSH", "list", "x");
     EXPECT_REPLY(c, ":1", "HSET", "hash", "f", "x");
@@ -527,8 +508,6 @@ static void test_wrongtype(void **unused)
     EXPECT_REPLY(c, "+OK", "MSET", "hash", "1", "set", "2");
     EXPECT_REPLY(c, "[1,2]", "MGET", "hash", "set");
     EXPECT_REPLY(c, ":1", "DEL", "zset");
-    hangup(c);
-    assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
 /* ----------------------------------------------------------------- RENAME */
@@ -903,10 +882,9 @@ static void test_stale_temp_files(void **unused)
 
 /* 100k keys with a 300 ms TTL that nobody reads again are gone within
  * about 2 s (issue 15: 1M keys were still 89 % there after 10 s). */
-static void test_active_expiry(void **unused)
+static void test_active_expiry(void **state)
 {
-    server s = start((const char *[]){"--no-persist", NULL});
-    client *c = dial(s.port);
+    client *c = kvt_client(state);
     EXPECT_REPLY(c, "+OK", "SET", "keeper", "v");
     pipeline_set_px(c, "exp:", 100000, 300);
     double t0 = tpt_now_ms();
@@ -920,19 +898,16 @@ static void test_active_expiry(void **unused)
     fprintf(stderr, "100k keys expired %.0f ms after the last SET\n",
             tpt_now_ms() - t0);
     EXPECT_REPLY(c, "$v", "GET", "keeper");
-    hangup(c);
-    assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
 /* ------------------------------------------------------------ big replies */
 
 /* An MGET whose reply is many times a shard's message split arrives
  * whole and in order (issue 15: it used to be dropped). */
-static void test_big_replies(void **unused)
+static void test_big_replies(void **state)
 {
     enum { VAL = 1 << 20, KEYS = 12 };
-    server s = start((const char *[]){"--no-persist", NULL});
-    client *c = dial(s.port);
+    client *c = kvt_client(state);
     char *v = malloc(VAL + 1);
     for (int i = 0; i < KEYS; i++) {
         char k[16];
@@ -980,8 +955,6 @@ static void test_big_replies(void **unused)
     }
     EXPECT_REPLY(c, "+PONG", "PING");
     free(v);
-    hangup(c);
-    assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
 /* -------------------------------------------------------------- redis-cli */
@@ -1024,19 +997,19 @@ int main(void)
     if (kvt_setup() != 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_strings),
-        cmocka_unit_test(test_key_expiry_commands),
-        cmocka_unit_test(test_lists),
-        cmocka_unit_test(test_hashes),
-        cmocka_unit_test(test_sets),
-        cmocka_unit_test(test_zsets),
-        cmocka_unit_test(test_wrongtype),
+        KVT_WITH_SERVER(test_strings),
+        KVT_WITH_SERVER(test_key_expiry_commands),
+        KVT_WITH_SERVER(test_lists),
+        KVT_WITH_SERVER(test_hashes),
+        KVT_WITH_SERVER(test_sets),
+        KVT_WITH_SERVER(test_zsets),
+        KVT_WITH_SERVER(test_wrongtype),
         cmocka_unit_test(test_rename_between_shards),
         cmocka_unit_test(test_scan_while_growing),
         cmocka_unit_test(test_snapshot_every_type),
         cmocka_unit_test(test_stale_temp_files),
-        cmocka_unit_test(test_active_expiry),
-        cmocka_unit_test(test_big_replies),
+        KVT_WITH_SERVER(test_active_expiry),
+        KVT_WITH_SERVER(test_big_replies),
         cmocka_unit_test(test_redis_cli_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
