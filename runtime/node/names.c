@@ -77,17 +77,18 @@ void tpi_names_close(tpi_node *n)
     memset(&n->names, 0, sizeof n->names);
 }
 
-/* A caller's use of the store: false (nothing held) when there is none,
- * or no more because tp_run ended; else names_leave follows. */
-static bool names_enter(tpi_node *n)
+/* A caller's use of the store for a valid name: 0, then names_leave
+ * follows; else nothing is held: TP_ESTATE when there is no store, or no
+ * more because tp_run ended, TP_EINVAL for a bad name (NULL included). */
+static int names_enter(tpi_node *n, const char *name)
 {
     if (!n)
-        return false;
+        return TP_ESTATE;
     pthread_rwlock_rdlock(&n->kv_use);
-    if (n->kv)
-        return true;
-    pthread_rwlock_unlock(&n->kv_use);
-    return false;
+    int rc = !n->kv ? TP_ESTATE : !key_ok(name) ? TP_EINVAL : 0;
+    if (rc)
+        pthread_rwlock_unlock(&n->kv_use);
+    return rc;
 }
 
 static void names_leave(tpi_node *n) { pthread_rwlock_unlock(&n->kv_use); }
@@ -191,15 +192,12 @@ int tp_register_global(tp_ctx *ctx, const char *name)
 {
     tp_runtime *rt = tp_ctx_runtime(ctx);
     tpi_node *n = rt ? tpi_node_of(rt) : NULL;
-    if (!names_enter(n))
-        return TP_ESTATE;
-    if (!key_ok(name)) {
-        names_leave(n);
-        return TP_EINVAL;
-    }
+    int rc = names_enter(n, name);
+    if (rc)
+        return rc;
     tp_pid self = tp_self(ctx);
     char *copy = tpi_strndup(name, NAME_MAX_LEN);
-    int rc = copy ? tpi_svc_watch_end(ctx) : TP_ENOMEM; /* freed as we end */
+    rc = copy ? tpi_svc_watch_end(ctx) : TP_ENOMEM; /* freed as we end */
     if (!rc) {
         tpi_node_flush(n); /* frames this thread holds leave before it blocks */
         rc = claim(n, name, self, NULL);
@@ -245,12 +243,9 @@ int tp_unregister_global(tp_ctx *ctx, const char *name)
 {
     tp_runtime *rt = tp_ctx_runtime(ctx);
     tpi_node *n = rt ? tpi_node_of(rt) : NULL;
-    if (!names_enter(n))
-        return TP_ESTATE;
-    if (!key_ok(name)) {
-        names_leave(n);
-        return TP_EINVAL;
-    }
+    int rc = names_enter(n, name);
+    if (rc)
+        return rc;
     tp_pid self = tp_self(ctx);
     pthread_mutex_lock(&n->names_lock);
     bool mine = forget(n, name, self);
@@ -266,16 +261,13 @@ int tp_unregister_global(tp_ctx *ctx, const char *name)
 int tp_whereis_global(tp_runtime *rt, const char *name, tp_pid *out)
 {
     tpi_node *n = rt ? tpi_node_of(rt) : NULL;
-    if (!names_enter(n))
-        return TP_ESTATE;
-    if (!key_ok(name) || !out) {
-        names_leave(n);
-        return TP_EINVAL;
-    }
+    int rc = names_enter(n, out ? name : NULL);
+    if (rc)
+        return rc;
     kvEntry *e = NULL;
     tpi_node_flush(n); /* frames this thread holds leave before it blocks */
     natsStatus s = kvStore_Get(&e, n->kv, name);
-    int rc = s == NATS_NOT_FOUND ? TP_ENOENT : s != NATS_OK ? TP_ENOCONN : 0;
+    rc = s == NATS_NOT_FOUND ? TP_ENOENT : s != NATS_OK ? TP_ENOCONN : 0;
     if (!rc) {
         tpi_wpid w;
         uint64_t c;
