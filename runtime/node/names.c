@@ -173,19 +173,25 @@ static int claim(tpi_node *n, const char *name, tp_pid pid, uint64_t *rev)
     return rc;
 }
 
-/* Free name if it still holds pid (a conditional update). */
-static void release(tpi_node *n, const char *name, tp_pid pid)
+/* Free name if it still holds pid (a conditional update). True when it
+ * no longer does (freed now, or before, or taken since); false when the
+ * store did not answer, to be tried again. */
+static bool release(tpi_node *n, const char *name, tp_pid pid)
 {
     kvEntry *e = NULL;
-    if (!n->kv || kvStore_Get(&e, n->kv, name) != NATS_OK)
-        return;
+    natsStatus s = n->kv ? kvStore_Get(&e, n->kv, name) : NATS_NOT_FOUND;
+    if (s != NATS_OK)
+        return s == NATS_NOT_FOUND;
     tp_pid cur;
     tpi_wpid w;
     uint64_t c;
+    bool done = true;
     if (owner_of(n, kvEntry_Value(e), kvEntry_ValueLen(e), &cur, &w, &c) &&
         cur == pid && c == n->creation)
-        kvStore_Update(NULL, n->kv, name, "", 0, kvEntry_Revision(e));
+        done = kvStore_Update(NULL, n->kv, name, "", 0, kvEntry_Revision(e)) ==
+               NATS_OK;
     kvEntry_Destroy(e);
+    return done;
 }
 
 int tp_register_global(tp_ctx *ctx, const char *name)
@@ -307,20 +313,32 @@ void tpi_names_tick(tpi_node *n)
 {
     if (!n->kv)
         return;
-    for (;;) { /* owners that ended */
+    /* Owners that ended. An entry leaves the list only once its name is
+     * released: one the store did not answer (a timeout under load, a
+     * reconnect) is tried again at the next tick, else the name would
+     * keep a dead owner for good. Others only append meanwhile. */
+    for (size_t i = 0;;) {
         char *name = NULL;
         tp_pid pid = TP_PID_NONE;
         pthread_mutex_lock(&n->names_lock);
-        for (size_t i = 0; i < n->names.n && !name; i++)
+        for (; i < n->names.n && !name; i++)
             if (n->names.v[i].ended) {
                 name = n->names.v[i].name;
                 pid = n->names.v[i].pid;
-                n->names.v[i] = n->names.v[--n->names.n];
             }
         pthread_mutex_unlock(&n->names_lock);
         if (!name)
             break;
-        release(n, name, pid);
+        if (!release(n, name, pid))
+            continue;
+        pthread_mutex_lock(&n->names_lock);
+        for (size_t k = 0; k < n->names.n; k++)
+            if (n->names.v[k].name == name) {
+                n->names.v[k] = n->names.v[--n->names.n];
+                i = k; /* the entry moved here is next */
+                break;
+            }
+        pthread_mutex_unlock(&n->names_lock);
         tp_free(name);
     }
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
