@@ -258,10 +258,19 @@ static tpi_actor *claim_partner(tpi_sched *s, tpi_actor *a)
     if (!a->behavior || !a->partner)
         return NULL;
     tpi_actor *p = tpi_table_at(s->rt->table, a->partner - 1);
-    /* Only a live actor: a free slot is idle too, but moving it would
-     * queue it there while a spawn here may take it (take_slot). Its
-     * fields are ours to read: its home is this thread. */
-    if (!p || p == a || tpi_home(p) != s || p->sched || !p->behavior)
+    if (!p || p == a)
+        return NULL;
+    /* Only a live actor whose setup is over, before any plain field is
+     * read: a free slot (even generation) may be claimed and set up by a
+     * spawn on another thread right now, even while its home is still
+     * us. Acquire on each: the generation turns odd after the spawner set
+     * the home (both release), and a spawner from outside clears the
+     * notes it claimed only after its last write (release). Nonzero notes
+     * may also be remote mail: that queues p anyway. Once live with its
+     * home here, p can end and be freed only on this thread. */
+    if (!(atomic_load_explicit(&p->gen, memory_order_acquire) & 1u) ||
+        tpi_home(p) != s || tpi_mailbox_notes(&p->mb) || p->sched ||
+        !p->behavior)
         return NULL;
     p->sched = true;
     /* Ours now: nobody runs or queues it. Only we move it, so its home
