@@ -5,6 +5,7 @@
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
+#include "runtime/runq.h"
 #include "runtime/runtime.h"
 #include "troupe/observe.h" /* issue 8: TP_SPAWN_OBSERVE */
 
@@ -210,7 +211,10 @@ static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
      * sender noting it) may look at it again. */
     if (claimed)
         atomic_store_explicit(&a->mb.notes, 0, memory_order_release);
-    tpi_sched_ready(a);
+    if (here == tpi_sched_current())
+        tpi_sched_queue_next(here, a);
+    else
+        tpi_sched_ready(a);
     return 0;
 }
 

@@ -14,6 +14,7 @@
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
+#include "runtime/runq.h"
 #include "runtime/runtime.h"
 
 #include <string.h>
@@ -77,7 +78,7 @@ deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
         tpi_mailbox_push_local(&a->mb, &m->node);
         if (!a->sched) { /* idle: now we hold its flag and queue it */
             a->sched = true;
-            tpi_sched_queue(s, a);
+            tpi_sched_queue_next(s, a);
         }
     } else if (tpi_mailbox_push_remote(&a->mb, &m->node)) {
         tpi_sched_notify(a);

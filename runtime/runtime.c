@@ -72,7 +72,8 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
     }
     if (!rc && c.seed) {
         rt->scheds[0].det = true;
-        rt->scheds[0].budget = 1; /* one message per turn: interleave */
+        rt->scheds[0].budget = 1;   /* one message per turn: interleave */
+        rt->scheds[0].next_max = 0; /* its own pick: no next slot */
         rt->scheds[0].rng = c.seed;
         rt->scheds[0].timers.virtual_time = true;
     }

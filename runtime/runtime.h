@@ -92,16 +92,19 @@ struct tpi_sched {
     tpi_mpscq inject;       /* actors made ready by other threads */
     tpi_mpsc_node *rq_head; /* local run queue, plain links */
     tpi_mpsc_node *rq_tail;
-    uint32_t rq_n;       /* ready actors queued locally */
-    uint64_t backlog_ns; /* since when the run queue has not run dry */
-    bool det;            /* deterministic test mode (tp_config.seed) */
-    unsigned budget;     /* messages per turn: cfg.batch, 1 when det */
-    uint64_t rng;        /* its generator state */
-    uint64_t hash;       /* its schedule signature */
-    tpi_actor *cur;      /* actor in its turn */
-    tpi_msg *cur_msg;    /* message being handled */
-    tp_pid pause_on;     /* a send this turn overfilled this pid */
-    bool became;         /* the running behavior called tp_become */
+    uint32_t rq_n;          /* ready actors queued locally */
+    tpi_mpsc_node *rq_next; /* the head, if it is the next slot's actor */
+    uint32_t next_runs;     /* turns taken from the next slot in a row */
+    uint32_t next_max;      /* how many it may take (0: no next slot) */
+    uint64_t backlog_ns;    /* since when the run queue has not run dry */
+    bool det;               /* deterministic test mode (tp_config.seed) */
+    unsigned budget;        /* messages per turn: cfg.batch, 1 when det */
+    uint64_t rng;           /* its generator state */
+    uint64_t hash;          /* its schedule signature */
+    tpi_actor *cur;         /* actor in its turn */
+    tpi_msg *cur_msg;       /* message being handled */
+    tp_pid pause_on;        /* a send this turn overfilled this pid */
+    bool became;            /* the running behavior called tp_become */
     tpi_timer_heap timers;
     tpi_slot_cache slots; /* free actor slots kept by this thread */
     tpi_stats stats;
@@ -129,8 +132,7 @@ void tpi_sched_wake(tpi_sched *s);
  * or held since); from another thread the duty is handed over with a
  * note (TPI_NOTE_READY). */
 void tpi_sched_ready(tpi_actor *a);
-/* tpi_sched_ready on a's home thread s. */
-void tpi_sched_queue(tpi_sched *s, tpi_actor *a);
+/* tpi_sched_queue, tpi_sched_queue_next: runtime/runq.h */
 /* A remote push found a's remote stack empty (any thread): note its home,
  * which queues a if it is idle. */
 void tpi_sched_notify(tpi_actor *a);

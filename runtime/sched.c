@@ -22,6 +22,7 @@
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
+#include "runtime/runq.h"
 #include "runtime/runtime.h"
 
 #include <errno.h>
@@ -43,17 +44,6 @@
 _Thread_local tpi_sched *tpi_tls_sched;
 #define tls_sched tpi_tls_sched
 
-static void rq_push(tpi_sched *s, tpi_mpsc_node *n)
-{
-    s->rq_n++;
-    atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-    if (s->rq_tail)
-        atomic_store_explicit(&s->rq_tail->next, n, memory_order_relaxed);
-    else
-        s->rq_head = n;
-    s->rq_tail = n;
-}
-
 /* xorshift64*: small, fast, and the same sequence for the same seed. */
 static uint64_t next_random(tpi_sched *s)
 {
@@ -71,6 +61,8 @@ static tpi_actor *actor_of(tpi_mpsc_node *n)
 /* Unlink n (after prev, or the head) from the local run queue. */
 static void rq_unlink(tpi_sched *s, tpi_mpsc_node *prev, tpi_mpsc_node *n)
 {
+    if (n == s->rq_next)
+        s->rq_next = NULL;
     tpi_mpsc_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
     if (prev)
         atomic_store_explicit(&prev->next, next, memory_order_relaxed);
@@ -105,18 +97,14 @@ static inline tpi_actor *rq_pop(tpi_sched *s)
     tpi_mpsc_node *n = s->rq_head;
     if (!n)
         return NULL;
+    if (n == s->rq_next) {
+        s->rq_next = NULL;
+        s->next_runs++;
+    } else {
+        s->next_runs = 0;
+    }
     rq_unlink(s, NULL, n);
     return actor_of(n);
-}
-
-/* The run event, made active: the batch runs in this loop iteration,
- * after the callbacks already active (those of the last poll). */
-static void kick(tpi_sched *s)
-{
-    if (!s->run_active) {
-        s->run_active = true;
-        event_active(s->run_ev, EV_TIMEOUT, 0);
-    }
 }
 
 /* The run event, due now as a timer: libevent activates due timers only
@@ -162,12 +150,12 @@ static void on_note(tpi_sched *s, tpi_actor *a)
     uint32_t seen = tpi_mailbox_notes(mb);
     do {
         if ((seen & TPI_NOTE_READY) && !queued) {
-            rq_push(s, &a->rq); /* its sender holds sched for it */
+            tpi_rq_push(s, &a->rq); /* its sender holds sched for it */
             queued = true;
         } else if (!a->sched && tpi_mailbox_remote_waiting(mb)) {
             if (a->behavior) {
                 a->sched = true;
-                rq_push(s, &a->rq);
+                tpi_rq_push(s, &a->rq);
                 queued = true;
             } else {
                 tpi_actor_flush(s->rt, a);
@@ -181,7 +169,7 @@ static void drain_inject(tpi_sched *s)
     for (tpi_mpsc_node *n; (n = tpi_mpscq_pop_wait(&s->inject));)
         on_note(s, actor_of_inj(n));
     if (s->rq_head)
-        kick(s);
+        tpi_sched_kick(s);
 }
 
 static void write_wake_fd(tpi_sched *s)
@@ -197,12 +185,6 @@ void tpi_sched_wake(tpi_sched *s)
      * loop clears it before draining, so a later push writes again. */
     if (!atomic_exchange_explicit(&s->wake_pending, 1, memory_order_acq_rel))
         write_wake_fd(s);
-}
-
-void tpi_sched_queue(tpi_sched *s, tpi_actor *a)
-{
-    rq_push(s, &a->rq);
-    kick(s);
 }
 
 void tpi_sched_ready(tpi_actor *a)
@@ -463,6 +445,7 @@ int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id)
     s->id = id;
     s->bit = 1ull << id;
     s->budget = rt->cfg.batch;
+    s->next_max = TPI_NEXT_RUNS_MAX;
     s->wake_fd = -1;
     tpi_mpscq_init(&s->inject);
     struct event_config *cfg = event_config_new();

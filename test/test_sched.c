@@ -10,7 +10,9 @@
  * a handler that does not return is reported; actors on different
  * threads flooding each other through small mailboxes never deadlock; and
  * senders on one thread never fill a receiver on another beyond the soft
- * bound of backpressure.
+ * bound of backpressure; and the actor a turn wakes first runs next, a
+ * bounded number of times in a row, while the actors one turn readies
+ * start in the order it readied them.
  *
  * Only the public API is used. Randomized tests print their seed and take
  * TROUPE_TEST_SEED=<n> to replay the same random choices (the interleaving
@@ -1448,6 +1450,131 @@ static void test_soft_bound_two_threads(void **unused)
     assert_true(worst <= SB_CAP + SB_SENDERS);
 }
 
+/* ---------------------------------------------------- the next slot */
+
+/* One scheduler. What one turn makes ready starts in the order it was
+ * made ready: a message to an idle actor, then three spawns. The first
+ * runs next (the next slot), the others follow in order. */
+#define NS_ORDER 4
+static struct {
+    int order[NS_ORDER], n;
+    uint64_t hops, last_hops, max_gap, busy_calls;
+} NS;
+
+static int ns_record(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)ctx;
+    int id = (int)(intptr_t)state;
+    int32_t tag = tp_msg_tag(msg);
+    if ((id == 0 && tag == TAG_GO) || (id > 0 && tag == TP_TAG_START)) {
+        EXPECT(NS.n < NS_ORDER);
+        if (NS.n < NS_ORDER)
+            NS.order[NS.n++] = id;
+    }
+    if (tag == TAG_STOP)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int ns_order_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    static tp_pid w;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: /* w first, and idle by the next turn */
+        EXPECT_EQ(tp_spawn(ctx, ns_record, (void *)(intptr_t)0, NULL, &w), 0);
+        EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_CONT, NULL, 0), 0);
+        break;
+    case TAG_CONT:
+        EXPECT_EQ(tp_send(ctx, w, TAG_GO, NULL, 0), 0);
+        for (intptr_t i = 1; i < NS_ORDER; i++) {
+            tp_spawn_opts o = {0, TP_SPAWN_LINK, NULL};
+            EXPECT_EQ(tp_spawn(ctx, ns_record, (void *)i, &o, NULL), 0);
+        }
+        EXPECT_EQ(tp_send(ctx, w, TAG_STOP, NULL, 0), 0);
+        tp_exit(ctx, TP_REASON_SHUTDOWN); /* the links end the rest */
+        break;
+    }
+    return TP_HANDLED;
+}
+
+/* A pair passing a message back and forth, and an actor that is never
+ * idle (it sends itself a message every turn). */
+#define NS_HOPS 5000
+static int ns_pair(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    tp_pid *other = state;
+    switch (tp_msg_tag(msg)) {
+    case TAG_PING:
+        if (++NS.hops < NS_HOPS) {
+            EXPECT_EQ(tp_send(ctx, *other, TAG_PING, NULL, 0), 0);
+            break;
+        }
+        EXPECT_EQ(tp_send(ctx, *other, TAG_STOP, NULL, 0), 0);
+        /* fall through */
+    case TAG_STOP: tp_exit(ctx, TP_REASON_NORMAL); break;
+    }
+    return TP_HANDLED;
+}
+
+static int ns_busy(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    (void)msg;
+    NS.busy_calls++;
+    if (NS.hops - NS.last_hops > NS.max_gap)
+        NS.max_gap = NS.hops - NS.last_hops;
+    NS.last_hops = NS.hops;
+    if (NS.hops >= NS_HOPS)
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_BUSY, NULL, 0), 0);
+    return TP_HANDLED;
+}
+
+static int ns_fair_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    static tp_pid a, b;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_spawn(ctx, ns_busy, NULL, NULL, NULL), 0);
+        EXPECT_EQ(tp_spawn(ctx, ns_pair, &b, NULL, &a), 0);
+        EXPECT_EQ(tp_spawn(ctx, ns_pair, &a, NULL, &b), 0);
+        EXPECT_EQ(tp_send(ctx, a, TAG_PING, NULL, 0), 0);
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+/* One scheduler: the actor a turn wakes first runs next (so the pair makes
+ * several hops between two turns of the busy actor, where plain FIFO
+ * would allow one), yet a bounded number in a row (the busy actor is not
+ * starved by the pair); and the actors one turn readies start in order. */
+static void test_next_slot(void **unused)
+{
+    (void)unused;
+    tpt_result r;
+    memset(&NS, 0, sizeof NS);
+    tpt_reset();
+    tp_runtime *rt = run_start(1, 60, ns_order_root, NULL, NULL, &r);
+    run_end(rt);
+    TPT_CHECK();
+    assert_int_equal(NS.n, NS_ORDER);
+    for (int i = 0; i < NS_ORDER; i++)
+        assert_int_equal(NS.order[i], i);
+
+    memset(&NS, 0, sizeof NS);
+    rt = run_start(1, 60, ns_fair_root, NULL, NULL, &r);
+    run_end(rt);
+    TPT_CHECK();
+    print_message("next slot: %" PRIu64 " hops, %" PRIu64
+                  " busy calls, at most %" PRIu64 " hops between two\n",
+                  NS.hops, NS.busy_calls, NS.max_gap);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(NS.hops, NS_HOPS);
+    assert_true(NS.max_gap >= 4);  /* the woken actor ran next (FIFO: 2) */
+    assert_true(NS.max_gap <= 16); /* but not for ever */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1461,6 +1588,7 @@ int main(void)
         cmocka_unit_test(test_stuck_report),
         cmocka_unit_test(test_mutual_flood_across_threads),
         cmocka_unit_test(test_soft_bound_two_threads),
+        cmocka_unit_test(test_next_slot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -571,12 +571,12 @@ static int esc_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
         } else if (e->phase == 1 && v->kind == TP_SUP_EV_INTENSITY) {
             EXPECT_EQ(e->crashes, 4);
             EXPECT(v->sup == e->sub1);
-            e->intensity_ev = nev - 1;
+            e->intensity_ev = (int)(v - evs); /* nev may be past it */
         } else if (e->phase == 1 && v->kind == TP_SUP_EV_EXITED &&
                    strcmp(v->id, "sub") == 0) {
             EXPECT(v->sup == e->top);
             EXPECT_EQ(v->why, TP_EXIT_SHUTDOWN);
-            e->sub_exit_ev = nev - 1;
+            e->sub_exit_ev = (int)(v - evs);
             e->phase = 2;
         } else if (e->phase == 2 && v->kind == TP_SUP_EV_STARTED &&
                    strcmp(v->id, "peer") == 0) {
