@@ -26,6 +26,9 @@ struct tpi_table {
      * cold fields (tpi_slot_cold). */
     _Atomic(void *) states[MAX_CHUNKS];
     _Atomic(void *) colds[MAX_CHUNKS];
+    /* Chunks mapped directly (tpi_calloc_pages), one bit each; written
+     * under the lock, read when the table is freed. */
+    uint64_t mapped[MAX_CHUNKS / 64];
     /* The free list and growth are short critical sections taken on spawn
      * and end; a spinlock keeps the uncontended cost at one exchange. */
     atomic_flag lock;
@@ -61,7 +64,10 @@ void tpi_table_free(tpi_table *t)
     if (!t)
         return;
     for (uint32_t i = 0; i < MAX_CHUNKS; i++) {
-        tpi_free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
+        tpi_free_pages(atomic_load_explicit(&t->chunks[i],
+                                            memory_order_relaxed),
+                       sizeof(tpi_actor) * CHUNK_SIZE,
+                       t->mapped[i / 64] >> (i % 64) & 1);
         tpi_free_aligned(
             atomic_load_explicit(&t->states[i], memory_order_relaxed));
         tpi_free(atomic_load_explicit(&t->colds[i], memory_order_relaxed));
@@ -126,11 +132,13 @@ tpi_actor *tpi_table_take(tpi_table *t, tpi_slot_cache *c)
     tpi_actor *chunk =
         atomic_load_explicit(&t->chunks[ci], memory_order_relaxed);
     if (!chunk) {
-        chunk = tpi_calloc(sizeof(tpi_actor) * CHUNK_SIZE);
+        bool mapped;
+        chunk = tpi_calloc_pages(sizeof(tpi_actor) * CHUNK_SIZE, &mapped);
         if (!chunk) {
             unlock(t);
             return NULL;
         }
+        t->mapped[ci / 64] |= (uint64_t)mapped << (ci % 64);
         for (uint32_t i = 0; i < CHUNK_SIZE; i++) {
             tpi_actor *a = &chunk[i];
             a->index = (ci << CHUNK_BITS) | i;

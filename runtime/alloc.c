@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* Set once before any runtime exists (documented), so plain globals. */
 static void *(*alloc_fn)(size_t) = malloc;
@@ -81,4 +82,26 @@ void tpi_free_aligned(void *p)
     void *raw;
     memcpy(&raw, (char *)p - sizeof(void *), sizeof raw);
     tpi_free(raw);
+}
+
+/* A page fault per 4 KiB page costs microseconds on a VM, and a chunk of
+ * the actor table is written whole as soon as it is made: populated in one
+ * call, its pages cost no more than they would anyway. With a hook set (a
+ * test failing the N-th allocation) the block comes from the hook. */
+void *tpi_calloc_pages(size_t n, bool *mapped)
+{
+    *mapped = alloc_fn == malloc;
+    if (!*mapped)
+        return tpi_calloc(n);
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void tpi_free_pages(void *p, size_t n, bool mapped)
+{
+    if (p && mapped)
+        munmap(p, n);
+    else
+        tpi_free(p);
 }

@@ -3,6 +3,7 @@
 #ifndef TPI_ALLOC_H
 #define TPI_ALLOC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 void *tpi_alloc(size_t n);
@@ -17,5 +18,10 @@ void *tpi_alloc_aligned(size_t n, size_t align);
 /* The same, zeroed. */
 void *tpi_calloc_aligned(size_t n, size_t align);
 void tpi_free_aligned(void *p);
+/* n zeroed bytes that the caller writes whole at once (an actor-table
+ * chunk): mapped with their pages present when no hook is set (*mapped);
+ * free with tpi_free_pages, the same n and *mapped. */
+void *tpi_calloc_pages(size_t n, bool *mapped);
+void tpi_free_pages(void *p, size_t n, bool mapped);
 
 #endif
