@@ -28,6 +28,8 @@
 #include <string.h>
 
 #define NAME_MAX_LEN 200
+/* A sweep's listing of the keys, at most (the ticker also beats). */
+#define NAMES_KEYS_MS 2000
 
 static bool key_ok(const char *name)
 {
@@ -350,9 +352,22 @@ void tpi_names_tick(tpi_node *n)
         pthread_mutex_unlock(&p->lock);
         if (!sweep)
             continue;
+        /* Not without a timeout: kvStore_Keys then waits for ever for its
+         * watcher's end of the initial values, which does not always come
+         * when a key is updated as the listing starts (nats.c 3.4 with
+         * nats-server 2.9), and node_end would wait for ever for this
+         * thread. A listing that timed out is tried again at the next
+         * tick (owner_alive meanwhile tells a dead owner's name free). */
         kvKeysList keys = {0};
-        if (kvStore_Keys(&keys, n->kv, NULL) != NATS_OK)
+        kvWatchOptions wo;
+        kvWatchOptions_Init(&wo);
+        wo.Timeout = NAMES_KEYS_MS;
+        if (kvStore_Keys(&keys, n->kv, &wo) != NATS_OK) {
+            pthread_mutex_lock(&p->lock);
+            p->names_sweep = true;
+            pthread_mutex_unlock(&p->lock);
             continue;
+        }
         for (int k = 0; k < keys.Count; k++) {
             kvEntry *e = NULL;
             tpi_wpid w;
