@@ -120,8 +120,10 @@ TP_API int tp_monitor_node(tp_ctx *ctx, const char *node, bool on);
 TP_API int tp_register_global(tp_ctx *ctx, const char *name);
 
 /** Free a global name the calling actor holds (blocks for a read and a
- * conditional update). TP_ENOENT if it does not hold it; TP_ESTATE,
- * TP_EINVAL as for registering. */
+ * conditional update). TP_ENOENT if it does not hold it; TP_ENOCONN if the
+ * store did not answer (the update may or may not have been made): the
+ * caller keeps the name, which is freed when it ends or by calling again;
+ * TP_ESTATE, TP_EINVAL as for registering. */
 TP_API int tp_unregister_global(tp_ctx *ctx, const char *name);
 
 /** The owner of a global name (a pid of rt, local or remote). TP_ENOENT

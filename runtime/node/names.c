@@ -234,17 +234,17 @@ int tp_register_global(tp_ctx *ctx, const char *name)
     return rc;
 }
 
-/* Take name's entry for pid off the list (names lock held). */
-static bool forget(tpi_node *n, const char *name, tp_pid pid)
+/* Take name's entry for pid off the list (names lock held): its name, to
+ * free, or NULL if pid holds no such name. */
+static char *take(tpi_node *n, const char *name, tp_pid pid)
 {
     for (size_t i = 0; i < n->names.n; i++)
-        if (n->names.v[i].pid == pid &&
-            (!name || strcmp(n->names.v[i].name, name) == 0)) {
-            tp_free(n->names.v[i].name);
+        if (n->names.v[i].pid == pid && strcmp(n->names.v[i].name, name) == 0) {
+            char *held = n->names.v[i].name;
             n->names.v[i] = n->names.v[--n->names.n];
-            return true;
+            return held;
         }
-    return false;
+    return NULL;
 }
 
 int tp_unregister_global(tp_ctx *ctx, const char *name)
@@ -256,14 +256,25 @@ int tp_unregister_global(tp_ctx *ctx, const char *name)
         return rc;
     tp_pid self = tp_self(ctx);
     pthread_mutex_lock(&n->names_lock);
-    bool mine = forget(n, name, self);
+    char *held = take(n, name, self);
     pthread_mutex_unlock(&n->names_lock);
-    if (mine) {
+    rc = held ? 0 : TP_ENOENT;
+    if (held) {
         tpi_node_flush(n); /* frames this thread holds leave before it blocks */
-        release(n, name, self);
+        if (release(n, name, self)) {
+            tp_free(held);
+        } else {
+            /* The store did not answer, and may still hold the name for
+             * us: it stays on the list (the slot we freed is still there)
+             * and is freed when we end, or by another call. */
+            pthread_mutex_lock(&n->names_lock);
+            n->names.v[n->names.n++] = (tpi_gname){held, self, false};
+            pthread_mutex_unlock(&n->names_lock);
+            rc = TP_ENOCONN;
+        }
     }
     names_leave(n);
-    return mine ? 0 : TP_ENOENT;
+    return rc;
 }
 
 int tp_whereis_global(tp_runtime *rt, const char *name, tp_pid *out)

@@ -886,6 +886,57 @@ static void test_global_names(void **unused)
     assert_true(s.done);
 }
 
+/* A store that does not answer: the unregistering actor keeps the name. */
+typedef struct unreg {
+    int first, second, third, whereis;
+    tp_pid owner;
+} unreg;
+
+static int unreg_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    unreg *u = state;
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    EXPECT_EQ(tp_register_global(ctx, "held"), 0);
+    /* The engine hangs: requests time out. A SIGSTOP takes effect after
+     * kill returns (a server thread on the other core could still answer):
+     * the server is our child, so we wait for its stop to be reported. */
+    kill(nt_nats.pid, SIGSTOP);
+    int ws = 0;
+    while (waitpid(nt_nats.pid, &ws, WUNTRACED) < 0 && errno == EINTR)
+        ;
+    EXPECT(WIFSTOPPED(ws));
+    u->first = tp_unregister_global(ctx, "held");
+    kill(nt_nats.pid, SIGCONT);
+    /* Still ours: again, once the connection is back (it may have been
+     * dropped meanwhile; every failed try keeps the name too). */
+    double t0 = tpt_now_ms();
+    do
+        u->second = tp_unregister_global(ctx, "held");
+    while (u->second == TP_ENOCONN && tpt_now_ms() - t0 < 20000);
+    u->third = tp_unregister_global(ctx, "held");
+    u->whereis = tp_whereis_global(tp_ctx_runtime(ctx), "held", &u->owner);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+/* tp_unregister_global while the engine does not answer fails with
+ * TP_ENOCONN and leaves the name with its owner, which frees it by calling
+ * again; before, it answered 0 and forgot a name the store might still
+ * give it. */
+static void test_unregister_unanswered(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static unreg u;
+    memset(&u, 0, sizeof u);
+    assert_int_equal(run_node("A", unreg_root, &u, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(u.first, TP_ENOCONN);
+    assert_int_equal(u.second, 0);
+    assert_int_equal(u.third, TP_ENOENT);
+    assert_int_equal(u.whereis, TP_ENOENT);
+}
+
 /* ----------------------------------------------------------- groups */
 
 typedef struct groups {
@@ -1250,6 +1301,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_forged_senders_and_names),
         cmocka_unit_test(test_global_names),
         cmocka_unit_test(test_names_after_run),
+        cmocka_unit_test(test_unregister_unanswered),
         cmocka_unit_test(test_groups),
         cmocka_unit_test(test_remote_spawn_supervised),
         cmocka_unit_test(test_engine_restart),
