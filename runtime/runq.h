@@ -59,15 +59,19 @@ static inline void tpi_sched_queue(tpi_sched *s, tpi_actor *a)
 static inline void tpi_sched_queue_next(tpi_sched *s, tpi_actor *a)
 {
     tpi_mpsc_node *n = &a->rq;
-    /* The slot, when full, is the head: nothing else is pushed there. */
-    if (s->rq_next || s->next_runs >= s->next_max) {
+    tpi_mpsc_node *head = s->rq_head;
+    /* relaxed: plain links, as in tpi_rq_push */
+    if (!head) { /* alone: the slot, whatever the count */
+        s->rq_n++;
+        atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
+        s->rq_head = s->rq_tail = n;
+        s->rq_next = n;
+    } else if (s->rq_next || s->next_runs >= s->next_max) {
+        /* The slot, when full, is the head: nothing else goes there. */
         tpi_rq_push(s, n);
     } else {
         s->rq_n++;
-        /* relaxed: plain links, as in tpi_rq_push */
-        atomic_store_explicit(&n->next, s->rq_head, memory_order_relaxed);
-        if (!s->rq_head)
-            s->rq_tail = n;
+        atomic_store_explicit(&n->next, head, memory_order_relaxed);
         s->rq_head = n;
         s->rq_next = n;
     }

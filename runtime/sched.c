@@ -97,13 +97,20 @@ static inline tpi_actor *rq_pop(tpi_sched *s)
     tpi_mpsc_node *n = s->rq_head;
     if (!n)
         return NULL;
-    if (n == s->rq_next) {
+    /* relaxed: plain links of our own list */
+    tpi_mpsc_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
+    s->rq_head = next;
+    s->rq_n--;
+    if (!next) { /* nobody waited behind n: nobody was starved */
+        s->rq_tail = NULL;
+        s->rq_next = NULL;
+        s->next_runs = 0;
+    } else if (n == s->rq_next) { /* the slot, ahead of others */
         s->rq_next = NULL;
         s->next_runs++;
     } else {
         s->next_runs = 0;
     }
-    rq_unlink(s, NULL, n);
     return actor_of(n);
 }
 
