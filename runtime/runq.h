@@ -60,18 +60,16 @@ static inline void tpi_sched_queue_next(tpi_sched *s, tpi_actor *a)
 {
     tpi_mpsc_node *n = &a->rq;
     tpi_mpsc_node *head = s->rq_head;
-    /* relaxed: plain links, as in tpi_rq_push */
-    if (!head) { /* alone: the slot, whatever the count */
-        s->rq_n++;
-        atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
-        s->rq_head = s->rq_tail = n;
-        s->rq_next = n;
-    } else if (s->rq_next || s->next_runs >= s->next_max) {
-        /* The slot, when full, is the head: nothing else goes there. */
+    /* Alone in the queue, it takes the slot whatever the count. The slot,
+     * when full, is the head: nothing else goes there. */
+    if (head && (s->rq_next || s->next_runs >= s->next_max)) {
         tpi_rq_push(s, n);
     } else {
         s->rq_n++;
+        /* relaxed: plain links, as in tpi_rq_push */
         atomic_store_explicit(&n->next, head, memory_order_relaxed);
+        if (!head)
+            s->rq_tail = n;
         s->rq_head = n;
         s->rq_next = n;
     }
