@@ -17,6 +17,13 @@
 #define REFILL 64        /* slots a thread's stock takes at a time */
 _Static_assert(TP_INLINE_STATE_MAX % 16 == 0, "inline states stay aligned");
 #define CACHE_HIGH 256 /* a stock this large goes back to the table */
+#define CHUNK_BYTES (sizeof(tpi_actor) * CHUNK_SIZE)
+/* Chunks are placed in regions of address space reserved as they are
+ * needed (tpi_reserve, in whole huge pages), not all at once: an address
+ * space limit (RLIMIT_AS, as isolated workers run under) counts what is
+ * reserved. */
+#define REGION_CHUNKS 32
+#define REGION_BYTES (REGION_CHUNKS * CHUNK_BYTES)
 
 struct tpi_table {
     _Atomic(tpi_actor *) chunks[MAX_CHUNKS];
@@ -26,15 +33,14 @@ struct tpi_table {
      * cold fields (tpi_slot_cold). */
     _Atomic(void *) states[MAX_CHUNKS];
     _Atomic(void *) colds[MAX_CHUNKS];
-    /* Chunks mapped directly (tpi_calloc_pages), one bit each; written
-     * under the lock, read when the table is freed. */
-    uint64_t mapped[MAX_CHUNKS / 64];
+    /* The regions, or NULL where the space was not given (or a hook is
+     * set): each chunk of that region is then allocated on its own. */
+    tpi_actor *regions[MAX_CHUNKS / REGION_CHUNKS];
     /* The free list and growth are short critical sections taken on spawn
      * and end; a spinlock keeps the uncontended cost at one exchange. */
     atomic_flag lock;
     uint32_t free_head; /* index + 1, 0 = empty */
     uint32_t used;      /* slots handed out at least once */
-    _Atomic uint32_t nchunks;
 };
 
 static void lock(tpi_table *t)
@@ -64,14 +70,14 @@ void tpi_table_free(tpi_table *t)
     if (!t)
         return;
     for (uint32_t i = 0; i < MAX_CHUNKS; i++) {
-        tpi_free_pages(atomic_load_explicit(&t->chunks[i],
-                                            memory_order_relaxed),
-                       sizeof(tpi_actor) * CHUNK_SIZE,
-                       t->mapped[i / 64] >> (i % 64) & 1);
+        if (!t->regions[i / REGION_CHUNKS])
+            tpi_free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
         tpi_free_aligned(
             atomic_load_explicit(&t->states[i], memory_order_relaxed));
         tpi_free(atomic_load_explicit(&t->colds[i], memory_order_relaxed));
     }
+    for (uint32_t r = 0; r < MAX_CHUNKS / REGION_CHUNKS; r++)
+        tpi_unreserve(t->regions[r], REGION_BYTES);
     tpi_free(t);
 }
 
@@ -92,6 +98,18 @@ static void stock_push(tpi_slot_cache *c, tpi_actor *a)
     c->n++;
 }
 
+/* c is empty or ours: to its end. */
+static void stock_append(tpi_table *t, tpi_slot_cache *c, tpi_actor *a)
+{
+    a->free_next = 0;
+    if (c->tail)
+        slot_at(t, c->tail - 1)->free_next = a->index + 1;
+    c->tail = a->index + 1;
+    if (!c->head)
+        c->head = c->tail;
+    c->n++;
+}
+
 /* Lock held: move up to REFILL free slots to c; false if none. */
 static bool refill(tpi_table *t, tpi_slot_cache *c)
 {
@@ -101,6 +119,37 @@ static bool refill(tpi_table *t, tpi_slot_cache *c)
         stock_push(c, a);
     }
     return c->n > 0;
+}
+
+/* Lock held: the next slot never handed out, its chunk made if needed,
+ * or NULL when out of memory or slots. A chunk is zeroed memory, which is
+ * a free slot as a reader finds it (generation 0: even, so no pid reaches
+ * it; an empty mailbox); only the index is written, here, so a chunk's
+ * slots are touched one at a time as they are first used instead of all
+ * at once when it is made. */
+static tpi_actor *fresh(tpi_table *t)
+{
+    uint32_t index = t->used;
+    uint32_t ci = index >> CHUNK_BITS;
+    if (ci >= MAX_CHUNKS)
+        return NULL;
+    tpi_actor *chunk =
+        atomic_load_explicit(&t->chunks[ci], memory_order_relaxed);
+    if (!chunk) {
+        tpi_actor **r = &t->regions[ci / REGION_CHUNKS];
+        if (ci % REGION_CHUNKS == 0) /* chunks are made in order */
+            *r = tpi_reserve(REGION_BYTES);
+        chunk = *r ? *r + (size_t)(ci % REGION_CHUNKS) * CHUNK_SIZE
+                   : tpi_calloc(CHUNK_BYTES);
+        if (!chunk)
+            return NULL;
+        /* release: publishes the zeroed slots to slot_at readers. */
+        atomic_store_explicit(&t->chunks[ci], chunk, memory_order_release);
+    }
+    tpi_actor *a = &chunk[index & (CHUNK_SIZE - 1)];
+    a->index = index;
+    t->used++;
+    return a;
 }
 
 tpi_actor *tpi_table_take(tpi_table *t, tpi_slot_cache *c)
@@ -123,35 +172,13 @@ tpi_actor *tpi_table_take(tpi_table *t, tpi_slot_cache *c)
         unlock(t);
         return a;
     }
-    uint32_t index = t->used;
-    uint32_t ci = index >> CHUNK_BITS;
-    if (ci >= MAX_CHUNKS) {
-        unlock(t);
-        return NULL;
-    }
-    tpi_actor *chunk =
-        atomic_load_explicit(&t->chunks[ci], memory_order_relaxed);
-    if (!chunk) {
-        bool mapped;
-        chunk = tpi_calloc_pages(sizeof(tpi_actor) * CHUNK_SIZE, &mapped);
-        if (!chunk) {
-            unlock(t);
-            return NULL;
-        }
-        t->mapped[ci / 64] |= (uint64_t)mapped << (ci % 64);
-        for (uint32_t i = 0; i < CHUNK_SIZE; i++) {
-            tpi_actor *a = &chunk[i];
-            a->index = (ci << CHUNK_BITS) | i;
-            atomic_init(&a->gen, 0); /* even: free (see tpi_table_slot) */
-            tpi_mailbox_init(&a->mb, TP_MAILBOX_DEFAULT);
-        }
-        /* release: publishes the initialised slots to slot_at readers. */
-        atomic_store_explicit(&t->chunks[ci], chunk, memory_order_release);
-        atomic_store_explicit(&t->nchunks, ci + 1, memory_order_relaxed);
-    }
-    t->used++;
+    tpi_actor *a = fresh(t);
+    /* A stock of new slots for c as well, within the chunk at hand (the
+     * next chunk is made when a spawn needs it, not ahead of it). */
+    for (unsigned i = 1; a && c && i < REFILL && t->used % CHUNK_SIZE; i++)
+        stock_append(t, c, fresh(t)); /* in address order, as they are used */
     unlock(t);
-    return &chunk[index & (CHUNK_SIZE - 1)];
+    return a;
 }
 
 void tpi_table_put(tpi_table *t, tpi_slot_cache *c, tpi_actor *a)
@@ -250,11 +277,9 @@ uint64_t tpi_table_slots(tpi_table *t)
 
 void tpi_table_each(tpi_table *t, void (*fn)(tpi_actor *, void *), void *arg)
 {
-    uint32_t n = atomic_load_explicit(&t->nchunks, memory_order_relaxed);
-    for (uint32_t ci = 0; ci < n; ci++) {
-        tpi_actor *c =
-            atomic_load_explicit(&t->chunks[ci], memory_order_acquire);
-        for (uint32_t i = 0; c && i < CHUNK_SIZE; i++)
-            fn(&c[i], arg);
-    }
+    lock(t);
+    uint32_t used = t->used; /* slots never handed out hold nothing */
+    unlock(t);
+    for (uint32_t i = 0; i < used; i++)
+        fn(slot_at(t, i), arg);
 }

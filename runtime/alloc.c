@@ -84,24 +84,32 @@ void tpi_free_aligned(void *p)
     tpi_free(raw);
 }
 
-/* A page fault per 4 KiB page costs microseconds on a VM, and a chunk of
- * the actor table is written whole as soon as it is made: populated in one
- * call, its pages cost no more than they would anyway. With a hook set (a
- * test failing the N-th allocation) the block comes from the hook. */
-void *tpi_calloc_pages(size_t n, bool *mapped)
+/* A page fault costs microseconds on a VM, once per 4 KiB page, or once
+ * per 2 MiB page where the kernel gives transparent huge pages. The size
+ * is rounded up to whole huge pages. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *tpi_reserve(size_t n)
 {
-    *mapped = alloc_fn == malloc;
-    if (!*mapped)
-        return tpi_calloc(n);
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (alloc_fn != malloc) /* a hook: the caller allocates through it */
+        return NULL;
+    n = (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    /* NORESERVE: address space only; memory comes as it is touched. One
+     * huge page more, to align the block to one. */
+    char *raw = mmap(NULL, n + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    char *p = (char *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
+    if (p > raw)
+        munmap(raw, (size_t)(p - raw));
+    munmap(p + n, (size_t)(raw + HUGE_PAGE - p));
+    (void)madvise(p, n, MADV_HUGEPAGE); /* a hint: small pages otherwise */
+    return p;
 }
 
-void tpi_free_pages(void *p, size_t n, bool mapped)
+void tpi_unreserve(void *p, size_t n)
 {
-    if (p && mapped)
-        munmap(p, n);
-    else
-        tpi_free(p);
+    if (p)
+        munmap(p, (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
 }

@@ -18,10 +18,13 @@ void *tpi_alloc_aligned(size_t n, size_t align);
 /* The same, zeroed. */
 void *tpi_calloc_aligned(size_t n, size_t align);
 void tpi_free_aligned(void *p);
-/* n zeroed bytes that the caller writes whole at once (an actor-table
- * chunk): mapped with their pages present when no hook is set (*mapped);
- * free with tpi_free_pages, the same n and *mapped. */
-void *tpi_calloc_pages(size_t n, bool *mapped);
-void tpi_free_pages(void *p, size_t n, bool mapped);
+/* Address space for n zeroed bytes, backed by memory as it is first
+ * touched, in transparent huge pages where the kernel has them: for the
+ * actor table, whose slots are used one after another as actors are
+ * spawned. NULL when an allocator hook is set (a test failing the N-th
+ * allocation: the caller allocates through the hook instead) or the space
+ * is not there. Free with tpi_unreserve and the same n. */
+void *tpi_reserve(size_t n);
+void tpi_unreserve(void *p, size_t n);
 
 #endif
