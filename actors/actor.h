@@ -134,7 +134,14 @@ typedef struct tpi_actor {
      * handing it, queued, to another (runtime/sched.c). */
     _Atomic(tpi_sched *) home;
     tpi_actor_ext *ext;
-    tp_pid parent;        /* the spawner, TP_PID_NONE from outside */
+    union {
+        tp_pid parent; /* live: the spawner, TP_PID_NONE from outside */
+        /* free, at the head of a magazine in the table's depot: the next
+         * magazine's head (index + 1, 0 = none) and this one's size */
+        struct {
+            uint32_t next, n;
+        } mag;
+    };
     _Atomic uint32_t gen; /* current generation of the slot */
     uint32_t index;
     uint32_t flags;
@@ -197,11 +204,16 @@ static inline tp_pid tpi_actor_pid(tpi_actor *a)
 typedef struct tpi_table tpi_table;
 int tpi_table_new(tpi_table **out);
 void tpi_table_free(tpi_table *t);
-/* A thread's stock of free slots (one per scheduler, owner thread only),
- * linked through free_next; zero-initialised is empty. */
+/* A magazine: free slots linked through free_next, head index + 1 (0 =
+ * none), n of them. */
+typedef struct tpi_slot_mag {
+    uint32_t head, n;
+} tpi_slot_mag;
+/* A thread's stock of free slots (one per scheduler, owner thread only):
+ * two magazines, as in Bonwick and Adams's magazine allocator
+ * ("Magazines and Vmem", USENIX 2001); zero-initialised is empty. */
 typedef struct tpi_slot_cache {
-    uint32_t head, tail; /* index + 1, 0 = none */
-    uint32_t n;
+    tpi_slot_mag cur, spare;
 } tpi_slot_cache;
 /* A free slot (or a new one), or NULL when out of memory / slots; from c
  * first when given (NULL: the shared list only). */

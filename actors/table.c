@@ -1,10 +1,11 @@
 /*
  * The actor table: slots in chunks that are allocated on demand and never
  * freed while the table lives (type-stable memory), so a pid can always be
- * checked against its slot's generation without a lock. Free slots are on
- * one list under a spinlock; each scheduler keeps a stock of its own
- * (tpi_slot_cache), so spawns and ends on several threads rarely meet
- * there.
+ * checked against its slot's generation without a lock. Free slots move in
+ * magazines: each scheduler keeps two of its own (tpi_slot_cache), and
+ * whole magazines go to and from a depot under a spinlock, so spawns and
+ * ends on several threads rarely meet there, and never for longer than a
+ * few stores.
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
@@ -14,9 +15,10 @@
 #define CHUNK_BITS 12
 #define CHUNK_SIZE (1u << CHUNK_BITS)
 #define MAX_CHUNKS 4096u /* 16M actors */
-#define REFILL 64        /* slots a thread's stock takes at a time */
+/* Slots in a full magazine: the depot's lock is taken once per that many
+ * spawns or ends on a thread, and a thread keeps at most twice that. */
+#define MAG_SIZE 128
 _Static_assert(TP_INLINE_STATE_MAX % 16 == 0, "inline states stay aligned");
-#define CACHE_HIGH 256 /* a stock this large goes back to the table */
 #define CHUNK_BYTES (sizeof(tpi_actor) * CHUNK_SIZE)
 /* Chunks are placed in regions of address space reserved as they are
  * needed (tpi_reserve, in whole huge pages), not all at once: an address
@@ -36,10 +38,11 @@ struct tpi_table {
     /* The regions, or NULL where the space was not given (or a hook is
      * set): each chunk of that region is then allocated on its own. */
     tpi_actor *regions[MAX_CHUNKS / REGION_CHUNKS];
-    /* The free list and growth are short critical sections taken on spawn
-     * and end; a spinlock keeps the uncontended cost at one exchange. */
+    /* The depot of free magazines and growth are short critical sections
+     * (a few stores; no list is walked), taken once per magazine; a
+     * spinlock keeps the uncontended cost at one exchange. */
     atomic_flag lock;
-    uint32_t free_head; /* index + 1, 0 = empty */
+    uint32_t free_head; /* the depot: first magazine's head, index + 1 */
     uint32_t used;      /* slots handed out at least once */
 };
 
@@ -89,36 +92,38 @@ static tpi_actor *slot_at(tpi_table *t, uint32_t index)
     return c ? &c[index & (CHUNK_SIZE - 1)] : NULL;
 }
 
-static void stock_push(tpi_slot_cache *c, tpi_actor *a)
+static tpi_actor *mag_pop(tpi_table *t, tpi_slot_mag *m)
 {
-    a->free_next = c->head;
-    c->head = a->index + 1;
-    if (!c->tail)
-        c->tail = c->head;
-    c->n++;
+    tpi_actor *a = slot_at(t, m->head - 1);
+    m->head = a->free_next;
+    m->n--;
+    return a;
 }
 
-/* c is empty or ours: to its end. */
-static void stock_append(tpi_table *t, tpi_slot_cache *c, tpi_actor *a)
+static void mag_push(tpi_slot_mag *m, tpi_actor *a)
 {
-    a->free_next = 0;
-    if (c->tail)
-        slot_at(t, c->tail - 1)->free_next = a->index + 1;
-    c->tail = a->index + 1;
-    if (!c->head)
-        c->head = c->tail;
-    c->n++;
+    a->free_next = m->head;
+    m->head = a->index + 1;
+    m->n++;
 }
 
-/* Lock held: move up to REFILL free slots to c; false if none. */
-static bool refill(tpi_table *t, tpi_slot_cache *c)
+/* Lock held: a whole magazine onto the depot, or off it (n 0: empty). */
+static void depot_push(tpi_table *t, tpi_slot_mag m)
 {
-    for (unsigned i = 0; i < REFILL && t->free_head; i++) {
-        tpi_actor *a = slot_at(t, t->free_head - 1);
-        t->free_head = a->free_next;
-        stock_push(c, a);
-    }
-    return c->n > 0;
+    tpi_actor *h = slot_at(t, m.head - 1);
+    h->mag.next = t->free_head;
+    h->mag.n = m.n;
+    t->free_head = m.head;
+}
+
+static tpi_slot_mag depot_pop(tpi_table *t)
+{
+    if (!t->free_head)
+        return (tpi_slot_mag){0, 0};
+    tpi_actor *h = slot_at(t, t->free_head - 1);
+    tpi_slot_mag m = {t->free_head, h->mag.n};
+    t->free_head = h->mag.next;
+    return m;
 }
 
 /* Lock held: the next slot never handed out, its chunk made if needed,
@@ -152,53 +157,72 @@ static tpi_actor *fresh(tpi_table *t)
     return a;
 }
 
+/* Lock held: a magazine of new slots, within the chunk at hand (the next
+ * chunk is made when a spawn needs it, not ahead of it), handed out in
+ * address order; empty when out of memory or slots. */
+static tpi_slot_mag fresh_mag(tpi_table *t)
+{
+    tpi_slot_mag m = {0, 0};
+    tpi_actor *a = fresh(t);
+    if (!a)
+        return m;
+    unsigned k = 1;
+    while (k < MAG_SIZE && t->used % CHUNK_SIZE) {
+        fresh(t);
+        k++;
+    }
+    for (unsigned i = k; i-- > 0;) /* pushed last to first */
+        mag_push(&m, a + i);
+    return m;
+}
+
 tpi_actor *tpi_table_take(tpi_table *t, tpi_slot_cache *c)
 {
-    if (c && c->n) {
-        tpi_actor *a = slot_at(t, c->head - 1);
-        c->head = a->free_next;
-        if (!--c->n)
-            c->tail = 0;
-        return a;
-    }
-    lock(t);
-    if (c && refill(t, c)) {
-        unlock(t);
-        return tpi_table_take(t, c);
-    }
-    if (t->free_head) {
-        tpi_actor *a = slot_at(t, t->free_head - 1);
-        t->free_head = a->free_next;
+    if (!c) { /* one slot: the rest of its magazine stays in the depot */
+        lock(t);
+        tpi_slot_mag m = depot_pop(t);
+        tpi_actor *a = m.n ? mag_pop(t, &m) : fresh(t);
+        if (m.n)
+            depot_push(t, m);
         unlock(t);
         return a;
     }
-    tpi_actor *a = fresh(t);
-    /* A stock of new slots for c as well, within the chunk at hand (the
-     * next chunk is made when a spawn needs it, not ahead of it). */
-    for (unsigned i = 1; a && c && i < REFILL && t->used % CHUNK_SIZE; i++)
-        stock_append(t, c, fresh(t)); /* in address order, as they are used */
-    unlock(t);
-    return a;
+    if (!c->cur.n) {
+        c->cur = c->spare;
+        c->spare = (tpi_slot_mag){0, 0};
+    }
+    if (!c->cur.n) { /* a whole magazine: one short critical section */
+        lock(t);
+        c->cur = depot_pop(t);
+        if (!c->cur.n)
+            c->cur = fresh_mag(t);
+        unlock(t);
+        if (!c->cur.n)
+            return NULL;
+    }
+    return mag_pop(t, &c->cur);
 }
 
 void tpi_table_put(tpi_table *t, tpi_slot_cache *c, tpi_actor *a)
 {
-    if (c) {
-        stock_push(c, a);
-        if (c->n < CACHE_HIGH)
-            return;
-        /* Full: the whole stock goes back in one splice. */
+    if (!c) {
+        tpi_slot_mag m = {0, 0};
+        mag_push(&m, a);
         lock(t);
-        slot_at(t, c->tail - 1)->free_next = t->free_head;
-        t->free_head = c->head;
+        depot_push(t, m);
         unlock(t);
-        *c = (tpi_slot_cache){0, 0, 0};
         return;
     }
-    lock(t);
-    a->free_next = t->free_head;
-    t->free_head = a->index + 1;
-    unlock(t);
+    if (c->cur.n == MAG_SIZE) { /* full: it becomes the spare */
+        if (c->spare.n) {
+            lock(t);
+            depot_push(t, c->spare);
+            unlock(t);
+        }
+        c->spare = c->cur;
+        c->cur = (tpi_slot_mag){0, 0};
+    }
+    mag_push(&c->cur, a);
 }
 
 tpi_actor *tpi_table_slot(tpi_table *t, tp_pid pid)
