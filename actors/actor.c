@@ -195,11 +195,8 @@ static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
         ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0))
         return give_back(rt, a, claimed, parent);
     tp_pid pid = tpi_actor_pid(a);
-    /* relaxed: run's end is decided by the decrement in
-     * tpi_runtime_actor_gone (acq_rel); the live parent keeps the count
-     * above zero, so this cannot race the end. */
-    if (parent)
-        atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
+    if (parent) /* counted at parent's scheduler (runtime/runtime.h) */
+        tpi_runtime_actor_born(tpi_sched_current());
     TPI_STAT(rt, spawned, 1);
     /* TP_TAG_START is not a queued message but a flag: no allocation per
      * spawn, and it is always the first thing handled. */
@@ -265,6 +262,10 @@ void tpi_actor_set_exit(tpi_actor *a, tp_reason r)
         r = (tp_reason){TP_EXIT_KILLED, 0, NULL};
     a->flags = (a->flags & ((1u << EXIT_KIND_SHIFT) - 1)) | TPI_ACT_EXITING |
                ((uint32_t)r.kind << EXIT_KIND_SHIFT);
+    /* A reason the kind alone tells (tpi_actor_exit_reason) needs no
+     * extension: most actors end so, and would allocate one just here. */
+    if (!a->ext && !r.code && !r.text && r.kind != TP_EXIT_ERROR)
+        return;
     tpi_actor_ext *x = tpi_actor_ext_get(a);
     if (!x)
         return; /* the kind is kept in flags; code and text are lost */
@@ -396,7 +397,7 @@ static void finalize(tpi_actor *a)
     if (sf)
         sf(state);
     tpi_table_put(rt->table, slot_cache(rt), a);
-    tpi_runtime_actor_gone(rt);
+    tpi_runtime_actor_gone_on(tpi_sched_current()); /* in a turn (below) */
 }
 
 void tpi_actor_flush(tp_runtime *rt, tpi_actor *a)

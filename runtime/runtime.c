@@ -215,12 +215,49 @@ void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r)
     }
 }
 
-void tpi_runtime_actor_gone(tp_runtime *rt)
+/* Take n from the live count; the run ends when it was the last. */
+static void live_drop(tp_runtime *rt, uint64_t n)
 {
     /* acq_rel: the last one out sees every other actor's end. */
-    if (atomic_fetch_sub_explicit(&rt->live, 1, memory_order_acq_rel) ==
-        (TPI_LIVE_RUN | 1))
+    if (atomic_fetch_sub_explicit(&rt->live, n, memory_order_acq_rel) ==
+        (TPI_LIVE_RUN | n))
         tpi_sched_stop_all(rt);
+}
+
+/* relaxed, on s->credits: s's thread is its only writer; others only
+ * estimate with it (tp_runtime_stats). */
+void tpi_runtime_actor_born(tpi_sched *s)
+{
+    uint32_t c = atomic_load_explicit(&s->credits, memory_order_relaxed);
+    if (!c) {
+        /* relaxed: the spawner is alive and counted, so the count is
+         * above zero and this cannot race the end of the run. */
+        atomic_fetch_add_explicit(&s->rt->live, TPI_LIVE_CREDITS,
+                                  memory_order_relaxed);
+        c = TPI_LIVE_CREDITS;
+    }
+    atomic_store_explicit(&s->credits, c - 1, memory_order_relaxed);
+}
+
+void tpi_runtime_actor_gone(tp_runtime *rt) { live_drop(rt, 1); }
+
+void tpi_runtime_actor_gone_on(tpi_sched *s)
+{
+    uint32_t c = atomic_load_explicit(&s->credits, memory_order_relaxed) + 1;
+    if (c > 2 * TPI_LIVE_CREDITS) { /* we keep some: not the end */
+        live_drop(s->rt, c - TPI_LIVE_CREDITS);
+        c = TPI_LIVE_CREDITS;
+    }
+    atomic_store_explicit(&s->credits, c, memory_order_relaxed);
+}
+
+void tpi_runtime_credits_back(tpi_sched *s)
+{
+    uint32_t c = atomic_load_explicit(&s->credits, memory_order_relaxed);
+    if (c) {
+        atomic_store_explicit(&s->credits, 0, memory_order_relaxed);
+        live_drop(s->rt, c);
+    }
 }
 
 void tpi_runtime_wake_foreign(tp_runtime *rt)
@@ -238,8 +275,13 @@ void tp_runtime_stats(tp_runtime *rt, tp_stats *out)
     if (!rt || !out)
         return;
     memset(out, 0, sizeof *out);
-    out->actors_alive = atomic_load_explicit(&rt->live, memory_order_relaxed) &
-                        ~TPI_LIVE_RUN;
+    /* relaxed: an estimate (exact when the schedulers are idle). */
+    uint64_t live = atomic_load_explicit(&rt->live, memory_order_relaxed) &
+                    ~TPI_LIVE_RUN;
+    for (unsigned i = 0; i < rt->nsched; i++)
+        live -=
+            atomic_load_explicit(&rt->scheds[i].credits, memory_order_relaxed);
+    out->actors_alive = (int64_t)live < 0 ? 0 : live;
     out->slots = tpi_table_slots(rt->table);
     out->schedule_hash = rt->scheds[0].hash;
     for (unsigned i = 0; i <= rt->nsched; i++) {

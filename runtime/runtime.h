@@ -107,6 +107,9 @@ struct tpi_sched {
     bool became;            /* the running behavior called tp_become */
     tpi_timer_heap timers;
     tpi_slot_cache slots; /* free actor slots kept by this thread */
+    /* Credits of the live count (tpi_runtime_actor_born), written by this
+     * thread only; atomic for tp_runtime_stats, which subtracts them. */
+    _Atomic uint32_t credits;
     tpi_stats stats;
     /* Stuck-handler watch (runtime/monitor.c), a seqlock written by this
      * thread: tick is odd during a turn (tpi_sched_tick_turn). */
@@ -302,8 +305,25 @@ static inline void tpi_stat_add(tp_runtime *rt, size_t field, int64_t d)
 
 /* An actor is ending with r: counters and the root's reason. */
 void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r);
+/* The run's live count (rt->live) counts the actors alive plus the
+ * credits the schedulers hold: an actor spawned by an actor spends one of
+ * its scheduler's credits and an actor ending on a scheduler gives one
+ * back to that scheduler, so neither touches the shared word, which every
+ * spawn and end on every thread would otherwise contend for. A scheduler
+ * takes TPI_LIVE_CREDITS at a time, gives back what it holds above twice
+ * that, and all it holds when its run queue runs dry; so the count can
+ * reach zero only once every actor has ended and every scheduler with
+ * nothing to run has given its credits back. */
+#define TPI_LIVE_CREDITS 64
+/* An actor spawned by an actor running on s: counted. */
+void tpi_runtime_actor_born(tpi_sched *s);
 /* An ended actor is fully gone: stops the run when it was the last. */
 void tpi_runtime_actor_gone(tp_runtime *rt);
+/* The same for an actor that ended in a turn on s, from s's run queue
+ * (whose running dry gives the credit back). */
+void tpi_runtime_actor_gone_on(tpi_sched *s);
+/* s's run queue ran dry: its credits back to the count (s's thread). */
+void tpi_runtime_credits_back(tpi_sched *s);
 /* ---- actors/info.c: per-actor counters, actor info */
 /* Per-actor counters of an observed actor (owner thread only). */
 typedef struct tpi_actor_obs {

@@ -438,9 +438,12 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
     /* Back to libevent between batches so sockets and timers are served:
      * still busy, we run again after its next poll. */
     s->run_active = false;
-    if (s->rq_head)
+    if (s->rq_head) {
         kick_after_poll(s);
-    else if (s->det)
+        return;
+    }
+    tpi_runtime_credits_back(s); /* may end the run */
+    if (s->det)
         tpi_timers_advance(s); /* virtual time: on to the next deadline */
     else if (multi)            /* relaxed: a hint for busy schedulers */
         atomic_fetch_or_explicit(&rt->idle, s->bit, memory_order_relaxed);
