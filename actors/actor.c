@@ -11,8 +11,6 @@
 
 #include <string.h>
 
-#define EXIT_KIND_SHIFT 8 /* exit kind kept in flags, so it survives OOM */
-
 static tp_runtime *rt_of(tpi_actor *a) { return tpi_actor_rt(a); }
 
 tpi_actor_ext *tpi_actor_ext_get(tpi_actor *a)
@@ -260,8 +258,8 @@ void tpi_actor_set_exit(tpi_actor *a, tp_reason r)
 {
     if (r.kind == TP_EXIT_KILL)
         r = (tp_reason){TP_EXIT_KILLED, 0, NULL};
-    a->flags = (a->flags & ((1u << EXIT_KIND_SHIFT) - 1)) | TPI_ACT_EXITING |
-               ((uint32_t)r.kind << EXIT_KIND_SHIFT);
+    a->flags = (a->flags & ((1u << TPI_ACT_EXIT_SHIFT) - 1)) | TPI_ACT_EXITING |
+               ((uint32_t)r.kind << TPI_ACT_EXIT_SHIFT);
     /* A reason the kind alone tells (tpi_actor_exit_reason) needs no
      * extension: most actors end so, and would allocate one just here. */
     if (!a->ext && !r.code && !r.text && r.kind != TP_EXIT_ERROR)
@@ -287,7 +285,7 @@ int tp_exit(tp_ctx *ctx, tp_reason reason)
 
 tp_reason tpi_actor_exit_reason(tpi_actor *a)
 {
-    tp_exit_kind kind = (tp_exit_kind)(a->flags >> EXIT_KIND_SHIFT);
+    tp_exit_kind kind = (tp_exit_kind)(a->flags >> TPI_ACT_EXIT_SHIFT);
     if (a->ext && a->ext->reason.kind == kind)
         return a->ext->reason;
     return (tp_reason){kind, kind == TP_EXIT_ERROR ? TP_ENOMEM : 0, NULL};
@@ -310,7 +308,7 @@ void tpi_actor_release_ext(tpi_actor *a)
     tpi_actor_ext *x = a->ext;
     if (!x)
         return;
-    tpi_free(x->links.v);
+    tpi_pidset_free(&x->links);
     tpi_free(x->watchers.v);
     tpi_free(x->monitoring.v);
     for (tp_reply_handle *r = x->replies, *n; r; r = n) {
@@ -480,6 +478,8 @@ int tp_receive_timeout(tp_ctx *ctx, int ms)
     if (!x)
         return TP_ENOMEM;
     x->rto_ms = ms < 0 ? -1 : ms;
+    a->flags = ms < 0 ? a->flags & ~(uint32_t)TPI_ACT_RTO
+                      : a->flags | TPI_ACT_RTO;
     tpi_rto_rearm(a);
     return 0;
 }
@@ -496,7 +496,7 @@ static inline int settle(tpi_actor *a, tpi_msg *m, int r)
     tpi_msg_release(m);
     if (r < 0)
         tpi_actor_set_exit(a, TP_REASON_ERROR(r, tp_strerror(r)));
-    if (a->ext && a->ext->rto_ms >= 0 && !(a->flags & TPI_ACT_EXITING))
+    if ((a->flags & (TPI_ACT_RTO | TPI_ACT_EXITING)) == TPI_ACT_RTO)
         tpi_rto_rearm(a);
     return r;
 }
@@ -520,8 +520,10 @@ static __attribute__((noinline)) int handle_kept(tpi_sched *s, tpi_actor *a,
     }
     /* After a behavior change every deferred message is offered again, in
      * arrival order, before anything newer (replay holds only newer ones). */
-    if (s->became && x)
+    if (s->became && x && x->stash.head) {
         tpi_msglist_prepend(&x->replay, &x->stash);
+        a->flags |= TPI_ACT_REPLAY;
+    }
     return r == TP_DEFER ? r : settle(a, m, r);
 }
 
@@ -576,6 +578,7 @@ static __attribute__((noinline)) bool wanted(tpi_sched *s, tpi_actor *a,
         if (give) { /* one-shot, like Erlang's after: set it again to re-arm */
             a->ext->rto_timer = 0;
             a->ext->rto_ms = -1;
+            a->flags &= ~(uint32_t)TPI_ACT_RTO;
         }
         return give;
     }
@@ -629,6 +632,15 @@ static __attribute__((noinline)) unsigned turn_start(tpi_sched *s, tpi_actor *a)
     return 1;
 }
 
+/* The next deferred message offered again, if any (TPI_ACT_REPLAY). */
+tpi_msg *tpi_actor_replay_pop(tpi_actor *a)
+{
+    tpi_msg *m = tpi_msglist_pop(&a->ext->replay);
+    if (!a->ext->replay.head)
+        a->flags &= ~(uint32_t)TPI_ACT_REPLAY;
+    return m;
+}
+
 unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
 {
     tpi_mailbox *mb = &a->mb;
@@ -643,8 +655,8 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
     while (budget-- > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on) {
         tpi_msg *m;
-        if (a->ext && a->ext->replay.head)
-            m = tpi_msglist_pop(&a->ext->replay);
+        if ((a->flags & TPI_ACT_REPLAY) && (m = tpi_actor_replay_pop(a)))
+            ;
         else if ((m = (tpi_msg *)tpi_mailbox_pop(mb))) {
             popped++;
             from = m->from;
@@ -672,7 +684,7 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
         tpi_pause(s->rt, a, s->pause_on); /* keeps the flag while parked */
         return popped + 1;
     }
-    if (!tpi_mailbox_local_empty(mb) || (a->ext && a->ext->replay.head) ||
+    if (!tpi_mailbox_local_empty(mb) || (a->flags & TPI_ACT_REPLAY) ||
         tpi_mailbox_remote_waiting(mb))
         tpi_sched_queue(s, a);
     else if (popped != 1 || !remote || !tpi_sched_follow(s, a, from))

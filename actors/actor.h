@@ -45,10 +45,19 @@ struct tp_msg {
 };
 typedef struct tp_msg tpi_msg;
 
+/* A set of pids, v[0..n) in no particular order (actors/pidset.c);
+ * zero-initialised is empty. */
 typedef struct tpi_pidvec {
     tp_pid *v;
     uint32_t n, cap;
+    uint32_t *idx; /* position + 1 per cell (0: empty), or NULL */
+    uint32_t idx_cap;
 } tpi_pidvec;
+/* Add p unless it is there: 0 or TP_ENOMEM. */
+int tpi_pidset_add(tpi_pidvec *pv, tp_pid p);
+/* Remove p: false if it was not there. */
+bool tpi_pidset_del(tpi_pidvec *pv, tp_pid p);
+void tpi_pidset_free(tpi_pidvec *pv);
 
 typedef struct tpi_refpid {
     tp_ref ref;
@@ -110,7 +119,13 @@ enum {
     TPI_ACT_OBS_TIME = 1u << 5, /* issue 8: and sums handler time */
     TPI_ACT_PINNED = 1u << 6,   /* has events on its home loop: never moves */
     TPI_ACT_ENDHOOK = 1u << 7,  /* tell the node service when it ends */
+    /* What the turn would otherwise read from ext, a cache line away:
+     * ext->replay may hold messages, ext->rto_ms >= 0. */
+    TPI_ACT_REPLAY = 1u << 8,
+    TPI_ACT_RTO = 1u << 9,
 };
+/* The exit kind is kept in flags from this bit up, so it survives OOM. */
+#define TPI_ACT_EXIT_SHIFT 16
 
 /* The fields of a slot that few actors use, kept per chunk of the table
  * beside the slots (tpi_table_cold), so an idle actor's slot stays small. */
@@ -323,6 +338,10 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a);
  * is still wanted, a's behavior, with s->cur set to a. Consumes m unless
  * the behavior deferred it (then a keeps it). */
 void tpi_actor_dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m);
+/* Owner thread, with TPI_ACT_REPLAY set: the next deferred message to
+ * offer again (moved to the caller), the flag cleared when it was the
+ * last. */
+tpi_msg *tpi_actor_replay_pop(tpi_actor *a);
 /* Free a's rarely used state (links, monitors, names, taken obligations:
  * no messages, timers or pending calls, which go first). */
 void tpi_actor_release_ext(tpi_actor *a);

@@ -640,21 +640,27 @@ static int unpack_values(reader *r, const char **fmtp, va_list *ap, char close)
 int tpi_read_int(const void *data, size_t len, int64_t *out)
 {
     /* The decoder of tpi_decode_int, for one int filling the payload
-     * (the hot case of tp_msg_int: no out-parameters to go through). */
+     * (the hot case of tp_msg_int: no out-parameters to go through). The
+     * length alone tells the width, and the type byte must match it. */
     const uint8_t *p = data;
-    if (len == 1 && (p[0] <= 0x7f || p[0] >= 0xe0)) { /* fixints */
-        *out = p[0] <= 0x7f ? p[0] : (int8_t)p[0];
+    uint64_t v;
+    unsigned lg;
+    switch (len) {
+    case 1:
+        if (p[0] > 0x7f && p[0] < 0xe0)
+            return TP_EPROTO;
+        *out = (int8_t)p[0]; /* fixints: 0..127 and -32..-1 */
         return 0;
+    case 2: v = tpi_be(p + 1, 1), lg = 0; break;
+    case 3: v = tpi_be(p + 1, 2), lg = 1; break;
+    case 5: v = tpi_be(p + 1, 4), lg = 2; break;
+    case 9: v = tpi_be(p + 1, 8), lg = 3; break;
+    default: return TP_EPROTO;
     }
-    size_t n = len - 1; /* 1, 2, 4 or 8 bytes after the type byte */
-    if (len < 2 || n > 8 || (n & (n - 1)))
-        return TP_EPROTO;
-    uint8_t kind = (uint8_t)(p[0] - (uint8_t)__builtin_ctzll(n));
-    uint64_t v = tpi_be(p + 1, (int)n);
-    if (kind == 0xd0) { /* int 8..64: sign-extend from n bytes */
-        int shift = 64 - 8 * (int)n;
+    if (p[0] == 0xd0 + lg) { /* int 8..64: sign-extend */
+        unsigned shift = 64 - (8u << lg);
         *out = (int64_t)(v << shift) >> shift;
-    } else if (kind == 0xcc && v <= INT64_MAX) { /* uint 8..64 */
+    } else if (p[0] == 0xcc + lg && v <= INT64_MAX) { /* uint 8..64 */
         *out = (int64_t)v;
     } else {
         return TP_EPROTO;

@@ -13,41 +13,9 @@
 
 /* ------------------------------------------------------- small vectors */
 
-static int grow(void **v, uint32_t *cap, size_t elem)
-{
-    uint32_t ncap = *cap ? *cap * 2 : 4;
-    void *nv = tpi_realloc(*v, ncap * elem);
-    if (!nv)
-        return TP_ENOMEM;
-    *v = nv;
-    *cap = ncap;
-    return 0;
-}
-
-static int pids_add(tpi_pidvec *pv, tp_pid p)
-{
-    for (uint32_t i = 0; i < pv->n; i++)
-        if (pv->v[i] == p)
-            return 0;
-    if (pv->n == pv->cap && grow((void **)&pv->v, &pv->cap, sizeof *pv->v))
-        return TP_ENOMEM;
-    pv->v[pv->n++] = p;
-    return 0;
-}
-
-static bool pids_del(tpi_pidvec *pv, tp_pid p)
-{
-    for (uint32_t i = 0; i < pv->n; i++)
-        if (pv->v[i] == p) {
-            pv->v[i] = pv->v[--pv->n];
-            return true;
-        }
-    return false;
-}
-
 static int refs_add(tpi_refvec *rv, tp_ref ref, tp_pid pid)
 {
-    if (rv->n == rv->cap && grow((void **)&rv->v, &rv->cap, sizeof *rv->v))
+    if (rv->n == rv->cap && tpi_grow((void **)&rv->v, &rv->cap, sizeof *rv->v))
         return TP_ENOMEM;
     rv->v[rv->n++] = (tpi_refpid){ref, pid};
     return 0;
@@ -100,14 +68,14 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
         x = tpi_actor_ext_get(a);
         /* Out of memory: the link cannot be kept, so tell the linker as if
          * we had ended (it learns the link failed instead of trusting it). */
-        if (!x || pids_add(&x->links, m->from) != 0)
+        if (!x || tpi_pidset_add(&x->links, m->from) != 0)
             tpi_send_reason(rt_of(a), tpi_actor_pid(a), m->from, TPI_SIG_EXIT,
                             TP_REASON_ERROR(TP_ENOMEM, "link failed"), 0,
                             TPI_MSG_VIA_LINK);
         return false;
     case TPI_SIG_UNLINK:
         if (x)
-            pids_del(&x->links, m->from);
+            tpi_pidset_del(&x->links, m->from);
         return false;
     case TPI_SIG_MONITOR:
         x = tpi_actor_ext_get(a);
@@ -130,7 +98,7 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
         bool via_link = m->flags & TPI_MSG_VIA_LINK;
         /* A link exit from an actor we are no longer linked to (unlinked
          * meanwhile) is void, as in Erlang. */
-        if (via_link && !(x && pids_del(&x->links, m->from)))
+        if (via_link && !(x && tpi_pidset_del(&x->links, m->from)))
             return false;
         if (!via_link && r.kind == TP_EXIT_KILL) {
             tpi_actor_set_exit(a, (tp_reason){TP_EXIT_KILLED, 0, NULL});
@@ -166,10 +134,9 @@ void tpi_signal_death(tpi_actor *a, tp_reason r)
     for (uint32_t i = 0; i < x->monitoring.n; i++)
         signal_to(a, x->monitoring.v[i].pid, TPI_SIG_DEMONITOR,
                   x->monitoring.v[i].ref);
-    tpi_free(x->links.v);
+    tpi_pidset_free(&x->links);
     tpi_free(x->watchers.v);
     tpi_free(x->monitoring.v);
-    memset(&x->links, 0, sizeof x->links);
     memset(&x->watchers, 0, sizeof x->watchers);
     memset(&x->monitoring, 0, sizeof x->monitoring);
 }
@@ -186,11 +153,11 @@ int tp_link(tp_ctx *ctx, tp_pid pid)
     if (pid == tpi_actor_pid(a))
         return 0;
     tpi_actor_ext *x = tpi_actor_ext_get(a);
-    if (!x || pids_add(&x->links, pid) != 0)
+    if (!x || tpi_pidset_add(&x->links, pid) != 0)
         return TP_ENOMEM;
     int rc = signal_to(a, pid, TPI_SIG_LINK, 0);
     if (rc)
-        pids_del(&x->links, pid);
+        tpi_pidset_del(&x->links, pid);
     return rc;
 }
 
@@ -201,7 +168,7 @@ int tp_unlink(tp_ctx *ctx, tp_pid pid)
         return TP_ESTATE;
     if (pid == TP_PID_NONE)
         return TP_EINVAL;
-    if (!a->ext || !pids_del(&a->ext->links, pid))
+    if (!a->ext || !tpi_pidset_del(&a->ext->links, pid))
         return 0;
     /* Out of memory here leaves the peer's half: its exit signal will find
      * no link on our side and be ignored, so the result is the same. */
@@ -285,9 +252,9 @@ int tpi_link_spawned(tpi_actor *parent, tpi_actor *child)
     tpi_actor_ext *px = tpi_actor_ext_get(parent);
     tpi_actor_ext *cx = tpi_actor_ext_get(child);
     tp_pid pp = tpi_actor_pid(parent), cp = tpi_actor_pid(child);
-    if (!px || !cx || pids_add(&cx->links, pp) != 0)
+    if (!px || !cx || tpi_pidset_add(&cx->links, pp) != 0)
         return TP_ENOMEM;
-    if (pids_add(&px->links, cp) != 0)
+    if (tpi_pidset_add(&px->links, cp) != 0)
         return TP_ENOMEM;
     return 0;
 }

@@ -6,6 +6,7 @@ list(APPEND TROUPE_SOURCES
   actors/actor.c
   actors/send.c
   actors/signal.c
+  actors/pidset.c # link sets
   actors/call.c
   actors/foreign.c # tp_runtime_call: blocking calls from foreign threads
   actors/names.c

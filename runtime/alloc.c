@@ -43,6 +43,17 @@ void *tp_calloc(size_t n) { return tpi_calloc(n); }
 void *tp_realloc(void *p, size_t n) { return tpi_realloc(p, n); }
 void tp_free(void *p) { tpi_free(p); }
 
+int tpi_grow(void **v, uint32_t *cap, size_t elem)
+{
+    uint32_t ncap = *cap ? *cap * 2 : 4;
+    void *nv = tpi_realloc(*v, ncap * elem);
+    if (!nv)
+        return TP_ENOMEM;
+    *v = nv;
+    *cap = ncap;
+    return 0;
+}
+
 char *tpi_strndup(const char *s, size_t max)
 {
     size_t n = strnlen(s, max);

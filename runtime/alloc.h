@@ -5,12 +5,16 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 void *tpi_alloc(size_t n);
 void *tpi_calloc(size_t n);
 void *tpi_realloc(void *p, size_t n);
 void tpi_free(void *p);
 char *tpi_strndup(const char *s, size_t max);
+/* Double the array *v of *cap elements of elem bytes (4 at first): 0, or
+ * TP_ENOMEM with *v and *cap as they were. */
+int tpi_grow(void **v, uint32_t *cap, size_t elem);
 /* Memory aligned to align (a power of two <= 4096), for structures laid
  * out on cache lines; free with tpi_free_aligned. Not zeroed, so pages
  * nobody writes are never touched. */

@@ -31,8 +31,8 @@ static void run(tpi_host *h, tpi_msg *m)
     h->s->cur = a;
     h->s->pause_on = TP_PID_NONE;
     tpi_actor_dispatch(h->s, a, m);
-    while (!(a->flags & TPI_ACT_EXITING) && a->ext && a->ext->replay.head)
-        tpi_actor_dispatch(h->s, a, tpi_msglist_pop(&a->ext->replay));
+    while ((a->flags & (TPI_ACT_EXITING | TPI_ACT_REPLAY)) == TPI_ACT_REPLAY)
+        tpi_actor_dispatch(h->s, a, tpi_actor_replay_pop(a));
     h->s->cur = NULL;
     if (a->flags & TPI_ACT_EXITING)
         h->ops->ended(h->arg, tpi_actor_exit_reason(a));

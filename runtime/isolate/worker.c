@@ -35,7 +35,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#define EXIT_KIND_SHIFT 8 /* as in actors/actor.c: the kind kept in flags */
 #define FLUSH_AT ((size_t)256 << 10)
 
 /* ----------------------------------------------------------- registry */
