@@ -315,6 +315,32 @@ static inline void tpi_msg_release(tpi_msg *m)
     tpi_msg_free(m);
 }
 
+/* Payloads up to this many bytes use one node size, recycled through the
+ * per-thread caches (actors/node_cache.c). */
+#define TPI_SMALL_PAYLOAD 48
+
+/* A new message's header, for len bytes of payload in place (the caller
+ * writes them, then inl[len] = '\0'). */
+static inline void tpi_msg_init(tpi_msg *m, int32_t tag, uint32_t flags,
+                                size_t len)
+{
+    *m = (tpi_msg){.tag = tag,
+                   .flags = flags,
+                   .len = len,
+                   .data = len ? m->inl : NULL};
+}
+
+/* tpi_msg_new(tag, NULL, len) for len <= TPI_SMALL_PAYLOAD, with the node
+ * cache inline (every tp_send_int takes this path). */
+static inline tpi_msg *tpi_msg_new_small(int32_t tag, size_t len)
+{
+    tpi_msg *m = tpi_node_get();
+    if (!m)
+        return tpi_msg_new(tag, NULL, len);
+    tpi_msg_init(m, tag, TPI_MSG_SMALL, len);
+    return m;
+}
+
 /* Return this thread's cached message nodes to the allocator; it caches
  * no more until it runs a scheduler again. */
 void tpi_msg_cache_flush(void);

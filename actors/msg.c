@@ -6,29 +6,24 @@
 #include <string.h>
 
 /* Small messages (the common case: an int, a short string) use one node
- * size, recycled through per-thread caches (actors/node_cache.c).
+ * size (TPI_TPI_SMALL_PAYLOAD), recycled through per-thread caches.
  * Sanitizer builds (TPI_NO_POOL) use the allocator for every node. */
-#define SMALL_PAYLOAD 48
-
 tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len)
 {
     tpi_msg *m;
     uint32_t flags = 0;
-    if (len <= SMALL_PAYLOAD) {
+    if (len <= TPI_SMALL_PAYLOAD) {
         flags = TPI_MSG_SMALL;
         if (!(m = tpi_node_get()))
             /* One spare byte: a payload that ends in a string (reasons)
              * reads as a C string in place. */
-            m = tpi_alloc(sizeof *m + SMALL_PAYLOAD + 1);
+            m = tpi_alloc(sizeof *m + TPI_SMALL_PAYLOAD + 1);
     } else {
         m = tpi_alloc(sizeof *m + len + 1);
     }
     if (!m)
         return NULL;
-    *m = (tpi_msg){.tag = tag,
-                   .flags = flags,
-                   .len = len,
-                   .data = len ? m->inl : NULL};
+    tpi_msg_init(m, tag, flags, len);
     if (data && len)
         memcpy(m->inl, data, len);
     m->inl[len] = '\0';

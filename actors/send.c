@@ -44,9 +44,20 @@ static bool full_exact(tpi_actor *a)
     return over(&a->mb, tpi_mailbox_count_exact(&a->mb)) || congested(a);
 }
 
-/* tpi_deliver; inline in the send functions of a behavior. */
-static inline __attribute__((always_inline)) int
-deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
+/* A user send from `from` has left a over capacity (or a is congested):
+ * pause the sender once its behavior returns, unless it is over its own;
+ * resume a if it was paused (or it could wait on us for good). */
+static void on_full(tp_runtime *rt, tpi_actor *from, tpi_actor *a, tp_pid to)
+{
+    if (from && from != a && !over(&from->mb, tpi_mailbox_count(&from->mb)))
+        tpi_home(from)->pause_on = to;
+    /* seq_cst: after our push (a seq_cst increment when remote), against
+     * the fence in tpi_pause; tpi_unpause re-checks under the wait lock. */
+    if (atomic_load_explicit(&a->paused, memory_order_seq_cst))
+        tpi_unpause(rt, a);
+}
+
+int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
     if (rt->host) /* an isolated worker process sends over its channel */
         return tpi_host_route(rt->host, to, m);
@@ -86,23 +97,12 @@ deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     if (from)
         from->partner = a->index + 1;
     if (tag >= 0 && full(a)) {
-        if (from && from != a && !over(&from->mb, tpi_mailbox_count(&from->mb)))
-            tpi_home(from)->pause_on = to;
-        /* seq_cst: after our push (a seq_cst increment when remote),
-         * against the fence in tpi_pause; tpi_unpause re-checks under the
-         * wait lock. */
-        if (atomic_load_explicit(&a->paused, memory_order_seq_cst))
-            tpi_unpause(rt, a);
+        on_full(rt, from, a, to);
     } else if (tag == TPI_SIG_EXIT &&
                atomic_load_explicit(&a->paused, memory_order_relaxed)) {
         tpi_unpause(rt, a);
     }
     return 0;
-}
-
-int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
-{
-    return deliver(rt, from, to, m);
 }
 
 void tpi_dead_letter(tp_runtime *rt, tp_pid to, tpi_msg *m)
@@ -278,13 +278,36 @@ int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
     return 0;
 }
 
-/* A send by a, running its behavior on this thread (its home). */
-static int send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
+/* A send by a, running its behavior on this thread (its home). The
+ * common case, inline: a user message to a live actor of this runtime
+ * homed on this thread, as tpi_deliver would deliver it; the rest goes
+ * through tpi_deliver. */
+static inline __attribute__((always_inline)) int
+send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
 {
     tpi_sched *s = tpi_home(a);
+    tp_runtime *rt = s->rt;
     m->from = tpi_actor_pid(a);
     tpi_stat_own(s, offsetof(tpi_stats, sent), 1);
-    return deliver(s->rt, a, to, m);
+    tpi_actor *b;
+    /* The generation first (acquire, as in tpi_deliver), then the home: a
+     * spawn sets the home before it makes the generation live. */
+    if (rt->host || (to & TPI_PID_REMOTE) || m->tag < 0 ||
+        !(b = tpi_table_slot(rt->table, to)) ||
+        atomic_load_explicit(&b->gen, memory_order_acquire) !=
+            tpi_pid_gen(to) ||
+        tpi_home(b) != s)
+        return tpi_deliver(rt, a, to, m);
+    m->to_gen = tpi_pid_gen(to);
+    tpi_mailbox_push_local(&b->mb, &m->node);
+    if (!b->sched) { /* idle: now we hold its flag and queue it */
+        b->sched = true;
+        tpi_sched_queue_next(s, b);
+    }
+    a->partner = b->index + 1;
+    if (full(b))
+        on_full(rt, a, b, to);
+    return 0;
 }
 
 int tpi_msg_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
@@ -321,7 +344,7 @@ int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
     if (to == TP_PID_NONE || tag < 0)
         return TP_EINVAL;
     /* Packed straight into the message: no copy, nothing to validate. */
-    tpi_msg *m = tpi_msg_new(tag, NULL, 9);
+    tpi_msg *m = tpi_msg_new_small(tag, 9);
     if (!m)
         return TP_ENOMEM;
     m->len = tpi_pack_int(m->inl, v);
