@@ -88,6 +88,7 @@ struct tpi_sched {
     struct event *wake_ev;
     int wake_fd;
     _Atomic int wake_pending;
+    int own_events; /* events of its own on its base (runtime/sched.c) */
     bool run_active;
     tpi_mpscq inject;       /* actors made ready by other threads */
     tpi_mpsc_node *rq_head; /* local run queue, plain links */

@@ -380,11 +380,32 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     drain_inject(s);
 }
 
-static void on_run(evutil_socket_t fd, short what, void *arg)
+/* Nothing else on s's loop: no socket, timer or signal event of anyone
+ * added or pending, only its wake-up event. A poll between two batches is
+ * then a system call that can only report wake-ups, and what they announce
+ * is in the inject queue, which each batch drains first; so the batches
+ * go on without it. (Counted by libevent, in a few loads.) */
+static bool loop_quiet(tpi_sched *s)
 {
-    (void)fd;
-    (void)what;
-    tpi_sched *s = arg;
+    return event_base_get_num_events(s->base, EVENT_BASE_COUNT_ADDED |
+                                                  EVENT_BASE_COUNT_ACTIVE) <=
+           s->own_events;
+}
+
+/* on_run goes on with another batch: actors are ready, nothing waits in
+ * the poll, and the run (or this loop) is not being stopped. */
+static bool run_on(tpi_sched *s)
+{
+    /* acquire: pairs with tpi_sched_stop_all's release. */
+    return s->rq_head && !s->det && loop_quiet(s) &&
+           !atomic_load_explicit(&s->rt->stopping, memory_order_acquire) &&
+           !event_base_got_break(s->base);
+}
+
+/* One batch: the safe point, the inject queue, then up to
+ * TURNS_PER_CALLBACK turns. */
+static void batch(tpi_sched *s)
+{
     tp_runtime *rt = s->rt;
     /* relaxed: a hint; the world lock decides. The safe point of a busy
      * scheduler is here, between two batches (and in on_wake, which a
@@ -435,6 +456,17 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
         }
     }
     tpi_remote_batch(rt, false);
+}
+
+static void on_run(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tpi_sched *s = arg;
+    tp_runtime *rt = s->rt;
+    do
+        batch(s);
+    while (run_on(s));
     /* Back to libevent between batches so sockets and timers are served:
      * still busy, we run again after its next poll. */
     s->run_active = false;
@@ -445,7 +477,7 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
     tpi_runtime_credits_back(s); /* may end the run */
     if (s->det)
         tpi_timers_advance(s); /* virtual time: on to the next deadline */
-    else if (multi)            /* relaxed: a hint for busy schedulers */
+    else if (rt->nsched > 1)   /* relaxed: a hint for busy schedulers */
         atomic_fetch_or_explicit(&rt->idle, s->bit, memory_order_relaxed);
 }
 
@@ -490,6 +522,8 @@ int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id)
     if (!s->run_ev || !s->wake_ev || event_add(s->wake_ev, NULL) != 0 ||
         tpi_timers_init(s) != 0)
         return TP_ENOMEM;
+    /* The wake-up event, and whatever libevent adds for itself. */
+    s->own_events = event_base_get_num_events(s->base, EVENT_BASE_COUNT_ADDED);
     return 0;
 }
 
