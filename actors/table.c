@@ -26,6 +26,9 @@ _Static_assert(TP_INLINE_STATE_MAX % 16 == 0, "inline states stay aligned");
  * reserved. */
 #define REGION_CHUNKS 32
 #define REGION_BYTES (REGION_CHUNKS * CHUNK_BYTES)
+#define CHUNK_STATE_BYTES ((size_t)CHUNK_SIZE * TP_INLINE_STATE_MAX)
+#define STATE_REGION_BYTES (REGION_CHUNKS * CHUNK_STATE_BYTES)
+#define NO_REGION ((void *)1)
 
 struct tpi_table {
     _Atomic(tpi_actor *) chunks[MAX_CHUNKS];
@@ -34,6 +37,10 @@ struct tpi_table {
      * (tp_spawn_inline; only the pages used are ever touched) and the
      * cold fields (tpi_slot_cold). */
     _Atomic(void *) states[MAX_CHUNKS];
+    /* Per region, the address space its chunks' inline states are placed
+     * in (as the slots are, tpi_reserve), or NO_REGION: each chunk's
+     * states allocated on their own. Made on the first inline state. */
+    _Atomic(void *) state_regions[MAX_CHUNKS / REGION_CHUNKS];
     _Atomic(void *) colds[MAX_CHUNKS];
     /* The regions, or NULL where the space was not given (or a hook is
      * set): each chunk of that region is then allocated on its own. */
@@ -75,12 +82,20 @@ void tpi_table_free(tpi_table *t)
     for (uint32_t i = 0; i < MAX_CHUNKS; i++) {
         if (!t->regions[i / REGION_CHUNKS])
             tpi_free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
-        tpi_free_aligned(
-            atomic_load_explicit(&t->states[i], memory_order_relaxed));
+        void *sr = atomic_load_explicit(&t->state_regions[i / REGION_CHUNKS],
+                                        memory_order_relaxed);
+        if (!sr || sr == NO_REGION)
+            tpi_free_aligned(
+                atomic_load_explicit(&t->states[i], memory_order_relaxed));
         tpi_free(atomic_load_explicit(&t->colds[i], memory_order_relaxed));
     }
-    for (uint32_t r = 0; r < MAX_CHUNKS / REGION_CHUNKS; r++)
+    for (uint32_t r = 0; r < MAX_CHUNKS / REGION_CHUNKS; r++) {
         tpi_unreserve(t->regions[r], REGION_BYTES);
+        void *sr =
+            atomic_load_explicit(&t->state_regions[r], memory_order_relaxed);
+        if (sr != NO_REGION)
+            tpi_unreserve(sr, STATE_REGION_BYTES);
+    }
     tpi_free(t);
 }
 
@@ -257,20 +272,36 @@ static void *install(_Atomic(void *) *p, void *fresh, void (*free_fn)(void *))
     return b;
 }
 
+static void unreserve_states(void *p) { tpi_unreserve(p, STATE_REGION_BYTES); }
+static void keep(void *p) { (void)p; }
+
+/* The inline states of chunk ci: in its region's space when that was
+ * given, else allocated on their own. Not zeroed: a state is written
+ * before it is used, and pages nobody writes are never touched. */
+static void *chunk_states(tpi_table *t, uint32_t ci)
+{
+    _Atomic(void *) *rp = &t->state_regions[ci / REGION_CHUNKS];
+    /* acquire: pairs with install's release. */
+    char *r = atomic_load_explicit(rp, memory_order_acquire);
+    if (!r) {
+        void *fresh = tpi_reserve(STATE_REGION_BYTES);
+        r = install(rp, fresh ? fresh : NO_REGION,
+                    fresh ? unreserve_states : keep);
+    }
+    if (r != NO_REGION) /* every thread computes the same address */
+        return install(&t->states[ci],
+                       r + (ci % REGION_CHUNKS) * CHUNK_STATE_BYTES, keep);
+    void *fresh = tpi_alloc_aligned(CHUNK_STATE_BYTES, 16);
+    return fresh ? install(&t->states[ci], fresh, tpi_free_aligned) : NULL;
+}
+
 void *tpi_table_state(tpi_table *t, tpi_actor *a)
 {
-    _Atomic(void *) *p = &t->states[a->index >> CHUNK_BITS];
+    uint32_t ci = a->index >> CHUNK_BITS;
     /* acquire: pairs with install's release. */
-    char *b = atomic_load_explicit(p, memory_order_acquire);
-    if (!b) {
-        /* Not zeroed: a state is written before it is used, and pages
-         * nobody writes are never touched. */
-        void *fresh =
-            tpi_alloc_aligned((size_t)CHUNK_SIZE * TP_INLINE_STATE_MAX, 16);
-        if (!fresh)
-            return NULL;
-        b = install(p, fresh, tpi_free_aligned);
-    }
+    char *b = atomic_load_explicit(&t->states[ci], memory_order_acquire);
+    if (!b && !(b = chunk_states(t, ci)))
+        return NULL;
     return b + (size_t)(a->index & (CHUNK_SIZE - 1)) * TP_INLINE_STATE_MAX;
 }
 
