@@ -1,7 +1,8 @@
 /*
  * The scheduler loop serving sockets (runtime/sched.c, tpi_sched_init):
- * one poll per round of ready sockets, not one per event, and sockets and
- * timers still served while actors are always runnable. Polls are counted
+ * one poll per round of ready sockets, not one per event, sockets and
+ * timers still served while actors are always runnable, and no poll at
+ * all between batches while nothing else is on the loop. Polls are counted
  * by wrapping epoll_wait (libevent calls it through the PLT, so this
  * program's definition is the one it reaches). One scheduler thread.
  */
@@ -307,11 +308,78 @@ static void test_sockets_served_while_flooded(void **unused)
     assert_true(atomic_load(&f.pings) > 10000); /* they did flood */
 }
 
+/* --------------------------------------------------- a quiet loop */
+
+#define QUIET_PINGS 200000 /* pings before the timer is armed */
+
+typedef struct quiet {
+    tp_pid root, a, b;
+    unsigned long pings, polls_flood, pings_at_tick;
+} quiet;
+
+/* A pair flooding each other with nothing else on the loop: the batches
+ * go on without a poll. Then one arms a timer, which must still fire
+ * while they flood (the loop is no longer quiet). */
+static int quiet_flooder(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    quiet *q = state;
+    bool a = tp_self(ctx) == q->a;
+    switch (tp_msg_tag(msg)) {
+    case TAG_PING:
+        if (a && ++q->pings == QUIET_PINGS) {
+            q->polls_flood = polls; /* since the run began */
+            EXPECT_EQ(tp_send_after(ctx, 5, TAG_TICK, NULL, 0, NULL), 0);
+        }
+        tp_send(ctx, a ? q->b : q->a, TAG_PING, NULL, 0);
+        break;
+    case TAG_TICK:
+        q->pings_at_tick = q->pings;
+        tp_send(ctx, q->root, TAG_DONE, NULL, 0);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static int quiet_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    quiet *q = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        q->root = tp_self(ctx);
+        tp_spawn_opts so = {0, TP_SPAWN_LINK, NULL};
+        EXPECT_EQ(tp_spawn(ctx, quiet_flooder, q, &so, &q->a), 0);
+        EXPECT_EQ(tp_spawn(ctx, quiet_flooder, q, &so, &q->b), 0);
+        EXPECT_EQ(tp_send(ctx, q->a, TAG_PING, NULL, 0), 0);
+    } else if (tp_msg_tag(msg) == TAG_DONE) {
+        return tp_exit(ctx, TP_REASON_SHUTDOWN); /* ends the pair too */
+    }
+    return TP_HANDLED;
+}
+
+static void test_quiet_loop_runs_without_polls(void **unused)
+{
+    (void)unused;
+    static quiet q;
+    memset(&q, 0, sizeof q);
+    tp_config cfg = one_thread();
+    tpt_reset();
+    polls = 0;
+    assert_int_equal(tpt_run(&cfg, quiet_root, &q, NULL, NULL), 0);
+    TPT_CHECK();
+    print_message("%lu pings, %lu polls meanwhile, tick after %lu pings\n",
+                  q.pings, q.polls_flood, q.pings_at_tick);
+    /* 400,000 turns: one poll per 256 would be over 1,500. The root's
+     * start and the first batch may poll a few times. */
+    assert_true(q.polls_flood < 20);
+    /* The timer fired while the pair still flooded. */
+    assert_true(q.pings_at_tick > QUIET_PINGS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_poll_per_round),
         cmocka_unit_test(test_sockets_served_while_flooded),
+        cmocka_unit_test(test_quiet_loop_runs_without_polls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
