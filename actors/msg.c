@@ -6,7 +6,7 @@
 #include <string.h>
 
 /* Small messages (the common case: an int, a short string) use one node
- * size (TPI_TPI_SMALL_PAYLOAD), recycled through per-thread caches.
+ * size (TPI_SMALL_PAYLOAD), recycled through per-thread caches.
  * Sanitizer builds (TPI_NO_POOL) use the allocator for every node. */
 tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len)
 {

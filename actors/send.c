@@ -57,6 +57,17 @@ static void on_full(tp_runtime *rt, tpi_actor *from, tpi_actor *a, tp_pid to)
         tpi_unpause(rt, a);
 }
 
+/* On a's home thread s: m into a's local FIFO, and a queued if it was
+ * idle (the push found it so: now we hold its flag). */
+static inline void push_here(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+{
+    tpi_mailbox_push_local(&a->mb, &m->node);
+    if (!a->sched) {
+        a->sched = true;
+        tpi_sched_queue_next(s, a);
+    }
+}
+
 int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
     if (rt->host) /* an isolated worker process sends over its channel */
@@ -85,15 +96,10 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     /* The local FIFO belongs to a's home thread; every other thread uses
      * the remote stack. */
     tpi_sched *s = tpi_sched_current();
-    if (s == tpi_home(a)) {
-        tpi_mailbox_push_local(&a->mb, &m->node);
-        if (!a->sched) { /* idle: now we hold its flag and queue it */
-            a->sched = true;
-            tpi_sched_queue_next(s, a);
-        }
-    } else if (tpi_mailbox_push_remote(&a->mb, &m->node)) {
+    if (s == tpi_home(a))
+        push_here(s, a, m);
+    else if (tpi_mailbox_push_remote(&a->mb, &m->node))
         tpi_sched_notify(a);
-    }
     if (from)
         from->partner = a->index + 1;
     if (tag >= 0 && full(a)) {
@@ -299,11 +305,7 @@ send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
         tpi_home(b) != s)
         return tpi_deliver(rt, a, to, m);
     m->to_gen = tpi_pid_gen(to);
-    tpi_mailbox_push_local(&b->mb, &m->node);
-    if (!b->sched) { /* idle: now we hold its flag and queue it */
-        b->sched = true;
-        tpi_sched_queue_next(s, b);
-    }
+    push_here(s, b, m);
     a->partner = b->index + 1;
     if (full(b))
         on_full(rt, a, b, to);

@@ -3,7 +3,6 @@
 #ifndef TPI_ALLOC_H
 #define TPI_ALLOC_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
