@@ -23,10 +23,17 @@ tpi_actor_ext *tpi_actor_ext_get(tpi_actor *a)
     return a->ext;
 }
 
-tpi_actor *tpi_ctx_actor(tp_ctx *ctx)
+tpi_sched *tpi_ctx_sched(tp_ctx *ctx)
 {
     tpi_sched *s = tpi_sched_current();
-    return s && ctx && (tpi_actor *)ctx == s->cur ? s->cur : NULL;
+    /* A NULL ctx matches only an s->cur of NULL: no turn. */
+    return s && ctx && (tpi_actor *)ctx == s->cur ? s : NULL;
+}
+
+tpi_actor *tpi_ctx_actor(tp_ctx *ctx)
+{
+    tpi_sched *s = tpi_ctx_sched(ctx);
+    return s ? s->cur : NULL;
 }
 
 /* ---------------------------------------------------------------- spawn */
@@ -647,9 +654,9 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     uint32_t remote = tpi_mailbox_take_remote(mb);
     uint32_t popped = 0;
     unsigned budget = s->budget;
-    s->cur = a;
-    s->pause_on = TP_PID_NONE;
-    tpi_sched_tick_turn(s, tpi_actor_pid(a));
+    tp_pid pid = tpi_actor_pid(a);
+    tpi_sched_enter(s, a, pid);
+    tpi_sched_tick_turn(s, pid);
     if (a->flags & (TPI_ACT_OBS | TPI_ACT_START))
         budget -= turn_start(s, a);
     tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
@@ -665,7 +672,7 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
         dispatch(s, a, m);
     }
     tpi_sched_tick_end(s);
-    s->cur = NULL;
+    tpi_sched_leave(s);
     if (a->flags & TPI_ACT_EXITING) {
         finalize(a);
         return popped + 1;

@@ -263,7 +263,9 @@ void tpi_msg_free(tpi_msg *m);
 typedef struct tpi_node_cache {
     tpi_msg *head;
     unsigned n;
-    bool on; /* a scheduler thread that caches, until its loop ends */
+    /* TPI_NODE_CACHE_MAX on a scheduler thread that caches, until its
+     * loop ends; 0 otherwise. One compare tells "keep it here". */
+    unsigned lim;
 } tpi_node_cache;
 extern _Thread_local tpi_node_cache tpi_tls_nodes;
 /* From the depot, or NULL (always on a thread that does not cache). */
@@ -289,7 +291,7 @@ static inline tpi_msg *tpi_node_get(void)
 static inline bool tpi_node_put(tpi_msg *m)
 {
     tpi_node_cache *c = &tpi_tls_nodes;
-    if (!c->on || c->n >= TPI_NODE_CACHE_MAX)
+    if (c->n >= c->lim)
         return tpi_node_put_slow(m);
     atomic_store_explicit(&m->node.next, (tpi_mpsc_node *)c->head,
                           memory_order_relaxed);
@@ -384,6 +386,8 @@ void tpi_actor_flush(tp_runtime *rt, tpi_actor *a);
 void tpi_actor_teardown(tpi_actor *a, void *rt);
 /* The actor running a behavior on this thread with this ctx, or NULL. */
 tpi_actor *tpi_ctx_actor(tp_ctx *ctx);
+/* Its scheduler (this thread's), or NULL. */
+tpi_sched *tpi_ctx_sched(tp_ctx *ctx);
 
 int tpi_resource_add(tpi_actor *a, tpi_resource *r); /* TP_ENOMEM */
 

@@ -56,9 +56,9 @@ static void free_chain(tpi_msg *m)
  * their first node; every other thread never does. */
 static bool caching(void)
 {
-    if (!cache.on && tpi_sched_current())
-        cache.on = true;
-    return cache.on;
+    if (!cache.lim && tpi_sched_current())
+        cache.lim = TPI_NODE_CACHE_MAX;
+    return cache.lim != 0;
 }
 
 tpi_msg *tpi_node_refill(void)
@@ -129,7 +129,7 @@ void tpi_msg_cache_flush(void)
     free_chain(cache.head);
     cache.head = NULL;
     cache.n = 0;
-    cache.on = false; /* until this thread runs a scheduler again */
+    cache.lim = 0; /* until this thread runs a scheduler again */
 }
 
 void tpi_msg_depot_flush(void)

@@ -58,14 +58,16 @@ static void on_full(tp_runtime *rt, tpi_actor *from, tpi_actor *a, tp_pid to)
 }
 
 /* On a's home thread s: m into a's local FIFO, and a queued if it was
- * idle (the push found it so: now we hold its flag). */
-static inline void push_here(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+ * idle (the push found it so: now we hold its flag). Returns the local
+ * count (tpi_mailbox_push_local). */
+static inline uint32_t push_here(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
-    tpi_mailbox_push_local(&a->mb, &m->node);
+    uint32_t local = tpi_mailbox_push_local(&a->mb, &m->node);
     if (!a->sched) {
         a->sched = true;
         tpi_sched_queue_next(s, a);
     }
+    return local;
 }
 
 int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
@@ -284,31 +286,29 @@ int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
     return 0;
 }
 
-/* A send by a, running its behavior on this thread (its home). The
- * common case, inline: a user message to a live actor of this runtime
- * homed on this thread, as tpi_deliver would deliver it; the rest goes
- * through tpi_deliver. */
+/* A send by the actor in its turn on this thread's scheduler s (s->cur).
+ * The common case, inline: a user message (the caller checked tag >= 0)
+ * to a live actor of this runtime homed on s, as tpi_deliver would
+ * deliver it; the rest goes through tpi_deliver. Consumes m. */
 static inline __attribute__((always_inline)) int
-send_from(tpi_actor *a, tp_pid to, tpi_msg *m)
+send_from(tpi_sched *s, tp_pid to, tpi_msg *m)
 {
-    tpi_sched *s = tpi_home(a);
-    tp_runtime *rt = s->rt;
-    m->from = tpi_actor_pid(a);
+    tpi_table *t = s->direct;
+    m->from = s->cur_pid;
     tpi_stat_own(s, offsetof(tpi_stats, sent), 1);
     tpi_actor *b;
     /* The generation first (acquire, as in tpi_deliver), then the home: a
      * spawn sets the home before it makes the generation live. */
-    if (rt->host || (to & TPI_PID_REMOTE) || m->tag < 0 ||
-        !(b = tpi_table_slot(rt->table, to)) ||
+    if (!t || (to & TPI_PID_REMOTE) || !(b = tpi_table_slot(t, to)) ||
         atomic_load_explicit(&b->gen, memory_order_acquire) !=
             tpi_pid_gen(to) ||
         tpi_home(b) != s)
-        return tpi_deliver(rt, a, to, m);
+        return tpi_deliver(s->rt, s->cur, to, m);
     m->to_gen = tpi_pid_gen(to);
-    push_here(s, b, m);
-    a->partner = b->index + 1;
-    if (full(b))
-        on_full(rt, a, b, to);
+    uint32_t local = push_here(s, b, m);
+    s->cur->partner = b->index + 1;
+    if (over(&b->mb, tpi_mailbox_count_home(&b->mb, local)) || congested(b))
+        on_full(s->rt, s->cur, b, to);
     return 0;
 }
 
@@ -330,7 +330,7 @@ static int send_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
     tpi_actor *a;
     tpi_msg *m;
     int rc = tpi_msg_for_ctx(ctx, to, tag, data, len, check, &a, &m);
-    return rc ? rc : send_from(a, to, m);
+    return rc ? rc : send_from(tpi_home(a), to, m);
 }
 
 int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len)
@@ -340,8 +340,8 @@ int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len)
 
 int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
 {
-    tpi_actor *a = tpi_ctx_actor(ctx);
-    if (!a)
+    tpi_sched *s = tpi_ctx_sched(ctx);
+    if (!s)
         return TP_ESTATE;
     if (to == TP_PID_NONE || tag < 0)
         return TP_EINVAL;
@@ -351,7 +351,7 @@ int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
         return TP_ENOMEM;
     m->len = tpi_pack_int(m->inl, v);
     m->inl[m->len] = '\0';
-    return send_from(a, to, m);
+    return send_from(s, to, m);
 }
 
 int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)
@@ -378,7 +378,7 @@ int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)
     } else {
         tpi_free(buf);
     }
-    return send_from(a, to, m);
+    return send_from(tpi_home(a), to, m);
 }
 
 int tp_sendf(tp_ctx *ctx, tp_pid to, int32_t tag, const char *fmt, ...)

@@ -18,6 +18,9 @@
 /* Slots in a full magazine: the depot's lock is taken once per that many
  * spawns or ends on a thread, and a thread keeps at most twice that. */
 #define MAG_SIZE 128
+/* tpi_table_slot relies on it: index 0 - 1 lies past the table. */
+_Static_assert((UINT32_MAX >> CHUNK_BITS) >= MAX_CHUNKS,
+               "a wrapped index is out of the table");
 _Static_assert(TP_INLINE_STATE_MAX % 16 == 0, "inline states stay aligned");
 #define CHUNK_BYTES (sizeof(tpi_actor) * CHUNK_SIZE)
 /* Chunks are placed in regions of address space reserved as they are
@@ -244,8 +247,10 @@ tpi_actor *tpi_table_slot(tpi_table *t, tp_pid pid)
 {
     /* A live actor's generation is odd, a free slot's even: a pid with an
      * even generation was never handed out (forged, or bad input), and
-     * must not reach a slot that is free or being set up. */
-    if (pid == TP_PID_NONE || (uint32_t)pid == 0 || !(tpi_pid_gen(pid) & 1u))
+     * must not reach a slot that is free or being set up. TP_PID_NONE has
+     * generation 0; a pid with index part 0 wraps to an index past
+     * MAX_CHUNKS, which tpi_table_at turns away. */
+    if (!(tpi_pid_gen(pid) & 1u))
         return NULL;
     return tpi_table_at(t, tpi_pid_index(pid));
 }

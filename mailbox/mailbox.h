@@ -153,8 +153,9 @@ tpi_mailbox_take_remote_cold(tpi_mailbox *mb)
     tpi_mailbox_take_remote(mb);
 }
 
-/* Home thread only; then the caller queues the owner if it was idle. */
-static inline void tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
+/* Home thread only; then the caller queues the owner if it was idle.
+ * Returns the new local count (see tpi_mailbox_count_home). */
+static inline uint32_t tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
 {
     /* Remote messages queued before this push go first, or a sender that
      * changed sides would see its messages overtake each other. Rare: out
@@ -165,11 +166,9 @@ static inline void tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
     /* relaxed load and store: the home thread is the only writer, and a
      * reader that sees the new message early or late only over- or
      * under-counts by a message that really was pushed. */
-    atomic_store_explicit(&mb->local,
-                          atomic_load_explicit(&mb->local,
-                                               memory_order_relaxed) +
-                              1,
-                          memory_order_relaxed);
+    uint32_t local = atomic_load_explicit(&mb->local, memory_order_relaxed) + 1;
+    atomic_store_explicit(&mb->local, local, memory_order_relaxed);
+    return local;
 }
 
 /* Any thread, after a successful tpi_mailbox_reserve (or the increment in
@@ -278,6 +277,13 @@ static inline uint32_t tpi_mailbox_count(tpi_mailbox *mb)
      * tpi_drained, actors/send.c). */
     uint32_t l = atomic_load(&mb->local);
     return l + atomic_load(&mb->remote);
+}
+
+/* tpi_mailbox_count on the home thread, which knows local (the value
+ * its last push returned): no reload of the value it just stored. */
+static inline uint32_t tpi_mailbox_count_home(tpi_mailbox *mb, uint32_t local)
+{
+    return local + atomic_load(&mb->remote); /* seq_cst: as above */
 }
 
 /* The count as one value: local, then remote, then local again, until

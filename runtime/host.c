@@ -28,12 +28,11 @@ struct tpi_host {
 static void run(tpi_host *h, tpi_msg *m)
 {
     tpi_actor *a = h->w;
-    h->s->cur = a;
-    h->s->pause_on = TP_PID_NONE;
+    tpi_sched_enter(h->s, a, tpi_actor_pid(a));
     tpi_actor_dispatch(h->s, a, m);
     while ((a->flags & (TPI_ACT_EXITING | TPI_ACT_REPLAY)) == TPI_ACT_REPLAY)
         tpi_actor_dispatch(h->s, a, tpi_actor_replay_pop(a));
-    h->s->cur = NULL;
+    tpi_sched_leave(h->s);
     if (a->flags & TPI_ACT_EXITING)
         h->ops->ended(h->arg, tpi_actor_exit_reason(a));
 }
@@ -90,6 +89,7 @@ int tpi_host_new(tp_behavior b, void *state, const tpi_host_ops *ops, void *arg,
     }
     h->rt->host = h;
     h->s = &h->rt->scheds[0];
+    h->s->direct = NULL;
     h->ops = ops;
     h->arg = arg;
     h->w = tpi_calloc(sizeof *h->w);

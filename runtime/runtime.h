@@ -81,6 +81,9 @@ void tpi_stat_add_shared(tp_runtime *rt, size_t field, int64_t d);
 #define TPI_SCHED_ALIGN 128
 struct tpi_sched {
     _Alignas(TPI_SCHED_ALIGN) tp_runtime *rt;
+    /* rt->table, one load nearer for the inline send (actors/send.c);
+     * NULL in an isolated worker, whose sends all go through its host. */
+    tpi_table *direct;
     unsigned id;  /* index in rt->scheds */
     uint64_t bit; /* 1 << id, in rt->idle */
     struct event_base *base;
@@ -103,6 +106,7 @@ struct tpi_sched {
     uint64_t rng;           /* its generator state */
     uint64_t hash;          /* its schedule signature */
     tpi_actor *cur;         /* actor in its turn */
+    tp_pid cur_pid;         /* its pid, the sender of what it sends */
     tpi_msg *cur_msg;       /* message being handled */
     tp_pid pause_on;        /* a send this turn overfilled this pid */
     bool became;            /* the running behavior called tp_become */
@@ -151,6 +155,16 @@ void tpi_sched_place(tpi_sched *s, tpi_actor *a, tpi_sched *to);
 /* The scheduler running on this thread, or NULL. */
 extern _Thread_local tpi_sched *tpi_tls_sched;
 static inline tpi_sched *tpi_sched_current(void) { return tpi_tls_sched; }
+
+/* a starts running behavior calls on s (a turn, or an isolated worker's
+ * message); tpi_sched_leave when they end. */
+static inline void tpi_sched_enter(tpi_sched *s, tpi_actor *a, tp_pid pid)
+{
+    s->cur = a;
+    s->cur_pid = pid;
+    s->pause_on = TP_PID_NONE;
+}
+static inline void tpi_sched_leave(tpi_sched *s) { s->cur = NULL; }
 
 /* The stuck-handler watch (actors/actor.c): tick is odd from the start
  * of a turn to its end, so an odd tick that stays the same means a turn

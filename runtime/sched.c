@@ -484,6 +484,7 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
 int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id)
 {
     s->rt = rt;
+    s->direct = rt->table;
     s->id = id;
     s->bit = 1ull << id;
     s->budget = rt->cfg.batch;
