@@ -460,7 +460,7 @@ int tp_become(tp_ctx *ctx, tp_behavior b)
     a->behavior = b;
     /* The deferred messages are offered again once this call returns (see
      * handle), so one deferred by this very call keeps its place. */
-    tpi_home(a)->became = true;
+    a->flags |= TPI_ACT_BECAME;
     return 0;
 }
 
@@ -509,13 +509,12 @@ static inline int settle(tpi_actor *a, tpi_msg *m, int r)
 }
 
 /* handle, after a behavior call that deferred m or changed behavior. */
-static __attribute__((noinline)) int handle_kept(tpi_sched *s, tpi_actor *a,
-                                                 tpi_msg *m, int r)
+static int handle_kept(tpi_actor *a, tpi_msg *m, int r, bool became)
 {
     if (r == TP_DEFER && (m->flags & TPI_MSG_STATIC))
         r = TP_HANDLED; /* the start message cannot be kept */
     tpi_actor_ext *x = NULL;
-    if (r == TP_DEFER || s->became)
+    if (r == TP_DEFER || became)
         x = tpi_actor_ext_get(a);
     if (r == TP_DEFER && !x)
         r = TP_ENOMEM; /* cannot keep it: end rather than lose it silently */
@@ -527,24 +526,39 @@ static __attribute__((noinline)) int handle_kept(tpi_sched *s, tpi_actor *a,
     }
     /* After a behavior change every deferred message is offered again, in
      * arrival order, before anything newer (replay holds only newer ones). */
-    if (s->became && x && x->stash.head) {
+    if (became && x && x->stash.head) {
         tpi_msglist_prepend(&x->replay, &x->stash);
         a->flags |= TPI_ACT_REPLAY;
     }
     return r == TP_DEFER ? r : settle(a, m, r);
 }
 
+/* handle, after any behavior call but the common one. */
+static __attribute__((noinline)) int handle_rest(tpi_actor *a, tpi_msg *m,
+                                                 int r)
+{
+    bool became = a->flags & TPI_ACT_BECAME;
+    a->flags &= ~(uint32_t)TPI_ACT_BECAME;
+    if (r == TP_DEFER || became)
+        return handle_kept(a, m, r, became);
+    return settle(a, m, r);
+}
+
 /* Returns TP_DEFER when m was kept, else what the behavior returned. */
 static inline int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
     s->cur_msg = m;
-    s->became = false;
     tpi_sched_tick(s, m->tag);
     int r = a->behavior((tp_ctx *)a, a->state, m);
     s->cur_msg = NULL;
-    if (r == TP_DEFER || s->became)
-        return handle_kept(s, a, m, r);
-    return settle(a, m, r);
+    /* The common case, in one test: m consumed, no reply owed, no
+     * behavior change, no receive timeout to re-arm. */
+    if (r == TP_HANDLED && !((m->flags & TPI_MSG_REQUEST) |
+                             (a->flags & (TPI_ACT_BECAME | TPI_ACT_RTO)))) {
+        tpi_msg_release(m);
+        return r;
+    }
+    return handle_rest(a, m, r);
 }
 
 /* issue 8: an observed actor's behavior call, counted and maybe timed.
@@ -660,7 +674,10 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
     if (a->flags & (TPI_ACT_OBS | TPI_ACT_START))
         budget -= turn_start(s, a);
     tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
-    while (budget-- > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on) {
+    /* Checked after each message rather than before, so a turn that ends
+     * on an empty mailbox makes them once less. */
+    bool go = budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
+    while (go) {
         tpi_msg *m;
         if ((a->flags & TPI_ACT_REPLAY) && (m = tpi_actor_replay_pop(a)))
             ;
@@ -670,19 +687,21 @@ unsigned tpi_actor_turn(tpi_sched *s, tpi_actor *a)
         } else
             break;
         dispatch(s, a, m);
+        go = --budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
     }
     tpi_sched_tick_end(s);
     tpi_sched_leave(s);
-    if (a->flags & TPI_ACT_EXITING) {
-        finalize(a);
-        return popped + 1;
+    if (a->flags & (TPI_ACT_EXITING | TPI_ACT_OBS)) {
+        if (a->flags & TPI_ACT_EXITING) {
+            finalize(a);
+            return popped + 1;
+        }
+        tpi_obs_turn(a); /* issue 8 */
     }
     /* Senders on other threads push during the turn, so the count may
      * have reached capacity at any point of it (then someone may be
      * waiting): at most after + popped. Below that, nobody can wait on us
      * and we skip the fence tpi_drained needs. */
-    if (a->flags & TPI_ACT_OBS) /* issue 8 */
-        tpi_obs_turn(a);
     uint64_t after = tpi_mailbox_count(mb);
     uint32_t cap = tpi_mailbox_cap(mb);
     if (after < cap && after + popped >= cap)

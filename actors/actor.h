@@ -123,6 +123,7 @@ enum {
      * ext->replay may hold messages, ext->rto_ms >= 0. */
     TPI_ACT_REPLAY = 1u << 8,
     TPI_ACT_RTO = 1u << 9,
+    TPI_ACT_BECAME = 1u << 10, /* the running call changed behavior */
 };
 /* The exit kind is kept in flags from this bit up, so it survives OOM. */
 #define TPI_ACT_EXIT_SHIFT 16

@@ -109,7 +109,6 @@ struct tpi_sched {
     tp_pid cur_pid;         /* its pid, the sender of what it sends */
     tpi_msg *cur_msg;       /* message being handled */
     tp_pid pause_on;        /* a send this turn overfilled this pid */
-    bool became;            /* the running behavior called tp_become */
     tpi_timer_heap timers;
     tpi_slot_cache slots; /* free actor slots kept by this thread */
     /* Credits of the live count (tpi_runtime_actor_born), written by this
