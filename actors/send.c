@@ -307,8 +307,16 @@ send_from(tpi_sched *s, tp_pid to, tpi_msg *m)
     m->to_gen = tpi_pid_gen(to);
     uint32_t local = push_here(s, b, m);
     s->cur->partner = b->index + 1;
-    if (over(&b->mb, tpi_mailbox_count_home(&b->mb, local)) || congested(b))
+    if ((over(&b->mb, tpi_mailbox_count_home(&b->mb, local)) || congested(b)) &&
+        s->full_seen != to) {
         on_full(s->rt, s->cur, b, to);
+        /* Now we pause on b when this call returns, and b is not paused:
+         * on_full resumed it, and b, homed here, cannot run (nor pause,
+         * nor move) before our turn ends. The next sends of this call that
+         * find b full have nothing to add. */
+        if (s->pause_on == to)
+            s->full_seen = to;
+    }
     return 0;
 }
 

@@ -109,6 +109,7 @@ struct tpi_sched {
     tp_pid cur_pid;         /* its pid, the sender of what it sends */
     tpi_msg *cur_msg;       /* message being handled */
     tp_pid pause_on;        /* a send this turn overfilled this pid */
+    tp_pid full_seen;       /* the inline send's last on_full this turn */
     tpi_timer_heap timers;
     tpi_slot_cache slots; /* free actor slots kept by this thread */
     /* Credits of the live count (tpi_runtime_actor_born), written by this
@@ -162,6 +163,7 @@ static inline void tpi_sched_enter(tpi_sched *s, tpi_actor *a, tp_pid pid)
     s->cur = a;
     s->cur_pid = pid;
     s->pause_on = TP_PID_NONE;
+    s->full_seen = TP_PID_NONE;
 }
 static inline void tpi_sched_leave(tpi_sched *s) { s->cur = NULL; }
 
