@@ -306,7 +306,7 @@ send_from(tpi_sched *s, tp_pid to, tpi_msg *m)
         return tpi_deliver(s->rt, s->cur, to, m);
     m->to_gen = tpi_pid_gen(to);
     uint32_t local = push_here(s, b, m);
-    s->cur->partner = b->index + 1;
+    s->cur->partner = (uint32_t)to; /* b's index + 1, from the pid */
     if ((over(&b->mb, tpi_mailbox_count_home(&b->mb, local)) || congested(b)) &&
         s->full_seen != to) {
         on_full(s->rt, s->cur, b, to);
