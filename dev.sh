@@ -16,7 +16,7 @@ PKGS=(build-essential cmake pkg-config libevent-dev libmsgpack-dev libcmocka-dev
 deps() {
   local missing=()
   for p in "${PKGS[@]}" "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    grep -q "ok installed" <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "dev.sh: installing ${missing[*]}" >&2
