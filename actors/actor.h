@@ -260,6 +260,13 @@ void tpi_msg_free(tpi_msg *m);
  * threads only; the fast paths are inline (one thread-local list, no
  * atomic). */
 #ifndef TPI_NO_POOL
+/* The thread-local variables of every message's path (this cache, the
+ * running scheduler) are initial-exec: one load at a fixed offset from the
+ * thread pointer, where the default model of position-independent code
+ * calls __tls_get_addr in the shared library. They are a few words of
+ * static TLS, which glibc keeps room for even in a dlopened library. */
+#define TPI_TLS_FAST __attribute__((tls_model("initial-exec")))
+
 #define TPI_NODE_CACHE_MAX 4096 /* nodes a thread keeps */
 typedef struct tpi_node_cache {
     tpi_msg *head;
@@ -268,7 +275,7 @@ typedef struct tpi_node_cache {
      * loop ends; 0 otherwise. One compare tells "keep it here". */
     unsigned lim;
 } tpi_node_cache;
-extern _Thread_local tpi_node_cache tpi_tls_nodes;
+extern _Thread_local tpi_node_cache tpi_tls_nodes TPI_TLS_FAST;
 /* From the depot, or NULL (always on a thread that does not cache). */
 tpi_msg *tpi_node_refill(void);
 /* Keep m's node; false if this thread does not cache (free it). */

@@ -27,7 +27,7 @@
 #define MAG 1024     /* nodes per magazine */
 #define DEPOT_MAX 64 /* magazines the depot keeps (about 8 MiB) */
 
-_Thread_local tpi_node_cache tpi_tls_nodes;
+_Thread_local tpi_node_cache tpi_tls_nodes TPI_TLS_FAST;
 #define cache tpi_tls_nodes
 
 /* Magazines are chains of nodes through node.next; the depot links them

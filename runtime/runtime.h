@@ -152,8 +152,9 @@ bool tpi_sched_follow(tpi_sched *s, tpi_actor *a, tp_pid from);
 /* Move a, spawned on s by the running turn and queued there without having
  * run, to scheduler `to` (a no-op if to is s). Home thread. */
 void tpi_sched_place(tpi_sched *s, tpi_actor *a, tpi_sched *to);
-/* The scheduler running on this thread, or NULL. */
-extern _Thread_local tpi_sched *tpi_tls_sched;
+/* The scheduler running on this thread, or NULL (TPI_TLS_FAST: see
+ * actors/actor.h). */
+extern _Thread_local tpi_sched *tpi_tls_sched TPI_TLS_FAST;
 static inline tpi_sched *tpi_sched_current(void) { return tpi_tls_sched; }
 
 /* a starts running behavior calls on s (a turn, or an isolated worker's

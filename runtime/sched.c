@@ -41,7 +41,7 @@
 /* Messages handled between two looks at the clock within a batch. */
 #define CLOCK_EVERY 16
 
-_Thread_local tpi_sched *tpi_tls_sched;
+_Thread_local tpi_sched *tpi_tls_sched TPI_TLS_FAST;
 #define tls_sched tpi_tls_sched
 
 /* xorshift64*: small, fast, and the same sequence for the same seed. */
