@@ -259,14 +259,15 @@ void tpi_msg_free(tpi_msg *m);
 /* ---- actors/node_cache.c: small message nodes, recycled by scheduler
  * threads only; the fast paths are inline (one thread-local list, no
  * atomic). */
-#ifndef TPI_NO_POOL
-/* The thread-local variables of every message's path (this cache, the
- * running scheduler) are initial-exec: one load at a fixed offset from the
- * thread pointer, where the default model of position-independent code
- * calls __tls_get_addr in the shared library. They are a few words of
- * static TLS, which glibc keeps room for even in a dlopened library. */
+/* The thread-local variables of every message's path (the node cache
+ * below, the running scheduler) are initial-exec: one load at a fixed
+ * offset from the thread pointer, where the default model of
+ * position-independent code calls __tls_get_addr in the shared library.
+ * They are a few words of static TLS, which glibc keeps room for even in a
+ * dlopened library. */
 #define TPI_TLS_FAST __attribute__((tls_model("initial-exec")))
 
+#ifndef TPI_NO_POOL
 #define TPI_NODE_CACHE_MAX 4096 /* nodes a thread keeps */
 typedef struct tpi_node_cache {
     tpi_msg *head;
