@@ -92,9 +92,11 @@ typedef struct tpi_msglist {
  * waiter list (under the waiter lock). */
 typedef struct tpi_actor_ext {
     tpi_pidvec links;
-    tpi_refvec watchers;             /* monitors on me: (ref, watcher) */
-    tpi_refvec monitoring;           /* my monitors: (ref, target) */
-    tpi_pending *pending;            /* awaited oneshots/calls */
+    tpi_refvec watchers;        /* monitors on me: (ref, watcher) */
+    tpi_refvec monitoring;      /* my monitors: (ref, target) */
+    tpi_pending *pending;       /* awaited oneshots/calls */
+    tpi_pending *pending_spare; /* up to TPI_PENDING_SPARE, for reuse */
+    uint32_t pending_nspare;
     struct tp_reply_handle *replies; /* taken reply obligations */
     tpi_timer *timers;               /* timers owned by this actor */
     tpi_resource *resources;
@@ -341,14 +343,18 @@ static inline void tpi_msg_init(tpi_msg *m, int32_t tag, uint32_t flags,
                    .data = len ? m->inl : NULL};
 }
 
-/* tpi_msg_new(tag, NULL, len) for len <= TPI_SMALL_PAYLOAD, with the node
- * cache inline (every tp_send_int takes this path). */
-static inline tpi_msg *tpi_msg_new_small(int32_t tag, size_t len)
+/* A message whose payload is the msgpack int v, packed in place (no copy,
+ * nothing to validate), with the node cache inline: every tp_send_int,
+ * tp_call_int and tp_reply_int. NULL when out of memory. */
+static inline tpi_msg *tpi_msg_new_int(int32_t tag, int64_t v)
 {
     tpi_msg *m = tpi_node_get();
-    if (!m)
-        return tpi_msg_new(tag, NULL, len);
-    tpi_msg_init(m, tag, TPI_MSG_SMALL, len);
+    if (m)
+        tpi_msg_init(m, tag, TPI_MSG_SMALL, 9); /* 9: the widest int */
+    else if (!(m = tpi_msg_new(tag, NULL, 9)))
+        return NULL;
+    m->len = tpi_pack_int(m->inl, v);
+    m->inl[m->len] = '\0';
     return m;
 }
 

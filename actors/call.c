@@ -15,16 +15,21 @@
 
 static tp_runtime *rt_of(tpi_actor *a) { return tpi_actor_rt(a); }
 
-static int send_reply(tp_runtime *rt, tp_pid from, tp_pid to, tp_ref ref,
-                      int status, const void *data, size_t len)
+/* The reply m (TP_TAG_REPLY; consumed) to the oneshot (to, ref). */
+static int send_reply_msg(tp_runtime *rt, tp_pid from, tp_pid to, tp_ref ref,
+                          int status, tpi_msg *m)
 {
-    tpi_msg *m = tpi_msg_new(TP_TAG_REPLY, data, len);
-    if (!m)
-        return TP_ENOMEM;
     m->from = from;
     m->ref = ref;
     m->status = status;
     return tpi_deliver(rt, NULL, to, m);
+}
+
+static int send_reply(tp_runtime *rt, tp_pid from, tp_pid to, tp_ref ref,
+                      int status, const void *data, size_t len)
+{
+    tpi_msg *m = tpi_msg_new(TP_TAG_REPLY, data, len);
+    return m ? send_reply_msg(rt, from, to, ref, status, m) : TP_ENOMEM;
 }
 
 void tpi_reply_status(tp_runtime *rt, tp_pid to, tp_ref ref, int status)
@@ -32,10 +37,35 @@ void tpi_reply_status(tp_runtime *rt, tp_pid to, tp_ref ref, int status)
     send_reply(rt, TP_PID_NONE, to, ref, status, NULL, 0);
 }
 
+/* Entries an actor keeps for its next calls: a client awaiting one reply
+ * at a time allocates once, not per call. */
+#define TPI_PENDING_SPARE 8
+
+static tpi_pending *pending_get(tpi_actor_ext *x)
+{
+    tpi_pending *p = x->pending_spare;
+    if (!p)
+        return tpi_alloc(sizeof *p);
+    x->pending_spare = p->next;
+    x->pending_nspare--;
+    return p;
+}
+
+static void pending_put(tpi_actor_ext *x, tpi_pending *p)
+{
+    if (x->pending_nspare >= TPI_PENDING_SPARE) {
+        tpi_free(p);
+        return;
+    }
+    p->next = x->pending_spare;
+    x->pending_spare = p;
+    x->pending_nspare++;
+}
+
 static int pending_add(tpi_actor *a, int timeout_ms, tp_ref *ref_out)
 {
     tpi_actor_ext *x = tpi_actor_ext_get(a);
-    tpi_pending *p = x ? tpi_alloc(sizeof *p) : NULL;
+    tpi_pending *p = x ? pending_get(x) : NULL;
     if (!p)
         return TP_ENOMEM;
     p->ref = tpi_ref_new(rt_of(a));
@@ -45,7 +75,7 @@ static int pending_add(tpi_actor *a, int timeout_ms, tp_ref *ref_out)
                                  (uint64_t)timeout_ms * 1000000u, 0, 0, NULL, 0,
                                  p->ref, &p->timer);
         if (rc) {
-            tpi_free(p);
+            pending_put(x, p);
             return rc;
         }
     }
@@ -65,7 +95,7 @@ bool tpi_pending_take(tpi_actor *a, tp_ref ref)
             *pp = p->next;
             if (p->timer)
                 tpi_timer_cancel(a, p->timer);
-            tpi_free(p);
+            pending_put(a->ext, p);
             return true;
         }
     return false;
@@ -76,11 +106,14 @@ void tpi_pending_free_all(tpi_actor *a)
     if (!a->ext)
         return;
     /* The timers go with tpi_timers_free_all. */
-    for (tpi_pending *p = a->ext->pending, *n; p; p = n) {
-        n = p->next;
-        tpi_free(p);
-    }
-    a->ext->pending = NULL;
+    tpi_pending *lists[] = {a->ext->pending, a->ext->pending_spare};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        for (tpi_pending *p = lists[i], *n; p; p = n) {
+            n = p->next;
+            tpi_free(p);
+        }
+    a->ext->pending = a->ext->pending_spare = NULL;
+    a->ext->pending_nspare = 0;
 }
 
 void tpi_reply_settle(tpi_actor *a, tpi_msg *m)
@@ -109,16 +142,14 @@ void tpi_replies_fail(tpi_actor *a)
 
 /* ----------------------------------------------------------------- API */
 
-static int call_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
-                      size_t len, bool check, int timeout_ms, tp_ref *ref_out)
+/* The request m (consumed) from a to `to`, its reply awaited under a new
+ * ref. */
+static int call_msg(tpi_actor *a, tp_pid to, tpi_msg *m, int timeout_ms,
+                    tp_ref *ref_out)
 {
-    tpi_actor *a;
-    tpi_msg *m;
-    int rc = tpi_msg_for_ctx(ctx, to, tag, data, len, check, &a, &m);
-    if (rc)
-        return rc;
     tp_ref ref;
-    if ((rc = pending_add(a, timeout_ms, &ref)) != 0) {
+    int rc = pending_add(a, timeout_ms, &ref);
+    if (rc) {
         tpi_msg_free(m);
         return rc;
     }
@@ -131,6 +162,15 @@ static int call_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
     return tpi_deliver(rt_of(a), a, to, m);
 }
 
+static int call_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
+                      size_t len, bool check, int timeout_ms, tp_ref *ref_out)
+{
+    tpi_actor *a;
+    tpi_msg *m;
+    int rc = tpi_msg_for_ctx(ctx, to, tag, data, len, check, &a, &m);
+    return rc ? rc : call_msg(a, to, m, timeout_ms, ref_out);
+}
+
 int tp_call(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len,
             int timeout_ms, tp_ref *ref_out)
 {
@@ -140,26 +180,33 @@ int tp_call(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len,
 int tp_call_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v, int timeout_ms,
                 tp_ref *ref_out)
 {
-    char buf[9];
-    return call_bytes(ctx, to, tag, buf, tpi_pack_int(buf, v), false,
-                      timeout_ms, ref_out);
-}
-
-static int reply_bytes(tp_ctx *ctx, const tp_msg *request, const void *data,
-                       size_t len, bool check)
-{
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a)
         return TP_ESTATE;
-    if (!request)
+    if (to == TP_PID_NONE || tag < 0)
         return TP_EINVAL;
-    if (!tp_msg_wants_reply(request))
-        return TP_ENOENT;
-    int rc = check ? tpi_payload_valid(rt_of(a), data, len) : 0;
-    if (rc)
-        return rc;
-    rc = send_reply(rt_of(a), tpi_actor_pid(a), request->reply_to, request->ref,
-                    0, data, len);
+    tpi_msg *m = tpi_msg_new_int(tag, v);
+    return m ? call_msg(a, to, m, timeout_ms, ref_out) : TP_ENOMEM;
+}
+
+/* The actor that may answer request now; else NULL and *rc the error. */
+static tpi_actor *replier(tp_ctx *ctx, const tp_msg *request, int *rc)
+{
+    tpi_actor *a = tpi_ctx_actor(ctx);
+    *rc = !a                             ? TP_ESTATE
+          : !request                     ? TP_EINVAL
+          : !tp_msg_wants_reply(request) ? TP_ENOENT
+                                         : 0;
+    return *rc ? NULL : a;
+}
+
+/* a answers request with m (consumed; NULL: out of memory). */
+static int reply_with(tpi_actor *a, const tp_msg *request, tpi_msg *m)
+{
+    if (!m)
+        return TP_ENOMEM;
+    int rc = send_reply_msg(rt_of(a), tpi_actor_pid(a), request->reply_to,
+                            request->ref, 0, m);
     if (rc == 0)
         ((tpi_msg *)request)->flags |= TPI_MSG_REPLIED;
     return rc;
@@ -167,13 +214,18 @@ static int reply_bytes(tp_ctx *ctx, const tp_msg *request, const void *data,
 
 int tp_reply(tp_ctx *ctx, const tp_msg *request, const void *data, size_t len)
 {
-    return reply_bytes(ctx, request, data, len, true);
+    int rc;
+    tpi_actor *a = replier(ctx, request, &rc);
+    if (a && !(rc = tpi_payload_valid(rt_of(a), data, len)))
+        rc = reply_with(a, request, tpi_msg_new(TP_TAG_REPLY, data, len));
+    return rc;
 }
 
 int tp_reply_int(tp_ctx *ctx, const tp_msg *request, int64_t v)
 {
-    char buf[9];
-    return reply_bytes(ctx, request, buf, tpi_pack_int(buf, v), false);
+    int rc;
+    tpi_actor *a = replier(ctx, request, &rc);
+    return a ? reply_with(a, request, tpi_msg_new_int(TP_TAG_REPLY, v)) : rc;
 }
 
 tp_reply_handle *tp_reply_take(tp_ctx *ctx, const tp_msg *request)

@@ -353,13 +353,8 @@ int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
         return TP_ESTATE;
     if (to == TP_PID_NONE || tag < 0)
         return TP_EINVAL;
-    /* Packed straight into the message: no copy, nothing to validate. */
-    tpi_msg *m = tpi_msg_new_small(tag, 9);
-    if (!m)
-        return TP_ENOMEM;
-    m->len = tpi_pack_int(m->inl, v);
-    m->inl[m->len] = '\0';
-    return send_from(s, to, m);
+    tpi_msg *m = tpi_msg_new_int(tag, v);
+    return m ? send_from(s, to, m) : TP_ENOMEM;
 }
 
 int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)
