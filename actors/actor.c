@@ -551,10 +551,11 @@ static inline int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     tpi_sched_tick(s, m->tag);
     int r = a->behavior((tp_ctx *)a, a->state, m);
     s->cur_msg = NULL;
-    /* The common case, in one test: m consumed, no reply owed, no
-     * behavior change, no receive timeout to re-arm. */
-    if (r == TP_HANDLED && !((m->flags & TPI_MSG_REQUEST) |
-                             (a->flags & (TPI_ACT_BECAME | TPI_ACT_RTO)))) {
+    /* The common case: m consumed, no reply owed (not a request, or one
+     * answered), no behavior change, no receive timeout to re-arm. */
+    if (r == TP_HANDLED &&
+        (m->flags & (TPI_MSG_REQUEST | TPI_MSG_REPLIED)) != TPI_MSG_REQUEST &&
+        !(a->flags & (TPI_ACT_BECAME | TPI_ACT_RTO))) {
         tpi_msg_release(m);
         return r;
     }
