@@ -153,13 +153,12 @@ static int call_msg(tpi_actor *a, tp_pid to, tpi_msg *m, int timeout_ms,
         tpi_msg_free(m);
         return rc;
     }
-    m->from = m->reply_to = tpi_actor_pid(a);
+    m->reply_to = tpi_actor_pid(a);
     m->ref = ref;
     m->flags |= TPI_MSG_REQUEST;
-    TPI_STAT(rt_of(a), sent, 1);
     if (ref_out)
         *ref_out = ref;
-    return tpi_deliver(rt_of(a), a, to, m);
+    return tpi_send_own(a, to, m);
 }
 
 static int call_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,

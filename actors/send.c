@@ -332,13 +332,18 @@ int tpi_msg_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
     return tpi_msg_for_send(tpi_actor_rt(a), tag, data, len, check, out);
 }
 
+int tpi_send_own(tpi_actor *a, tp_pid to, tpi_msg *m)
+{
+    return send_from(tpi_home(a), to, m);
+}
+
 static int send_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
                       size_t len, bool check)
 {
     tpi_actor *a;
     tpi_msg *m;
     int rc = tpi_msg_for_ctx(ctx, to, tag, data, len, check, &a, &m);
-    return rc ? rc : send_from(tpi_home(a), to, m);
+    return rc ? rc : tpi_send_own(a, to, m);
 }
 
 int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len)
@@ -381,7 +386,7 @@ int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)
     } else {
         tpi_free(buf);
     }
-    return send_from(tpi_home(a), to, m);
+    return tpi_send_own(a, to, m);
 }
 
 int tp_sendf(tp_ctx *ctx, tp_pid to, int32_t tag, const char *fmt, ...)
