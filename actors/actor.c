@@ -553,8 +553,7 @@ static inline int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     s->cur_msg = NULL;
     /* The common case: m consumed, no reply owed (not a request, or one
      * answered), no behavior change, no receive timeout to re-arm. */
-    if (r == TP_HANDLED &&
-        (m->flags & (TPI_MSG_REQUEST | TPI_MSG_REPLIED)) != TPI_MSG_REQUEST &&
+    if (r == TP_HANDLED && !tp_msg_wants_reply(m) &&
         !(a->flags & (TPI_ACT_BECAME | TPI_ACT_RTO))) {
         tpi_msg_release(m);
         return r;

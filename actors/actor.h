@@ -448,6 +448,10 @@ int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
  * actor): TP_ESTATE outside a behavior, TP_EINVAL for no pid. */
 int tpi_msg_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
                     size_t len, bool check, tpi_actor **a_out, tpi_msg **out);
+/* tpi_msg_for_ctx for an int payload (tpi_msg_new_int), with the
+ * scheduler running the ctx's actor (its s->cur). */
+int tpi_int_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v,
+                    tpi_sched **s_out, tpi_msg **out);
 /* Send m (a user message, tag >= 0; consumed) from a, in its turn on this
  * thread, as tp_send does: from is a, counted as sent. */
 int tpi_send_own(tpi_actor *a, tp_pid to, tpi_msg *m);

@@ -179,13 +179,10 @@ int tp_call(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len,
 int tp_call_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v, int timeout_ms,
                 tp_ref *ref_out)
 {
-    tpi_actor *a = tpi_ctx_actor(ctx);
-    if (!a)
-        return TP_ESTATE;
-    if (to == TP_PID_NONE || tag < 0)
-        return TP_EINVAL;
-    tpi_msg *m = tpi_msg_new_int(tag, v);
-    return m ? call_msg(a, to, m, timeout_ms, ref_out) : TP_ENOMEM;
+    tpi_sched *s;
+    tpi_msg *m;
+    int rc = tpi_int_for_ctx(ctx, to, tag, v, &s, &m);
+    return rc ? rc : call_msg(s->cur, to, m, timeout_ms, ref_out);
 }
 
 /* The actor that may answer request now; else NULL and *rc the error. */

@@ -351,15 +351,26 @@ int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data, size_t len)
     return send_bytes(ctx, to, tag, data, len, true);
 }
 
-int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
+int tpi_int_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v,
+                    tpi_sched **s_out, tpi_msg **out)
 {
     tpi_sched *s = tpi_ctx_sched(ctx);
     if (!s)
         return TP_ESTATE;
     if (to == TP_PID_NONE || tag < 0)
         return TP_EINVAL;
-    tpi_msg *m = tpi_msg_new_int(tag, v);
-    return m ? send_from(s, to, m) : TP_ENOMEM;
+    if (!(*out = tpi_msg_new_int(tag, v)))
+        return TP_ENOMEM;
+    *s_out = s;
+    return 0;
+}
+
+int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
+{
+    tpi_sched *s;
+    tpi_msg *m;
+    int rc = tpi_int_for_ctx(ctx, to, tag, v, &s, &m);
+    return rc ? rc : send_from(s, to, m);
 }
 
 int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)
