@@ -547,10 +547,8 @@ static __attribute__((noinline)) int handle_rest(tpi_actor *a, tpi_msg *m,
 /* Returns TP_DEFER when m was kept, else what the behavior returned. */
 static inline int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
-    s->cur_msg = m;
     tpi_sched_tick(s, m->tag);
     int r = a->behavior((tp_ctx *)a, a->state, m);
-    s->cur_msg = NULL;
     /* The common case: m consumed, no reply owed (not a request, or one
      * answered), no behavior change, no receive timeout to re-arm. */
     if (r == TP_HANDLED && !tp_msg_wants_reply(m) &&
@@ -674,13 +672,17 @@ __attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
     unsigned budget = s->budget;
     tp_pid pid = tpi_actor_pid(a);
     tpi_sched_enter(s, a, pid);
-    tpi_sched_tick_turn(s, pid);
-    if (a->flags & (TPI_ACT_OBS | TPI_ACT_START))
-        budget -= turn_start(s, a);
-    tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
+    tpi_sched_tick_turn(s);
     /* Checked after each message rather than before, so a turn that ends
-     * on an empty mailbox makes them once less. */
-    bool go = budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
+     * on an empty mailbox makes them once less. At the start they hold: a
+     * budget is at least 1, an actor ends at the end of the turn in which
+     * it exits, and tpi_sched_enter cleared pause_on. */
+    bool go = true;
+    if (a->flags & (TPI_ACT_OBS | TPI_ACT_START)) {
+        budget -= turn_start(s, a);
+        go = budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
+    }
+    tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
     while (go) {
         tpi_msg *m;
         if ((a->flags & TPI_ACT_REPLAY) && (m = tpi_actor_replay_pop(a)))
@@ -693,7 +695,6 @@ __attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
         dispatch(s, a, m);
         go = --budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
     }
-    tpi_sched_tick_end(s);
     tpi_sched_leave(s);
     if (a->flags & (TPI_ACT_EXITING | TPI_ACT_OBS)) {
         if (a->flags & TPI_ACT_EXITING) {

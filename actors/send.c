@@ -294,13 +294,18 @@ static inline __attribute__((always_inline)) int
 send_from(tpi_sched *s, tp_pid to, tpi_msg *m)
 {
     tpi_table *t = s->direct;
-    m->from = s->cur_pid;
+    m->from = atomic_load_explicit(&s->cur_pid, memory_order_relaxed);
     tpi_stat_own(s, offsetof(tpi_stats, sent), 1);
-    tpi_actor *b;
+    tpi_slot_hint *h = &s->hints[(uint32_t)to & (TPI_SLOT_HINTS - 1)];
+    tpi_actor *b = h->slot;
+    if (h->pid != to) { /* only local pids of this runtime are kept */
+        if (!t || (to & TPI_PID_REMOTE) || !(b = tpi_table_slot(t, to)))
+            return tpi_deliver(s->rt, s->cur, to, m);
+        *h = (tpi_slot_hint){to, b};
+    }
     /* The generation first (acquire, as in tpi_deliver), then the home: a
      * spawn sets the home before it makes the generation live. */
-    if (!t || (to & TPI_PID_REMOTE) || !(b = tpi_table_slot(t, to)) ||
-        atomic_load_explicit(&b->gen, memory_order_acquire) !=
+    if (atomic_load_explicit(&b->gen, memory_order_acquire) !=
             tpi_pid_gen(to) ||
         tpi_home(b) != s)
         return tpi_deliver(s->rt, s->cur, to, m);

@@ -1,6 +1,6 @@
 /*
  * The stuck-handler report: a thread that samples every scheduler's tick
- * (odd while a turn runs, see tpi_sched_tick_turn) a few times per
+ * (odd while turns run, new at each turn: tpi_sched_tick_turn) a few times per
  * stuck_ms, as Go's sysmon does. The same odd tick seen for stuck_ms means
  * one behavior call has run that long: it is reported (actor, tag, how
  * long), then again each time that duration doubles. The schedulers pay
@@ -50,7 +50,7 @@ static void sample(struct tpi_monitor *m, unsigned i, uint64_t now)
      * tick after an acquire fence; an unchanged odd tick means the pair
      * is the running call's. */
     uint64_t t = atomic_load_explicit(&s->tick, memory_order_acquire);
-    tp_pid pid = atomic_load_explicit(&s->tick_pid, memory_order_relaxed);
+    tp_pid pid = atomic_load_explicit(&s->cur_pid, memory_order_relaxed);
     int32_t tag = atomic_load_explicit(&s->tick_tag, memory_order_relaxed);
     atomic_thread_fence(memory_order_acquire);
     if (!(t & 1) || atomic_load_explicit(&s->tick, memory_order_relaxed) != t) {

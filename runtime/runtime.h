@@ -79,6 +79,15 @@ void tpi_stat_add_shared(tp_runtime *rt, size_t field, int64_t d);
  * its own thread: a line of their own (two, against adjacent-line
  * prefetch), or every message pays for false sharing. */
 #define TPI_SCHED_ALIGN 128
+/* The inline send's pid -> slot hints (actors/send.c), direct-mapped by
+ * the pid's low bits. Slots never move nor go away while the runtime
+ * lives, so an entry always names the right slot; whether the actor in it
+ * is still that pid's is checked after, as for any lookup. */
+#define TPI_SLOT_HINTS 64
+typedef struct tpi_slot_hint {
+    tp_pid pid; /* TP_PID_NONE: empty */
+    tpi_actor *slot;
+} tpi_slot_hint;
 struct tpi_sched {
     _Alignas(TPI_SCHED_ALIGN) tp_runtime *rt;
     /* rt->table, one load nearer for the inline send (actors/send.c);
@@ -106,10 +115,11 @@ struct tpi_sched {
     uint64_t rng;           /* its generator state */
     uint64_t hash;          /* its schedule signature */
     tpi_actor *cur;         /* actor in its turn */
-    tp_pid cur_pid;         /* its pid, the sender of what it sends */
-    tpi_msg *cur_msg;       /* message being handled */
-    tp_pid pause_on;        /* a send this turn overfilled this pid */
-    tp_pid full_seen;       /* the inline send's last on_full this turn */
+    /* Its pid: the sender of what it sends, and the stuck watch's actor
+     * (relaxed: the monitor reads it, see tpi_sched_tick_turn). */
+    _Atomic tp_pid cur_pid;
+    tp_pid pause_on;  /* a send this turn overfilled this pid */
+    tp_pid full_seen; /* the inline send's last on_full this turn */
     tpi_timer_heap timers;
     tpi_slot_cache slots; /* free actor slots kept by this thread */
     /* Credits of the live count (tpi_runtime_actor_born), written by this
@@ -117,11 +127,11 @@ struct tpi_sched {
     _Atomic uint32_t credits;
     tpi_stats stats;
     /* Stuck-handler watch (runtime/monitor.c), a seqlock written by this
-     * thread: tick is odd during a turn (tpi_sched_tick_turn). */
+     * thread with cur_pid: see tpi_sched_tick_turn. */
     _Atomic uint64_t tick;
-    _Atomic tp_pid tick_pid;
     _Atomic int32_t tick_tag;
     pthread_t thread; /* schedulers 1..n-1: their own threads */
+    tpi_slot_hint hints[TPI_SLOT_HINTS];
 };
 
 int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id);
@@ -162,18 +172,20 @@ static inline tpi_sched *tpi_sched_current(void) { return tpi_tls_sched; }
 static inline void tpi_sched_enter(tpi_sched *s, tpi_actor *a, tp_pid pid)
 {
     s->cur = a;
-    s->cur_pid = pid;
+    atomic_store_explicit(&s->cur_pid, pid, memory_order_relaxed);
     s->pause_on = TP_PID_NONE;
     s->full_seen = TP_PID_NONE;
 }
 static inline void tpi_sched_leave(tpi_sched *s) { s->cur = NULL; }
 
-/* The stuck-handler watch (actors/actor.c): tick is odd from the start
- * of a turn to its end, so an odd tick that stays the same means a turn
+/* The stuck-handler watch: tick is odd while a batch runs turns
+ * (tpi_sched_tick_batch, runtime/sched.c) and grows by 2 at the start of each
+ * turn (actors/actor.c), so an odd tick that stays the same means a turn
  * (at most tp_config.batch behavior calls, nearly always one stuck call)
- * has not ended; the pair (pid, tag) names the actor and the message its
- * behavior was last given. Per turn three stores, per call one; one
- * writer, so loads and stores, no read-modify-write. */
+ * has not ended; the pair (cur_pid, tick_tag) names the actor and the
+ * message its behavior was last given. Per turn one store of the tick,
+ * per call one of the tag; one writer, so loads and stores, no
+ * read-modify-write. */
 static inline void tpi_sched_tick_add(tpi_sched *s, uint64_t d)
 {
     /* release: the monitor reads tick (acquire), the pair, then tick
@@ -184,9 +196,15 @@ static inline void tpi_sched_tick_add(tpi_sched *s, uint64_t d)
                           memory_order_release);
 }
 
-static inline void tpi_sched_tick_turn(tpi_sched *s, tp_pid pid)
+/* A turn starts (after tpi_sched_enter stored its pid). */
+static inline void tpi_sched_tick_turn(tpi_sched *s)
 {
-    atomic_store_explicit(&s->tick_pid, pid, memory_order_relaxed);
+    tpi_sched_tick_add(s, 2);
+}
+
+/* A batch starts or ends running turns: the tick changes parity. */
+static inline void tpi_sched_tick_batch(tpi_sched *s)
+{
     tpi_sched_tick_add(s, 1);
 }
 
@@ -195,11 +213,6 @@ static inline void tpi_sched_tick(tpi_sched *s, int32_t tag)
     /* relaxed: a call that is stuck wrote it long before the monitor
      * reports it. */
     atomic_store_explicit(&s->tick_tag, tag, memory_order_relaxed);
-}
-
-static inline void tpi_sched_tick_end(tpi_sched *s)
-{
-    tpi_sched_tick_add(s, 1);
 }
 
 /* ---- runtime/world.c: stop the world */

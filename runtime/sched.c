@@ -424,6 +424,7 @@ static void batch(tpi_sched *s)
     bool may_share = multi && s->rq_n >= 2 && backlog_aged(s);
     unsigned work = 0;
     tpi_remote_batch(rt, true); /* node frames leave together, at its end */
+    tpi_sched_tick_batch(s);    /* odd while turns run: the stuck watch */
     for (int i = 0; !multi && i < TURNS_PER_CALLBACK; i++) {
         /* One scheduler: nothing to share, nobody to check. */
         tpi_actor *a = rq_pop(s);
@@ -455,6 +456,7 @@ static void batch(tpi_sched *s)
             }
         }
     }
+    tpi_sched_tick_batch(s);
     tpi_remote_batch(rt, false);
 }
 

@@ -1182,6 +1182,68 @@ static void test_stuck_report(void **unused)
     assert_true(atomic_load(&SK.ms) >= STUCK_MS);
 }
 
+/* Busy, not stuck: an actor whose turns take BUSY_MS each, one after
+ * the other for longer than stuck_ms in all (and for longer than a batch
+ * of turns of the scheduler), is never reported: each turn is watched on
+ * its own. */
+#define BUSY_STUCK_MS 500
+#define BUSY_MS 5
+#define BUSY_TURNS 400
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int slow_turn_b(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int *left = state;
+    if (tp_msg_tag(msg) != TAG_STUCK)
+        return TP_HANDLED;
+    uint64_t t0 = mono_ms();
+    while (mono_ms() - t0 < BUSY_MS) /* work, not a wait */
+        ;
+    if (--*left > 0)
+        return tp_send(ctx, tp_self(ctx), TAG_STUCK, NULL, 0);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int slow_turns_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        tp_pid b;
+        EXPECT_EQ(tp_spawn(ctx, slow_turn_b, state, NULL, &b), 0);
+        EXPECT_EQ(tp_send(ctx, b, TAG_STUCK, NULL, 0), 0);
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_stuck_busy_not_reported(void **unused)
+{
+    (void)unused;
+    tp_config cfg;
+    tp_runtime *rt = NULL;
+    memset(&SK, 0, sizeof SK);
+    tp_config_init(&cfg);
+    cfg.threads = 1;
+    cfg.stuck_ms = BUSY_STUCK_MS;
+    cfg.on_stuck = on_stuck;
+    assert_int_equal(tp_runtime_new(&cfg, &rt), 0);
+    int left = BUSY_TURNS;
+    uint64_t t0 = mono_ms();
+    tpt_reset();
+    assert_int_equal(tp_run(rt, slow_turns_root, &left, NULL), 0);
+    TPT_CHECK();
+    tp_runtime_free(rt);
+    assert_int_equal(left, 0);
+    /* It ran long enough that a watch per batch would have reported. */
+    assert_true(mono_ms() - t0 >= (uint64_t)BUSY_TURNS * BUSY_MS);
+    assert_int_equal(atomic_load(&SK.reports), 0);
+}
+
 /* -------------------------------------------- mutual flood across threads */
 
 #define MF_PAIRS 8
@@ -1586,6 +1648,7 @@ int main(void)
         cmocka_unit_test(test_spread),
         cmocka_unit_test(test_no_starvation),
         cmocka_unit_test(test_stuck_report),
+        cmocka_unit_test(test_stuck_busy_not_reported),
         cmocka_unit_test(test_mutual_flood_across_threads),
         cmocka_unit_test(test_soft_bound_two_threads),
         cmocka_unit_test(test_next_slot),
