@@ -1182,10 +1182,10 @@ static void test_stuck_report(void **unused)
     assert_true(atomic_load(&SK.ms) >= STUCK_MS);
 }
 
-/* Busy, not stuck: an actor whose turns take BUSY_MS each, one after
- * the other for longer than stuck_ms in all (and for longer than a batch
- * of turns of the scheduler), is never reported: each turn is watched on
- * its own. */
+/* Busy, not stuck: an actor whose turns take BUSY_MS each (one message
+ * per turn: tp_config.batch 1), one after the other for longer than
+ * stuck_ms in all (and for longer than a batch of turns of the
+ * scheduler), is never reported: each turn is watched on its own. */
 #define BUSY_STUCK_MS 500
 #define BUSY_MS 5
 #define BUSY_TURNS 400
@@ -1229,6 +1229,7 @@ static void test_stuck_busy_not_reported(void **unused)
     memset(&SK, 0, sizeof SK);
     tp_config_init(&cfg);
     cfg.threads = 1;
+    cfg.batch = 1;
     cfg.stuck_ms = BUSY_STUCK_MS;
     cfg.on_stuck = on_stuck;
     assert_int_equal(tp_runtime_new(&cfg, &rt), 0);
