@@ -550,11 +550,17 @@ static inline int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     tpi_sched_tick(s, m->tag);
     int r = a->behavior((tp_ctx *)a, a->state, m);
     /* The common case: m consumed, no reply owed (not a request, or one
-     * answered), no behavior change, no receive timeout to re-arm. */
-    if (r == TP_HANDLED && !tp_msg_wants_reply(m) &&
-        !(a->flags & (TPI_ACT_BECAME | TPI_ACT_RTO))) {
-        tpi_msg_release(m);
-        return r;
+     * answered), no behavior change, no receive timeout to re-arm. Most
+     * common of all: no request, a node for the cache (one test). */
+    if (r == TP_HANDLED && !(a->flags & (TPI_ACT_BECAME | TPI_ACT_RTO))) {
+        if ((m->flags & (TPI_MSG_REQUEST | TPI_MSG_SMALL | TPI_MSG_OWNED |
+                         TPI_MSG_STATIC)) == TPI_MSG_SMALL &&
+            tpi_node_put(m))
+            return r;
+        if (!tp_msg_wants_reply(m)) {
+            tpi_msg_release(m);
+            return r;
+        }
     }
     return handle_rest(a, m, r);
 }

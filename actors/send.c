@@ -287,9 +287,10 @@ int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
 }
 
 /* A send by the actor in its turn on this thread's scheduler s (s->cur).
- * The common case, inline: a user message (the caller checked tag >= 0)
- * to a live actor of this runtime homed on s, as tpi_deliver would
- * deliver it; the rest goes through tpi_deliver. Consumes m. */
+ * The common case, inline: a user message (the caller checked tag >= 0,
+ * and that `to` is not TP_PID_NONE, which empty hints hold) to a live
+ * actor of this runtime homed on s, as tpi_deliver would deliver it; the
+ * rest goes through tpi_deliver. Consumes m. */
 static inline __attribute__((always_inline)) int
 send_from(tpi_sched *s, tp_pid to, tpi_msg *m)
 {
