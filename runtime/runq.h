@@ -46,34 +46,33 @@ static inline void tpi_sched_queue(tpi_sched *s, tpi_actor *a)
 
 /* tpi_sched_queue for an actor made ready by the turn running on s (a
  * message to it, its spawn): the next slot (Go's runnext, Tokio's LIFO
- * slot). The first actor that a turn readies runs right after that turn,
- * at the queue's head; the others it readies go to the tail, in order, so
- * the actors one turn readies still start in the order it readied them.
- * An actor woken by a message finds what the message touched still in
- * cache, and a spawn tree is walked about depth-first, so replies are
- * consumed as they come instead of a whole level of the tree (and of its
- * messages) being alive at once. The slot may take next_max turns in a
- * row (rq_pop counts them); then the queue's head goes, so a pair passing
- * a message back and forth cannot starve the rest. The deterministic mode
- * keeps its seeded pick over plain FIFO (next_max 0). */
+ * slot), which runs before the queue's head. The first actor that a turn
+ * readies runs right after that turn; the others it readies go to the
+ * tail, in order, so the actors one turn readies still start in the order
+ * it readied them. An actor woken by a message finds what the message
+ * touched still in cache, and a spawn tree is walked about depth-first, so
+ * replies are consumed as they come instead of a whole level of the tree
+ * (and of its messages) being alive at once. The slot may take next_max
+ * turns in a row while others wait (rq_pop counts them); then the queue's
+ * head goes, so a pair passing a message back and forth cannot starve the
+ * rest. The deterministic mode keeps its seeded pick over plain FIFO
+ * (next_max 0: the slot holds an actor only while the queue is empty). */
 static inline void tpi_sched_queue_next(tpi_sched *s, tpi_actor *a)
 {
-    tpi_mpsc_node *n = &a->rq;
-    tpi_mpsc_node *head = s->rq_head;
-    /* Alone in the queue, it takes the slot whatever the count. The slot,
-     * when full, is the head: nothing else goes there. */
-    if (head && (s->rq_next || s->next_runs >= s->next_max)) {
-        tpi_rq_push(s, n);
-    } else {
+    /* Alone, it takes the slot whatever the count. */
+    if (!s->rq_slot && (!s->rq_head || s->next_runs < s->next_max)) {
         s->rq_n++;
-        /* relaxed: plain links, as in tpi_rq_push */
-        atomic_store_explicit(&n->next, head, memory_order_relaxed);
-        if (!head)
-            s->rq_tail = n;
-        s->rq_head = n;
-        s->rq_next = n;
+        s->rq_slot = a;
+    } else {
+        tpi_rq_push(s, &a->rq);
     }
     tpi_sched_kick(s);
+}
+
+/* Actors are ready on s (its own thread). */
+static inline bool tpi_sched_has_ready(tpi_sched *s)
+{
+    return s->rq_slot || s->rq_head;
 }
 
 #endif

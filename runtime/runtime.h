@@ -105,16 +105,16 @@ struct tpi_sched {
     tpi_mpscq inject;       /* actors made ready by other threads */
     tpi_mpsc_node *rq_head; /* local run queue, plain links */
     tpi_mpsc_node *rq_tail;
-    uint32_t rq_n;          /* ready actors queued locally */
-    tpi_mpsc_node *rq_next; /* the head, if it is the next slot's actor */
-    uint32_t next_runs;     /* turns taken from the next slot in a row */
-    uint32_t next_max;      /* how many it may take (0: no next slot) */
-    uint64_t backlog_ns;    /* since when the run queue has not run dry */
-    bool det;               /* deterministic test mode (tp_config.seed) */
-    unsigned budget;        /* messages per turn: cfg.batch, 1 when det */
-    uint64_t rng;           /* its generator state */
-    uint64_t hash;          /* its schedule signature */
-    tpi_actor *cur;         /* actor in its turn */
+    uint32_t rq_n;       /* ready actors queued locally, slot included */
+    tpi_actor *rq_slot;  /* the next slot: runs before the queue's head */
+    uint32_t next_runs;  /* turns taken from the next slot in a row */
+    uint32_t next_max;   /* how many it may take (0: no next slot) */
+    uint64_t backlog_ns; /* since when the run queue has not run dry */
+    bool det;            /* deterministic test mode (tp_config.seed) */
+    unsigned budget;     /* messages per turn: cfg.batch, 1 when det */
+    uint64_t rng;        /* its generator state */
+    uint64_t hash;       /* its schedule signature */
+    tpi_actor *cur;      /* actor in its turn */
     /* Its pid: the sender of what it sends, and the stuck watch's actor
      * (relaxed: the monitor reads it, see tpi_sched_tick_turn). */
     _Atomic tp_pid cur_pid;

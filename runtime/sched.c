@@ -61,8 +61,6 @@ static tpi_actor *actor_of(tpi_mpsc_node *n)
 /* Unlink n (after prev, or the head) from the local run queue. */
 static void rq_unlink(tpi_sched *s, tpi_mpsc_node *prev, tpi_mpsc_node *n)
 {
-    if (n == s->rq_next)
-        s->rq_next = NULL;
     tpi_mpsc_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
     if (prev)
         atomic_store_explicit(&prev->next, next, memory_order_relaxed);
@@ -77,6 +75,15 @@ static void rq_unlink(tpi_sched *s, tpi_mpsc_node *prev, tpi_mpsc_node *n)
  * among them. The walk is linear, which test-sized queues can afford. */
 static __attribute__((noinline)) tpi_actor *rq_pop_det(tpi_sched *s)
 {
+    if (s->rq_slot) { /* queued when the queue was empty: its head now */
+        tpi_mpsc_node *h = &s->rq_slot->rq;
+        /* relaxed: plain links, as in tpi_rq_push */
+        atomic_store_explicit(&h->next, s->rq_head, memory_order_relaxed);
+        if (!s->rq_head)
+            s->rq_tail = h;
+        s->rq_head = h;
+        s->rq_slot = NULL;
+    }
     tpi_mpsc_node *n = s->rq_head, *prev = NULL;
     if (!n)
         return NULL;
@@ -94,23 +101,24 @@ static inline tpi_actor *rq_pop(tpi_sched *s)
 {
     if (s->det)
         return rq_pop_det(s);
+    tpi_actor *a = s->rq_slot;
+    if (a) {
+        s->rq_slot = NULL;
+        s->rq_n--;
+        /* Counted only while others wait: alone, nobody was starved. */
+        s->next_runs = s->rq_head ? s->next_runs + 1 : 0;
+        return a;
+    }
     tpi_mpsc_node *n = s->rq_head;
     if (!n)
         return NULL;
     /* relaxed: plain links of our own list */
     tpi_mpsc_node *next = atomic_load_explicit(&n->next, memory_order_relaxed);
     s->rq_head = next;
-    s->rq_n--;
-    if (!next) { /* nobody waited behind n: nobody was starved */
+    if (!next)
         s->rq_tail = NULL;
-        s->rq_next = NULL;
-        s->next_runs = 0;
-    } else if (n == s->rq_next) { /* the slot, ahead of others */
-        s->rq_next = NULL;
-        s->next_runs++;
-    } else {
-        s->next_runs = 0;
-    }
+    s->rq_n--;
+    s->next_runs = 0;
     return actor_of(n);
 }
 
@@ -175,7 +183,7 @@ static void drain_inject(tpi_sched *s)
 {
     for (tpi_mpsc_node *n; (n = tpi_mpscq_pop_wait(&s->inject));)
         on_note(s, actor_of_inj(n));
-    if (s->rq_head)
+    if (tpi_sched_has_ready(s))
         tpi_sched_kick(s);
 }
 
@@ -342,15 +350,22 @@ bool tpi_sched_follow(tpi_sched *s, tpi_actor *a, tp_pid from)
 
 void tpi_sched_place(tpi_sched *s, tpi_actor *a, tpi_sched *to)
 {
-    /* a was queued last, by its spawn: the walk is short in practice. */
-    tpi_mpsc_node *prev = NULL, *n = s->rq_head;
-    while (n && n != &a->rq) {
-        prev = n;
-        n = atomic_load_explicit(&n->next, memory_order_relaxed);
-    }
-    if (!n || to == s)
+    if (to == s)
         return;
-    rq_unlink(s, prev, n);
+    if (s->rq_slot == a) { /* the first its spawner readied */
+        s->rq_slot = NULL;
+        s->rq_n--;
+    } else {
+        /* a was queued last, by its spawn: the walk is short in practice. */
+        tpi_mpsc_node *prev = NULL, *n = s->rq_head;
+        while (n && n != &a->rq) {
+            prev = n;
+            n = atomic_load_explicit(&n->next, memory_order_relaxed);
+        }
+        if (!n)
+            return;
+        rq_unlink(s, prev, n);
+    }
     tpi_mpsc_node *first = NULL, *last = NULL;
     move_one(to, a, &first, &last); /* as share() hands one over */
     if (first)
@@ -397,7 +412,7 @@ static bool loop_quiet(tpi_sched *s)
 static bool run_on(tpi_sched *s)
 {
     /* acquire: pairs with tpi_sched_stop_all's release. */
-    return s->rq_head && !s->det && loop_quiet(s) &&
+    return tpi_sched_has_ready(s) && !s->det && loop_quiet(s) &&
            !atomic_load_explicit(&s->rt->stopping, memory_order_acquire) &&
            !event_base_got_break(s->base);
 }
@@ -414,7 +429,7 @@ static void batch(tpi_sched *s)
         tpi_world_safepoint(s);
     drain_inject(s);
     /* relaxed: a hint. Busy again: nobody should feed us now. */
-    if (s->rq_head &&
+    if (tpi_sched_has_ready(s) &&
         (atomic_load_explicit(&rt->idle, memory_order_relaxed) & s->bit))
         atomic_fetch_and_explicit(&rt->idle, ~s->bit, memory_order_relaxed);
     /* A backlog that outlived SHARE_AFTER_NS may be shared. The clock is
@@ -472,7 +487,7 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
     /* Back to libevent between batches so sockets and timers are served:
      * still busy, we run again after its next poll. */
     s->run_active = false;
-    if (s->rq_head) {
+    if (tpi_sched_has_ready(s)) {
         kick_after_poll(s);
         return;
     }
