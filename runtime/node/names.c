@@ -46,19 +46,26 @@ static bool key_ok(const char *name)
     return name[0] != '.' && name[n - 1] != '.';
 }
 
-int tpi_names_open(tpi_node *n)
+/* The cluster's bucket: the existing one (lookup), or a new one. */
+static natsStatus bucket(tpi_node *n, kvStore **out, bool lookup)
 {
     kvConfig cfg;
     kvConfig_Init(&cfg);
-    char bucket[TP_NODE_NAME_MAX + 16];
-    snprintf(bucket, sizeof bucket, "tp_%s_names", n->o.cluster);
-    cfg.Bucket = bucket;
+    char name[TP_NODE_NAME_MAX + 16];
+    snprintf(name, sizeof name, "tp_%s_names", n->o.cluster);
+    cfg.Bucket = name;
     cfg.History = 1;
     cfg.StorageType = js_MemoryStorage;
+    if (lookup && js_KeyValue(out, n->js, name) == NATS_OK)
+        return NATS_OK;
+    return js_CreateKeyValue(out, n->js, &cfg);
+}
+
+int tpi_names_open(tpi_node *n)
+{
     if (natsConnection_JetStream(&n->js, n->nc, NULL) != NATS_OK)
         return 0; /* no JetStream: global names are off, the rest works */
-    if (js_KeyValue(&n->kv, n->js, bucket) != NATS_OK &&
-        js_CreateKeyValue(&n->kv, n->js, &cfg) != NATS_OK)
+    if (bucket(n, &n->kv, true) != NATS_OK)
         n->kv = NULL;
     return 0;
 }
@@ -320,6 +327,55 @@ void tpi_names_ended(tpi_node *n, tp_pid pid)
     tpi_node_poke(n);
 }
 
+/* Is name still held for pid, its owner alive? (names lock held) */
+static bool holds(tpi_node *n, const char *name, tp_pid pid)
+{
+    for (size_t i = 0; i < n->names.n; i++)
+        if (n->names.v[i].pid == pid && !n->names.v[i].ended &&
+            strcmp(n->names.v[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* After a reconnect: claim our live names again, in case they went with
+ * the server's memory. Each claim is a request to the server, made
+ * without the names lock, which scheduler threads take (an owner's end,
+ * register, unregister): on a copy of the list, and a name given up
+ * meanwhile is released again. Out of memory: tried at the next tick. */
+static void reclaim(tpi_node *n)
+{
+    /* A restarted server lost the bucket (it is in memory): made again
+     * (creating one that exists is a no-op), n->kv names it as before. */
+    kvStore *kv = NULL;
+    if (bucket(n, &kv, false) == NATS_OK)
+        kvStore_Destroy(kv);
+    pthread_mutex_lock(&n->names_lock);
+    size_t k = n->names.n;
+    tpi_gname *v = k ? tp_calloc(k * sizeof *v) : NULL;
+    for (size_t i = 0; v && i < k; i++) {
+        v[i] = n->names.v[i];
+        v[i].name = v[i].ended ? NULL : tpi_strndup(v[i].name, NAME_MAX_LEN);
+    }
+    pthread_mutex_unlock(&n->names_lock);
+    bool again = k && !v;
+    for (size_t i = 0; v && i < k; i++) {
+        again |= !v[i].name && !v[i].ended;
+        if (!v[i].name)
+            continue;
+        if (claim(n, v[i].name, v[i].pid, NULL) == 0) {
+            pthread_mutex_lock(&n->names_lock);
+            bool kept = holds(n, v[i].name, v[i].pid);
+            pthread_mutex_unlock(&n->names_lock);
+            if (!kept)
+                release(n, v[i].name, v[i].pid);
+        }
+        tp_free(v[i].name);
+    }
+    tp_free(v);
+    if (again)
+        atomic_store_explicit(&n->names_reclaim, true, memory_order_relaxed);
+}
+
 /* The ticker's share: free the names of ended owners, of nodes that went
  * down, and register ours again after a reconnect. Blocking is fine. */
 void tpi_names_tick(tpi_node *n)
@@ -398,10 +454,6 @@ void tpi_names_tick(tpi_node *n)
         kvKeysList_Destroy(&keys);
     }
     if (atomic_exchange_explicit(&n->names_reclaim, false,
-                                 memory_order_relaxed)) {
-        pthread_mutex_lock(&n->names_lock);
-        for (size_t i = 0; i < n->names.n; i++) /* lost with the server? */
-            (void)claim(n, n->names.v[i].name, n->names.v[i].pid, NULL);
-        pthread_mutex_unlock(&n->names_lock);
-    }
+                                 memory_order_relaxed))
+        reclaim(n);
 }

@@ -937,6 +937,45 @@ static void test_unregister_unanswered(void **unused)
     assert_int_equal(u.whereis, TP_ENOENT);
 }
 
+/* The engine restarts, its in-memory bucket gone with it: the node
+ * claims its live names again once it is back. */
+typedef struct reclaim {
+    int registered, whereis;
+    tp_pid owner, self;
+} reclaim;
+
+static int reclaim_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    reclaim *r = state;
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    r->self = tp_self(ctx);
+    r->registered = tp_register_global(ctx, "kept");
+    nt_nats_kill();
+    EXPECT_EQ(nt_nats_restart(), 0);
+    /* Poll: nothing tells an actor that its names were claimed again. */
+    double t0 = tpt_now_ms();
+    while (((r->whereis = tp_whereis_global(tp_ctx_runtime(ctx), "kept",
+                                            &r->owner)) != 0 ||
+            r->owner != r->self) &&
+           tpt_now_ms() - t0 < 20000)
+        nanosleep(&(struct timespec){0, 10000000}, NULL); /* not a spin */
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void test_names_reclaimed(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static reclaim r;
+    memset(&r, 0, sizeof r);
+    assert_int_equal(run_node("A", reclaim_root, &r, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(r.registered, 0);
+    assert_int_equal(r.whereis, 0);
+    assert_true(r.owner == r.self);
+}
+
 /* ----------------------------------------------------------- groups */
 
 typedef struct groups {
@@ -1302,6 +1341,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_global_names),
         cmocka_unit_test(test_names_after_run),
         cmocka_unit_test(test_unregister_unanswered),
+        cmocka_unit_test(test_names_reclaimed),
         cmocka_unit_test(test_groups),
         cmocka_unit_test(test_remote_spawn_supervised),
         cmocka_unit_test(test_engine_restart),
