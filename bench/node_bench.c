@@ -147,7 +147,7 @@ static int peer_main(int argc, char **argv)
     static b_root_st b;
     int rc = run_node("B", argv[2], (unsigned)atoi(argv[4]), b_root, &b,
                       strtoull(argv[3], NULL, 10), &b_parent);
-    nats_Close();
+    nats_CloseAndWait(10000); /* its threads gone before exit */
     return rc == 0 ? 0 : 1;
 }
 
@@ -304,7 +304,7 @@ int main(int argc, char **argv)
     int rc = run_node("A", nats.url, n_threads, a_root, &a, 0, NULL);
     int st = a.child > 0 ? nu_wait(a.child) : 0;
     nu_nats_stop(&nats, SIGTERM);
-    nats_Close();
+    nats_CloseAndWait(10000); /* its threads gone before exit */
     bool ok = rc == 0 && a.done && !a.failed && a.check == a.n;
     double secs = a.t1 - a.t0;
     printf("bench=%s impl=troupe threads=%u n=%" PRId64

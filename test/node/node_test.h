@@ -73,6 +73,12 @@ static inline int nt_nats_restart(void)
 /* The server crashes (SIGKILL). */
 static inline void nt_nats_kill(void) { nu_nats_stop(&nt_nats, SIGKILL); }
 
+/* nats.c torn down in a process about to exit, after every nats.c object
+ * of it is destroyed: wait (10 s at most) until its threads let go of it.
+ * nats_Close does not wait, and a thread that outlived main could free a
+ * TLS context after OpenSSL's exit cleanup (a peer crashed so under TSan). */
+static inline void nt_nats_close(void) { (void)nats_CloseAndWait(10000); }
+
 /* The group teardown: the server stopped, its store removed, nats.c's
  * globals freed (after the last node of this process is gone). */
 static inline void nt_nats_down(void)
@@ -83,7 +89,7 @@ static inline void nt_nats_down(void)
         snprintf(cmd, sizeof cmd, "rm -rf %s", nt_js_dir);
         (void)!system(cmd);
     }
-    nats_Close();
+    nt_nats_close();
 }
 
 /* Start this program as peer node `name` whose parent is `parent` (a pid

@@ -165,7 +165,7 @@ static int peer_main(int argc, char **argv)
     snprintf(p.root_name, sizeof p.root_name, "root-%s", argv[2]);
     int rc = tp_run(rt, peer_main_root, &p, NULL);
     tp_runtime_free(rt);
-    nats_Close();
+    nt_nats_close();
     return rc < 0 ? 10 - rc : rc;
 }
 

@@ -183,7 +183,7 @@ static int peer_main(char **argv)
     static peer p;
     int rc = tp_run(rt, peer_root, &p, NULL);
     tp_runtime_free(rt);
-    nats_Close();
+    nt_nats_close();
     return rc < 0 ? 10 - rc : rc;
 }
 

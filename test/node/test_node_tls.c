@@ -281,7 +281,7 @@ static int peer_main(int argc, char **argv)
     peer p = {0};
     int rc = tp_run(rt, peer_root, &p, NULL);
     tp_runtime_free(rt);
-    nats_Close();
+    nt_nats_close();
     return rc < 0 ? 10 - rc : rc;
 }
 

@@ -125,7 +125,7 @@ static int responder_main(const char *url)
     natsSubscription_Destroy(echo);
     natsConnection_Destroy(nc);
     natsOptions_Destroy(o);
-    nats_Close();
+    nats_CloseAndWait(10000); /* its threads gone before exit */
     return s == NATS_OK ? 0 : 1;
 }
 
@@ -224,7 +224,7 @@ int main(int argc, char **argv)
         nu_wait(child);
     natsConnection_Destroy(nc);
     nu_nats_stop(&nats, SIGTERM);
-    nats_Close();
+    nats_CloseAndWait(10000); /* its threads gone before exit */
     double secs = t1 - t0;
     printf("bench=%s impl=natsc threads=%d n=%" PRId64
            " seconds=%.6f check=%" PRId64,
