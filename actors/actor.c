@@ -554,9 +554,10 @@ static inline int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
      * common of all: no request, a node for the cache (one test). */
     if (r == TP_HANDLED && !(a->flags & (TPI_ACT_BECAME | TPI_ACT_RTO))) {
         if ((m->flags & (TPI_MSG_REQUEST | TPI_MSG_SMALL | TPI_MSG_OWNED |
-                         TPI_MSG_STATIC)) == TPI_MSG_SMALL &&
-            tpi_node_put(m))
+                         TPI_MSG_STATIC)) == TPI_MSG_SMALL) {
+            tpi_msg_recycle(m);
             return r;
+        }
         if (!tp_msg_wants_reply(m)) {
             tpi_msg_release(m);
             return r;

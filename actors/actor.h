@@ -318,14 +318,22 @@ static inline bool tpi_node_put(tpi_msg *m)
     return false;
 }
 #endif
+/* tpi_msg_free of a message known to be a small node (TPI_MSG_SMALL,
+ * neither OWNED nor STATIC): kept here for reuse when this thread caches. */
+static inline void tpi_msg_recycle(tpi_msg *m)
+{
+    if (!tpi_node_put(m))
+        tpi_msg_free(m);
+}
+
 /* tpi_msg_free, with the common case inline: a small node kept here. */
 static inline void tpi_msg_release(tpi_msg *m)
 {
     if ((m->flags & (TPI_MSG_SMALL | TPI_MSG_OWNED | TPI_MSG_STATIC)) ==
-            TPI_MSG_SMALL &&
-        tpi_node_put(m))
-        return;
-    tpi_msg_free(m);
+        TPI_MSG_SMALL)
+        tpi_msg_recycle(m);
+    else
+        tpi_msg_free(m);
 }
 
 /* Payloads up to this many bytes use one node size, recycled through the

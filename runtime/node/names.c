@@ -241,17 +241,25 @@ int tp_register_global(tp_ctx *ctx, const char *name)
     return rc;
 }
 
+/* The list's entry of name for pid (names lock held), or NULL. */
+static tpi_gname *find(tpi_node *n, const char *name, tp_pid pid)
+{
+    for (size_t i = 0; i < n->names.n; i++)
+        if (n->names.v[i].pid == pid && strcmp(n->names.v[i].name, name) == 0)
+            return &n->names.v[i];
+    return NULL;
+}
+
 /* Take name's entry for pid off the list (names lock held): its name, to
  * free, or NULL if pid holds no such name. */
 static char *take(tpi_node *n, const char *name, tp_pid pid)
 {
-    for (size_t i = 0; i < n->names.n; i++)
-        if (n->names.v[i].pid == pid && strcmp(n->names.v[i].name, name) == 0) {
-            char *held = n->names.v[i].name;
-            n->names.v[i] = n->names.v[--n->names.n];
-            return held;
-        }
-    return NULL;
+    tpi_gname *g = find(n, name, pid);
+    if (!g)
+        return NULL;
+    char *held = g->name;
+    *g = n->names.v[--n->names.n];
+    return held;
 }
 
 int tp_unregister_global(tp_ctx *ctx, const char *name)
@@ -327,16 +335,6 @@ void tpi_names_ended(tpi_node *n, tp_pid pid)
     tpi_node_poke(n);
 }
 
-/* Is name still held for pid, its owner alive? (names lock held) */
-static bool holds(tpi_node *n, const char *name, tp_pid pid)
-{
-    for (size_t i = 0; i < n->names.n; i++)
-        if (n->names.v[i].pid == pid && !n->names.v[i].ended &&
-            strcmp(n->names.v[i].name, name) == 0)
-            return true;
-    return false;
-}
-
 /* After a reconnect: claim our live names again, in case they went with
  * the server's memory. Each claim is a request to the server, made
  * without the names lock, which scheduler threads take (an owner's end,
@@ -364,7 +362,8 @@ static void reclaim(tpi_node *n)
             continue;
         if (claim(n, v[i].name, v[i].pid, NULL) == 0) {
             pthread_mutex_lock(&n->names_lock);
-            bool kept = holds(n, v[i].name, v[i].pid);
+            tpi_gname *g = find(n, v[i].name, v[i].pid);
+            bool kept = g && !g->ended; /* still held, its owner alive */
             pthread_mutex_unlock(&n->names_lock);
             if (!kept)
                 release(n, v[i].name, v[i].pid);
