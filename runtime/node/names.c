@@ -10,7 +10,7 @@
  * freed by a conditional update to the empty value (only if it still
  * holds the owner we saw), never by an unconditional delete, so a freeing
  * node can never erase a newer owner's registration:
- *  - the owner ends: its node frees its names (from the ticker thread,
+ *  - the owner ends: its node frees its names (from its names thread,
  *    told by the core's end hook);
  *  - the owner's node goes down: every node that sees it go frees the
  *    names that node held (all try; the conditional update lets one win).
@@ -28,7 +28,7 @@
 #include <string.h>
 
 #define NAME_MAX_LEN 200
-/* A sweep's listing of the keys, at most (the ticker also beats). */
+/* A sweep's listing of the keys, at most (node_end waits for it). */
 #define NAMES_KEYS_MS 2000
 
 static bool key_ok(const char *name)
@@ -322,7 +322,7 @@ int tp_send_global(tp_ctx *ctx, const char *name, int32_t tag, const void *data,
     return rc ? rc : tp_send(ctx, to, tag, data, len);
 }
 
-/* ------------------------------------------------ from the ticker */
+/* ------------------------------------------- from the names thread */
 
 /* Names whose owner ended (the end hook queued them). */
 void tpi_names_ended(tpi_node *n, tp_pid pid)
@@ -332,7 +332,7 @@ void tpi_names_ended(tpi_node *n, tp_pid pid)
         if (n->names.v[i].pid == pid)
             n->names.v[i].ended = true;
     pthread_mutex_unlock(&n->names_lock);
-    tpi_node_poke(n);
+    tpi_names_poke(n);
 }
 
 /* After a reconnect: claim our live names again, in case they went with
@@ -375,9 +375,9 @@ static void reclaim(tpi_node *n)
         atomic_store_explicit(&n->names_reclaim, true, memory_order_relaxed);
 }
 
-/* The ticker's share: free the names of ended owners, of nodes that went
- * down, and register ours again after a reconnect. Blocking is fine. */
-void tpi_names_tick(tpi_node *n)
+/* Free the names of ended owners, of nodes that went down, and register
+ * ours again after a reconnect. Blocking is fine. */
+static void names_tick(tpi_node *n)
 {
     if (!n->kv)
         return;
@@ -455,4 +455,46 @@ void tpi_names_tick(tpi_node *n)
     if (atomic_exchange_explicit(&n->names_reclaim, false,
                                  memory_order_relaxed))
         reclaim(n);
+}
+
+/* The names thread: a round when poked, and one per heartbeat interval
+ * for what the store did not answer before. */
+static void *namer(void *arg)
+{
+    tpi_node *n = arg;
+    uint64_t beat_ns = (uint64_t)n->o.heartbeat_ms * 1000000u;
+    pthread_mutex_lock(&n->tick_lock);
+    while (!n->stopping) {
+        n->names_work = false;
+        pthread_mutex_unlock(&n->tick_lock);
+        names_tick(n);
+        pthread_mutex_lock(&n->tick_lock);
+        if (!n->stopping && !n->names_work)
+            tpi_node_wait(n, &n->names_cond, beat_ns);
+    }
+    pthread_mutex_unlock(&n->tick_lock);
+    return NULL;
+}
+
+int tpi_names_start(tpi_node *n)
+{
+    if (!n->kv)
+        return 0;
+    n->namer_on = pthread_create(&n->namer, NULL, namer, n) == 0;
+    return n->namer_on ? 0 : TP_ESYS;
+}
+
+void tpi_names_stop(tpi_node *n)
+{
+    if (n->namer_on)
+        pthread_join(n->namer, NULL);
+    n->namer_on = false;
+}
+
+void tpi_names_poke(tpi_node *n)
+{
+    pthread_mutex_lock(&n->tick_lock);
+    n->names_work = true;
+    pthread_cond_signal(&n->names_cond);
+    pthread_mutex_unlock(&n->tick_lock);
 }

@@ -389,6 +389,19 @@ static void probe_and_check(tpi_node *n, uint64_t deadline_ns)
     }
 }
 
+void tpi_node_wait(tpi_node *n, pthread_cond_t *c, uint64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec += (long)(ns % 1000000000u);
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(c, &n->tick_lock, &ts);
+}
+
 static void *ticker(void *arg)
 {
     tpi_node *n = arg;
@@ -405,20 +418,9 @@ static void *ticker(void *arg)
             next_beat = now + beat_ns;
         }
         probe_and_check(n, deadline_ns);
-        tpi_names_tick(n);
         pthread_mutex_lock(&n->tick_lock);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t wait = beat_ns / PROBES_PER_BEAT;
-        ts.tv_sec += (time_t)(wait / 1000000000u);
-        ts.tv_nsec += (long)(wait % 1000000000u);
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        if (!n->stopping && !n->tick_work)
-            pthread_cond_timedwait(&n->tick_cond, &n->tick_lock, &ts);
-        n->tick_work = false;
+        if (!n->stopping)
+            tpi_node_wait(n, &n->tick_cond, beat_ns / PROBES_PER_BEAT);
     }
     pthread_mutex_unlock(&n->tick_lock);
     return NULL;
@@ -456,14 +458,6 @@ int tpi_node_subscribe(tpi_node *n, natsSubscription **sub, const char *subject,
     return 0;
 }
 
-void tpi_node_poke(tpi_node *n)
-{
-    pthread_mutex_lock(&n->tick_lock);
-    n->tick_work = true;
-    pthread_cond_signal(&n->tick_cond);
-    pthread_mutex_unlock(&n->tick_lock);
-}
-
 /* ----------------------------------------------------- the connection */
 
 static void on_closed(natsConnection *nc, void *arg)
@@ -493,6 +487,7 @@ static void on_reconnected(natsConnection *nc, void *arg)
     atomic_fetch_add_explicit(&n->reconnects, 1, memory_order_relaxed);
     atomic_store_explicit(&n->connected, true, memory_order_relaxed);
     atomic_store_explicit(&n->names_reclaim, true, memory_order_relaxed);
+    tpi_names_poke(n);
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
     for (unsigned i = 1; i <= np; i++)
         tpi_node_peer_down(n, n->peers[i], false);
@@ -669,8 +664,7 @@ static int node_start(tp_runtime *rt, void *state)
     if (!rc) {
         publish_hb(n); /* others see us now, not in a second */
         n->ticker_on = pthread_create(&n->ticker, NULL, ticker, n) == 0;
-        if (!n->ticker_on)
-            rc = TP_ESYS;
+        rc = n->ticker_on ? tpi_names_start(n) : TP_ESYS;
     }
     return rc;
 }
@@ -681,14 +675,16 @@ static void node_end(tp_runtime *rt, void *state)
 {
     (void)rt;
     tpi_node *n = state;
+    pthread_mutex_lock(&n->tick_lock);
+    n->stopping = true;
+    pthread_cond_signal(&n->tick_cond);
+    pthread_cond_signal(&n->names_cond);
+    pthread_mutex_unlock(&n->tick_lock);
     if (n->ticker_on) {
-        pthread_mutex_lock(&n->tick_lock);
-        n->stopping = true;
-        pthread_cond_signal(&n->tick_cond);
-        pthread_mutex_unlock(&n->tick_lock);
         pthread_join(n->ticker, NULL);
         n->ticker_on = false;
     }
+    tpi_names_stop(n);
     if (n->nc) {
         tpi_node_leave(n);
         natsConnection_FlushTimeout(n->nc, 1000);
@@ -729,6 +725,7 @@ static void *node_make(tp_runtime *rt)
         pthread_mutex_init(&n->groups_lock, NULL);
         pthread_mutex_init(&n->tick_lock, NULL);
         pthread_cond_init(&n->tick_cond, NULL);
+        pthread_cond_init(&n->names_cond, NULL);
     }
     return n;
 }
@@ -755,6 +752,7 @@ static void node_free(tp_runtime *rt, void *state)
     pthread_rwlock_destroy(&n->kv_use);
     pthread_mutex_destroy(&n->calls_lock);
     pthread_cond_destroy(&n->tick_cond);
+    pthread_cond_destroy(&n->names_cond);
     pthread_mutex_destroy(&n->tick_lock);
     pthread_mutex_destroy(&n->peers_lock);
     tp_free(n->strs);

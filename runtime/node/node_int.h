@@ -217,7 +217,13 @@ typedef struct tpi_node {
     pthread_mutex_t tick_lock;
     pthread_cond_t tick_cond;
     bool stopping;
-    bool tick_work; /* something for the ticker now (tick lock) */
+    /* Global names' upkeep (names.c): blocking requests to the store, on
+     * a thread of its own, so that a slow store or many names to free
+     * never delay a heartbeat. Woken through names_cond (tick lock). */
+    pthread_t namer;
+    bool namer_on;
+    pthread_cond_t names_cond;
+    bool names_work; /* names to free or claim now (tick lock) */
     /* nats.c calls subscription handlers and connection callbacks on its
      * own threads, even after a subscription or the connection is closed:
      * each subscription and the connection count here until nats.c says
@@ -262,14 +268,19 @@ void tpi_node_publish(tpi_node *n, const char *subject, const tpi_nbuf *b);
 int tpi_names_open(tpi_node *n);
 void tpi_names_close(tpi_node *n);
 void tpi_names_ended(tpi_node *n, tp_pid pid);
-void tpi_names_tick(tpi_node *n);
+/* The names thread: started once the store is open (none without one);
+ * stopped after n->stopping was set and names_cond signalled. */
+int tpi_names_start(tpi_node *n);
+void tpi_names_stop(tpi_node *n);
+/* Wake the names thread (names to free, or to claim again). */
+void tpi_names_poke(tpi_node *n);
 int tpi_groups_open(tpi_node *n);
 void tpi_groups_close(tpi_node *n);
 void tpi_groups_free(tpi_node *n);
 void tpi_groups_ended(tpi_node *n, tp_pid pid);
 int tpi_spawn_open(tpi_node *n);
-/* Wake the ticker for work (names to free). */
-void tpi_node_poke(tpi_node *n);
+/* Wait on c (tick lock held) for ns at most. */
+void tpi_node_wait(tpi_node *n, pthread_cond_t *c, uint64_t ns);
 /* Subscribe cb (closure arg) to subject, counted in in_flight until
  * nats.c is done with it; queue may be NULL. 0 or TP_ENOCONN. */
 int tpi_node_subscribe(tpi_node *n, struct __natsSubscription **sub,

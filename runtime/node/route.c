@@ -326,7 +326,7 @@ void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone)
         tell_watchers(n, p, TP_TAG_NODEDOWN);
     pthread_mutex_unlock(&p->lock);
     break_relations(n, p);
-    tpi_node_poke(n); /* the ticker frees its global names */
+    tpi_names_poke(n); /* its global names are freed */
 }
 
 /* Send p a BREAK (p's lock held). */

@@ -976,6 +976,122 @@ static void test_names_reclaimed(void **unused)
     assert_true(r.owner == r.self);
 }
 
+/* Many names of an owner that ends are freed (two requests to the store
+ * each) while A's heartbeats keep their pace, timed by a raw subscriber
+ * to A's heartbeat subject: the names' upkeep has a thread of its own.
+ * When the heartbeat thread freed them, A went silent for the whole
+ * release, longer than the misses deadline, and its peers saw it down. */
+#define BEAT_NAMES 8000
+
+enum { T_HOLDING = 90, T_FREED_POLL, T_DONE };
+
+typedef struct beats {
+    natsConnection *raw;
+    natsSubscription *sub;
+    _Atomic int armed; /* timing gaps from now on */
+    _Atomic uint64_t last_us, max_gap_us, beats;
+    tp_pid root, holder;
+    int registered, polls;
+    size_t held;
+    bool freed;
+} beats;
+
+static void on_beat(natsConnection *nc, natsSubscription *sub, natsMsg *m,
+                    void *arg)
+{
+    (void)nc;
+    (void)sub;
+    beats *b = arg;
+    uint64_t now = (uint64_t)(tpt_now_ms() * 1000);
+    uint64_t last = atomic_load(&b->last_us);
+    if (atomic_load(&b->armed) && last &&
+        now - last > atomic_load(&b->max_gap_us))
+        atomic_store(&b->max_gap_us, now - last);
+    atomic_store(&b->last_us, now);
+    atomic_fetch_add(&b->beats, 1);
+    natsMsg_Destroy(m);
+}
+
+static int name_holder(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    beats *b = state;
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    int k = 0;
+    char name[32];
+    for (int i = 0; i < BEAT_NAMES; i++) {
+        snprintf(name, sizeof name, "beat-%d", i);
+        k += tp_register_global(ctx, name) == 0;
+    }
+    b->registered = k;
+    tp_send(ctx, b->root, T_HOLDING, NULL, 0);
+    return TP_HANDLED;
+}
+
+static size_t names_held(tp_runtime *rt)
+{
+    tpi_node *n = tpi_node_of(rt);
+    pthread_mutex_lock(&n->names_lock);
+    size_t k = n->names.n;
+    pthread_mutex_unlock(&n->names_lock);
+    return k;
+}
+
+static int beats_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    beats *b = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        b->root = tp_self(ctx);
+        tp_spawn(ctx, name_holder, b, NULL, &b->holder);
+        break;
+    case T_HOLDING: /* every name held: its owner ends, the names go */
+        b->held = names_held(tp_ctx_runtime(ctx));
+        atomic_store(&b->armed, 1);
+        tp_kill(ctx, b->holder);
+        tp_send_after(ctx, 10, T_FREED_POLL, NULL, 0, NULL);
+        break;
+    case T_FREED_POLL:
+        if (names_held(tp_ctx_runtime(ctx)) == 0) {
+            b->freed = true; /* two more beats: a late one is timed */
+            tp_send_after(ctx, 2 * HB_MS, T_DONE, NULL, 0, NULL);
+        } else if (++b->polls < 6000) {
+            tp_send_after(ctx, 10, T_FREED_POLL, NULL, 0, NULL);
+        } else {
+            return tp_exit(ctx, TP_REASON_NORMAL);
+        }
+        break;
+    case T_DONE: return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_names_upkeep_keeps_beats(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static beats b;
+    memset(&b, 0, sizeof b);
+    assert_int_equal(natsConnection_ConnectTo(&b.raw, nt_nats.url), NATS_OK);
+    assert_int_equal(natsConnection_Subscribe(&b.sub, b.raw,
+                                              "tp." CLUSTER ".hb.A", on_beat,
+                                              &b),
+                     NATS_OK);
+    assert_int_equal(run_node("A", beats_root, &b, NULL), 0);
+    natsSubscription_Destroy(b.sub);
+    natsConnection_Destroy(b.raw);
+    TPT_CHECK();
+    assert_int_equal(b.registered, BEAT_NAMES);
+    assert_int_equal(b.held, BEAT_NAMES);
+    assert_true(b.freed);
+    assert_true(atomic_load(&b.beats) > 2);
+    /* Peers call a node down after misses (3) intervals without a beat. */
+    uint64_t gap = atomic_load(&b.max_gap_us);
+    if (gap >= 3 * HB_MS * 1000)
+        fail_msg("A was silent for %.0f ms while its names were freed",
+                 gap / 1000.0);
+}
+
 /* ----------------------------------------------------------- groups */
 
 typedef struct groups {
@@ -1342,6 +1458,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_names_after_run),
         cmocka_unit_test(test_unregister_unanswered),
         cmocka_unit_test(test_names_reclaimed),
+        cmocka_unit_test(test_names_upkeep_keeps_beats),
         cmocka_unit_test(test_groups),
         cmocka_unit_test(test_remote_spawn_supervised),
         cmocka_unit_test(test_engine_restart),
