@@ -700,7 +700,11 @@ __attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
         } else
             break;
         dispatch(s, a, m);
-        go = --budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
+        /* Nothing left (the common end): no budget, exit or pause test. */
+        uint32_t f = a->flags;
+        if (tpi_mailbox_local_empty(mb) && !(f & TPI_ACT_REPLAY))
+            break;
+        go = --budget > 0 && !(f & TPI_ACT_EXITING) && !s->pause_on;
     }
     tpi_sched_leave(s);
     if (a->flags & (TPI_ACT_EXITING | TPI_ACT_OBS)) {
