@@ -335,6 +335,18 @@ void tpi_names_ended(tpi_node *n, tp_pid pid)
     tpi_names_poke(n);
 }
 
+/* The node ends (node_end): the upkeep stops between two requests, so
+ * that a store that does not answer cannot hold up the end for a timeout
+ * per name. What it leaves is settled by others: peers free a node's
+ * names when it leaves, and a name whose owner is gone is free to take. */
+static bool ending(tpi_node *n)
+{
+    pthread_mutex_lock(&n->tick_lock);
+    bool stop = n->stopping;
+    pthread_mutex_unlock(&n->tick_lock);
+    return stop;
+}
+
 /* After a reconnect: claim our live names again, in case they went with
  * the server's memory. Each claim is a request to the server, made
  * without the names lock, which scheduler threads take (an owner's end,
@@ -360,7 +372,7 @@ static void reclaim(tpi_node *n)
         again |= !v[i].name && !v[i].ended;
         if (!v[i].name)
             continue;
-        if (claim(n, v[i].name, v[i].pid, NULL) == 0) {
+        if (!ending(n) && claim(n, v[i].name, v[i].pid, NULL) == 0) {
             pthread_mutex_lock(&n->names_lock);
             tpi_gname *g = find(n, v[i].name, v[i].pid);
             bool kept = g && !g->ended; /* still held, its owner alive */
@@ -395,7 +407,7 @@ static void names_tick(tpi_node *n)
                 pid = n->names.v[i].pid;
             }
         pthread_mutex_unlock(&n->names_lock);
-        if (!name)
+        if (!name || ending(n))
             break;
         if (!release(n, name, pid))
             continue;
@@ -410,7 +422,7 @@ static void names_tick(tpi_node *n)
         tp_free(name);
     }
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
-    for (unsigned i = 1; i <= np; i++) { /* nodes that went down */
+    for (unsigned i = 1; i <= np && !ending(n); i++) { /* nodes gone */
         tpi_peer *p = tpi_node_peer_at(n, i);
         pthread_mutex_lock(&p->lock);
         bool sweep = p->names_sweep;
@@ -434,7 +446,7 @@ static void names_tick(tpi_node *n)
             pthread_mutex_unlock(&p->lock);
             continue;
         }
-        for (int k = 0; k < keys.Count; k++) {
+        for (int k = 0; k < keys.Count && !ending(n); k++) {
             kvEntry *e = NULL;
             tpi_wpid w;
             tp_pid cur;

@@ -991,9 +991,11 @@ typedef struct beats {
     _Atomic int armed; /* timing gaps from now on */
     _Atomic uint64_t last_us, max_gap_us, beats;
     tp_pid root, holder;
+    const char *prefix; /* of the names held: "<prefix>-<i>" */
     int registered, polls;
     size_t held;
     bool freed;
+    double t_start, t_held; /* spawned the holder, all names held */
 } beats;
 
 static void on_beat(natsConnection *nc, natsSubscription *sub, natsMsg *m,
@@ -1020,7 +1022,7 @@ static int name_holder(tp_ctx *ctx, void *state, const tp_msg *msg)
     int k = 0;
     char name[32];
     for (int i = 0; i < BEAT_NAMES; i++) {
-        snprintf(name, sizeof name, "beat-%d", i);
+        snprintf(name, sizeof name, "%s-%d", b->prefix, i);
         k += tp_register_global(ctx, name) == 0;
     }
     b->registered = k;
@@ -1072,6 +1074,7 @@ static void test_names_upkeep_keeps_beats(void **unused)
     tpt_reset();
     static beats b;
     memset(&b, 0, sizeof b);
+    b.prefix = "beat";
     assert_int_equal(natsConnection_ConnectTo(&b.raw, nt_nats.url), NATS_OK);
     assert_int_equal(natsConnection_Subscribe(&b.sub, b.raw,
                                               "tp." CLUSTER ".hb.A", on_beat,
@@ -1090,6 +1093,48 @@ static void test_names_upkeep_keeps_beats(void **unused)
     if (gap >= 3 * HB_MS * 1000)
         fail_msg("A was silent for %.0f ms while its names were freed",
                  gap / 1000.0);
+}
+
+/* The run ends while thousands of names of an ended owner are being
+ * freed: the names thread stops between two requests (peers free a
+ * leaving node's names, and a gone owner's name is free to take), so the
+ * end does not wait for the whole release, nor, with a store that does
+ * not answer, for a timeout per name. Timed against the registration,
+ * one request per name where a release is two: the end must take less
+ * than a quarter of it. */
+static int end_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    beats *b = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        b->root = tp_self(ctx);
+        b->t_start = tpt_now_ms();
+        tp_spawn(ctx, name_holder, b, NULL, &b->holder);
+        break;
+    case T_HOLDING:
+        b->t_held = tpt_now_ms();
+        b->held = names_held(tp_ctx_runtime(ctx));
+        tp_kill(ctx, b->holder);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_end_while_freeing_names(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static beats b;
+    memset(&b, 0, sizeof b);
+    b.prefix = "end";
+    assert_int_equal(run_node("A", end_root, &b, NULL), 0);
+    double t_end = tpt_now_ms();
+    TPT_CHECK();
+    assert_int_equal(b.registered, BEAT_NAMES);
+    assert_int_equal(b.held, BEAT_NAMES);
+    double reg = b.t_held - b.t_start, end = t_end - b.t_held;
+    if (end >= reg / 4)
+        fail_msg("the end took %.0f ms (registering took %.0f ms)", end, reg);
 }
 
 /* ----------------------------------------------------------- groups */
@@ -1459,6 +1504,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unregister_unanswered),
         cmocka_unit_test(test_names_reclaimed),
         cmocka_unit_test(test_names_upkeep_keeps_beats),
+        cmocka_unit_test(test_end_while_freeing_names),
         cmocka_unit_test(test_groups),
         cmocka_unit_test(test_remote_spawn_supervised),
         cmocka_unit_test(test_engine_restart),
