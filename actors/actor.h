@@ -463,6 +463,10 @@ int tpi_int_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v,
 /* Send m (a user message, tag >= 0; consumed) from a, in its turn on this
  * thread, as tp_send does: from is a, counted as sent. */
 int tpi_send_own(tpi_actor *a, tp_pid to, tpi_msg *m);
+/* Send the reply m (TP_TAG_REPLY, its ref and status set; consumed) from
+ * a, in its turn on this thread: not counted as sent, never a cause to
+ * pause a. */
+int tpi_reply_own(tpi_actor *a, tp_pid to, tpi_msg *m);
 
 /* ---- actors/signal.c: links, monitors, exit signals */
 /* Link a new (not yet run) child and its parent on the parent's thread. */

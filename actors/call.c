@@ -201,8 +201,9 @@ static int reply_with(tpi_actor *a, const tp_msg *request, tpi_msg *m)
 {
     if (!m)
         return TP_ENOMEM;
-    int rc = send_reply_msg(rt_of(a), tpi_actor_pid(a), request->reply_to,
-                            request->ref, 0, m);
+    m->ref = request->ref;
+    m->status = 0;
+    int rc = tpi_reply_own(a, request->reply_to, m);
     if (rc == 0)
         ((tpi_msg *)request)->flags |= TPI_MSG_REPLIED;
     return rc;

@@ -287,16 +287,19 @@ int tpi_msg_for_send(tp_runtime *rt, int32_t tag, const void *data, size_t len,
 }
 
 /* A send by the actor in its turn on this thread's scheduler s (s->cur).
- * The common case, inline: a user message (the caller checked tag >= 0,
- * and that `to` is not TP_PID_NONE, which empty hints hold) to a live
- * actor of this runtime homed on s, as tpi_deliver would deliver it; the
- * rest goes through tpi_deliver. Consumes m. */
+ * The common case, inline: a message (the caller checked that `to` is
+ * not TP_PID_NONE, which empty hints hold) to a live actor of this
+ * runtime homed on s, as tpi_deliver would deliver it; the rest goes
+ * through tpi_deliver. A user message (tag >= 0; user, a constant at
+ * each call) is counted as sent and may fill its receiver; a reply is
+ * neither, as in tpi_deliver. Consumes m. */
 static inline __attribute__((always_inline)) int
-send_from(tpi_sched *s, tp_pid to, tpi_msg *m)
+send_from(tpi_sched *s, tp_pid to, tpi_msg *m, bool user)
 {
     tpi_table *t = s->direct;
     m->from = atomic_load_explicit(&s->cur_pid, memory_order_relaxed);
-    tpi_stat_own(s, offsetof(tpi_stats, sent), 1);
+    if (user)
+        tpi_stat_own(s, offsetof(tpi_stats, sent), 1);
     tpi_slot_hint *h = &s->hints[(uint32_t)to & (TPI_SLOT_HINTS - 1)];
     tpi_actor *b = h->slot;
     if (h->pid != to) { /* only local pids of this runtime are kept */
@@ -313,7 +316,8 @@ send_from(tpi_sched *s, tp_pid to, tpi_msg *m)
     m->to_gen = tpi_pid_gen(to);
     uint32_t local = push_here(s, b, m);
     s->cur->partner = (uint32_t)to; /* b's index + 1, from the pid */
-    if ((over(&b->mb, tpi_mailbox_count_home(&b->mb, local)) || congested(b)) &&
+    if (user &&
+        (over(&b->mb, tpi_mailbox_count_home(&b->mb, local)) || congested(b)) &&
         s->full_seen != to) {
         on_full(s->rt, s->cur, b, to);
         /* Now we pause on b when this call returns, and b is not paused:
@@ -340,7 +344,13 @@ int tpi_msg_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
 
 int tpi_send_own(tpi_actor *a, tp_pid to, tpi_msg *m)
 {
-    return send_from(tpi_home(a), to, m);
+    return send_from(tpi_home(a), to, m, true);
+}
+
+int tpi_reply_own(tpi_actor *a, tp_pid to, tpi_msg *m)
+{
+    return to == TP_PID_NONE ? tpi_deliver(tpi_actor_rt(a), a, to, m)
+                             : send_from(tpi_home(a), to, m, false);
 }
 
 static int send_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
@@ -376,7 +386,7 @@ int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
     tpi_sched *s;
     tpi_msg *m;
     int rc = tpi_int_for_ctx(ctx, to, tag, v, &s, &m);
-    return rc ? rc : send_from(s, to, m);
+    return rc ? rc : send_from(s, to, m, true);
 }
 
 int tp_send_move(tp_ctx *ctx, tp_pid to, int32_t tag, void *buf, size_t len)
