@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "tp_test.h"
+#include "troupe/observe.h"
 
 enum { TAG_REQ = 1, TAG_NOW, TAG_TAKEN, TAG_DONE, TAG_STOP };
 
@@ -1015,6 +1016,94 @@ static void test_runtime_call_run_ends(void **unused)
     assert_int_equal(e.rc, TP_ESTATE);
 }
 
+/* A reply into a mailbox over its capacity never pauses the replier, as
+ * a user message there would: backpressure holds back messages, not the
+ * answers a caller waits for. One scheduler, so the order is fixed: the
+ * client overfills its own mailbox (its own sends never pause it) and
+ * calls; the server replies, then tells the root, which runs next (the
+ * next slot, before the queued client) and looks at both. */
+enum { RP_FILL = 40, RP_CHECK };
+
+typedef struct replypause {
+    tp_pid root, server, client;
+    bool checked, server_paused, replied;
+    uint64_t client_len, client_cap;
+    int status;
+} replypause;
+
+static int rp_server(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    replypause *p = state;
+    if (tp_msg_wants_reply(msg)) {
+        EXPECT_EQ(tp_reply_int(ctx, msg, 7), 0);
+        EXPECT_EQ(tp_send(ctx, p->root, RP_CHECK, NULL, 0), 0);
+    }
+    return TP_HANDLED;
+}
+
+static int rp_client(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    replypause *p = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        for (int i = 0; i < 3; i++)
+            EXPECT_EQ(tp_send(ctx, tp_self(ctx), RP_FILL, NULL, 0), 0);
+        EXPECT_EQ(tp_call_int(ctx, p->server, TAG_REQ, 1, 5000, NULL), 0);
+        break;
+    case TP_TAG_REPLY:
+        p->replied = true;
+        p->status = tp_msg_status(msg);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int rp_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    replypause *p = state;
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    tp_actor_info si, ci;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        p->root = tp_self(ctx);
+        tp_spawn_opts o = {.mailbox_capacity = 2};
+        EXPECT_EQ(tp_spawn(ctx, rp_server, p, NULL, &p->server), 0);
+        EXPECT_EQ(tp_spawn(ctx, rp_client, p, &o, &p->client), 0);
+        break;
+    }
+    case RP_CHECK:
+        EXPECT_EQ(tp_actor_info_get(rt, p->server, &si), 0);
+        EXPECT_EQ(tp_actor_info_get(rt, p->client, &ci), 0);
+        p->server_paused = si.paused;
+        p->client_len = ci.mailbox_len;
+        p->client_cap = ci.mailbox_cap;
+        p->checked = true;
+        tp_kill(ctx, p->server);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_reply_never_pauses(void **unused)
+{
+    (void)unused;
+    static replypause p;
+    memset(&p, 0, sizeof p);
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.threads = 1;
+    cfg.batch = 1; /* the client's turn ends before it takes its fill */
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, rp_root, &p, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_true(p.checked);
+    /* The scene: the reply went into a mailbox over its capacity. */
+    assert_true(p.client_len > p.client_cap);
+    assert_false(p.server_paused);
+    assert_true(p.replied);
+    assert_int_equal(p.status, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1035,6 +1124,7 @@ int main(void)
         cmocka_unit_test(test_runtime_call_noreply),
         cmocka_unit_test(test_runtime_call_state),
         cmocka_unit_test(test_runtime_call_run_ends),
+        cmocka_unit_test(test_reply_never_pauses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
