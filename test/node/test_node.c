@@ -241,6 +241,7 @@ static int basics_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START:
         EXPECT(!tp_pid_is_remote(tp_self(ctx)));
+        EXPECT(tp_node_name(rt) && strcmp(tp_node_name(rt), "A") == 0);
         b->child = start_peer("B", tp_self(ctx));
         EXPECT(b->child > 0);
         break;
@@ -319,6 +320,14 @@ static void test_basics(void **unused)
     static basics b;
     memset(&b, 0, sizeof b);
     tp_runtime *rt;
+    /* A runtime that is not a node has no name and no node for a pid. */
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    assert_null(tp_node_name(rt));
+    assert_null(tp_node_name(NULL));
+    char none[8] = "x";
+    assert_int_equal(tp_pid_node(rt, 1, none, sizeof none), TP_ENOENT);
+    assert_string_equal(none, "");
+    tp_runtime_free(rt);
     assert_int_equal(run_node("A", basics_root, &b, &rt), 0);
     tp_node_stats st;
     tp_node_stats_get(rt, &st);
