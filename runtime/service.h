@@ -16,6 +16,7 @@
 #include "troupe.h"
 #include "troupe/observe.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -244,6 +245,31 @@ int tpi_decode_int(const uint8_t *p, size_t avail, size_t *used, int64_t *i,
                    uint64_t *u, bool *is_unsigned);
 /* Pack an int64 into buf (>= 9 bytes); returns the length. */
 size_t tpi_pack_int(char *buf, int64_t v);
+
+/* ---- named tables (runtime/namereg.c) */
+
+/* A process-wide table of max entries of size bytes, each starting with
+ * its name as a NUL-terminated char array: added to, looked up, never
+ * emptied (the isolated behaviors, the behaviors other nodes may spawn).
+ * Any thread. */
+typedef struct tpi_namereg {
+    pthread_mutex_t lock;
+    void *ents;
+    size_t size;
+    unsigned n, max;
+} tpi_namereg;
+/* The table over the static array arr. */
+#define TPI_NAMEREG_INIT(arr)                                                  \
+    {                                                                          \
+        PTHREAD_MUTEX_INITIALIZER, (arr), sizeof(arr)[0], 0,                   \
+            sizeof(arr) / sizeof(arr)[0]                                       \
+    }
+/* Add a copy of entry e (its name checked by the caller). Returns 0,
+ * TP_EEXIST (the name is taken) or TP_ENOMEM (the table is full). */
+int tpi_namereg_add(tpi_namereg *r, const void *e);
+/* Copy the entry named by the len bytes at name (no NUL needed) into out.
+ * Returns 0 or TP_ENOENT. */
+int tpi_namereg_find(tpi_namereg *r, const char *name, size_t len, void *out);
 
 /* ---- congestion (runtime/isolate/: a channel backed up) */
 

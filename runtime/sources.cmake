@@ -8,6 +8,7 @@ list(APPEND TROUPE_SOURCES
   runtime/sched.c
   runtime/world.c
   runtime/monitor.c
+  runtime/namereg.c # named tables of the services
   runtime/signals.c
   runtime/timer.c
   runtime/service.c # the door services use (runtime/service.h)

@@ -26,7 +26,6 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,47 +38,31 @@
 
 /* ----------------------------------------------------------- registry */
 
-static struct {
-    char name[TP_ISOLATE_NAME_MAX + 1];
+typedef struct isolated {
+    char name[TP_ISOLATE_NAME_MAX + 1]; /* first: a tpi_namereg entry */
     tp_behavior b;
     void *state;
-} reg[TP_ISOLATE_MAX_BEHAVIORS];
-static int nreg;
-static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+} isolated;
+static isolated reg[TP_ISOLATE_MAX_BEHAVIORS];
+static tpi_namereg registry = TPI_NAMEREG_INIT(reg);
 
 int tp_isolate_register(const char *name, tp_behavior b, void *state)
 {
     if (!name || !b || !name[0] || strlen(name) > TP_ISOLATE_NAME_MAX)
         return TP_EINVAL;
-    int rc = 0;
-    pthread_mutex_lock(&reg_lock);
-    for (int i = 0; i < nreg && !rc; i++)
-        if (strcmp(reg[i].name, name) == 0)
-            rc = TP_EEXIST;
-    if (!rc && nreg == TP_ISOLATE_MAX_BEHAVIORS)
-        rc = TP_ENOMEM;
-    if (!rc) {
-        snprintf(reg[nreg].name, sizeof reg[nreg].name, "%s", name);
-        reg[nreg].b = b;
-        reg[nreg].state = state;
-        nreg++;
-    }
-    pthread_mutex_unlock(&reg_lock);
-    return rc;
+    isolated e = {.b = b, .state = state};
+    snprintf(e.name, sizeof e.name, "%s", name);
+    return tpi_namereg_add(&registry, &e);
 }
 
 int tpi_isolate_lookup(const char *name, tp_behavior *b, void **state)
 {
-    int rc = TP_ENOENT;
-    pthread_mutex_lock(&reg_lock);
-    for (int i = 0; i < nreg; i++)
-        if (strcmp(reg[i].name, name) == 0) {
-            *b = reg[i].b;
-            *state = reg[i].state;
-            rc = 0;
-            break;
-        }
-    pthread_mutex_unlock(&reg_lock);
+    isolated e;
+    int rc = tpi_namereg_find(&registry, name, strlen(name), &e);
+    if (!rc) {
+        *b = e.b;
+        *state = e.state;
+    }
     return rc;
 }
 

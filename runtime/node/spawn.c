@@ -17,20 +17,19 @@
 
 #include <nats/nats.h>
 
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #define SPAWN_TIMEOUT_MS 5000
 
-static struct {
-    char name[TP_NODE_NAME_MAX + 1];
+typedef struct spawnable {
+    char name[TP_NODE_NAME_MAX + 1]; /* first: a tpi_namereg entry */
     tp_behavior b;
     void *(*make)(const void *args, size_t len);
     void (*state_free)(void *);
-} reg[TP_NODE_SPAWN_MAX];
-static int nreg;
-static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+} spawnable;
+static spawnable reg[TP_NODE_SPAWN_MAX];
+static tpi_namereg registry = TPI_NAMEREG_INIT(reg);
 
 int tp_node_register(const char *name, tp_behavior b,
                      void *(*make_state)(const void *args, size_t len),
@@ -38,22 +37,9 @@ int tp_node_register(const char *name, tp_behavior b,
 {
     if (!name || !b || !tpi_node_name_ok(name, strlen(name)))
         return TP_EINVAL;
-    int rc = 0;
-    pthread_mutex_lock(&reg_lock);
-    for (int i = 0; i < nreg && !rc; i++)
-        if (strcmp(reg[i].name, name) == 0)
-            rc = TP_EEXIST;
-    if (!rc && nreg == TP_NODE_SPAWN_MAX)
-        rc = TP_ENOMEM;
-    if (!rc) {
-        snprintf(reg[nreg].name, sizeof reg[nreg].name, "%s", name);
-        reg[nreg].b = b;
-        reg[nreg].make = make_state;
-        reg[nreg].state_free = state_free;
-        nreg++;
-    }
-    pthread_mutex_unlock(&reg_lock);
-    return rc;
+    spawnable e = {.b = b, .make = make_state, .state_free = state_free};
+    snprintf(e.name, sizeof e.name, "%s", name);
+    return tpi_namereg_add(&registry, &e);
 }
 
 /* A spawn request: [name, args or nil]. Answer: [status, pid ext or nil]. */
@@ -68,32 +54,19 @@ static void on_spawn(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
     int rc = tpi_spawn_req_decode(natsMsg_GetData(msg),
                                   (size_t)natsMsg_GetDataLength(msg), &name,
                                   &name_len, &args, &args_len);
-    tp_behavior b = NULL;
-    void *(*make)(const void *, size_t) = NULL;
-    void (*sf)(void *) = NULL;
-    if (!rc) {
-        rc = TP_ENOENT;
-        pthread_mutex_lock(&reg_lock);
-        for (int i = 0; i < nreg; i++)
-            if (strlen(reg[i].name) == name_len &&
-                memcmp(reg[i].name, name, name_len) == 0) {
-                b = reg[i].b;
-                make = reg[i].make;
-                sf = reg[i].state_free;
-                rc = 0;
-            }
-        pthread_mutex_unlock(&reg_lock);
-    }
+    spawnable e;
+    if (!rc)
+        rc = tpi_namereg_find(&registry, name, name_len, &e);
     tp_pid pid = TP_PID_NONE;
     if (!rc) {
-        void *state = make ? make(args, args_len) : NULL;
-        if (make && !state) {
+        void *state = e.make ? e.make(args, args_len) : NULL;
+        if (e.make && !state) {
             rc = TP_ENOMEM;
         } else {
-            tp_spawn_opts so = {.state_free = sf};
-            rc = tp_runtime_spawn(n->rt, b, state, &so, &pid);
-            if (rc && sf && state)
-                sf(state);
+            tp_spawn_opts so = {.state_free = e.state_free};
+            rc = tp_runtime_spawn(n->rt, e.b, state, &so, &pid);
+            if (rc && e.state_free && state)
+                e.state_free(state);
         }
     }
     if (rc)
