@@ -185,6 +185,9 @@ TP_API int tp_runtime_dump_on_signal(tp_runtime *rt, int signo, FILE *out);
  * "::1"; NULL means "127.0.0.1"): the endpoint is for a local scraper or
  * proxy, never the open network. port 0 picks a free port, written to
  * *port_out (which may be NULL). The socket is closed by tp_runtime_free.
+ * A request may carry at most 8 KiB of request line and headers and no
+ * body (past that it is refused, 400 or 413, and the connection closed);
+ * a connection idle for 10 s is closed.
  *
  * Returns 0; TP_EINVAL for a non-loopback or malformed host; TP_ESTATE
  * once tp_run has started or when rt already serves metrics; TP_ESYS when

@@ -17,6 +17,10 @@
 #include <string.h>
 #include <sys/socket.h>
 
+/* Bytes of a scrape's request line and headers (curl and Prometheus send
+ * a few hundred). */
+#define METRICS_HEADERS_MAX 8192
+
 /* A label value: backslash, double quote and newline escaped. */
 static void label(FILE *out, const char *s)
 {
@@ -222,6 +226,12 @@ int tp_runtime_serve_metrics(tp_runtime *rt, const char *host, uint16_t port,
     if (!http)
         return TP_ENOMEM;
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    /* A scrape is one request line and a few headers, with no body. Any
+     * local process may connect (loopback is no trust), and libevent's
+     * own limits are none: a client sending headers or a body without end
+     * would grow this process until it is killed. Past these: 400 or 413. */
+    evhttp_set_max_headers_size(http, METRICS_HEADERS_MAX);
+    evhttp_set_max_body_size(http, 0);
     evhttp_set_timeout(http, 10);
     evhttp_set_gencb(http, on_request, rt);
     struct evhttp_bound_socket *bs =
