@@ -187,7 +187,8 @@ TP_API int tp_runtime_dump_on_signal(tp_runtime *rt, int signo, FILE *out);
  * *port_out (which may be NULL). The socket is closed by tp_runtime_free.
  * A request may carry at most 8 KiB of request line and headers and no
  * body (past that it is refused, 400 or 413, and the connection closed);
- * a connection idle for 10 s is closed.
+ * a connection idle for 10 s is closed. Out of fds, it pauses accepting
+ * (10 ms, doubling to 1 s while accepts fail) instead of retrying at once.
  *
  * Returns 0; TP_EINVAL for a non-loopback or malformed host; TP_ESTATE
  * once tp_run has started or when rt already serves metrics; TP_ESYS when

@@ -12,7 +12,6 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -36,7 +35,7 @@ static void obs_free(tp_runtime *rt, void *state)
     if (o->sig_ev)
         event_free(o->sig_ev);
     if (o->http)
-        evhttp_free(o->http);
+        tpi_metrics_stop(o);
     tp_free(o);
 }
 

@@ -11,11 +11,14 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 /* Bytes of a scrape's request line and headers (curl and Prometheus send
  * a few hundred). */
@@ -198,6 +201,67 @@ static void on_request(struct evhttp_request *req, void *arg)
     evhttp_send_reply(req, HTTP_OK, "OK", NULL);
 }
 
+/* Out of fds (or kernel buffers), accept fails while a client waits and
+ * the listening socket stays readable: libevent's listener would try again
+ * at once, forever, on scheduler 0's loop, with a warning per try. It
+ * stops accepting instead and tries again after a pause, doubling from
+ * PAUSE_FIRST_MS to PAUSE_MAX_MS while the errors go on; an error after a
+ * quiet spell of 2 × PAUSE_MAX_MS starts a new streak (and a new log
+ * line). */
+#define PAUSE_FIRST_MS 10
+#define PAUSE_MAX_MS 1000
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The listener's callbacks share one argument, set by evhttp to itself:
+ * the error callback finds its runtime's state in this list of those
+ * serving (one per runtime). */
+static pthread_mutex_t serving_lock = PTHREAD_MUTEX_INITIALIZER;
+static tpi_obs *serving;
+
+static tpi_obs *serving_find(const struct evconnlistener *lev)
+{
+    pthread_mutex_lock(&serving_lock);
+    tpi_obs *o = serving;
+    while (o && o->http_lev != lev)
+        o = o->next_serving;
+    pthread_mutex_unlock(&serving_lock);
+    return o;
+}
+
+static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tpi_obs *o = arg;
+    evconnlistener_enable(o->http_lev);
+}
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+    (void)arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    tpi_obs *o = serving_find(lev);
+    uint64_t now = mono_ms();
+    if (now - o->last_err_ms > 2 * PAUSE_MAX_MS)
+        o->pause_ms = 0;
+    if (!o->pause_ms)
+        fprintf(stderr, "troupe: metrics endpoint: accept: %s; pausing\n",
+                strerror(e));
+    o->pause_ms = o->pause_ms ? 2 * o->pause_ms : PAUSE_FIRST_MS;
+    if (o->pause_ms > PAUSE_MAX_MS)
+        o->pause_ms = PAUSE_MAX_MS;
+    o->last_err_ms = now;
+    evconnlistener_disable(lev);
+    struct timeval tv = {o->pause_ms / 1000, (o->pause_ms % 1000) * 1000};
+    evtimer_add(o->http_retry, &tv);
+}
+
 static bool loopback(const char *host)
 {
     struct in_addr a4;
@@ -222,9 +286,15 @@ int tp_runtime_serve_metrics(tp_runtime *rt, const char *host, uint16_t port,
     int rc = tpi_obs_setup(rt, offsetof(tpi_obs, http), &o);
     if (rc)
         return rc;
-    struct evhttp *http = evhttp_new(tpi_svc_main_base(rt));
+    struct event_base *base = tpi_svc_main_base(rt);
+    struct evhttp *http = evhttp_new(base);
     if (!http)
         return TP_ENOMEM;
+    o->http_retry = evtimer_new(base, on_accept_retry, o);
+    if (!o->http_retry) {
+        evhttp_free(http);
+        return TP_ENOMEM;
+    }
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
     /* A scrape is one request line and a few headers, with no body. Any
      * local process may connect (loopback is no trust), and libevent's
@@ -239,6 +309,8 @@ int tp_runtime_serve_metrics(tp_runtime *rt, const char *host, uint16_t port,
     if (!bs) {
         int e = errno;
         evhttp_free(http);
+        event_free(o->http_retry);
+        o->http_retry = NULL;
         errno = e;
         return TP_ESYS;
     }
@@ -250,8 +322,27 @@ int tp_runtime_serve_metrics(tp_runtime *rt, const char *host, uint16_t port,
         bound = ntohs(ss.ss_family == AF_INET6
                           ? ((struct sockaddr_in6 *)&ss)->sin6_port
                           : ((struct sockaddr_in *)&ss)->sin_port);
+    o->http_lev = evhttp_bound_socket_get_listener(bs);
+    pthread_mutex_lock(&serving_lock);
+    o->next_serving = serving;
+    serving = o;
+    pthread_mutex_unlock(&serving_lock);
+    evconnlistener_set_error_cb(o->http_lev, on_accept_error);
     o->http = http;
     if (port_out)
         *port_out = bound;
     return 0;
+}
+
+void tpi_metrics_stop(tpi_obs *o)
+{
+    pthread_mutex_lock(&serving_lock);
+    tpi_obs **p = &serving;
+    while (*p != o)
+        p = &(*p)->next_serving;
+    *p = o->next_serving;
+    pthread_mutex_unlock(&serving_lock);
+    evhttp_free(o->http);
+    event_free(o->http_retry);
+    o->http = NULL;
 }

@@ -14,7 +14,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #define EXPECT_STR_ROOT(info) EXPECT(strcmp((info).name, "root") == 0)
 
@@ -724,6 +726,108 @@ static void test_metrics_endpoint(void **state)
     tp_runtime_free(s.rt);
 }
 
+/* Out of fds: the endpoint pauses its accepts instead of retrying at
+ * once (a busy loop on scheduler 0 and a libevent warning per try), and
+ * serves again when fds come back. In a child process: it lowers its fd
+ * limit and writes its stderr to a file the test reads. */
+typedef struct fdstate {
+    tp_runtime *rt;
+    uint16_t port;
+    int conns, refused_scrape;
+    char *after;
+} fdstate;
+
+static int stop_root(tp_ctx *ctx, void *st, const tp_msg *m)
+{
+    (void)st;
+    if (tp_msg_tag(m) == TP_TAG_START)
+        tp_register(ctx, "fdroot");
+    else if (tp_msg_tag(m) == T_STOP)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static void *fd_thread(void *arg)
+{
+    fdstate *s = arg;
+    double t0 = tpt_now_ms();
+    tp_pid root;
+    while (!(root = tp_whereis(s->rt, "fdroot")) && tpt_now_ms() - t0 < 10000)
+        usleep(1000);
+    /* Connect until this process has no fd left: each accepted one takes
+     * a second, so the endpoint's accepts fail first. */
+    static int fds[1024];
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(s->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (s->conns = 0; s->conns < 1024; s->conns++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            break;
+        fds[s->conns] = fd;
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(fd);
+            break;
+        }
+    }
+    /* The endpoint keeps failing while nothing changes: a while of that
+     * (there is no event to wait for when nothing should happen). */
+    usleep(300 * 1000);
+    for (int i = 0; i < s->conns; i++)
+        close(fds[i]);
+    s->after = http_get(s->port, "/metrics");
+    tp_runtime_send(s->rt, root, T_STOP, NULL, 0);
+    return NULL;
+}
+
+static void test_metrics_out_of_fds(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/troupe-obs-fds-XXXXXX";
+    int log = mkstemp(path);
+    assert_true(log >= 0);
+    fflush(stderr);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        dup2(log, 2);
+        struct rlimit rl;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rl.rlim_cur = 256;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        fdstate s = {0};
+        if (tp_runtime_new(NULL, &s.rt) != 0 ||
+            tp_runtime_serve_metrics(s.rt, NULL, 0, &s.port) != 0)
+            _exit(2);
+        pthread_t th;
+        pthread_create(&th, NULL, fd_thread, &s);
+        int rc = tp_run(s.rt, stop_root, &s, NULL);
+        pthread_join(th, NULL);
+        bool served = s.after && strstr(s.after, "HTTP/1.1 200 OK");
+        fprintf(stderr, "run %d conns %d served %d\n", rc, s.conns, served);
+        tp_runtime_free(s.rt);
+        _exit(rc == 0 && s.conns > 0 && served ? 0 : 3);
+    }
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[512];
+    int warned = 0, paused = 0;
+    while (fgets(line, sizeof line, f)) {
+        warned += strstr(line, "Error from accept") != NULL;
+        paused += strstr(line, "metrics endpoint: accept") != NULL;
+        if (warned < 3)
+            print_message("child: %s", line);
+    }
+    fclose(f);
+    close(log);
+    unlink(path);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(warned, 0); /* libevent's retry loop never ran */
+    assert_true(paused >= 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -731,6 +835,7 @@ int main(void)
         cmocka_unit_test(test_per_actor_option),
         cmocka_unit_test(test_dump_tree),
         cmocka_unit_test(test_metrics_endpoint),
+        cmocka_unit_test(test_metrics_out_of_fds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
