@@ -210,12 +210,15 @@ int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f, bool hold)
     p->out_n++;
     if (hold && p->out.len < n->batch_max && hold_here(p))
         return 0;
-    bool alone = p->out_n == 1;
+    /* A frame that did not leave keeps its number: p sees the gap at our
+     * next frame and breaks before that frame reaches an actor, and we
+     * break at the next liveness check. Given back, the number would let
+     * the next frame through as if nothing was lost, with every link and
+     * monitor intact (the core answers a refused send as a dead letter,
+     * never to the sender). */
     int rc = publish_out(n, p);
-    if (rc && alone)
-        p->seq_out--; /* never numbered: the caller answers for it */
-    else if (rc)
-        p->lost = true; /* others' frames too: the relations must break */
+    if (rc)
+        p->lost = true;
     return rc;
 }
 

@@ -253,8 +253,9 @@ tpi_peer *tpi_node_peer_at(tpi_node *n, unsigned slot);
 /* Number a frame to p and publish it (p's lock held: frames leave in the
  * order of their numbers). With hold (a sender in a batch of turns,
  * tpi_svc_batching), it may wait in p's buffer, behind the others for p,
- * until tpi_node_flush on this thread at the batch's end. 0, TP_ENOCONN,
- * TP_ENOMEM, TP_E2BIG (then nothing was numbered). */
+ * until tpi_node_flush on this thread at the batch's end. 0; TP_ENOCONN
+ * (numbered and lost: the relations with p break); TP_ENOMEM, TP_E2BIG
+ * (then nothing was numbered). */
 int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f, bool hold);
 /* Forget the frames p's buffer holds (p's lock held; counted as not
  * sent): its relations are broken, and its count may start afresh. */

@@ -250,15 +250,15 @@ const tpi_remote_ops tpi_node_remote_ops = {deliver, pid_pack, pid_unpack,
 /* -------------------------------------------------------------- down */
 
 /* Every relation with p ends: links and monitors as if its actors had
- * died with reason noconnection (p's lock not held). */
+ * died with reason noconnection. p's lock held, so that no frame of p's
+ * taken after this (another thread's, once p is back up) reaches an actor
+ * before its exit signal or DOWN. */
 static void break_relations(tpi_node *n, tpi_peer *p)
 {
     tp_runtime *rt = n->rt;
-    pthread_mutex_lock(&p->lock);
     tpi_relvec links = relvec_take(&p->links);
     tpi_relvec watching = relvec_take(&p->watching);
     tpi_relvec watched = relvec_take(&p->watched);
-    pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < links.n; i++)
         tpi_svc_post_reason(rt, links.v[i].remote, links.v[i].local,
                             TPI_SIG_EXIT, noconnection, 0, true);
@@ -324,8 +324,8 @@ void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone)
         p->need_break = true;
     if (was_up)
         tell_watchers(n, p, TP_TAG_NODEDOWN);
-    pthread_mutex_unlock(&p->lock);
     break_relations(n, p);
+    pthread_mutex_unlock(&p->lock);
     tpi_names_poke(n); /* its global names are freed */
 }
 
@@ -419,9 +419,9 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
     bool broke = p->need_break; /* a gap, or we broke while it was down */
     if (broke)
         send_break(n, p);
-    pthread_mutex_unlock(&p->lock);
     if (broke || (take && f->kind == TPI_NF_BREAK))
         break_relations(n, p);
+    pthread_mutex_unlock(&p->lock);
     if (!take)
         return;
     if (f->kind == TPI_NF_LEAVE) { /* after everything it sent us */
