@@ -158,7 +158,10 @@ static int call_msg(tpi_actor *a, tp_pid to, tpi_msg *m, int timeout_ms,
     m->flags |= TPI_MSG_REQUEST;
     if (ref_out)
         *ref_out = ref;
-    return tpi_send_own(a, to, m);
+    rc = tpi_send_own(a, to, m);
+    if (rc) /* refused (too big for a node's frames): no answer will come */
+        tpi_pending_take(a, ref);
+    return rc;
 }
 
 static int call_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,

@@ -60,9 +60,12 @@ int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
                           .len = m->len};
         rc = rt->remote->deliver(rt->remote_state, m->from, to, &e);
     }
-    if (rc == 0) {
+    if (rc == 0 || rc == TP_E2BIG || rc == TP_ENOMEM) {
+        /* Sent, or refused before it was numbered (too big for a frame,
+         * out of memory): the sender is told, and nothing is lost that a
+         * later message could overtake. */
         tpi_msg_free(m);
-        return 0;
+        return rc;
     }
     tpi_dead_letter_why(rt, to, m, (tp_reason){TP_EXIT_NOCONNECTION, 0, NULL});
     return 0;

@@ -373,7 +373,8 @@ TP_API int tp_unregister(tp_ctx *ctx, const char *name);
  * is not an error: the message is counted as a dead letter. If the
  * target's mailbox is now over capacity, this actor is paused after the
  * current behavior call until the target drains (backpressure). Returns
- * TP_EINVAL for a bad tag, pid or payload, TP_E2BIG over max_payload. */
+ * TP_EINVAL for a bad tag, pid or payload, TP_E2BIG over max_payload (to
+ * an actor of another node: over the node's max_message). */
 TP_API int tp_send(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
                    size_t len);
 

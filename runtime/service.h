@@ -148,10 +148,12 @@ void tpi_svc_oneshot_cancel(tp_ctx *ctx, tp_ref ref);
 
 typedef struct tpi_remote_ops {
     /* Carry e (a message or a signal, from `from`) to the remote pid `to`.
-     * Returns 0, or TP_ENOCONN when to's node is unreachable: the core
+     * Returns 0; TP_ENOCONN when to's node is unreachable: the core
      * then answers as for a dead actor, with reason noconnection (a link
-     * gets an exit signal, a monitor its DOWN, a request TP_ENOCONN).
-     * Any thread; e's payload is valid during the call only. */
+     * gets an exit signal, a monitor its DOWN, a request TP_ENOCONN);
+     * TP_E2BIG (over the node's largest frame) or TP_ENOMEM, refused
+     * before anything left: the core returns it to the sender. Any
+     * thread; e's payload is valid during the call only. */
     int (*deliver)(void *state, tp_pid from, tp_pid to, const tpi_envelope *e);
     /* The extension body for pid into buf (TPI_PID_EXT_MAX bytes): its
      * length, or 0 if pid cannot travel. */

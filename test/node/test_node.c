@@ -1527,6 +1527,17 @@ typedef struct lostpub {
 
 #define BIG_PAYLOAD ((size_t)2 << 20) /* the server's max_payload is 1 MiB */
 
+/* A msgpack bin32 of n zero bytes (5 + n bytes; free it). */
+static uint8_t *bin_payload(size_t n, size_t *len)
+{
+    uint8_t *b = calloc(1, 5 + n);
+    b[0] = 0xc6;
+    for (int i = 0; i < 4; i++)
+        b[1 + i] = (uint8_t)(n >> (24 - 8 * i));
+    *len = 5 + n;
+    return b;
+}
+
 static int lostpub_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     lostpub *l = state;
@@ -1536,14 +1547,8 @@ static int lostpub_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         if (!hello_in(ctx, msg, &l->root, &l->server))
             break;
         EXPECT_EQ(tp_monitor(ctx, l->server, &l->mon), 0);
-        /* A msgpack bin32 of BIG_PAYLOAD bytes, then a ping. */
-        size_t len = 5 + BIG_PAYLOAD;
-        uint8_t *big = calloc(1, len);
-        big[0] = 0xc6;
-        big[1] = (uint8_t)(BIG_PAYLOAD >> 24);
-        big[2] = (uint8_t)(BIG_PAYLOAD >> 16);
-        big[3] = (uint8_t)(BIG_PAYLOAD >> 8);
-        big[4] = (uint8_t)BIG_PAYLOAD;
+        size_t len;
+        uint8_t *big = bin_payload(BIG_PAYLOAD, &len);
         EXPECT_EQ(tp_send(ctx, l->server, T_BIG, big, len), 0);
         free(big);
         EXPECT_EQ(tp_send(ctx, l->server, T_PING, NULL, 0), 0);
@@ -1592,6 +1597,69 @@ static void test_lost_publish_breaks(void **unused)
     assert_true(l.down);
 }
 
+/* A message that does not fit this node's max_message (1 MiB here) is
+ * refused to its sender, TP_E2BIG, before anything is numbered: nothing
+ * is lost, so no relation breaks, and a call refused so leaves nothing
+ * pending. Before, the send returned 0 and the message became a dead
+ * letter while later ones went through. */
+typedef struct oversize {
+    pid_t child;
+    tp_pid root, server;
+    tp_ref refused, echo;
+    bool down, late, echoed;
+} oversize;
+
+static int oversize_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    oversize *o = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: o->child = start_peer("B", tp_self(ctx)); break;
+    case T_HELLO: {
+        if (!hello_in(ctx, msg, &o->root, &o->server))
+            break;
+        EXPECT_EQ(tp_monitor(ctx, o->server, NULL), 0);
+        size_t len;
+        uint8_t *big = bin_payload(BIG_PAYLOAD, &len);
+        EXPECT_EQ(tp_send(ctx, o->server, T_BIG, big, len), TP_E2BIG);
+        EXPECT_EQ(tp_call(ctx, o->server, T_ECHO, big, len, 100, &o->refused),
+                  TP_E2BIG);
+        free(big);
+        EXPECT_EQ(tp_call(ctx, o->server, T_ECHO, "\xa2ok", 3, 5000, &o->echo),
+                  0);
+        break;
+    }
+    case TP_TAG_REPLY:
+        if (tp_msg_ref(msg) == o->refused)
+            o->late = true;
+        if (tp_msg_ref(msg) != o->echo)
+            break;
+        EXPECT_EQ(tp_msg_status(msg), 0);
+        o->echoed = true;
+        /* Past the refused call's timeout: its answer would be here. */
+        tp_send_after(ctx, 300, T_GIVEUP, NULL, 0, NULL);
+        break;
+    case TP_TAG_DOWN: o->down = true; break;
+    case T_GIVEUP:
+        kill(o->child, SIGKILL);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_oversize_refused(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static oversize o;
+    memset(&o, 0, sizeof o);
+    assert_int_equal(run_node("A", oversize_root, &o, NULL), 0);
+    wait_child(o.child);
+    TPT_CHECK();
+    assert_true(o.echoed);
+    assert_false(o.late); /* the refused call left nothing pending */
+    assert_false(o.down); /* nothing was lost: the monitor holds */
+}
+
 int main(int argc, char **argv)
 {
     tp_node_register("kid", kid, NULL, NULL); /* in A and in every peer */
@@ -1615,6 +1683,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_remote_spawn_supervised),
         cmocka_unit_test(test_engine_restart),
         cmocka_unit_test(test_lost_publish_breaks),
+        cmocka_unit_test(test_oversize_refused),
     };
     return cmocka_run_group_tests(tests, start_nats, stop_nats);
 }
