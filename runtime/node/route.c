@@ -182,7 +182,7 @@ static int deliver(void *state, tp_pid from, tp_pid to, const tpi_envelope *e)
         (e->request && !tpi_node_pid_out(n, e->reply_to, &f.reply_to)))
         return TP_ENOCONN;
     if (note_call(n, p, e) != 0)
-        return TP_ENOCONN; /* could not keep track: fail it now */
+        return TP_ENOMEM; /* could not keep track: refuse it */
     pthread_mutex_lock(&p->lock);
     int rc = p->up ? note_out(n, p, from, to, e) : TP_ENOCONN;
     if (!rc &&

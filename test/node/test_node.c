@@ -41,10 +41,11 @@ enum {
     T_SEQ,  /* int: sent back to the sender as T_SEQ_BACK */
     T_SEQ_BACK,
     T_GIVEUP,
-    T_ACK,    /* A -> the peer's root: hello heard */
-    T_RESEND, /* the peer's root to itself: hello again, unless acked */
-    T_BIG,    /* ignored by the server */
-    T_REPING, /* to itself: ping again */
+    T_ACK,      /* A -> the peer's root: hello heard */
+    T_RESEND,   /* the peer's root to itself: hello again, unless acked */
+    T_BIG,      /* ignored by the server */
+    T_REPING,   /* to itself: ping again */
+    T_BIGREPLY, /* call: answered with 2 MiB */
 };
 
 static int start_nats(void **state)
@@ -61,6 +62,19 @@ static int stop_nats(void **state)
 }
 
 /* ------------------------------------------------------------------ peer */
+
+#define BIG_PAYLOAD ((size_t)2 << 20) /* the server's max_payload is 1 MiB */
+
+/* A msgpack bin32 of n zero bytes (5 + n bytes; free it). */
+static uint8_t *bin_payload(size_t n, size_t *len)
+{
+    uint8_t *b = calloc(1, 5 + n);
+    b[0] = 0xc6;
+    for (int i = 0; i < 4; i++)
+        b[1 + i] = (uint8_t)(n >> (24 - 8 * i));
+    *len = 5 + n;
+    return b;
+}
 
 static tp_pid peer_parent; /* A's root, as a pid of the peer */
 
@@ -85,6 +99,13 @@ static int peer_server(tp_ctx *ctx, void *state, const tp_msg *msg)
         break;
     case T_LINK: tp_link(ctx, tp_msg_from(msg)); break;
     case T_SEQ: tp_send(ctx, tp_msg_from(msg), T_SEQ_BACK, data, len); break;
+    case T_BIGREPLY: { /* too big for a frame: refused, TP_ENOREPLY goes */
+        size_t n;
+        uint8_t *big = bin_payload(BIG_PAYLOAD, &n);
+        EXPECT_EQ(tp_reply(ctx, msg, big, n), TP_E2BIG);
+        free(big);
+        break;
+    }
     case T_WHO: {
         void *buf;
         size_t n;
@@ -1525,19 +1546,6 @@ typedef struct lostpub {
     bool down, pong, pong_first;
 } lostpub;
 
-#define BIG_PAYLOAD ((size_t)2 << 20) /* the server's max_payload is 1 MiB */
-
-/* A msgpack bin32 of n zero bytes (5 + n bytes; free it). */
-static uint8_t *bin_payload(size_t n, size_t *len)
-{
-    uint8_t *b = calloc(1, 5 + n);
-    b[0] = 0xc6;
-    for (int i = 0; i < 4; i++)
-        b[1 + i] = (uint8_t)(n >> (24 - 8 * i));
-    *len = 5 + n;
-    return b;
-}
-
 static int lostpub_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     lostpub *l = state;
@@ -1599,13 +1607,14 @@ static void test_lost_publish_breaks(void **unused)
 
 /* A message that does not fit this node's max_message (1 MiB here) is
  * refused to its sender, TP_E2BIG, before anything is numbered: nothing
- * is lost, so no relation breaks, and a call refused so leaves nothing
- * pending. Before, the send returned 0 and the message became a dead
+ * is lost, so no relation breaks, a call refused so leaves nothing
+ * pending, and a reply refused so becomes TP_ENOREPLY. Before, the send returned 0 and the message became a dead
  * letter while later ones went through. */
 typedef struct oversize {
     pid_t child;
     tp_pid root, server;
-    tp_ref refused, echo;
+    tp_ref refused, echo, bigreply;
+    int bigreply_status;
     bool down, late, echoed;
 } oversize;
 
@@ -1624,6 +1633,9 @@ static int oversize_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         EXPECT_EQ(tp_call(ctx, o->server, T_ECHO, big, len, 100, &o->refused),
                   TP_E2BIG);
         free(big);
+        EXPECT_EQ(tp_call(ctx, o->server, T_BIGREPLY, NULL, 0, 5000,
+                          &o->bigreply),
+                  0);
         EXPECT_EQ(tp_call(ctx, o->server, T_ECHO, "\xa2ok", 3, 5000, &o->echo),
                   0);
         break;
@@ -1631,6 +1643,8 @@ static int oversize_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     case TP_TAG_REPLY:
         if (tp_msg_ref(msg) == o->refused)
             o->late = true;
+        if (tp_msg_ref(msg) == o->bigreply)
+            o->bigreply_status = tp_msg_status(msg);
         if (tp_msg_ref(msg) != o->echo)
             break;
         EXPECT_EQ(tp_msg_status(msg), 0);
@@ -1656,6 +1670,9 @@ static void test_oversize_refused(void **unused)
     wait_child(o.child);
     TPT_CHECK();
     assert_true(o.echoed);
+    /* A reply too big for a frame: refused to the replier, and the
+     * request, left unanswered, gets the runtime's TP_ENOREPLY. */
+    assert_int_equal(o.bigreply_status, TP_ENOREPLY);
     assert_false(o.late); /* the refused call left nothing pending */
     assert_false(o.down); /* nothing was lost: the monitor holds */
 }
