@@ -483,6 +483,9 @@ void tpi_signal_death(tpi_actor *a, tp_reason r);
 /* ---- actors/call.c */
 /* True if a reply message matches a pending ref (removes it). */
 bool tpi_pending_take(tpi_actor *a, tp_ref ref);
+/* a's call ref was refused before it left (too big for a node's frames):
+ * forget it, no answer will come. a's thread. */
+void tpi_call_refused(tpi_actor *a, tp_ref ref);
 /* After a behavior returned for m: answer TP_ENOREPLY if due. */
 void tpi_reply_settle(tpi_actor *a, tpi_msg *m);
 /* Answer every pending obligation of a dying actor with TP_ENOPROC. */

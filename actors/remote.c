@@ -46,7 +46,6 @@ void tpi_remote_ended(tp_runtime *rt, tp_pid pid)
 
 int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
-    (void)from;
     int rc = TP_ENOCONN;
     if (rt->remote) {
         tpi_envelope e = {.tag = m->tag,
@@ -63,7 +62,11 @@ int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     if (rc == 0 || rc == TP_E2BIG || rc == TP_ENOMEM) {
         /* Sent, or refused before it was numbered (too big for a frame,
          * out of memory): the sender is told, and nothing is lost that a
-         * later message could overtake. */
+         * later message could overtake. A call refused so gets no answer:
+         * its pending entry goes here, in the caller's turn, and tp_call
+         * returns the error. */
+        if (rc && from && (m->flags & TPI_MSG_REQUEST))
+            tpi_call_refused(from, m->ref);
         tpi_msg_free(m);
         return rc;
     }
