@@ -197,7 +197,7 @@ static int deliver(void *state, tp_pid from, tp_pid to, const tpi_envelope *e)
     pthread_mutex_unlock(&p->lock);
     if (rc && e->request)
         forget_call(n, e->reply_to, e->ref);
-    return rc == TP_E2BIG || rc == TP_ENOMEM ? rc : rc ? TP_ENOCONN : 0;
+    return rc; /* 0, TP_ENOCONN, or refused unnumbered: ENOMEM, E2BIG */
 }
 
 /* An actor with global names, group memberships or node monitors ended
