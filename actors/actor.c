@@ -667,6 +667,58 @@ tpi_msg *tpi_actor_replay_pop(tpi_actor *a)
     return m;
 }
 
+/* The end of a's turn, after popped messages from its mailbox (remote of
+ * them moved in from other threads at its start; from, the last one's
+ * sender): end it, pause it, queue it again or leave it idle. Returns the
+ * turn's measure of work. */
+static inline __attribute__((always_inline)) unsigned
+turn_end(tpi_sched *s, tpi_actor *a, uint32_t popped, uint32_t remote,
+         tp_pid from)
+{
+    tpi_mailbox *mb = &a->mb;
+    tpi_sched_leave(s);
+    if (a->flags & (TPI_ACT_EXITING | TPI_ACT_OBS)) {
+        if (a->flags & TPI_ACT_EXITING) {
+            finalize(a);
+            return popped + 1;
+        }
+        tpi_obs_turn(a); /* issue 8 */
+    }
+    /* Senders on other threads push during the turn, so the count may
+     * have reached capacity at any point of it (then someone may be
+     * waiting): at most after + popped. Below that, nobody can wait on us
+     * and we skip the fence tpi_drained needs. */
+    uint64_t after = tpi_mailbox_count(mb);
+    uint32_t cap = tpi_mailbox_cap(mb);
+    if (after < cap && after + popped >= cap)
+        tpi_drained(s->rt, a);
+    if (s->pause_on) {
+        tpi_pause(s->rt, a, s->pause_on); /* keeps the flag while parked */
+        return popped + 1;
+    }
+    if (!tpi_mailbox_local_empty(mb) || (a->flags & TPI_ACT_REPLAY) ||
+        tpi_mailbox_remote_waiting(mb))
+        tpi_sched_queue(s, a);
+    else if (popped != 1 || !remote || !tpi_sched_follow(s, a, from))
+        a->sched = false; /* idle: the remote stack was seen empty just
+                             above, and a push after that notes us */
+    return popped + 1;
+}
+
+/* The turn of an actor with one message, from its own thread, and nothing
+ * else to do (started, not observed, nothing to replay): what a message
+ * to an idle actor gives, the common turn. The general turn below would
+ * do the same, with its loop, budget and bookkeeping. */
+static inline __attribute__((always_inline)) unsigned turn_one(tpi_sched *s,
+                                                               tpi_actor *a)
+{
+    tpi_msg *m = (tpi_msg *)tpi_mailbox_pop_last(&a->mb);
+    tpi_sched_enter(s, a, tpi_actor_pid(a));
+    tpi_sched_tick_turn(s);
+    dispatch(s, a, m);
+    return turn_end(s, a, 1, 0, TP_PID_NONE);
+}
+
 /* Inlined into the batch loops of runtime/sched.c (with LTO; the header
  * declares it extern, so this is also its one external definition): a
  * call per turn costs about 15 instructions of saved registers. */
@@ -674,6 +726,9 @@ __attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
                                                               tpi_actor *a)
 {
     tpi_mailbox *mb = &a->mb;
+    if (!(a->flags & (TPI_ACT_OBS | TPI_ACT_START | TPI_ACT_REPLAY)) &&
+        tpi_mailbox_local_one(mb) && !tpi_mailbox_remote_waiting(mb))
+        return turn_one(s, a);
     uint32_t remote = tpi_mailbox_take_remote(mb);
     uint32_t popped = 0;
     unsigned budget = s->budget;
@@ -706,31 +761,5 @@ __attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
             break;
         go = --budget > 0 && !(f & TPI_ACT_EXITING) && !s->pause_on;
     }
-    tpi_sched_leave(s);
-    if (a->flags & (TPI_ACT_EXITING | TPI_ACT_OBS)) {
-        if (a->flags & TPI_ACT_EXITING) {
-            finalize(a);
-            return popped + 1;
-        }
-        tpi_obs_turn(a); /* issue 8 */
-    }
-    /* Senders on other threads push during the turn, so the count may
-     * have reached capacity at any point of it (then someone may be
-     * waiting): at most after + popped. Below that, nobody can wait on us
-     * and we skip the fence tpi_drained needs. */
-    uint64_t after = tpi_mailbox_count(mb);
-    uint32_t cap = tpi_mailbox_cap(mb);
-    if (after < cap && after + popped >= cap)
-        tpi_drained(s->rt, a);
-    if (s->pause_on) {
-        tpi_pause(s->rt, a, s->pause_on); /* keeps the flag while parked */
-        return popped + 1;
-    }
-    if (!tpi_mailbox_local_empty(mb) || (a->flags & TPI_ACT_REPLAY) ||
-        tpi_mailbox_remote_waiting(mb))
-        tpi_sched_queue(s, a);
-    else if (popped != 1 || !remote || !tpi_sched_follow(s, a, from))
-        a->sched = false; /* idle: the remote stack was seen empty just
-                             above, and a push after that notes us */
-    return popped + 1;
+    return turn_end(s, a, popped, remote, from);
 }

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct tpi_sched tpi_sched;
 typedef struct tpi_timer tpi_timer;
@@ -27,7 +28,9 @@ enum {
     TPI_MSG_SMALL = 1u << 6,    /* a fixed-size node, recyclable */
     TPI_MSG_STATIC = 1u << 7,   /* not allocated (the start message) */
     TPI_MSG_SETTLED =
-        1u << 8, /* passed the filters once (deferred, replayed) */
+        1u << 8,           /* passed the filters once (deferred, replayed) */
+    TPI_MSG_INT = 1u << 9, /* made by tpi_msg_new_int: its value unpacked
+                              at TPI_MSG_INT_AT (tp_msg_int reads it) */
 };
 
 struct tp_msg {
@@ -284,18 +287,25 @@ tpi_msg *tpi_node_refill(void);
 /* Keep m's node; false if this thread does not cache (free it). */
 bool tpi_node_put_slow(tpi_msg *m);
 
-/* A cached node (uninitialised), or NULL: allocate one. */
-static inline tpi_msg *tpi_node_get(void)
+/* A node of this thread's cache (uninitialised), or NULL if it is empty. */
+static inline tpi_msg *tpi_node_pop(void)
 {
     tpi_node_cache *c = &tpi_tls_nodes;
     tpi_msg *m = c->head;
     if (!m)
-        return tpi_node_refill();
+        return NULL;
     /* relaxed: a thread-private list */
     c->head =
         (tpi_msg *)atomic_load_explicit(&m->node.next, memory_order_relaxed);
     c->n--;
     return m;
+}
+
+/* A cached node (uninitialised), or NULL: allocate one. */
+static inline tpi_msg *tpi_node_get(void)
+{
+    tpi_msg *m = tpi_node_pop();
+    return m ? m : tpi_node_refill();
 }
 
 /* Keep m's node for reuse; false if not cached (free it). */
@@ -311,6 +321,7 @@ static inline bool tpi_node_put(tpi_msg *m)
     return true;
 }
 #else
+static inline tpi_msg *tpi_node_pop(void) { return NULL; }
 static inline tpi_msg *tpi_node_get(void) { return NULL; }
 static inline bool tpi_node_put(tpi_msg *m)
 {
@@ -351,18 +362,33 @@ static inline void tpi_msg_init(tpi_msg *m, int32_t tag, uint32_t flags,
                    .data = len ? m->inl : NULL};
 }
 
+/* Where an int message keeps its value unpacked: after the widest packed
+ * int and its terminating byte, 8-aligned (the header is). */
+#define TPI_MSG_INT_AT 16
+_Static_assert(TPI_MSG_INT_AT >= 10 && TPI_MSG_INT_AT % 8 == 0 &&
+                   TPI_MSG_INT_AT + 8 <= TPI_SMALL_PAYLOAD,
+               "an int message's value fits a small node, aligned");
+
 /* A message whose payload is the msgpack int v, packed in place (no copy,
  * nothing to validate), with the node cache inline: every tp_send_int,
- * tp_call_int and tp_reply_int. NULL when out of memory. */
+ * tp_call_int and tp_reply_int. The value is also kept as it is, so that
+ * tp_msg_int, the common way to read it, decodes nothing (the payload
+ * stays the msgpack bytes for everything else: tp_msg_data, nodes,
+ * isolated workers). NULL when out of memory. */
+static inline void tpi_msg_fill_int(tpi_msg *m, int32_t tag, int64_t v)
+{
+    size_t len = tpi_pack_int(m->inl, v); /* before the header: no reload */
+    tpi_msg_init(m, tag, TPI_MSG_SMALL | TPI_MSG_INT, len);
+    m->inl[len] = '\0';
+    memcpy(m->inl + TPI_MSG_INT_AT, &v, sizeof v);
+}
+
 static inline tpi_msg *tpi_msg_new_int(int32_t tag, int64_t v)
 {
     tpi_msg *m = tpi_node_get();
-    if (m)
-        tpi_msg_init(m, tag, TPI_MSG_SMALL, 9); /* 9: the widest int */
-    else if (!(m = tpi_msg_new(tag, NULL, 9)))
+    if (!m && !(m = tpi_msg_new(tag, NULL, 9)))
         return NULL;
-    m->len = tpi_pack_int(m->inl, v);
-    m->inl[m->len] = '\0';
+    tpi_msg_fill_int(m, tag, v);
     return m;
 }
 

@@ -83,6 +83,10 @@ int tp_msg_int(const tp_msg *m, int64_t *out)
 {
     if (!m || !out)
         return TP_EINVAL;
+    if (m->flags & TPI_MSG_INT) { /* tpi_msg_new_int kept it unpacked */
+        memcpy(out, m->inl + TPI_MSG_INT_AT, sizeof *out);
+        return 0;
+    }
     return tpi_read_int(m->data, m->len, out);
 }
 

@@ -146,22 +146,21 @@ static inline uint32_t tpi_mailbox_take_remote(tpi_mailbox *mb)
     return k;
 }
 
-/* tpi_mailbox_take_remote, not inlined (for tpi_mailbox_push_local). */
+/* tpi_mailbox_take_remote, not inlined (for a local pusher that finds
+ * remote messages waiting: rare). */
 static __attribute__((noinline, cold, unused)) void
 tpi_mailbox_take_remote_cold(tpi_mailbox *mb)
 {
     tpi_mailbox_take_remote(mb);
 }
 
-/* Home thread only; then the caller queues the owner if it was idle.
- * Returns the new local count (see tpi_mailbox_count_home). */
+/* Home thread only, when no remote message waits: remote messages queued
+ * before this push must go first (tpi_mailbox_take_remote), or a sender
+ * that changed sides would see its messages overtake each other. Then the
+ * caller queues the owner if it was idle. Returns the new local count
+ * (see tpi_mailbox_count_home). */
 static inline uint32_t tpi_mailbox_push_local(tpi_mailbox *mb, tpi_mpsc_node *n)
 {
-    /* Remote messages queued before this push go first, or a sender that
-     * changed sides would see its messages overtake each other. Rare: out
-     * of line, so the senders' path stays small. */
-    if (tpi_mailbox_remote_waiting(mb))
-        tpi_mailbox_take_remote_cold(mb);
     tpi_mailbox_append(mb, n);
     /* relaxed load and store: the home thread is the only writer, and a
      * reader that sees the new message early or late only over- or
@@ -234,6 +233,28 @@ static inline bool tpi_mailbox_notes_done(tpi_mailbox *mb, uint32_t *seen)
                                                    memory_order_acquire);
 }
 
+/* Home thread: does the local FIFO hold exactly one message? */
+static inline bool tpi_mailbox_local_one(tpi_mailbox *mb)
+{
+    tpi_mpsc_node *t = mb->ltail;
+    /* relaxed: home-thread links */
+    return t && atomic_load_explicit(&t->next, memory_order_relaxed) == t;
+}
+
+/* Consumer: one message left the local FIFO. */
+static inline void tpi_mailbox_popped(tpi_mailbox *mb)
+{
+    /* release (a plain store on x86): pairs with the loads of local
+     * (acquire) in tpi_mailbox_count and tpi_mailbox_read, so a reader
+     * that sees this pop also sees the announcement of a remote message
+     * it removes: it never counts that message out without in. */
+    atomic_store_explicit(&mb->local,
+                          atomic_load_explicit(&mb->local,
+                                               memory_order_relaxed) -
+                              1,
+                          memory_order_release);
+}
+
 /* Consumer: the oldest local message, or NULL. */
 static inline tpi_mpsc_node *tpi_mailbox_pop(tpi_mailbox *mb)
 {
@@ -248,15 +269,16 @@ static inline tpi_mpsc_node *tpi_mailbox_pop(tpi_mailbox *mb)
                               atomic_load_explicit(&n->next,
                                                    memory_order_relaxed),
                               memory_order_relaxed);
-    /* release (a plain store on x86): pairs with the loads of local
-     * (acquire) in tpi_mailbox_count and tpi_mailbox_read, so a reader
-     * that sees this pop also sees the announcement of a remote message
-     * it removes: it never counts that message out without in. */
-    atomic_store_explicit(&mb->local,
-                          atomic_load_explicit(&mb->local,
-                                               memory_order_relaxed) -
-                              1,
-                          memory_order_release);
+    tpi_mailbox_popped(mb);
+    return n;
+}
+
+/* Consumer, when tpi_mailbox_local_one: that message. */
+static inline tpi_mpsc_node *tpi_mailbox_pop_last(tpi_mailbox *mb)
+{
+    tpi_mpsc_node *n = mb->ltail;
+    mb->ltail = NULL;
+    tpi_mailbox_popped(mb);
     return n;
 }
 

@@ -14,7 +14,8 @@
  * turn (see tpi_sched_queue_next). */
 #define TPI_NEXT_RUNS_MAX 8
 
-static inline void tpi_rq_push(tpi_sched *s, tpi_mpsc_node *n)
+static inline __attribute__((always_inline)) void tpi_rq_push(tpi_sched *s,
+                                                              tpi_mpsc_node *n)
 {
     s->rq_n++;
     /* relaxed: plain links of our own list (the type is shared with the
@@ -56,8 +57,11 @@ static inline void tpi_sched_queue(tpi_sched *s, tpi_actor *a)
  * turns in a row while others wait (rq_pop counts them); then the queue's
  * head goes, so a pair passing a message back and forth cannot starve the
  * rest. The deterministic mode keeps its seeded pick over plain FIFO
- * (next_max 0: the slot holds an actor only while the queue is empty). */
-static inline void tpi_sched_queue_next(tpi_sched *s, tpi_actor *a)
+ * (next_max 0: the slot holds an actor only while the queue is empty).
+ * This part queues it; the run event of a running batch is active
+ * already (tpi_sched_queue_next makes it so otherwise). */
+static inline __attribute__((always_inline)) void
+tpi_sched_queue_next_running(tpi_sched *s, tpi_actor *a)
 {
     /* Alone, it takes the slot whatever the count. */
     if (!s->rq_slot && (!s->rq_head || s->next_runs < s->next_max)) {
@@ -66,6 +70,12 @@ static inline void tpi_sched_queue_next(tpi_sched *s, tpi_actor *a)
     } else {
         tpi_rq_push(s, &a->rq);
     }
+}
+
+/* tpi_sched_queue_next_running, then the run event made active. */
+static inline void tpi_sched_queue_next(tpi_sched *s, tpi_actor *a)
+{
+    tpi_sched_queue_next_running(s, a);
     tpi_sched_kick(s);
 }
 
