@@ -118,8 +118,9 @@ struct tpi_sched {
     /* Its pid: the sender of what it sends, and the stuck watch's actor
      * (relaxed: the monitor reads it, see tpi_sched_tick_turn). */
     _Atomic tp_pid cur_pid;
-    tp_pid pause_on;  /* a send this turn overfilled this pid */
-    tp_pid full_seen; /* the inline send's last on_full this turn */
+    tp_pid pause_on;          /* a send this turn overfilled this pid */
+    tp_pid full_seen;         /* the inline send's last on_full this turn */
+    tp_ref ref_next, ref_end; /* its block of refs (tpi_ref_new) */
     tpi_timer_heap timers;
     tpi_slot_cache slots; /* free actor slots kept by this thread */
     /* Credits of the live count (tpi_runtime_actor_born), written by this
@@ -307,8 +308,24 @@ int tpi_host_route(struct tpi_host *h, tp_pid to, tpi_msg *m);
 /* The runtime an actor belongs to. */
 static inline tp_runtime *tpi_actor_rt(tpi_actor *a) { return tpi_home(a)->rt; }
 
+/* Refs a scheduler takes from rt->next_ref at a time. */
+#define TPI_REF_BLOCK 4096
+/* s's next ref, from a new block (runtime/sched.c). */
+tp_ref tpi_ref_block(tpi_sched *s);
+
+/* A ref unique in rt. A scheduler of rt takes them from a block of its
+ * own, so that a call or a timer does not bump a counter shared by every
+ * thread (an atomic read-modify-write, and a cache line that moves
+ * between cores with several schedulers); other threads take one from
+ * the shared counter. */
 static inline tp_ref tpi_ref_new(tp_runtime *rt)
 {
+    tpi_sched *s = tpi_sched_current();
+    if (s && s->rt == rt) {
+        if (s->ref_next != s->ref_end)
+            return s->ref_next++;
+        return tpi_ref_block(s);
+    }
     /* relaxed: only uniqueness matters. */
     return atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed);
 }

@@ -498,6 +498,16 @@ static void on_run(evutil_socket_t fd, short what, void *arg)
         atomic_fetch_or_explicit(&rt->idle, s->bit, memory_order_relaxed);
 }
 
+tp_ref tpi_ref_block(tpi_sched *s)
+{
+    /* relaxed: only uniqueness matters. */
+    tp_ref r = atomic_fetch_add_explicit(&s->rt->next_ref, TPI_REF_BLOCK,
+                                         memory_order_relaxed);
+    s->ref_next = r + 1;
+    s->ref_end = r + TPI_REF_BLOCK;
+    return r;
+}
+
 int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id)
 {
     s->rt = rt;
@@ -506,6 +516,7 @@ int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id)
     s->bit = 1ull << id;
     s->budget = rt->cfg.batch;
     s->next_max = TPI_NEXT_RUNS_MAX;
+    s->ref_next = s->ref_end = 0; /* no block yet */
     s->wake_fd = -1;
     tpi_mpscq_init(&s->inject);
     struct event_config *cfg = event_config_new();

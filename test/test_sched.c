@@ -1631,6 +1631,95 @@ static void test_next_slot(void **unused)
     assert_true(NS.max_gap <= 16); /* but not for ever */
 }
 
+/* ---------------------------------------------------------------- refs */
+
+/* Refs (monitors, calls, timers) are unique in a runtime, however many
+ * scheduler threads make them at once: each scheduler takes them from
+ * blocks of a shared counter. Busy actors spread over four schedulers,
+ * each making refs in many turns; the refs are all different. */
+#define RF_ACTORS 8
+#define RF_PER_TURN 64
+#define RF_EACH 8192
+static struct {
+    uint64_t refs[RF_ACTORS * RF_EACH];
+    atomic_uint n;
+    pthread_t threads[RF_ACTORS * RF_EACH / RF_PER_TURN];
+    atomic_uint nthreads;
+    atomic_int left;
+} RF;
+
+static int rf_worker(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int *made = state;
+    (void)msg;
+    RF.threads[atomic_fetch_add(&RF.nthreads, 1)] = pthread_self();
+    for (int i = 0; i < RF_PER_TURN / 2; i++) {
+        tp_ref ref = 0;
+        tp_timer id = 0;
+        EXPECT_EQ(tp_monitor(ctx, tp_self(ctx), &ref), 0);
+        EXPECT_EQ(tp_demonitor(ctx, ref), 0);
+        EXPECT_EQ(tp_send_after(ctx, 60000, TAG_TICK, NULL, 0, &id), 0);
+        EXPECT_EQ(tp_timer_cancel(ctx, id), 0);
+        unsigned k = atomic_fetch_add(&RF.n, 2);
+        RF.refs[k] = ref;
+        RF.refs[k + 1] = id;
+    }
+    *made += RF_PER_TURN;
+    if (*made < RF_EACH)
+        return tp_send(ctx, tp_self(ctx), TAG_TICK, NULL, 0);
+    atomic_fetch_sub(&RF.left, 1);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int rf_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    static int made[RF_ACTORS];
+    (void)state;
+    (void)msg;
+    for (int i = 0; i < RF_ACTORS; i++) {
+        made[i] = 0;
+        EXPECT_EQ(tp_spawn(ctx, rf_worker, &made[i], NULL, NULL), 0);
+    }
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_refs_unique(void **unused)
+{
+    (void)unused;
+    tpt_result r;
+    memset(&RF, 0, sizeof RF);
+    atomic_store(&RF.left, RF_ACTORS);
+    tpt_reset();
+    tp_runtime *rt = run_start(4, 120, rf_root, NULL, NULL, &r);
+    run_end(rt);
+    TPT_CHECK();
+    assert_int_equal(r.status, 0);
+    assert_int_equal(atomic_load(&RF.left), 0);
+    unsigned n = atomic_load(&RF.n);
+    assert_int_equal(n, RF_ACTORS * RF_EACH);
+    qsort(RF.refs, n, sizeof RF.refs[0], cmp_u64);
+    assert_true(RF.refs[0] != 0);
+    for (unsigned i = 1; i < n; i++)
+        if (RF.refs[i] == RF.refs[i - 1])
+            fail_msg("ref %" PRIu64 " made twice", RF.refs[i]);
+    unsigned distinct = 0, turns = atomic_load(&RF.nthreads);
+    for (unsigned i = 0; i < turns; i++) {
+        unsigned j = 0;
+        while (j < i && !pthread_equal(RF.threads[j], RF.threads[i]))
+            j++;
+        distinct += j == i;
+    }
+    print_message("refs: %u unique, made on %u scheduler threads\n", n,
+                  distinct);
+    assert_true(distinct >= 2); /* the blocks of several schedulers */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1646,6 +1735,7 @@ int main(void)
         cmocka_unit_test(test_mutual_flood_across_threads),
         cmocka_unit_test(test_soft_bound_two_threads),
         cmocka_unit_test(test_next_slot),
+        cmocka_unit_test(test_refs_unique),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
