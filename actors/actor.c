@@ -706,20 +706,6 @@ turn_end(tpi_sched *s, tpi_actor *a, uint32_t popped, uint32_t remote,
     return popped + 1;
 }
 
-/* The turn of an actor with one message, from its own thread, and nothing
- * else to do (started, not observed, nothing to replay): what a message
- * to an idle actor gives, the common turn. The general turn below would
- * do the same, with its loop, budget and bookkeeping. */
-static inline __attribute__((always_inline)) unsigned turn_one(tpi_sched *s,
-                                                               tpi_actor *a)
-{
-    tpi_msg *m = (tpi_msg *)tpi_mailbox_pop_last(&a->mb);
-    tpi_sched_enter(s, a, tpi_actor_pid(a));
-    tpi_sched_tick_turn(s);
-    dispatch(s, a, m);
-    return turn_end(s, a, 1, 0, TP_PID_NONE);
-}
-
 /* Inlined into the batch loops of runtime/sched.c (with LTO; the header
  * declares it extern, so this is also its one external definition): a
  * call per turn costs about 15 instructions of saved registers. */
@@ -727,25 +713,35 @@ __attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
                                                               tpi_actor *a)
 {
     tpi_mailbox *mb = &a->mb;
-    if (!(a->flags & (TPI_ACT_OBS | TPI_ACT_START | TPI_ACT_REPLAY)) &&
-        tpi_mailbox_local_one(mb) && !tpi_mailbox_remote_waiting(mb))
-        return turn_one(s, a);
-    uint32_t remote = tpi_mailbox_take_remote(mb);
-    uint32_t popped = 0;
+    uint32_t remote = 0, popped = 0;
     unsigned budget = s->budget;
-    tp_pid pid = tpi_actor_pid(a);
-    tpi_sched_enter(s, a, pid);
+    tpi_sched_enter(s, a, tpi_actor_pid(a));
     tpi_sched_tick_turn(s);
+    tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
     /* Checked after each message rather than before, so a turn that ends
      * on an empty mailbox makes them once less. At the start they hold: a
      * budget is at least 1, an actor ends at the end of the turn in which
      * it exits, and tpi_sched_enter cleared pause_on. */
     bool go = true;
-    if (a->flags & (TPI_ACT_OBS | TPI_ACT_START)) {
-        budget -= turn_start(s, a);
-        go = budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
+    if (!(a->flags & (TPI_ACT_OBS | TPI_ACT_START | TPI_ACT_REPLAY)) &&
+        tpi_mailbox_local_one(mb) && !tpi_mailbox_remote_waiting(mb)) {
+        /* The common turn (a message to an idle actor from its own
+         * thread): one message, nothing to take from the remote stack,
+         * start or replay, so its first pass needs none of the loop's
+         * tests; the loop goes on if the call left more. */
+        tpi_msg *m = (tpi_msg *)tpi_mailbox_pop_last(mb);
+        popped = 1;
+        dispatch(s, a, m);
+        if (tpi_mailbox_local_empty(mb) && !(a->flags & TPI_ACT_REPLAY))
+            return turn_end(s, a, 1, 0, TP_PID_NONE);
+        go = --budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
+    } else {
+        remote = tpi_mailbox_take_remote(mb);
+        if (a->flags & (TPI_ACT_OBS | TPI_ACT_START)) {
+            budget -= turn_start(s, a);
+            go = budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
+        }
     }
-    tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
     while (go) {
         tpi_msg *m;
         if ((a->flags & TPI_ACT_REPLAY) && (m = tpi_actor_replay_pop(a)))
