@@ -362,25 +362,33 @@ static inline void tpi_msg_init(tpi_msg *m, int32_t tag, uint32_t flags,
                    .data = len ? m->inl : NULL};
 }
 
-/* Where an int message keeps its value unpacked: after the widest packed
- * int and its terminating byte, 8-aligned (the header is). */
+/* Where an int message keeps its value: after the widest packed int and
+ * its terminating byte, 8-aligned (the header is). */
 #define TPI_MSG_INT_AT 16
 _Static_assert(TPI_MSG_INT_AT >= 10 && TPI_MSG_INT_AT % 8 == 0 &&
                    TPI_MSG_INT_AT + 8 <= TPI_SMALL_PAYLOAD,
                "an int message's value fits a small node, aligned");
 
-/* A message whose payload is the msgpack int v, packed in place (no copy,
- * nothing to validate), with the node cache inline: every tp_send_int,
- * tp_call_int and tp_reply_int. The value is also kept as it is, so that
- * tp_msg_int, the common way to read it, decodes nothing (the payload
- * stays the msgpack bytes for everything else: tp_msg_data, nodes,
- * isolated workers). NULL when out of memory. */
+/* A message whose payload is the msgpack int v, with the node cache
+ * inline: every tp_send_int, tp_call_int and tp_reply_int. The value is
+ * kept as it is (TPI_MSG_INT), and packed only when its bytes are asked
+ * for (tpi_msg_bytes): tp_msg_int, the common way to read it, needs no
+ * bytes at all. NULL when out of memory. */
 static inline void tpi_msg_fill_int(tpi_msg *m, int32_t tag, int64_t v)
 {
-    size_t len = tpi_pack_int(m->inl, v); /* before the header: no reload */
-    tpi_msg_init(m, tag, TPI_MSG_SMALL | TPI_MSG_INT, len);
-    m->inl[len] = '\0';
+    tpi_msg_init(m, tag, TPI_MSG_SMALL | TPI_MSG_INT, 0); /* not packed */
     memcpy(m->inl + TPI_MSG_INT_AT, &v, sizeof v);
+}
+
+/* Pack an int message's value into its payload (actors/msg.c). */
+void tpi_msg_pack_int(tpi_msg *m);
+
+/* m's payload bytes (m->data, m->len) are there: every reader of them
+ * but tp_msg_int calls this first. Only m's holder reads or packs it. */
+static inline void tpi_msg_bytes(tpi_msg *m)
+{
+    if ((m->flags & TPI_MSG_INT) && !m->len) /* a packed int is 1+ bytes */
+        tpi_msg_pack_int(m);
 }
 
 static inline tpi_msg *tpi_msg_new_int(int32_t tag, int64_t v)

@@ -288,6 +288,7 @@ int tp_forward(tp_ctx *ctx, tp_pid to, const tp_msg *msg)
         return TP_ESTATE;
     if (!msg || to == TP_PID_NONE || msg->tag < 0)
         return TP_EINVAL;
+    tpi_msg_bytes((tpi_msg *)msg);
     tpi_msg *m = tpi_msg_new(msg->tag, msg->data, msg->len);
     if (!m)
         return TP_ENOMEM;

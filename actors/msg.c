@@ -66,8 +66,21 @@ tp_pid tp_msg_from(const tp_msg *m) { return m ? m->from : TP_PID_NONE; }
 tp_ref tp_msg_ref(const tp_msg *m) { return m ? m->ref : 0; }
 int tp_msg_status(const tp_msg *m) { return m ? m->status : TP_EINVAL; }
 
+void tpi_msg_pack_int(tpi_msg *m)
+{
+    int64_t v;
+    memcpy(&v, m->inl + TPI_MSG_INT_AT, sizeof v);
+    m->len = tpi_pack_int(m->inl, v);
+    m->inl[m->len] = '\0';
+    m->data = m->inl;
+}
+
+/* The accessors below read a message their caller holds (its behavior's
+ * argument), so an int message may be packed in place. */
 const void *tp_msg_data(const tp_msg *m, size_t *len)
 {
+    if (m)
+        tpi_msg_bytes((tpi_msg *)m);
     if (len)
         *len = m ? m->len : 0;
     return m ? m->data : NULL;
@@ -94,6 +107,7 @@ int tp_msg_scanf(const tp_msg *m, const char *fmt, ...)
 {
     if (!m || !fmt)
         return TP_EINVAL;
+    tpi_msg_bytes((tpi_msg *)m);
     va_list ap;
     va_start(ap, fmt);
     int rc = tp_vunpackf(m->data, m->len, fmt, ap);

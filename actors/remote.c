@@ -48,6 +48,7 @@ int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
     int rc = TP_ENOCONN;
     if (rt->remote) {
+        tpi_msg_bytes(m);
         tpi_envelope e = {.tag = m->tag,
                           .from = m->from,
                           .reply_to = m->reply_to,

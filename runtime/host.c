@@ -48,6 +48,7 @@ int tpi_host_route(tpi_host *h, tp_pid to, tpi_msg *m)
         event_active(h->lev, EV_TIMEOUT, 0);
         return 0;
     }
+    tpi_msg_bytes(m);
     tpi_envelope e = {.tag = m->tag,
                       .ref = m->ref,
                       .status = m->status,

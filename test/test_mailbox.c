@@ -465,45 +465,68 @@ static void test_send_copies_and_moves(void **unused)
 }
 
 /* An int message (tp_send_int) reads back as its value through tp_msg_int
- * and as its canonical msgpack bytes through tp_msg_data, at every width;
- * the same bytes sent by tp_send read back the same way. */
+ * and as its canonical msgpack bytes through tp_msg_data and
+ * tp_msg_scanf, at every width, whichever is read first; the same bytes
+ * sent by tp_send, and an int message forwarded (tp_forward, which copies
+ * its bytes), read back the same way. */
 static const int64_t int_values[] =
     {0,         1,        127,    128,          255,          256,
      65535,     65536,    -1,     -32,          -33,          -128,
      -129,      -32768,   -32769, 4294967295LL, 4294967296LL, INT32_MIN,
      INT64_MIN, INT64_MAX};
 #define N_INT_VALUES (sizeof int_values / sizeof int_values[0])
+#define INT_FWD 100 /* tags INT_FWD + i: forwarded once, then checked */
+
+static void check_int_msg(const tp_msg *msg, int64_t want)
+{
+    int64_t v = 0, u = 0;
+    void *b = NULL;
+    size_t n = 0, len;
+    EXPECT_EQ(tp_msg_int(msg, &v), 0);
+    EXPECT(v == want);
+    const void *data = tp_msg_data(msg, &len);
+    EXPECT_EQ(tp_packf(&b, &n, "l", want), 0);
+    EXPECT(len == n && b && memcmp(data, b, n) == 0);
+    EXPECT_EQ(tp_msg_scanf(msg, "l", &u), 0);
+    EXPECT(u == want);
+    v = 0;
+    EXPECT_EQ(tp_msg_int(msg, &v), 0);
+    EXPECT(v == want);
+    free(b);
+}
 
 static int int_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
+    static bool forwarded[N_INT_VALUES];
     int *seen = state;
     int32_t tag = tp_msg_tag(msg);
     if (tag == TP_TAG_START) {
         for (size_t i = 0; i < N_INT_VALUES; i++) {
             void *b;
             size_t n;
-            EXPECT_EQ(tp_send_int(ctx, tp_self(ctx), (int32_t)i, int_values[i]),
-                      0);
-            EXPECT_EQ(tp_packf(&b, &n, "l", int_values[i]), 0);
+            int64_t v = int_values[i];
+            forwarded[i] = false;
+            EXPECT_EQ(tp_send_int(ctx, tp_self(ctx), (int32_t)i, v), 0);
+            EXPECT_EQ(tp_packf(&b, &n, "l", v), 0);
             EXPECT_EQ(tp_send(ctx, tp_self(ctx), (int32_t)i, b, n), 0);
             free(b);
+            EXPECT_EQ(tp_send_int(ctx, tp_self(ctx), INT_FWD + (int32_t)i, v),
+                      0);
         }
         return TP_HANDLED;
     }
+    if (tag >= INT_FWD && (size_t)(tag - INT_FWD) < N_INT_VALUES &&
+        !forwarded[tag - INT_FWD]) {
+        forwarded[tag - INT_FWD] = true; /* its bytes not read before */
+        EXPECT_EQ(tp_forward(ctx, tp_self(ctx), msg), 0);
+        return TP_HANDLED;
+    }
+    if (tag >= INT_FWD)
+        tag -= INT_FWD;
     if (tag < 0 || (size_t)tag >= N_INT_VALUES)
         return TP_HANDLED;
-    int64_t want = int_values[tag], v = 0, u = 0;
-    void *b = NULL;
-    size_t n = 0, len;
-    const void *data = tp_msg_data(msg, &len);
-    EXPECT_EQ(tp_msg_int(msg, &v), 0);
-    EXPECT(v == want);
-    EXPECT_EQ(tp_packf(&b, &n, "l", want), 0);
-    EXPECT(len == n && b && memcmp(data, b, n) == 0);
-    EXPECT_EQ(tp_msg_scanf(msg, "l", &u), 0);
-    EXPECT(u == want);
-    free(b);
-    if (++*seen == 2 * (int)N_INT_VALUES)
+    check_int_msg(msg, int_values[tag]);
+    if (++*seen == 3 * (int)N_INT_VALUES)
         tp_exit(ctx, TP_REASON_NORMAL);
     return TP_HANDLED;
 }
@@ -515,7 +538,7 @@ static void test_int_messages(void **unused)
     tpt_reset();
     assert_int_equal(tpt_run(NULL, int_root, &seen, NULL, NULL), 0);
     TPT_CHECK();
-    assert_int_equal(seen, 2 * N_INT_VALUES);
+    assert_int_equal(seen, 3 * N_INT_VALUES);
 }
 
 /* ------------------------------------------------------ foreign threads */
