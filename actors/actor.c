@@ -87,7 +87,7 @@ static tpi_actor *take_slot(tp_runtime *rt, bool *claimed)
         *claimed = !me || tpi_home(a) != me;
         if (!*claimed || claim(a))
             break;
-        a->free_next = busy ? busy->index + 1 : 0;
+        a->free_next = busy ? tpi_slot_index(busy) + 1 : 0;
         busy = a;
     }
     while (busy) { /* rare: back to the free list for later spawns */
@@ -122,9 +122,9 @@ static int give_back(tp_runtime *rt, tpi_actor *a, bool claimed,
 {
     tpi_actor_release_ext(a);
     a->behavior = NULL;
-    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    uint32_t gen = tpi_slot_gen(a);
     if (gen & 1u) /* made live already: free again (release, as at death) */
-        atomic_store_explicit(&a->gen, tpi_gen_next(gen), memory_order_release);
+        tpi_slot_set_gen(a, tpi_gen_next(gen));
     if (claimed) /* stale mail that came meanwhile, then the notes */
         unclaim(rt, a);
     tpi_table_put(rt->table, slot_cache(rt), a);
@@ -190,11 +190,7 @@ static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     /* Live: the generation turns odd. release: a sender that reads it
      * (acquire) sees the slot set up above; before this, no pid could
      * name the slot (an even generation is refused by tpi_table_slot). */
-    atomic_store_explicit(&a->gen,
-                          tpi_gen_next(
-                              atomic_load_explicit(&a->gen,
-                                                   memory_order_relaxed)),
-                          memory_order_release);
+    tpi_slot_set_gen(a, tpi_gen_next(tpi_slot_gen(a)));
     /* issue 8: counters; the link comes last, as it cannot be undone */
     if (tpi_obs_spawn(rt, a, flags) != 0 ||
         ((flags & TP_SPAWN_LINK) && tpi_link_spawned(parent, a) != 0))
@@ -336,7 +332,8 @@ static void drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
 {
     tpi_mailbox_take_remote(&a->mb);
     for (tpi_msg *m; (m = (tpi_msg *)tpi_mailbox_pop(&a->mb));) {
-        tp_pid to = rt ? tpi_pid_make(a->index, m->to_gen) : TP_PID_NONE;
+        tp_pid to = rt ? tpi_pid_make(tpi_slot_index(a), m->to_gen)
+                       : TP_PID_NONE;
         if (rt)
             tpi_obs_dead_letter(rt, to, m); /* issue 8 */
         if (!rt)
@@ -369,8 +366,7 @@ static void finalize(tpi_actor *a)
     tpi_runtime_actor_ended(rt, a, r);
     /* release: pairs with the senders' acquire load; from here on sends
      * to pid are dead letters at the sender. */
-    atomic_store_explicit(&a->gen, tpi_gen_next(tpi_pid_gen(pid)),
-                          memory_order_release);
+    tpi_slot_set_gen(a, tpi_gen_next(tpi_pid_gen(pid)));
     if (x) {
         drop_msgs(rt, pid, &x->replay);
         drop_msgs(rt, pid, &x->stash);
@@ -381,9 +377,9 @@ static void finalize(tpi_actor *a)
     void *state = a->state;
     tpi_actor_release_ext(a);
     a->behavior = NULL;
-    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    uint32_t gen = tpi_slot_gen(a);
     if (gen & 1u) /* made live already: free again (release, as at death) */
-        atomic_store_explicit(&a->gen, tpi_gen_next(gen), memory_order_release);
+        tpi_slot_set_gen(a, tpi_gen_next(gen));
     a->state = NULL;
     if (c)
         c->state_free = NULL;
@@ -615,9 +611,8 @@ static __attribute__((noinline)) bool wanted(tpi_sched *s, tpi_actor *a,
  * is left goes to the behavior. Inline in the turn. */
 static inline void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
-    if (!a->behavior ||
-        m->to_gen != atomic_load_explicit(&a->gen, memory_order_relaxed)) {
-        tp_pid to = tpi_pid_make(a->index, m->to_gen);
+    if (!a->behavior || m->to_gen != tpi_slot_gen(a)) {
+        tp_pid to = tpi_pid_make(tpi_slot_index(a), m->to_gen);
         tpi_obs_dead_letter(s->rt, to, m); /* issue 8 */
         tpi_dead_letter(s->rt, to, m);
         return;
@@ -650,8 +645,7 @@ static __attribute__((noinline)) unsigned turn_start(tpi_sched *s, tpi_actor *a)
         return 0;
     tpi_msg start = {.tag = TP_TAG_START,
                      .from = a->parent,
-                     .to_gen =
-                         atomic_load_explicit(&a->gen, memory_order_relaxed),
+                     .to_gen = tpi_slot_gen(a),
                      .flags = TPI_MSG_STATIC};
     a->flags &= ~(uint32_t)TPI_ACT_START;
     dispatch(s, a, &start);
@@ -706,42 +700,20 @@ turn_end(tpi_sched *s, tpi_actor *a, uint32_t popped, uint32_t remote,
     return popped + 1;
 }
 
-/* Inlined into the batch loops of runtime/sched.c (with LTO; the header
- * declares it extern, so this is also its one external definition): a
- * call per turn costs about 15 instructions of saved registers. */
-__attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
-                                                              tpi_actor *a)
+/* A turn from its message loop on, with popped messages taken so far and
+ * budget left (remote of them moved in from other threads). Out of line:
+ * the common turn (below) needs no loop, and the batch loop it is
+ * inlined into keeps fewer registers live. */
+static __attribute__((noinline)) unsigned turn_loop(tpi_sched *s, tpi_actor *a,
+                                                    uint32_t remote,
+                                                    uint32_t popped,
+                                                    unsigned budget)
 {
     tpi_mailbox *mb = &a->mb;
-    uint32_t remote = 0, popped = 0;
-    unsigned budget = s->budget;
-    tpi_sched_enter(s, a, tpi_actor_pid(a));
-    tpi_sched_tick_turn(s);
     tp_pid from = TP_PID_NONE; /* the last mailbox message's sender */
     /* Checked after each message rather than before, so a turn that ends
-     * on an empty mailbox makes them once less. At the start they hold: a
-     * budget is at least 1, an actor ends at the end of the turn in which
-     * it exits, and tpi_sched_enter cleared pause_on. */
-    bool go = true;
-    if (!(a->flags & (TPI_ACT_OBS | TPI_ACT_START | TPI_ACT_REPLAY)) &&
-        tpi_mailbox_local_one(mb) && !tpi_mailbox_remote_waiting(mb)) {
-        /* The common turn (a message to an idle actor from its own
-         * thread): one message, nothing to take from the remote stack,
-         * start or replay, so its first pass needs none of the loop's
-         * tests; the loop goes on if the call left more. */
-        tpi_msg *m = (tpi_msg *)tpi_mailbox_pop_last(mb);
-        popped = 1;
-        dispatch(s, a, m);
-        if (tpi_mailbox_local_empty(mb) && !(a->flags & TPI_ACT_REPLAY))
-            return turn_end(s, a, 1, 0, TP_PID_NONE);
-        go = --budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
-    } else {
-        remote = tpi_mailbox_take_remote(mb);
-        if (a->flags & (TPI_ACT_OBS | TPI_ACT_START)) {
-            budget -= turn_start(s, a);
-            go = budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
-        }
-    }
+     * on an empty mailbox makes them once less. */
+    bool go = budget > 0 && !(a->flags & TPI_ACT_EXITING) && !s->pause_on;
     while (go) {
         tpi_msg *m;
         if ((a->flags & TPI_ACT_REPLAY) && (m = tpi_actor_replay_pop(a)))
@@ -759,4 +731,47 @@ __attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
         go = --budget > 0 && !(f & TPI_ACT_EXITING) && !s->pause_on;
     }
     return turn_end(s, a, popped, remote, from);
+}
+
+/* Any turn but the common one: remote mail to take, the start message or
+ * the observer's due, deferred messages to replay, or several messages. */
+static __attribute__((noinline)) unsigned turn_general(tpi_sched *s,
+                                                       tpi_actor *a)
+{
+    uint32_t remote = tpi_mailbox_take_remote(&a->mb);
+    unsigned budget = s->budget;
+    tpi_sched_enter(s, a, tpi_actor_pid(a));
+    tpi_sched_tick_turn(s);
+    /* At the start the loop's conditions hold: a budget is at least 1, an
+     * actor ends at the end of the turn in which it exits, and
+     * tpi_sched_enter cleared pause_on. */
+    if (a->flags & (TPI_ACT_OBS | TPI_ACT_START))
+        budget -= turn_start(s, a);
+    return turn_loop(s, a, remote, 0, budget);
+}
+
+/* Inlined into the batch loops of runtime/sched.c (with LTO; the header
+ * declares it extern, so this is also its one external definition). The
+ * common turn, inline: one message in the local FIFO, from this thread
+ * (nothing on the remote stack), nothing to start, observe or replay: a
+ * message to an idle actor. If its call leaves more, the loop goes on. */
+__attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
+                                                              tpi_actor *a)
+{
+    tpi_mailbox *mb = &a->mb;
+    if ((a->flags & (TPI_ACT_OBS | TPI_ACT_START | TPI_ACT_REPLAY)) ||
+        !tpi_mailbox_local_one(mb) || tpi_mailbox_remote_waiting(mb))
+        return turn_general(s, a);
+    tpi_msg *m = (tpi_msg *)tpi_mailbox_pop_last(mb);
+    tpi_sched_enter(s, a, tpi_actor_pid(a));
+    tpi_sched_tick_turn(s);
+    dispatch(s, a, m);
+    /* An empty asm that GCC must assume changes a: it reads a's fields
+     * through a again instead of keeping their addresses in callee-saved
+     * registers across the behavior call (and spilling m). */
+    __asm__("" : "+r"(a));
+    mb = &a->mb;
+    if (tpi_mailbox_local_empty(mb) && !(a->flags & TPI_ACT_REPLAY))
+        return turn_end(s, a, 1, 0, TP_PID_NONE);
+    return turn_loop(s, a, 0, 1, s->budget - 1);
 }

@@ -163,8 +163,11 @@ typedef struct tpi_actor {
             uint32_t next, n;
         } mag;
     };
-    _Atomic uint32_t gen; /* current generation of the slot */
-    uint32_t index;
+    /* The slot's pid word: its generation << 32 | its index + 1, the pid
+     * of the actor living in it (tpi_slot_gen, tpi_slot_index,
+     * tpi_actor_pid). One word, so a pid is checked against its slot with
+     * one load and one comparison. */
+    _Atomic uint64_t id;
     uint32_t flags;
     union {
         uint32_t free_next; /* free slot: free list link (index + 1), 0 = end */
@@ -215,10 +218,40 @@ static inline tp_pid tpi_pid_make(uint32_t index, uint32_t gen)
 {
     return ((tp_pid)gen << 32) | (tp_pid)(index + 1u);
 }
+/* a's current pid, live or not (relaxed: see the callers' own orders). */
 static inline tp_pid tpi_actor_pid(tpi_actor *a)
 {
-    return tpi_pid_make(a->index,
-                        atomic_load_explicit(&a->gen, memory_order_relaxed));
+    return atomic_load_explicit(&a->id, memory_order_relaxed);
+}
+/* The slot's generation, relaxed (a reader ordered otherwise). */
+static inline uint32_t tpi_slot_gen(tpi_actor *a)
+{
+    return tpi_pid_gen(tpi_actor_pid(a));
+}
+/* acquire: pairs with the release of tpi_slot_set_gen, so a reader that
+ * finds the actor live also sees it set up. */
+static inline uint32_t tpi_slot_gen_acquire(tpi_actor *a)
+{
+    return tpi_pid_gen(atomic_load_explicit(&a->id, memory_order_acquire));
+}
+/* Does pid name the actor living in slot a, found by pid's index (so only
+ * the generation can differ)? acquire, as tpi_slot_gen_acquire. */
+static inline bool tpi_slot_is(tpi_actor *a, tp_pid pid)
+{
+    return atomic_load_explicit(&a->id, memory_order_acquire) == pid;
+}
+/* The slot's index in its table (set when the table made it). */
+static inline uint32_t tpi_slot_index(tpi_actor *a)
+{
+    return tpi_pid_index(tpi_actor_pid(a));
+}
+/* A new generation for the slot: release, so that whoever reads it
+ * (acquire) sees what the slot's owner did before (a spawn's set-up, a
+ * death's end). */
+static inline void tpi_slot_set_gen(tpi_actor *a, uint32_t gen)
+{
+    atomic_store_explicit(&a->id, tpi_pid_make(tpi_slot_index(a), gen),
+                          memory_order_release);
 }
 
 /* ---- actors/table.c: slots (any thread) */

@@ -37,9 +37,7 @@ int tpi_obs_spawn(tp_runtime *rt, tpi_actor *a, unsigned spawn_flags)
 {
     /* relaxed: a counter; the new owner's generation tags it so counts
      * for the slot's previous actor no longer land here. */
-    atomic_store_explicit(&a->obs_dead,
-                          DEAD_TAG(atomic_load_explicit(&a->gen,
-                                                        memory_order_relaxed)),
+    atomic_store_explicit(&a->obs_dead, DEAD_TAG(tpi_slot_gen(a)),
                           memory_order_relaxed);
     unsigned mode = rt->observe;
     if (!mode && !(spawn_flags & TP_SPAWN_OBSERVE))
@@ -178,7 +176,7 @@ typedef struct read_one {
 static void read_stopped(void *arg)
 {
     read_one *r = arg;
-    r->gen = atomic_load_explicit(&r->a->gen, memory_order_relaxed);
+    r->gen = tpi_slot_gen(r->a);
     r->live = r->gen == tpi_pid_gen(r->pid) && alive(r->a);
     if (r->live)
         fill(r->a, r->out);

@@ -102,7 +102,7 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     /* acquire: pairs with the release bump at death; a stale pid is
      * turned away here, and a death racing this push is caught when the
      * message is taken out (to_gen no longer matches). */
-    if (atomic_load_explicit(&a->gen, memory_order_acquire) != m->to_gen) {
+    if (tpi_slot_gen_acquire(a) != m->to_gen) {
         tpi_obs_dead_letter(rt, to, m); /* counted against the ended actor */
         tpi_dead_letter(rt, to, m);
         return 0;
@@ -116,7 +116,7 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     else if (tpi_mailbox_push_remote(&a->mb, &m->node))
         tpi_sched_notify(a);
     if (from)
-        from->partner = a->index + 1;
+        from->partner = tpi_slot_index(a) + 1;
     if (tag >= 0 && full(a)) {
         on_full(rt, from, a, to);
     } else if (tag == TPI_SIG_EXIT &&
@@ -191,8 +191,7 @@ void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
          * paused actor's mailbox is never over capacity, or two actors
          * flooding each other from two threads could both park. */
         atomic_thread_fence(memory_order_seq_cst);
-        parked = atomic_load_explicit(&t->gen, memory_order_acquire) ==
-                     tpi_pid_gen(target) &&
+        parked = tpi_slot_gen_acquire(t) == tpi_pid_gen(target) &&
                  full_exact(t) && !over(&a->mb, tpi_mailbox_count(&a->mb));
         if (!parked) {
             for (tpi_actor **pp = &tc->waiters; *pp;
@@ -339,9 +338,7 @@ send_from(tpi_sched *s, tp_pid to, tpi_msg *m, bool user)
     }
     /* The generation first (acquire, as in tpi_deliver), then the home: a
      * spawn sets the home before it makes the generation live. */
-    if (atomic_load_explicit(&b->gen, memory_order_acquire) !=
-            tpi_pid_gen(to) ||
-        tpi_home(b) != s)
+    if (!tpi_slot_is(b, to) || tpi_home(b) != s)
         return tpi_deliver(s->rt, s->cur, to, m);
     m->to_gen = tpi_pid_gen(to);
     uint32_t local = push_here(s, b, m);
@@ -422,11 +419,8 @@ send_fast(tpi_sched *s, tp_pid to, tpi_msg *m)
     tpi_slot_hint *h = &s->hints[(uint32_t)to & (TPI_SLOT_HINTS - 1)];
     tpi_actor *b = h->slot;
     /* acquire on the generation, then the home: as in send_from. */
-    if (h->pid != to ||
-        atomic_load_explicit(&b->gen, memory_order_acquire) !=
-            tpi_pid_gen(to) ||
-        tpi_home(b) != s || tpi_mailbox_remote_waiting(&b->mb) ||
-        !s->run_active)
+    if (h->pid != to || !tpi_slot_is(b, to) || tpi_home(b) != s ||
+        tpi_mailbox_remote_waiting(&b->mb) || !s->run_active)
         return send_from_slow(s, to, m);
     m->from = atomic_load_explicit(&s->cur_pid, memory_order_relaxed);
     tpi_stat_own(s, offsetof(tpi_stats, sent), 1);
@@ -519,7 +513,7 @@ static int foreign_reserve(tp_runtime *rt, tpi_actor *a, tp_pid to, bool block)
      * other, and a broadcast needs the lock we hold until we wait. (No
      * fence here: GCC's ThreadSanitizer refuses them.) */
     atomic_fetch_add(&rt->fw_waiters, 1);
-    while (atomic_load(&a->gen) == tpi_pid_gen(to) &&
+    while (tpi_pid_gen(atomic_load(&a->id)) == tpi_pid_gen(to) &&
            atomic_load(&rt->state) == TPI_RT_RUNNING) {
         if (!congested(a) && tpi_mailbox_reserve(&a->mb)) {
             rc = 1;
@@ -565,8 +559,7 @@ static int foreign_send(tp_runtime *rt, tp_pid to, int32_t tag,
                        ? NULL
                        : tpi_table_slot(rt->table, to);
     /* acquire: as in tpi_deliver. */
-    if (a && atomic_load_explicit(&a->gen, memory_order_acquire) ==
-                 tpi_pid_gen(to)) {
+    if (a && tpi_slot_gen_acquire(a) == tpi_pid_gen(to)) {
         rc = foreign_reserve(rt, a, to, block);
         if (rc < 0) {
             tpi_msg_free(m);

@@ -121,7 +121,7 @@ static tpi_actor *mag_pop(tpi_table *t, tpi_slot_mag *m)
 static void mag_push(tpi_slot_mag *m, tpi_actor *a)
 {
     a->free_next = m->head;
-    m->head = a->index + 1;
+    m->head = tpi_slot_index(a) + 1;
     m->n++;
 }
 
@@ -170,7 +170,8 @@ static tpi_actor *fresh(tpi_table *t)
         atomic_store_explicit(&t->chunks[ci], chunk, memory_order_release);
     }
     tpi_actor *a = &chunk[index & (CHUNK_SIZE - 1)];
-    a->index = index;
+    /* generation 0: free */
+    atomic_store_explicit(&a->id, tpi_pid_make(index, 0), memory_order_relaxed);
     t->used++;
     return a;
 }
@@ -302,17 +303,18 @@ static void *chunk_states(tpi_table *t, uint32_t ci)
 
 void *tpi_table_state(tpi_table *t, tpi_actor *a)
 {
-    uint32_t ci = a->index >> CHUNK_BITS;
+    uint32_t ci = tpi_slot_index(a) >> CHUNK_BITS;
     /* acquire: pairs with install's release. */
     char *b = atomic_load_explicit(&t->states[ci], memory_order_acquire);
     if (!b && !(b = chunk_states(t, ci)))
         return NULL;
-    return b + (size_t)(a->index & (CHUNK_SIZE - 1)) * TP_INLINE_STATE_MAX;
+    return b +
+           (size_t)(tpi_slot_index(a) & (CHUNK_SIZE - 1)) * TP_INLINE_STATE_MAX;
 }
 
 tpi_slot_cold *tpi_table_cold(tpi_table *t, tpi_actor *a, bool make)
 {
-    uint32_t ci = a->index >> CHUNK_BITS;
+    uint32_t ci = tpi_slot_index(a) >> CHUNK_BITS;
     if (ci >= MAX_CHUNKS) /* an isolated worker's actor is in no table */
         return NULL;
     _Atomic(void *) *p = &t->colds[ci];
@@ -324,7 +326,7 @@ tpi_slot_cold *tpi_table_cold(tpi_table *t, tpi_actor *a, bool make)
             return NULL;
         c = install(p, fresh, tpi_free);
     }
-    return c ? &c[a->index & (CHUNK_SIZE - 1)] : NULL;
+    return c ? &c[tpi_slot_index(a) & (CHUNK_SIZE - 1)] : NULL;
 }
 
 uint64_t tpi_table_slots(tpi_table *t)

@@ -111,8 +111,7 @@ struct event_base *tpi_host_base(tpi_host *h) { return h->s->base; }
 int tpi_host_start(tpi_host *h, tp_pid self, tp_pid from)
 {
     h->self = self;
-    h->w->index = tpi_pid_index(self);
-    atomic_store_explicit(&h->w->gen, tpi_pid_gen(self), memory_order_relaxed);
+    atomic_store_explicit(&h->w->id, self, memory_order_relaxed);
     tpi_msg start = {.tag = TP_TAG_START,
                      .from = from,
                      .to_gen = tpi_pid_gen(self),

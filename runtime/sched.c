@@ -93,7 +93,8 @@ static __attribute__((noinline)) tpi_actor *rq_pop_det(tpi_sched *s)
     }
     rq_unlink(s, prev, n);
     tpi_actor *a = actor_of(n);
-    s->hash = (s->hash ^ (a->index + 1)) * 0x100000001b3ull; /* FNV-1a */
+    s->hash = (s->hash ^ (tpi_slot_index(a) + 1)) *
+              0x100000001b3ull; /* FNV-1a */
     return a;
 }
 
@@ -265,9 +266,8 @@ static tpi_actor *claim_partner(tpi_sched *s, tpi_actor *a)
      * notes it claimed only after its last write (release). Nonzero notes
      * may also be remote mail: that queues p anyway. Once live with its
      * home here, p can end and be freed only on this thread. */
-    if (!(atomic_load_explicit(&p->gen, memory_order_acquire) & 1u) ||
-        tpi_home(p) != s || tpi_mailbox_notes(&p->mb) || p->sched ||
-        !p->behavior)
+    if (!(tpi_slot_gen_acquire(p) & 1u) || tpi_home(p) != s ||
+        tpi_mailbox_notes(&p->mb) || p->sched || !p->behavior)
         return NULL;
     p->sched = true;
     /* Ours now: nobody runs or queues it. Only we move it, so its home

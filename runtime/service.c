@@ -155,8 +155,7 @@ static tpi_actor *live(tp_runtime *rt, tp_pid pid)
 {
     tpi_actor *a = pid ? tpi_table_slot(rt->table, pid) : NULL;
     /* relaxed: an estimate; the slot itself is never freed. */
-    if (!a ||
-        atomic_load_explicit(&a->gen, memory_order_relaxed) != tpi_pid_gen(pid))
+    if (!a || tpi_slot_gen(a) != tpi_pid_gen(pid))
         return NULL;
     return a;
 }
