@@ -549,8 +549,8 @@ static inline int handle(tpi_sched *s, tpi_actor *a, tpi_msg *m)
      * answered), no behavior change, no receive timeout to re-arm. Most
      * common of all: no request, a node for the cache (one test). */
     if (r == TP_HANDLED && !(a->flags & (TPI_ACT_BECAME | TPI_ACT_RTO))) {
-        if ((m->flags & (TPI_MSG_REQUEST | TPI_MSG_SMALL | TPI_MSG_OWNED |
-                         TPI_MSG_STATIC)) == TPI_MSG_SMALL) {
+        if (!(m->flags & (TPI_MSG_REQUEST | TPI_MSG_LARGE | TPI_MSG_OWNED |
+                          TPI_MSG_STATIC))) {
             tpi_msg_recycle(m);
             return r;
         }
@@ -607,27 +607,42 @@ static __attribute__((noinline)) bool wanted(tpi_sched *s, tpi_actor *a,
     return m->tag >= 0 || m->tag == TP_TAG_START || tpi_signal_handle(a, m);
 }
 
-/* Route one message: signals and runtime replies are settled here; what
- * is left goes to the behavior. Inline in the turn. */
-static inline void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+/* m is for an actor that has ended: a dead letter. */
+static __attribute__((noinline, cold)) void
+dispatch_dead(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
-    if (!a->behavior || m->to_gen != tpi_slot_gen(a)) {
-        tp_pid to = tpi_pid_make(tpi_slot_index(a), m->to_gen);
-        tpi_obs_dead_letter(s->rt, to, m); /* issue 8 */
-        tpi_dead_letter(s->rt, to, m);
+    tp_pid to = tpi_pid_make(tpi_slot_index(a), m->to_gen);
+    tpi_obs_dead_letter(s->rt, to, m); /* issue 8 */
+    tpi_dead_letter(s->rt, to, m);
+}
+
+/* Route one message: signals and runtime replies are settled here; what
+ * is left goes to the behavior. Inline in the turn. pid: a's (the turn's);
+ * observed: a is observed (TPI_ACT_OBS, set only at spawn, so a caller
+ * that tested the flags already passes what it found). */
+static inline void dispatch_to(tpi_sched *s, tpi_actor *a, tpi_msg *m,
+                               tp_pid pid, bool observed)
+{
+    if (!a->behavior || m->to_gen != tpi_pid_gen(pid)) {
+        dispatch_dead(s, a, m);
         return;
     }
     /* The common case, a user message seen for the first time, passes
      * with one test. */
-    if ((m->tag < 0 || (m->flags & (TPI_MSG_SETTLED | TPI_MSG_TIMER))) &&
+    if ((m->flags & (TPI_MSG_SYS | TPI_MSG_SETTLED | TPI_MSG_TIMER)) &&
         !wanted(s, a, m)) {
         tpi_msg_free(m);
         return;
     }
-    if (a->flags & TPI_ACT_OBS) /* issue 8: one branch when off */
+    if (observed) /* issue 8: one branch when off */
         handle_observed(s, a, m);
     else
         handle(s, a, m);
+}
+
+static inline void dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
+{
+    dispatch_to(s, a, m, tpi_actor_pid(a), a->flags & TPI_ACT_OBS);
 }
 
 void tpi_actor_dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
@@ -646,7 +661,7 @@ static __attribute__((noinline)) unsigned turn_start(tpi_sched *s, tpi_actor *a)
     tpi_msg start = {.tag = TP_TAG_START,
                      .from = a->parent,
                      .to_gen = tpi_slot_gen(a),
-                     .flags = TPI_MSG_STATIC};
+                     .flags = TPI_MSG_STATIC | TPI_MSG_SYS};
     a->flags &= ~(uint32_t)TPI_ACT_START;
     dispatch(s, a, &start);
     return 1;
@@ -663,21 +678,22 @@ tpi_msg *tpi_actor_replay_pop(tpi_actor *a)
 
 /* The end of a's turn, after popped messages from its mailbox (remote of
  * them moved in from other threads at its start; from, the last one's
- * sender): end it, pause it, queue it again or leave it idle. Returns the
- * turn's measure of work. */
+ * sender): end it, pause it, queue it again or leave it idle. left_empty:
+ * the caller saw a's local FIFO and replay list empty after the last
+ * call; observed: a may be observed (see dispatch_to). Returns the turn's
+ * measure of work. */
 static inline __attribute__((always_inline)) unsigned
 turn_end(tpi_sched *s, tpi_actor *a, uint32_t popped, uint32_t remote,
-         tp_pid from)
+         tp_pid from, bool left_empty, bool observed)
 {
     tpi_mailbox *mb = &a->mb;
     tpi_sched_leave(s);
-    if (a->flags & (TPI_ACT_EXITING | TPI_ACT_OBS)) {
-        if (a->flags & TPI_ACT_EXITING) {
-            finalize(a);
-            return popped + 1;
-        }
-        tpi_obs_turn(a); /* issue 8 */
+    if (a->flags & TPI_ACT_EXITING) {
+        finalize(a);
+        return popped + 1;
     }
+    if (observed && (a->flags & TPI_ACT_OBS))
+        tpi_obs_turn(a); /* issue 8 */
     /* Senders on other threads push during the turn, so the count may
      * have reached capacity at any point of it (then someone may be
      * waiting): at most after + popped. Below that, nobody can wait on us
@@ -685,13 +701,16 @@ turn_end(tpi_sched *s, tpi_actor *a, uint32_t popped, uint32_t remote,
      * popped, in one test: 1 <= cap - after <= popped (mod 2^32; counts
      * near 2^32 over a small capacity may call it for nothing). */
     uint32_t after = tpi_mailbox_count(mb);
-    if (tpi_mailbox_cap(mb) - after - 1u < popped)
+    if (tpi_mailbox_cap(mb) - after - 1u < popped) {
         tpi_drained(s->rt, a);
+        left_empty = false; /* a resource's drained callback may mail a */
+    }
     if (s->pause_on) {
         tpi_pause(s->rt, a, s->pause_on); /* keeps the flag while parked */
         return popped + 1;
     }
-    if (!tpi_mailbox_local_empty(mb) || (a->flags & TPI_ACT_REPLAY) ||
+    if ((!left_empty &&
+         (!tpi_mailbox_local_empty(mb) || (a->flags & TPI_ACT_REPLAY))) ||
         tpi_mailbox_remote_waiting(mb))
         tpi_sched_queue(s, a);
     else if (popped != 1 || !remote || !tpi_sched_follow(s, a, from))
@@ -730,7 +749,7 @@ static __attribute__((noinline)) unsigned turn_loop(tpi_sched *s, tpi_actor *a,
             break;
         go = --budget > 0 && !(f & TPI_ACT_EXITING) && !s->pause_on;
     }
-    return turn_end(s, a, popped, remote, from);
+    return turn_end(s, a, popped, remote, from, false, true);
 }
 
 /* Any turn but the common one: remote mail to take, the start message or
@@ -763,15 +782,16 @@ __attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
         !tpi_mailbox_local_one(mb) || tpi_mailbox_remote_waiting(mb))
         return turn_general(s, a);
     tpi_msg *m = (tpi_msg *)tpi_mailbox_pop_last(mb);
-    tpi_sched_enter(s, a, tpi_actor_pid(a));
+    tp_pid pid = tpi_actor_pid(a);
+    tpi_sched_enter(s, a, pid);
     tpi_sched_tick_turn(s);
-    dispatch(s, a, m);
+    dispatch_to(s, a, m, pid, false);
     /* An empty asm that GCC must assume changes a: it reads a's fields
      * through a again instead of keeping their addresses in callee-saved
      * registers across the behavior call (and spilling m). */
     __asm__("" : "+r"(a));
     mb = &a->mb;
     if (tpi_mailbox_local_empty(mb) && !(a->flags & TPI_ACT_REPLAY))
-        return turn_end(s, a, 1, 0, TP_PID_NONE);
+        return turn_end(s, a, 1, 0, TP_PID_NONE, true, false);
     return turn_loop(s, a, 0, 1, s->budget - 1);
 }

@@ -25,12 +25,20 @@ enum {
         1u << 3, /* runtime-made reply (timeout): drop quietly if unmatched */
     TPI_MSG_VIA_LINK = 1u << 4, /* TPI_SIG_EXIT from a linked actor's death */
     TPI_MSG_OWNED = 1u << 5,    /* data is a separate buffer to free */
-    TPI_MSG_SMALL = 1u << 6,    /* a fixed-size node, recyclable */
-    TPI_MSG_STATIC = 1u << 7,   /* not allocated (the start message) */
+    /* Not a fixed-size node (the others are recycled): a flag for the
+     * rare case, so "small, no request, nothing owned, not static" is one
+     * test of the flags against zero. */
+    TPI_MSG_LARGE = 1u << 6,
+    TPI_MSG_STATIC = 1u << 7, /* not allocated (the start message) */
     TPI_MSG_SETTLED =
-        1u << 8,           /* passed the filters once (deferred, replayed) */
-    TPI_MSG_INT = 1u << 9, /* made by tpi_msg_new_int: its value unpacked
-                              at TPI_MSG_INT_AT (tp_msg_int reads it) */
+        1u << 8, /* passed the filters once (deferred, replayed) */
+    /* made by tpi_msg_new_int: the value kept at TPI_MSG_INT_AT, its
+     * bytes packed on demand (tpi_msg_bytes) */
+    TPI_MSG_INT = 1u << 9,
+    /* The tag is < 0: a runtime message (set by tpi_msg_init), so that
+     * dispatch tells a user message seen for the first time with one test
+     * of the flags. */
+    TPI_MSG_SYS = 1u << 10,
 };
 
 struct tp_msg {
@@ -255,6 +263,10 @@ static inline void tpi_slot_set_gen(tpi_actor *a, uint32_t gen)
 }
 
 /* ---- actors/table.c: slots (any thread) */
+
+/* The slot of an empty send hint (runtime/runtime.h): its pid word is no
+ * pid, so TP_PID_NONE, which such a hint holds, finds no actor there. */
+extern tpi_actor tpi_no_slot;
 typedef struct tpi_table tpi_table;
 int tpi_table_new(tpi_table **out);
 void tpi_table_free(tpi_table *t);
@@ -362,7 +374,7 @@ static inline bool tpi_node_put(tpi_msg *m)
     return false;
 }
 #endif
-/* tpi_msg_free of a message known to be a small node (TPI_MSG_SMALL,
+/* tpi_msg_free of a message known to be a small node (not TPI_MSG_LARGE,
  * neither OWNED nor STATIC): kept here for reuse when this thread caches. */
 static inline void tpi_msg_recycle(tpi_msg *m)
 {
@@ -373,8 +385,7 @@ static inline void tpi_msg_recycle(tpi_msg *m)
 /* tpi_msg_free, with the common case inline: a small node kept here. */
 static inline void tpi_msg_release(tpi_msg *m)
 {
-    if ((m->flags & (TPI_MSG_SMALL | TPI_MSG_OWNED | TPI_MSG_STATIC)) ==
-        TPI_MSG_SMALL)
+    if (!(m->flags & (TPI_MSG_LARGE | TPI_MSG_OWNED | TPI_MSG_STATIC)))
         tpi_msg_recycle(m);
     else
         tpi_msg_free(m);
@@ -390,7 +401,7 @@ static inline void tpi_msg_init(tpi_msg *m, int32_t tag, uint32_t flags,
                                 size_t len)
 {
     *m = (tpi_msg){.tag = tag,
-                   .flags = flags,
+                   .flags = flags | (tag < 0 ? TPI_MSG_SYS : 0),
                    .len = len,
                    .data = len ? m->inl : NULL};
 }
@@ -409,7 +420,7 @@ _Static_assert(TPI_MSG_INT_AT >= 10 && TPI_MSG_INT_AT % 8 == 0 &&
  * bytes at all. NULL when out of memory. */
 static inline void tpi_msg_fill_int(tpi_msg *m, int32_t tag, int64_t v)
 {
-    tpi_msg_init(m, tag, TPI_MSG_SMALL | TPI_MSG_INT, 0); /* not packed */
+    tpi_msg_init(m, tag, TPI_MSG_INT, 0); /* not packed */
     memcpy(m->inl + TPI_MSG_INT_AT, &v, sizeof v);
 }
 

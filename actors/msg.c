@@ -6,19 +6,20 @@
 #include <string.h>
 
 /* Small messages (the common case: an int, a short string) use one node
- * size (TPI_SMALL_PAYLOAD), recycled through per-thread caches.
+ * size (TPI_SMALL_PAYLOAD), recycled through per-thread caches; larger
+ * ones are TPI_MSG_LARGE.
  * Sanitizer builds (TPI_NO_POOL) use the allocator for every node. */
 tpi_msg *tpi_msg_new(int32_t tag, const void *data, size_t len)
 {
     tpi_msg *m;
     uint32_t flags = 0;
     if (len <= TPI_SMALL_PAYLOAD) {
-        flags = TPI_MSG_SMALL;
         if (!(m = tpi_node_get()))
             /* One spare byte: a payload that ends in a string (reasons)
              * reads as a C string in place. */
             m = tpi_alloc(sizeof *m + TPI_SMALL_PAYLOAD + 1);
     } else {
+        flags = TPI_MSG_LARGE;
         m = tpi_alloc(sizeof *m + len + 1);
     }
     if (!m)
@@ -36,7 +37,7 @@ void tpi_msg_free(tpi_msg *m)
         return;
     if (m->flags & TPI_MSG_OWNED)
         tpi_free(m->data);
-    if ((m->flags & TPI_MSG_SMALL) && tpi_node_put(m))
+    if (!(m->flags & TPI_MSG_LARGE) && tpi_node_put(m))
         return;
     tpi_free(m);
 }

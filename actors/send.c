@@ -404,6 +404,10 @@ int tpi_int_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v,
 static __attribute__((noinline)) int send_from_slow(tpi_sched *s, tp_pid to,
                                                     tpi_msg *m)
 {
+    if (to == TP_PID_NONE) { /* send_fast leaves it to us (empty hints) */
+        tpi_msg_free(m);
+        return TP_EINVAL;
+    }
     return send_from(s, to, m, true);
 }
 
@@ -432,24 +436,32 @@ send_fast(tpi_sched *s, tp_pid to, tpi_msg *m)
     return 0;
 }
 
-/* tp_send_int where send_fast does not apply from the start. */
-static __attribute__((noinline)) int send_int_slow(tp_ctx *ctx, tp_pid to,
-                                                   int32_t tag, int64_t v)
+/* tp_send_int's answer when ctx is in no turn here, or the tag is < 0. */
+static __attribute__((noinline)) int send_int_refused(tp_ctx *ctx)
 {
-    tpi_sched *s;
-    tpi_msg *m;
-    int rc = tpi_int_for_ctx(ctx, to, tag, v, &s, &m);
-    return rc ? rc : send_from(s, to, m, true);
+    return tpi_ctx_sched(ctx) ? TP_EINVAL : TP_ESTATE;
+}
+
+/* tp_send_int when this thread's node cache is empty (always in the
+ * sanitizer builds, which cache nothing): the same path, with a node from
+ * the allocator. */
+static __attribute__((noinline)) int send_int_alloc(tpi_sched *s, tp_pid to,
+                                                    int32_t tag, int64_t v)
+{
+    tpi_msg *m = tpi_msg_new_int(tag, v);
+    return m ? send_fast(s, to, m) : TP_ENOMEM;
 }
 
 int tp_send_int(tp_ctx *ctx, tp_pid to, int32_t tag, int64_t v)
 {
     tpi_sched *s = tpi_sched_current();
     tpi_msg *m;
-    /* A NULL ctx matches only an s->cur of NULL (tpi_ctx_sched). */
-    if (!s || !ctx || (tpi_actor *)ctx != s->cur || to == TP_PID_NONE ||
-        tag < 0 || !(m = tpi_node_pop()))
-        return send_int_slow(ctx, to, tag, v);
+    /* A NULL ctx matches only an s->cur of NULL (tpi_ctx_sched);
+     * TP_PID_NONE fails send_fast's hint (tpi_no_slot). */
+    if (!s || !ctx || (tpi_actor *)ctx != s->cur || tag < 0)
+        return send_int_refused(ctx);
+    if (!(m = tpi_node_pop()))
+        return send_int_alloc(s, to, tag, v);
     tpi_msg_fill_int(m, tag, v);
     return send_fast(s, to, m);
 }

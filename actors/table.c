@@ -102,6 +102,8 @@ void tpi_table_free(tpi_table *t)
     tpi_free(t);
 }
 
+tpi_actor tpi_no_slot = {.id = ~(uint64_t)0}; /* read only */
+
 static tpi_actor *slot_at(tpi_table *t, uint32_t index)
 {
     /* acquire: pairs with the release store that published the chunk. */

@@ -115,7 +115,7 @@ int tpi_host_start(tpi_host *h, tp_pid self, tp_pid from)
     tpi_msg start = {.tag = TP_TAG_START,
                      .from = from,
                      .to_gen = tpi_pid_gen(self),
-                     .flags = TPI_MSG_STATIC};
+                     .flags = TPI_MSG_STATIC | TPI_MSG_SYS};
     run(h, &start);
     return 0;
 }

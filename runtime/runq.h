@@ -64,12 +64,10 @@ static inline __attribute__((always_inline)) void
 tpi_sched_queue_next_running(tpi_sched *s, tpi_actor *a)
 {
     /* Alone, it takes the slot whatever the count. */
-    if (!s->rq_slot && (!s->rq_head || s->next_runs < s->next_max)) {
-        s->rq_n++;
+    if (!s->rq_slot && (!s->rq_head || s->next_runs < s->next_max))
         s->rq_slot = a;
-    } else {
+    else
         tpi_rq_push(s, &a->rq);
-    }
 }
 
 /* tpi_sched_queue_next_running, then the run event made active. */

@@ -85,7 +85,7 @@ void tpi_stat_add_shared(tp_runtime *rt, size_t field, int64_t d);
  * is still that pid's is checked after, as for any lookup. */
 #define TPI_SLOT_HINTS 64
 typedef struct tpi_slot_hint {
-    tp_pid pid; /* TP_PID_NONE: empty */
+    tp_pid pid; /* TP_PID_NONE: empty, and slot is &tpi_no_slot */
     tpi_actor *slot;
 } tpi_slot_hint;
 struct tpi_sched {
@@ -105,7 +105,7 @@ struct tpi_sched {
     tpi_mpscq inject;       /* actors made ready by other threads */
     tpi_mpsc_node *rq_head; /* local run queue, plain links */
     tpi_mpsc_node *rq_tail;
-    uint32_t rq_n;       /* ready actors queued locally, slot included */
+    uint32_t rq_n;       /* ready actors in the local queue, not the slot */
     tpi_actor *rq_slot;  /* the next slot: runs before the queue's head */
     uint32_t next_runs;  /* turns taken from the next slot in a row */
     uint32_t next_max;   /* how many it may take (0: no next slot) */

@@ -83,6 +83,7 @@ static __attribute__((noinline)) tpi_actor *rq_pop_det(tpi_sched *s)
             s->rq_tail = h;
         s->rq_head = h;
         s->rq_slot = NULL;
+        s->rq_n++;
     }
     tpi_mpsc_node *n = s->rq_head, *prev = NULL;
     if (!n)
@@ -105,9 +106,10 @@ static inline tpi_actor *rq_pop(tpi_sched *s)
     tpi_actor *a = s->rq_slot;
     if (a) {
         s->rq_slot = NULL;
-        s->rq_n--;
-        /* Counted only while others wait: alone, nobody was starved. */
-        s->next_runs = s->rq_head ? s->next_runs + 1 : 0;
+        /* Counted only while others wait (alone, nobody was starved), and
+         * reset when the queue's head goes. */
+        if (s->rq_head)
+            s->next_runs++;
         return a;
     }
     tpi_mpsc_node *n = s->rq_head;
@@ -354,7 +356,6 @@ void tpi_sched_place(tpi_sched *s, tpi_actor *a, tpi_sched *to)
         return;
     if (s->rq_slot == a) { /* the first its spawner readied */
         s->rq_slot = NULL;
-        s->rq_n--;
     } else {
         /* a was queued last, by its spawn: the walk is short in practice. */
         tpi_mpsc_node *prev = NULL, *n = s->rq_head;
@@ -517,6 +518,8 @@ int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id)
     s->budget = rt->cfg.batch;
     s->next_max = TPI_NEXT_RUNS_MAX;
     s->ref_next = s->ref_end = 0; /* no block yet */
+    for (unsigned i = 0; i < TPI_SLOT_HINTS; i++)
+        s->hints[i] = (tpi_slot_hint){TP_PID_NONE, &tpi_no_slot};
     s->wake_fd = -1;
     tpi_mpscq_init(&s->inject);
     struct event_config *cfg = event_config_new();
