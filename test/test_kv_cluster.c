@@ -308,7 +308,9 @@ static void expect_bulks(client *c, long count, long len)
  * 1 MiB frames): an MGET over many keys is split under the link's limit
  * and arrives whole, many times over (so the split messages are counted
  * right); a single 3 MiB reply (LRANGE) answers an error instead of
- * leaving the client waiting; from the owner's own node it arrives. */
+ * leaving the client waiting; from the owner's own node it arrives. A
+ * 2 MiB request to a shard there answers "too large for the link", not
+ * "unavailable". */
 static void test_big_replies_across_nodes(void **unused)
 {
     (void)unused;
@@ -345,6 +347,16 @@ static void test_big_replies_across_nodes(void **unused)
     EXPECT_REPLY(far, "+PONG", "PING");
     hangup(far);
     EXPECT_REPLY(c, ":1", "DEL", "biglist");
+    /* A request over the link's 1 MiB frames: a clear error at once (not
+     * "unavailable": the shard is up), and the connection goes on. */
+    static char huge[(2 << 20) + 1];
+    memset(huge, 'y', sizeof huge - 1);
+    char hkey[32];
+    key_of(o, "huge", hkey, sizeof hkey);
+    assert_true(strstr(CMD(c, "SET", hkey, huge),
+                       "request too large for the link") != NULL);
+    EXPECT_REPLY(c, ":0", "EXISTS", hkey);
+    EXPECT_REPLY(c, "+PONG", "PING");
     hangup(c);
 }
 

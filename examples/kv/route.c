@@ -4,7 +4,9 @@
  *
  * A shard that is unavailable never leaves a command hanging: its pid is
  * TP_PID_NONE (cluster mode, its node is down) or the send fails, and each
- * op of the batch is answered "-ERR shard N is unavailable" at once. A
+ * op of the batch is answered "-ERR shard N is unavailable" at once (a
+ * batch too large for the link to the shard's node, "-ERR request too
+ * large for the link to shard N"). A
  * shard on another node is monitored (once per pid) and the ops sent to it
  * are remembered until its reply comes (one KV_TAG_REPLIES message per
  * batch, in order, even empty; the batch's other messages come as
@@ -78,11 +80,19 @@ void kv_op_all(kv_conn *c, uint8_t kind, uint8_t opc, uint32_t nargs,
         kv_op(c, i, opc, 0, i, 0, nargs, args);
 }
 
-/* Answer each (seq, pos) pair of ops[from..] with the shard's error. */
-static void fail_ops(kv_conn *c, unsigned sh, const kv_buf *ops, size_t from)
+/* Answer each (seq, pos) pair of ops[from..] with the shard's error: rc
+ * TP_E2BIG for a batch over the node link's largest message, any other
+ * for an unavailable shard. */
+static void fail_ops(kv_conn *c, unsigned sh, const kv_buf *ops, size_t from,
+                     int rc)
 {
-    char err[64];
-    int n = snprintf(err, sizeof err, "-ERR shard %u is unavailable\r\n", sh);
+    char err[80];
+    int n =
+        rc == TP_E2BIG
+            ? snprintf(err, sizeof err,
+                       "-ERR request too large for the link to shard %u\r\n",
+                       sh)
+            : snprintf(err, sizeof err, "-ERR shard %u is unavailable\r\n", sh);
     for (size_t i = from; i + 8 <= ops->n; i += 8)
         kv_deliver(c, kv_get32(ops->p + i), kv_get32(ops->p + i + 4), err,
                    (size_t)n);
@@ -96,12 +106,12 @@ static void track_remote(tp_ctx *ctx, kv_conn *c, unsigned sh, tp_pid pid)
         /* A new pid for the shard: what the old one had is lost. */
         if (r->mon_pid != TP_PID_NONE) {
             tp_demonitor(ctx, r->mon);
-            fail_ops(c, sh, &r->pending, r->pend_off);
+            fail_ops(c, sh, &r->pending, r->pend_off, TP_ENOPROC);
         }
         r->pending.n = r->counts.n = r->pend_off = r->count_off = 0;
         r->mon_pid = TP_PID_NONE;
         if (tp_monitor(ctx, pid, &r->mon) != 0) {
-            fail_ops(c, sh, &r->ops, 0);
+            fail_ops(c, sh, &r->ops, 0, TP_ENOPROC);
             return;
         }
         r->mon_pid = pid;
@@ -132,7 +142,7 @@ void kv_send_batches(tp_ctx *ctx, kv_conn *c)
         }
         b->n = 0;
         if (rc)
-            fail_ops(c, i, &r->ops, 0);
+            fail_ops(c, i, &r->ops, 0, rc);
         else if (remote)
             track_remote(ctx, c, i, pid);
         r->ops.n = 0;
@@ -174,7 +184,7 @@ void kv_route_down(kv_conn *c, tp_ref ref)
         if (r->mon_pid == TP_PID_NONE || r->mon != ref)
             continue;
         r->mon_pid = TP_PID_NONE;
-        fail_ops(c, i, &r->pending, r->pend_off);
+        fail_ops(c, i, &r->pending, r->pend_off, TP_ENOPROC);
         r->pending.n = r->counts.n = r->pend_off = r->count_off = 0;
         return;
     }
