@@ -315,6 +315,24 @@ static __attribute__((noinline)) int sent_full(tpi_sched *s, tpi_actor *b,
     return 0;
 }
 
+/* The end of a send by s->cur to b, live and homed on s (to is its pid):
+ * into its local FIFO (clear: no remote message waits there), queued if
+ * idle, and for a user message the full check. Consumes m. */
+static inline __attribute__((always_inline)) int push_to(tpi_sched *s,
+                                                         tpi_actor *b,
+                                                         tp_pid to, tpi_msg *m,
+                                                         bool user, bool clear)
+{
+    m->to_gen = tpi_pid_gen(to);
+    uint32_t local = clear ? push_here_clear(s, b, m, true)
+                           : push_here(s, b, m);
+    s->cur->partner = (uint32_t)to; /* b's index + 1, from the pid */
+    if (user &&
+        (over(&b->mb, tpi_mailbox_count_home(&b->mb, local)) || congested(b)))
+        return sent_full(s, b, to);
+    return 0;
+}
+
 /* A send by the actor in its turn on this thread's scheduler s (s->cur).
  * The common case, inline: a message (the caller checked that `to` is
  * not TP_PID_NONE, which empty hints hold) to a live actor of this
@@ -340,13 +358,7 @@ send_from(tpi_sched *s, tp_pid to, tpi_msg *m, bool user)
      * spawn sets the home before it makes the generation live. */
     if (!tpi_slot_is(b, to) || tpi_home(b) != s)
         return tpi_deliver(s->rt, s->cur, to, m);
-    m->to_gen = tpi_pid_gen(to);
-    uint32_t local = push_here(s, b, m);
-    s->cur->partner = (uint32_t)to; /* b's index + 1, from the pid */
-    if (user &&
-        (over(&b->mb, tpi_mailbox_count_home(&b->mb, local)) || congested(b)))
-        return sent_full(s, b, to);
-    return 0;
+    return push_to(s, b, to, m, user, false);
 }
 
 int tpi_msg_for_ctx(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
@@ -428,12 +440,7 @@ send_fast(tpi_sched *s, tp_pid to, tpi_msg *m)
         return send_from_slow(s, to, m);
     m->from = atomic_load_explicit(&s->cur_pid, memory_order_relaxed);
     tpi_stat_own(s, offsetof(tpi_stats, sent), 1);
-    m->to_gen = tpi_pid_gen(to);
-    uint32_t local = push_here_clear(s, b, m, true);
-    s->cur->partner = (uint32_t)to;
-    if (over(&b->mb, tpi_mailbox_count_home(&b->mb, local)) || congested(b))
-        return sent_full(s, b, to);
-    return 0;
+    return push_to(s, b, to, m, true, true);
 }
 
 /* tp_send_int's answer when ctx is in no turn here, or the tag is < 0. */
