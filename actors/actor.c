@@ -650,10 +650,17 @@ void tpi_actor_dispatch(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     dispatch(s, a, m);
 }
 
-/* The start of a turn of an actor that is observed or not started yet:
+/* The start of a turn of an actor that is observed, not started yet or
+ * just moved here:
  * returns the messages it took from the budget (the start message). */
 static __attribute__((noinline)) unsigned turn_start(tpi_sched *s, tpi_actor *a)
 {
+    if (a->flags & TPI_ACT_MOVED) { /* its events come to this loop first */
+        a->flags &= ~(uint32_t)TPI_ACT_MOVED;
+        for (tpi_resource *r = a->ext->resources; r; r = r->next)
+            if (r->attach)
+                r->attach(r, s->base);
+    }
     if (a->flags & TPI_ACT_OBS) /* issue 8: mailbox high-water mark */
         tpi_obs_turn(a);
     if (!(a->flags & TPI_ACT_START) || !a->behavior)
@@ -764,7 +771,7 @@ static __attribute__((noinline)) unsigned turn_general(tpi_sched *s,
     /* At the start the loop's conditions hold: a budget is at least 1, an
      * actor ends at the end of the turn in which it exits, and
      * tpi_sched_enter cleared pause_on. */
-    if (a->flags & (TPI_ACT_OBS | TPI_ACT_START))
+    if (a->flags & (TPI_ACT_OBS | TPI_ACT_START | TPI_ACT_MOVED))
         budget -= turn_start(s, a);
     return turn_loop(s, a, remote, 0, budget);
 }
@@ -778,7 +785,8 @@ __attribute__((always_inline)) inline unsigned tpi_actor_turn(tpi_sched *s,
                                                               tpi_actor *a)
 {
     tpi_mailbox *mb = &a->mb;
-    if ((a->flags & (TPI_ACT_OBS | TPI_ACT_START | TPI_ACT_REPLAY)) ||
+    if ((a->flags &
+         (TPI_ACT_OBS | TPI_ACT_START | TPI_ACT_REPLAY | TPI_ACT_MOVED)) ||
         !tpi_mailbox_local_one(mb) || tpi_mailbox_remote_waiting(mb))
         return turn_general(s, a);
     tpi_msg *m = (tpi_msg *)tpi_mailbox_pop_last(mb);

@@ -137,6 +137,9 @@ enum {
     TPI_ACT_REPLAY = 1u << 8,
     TPI_ACT_RTO = 1u << 9,
     TPI_ACT_BECAME = 1u << 10, /* the running call changed behavior */
+    /* Moved with resources detached: its new home attaches them before
+     * its next turn (turn_start). */
+    TPI_ACT_MOVED = 1u << 11,
 };
 /* The exit kind is kept in flags from this bit up, so it survives OOM. */
 #define TPI_ACT_EXIT_SHIFT 16

@@ -16,9 +16,11 @@
  * flag without running it (queued here, or idle and claimed), so nobody
  * can be running it or pushing to its home-only FIFO at that moment. An
  * actor answering one message from a lower-numbered scheduler follows its
- * sender there (tpi_sched_follow), so pairs a share split come together. Actors that
- * own timers or resources (sockets, isolated-worker channels: events on
- * their home's base) never move.
+ * sender there (tpi_sched_follow), so pairs a share split come together.
+ * Actors that own timers or resources that cannot move (isolated-worker
+ * channels: events on their home's base) never move; a socket moves with
+ * its actor (its events leave the old loop before the move, rehome, and
+ * are made on the new one before the actor's next turn).
  */
 #include "actors/actor.h"
 #include "runtime/alloc.h"
@@ -222,11 +224,30 @@ void tpi_sched_notify(tpi_actor *a)
         inject(tpi_home(a), a);
 }
 
-/* May a leave this thread? Not if something of it lives on this loop. */
+/* May a leave this thread? Not if something of it lives on this loop
+ * and cannot move (its timers; resources that pin it). */
 static bool movable(tpi_actor *a)
 {
-    return !(a->flags & TPI_ACT_PINNED) &&
-           (!a->ext || (!a->ext->timers && !a->ext->resources));
+    return !(a->flags & TPI_ACT_PINNED) && (!a->ext || !a->ext->timers);
+}
+
+/* a leaves this thread (its home, between turns) for to: its resources
+ * take their events off this loop; the new home attaches them before a's
+ * next turn. Then the home changes. (A resource that cannot move is on an
+ * actor moved only before its first turn, by tpi_sched_place: its events
+ * are not made yet.) */
+static void rehome(tpi_actor *a, tpi_sched *to)
+{
+    if (a->ext && a->ext->resources) {
+        for (tpi_resource *r = a->ext->resources; r; r = r->next)
+            if (r->detach)
+                r->detach(r);
+        a->flags |= TPI_ACT_MOVED;
+    }
+    /* release: pairs with tpi_home's acquire; our last writes to a (its
+     * FIFO, its resources) are visible to the thread that finds itself
+     * a's home. */
+    atomic_store_explicit(&a->home, to, memory_order_release);
 }
 
 /* Move a (in our run queue, or idle and claimed by us: we hold sched) to
@@ -235,9 +256,7 @@ static bool movable(tpi_actor *a)
 static void move_one(tpi_sched *to, tpi_actor *a, tpi_mpsc_node **first,
                      tpi_mpsc_node **last)
 {
-    /* release: pairs with tpi_home's acquire; our last writes to a's FIFO
-     * are visible to the thread that finds itself a's home. */
-    atomic_store_explicit(&a->home, to, memory_order_release);
+    rehome(a, to);
     if (!tpi_mailbox_note(&a->mb, TPI_NOTE_READY))
         return;
     atomic_store_explicit(&a->inj.next, NULL, memory_order_relaxed);
@@ -301,15 +320,18 @@ static void share(tpi_sched *s, uint64_t idle)
         tpi_mpsc_node *next =
             atomic_load_explicit(&n->next, memory_order_relaxed);
         tpi_actor *a = actor_of(n);
-        if (!movable(a)) {
+        /* Its partner first: once a is handed over (move_one), a pending
+         * note may let its new home run it. A socket goes only with the
+         * actor it talks to, or if it talks to none: that actor left here
+         * would call it back at its next answer (tpi_sched_follow), and
+         * each move of a socket costs system calls on both loops. */
+        tpi_actor *p = movable(a) ? claim_partner(s, a) : NULL;
+        if (!movable(a) || (!p && a->partner && a->ext && a->ext->resources)) {
             prev = n;
             n = next;
             continue;
         }
         rq_unlink(s, prev, n);
-        /* Its partner first: once a is handed over (move_one), a pending
-         * note may let its new home run it. */
-        tpi_actor *p = claim_partner(s, a);
         move_one(to, a, &first, &last);
         moved++;
         if (p)
@@ -345,7 +367,7 @@ bool tpi_sched_follow(tpi_sched *s, tpi_actor *a, tp_pid from)
         return false;
     /* It keeps its flag: queued there, it is released by its new home,
      * the only thread that pushes to its FIFO from now on. */
-    atomic_store_explicit(&a->home, to, memory_order_release);
+    rehome(a, to);
     tpi_sched_ready(a);
     return true;
 }

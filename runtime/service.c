@@ -195,6 +195,8 @@ int tpi_svc_attach(tp_ctx *ctx, tp_pid pid, tpi_resource *r,
         return TP_ESTATE;
     if (tpi_resource_add(a, r) != 0)
         return TP_ENOMEM;
+    if (!r->detach)
+        a->flags |= TPI_ACT_PINNED;
     if (base)
         *base = tpi_home(a)->base;
     return 0;
@@ -237,7 +239,6 @@ int tpi_svc_place(tp_ctx *ctx, tp_pid pid, unsigned sched)
      * run or move it, and it does neither during this turn. */
     if (!a || a == self || tpi_home(a) != here || !(a->flags & TPI_ACT_START))
         return TP_ESTATE;
-    a->flags |= TPI_ACT_PINNED;
     tpi_sched_place(here, a, &rt->scheds[sched]);
     return 0;
 }

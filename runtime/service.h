@@ -187,17 +187,25 @@ void tpi_svc_set_remote(tp_runtime *rt, const tpi_remote_ops *ops, void *state);
 
 /* Something an actor owns outside the core (a socket, a worker channel):
  * told when the owner's mailbox drains below capacity, closed when the
- * owner ends or the runtime is freed. Owner's thread only. */
+ * owner ends or the runtime is freed. Owner's home thread only.
+ *
+ * A resource that can follow its actor to another scheduler has detach
+ * and attach: the scheduler calls detach on the old home thread, between
+ * turns, before the actor leaves (its events must leave that loop), and
+ * attach on the new home, with its loop, before the actor's next turn
+ * there. Without them (NULL), the resource pins its actor to its loop. */
 typedef struct tpi_resource {
     struct tpi_resource *next;
     void (*drained)(struct tpi_resource *r); /* may be NULL */
     void (*close)(struct tpi_resource *r);   /* frees r */
+    void (*detach)(struct tpi_resource *r);  /* may be NULL: pins */
+    void (*attach)(struct tpi_resource *r, struct event_base *base);
 } tpi_resource;
 
 /* Attach r to pid: the calling actor itself, or an actor it has just
  * spawned and that has not run yet (both live on the caller's loop). The
- * actor is pinned to that loop from now on, since r's events live there;
- * *base (may be NULL) is the loop. TP_ESTATE outside a behavior or for
+ * actor is pinned to that loop from now on, since r's events live there,
+ * unless r can move (detach); *base (may be NULL) is the loop. TP_ESTATE outside a behavior or for
  * any other pid, TP_ENOMEM (r is not attached). */
 int tpi_svc_attach(tp_ctx *ctx, tp_pid pid, tpi_resource *r,
                    struct event_base **base);
@@ -212,10 +220,10 @@ tpi_resource *tpi_svc_resource(tp_ctx *ctx, void (*close)(tpi_resource *));
 /* rt's scheduler threads. */
 unsigned tpi_svc_threads(tp_runtime *rt);
 /* Start pid, a child the calling actor has just spawned and that has not
- * run yet, on scheduler `sched` (0 .. threads-1) instead of the caller's,
- * pinned there: for an actor whose events must live on another loop. Its
- * resources may already be attached, their events not yet made: it makes
- * them in its first turn, on tpi_svc_loop's loop. Returns 0, TP_EINVAL (no
+ * run yet, on scheduler `sched` (0 .. threads-1) instead of the caller's
+ * (it stays there if it is pinned). Its resources may already be
+ * attached, their events not yet made: it makes them in its first turn,
+ * on tpi_svc_loop's loop. Returns 0, TP_EINVAL (no
  * such scheduler) or TP_ESTATE (outside a behavior, or pid is not such a
  * child). */
 int tpi_svc_place(tp_ctx *ctx, tp_pid pid, unsigned sched);

@@ -25,9 +25,13 @@
  * places the actor on the scheduler with the fewest of its connections;
  * conn_boot, in the actor's first turn there, makes the socket's events on
  * that loop and hands over to the application's behavior. A socket's
- * events thus live on its actor's home thread, and everything here runs
- * on that thread: event callbacks run outside actor turns, and touch an
- * actor only through its mailbox.
+ * events live on its actor's home thread, and everything here runs on
+ * that thread: event callbacks run outside actor turns, and touch an
+ * actor only through its mailbox. When the scheduler moves the actor
+ * (its home thread, between turns), conn_detach takes the events off
+ * that loop and conn_attach, on the new home before the actor's next
+ * turn, makes them on its loop, with the pending output and the pauses
+ * as they were.
  *
  * Out of fds (EMFILE, ENFILE), a listener refuses the waiting clients as
  * for max_conns instead of leaving them in the backlog: it keeps one
@@ -294,6 +298,31 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     output_changed(c);
 }
 
+/* The actor moves to another scheduler (its old home, between turns):
+ * the events leave this loop, reading and writing as if paused. */
+static void conn_detach(tpi_resource *r)
+{
+    tpi_conn *c = (tpi_conn *)r;
+    if (c->fd < 0 || !c->out) /* dropped, or not booted yet */
+        return;
+    set_event(c->rev, &c->reading, false, NULL);
+    set_event(c->wev, &c->writing, false, NULL);
+}
+
+/* On the new home, before the actor's next turn: the same events on its
+ * loop, added as the connection's state asks. */
+static void conn_attach(tpi_resource *r, struct event_base *base)
+{
+    tpi_conn *c = (tpi_conn *)r;
+    if (c->fd < 0 || !c->out)
+        return;
+    event_assign(c->rev, base, c->fd, EV_READ | EV_PERSIST, on_readable, c);
+    event_assign(c->wev, base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+    update_read(c);
+    if (evbuffer_get_length(c->out) > 0)
+        update_write(c);
+}
+
 static void on_drained(tpi_resource *r)
 {
     tpi_conn *c = (tpi_conn *)r;
@@ -428,7 +457,7 @@ int tp_conn_peer(tp_ctx *ctx, char *buf, size_t size)
 static int conn_boot(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     tpi_conn *c = conn_of(ctx);
-    struct event_base *base = tpi_svc_loop(ctx, true);
+    struct event_base *base = tpi_svc_loop(ctx, false);
     c->out = evbuffer_new();
     c->rev = event_new(base, c->fd, EV_READ | EV_PERSIST, on_readable, c);
     c->wev = event_new(base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
@@ -655,6 +684,8 @@ static void start_conn(tp_ctx *ctx, tpi_listener *l, int fd,
     }
     c->res.drained = on_drained;
     c->res.close = conn_close;
+    c->res.detach = conn_detach;
+    c->res.attach = conn_attach;
     c->rt = l->rt;
     c->pid = pid;
     c->behavior = o->conn_behavior;

@@ -55,7 +55,8 @@ static void fill(unsigned char *p, size_t n, unsigned seed)
 typedef struct echo_stats {
     atomic_int started, ended, closed_eof, closed_err;
     atomic_llong bytes;
-    atomic_ullong scheds; /* bit i: a connection lived on scheduler i */
+    atomic_ullong scheds; /* bit i: a connection started on scheduler i */
+    atomic_int moved;     /* reads handled away from where it started */
 } echo_stats;
 
 static echo_stats es;
@@ -63,7 +64,8 @@ static echo_stats es;
 /* The scheduler running the calling actor. */
 static unsigned sched_id(void) { return tpi_sched_current()->id; }
 
-/* A connection actor's state (conn_init): where it started. */
+/* A connection actor's state (conn_init): where it started (the load
+ * balancer may move one that talks to no actor). */
 static void *echo_init(void *arg)
 {
     (void)arg;
@@ -85,8 +87,8 @@ static int echo_conn(tp_ctx *ctx, void *state, const tp_msg *msg)
         size_t n;
         EXPECT_EQ(tp_msg_scanf(msg, "y", &p, &n), 0);
         EXPECT(n > 0);
-        if (home) /* pinned: its socket's events live on that loop */
-            EXPECT_EQ(sched_id(), *home);
+        if (home && sched_id() != *home) /* moved, socket and all */
+            atomic_fetch_add(&es.moved, 1);
         atomic_fetch_add(&es.bytes, (long long)n);
         int rc = tp_conn_write(ctx, p, n);
         EXPECT(rc == 0 || rc == TP_ESTATE);
@@ -255,6 +257,8 @@ static void run_echo(const char *unix_path)
      * with the fewest), whatever thread the listener runs on. */
     unsigned threads = cfg.threads < 64 ? cfg.threads : 64;
     assert_int_equal(atomic_load(&es.scheds), (1ull << threads) - 1);
+    print_message("echo: %d reads handled after a move\n",
+                  atomic_load(&es.moved));
 }
 
 /* 100 clients at once, each echoed byte for byte (full-duplex, 48 KiB);
@@ -702,6 +706,184 @@ static void test_emfile(void **unused)
     assert_int_equal(st.rejected, (uint64_t)refused + (uint64_t)attempts - 1);
 }
 
+/* ------------------------------------------ a socket follows its owner */
+
+#define GREETING ((size_t)8 << 20)
+#define FCHUNK ((size_t)64 << 10)
+#define FOLLOW_CONNS 2
+
+enum { TAG_ECHO = 10 };
+
+typedef struct follow_stats {
+    tp_pid owner; /* the root, set before any connection */
+    atomic_int started;
+    /* per connection: scheduler ids at its start and at its second
+     * answer; answers seen */
+    atomic_uint first[FOLLOW_CONNS], second[FOLLOW_CONNS];
+    atomic_int answers[FOLLOW_CONNS];
+} follow_stats;
+
+static follow_stats fs;
+static unsigned char *greeting;
+
+/* A connection actor that greets with GREETING bytes at once (far more
+ * than the socket takes: output stays pending) and has its owner, the
+ * root, echo what it reads. Each answer is one message from the root's
+ * scheduler, so after the first one the actor moves there, socket and
+ * pending output with it. The first two answers (the client's one-byte
+ * probes) are not written: nothing re-arms the write event but the move.
+ * Its state: its index. */
+static void *follow_init(void *arg)
+{
+    (void)arg;
+    int *idx = malloc(sizeof *idx);
+    if (idx)
+        *idx = atomic_fetch_add(&fs.started, 1);
+    return idx;
+}
+
+static int follow_conn(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int idx = *(int *)state;
+    const void *p;
+    size_t n;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        atomic_store(&fs.first[idx], sched_id());
+        EXPECT_EQ(tp_conn_write(ctx, greeting, GREETING), 0);
+        EXPECT(tp_conn_pending(ctx) > 0);
+        break;
+    case TP_NET_DATA: /* to the owner, as it is (a bin) */
+        p = tp_msg_data(msg, &n);
+        EXPECT_EQ(tp_send(ctx, fs.owner, TAG_ECHO, p, n), 0);
+        break;
+    case TAG_ECHO: { /* the owner's answer */
+        int k = atomic_load(&fs.answers[idx]) + 1;
+        if (k == 2)
+            atomic_store(&fs.second[idx], sched_id());
+        if (k > 2) {
+            EXPECT_EQ(tp_msg_scanf(msg, "y", &p, &n), 0);
+            EXPECT_EQ(tp_conn_write(ctx, p, n), 0);
+        }
+        atomic_store(&fs.answers[idx], k);
+        break;
+    }
+    case TP_NET_CLOSED: tp_exit(ctx, TP_REASON_NORMAL); break;
+    }
+    return TP_HANDLED;
+}
+
+/* The owner (the root, kept on its scheduler by a timer) echoes what its
+ * connections send. */
+static int follow_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        fs.owner = tp_self(ctx);
+        EXPECT_EQ(tp_send_after(ctx, 600000, TAG_MORE, NULL, 0, NULL), 0);
+    } else if (tp_msg_tag(msg) == TAG_ECHO) {
+        size_t n;
+        const void *p = tp_msg_data(msg, &n);
+        EXPECT_EQ(tp_send(ctx, tp_msg_from(msg), TAG_ECHO, p, n), 0);
+        return TP_HANDLED;
+    }
+    return server_root(ctx, state, msg);
+}
+
+/* Read exactly n bytes within 20 s; true if they equal want. */
+static bool read_exact(int fd, const unsigned char *want, size_t n)
+{
+    unsigned char *got = malloc(n);
+    size_t have = 0;
+    double t0 = tpt_now_ms();
+    while (got && have < n && tpt_now_ms() - t0 < 20000) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) != 1)
+            continue;
+        ssize_t r = recv(fd, got + have, n - have, 0);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+    }
+    bool ok = have == n && memcmp(got, want, n) == 0;
+    free(got);
+    return ok;
+}
+
+/* Wait up to 20 s for connection i's k-th answer. */
+static bool answered(int i, int k)
+{
+    double t0 = tpt_now_ms();
+    while (atomic_load(&fs.answers[i]) < k && tpt_now_ms() - t0 < 20000)
+        usleep(1000);
+    return atomic_load(&fs.answers[i]) >= k;
+}
+
+/* Each connection: a probe (its answer moves the actor), a second probe
+ * (read on the new loop), then the greeting (written from the new loop by
+ * the write event alone), then an echoed chunk. Both connections stay
+ * open to the end, so the listener places them on different schedulers. */
+static void *follow_client(void *arg)
+{
+    server *s = arg;
+    int fd[FOLLOW_CONNS];
+    static unsigned char chunk[FCHUNK];
+    fill(chunk, FCHUNK, 7);
+    for (int i = 0; i < FOLLOW_CONNS; i++)
+        fd[i] = connect_tcp(s->port);
+    for (int i = 0; i < FOLLOW_CONNS; i++) {
+        bool ok = fd[i] >= 0 && send(fd[i], "h", 1, MSG_NOSIGNAL) == 1 &&
+                  answered(i, 1) && send(fd[i], "x", 1, MSG_NOSIGNAL) == 1 &&
+                  answered(i, 2) && read_exact(fd[i], greeting, GREETING) &&
+                  send(fd[i], chunk, FCHUNK, MSG_NOSIGNAL) == FCHUNK &&
+                  read_exact(fd[i], chunk, FCHUNK);
+        if (!ok && s->client_failures++ == 0)
+            snprintf(s->detail, sizeof s->detail, "connection %d failed", i);
+    }
+    for (int i = 0; i < FOLLOW_CONNS; i++)
+        if (fd[i] >= 0)
+            close(fd[i]);
+    client_done(s);
+    return NULL;
+}
+
+/* A connection actor is not pinned by its socket: answered by an actor on
+ * a lower-numbered scheduler, it moves there (the runtime's rule for an
+ * actor answering one message from another thread), its socket's events
+ * and pending output with it. Two connections on two schedulers; the one
+ * placed on scheduler 1 ends on the owner's, and every byte arrives. */
+static void test_conn_follows_owner(void **unused)
+{
+    static server s;
+    memset(&s, 0, sizeof s);
+    memset(&fs, 0, sizeof fs);
+    greeting = malloc(GREETING);
+    assert_non_null(greeting);
+    fill(greeting, GREETING, 9);
+    s.opts.conn_behavior = follow_conn;
+    s.opts.conn_init = follow_init;
+    s.opts.high_water = 2 * GREETING; /* reading goes on meanwhile */
+    s.opts.conn_state_free = free;
+    s.client = follow_client;
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.threads = 2;
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, follow_root, &s, NULL, NULL), 0);
+    TPT_CHECK();
+    free(greeting);
+    if (s.client_failures)
+        fail_msg("%d failed; first: %s", s.client_failures, s.detail);
+    assert_int_equal(atomic_load(&fs.started), FOLLOW_CONNS);
+    unsigned moved = 0, on1 = 0;
+    for (int i = 0; i < FOLLOW_CONNS; i++) {
+        on1 += atomic_load(&fs.first[i]) == 1;
+        moved += atomic_load(&fs.first[i]) == 1 &&
+                 atomic_load(&fs.second[i]) == 0;
+    }
+    assert_int_equal(on1, 1);   /* placed on both schedulers */
+    assert_int_equal(moved, 1); /* and the one on 1 followed to 0 */
+}
+
 /* --------------------------------------------------------- API errors */
 
 static int bad_root(tp_ctx *ctx, void *state, const tp_msg *msg)
@@ -747,6 +929,7 @@ int main(void)
         cmocka_unit_test(test_output_limit),
         cmocka_unit_test(test_output_burst_read),
         cmocka_unit_test(test_emfile),
+        cmocka_unit_test(test_conn_follows_owner),
         cmocka_unit_test(test_api_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
