@@ -180,6 +180,7 @@ static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     /* release: pairs with tpi_home's acquire (see runtime/sched.c). */
     atomic_store_explicit(&a->home, here, memory_order_release);
     a->ext = NULL;
+    a->partner = 0; /* was the free-list link: no stale partner */
     a->flags = (flags & TP_SPAWN_TRAP_EXIT) ? TPI_ACT_TRAP : 0;
     a->parent = parent ? tpi_actor_pid(parent) : TP_PID_NONE;
     /* relaxed: senders only estimate with it */

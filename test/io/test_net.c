@@ -884,6 +884,163 @@ static void test_conn_follows_owner(void **unused)
     assert_int_equal(moved, 1); /* and the one on 1 followed to 0 */
 }
 
+/* ------------------------------------ the load balancer moves a socket */
+
+#define SPINNERS 2
+#define SHARE_CONNS 4
+#define SHARE_CHUNK 1024
+
+enum { TAG_SPIN = 11 };
+
+static atomic_int share_started;
+static atomic_uint share_first[SHARE_CONNS]; /* scheduler at its start */
+static atomic_int share_moved;    /* echoes away from where it started */
+static atomic_bool share_stop;    /* spinners: stop */
+static atomic_int share_spinning; /* spinners alive */
+
+/* Busy on its scheduler (mailing itself), kept there by a timer: the run
+ * queue never runs dry, and nothing on it can move but connections. */
+static int spinner(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_send_after(ctx, 600000, TAG_MORE, NULL, 0, NULL), 0);
+        atomic_fetch_add(&share_spinning, 1);
+    }
+    if (atomic_load(&share_stop)) {
+        atomic_fetch_sub(&share_spinning, 1);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_SPIN, NULL, 0), 0);
+    return TP_HANDLED;
+}
+
+static void *share_init(void *arg)
+{
+    (void)arg;
+    int *idx = malloc(sizeof *idx);
+    if (idx)
+        *idx = atomic_fetch_add(&share_started, 1);
+    return idx;
+}
+
+/* An echo connection that talks to no actor: the balancer may move it. */
+static int share_conn(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int idx = *(int *)state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        atomic_store(&share_first[idx], sched_id());
+    } else if (tp_msg_tag(msg) == TP_NET_DATA) {
+        const void *p;
+        size_t n;
+        EXPECT_EQ(tp_msg_scanf(msg, "y", &p, &n), 0);
+        unsigned char id = (unsigned char)atomic_load(&share_first[idx]);
+        if (n == 1 && *(const char *)p == '?') /* where it started */
+            EXPECT_EQ(tp_conn_write(ctx, &id, 1), 0);
+        else
+            EXPECT_EQ(tp_conn_write(ctx, p, n), 0);
+        if (sched_id() != atomic_load(&share_first[idx]))
+            atomic_fetch_add(&share_moved, 1);
+    } else if (tp_msg_tag(msg) == TP_NET_CLOSED) {
+        tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int share_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_send_after(ctx, 600000, TAG_MORE, NULL, 0, NULL), 0);
+    } else if (tp_msg_tag(msg) == TAG_SPIN) { /* the client is ready */
+        for (int i = 0; i < SPINNERS; i++)
+            EXPECT_EQ(tp_spawn(ctx, spinner, NULL, NULL, NULL), 0);
+        return TP_HANDLED;
+    }
+    return server_root(ctx, state, msg);
+}
+
+/* Rounds of one echoed chunk on each connection in turn, until a
+ * connection has answered 16 times away from where it started (or 20 s):
+ * every byte must come back, wherever it runs. */
+static void *share_client(void *arg)
+{
+    server *s = arg;
+    int fd[SHARE_CONNS];
+    unsigned char chunk[SHARE_CHUNK];
+    int rounds = 0;
+    bool ok = true;
+    int on0[SHARE_CONNS], n0 = 0;
+    for (int i = 0; i < SHARE_CONNS; i++)
+        ok &= (fd[i] = connect_tcp(s->port)) >= 0;
+    /* Each answers its first byte with the scheduler it started on. */
+    for (int i = 0; ok && i < SHARE_CONNS; i++) {
+        unsigned char id = 0;
+        ok = send(fd[i], "?", 1, MSG_NOSIGNAL) == 1 &&
+             recv(fd[i], &id, 1, MSG_WAITALL) == 1;
+        if (ok && id == 0)
+            on0[n0++] = fd[i];
+    }
+    ok &= n0 == 2;
+    /* Now the spinners: none of the connections was moved before. */
+    tp_runtime_send(s->rt, s->root, TAG_SPIN, NULL, 0);
+    double t0 = tpt_now_ms();
+    while (atomic_load(&share_spinning) < SPINNERS && tpt_now_ms() - t0 < 5000)
+        usleep(1000);
+    while (ok && atomic_load(&share_moved) < 16 && tpt_now_ms() - t0 < 20000) {
+        fill(chunk, sizeof chunk, (unsigned)++rounds);
+        /* Both at once, so that one waits in the run queue behind the
+         * other (one readied alone may take the next slot, which is never
+         * shared); the one on scheduler 1 stays idle meanwhile. */
+        for (int i = 0; i < n0; i++)
+            ok &= send(on0[i], chunk, sizeof chunk, MSG_NOSIGNAL) ==
+                  SHARE_CHUNK;
+        for (int i = 0; ok && i < n0; i++)
+            ok = read_exact(on0[i], chunk, sizeof chunk);
+    }
+    if (!ok || atomic_load(&share_moved) < 16) {
+        s->client_failures++;
+        snprintf(s->detail, sizeof s->detail, "%s after %d rounds",
+                 ok ? "none moved" : "a chunk was lost", rounds);
+    }
+    for (int i = 0; i < SHARE_CONNS; i++)
+        if (fd[i] >= 0)
+            close(fd[i]);
+    /* The spinners stop, then the root ends everything. */
+    atomic_store(&share_stop, true);
+    while (atomic_load(&share_spinning) > 0 && tpt_now_ms() - t0 < 30000)
+        usleep(1000);
+    client_done(s);
+    return NULL;
+}
+
+/* A connection that talks to no actor is moved by the load balancer like
+ * any actor. Four connections, two placed on each scheduler; on 0, two
+ * spinners (which cannot move) keep the run queue from running dry while
+ * scheduler 1 idles: a connection queued there behind them is handed to
+ * scheduler 1, its socket with it, and goes on echoing there. (Sent '?'
+ * first, a connection answers with the scheduler it started on.) */
+static void test_conn_shared(void **unused)
+{
+    static server s;
+    memset(&s, 0, sizeof s);
+    atomic_store(&share_started, 0);
+    atomic_store(&share_moved, 0);
+    atomic_store(&share_stop, false);
+    atomic_store(&share_spinning, 0);
+    s.opts.conn_behavior = share_conn;
+    s.opts.conn_init = share_init;
+    s.opts.conn_state_free = free;
+    s.client = share_client;
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.threads = 2;
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, share_root, &s, NULL, NULL), 0);
+    TPT_CHECK();
+    if (s.client_failures)
+        fail_msg("%s", s.detail);
+}
+
 /* --------------------------------------------------------- API errors */
 
 static int bad_root(tp_ctx *ctx, void *state, const tp_msg *msg)
@@ -930,6 +1087,7 @@ int main(void)
         cmocka_unit_test(test_output_burst_read),
         cmocka_unit_test(test_emfile),
         cmocka_unit_test(test_conn_follows_owner),
+        cmocka_unit_test(test_conn_shared),
         cmocka_unit_test(test_api_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
