@@ -360,6 +360,20 @@ static void test_zsets(void **state)
     EXPECT_REPLY(c, ":1", "ZCOUNT", "z", "1e400", "+inf"); /* a bound: inf */
     EXPECT_REPLY(c, "-ERR resulting score is not a number (NaN)", "ZADD", "z",
                  "INCR", "-inf", "i");
+    /* Many pairs: a bad last score refuses the whole command (every
+     * score is checked before any change). */
+    EXPECT_REPLY(c, ":18", "ZADD", "many", "1", "m1", "2", "m2", "3", "m3", "4",
+                 "m4", "5", "m5", "6", "m6", "7", "m7", "8", "m8", "9", "m9",
+                 "10", "m10", "11", "m11", "12", "m12", "13", "m13", "14",
+                 "m14", "15", "m15", "16", "m16", "17", "m17", "18", "m18");
+    EXPECT_REPLY(c, "$16", "ZSCORE", "many", "m16");
+    EXPECT_REPLY(c, "$18", "ZSCORE", "many", "m18");
+    EXPECT_REPLY(c, "-ERR value is not a valid float", "ZADD", "many", "1",
+                 "n1", "2", "n2", "3", "n3", "4", "n4", "5", "n5", "6", "n6",
+                 "7", "n7", "8", "n8", "9", "n9", "10", "n10", "11", "n11",
+                 "12", "n12", "13", "n13", "14", "n14", "15", "n15", "16",
+                 "n16", "17", "n17", "x", "n18");
+    EXPECT_REPLY(c, ":18", "ZCARD", "many");
     EXPECT_REPLY(c, "$1", "ZSCORE", "z", "a");
     EXPECT_REPLY(c, "$inf", "ZSCORE", "z", "i");
     EXPECT_REPLY(c, "(nil)", "ZSCORE", "z", "nope");
