@@ -15,8 +15,11 @@
  * (after a best-effort flush of pending output), never before.
  *
  * Connection actors are spread over the scheduler threads (each new one
- * goes to the thread with the fewest of its listener's connections) and
- * stay on theirs: their socket is served by that thread's loop.
+ * goes to the thread with the fewest of its listener's connections); their
+ * socket is served by the loop of the thread they run on, and moves with
+ * them when the runtime moves them (they follow an actor that answers
+ * them, and the load balancer may move them with the actor they talk
+ * to).
  *
  * SIGPIPE: a listener sets SIGPIPE to SIG_IGN when it starts, if it was
  * at its default, so a peer that vanishes is an error on that connection
