@@ -708,6 +708,13 @@ static void test_emfile(void **unused)
 
 /* ------------------------------------------ a socket follows its owner */
 
+/* Keep the calling actor on its scheduler: a timer pins it (it never
+ * fires within a test). */
+static void stay_here(tp_ctx *ctx)
+{
+    EXPECT_EQ(tp_send_after(ctx, 600000, TAG_MORE, NULL, 0, NULL), 0);
+}
+
 #define GREETING ((size_t)8 << 20)
 #define FCHUNK ((size_t)64 << 10)
 #define FOLLOW_CONNS 2
@@ -732,13 +739,13 @@ static unsigned char *greeting;
  * scheduler, so after the first one the actor moves there, socket and
  * pending output with it. The first two answers (the client's one-byte
  * probes) are not written: nothing re-arms the write event but the move.
- * Its state: its index. */
-static void *follow_init(void *arg)
+ * Its state (index_init, also the next test's): its index, counted by the
+ * atomic_int passed as conn_init's argument. */
+static void *index_init(void *counter)
 {
-    (void)arg;
     int *idx = malloc(sizeof *idx);
     if (idx)
-        *idx = atomic_fetch_add(&fs.started, 1);
+        *idx = atomic_fetch_add((atomic_int *)counter, 1);
     return idx;
 }
 
@@ -779,7 +786,7 @@ static int follow_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     if (tp_msg_tag(msg) == TP_TAG_START) {
         fs.owner = tp_self(ctx);
-        EXPECT_EQ(tp_send_after(ctx, 600000, TAG_MORE, NULL, 0, NULL), 0);
+        stay_here(ctx);
     } else if (tp_msg_tag(msg) == TAG_ECHO) {
         size_t n;
         const void *p = tp_msg_data(msg, &n);
@@ -860,7 +867,8 @@ static void test_conn_follows_owner(void **unused)
     assert_non_null(greeting);
     fill(greeting, GREETING, 9);
     s.opts.conn_behavior = follow_conn;
-    s.opts.conn_init = follow_init;
+    s.opts.conn_init = index_init;
+    s.opts.arg = &fs.started;
     s.opts.high_water = 2 * GREETING; /* reading goes on meanwhile */
     s.opts.conn_state_free = free;
     s.client = follow_client;
@@ -904,7 +912,7 @@ static int spinner(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     (void)state;
     if (tp_msg_tag(msg) == TP_TAG_START) {
-        EXPECT_EQ(tp_send_after(ctx, 600000, TAG_MORE, NULL, 0, NULL), 0);
+        stay_here(ctx);
         atomic_fetch_add(&share_spinning, 1);
     }
     if (atomic_load(&share_stop)) {
@@ -913,15 +921,6 @@ static int spinner(tp_ctx *ctx, void *state, const tp_msg *msg)
     }
     EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_SPIN, NULL, 0), 0);
     return TP_HANDLED;
-}
-
-static void *share_init(void *arg)
-{
-    (void)arg;
-    int *idx = malloc(sizeof *idx);
-    if (idx)
-        *idx = atomic_fetch_add(&share_started, 1);
-    return idx;
 }
 
 /* An echo connection that talks to no actor: the balancer may move it. */
@@ -950,7 +949,7 @@ static int share_conn(tp_ctx *ctx, void *state, const tp_msg *msg)
 static int share_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     if (tp_msg_tag(msg) == TP_TAG_START) {
-        EXPECT_EQ(tp_send_after(ctx, 600000, TAG_MORE, NULL, 0, NULL), 0);
+        stay_here(ctx);
     } else if (tp_msg_tag(msg) == TAG_SPIN) { /* the client is ready */
         for (int i = 0; i < SPINNERS; i++)
             EXPECT_EQ(tp_spawn(ctx, spinner, NULL, NULL, NULL), 0);
@@ -1028,7 +1027,8 @@ static void test_conn_shared(void **unused)
     atomic_store(&share_stop, false);
     atomic_store(&share_spinning, 0);
     s.opts.conn_behavior = share_conn;
-    s.opts.conn_init = share_init;
+    s.opts.conn_init = index_init;
+    s.opts.arg = &share_started;
     s.opts.conn_state_free = free;
     s.client = share_client;
     tp_config cfg;
