@@ -177,6 +177,14 @@ typedef struct tp_config {
      * tp_runtime_* functions. NULL: a line on stderr. */
     void (*on_stuck)(void *arg, tp_pid pid, int32_t tag, uint64_t ms);
     void *stuck_arg; /**< passed to on_stuck */
+    /** Busy wait: after running actors, a scheduler keeps polling its
+     * loop without blocking for this many microseconds before it sleeps
+     * (default: the environment variable TROUPE_BUSY_WAIT_US if set, else
+     * 50; 0: sleep at once). Work that arrives meanwhile is seen without
+     * a wake-up, which its sender (a socket's peer, another scheduler)
+     * would otherwise pay for; the price is up to this much CPU time per
+     * pause. Off in the deterministic mode. */
+    unsigned busy_wait_us;
 } tp_config;
 
 /** Fill cfg with the defaults. */

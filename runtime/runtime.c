@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #define MAX_THREADS 64 /* schedulers are bits in rt->idle */
+#define MAX_BUSY_WAIT_US 1000000u
 
 /* Runtimes alive in the process: the last one freed empties the message
  * node depot shared by all threads (actors/node_cache.c). */
@@ -22,6 +23,16 @@ static unsigned default_threads(void)
     return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (unsigned)n;
 }
 
+/* TROUPE_BUSY_WAIT_US, else 50 us: long enough to bridge the gaps between
+ * a service's requests under load (docs/performance.md, troupe-kv), short
+ * enough that a pause costs little. At most one second. */
+static unsigned default_busy_wait(void)
+{
+    const char *env = getenv("TROUPE_BUSY_WAIT_US");
+    long n = env && *env ? strtol(env, NULL, 10) : 50;
+    return n < 0 ? 0 : n > MAX_BUSY_WAIT_US ? MAX_BUSY_WAIT_US : (unsigned)n;
+}
+
 void tp_config_init(tp_config *cfg)
 {
     if (!cfg)
@@ -32,6 +43,7 @@ void tp_config_init(tp_config *cfg)
     cfg->max_payload = 64u << 20;
     cfg->batch = 64;
     cfg->stuck_ms = 1000;
+    cfg->busy_wait_us = default_busy_wait();
 }
 
 int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
@@ -41,7 +53,8 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
     if (cfg)
         c = *cfg;
     if (!out || c.mailbox_capacity == 0 || c.batch == 0 || c.max_payload == 0 ||
-        c.max_payload > UINT32_MAX || c.threads > MAX_THREADS)
+        c.max_payload > UINT32_MAX || c.threads > MAX_THREADS ||
+        c.busy_wait_us > MAX_BUSY_WAIT_US)
         return TP_EINVAL;
     if (c.threads == 0)
         c.threads = default_threads();
@@ -76,6 +89,7 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
         rt->scheds[0].next_max = 0; /* its own pick: no next slot */
         rt->scheds[0].rng = c.seed;
         rt->scheds[0].timers.virtual_time = true;
+        rt->scheds[0].busy_wait_ns = 0; /* its loop polls only when idle */
     }
     if (rc) {
         tp_runtime_free(rt);

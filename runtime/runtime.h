@@ -133,6 +133,7 @@ struct tpi_sched {
     _Atomic int32_t tick_tag;
     pthread_t thread; /* schedulers 1..n-1: their own threads */
     tpi_slot_hint hints[TPI_SLOT_HINTS];
+    uint64_t busy_wait_ns; /* tp_config.busy_wait_us (runtime/sched.c) */
 };
 
 int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id);

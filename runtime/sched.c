@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -538,6 +539,7 @@ int tpi_sched_init(tpi_sched *s, tp_runtime *rt, unsigned id)
     s->id = id;
     s->bit = 1ull << id;
     s->budget = rt->cfg.batch;
+    s->busy_wait_ns = (uint64_t)rt->cfg.busy_wait_us * 1000u;
     s->next_max = TPI_NEXT_RUNS_MAX;
     s->ref_next = s->ref_end = 0; /* no block yet */
     for (unsigned i = 0; i < TPI_SLOT_HINTS; i++)
@@ -596,12 +598,51 @@ void tpi_sched_fini(tpi_sched *s)
         event_base_free(s->base);
 }
 
+/* The loop, with the busy wait (tp_config.busy_wait_us): after a round
+ * that ran actors it polls without blocking, and sleeps in the poll only
+ * once busy_wait_ns have passed with no work. A loop asleep in epoll_wait
+ * must be woken by whoever brings it work: the peer writing to one of its
+ * sockets or another scheduler writing its eventfd pays for the wake-up
+ * (on a VM an interrupt to another CPU, microseconds), and the work waits
+ * until the thread is scheduled again. BEAM's schedulers wait the same way
+ * (+sbwt). Each round of the wait yields the CPU, so a runnable thread
+ * that shares it is not held up by a scheduler with nothing to do. Work is
+ * told by the stuck watch's tick, which every batch and turn moves.
+ * Returns as event_base_loop(base, 0) does: when the loop is broken. */
+static int loop(tpi_sched *s)
+{
+    if (!s->busy_wait_ns)
+        return event_base_loop(s->base, 0);
+    int rc;
+    /* relaxed: our own thread's counter. */
+    uint64_t seen = atomic_load_explicit(&s->tick, memory_order_relaxed);
+    while (!(rc = event_base_loop(s->base, EVLOOP_ONCE)) &&
+           !event_base_got_break(s->base)) {
+        uint64_t since = 0;
+        for (;;) {
+            uint64_t t = atomic_load_explicit(&s->tick, memory_order_relaxed);
+            uint64_t now = tpi_now_ns();
+            if (t != seen) {
+                seen = t;
+                since = now;
+            } else if (now - since >= s->busy_wait_ns) {
+                break; /* also at once when the wake-up brought no work */
+            }
+            sched_yield();
+            if ((rc = event_base_loop(s->base, EVLOOP_NONBLOCK)) != 0 ||
+                event_base_got_break(s->base))
+                return rc;
+        }
+    }
+    return rc;
+}
+
 int tpi_sched_run(tpi_sched *s)
 {
     tls_sched = s;
     tpi_world_enter(s);
     drain_inject(s);
-    int rc = event_base_loop(s->base, 0);
+    int rc = loop(s);
     tpi_world_leave(s);
     tls_sched = NULL;
     tpi_msg_cache_flush(); /* this thread's nodes, before it goes */

@@ -18,8 +18,11 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
-/* Polls made by this thread (the scheduler runs on tp_run's thread). */
-static _Thread_local unsigned long polls;
+/* Polls made by this thread (the scheduler runs on tp_run's thread); of
+ * them, those that could not block (timeout 0), and when the last of
+ * those began. */
+static _Thread_local unsigned long polls, polls_nonblocking;
+static _Thread_local double last_nonblocking_ms;
 
 int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 {
@@ -32,6 +35,10 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
         atomic_store_explicit(&real, f, memory_order_relaxed);
     }
     polls++;
+    if (timeout == 0) {
+        polls_nonblocking++;
+        last_nonblocking_ms = tpt_now_ms();
+    }
     return f(epfd, events, maxevents, timeout);
 }
 
@@ -374,12 +381,166 @@ static void test_quiet_loop_runs_without_polls(void **unused)
     assert_true(q.pings_at_tick > QUIET_PINGS);
 }
 
+/* --------------------------------------------------- the busy wait */
+
+#define IDLE_MS 300 /* the root's timer: a pause with nothing to do */
+#define SENDS 40    /* messages from a plain thread, one per SEND_GAP_MS */
+#define SEND_GAP_MS 5
+
+typedef struct pause {
+    unsigned long polls0, nonblocking0;
+    double start_ms, cpu0_ms;
+    unsigned long blocking, nonblocking; /* polls during the pause */
+    double spun_ms, cpu_ms; /* last non-blocking poll after the start; CPU */
+    tp_runtime *rt;
+    tp_pid self;
+    int got;
+} pause_t;
+
+static double thread_cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void pause_begin(pause_t *p)
+{
+    p->polls0 = polls;
+    p->nonblocking0 = polls_nonblocking;
+    p->start_ms = tpt_now_ms();
+    p->cpu0_ms = thread_cpu_ms();
+}
+
+static void pause_end(pause_t *p)
+{
+    p->cpu_ms = thread_cpu_ms() - p->cpu0_ms;
+    p->nonblocking = polls_nonblocking - p->nonblocking0;
+    p->blocking = polls - p->polls0 - p->nonblocking;
+    p->spun_ms = p->nonblocking ? last_nonblocking_ms - p->start_ms : 0;
+}
+
+/* One turn, then a pause of IDLE_MS with nothing to do but a timer. */
+static int pause_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    pause_t *p = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_send_after(ctx, IDLE_MS, TAG_TICK, NULL, 0, NULL), 0);
+        pause_begin(p);
+    } else if (tp_msg_tag(msg) == TAG_TICK) {
+        pause_end(p);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static pause_t run_pause(unsigned busy_wait_us)
+{
+    pause_t p = {0};
+    tp_config cfg = one_thread();
+    cfg.busy_wait_us = busy_wait_us;
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, pause_root, &p, NULL, NULL), 0);
+    TPT_CHECK();
+    print_message("busy wait %u us: %lu non-blocking polls over %.1f ms, "
+                  "%lu blocking, %.1f ms CPU in a %d ms pause\n",
+                  busy_wait_us, p.nonblocking, p.spun_ms, p.blocking, p.cpu_ms,
+                  IDLE_MS);
+    return p;
+}
+
+/* After a turn the loop polls without blocking for the busy wait, then
+ * sleeps in the poll until its timer: it does not spin through the whole
+ * pause. */
+static void test_busy_wait_then_sleep(void **unused)
+{
+    (void)unused;
+    pause_t p = run_pause(20000);
+    assert_true(p.nonblocking > 0);
+    assert_true(p.spun_ms >= 15); /* about the 20 ms asked for */
+    assert_true(p.spun_ms < IDLE_MS / 2);
+    assert_true(p.blocking >= 1);
+    assert_true(p.cpu_ms < IDLE_MS / 2);
+}
+
+/* busy_wait_us = 0: the loop sleeps in the poll as soon as it is idle. */
+static void test_busy_wait_off(void **unused)
+{
+    (void)unused;
+    pause_t p = run_pause(0);
+    assert_int_equal(p.nonblocking, 0);
+    assert_true(p.blocking >= 1);
+}
+
+/* Work that arrives during the busy wait restarts it: messages from a
+ * plain thread every SEND_GAP_MS, well within a 100 ms busy wait, keep
+ * the loop from ever sleeping, although they go on for twice as long as
+ * one busy wait. */
+static void *sender(void *arg)
+{
+    pause_t *p = arg;
+    for (int i = 0; i < SENDS; i++) {
+        struct timespec gap = {0, SEND_GAP_MS * 1000000L};
+        nanosleep(&gap, NULL);
+        EXPECT_EQ(tp_runtime_send(p->rt, p->self, TAG_PING, NULL, 0), 0);
+    }
+    return NULL;
+}
+
+static int awake_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    pause_t *p = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        pause_begin(p);
+        p->rt = tp_ctx_runtime(ctx);
+        /* release: publishes rt to the test's thread (its acquire). */
+        __atomic_store_n(&p->self, tp_self(ctx), __ATOMIC_RELEASE);
+    } else if (tp_msg_tag(msg) == TAG_PING && ++p->got == SENDS) {
+        pause_end(p);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void *run_awake(void *arg)
+{
+    pause_t *p = arg;
+    tp_config cfg = one_thread();
+    cfg.busy_wait_us = 100000;
+    EXPECT_EQ(tpt_run(&cfg, awake_root, p, NULL, NULL), 0);
+    return NULL;
+}
+
+static void test_busy_wait_restarts_with_work(void **unused)
+{
+    (void)unused;
+    static pause_t p;
+    memset(&p, 0, sizeof p);
+    tpt_reset();
+    pthread_t runner, feeder;
+    assert_int_equal(pthread_create(&runner, NULL, run_awake, &p), 0);
+    /* acquire: pairs with the root's release of self, after rt. */
+    while (!__atomic_load_n(&p.self, __ATOMIC_ACQUIRE))
+        sched_yield();
+    assert_int_equal(pthread_create(&feeder, NULL, sender, &p), 0);
+    pthread_join(feeder, NULL);
+    pthread_join(runner, NULL);
+    TPT_CHECK();
+    print_message("%lu non-blocking polls, %lu blocking over %d sends\n",
+                  p.nonblocking, p.blocking, SENDS);
+    assert_int_equal(p.got, SENDS);
+    assert_int_equal(p.blocking, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_poll_per_round),
         cmocka_unit_test(test_sockets_served_while_flooded),
         cmocka_unit_test(test_quiet_loop_runs_without_polls),
+        cmocka_unit_test(test_busy_wait_then_sleep),
+        cmocka_unit_test(test_busy_wait_off),
+        cmocka_unit_test(test_busy_wait_restarts_with_work),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
