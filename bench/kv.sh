@@ -6,7 +6,7 @@
 # rounds reported. Usage:
 #   bench/kv.sh [-n requests] [-R rounds] [-r keyspace] [-t tests] [-b build-dir]
 # -n requests per run at -P 1 (16 times as many at -P 16; default 100000),
-# -R rounds (default 3), -r redis-benchmark's random keyspace (default
+# -R rounds (default 5), -r redis-benchmark's random keyspace (default
 # 100000; 0: one key), -t comma-separated tests (default
 # set,get,incr,lpush,lpop,sadd,hset,zadd), -b the Release build directory
 # (default build-kvbench, configured and built here).
@@ -14,13 +14,15 @@
 # line per test and configuration: requests/s of redis-server, troupe-kv at
 # 1 and 2 threads, and the ratios troupe/redis and t2/t1; then the servers'
 # CPU time per request (user + system, from /proc), which a machine busy
-# with other work disturbs less than requests/s. A test that a server does
-# not support shows "-" (the others still run).
+# with other work disturbs less than requests/s, and redis-benchmark's own
+# (when it is about 1e6 / requests/s, the client used a whole CPU: it, not
+# the server, set the pace). A test that a server does not support shows
+# "-" (the others still run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=100000
-ROUNDS=3
+ROUNDS=5
 KEYSPACE=100000
 TESTS=set,get,incr,lpush,lpop,sadd,hset,zadd
 BUILD=build-kvbench
@@ -31,7 +33,7 @@ while getopts "n:R:r:t:b:" o; do
     r) KEYSPACE=$OPTARG ;;
     t) TESTS=$OPTARG ;;
     b) BUILD=$OPTARG ;;
-    *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
   esac
 done
 CONFIGS=("50 1" "50 16" "200 1") # clients pipeline
@@ -44,10 +46,12 @@ cmake --build "$BUILD" -j2 --target troupe-kv >/dev/null
 KV="$BUILD/examples/troupe-kv"
 
 PIDS=()
+CLIENT_OUT=$(mktemp) CLIENT_TIME=$(mktemp) # redis-benchmark's output, its time
 declare -A SPID # server -> pid
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -f "$CLIENT_OUT" "$CLIENT_TIME"
 }
 trap cleanup EXIT
 redis-server --port "${PORT[redis]}" --bind 127.0.0.1 --save '' --appendonly no \
@@ -69,21 +73,23 @@ cpu_ticks() { # pid -> user + system clock ticks
   awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 
-run() { # server clients pipeline test -> "requests/s cpu-us/request", or "- -"
+run() { # server clients pipeline test -> "requests/s server-us client-us", or "- - -"
   local n=$N r=()
   [ "$3" -gt 1 ] && n=$((N * 16))
   [ "$KEYSPACE" -gt 0 ] && r=(-r "$KEYSPACE")
-  local v t0 t1
+  local v t0 t1 TIMEFORMAT='%U %S'
   t0=$(cpu_ticks "${SPID[$1]}")
-  v=$(timeout 300 redis-benchmark -p "${PORT[$1]}" -c "$2" -P "$3" -t "$4" -n "$n" "${r[@]}" -q 2>&1 |
-    tr '\r' '\n' | grep "requests per second" | tail -1 |
-    sed -E 's/^[^:]*: ([0-9.]+) requests per second.*/\1/') || true
+  { time timeout 300 redis-benchmark -p "${PORT[$1]}" -c "$2" -P "$3" -t "$4" -n "$n" \
+    "${r[@]}" -q >"$CLIENT_OUT" 2>&1; } 2>"$CLIENT_TIME" || true
   t1=$(cpu_ticks "${SPID[$1]}")
+  v=$(tr '\r' '\n' <"$CLIENT_OUT" | grep "requests per second" | tail -1 |
+    sed -E 's/^[^:]*: ([0-9.]+) requests per second.*/\1/') || true
   if [ -z "$v" ]; then
-    echo "- -"
+    echo "- - -"
   else
     echo "$v $(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$n" \
-      'BEGIN { printf "%.2f", d * 1e6 / hz / n }')"
+      'BEGIN { printf "%.2f", d * 1e6 / hz / n }') $(awk -v n="$n" \
+      '{ printf "%.2f", ($1 + $2) * 1e6 / n }' "$CLIENT_TIME")"
   fi
 }
 
@@ -95,7 +101,7 @@ median() { # values... ("-" if any is "-")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
-declare -A R U # R[test,config,server] = "requests/s ...", U: CPU us/request
+declare -A R U C # R[test,config,server] = "requests/s ...", U: server CPU us/request, C: client's
 IFS=, read -r -a TLIST <<<"$TESTS"
 for ((round = 0; round < ROUNDS; round++)); do
   echo "bench/kv.sh: round $((round + 1)) of $ROUNDS" >&2
@@ -104,9 +110,10 @@ for ((round = 0; round < ROUNDS; round++)); do
     for t in "${TLIST[@]}"; do
       for ((k = 0; k < ${#SERVERS[@]}; k++)); do # rotating order
         s=${SERVERS[$(((k + round) % ${#SERVERS[@]}))]}
-        read -r v u <<<"$(run "$s" "$c" "$p" "$t")"
+        read -r v u cl <<<"$(run "$s" "$c" "$p" "$t")"
         R[$t,$cfg,$s]+="$v "
         U[$t,$cfg,$s]+="$u "
+        C[$t,$cfg,$s]+="$cl "
       done
     done
   done
@@ -129,15 +136,20 @@ for cfg in "${CONFIGS[@]}"; do
       "$(ratio "$t2" "$t1")"
   done
 done
-echo
-echo "server CPU time per request (user + system, microseconds), median"
-printf '%-6s %-12s %12s %12s %12s\n' test config redis-server troupe-t1 troupe-t2
-for cfg in "${CONFIGS[@]}"; do
-  read -r c p <<<"$cfg"
-  for t in "${TLIST[@]}"; do
-    # shellcheck disable=SC2086 # the values are words
-    printf '%-6s %-12s %12s %12s %12s\n' "$t" "-c $c -P $p" \
-      "$(median ${U[$t,$cfg,redis]})" "$(median ${U[$t,$cfg,t1]})" \
-      "$(median ${U[$t,$cfg,t2]})"
+cpu_table() { # title name-of-array
+  local -n a=$2
+  echo
+  echo "$1"
+  printf '%-6s %-12s %12s %12s %12s\n' test config redis-server troupe-t1 troupe-t2
+  for cfg in "${CONFIGS[@]}"; do
+    read -r c p <<<"$cfg"
+    for t in "${TLIST[@]}"; do
+      # shellcheck disable=SC2086 # the values are words
+      printf '%-6s %-12s %12s %12s %12s\n' "$t" "-c $c -P $p" \
+        "$(median ${a[$t,$cfg,redis]})" "$(median ${a[$t,$cfg,t1]})" \
+        "$(median ${a[$t,$cfg,t2]})"
+    done
   done
-done
+}
+cpu_table "server CPU time per request (user + system, microseconds), median" U
+cpu_table "redis-benchmark's CPU time per request (microseconds), median" C
