@@ -438,42 +438,84 @@ static int key_arg(const kv_ophdr *h)
 }
 
 /* Before a batch runs, its first PREFETCH_OPS lookups are started: the
- * keys' buckets are prefetched, then the buckets' first entries. Each
- * lookup in a large table misses the cache twice (bucket, entry); issued
- * together they overlap, where one op after another they would not
- * (Redis 8 prefetches its io threads' batches the same way). Ops with many
- * arguments end the look-ahead: walking them would cost more than the
- * misses it hides. */
+ * keys' buckets are prefetched, then the buckets' first entries, and for
+ * a command on a hash or a set, its args[2] (a field, a member) in that
+ * hash or set the same way. Each lookup in a large table misses the cache
+ * twice (bucket, entry); issued together they overlap, where one op after
+ * another they would not (Redis 8 prefetches its io threads' batches the
+ * same way). Ops with many arguments end the look-ahead: walking them
+ * would cost more than the misses it hides. */
 #define PREFETCH_OPS 16
 #define PREFETCH_MAX_ARGS 8
+typedef struct ahead {
+    kv_de *const *slot; /* the key's bucket */
+    const char *key, *sub;
+    uint32_t kn, subn;
+    uint64_t h;
+} ahead;
+
+/* The op's key and args[2] of a command; false if it overruns the batch. */
+static bool ahead_args(const kv_ophdr *h, const char **p, const char *end,
+                       ahead *a)
+{
+    int ki = key_arg(h);
+    a->key = a->sub = NULL;
+    for (uint32_t i = 0; i < h->nargs; i++) {
+        if (end - *p < 4)
+            return false;
+        uint32_t len = kv_get32(*p);
+        if (len > (size_t)(end - *p) - 4)
+            return false;
+        if ((int)i == ki) {
+            a->key = *p + 4;
+            a->kn = len;
+        } else if (h->op == OP_CMD && i == 2) {
+            a->sub = *p + 4;
+            a->subn = len;
+        }
+        *p += 4 + len;
+    }
+    return true;
+}
+
 static void prefetch_keys(kv_shard *sh, const char *p, const char *end)
 {
-    kv_de *const *slot[PREFETCH_OPS];
+    ahead a[PREFETCH_OPS];
     unsigned n = 0;
     const kv_dict *d = &sh->db.keys;
     while (n < PREFETCH_OPS && (size_t)(end - p) >= sizeof(kv_ophdr)) {
         kv_ophdr h;
         memcpy(&h, p, sizeof h);
         p += sizeof h;
-        int ki = key_arg(&h);
-        if (h.nargs > PREFETCH_MAX_ARGS)
+        if (h.nargs > PREFETCH_MAX_ARGS || !ahead_args(&h, &p, end, &a[n]))
             break;
-        for (uint32_t i = 0; i < h.nargs; i++) {
-            if (end - p < 4)
-                break;
-            uint32_t len = kv_get32(p);
-            if (len > (size_t)(end - p) - 4)
-                break;
-            if ((int)i == ki) {
-                slot[n] = &d->b[kv_hash(p + 4, len) & d->mask];
-                __builtin_prefetch(slot[n]);
-                n++;
-            }
-            p += 4 + len;
+        if (a[n].key) {
+            a[n].h = kv_hash(a[n].key, a[n].kn);
+            a[n].slot = &d->b[a[n].h & d->mask];
+            __builtin_prefetch(a[n].slot);
+            n++;
         }
     }
     for (unsigned i = 0; i < n; i++)
-        __builtin_prefetch(*slot[i]); /* NULL: no entry, a no-op */
+        __builtin_prefetch(*a[i].slot); /* NULL: no entry, a no-op */
+    kv_de *const *sub[PREFETCH_OPS];
+    unsigned m = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (!a[i].sub)
+            continue;
+        kv_de *e = *a[i].slot;
+        while (e && (e->hash != a[i].h || e->klen != a[i].kn ||
+                     memcmp(e->key, a[i].key, a[i].kn) != 0))
+            e = e->next;
+        if (e && (e->type == KV_T_HASH || e->type == KV_T_SET)) {
+            const kv_dict *nd = e->val;
+            sub[m] = &nd->b[kv_hash(a[i].sub, a[i].subn) & nd->mask];
+            __builtin_prefetch(sub[m]);
+            m++;
+        }
+    }
+    for (unsigned i = 0; i < m; i++)
+        __builtin_prefetch(*sub[i]);
 }
 
 static int run_batch(tp_ctx *ctx, kv_shard *sh, const tp_msg *msg)
