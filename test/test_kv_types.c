@@ -94,6 +94,13 @@ static void test_strings(void **state)
     EXPECT_REPLY(c, ":11", "INCRBY", "n", "10");
     EXPECT_REPLY(c, ":10", "DECR", "n");
     EXPECT_REPLY(c, ":5", "DECRBY", "n", "5");
+    /* Shorter, then longer text: updated in place, then re-made. */
+    EXPECT_REPLY(c, "$5", "GET", "n");
+    EXPECT_REPLY(c, ":1", "STRLEN", "n");
+    EXPECT_REPLY(c, ":-95", "DECRBY", "n", "100");
+    EXPECT_REPLY(c, "$-95", "GET", "n");
+    EXPECT_REPLY(c, ":5", "INCRBY", "n", "100");
+    EXPECT_REPLY(c, ":1", "STRLEN", "n");
     EXPECT_REPLY(c, "-ERR decrement would overflow", "DECRBY", "n",
                  "-9223372036854775808");
     EXPECT_REPLY(c, "-ERR value is not an integer or out of range", "INCR",
@@ -256,6 +263,9 @@ static void test_hashes(void **state)
     EXPECT_REPLY(c, ":1", "HSETNX", "h", "f9", "x");
     EXPECT_REPLY(c, ":5", "HINCRBY", "h", "cnt", "5");
     EXPECT_REPLY(c, ":-5", "HINCRBY", "h", "cnt", "-10");
+    EXPECT_REPLY(c, ":0", "HINCRBY", "h", "cnt", "5");
+    EXPECT_REPLY(c, "$0", "HGET", "h", "cnt");
+    EXPECT_REPLY(c, ":1", "HSTRLEN", "h", "cnt");
     EXPECT_REPLY(c, "-ERR hash value is not an integer", "HINCRBY", "h", "f1",
                  "1");
     EXPECT_REPLY(c, "-ERR value is not an integer or out of range", "HINCRBY",

@@ -178,7 +178,8 @@ KV_CMD(hincrby)
     kv_de *f = field(e, 2, cx);
     if (kv_incr_i64(cx, f ? f->val : NULL, by,
                     "-ERR hash value is not an integer\r\n", &s, &v)) {
-        set_field(create(cx, e), cx->a[2], cx->an[2], s);
+        if (!f || s != f->val)
+            set_field(create(cx, e), cx->a[2], cx->an[2], s);
         kv_buf_int(cx->r, v);
     }
 }

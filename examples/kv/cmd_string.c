@@ -254,7 +254,8 @@ static void incr_by(kv_cx *cx, int64_t by)
     int64_t v;
     if (kv_typed(cx, KV_T_STRING, &e) &&
         kv_incr_i64(cx, e ? e->val : NULL, by, KV_NOTINT, &s, &v)) {
-        store(cx, e, s, true);
+        if (!e || s != e->val)
+            store(cx, e, s, true);
         kv_buf_int(cx->r, v);
     }
 }

@@ -358,7 +358,7 @@ size_t kv_fmt_ld(char *out, size_t size, long double v)
     return (size_t)n;
 }
 
-bool kv_incr_i64(kv_cx *cx, const kv_str *old, int64_t by, const char *notint,
+bool kv_incr_i64(kv_cx *cx, kv_str *old, int64_t by, const char *notint,
                  kv_str **out, int64_t *v)
 {
     *v = 0;
@@ -372,8 +372,14 @@ bool kv_incr_i64(kv_cx *cx, const kv_str *old, int64_t by, const char *notint,
     }
     *v += by;
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)*v);
-    *out = kv_str_new(tmp, (size_t)n);
+    size_t n = kv_fmt_i64(tmp, *v);
+    if (old && n <= old->len) {
+        memcpy(old->p, tmp, n);
+        old->len = (uint32_t)n;
+        *out = old;
+    } else {
+        *out = kv_str_new(tmp, n);
+    }
     return true;
 }
 

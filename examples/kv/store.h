@@ -220,10 +220,15 @@ bool kv_parse_double(const char *p, size_t n, double *v, bool strict);
  * 0 if it does not fit in size). */
 bool kv_parse_ld(const char *p, size_t n, long double *v);
 size_t kv_fmt_ld(char *out, size_t size, long double v);
-/* old (NULL: absent, 0) + by as a new string (*out, and its value in *v):
- * INCRBY and HINCRBY; false with the error replied (notint if old is not
- * an integer, or the overflow). */
-bool kv_incr_i64(kv_cx *cx, const kv_str *old, int64_t by, const char *notint,
+/* v in decimal into out (at least 20 bytes); its length. */
+size_t kv_fmt_i64(char *out, int64_t v);
+/* old (NULL: absent, 0) + by as a string (*out, and its value in *v):
+ * INCRBY and HINCRBY. When the new text is not longer than old's, it is
+ * written over old and *out is old (nothing to store: the caller's value
+ * changed in place, as Redis updates an integer in place); else *out is a
+ * new string. False with the error replied (notint if old is not an
+ * integer, or the overflow). */
+bool kv_incr_i64(kv_cx *cx, kv_str *old, int64_t by, const char *notint,
                  kv_str **out, int64_t *v);
 /* The same in long doubles, for INCRBYFLOAT and HINCRBYFLOAT. */
 bool kv_incr_ld(kv_cx *cx, const kv_str *old, long double by,

@@ -101,18 +101,22 @@ static size_t u64_dec(char *out, uint64_t v)
     return n;
 }
 
+size_t kv_fmt_i64(char *out, int64_t v)
+{
+    uint64_t u = (uint64_t)v;
+    if (v >= 0)
+        return u64_dec(out, u);
+    *out = '-';
+    return 1 + u64_dec(out + 1, 0 - u);
+}
+
 static void prefixed(kv_buf *b, char c, int64_t v)
 {
     if (!kv_buf_reserve(b, 24))
         return;
     char *p = b->p + b->n;
     *p++ = c;
-    uint64_t u = (uint64_t)v;
-    if (v < 0) {
-        *p++ = '-';
-        u = 0 - u;
-    }
-    p += u64_dec(p, u);
+    p += kv_fmt_i64(p, v);
     *p++ = '\r';
     *p++ = '\n';
     b->n = (size_t)(p - b->p);
