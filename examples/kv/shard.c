@@ -402,6 +402,21 @@ static void run_op(tp_ctx *ctx, kv_shard *sh, const kv_ophdr *h, tp_pid from,
     frag_close(ctx, sh, at, from);
 }
 
+/* The argument at *p (u32 length, bytes) into *a, *n, and *p past it;
+ * false if it overruns the batch. */
+static bool next_arg(const char **p, const char *end, const char **a,
+                     uint32_t *n)
+{
+    if (end - *p < 4)
+        return false;
+    *n = kv_get32(*p);
+    if (*n > (size_t)(end - *p) - 4)
+        return false;
+    *a = *p + 4;
+    *p += 4 + *n;
+    return true;
+}
+
 /* Point sh->av at the op's arguments; false if they overrun the batch. */
 static bool read_args(kv_shard *sh, const kv_ophdr *h, const char **p,
                       const char *end)
@@ -411,18 +426,9 @@ static bool read_args(kv_shard *sh, const kv_ophdr *h, const char **p,
         sh->av = kv_xrealloc(sh->av, sh->avcap * sizeof *sh->av);
         sh->avn = kv_xrealloc(sh->avn, sh->avcap * sizeof *sh->avn);
     }
-    const char *q = *p;
-    for (uint32_t i = 0; i < h->nargs; i++) {
-        if (end - q < 4)
+    for (uint32_t i = 0; i < h->nargs; i++)
+        if (!next_arg(p, end, &sh->av[i], &sh->avn[i]))
             return false;
-        uint32_t n = kv_get32(q);
-        if (n > (size_t)(end - q) - 4)
-            return false;
-        sh->avn[i] = n;
-        sh->av[i] = q + 4;
-        q += 4 + n;
-    }
-    *p = q;
     return true;
 }
 
@@ -461,19 +467,17 @@ static bool ahead_args(const kv_ophdr *h, const char **p, const char *end,
     int ki = key_arg(h);
     a->key = a->sub = NULL;
     for (uint32_t i = 0; i < h->nargs; i++) {
-        if (end - *p < 4)
-            return false;
-        uint32_t len = kv_get32(*p);
-        if (len > (size_t)(end - *p) - 4)
+        const char *arg;
+        uint32_t len;
+        if (!next_arg(p, end, &arg, &len))
             return false;
         if ((int)i == ki) {
-            a->key = *p + 4;
+            a->key = arg;
             a->kn = len;
         } else if (h->op == OP_CMD && i == 2) {
-            a->sub = *p + 4;
+            a->sub = arg;
             a->subn = len;
         }
-        *p += 4 + len;
     }
     return true;
 }
@@ -503,10 +507,7 @@ static void prefetch_keys(kv_shard *sh, const char *p, const char *end)
     for (unsigned i = 0; i < n; i++) {
         if (!a[i].sub)
             continue;
-        kv_de *e = *a[i].slot;
-        while (e && (e->hash != a[i].h || e->klen != a[i].kn ||
-                     memcmp(e->key, a[i].key, a[i].kn) != 0))
-            e = e->next;
+        kv_de *e = *kv_dict_link(&sh->db.keys, a[i].key, a[i].kn, a[i].h);
         if (e && (e->type == KV_T_HASH || e->type == KV_T_SET)) {
             const kv_dict *nd = e->val;
             sub[m] = &nd->b[kv_hash(a[i].sub, a[i].subn) & nd->mask];
