@@ -16,8 +16,6 @@ static kv_de *member(kv_de *e, const kv_cx *cx, uint32_t i)
     return e ? kv_dict_find(&zset_of(e)->d, cx->a[i], cx->an[i]) : NULL;
 }
 
-static double score_of(const kv_de *m) { return ((kv_zn *)m->val)->score; }
-
 /* ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member ... */
 static void zadd(kv_cx *cx, bool zincrby)
 {
@@ -79,7 +77,7 @@ static void zadd(kv_cx *cx, bool zincrby)
         kv_parse_double(cx->a[i + 2 * j], cx->an[i + 2 * j], &score, true);
         kv_de *cur = kv_dict_find(&zset_of(e)->d, m, mn);
         if (cur) {
-            double old = score_of(cur);
+            double old = cur->score;
             if (f & NX)
                 continue;
             if (f & INCR) {
@@ -92,7 +90,7 @@ static void zadd(kv_cx *cx, bool zincrby)
             if (((f & LT) && score >= old) || ((f & GT) && score <= old))
                 continue;
             if (score != old) {
-                kv_zset_set(zset_of(e), m, mn, score);
+                kv_zset_update(zset_of(e), cur, score);
                 updated++;
             }
             processed++;
@@ -139,7 +137,7 @@ KV_CMD(zrem)
 static void reply_score(kv_cx *cx, const kv_de *m)
 {
     if (m)
-        kv_reply_double(cx->r, score_of(m));
+        kv_reply_double(cx->r, m->score);
     else
         KV_LIT(cx, "$-1\r\n");
 }
@@ -224,10 +222,11 @@ static void count_in(kv_cx *cx, bool lex)
     if (!range_args(cx, 2, 3, lex, &r) || !kv_typed(cx, KV_T_ZSET, &e))
         return;
     size_t n = 0;
-    kv_zn *lo = e ? kv_zset_first_in(zset_of(e), &r) : NULL;
-    if (lo) {
-        kv_zn *hi = kv_zset_last_in(zset_of(e), &r);
-        n = kv_zset_rank(zset_of(e), hi) - kv_zset_rank(zset_of(e), lo) + 1;
+    kv_zit lo = e ? kv_zset_first_in(zset_of(e), &r) : (kv_zit){0};
+    if (lo.l) {
+        kv_zit hi = kv_zset_last_in(zset_of(e), &r);
+        n = kv_zset_rank(zset_of(e), kv_zit_member(hi)) -
+            kv_zset_rank(zset_of(e), kv_zit_member(lo)) + 1;
     }
     kv_buf_int(cx->r, (int64_t)n);
 }
@@ -245,18 +244,19 @@ static void rank(kv_cx *cx, bool rev)
         KV_LIT(cx, "$-1\r\n");
         return;
     }
-    size_t r = kv_zset_rank(zset_of(e), m->val);
+    size_t r = kv_zset_rank(zset_of(e), m);
     kv_buf_int(cx->r, (int64_t)(rev ? kv_zset_len(zset_of(e)) - 1 - r : r));
 }
 
 KV_CMD(zrank) { rank(cx, false); }
 KV_CMD(zrevrank) { rank(cx, true); }
 
-static void emit(kv_cx *cx, const kv_zn *x, bool scores)
+static void emit(kv_cx *cx, kv_zit it, bool scores)
 {
-    kv_buf_bulk(cx->r, x->de->key, x->de->klen);
+    const kv_de *m = kv_zit_member(it);
+    kv_buf_bulk(cx->r, m->key, m->klen);
     if (scores)
-        kv_reply_double(cx->r, x->score);
+        kv_reply_double(cx->r, kv_zit_score(it));
 }
 
 /* By index: Redis's clamping of start and stop. */
@@ -279,9 +279,9 @@ static void range_by_rank(kv_cx *cx, kv_zset *z, int64_t start, int64_t stop,
         stop = l - 1;
     size_t n = (size_t)(stop - start + 1);
     kv_reply_arr(cx->r, n * (1 + scores));
-    kv_zn *x = kv_zset_at(z, rev ? len - 1 - (size_t)start : (size_t)start);
-    for (; n--; x = rev ? x->back : x->lv[0].fw)
-        emit(cx, x, scores);
+    kv_zit it = kv_zset_at(z, rev ? len - 1 - (size_t)start : (size_t)start);
+    for (; n--; it = rev ? kv_zit_prev(it) : kv_zit_next(it))
+        emit(cx, it, scores);
 }
 
 /* By score or lex range, after off nodes, at most lim (< 0: all); the
@@ -289,20 +289,22 @@ static void range_by_rank(kv_cx *cx, kv_zset *z, int64_t start, int64_t stop,
 static void range_by_value(kv_cx *cx, kv_zset *z, const kv_zrange *r,
                            int64_t off, int64_t lim, bool rev, bool scores)
 {
-    kv_zn *x = rev ? kv_zset_last_in(z, r) : kv_zset_first_in(z, r);
+    kv_zit it = rev ? kv_zset_last_in(z, r) : kv_zset_first_in(z, r);
     if (off < 0)
-        x = NULL;
-    for (; x && off > 0; off--)
-        x = rev ? x->back : x->lv[0].fw;
+        it.l = NULL;
+    for (; it.l && off > 0; off--)
+        it = rev ? kv_zit_prev(it) : kv_zit_next(it);
     kv_buf items = {0};
     kv_buf *out = cx->r;
     cx->r = &items;
     size_t n = 0;
-    for (; x && lim != 0; lim--, n++) {
-        if (rev ? !kv_zrange_gte_min(x, r) : !kv_zrange_lte_max(x, r))
+    for (; it.l && lim != 0; lim--, n++) {
+        double s = kv_zit_score(it);
+        const kv_de *m = kv_zit_member(it);
+        if (rev ? !kv_zrange_gte_min(s, m, r) : !kv_zrange_lte_max(s, m, r))
             break;
-        emit(cx, x, scores);
-        x = rev ? x->back : x->lv[0].fw;
+        emit(cx, it, scores);
+        it = rev ? kv_zit_prev(it) : kv_zit_next(it);
     }
     cx->r = out;
     kv_reply_arr(cx->r, n * (1 + scores));
@@ -404,10 +406,10 @@ static void zpop(kv_cx *cx, bool max)
                                                 : kv_zset_len(z);
     kv_reply_arr(cx->r, n * 2);
     while (n--) {
-        kv_zn *x = max ? z->tail : z->head->lv[0].fw;
-        emit(cx, x, true);
-        kv_zset_del(z,
-                    kv_dict_link(&z->d, x->de->key, x->de->klen, x->de->hash));
+        kv_zit it = max ? kv_zset_last(z) : kv_zset_first(z);
+        const kv_de *m = kv_zit_member(it);
+        emit(cx, it, true);
+        kv_zset_del(z, kv_dict_link(&z->d, m->key, m->klen, m->hash));
     }
     kv_drop_if_empty(cx, e);
 }

@@ -165,10 +165,12 @@ void kv_obj_encode(kv_buf *b, uint8_t type, const void *val)
     case KV_T_ZSET: {
         const kv_zset *z = val;
         put_count(b, kv_zset_len(z));
-        for (kv_zn *x = z->head->lv[0].fw; x; x = x->lv[0].fw) {
-            put_str(b, x->de->key, x->de->klen);
+        for (kv_zit it = kv_zset_first(z); it.l; it = kv_zit_next(it)) {
+            const kv_de *m = kv_zit_member(it);
+            put_str(b, m->key, m->klen);
+            double score = kv_zit_score(it);
             uint64_t bits;
-            memcpy(&bits, &x->score, sizeof bits);
+            memcpy(&bits, &score, sizeof bits);
             kv_buf_reserve(b, 8);
             kv_put64(b->p + b->n, bits);
             b->n += 8;

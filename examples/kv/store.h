@@ -36,7 +36,10 @@ kv_str *kv_str_new(const void *p, size_t n);
 typedef struct kv_de {
     struct kv_de *next;
     uint64_t hash;
-    void *val;
+    union {
+        void *val;
+        double score; /* a sorted set's member */
+    };
     int64_t expire; /* unix ms, 0 = never */
     uint32_t xi;    /* index in kv_db.xs while expire != 0 */
     uint32_t klen;
@@ -102,35 +105,68 @@ void kv_list_compact(kv_list *l);
 
 /* ------------------------------------------------------------ sorted sets */
 
-typedef struct kv_zn {
-    kv_de *de; /* the member (its key bytes) in the set's dict */
-    double score;
-    struct kv_zn *back;
-    struct {
-        struct kv_zn *fw;
-        size_t span;
-    } lv[];
-} kv_zn;
+/* A B+tree of (score, member) entries whose inner nodes count the entries
+ * under each child (ranks in O(log n)), and a dict member -> score (in
+ * the member's kv_de.score). */
+#define KV_ZB 32 /* entries per node */
 
-/* A skiplist ordered by (score, member) with spans (ranks in O(log n)),
- * and a dict member -> node (scores in O(1)). */
+typedef struct kv_zkeys {
+    uint32_t n;
+    double score[KV_ZB];
+    kv_de *m[KV_ZB]; /* the member (its key bytes) in the set's dict */
+} kv_zkeys;
+
+typedef struct kv_zleaf {
+    kv_zkeys k;
+    struct kv_zleaf *prev, *next; /* the leaves in order */
+} kv_zleaf;
+
 typedef struct kv_zset {
     kv_dict d;
-    kv_zn *head, *tail;
-    int level;
+    void *root; /* a kv_zleaf when height is 0 */
+    int height;
 } kv_zset;
+
+/* A position in the order: entry i of leaf l (l NULL: past either end).
+ * Valid until the set changes. */
+typedef struct kv_zit {
+    kv_zleaf *l;
+    uint32_t i;
+} kv_zit;
+
+static inline kv_de *kv_zit_member(kv_zit it) { return it.l->k.m[it.i]; }
+static inline double kv_zit_score(kv_zit it) { return it.l->k.score[it.i]; }
+static inline kv_zit kv_zit_next(kv_zit it)
+{
+    if (++it.i == it.l->k.n)
+        it = (kv_zit){it.l->next, 0};
+    return it;
+}
+static inline kv_zit kv_zit_prev(kv_zit it)
+{
+    if (it.i)
+        it.i--;
+    else if ((it.l = it.l->prev))
+        it.i = it.l->k.n - 1;
+    return it;
+}
 
 kv_zset *kv_zset_new(void);
 void kv_zset_free(kv_zset *z);
 /* Add a member or change its score. */
 void kv_zset_set(kv_zset *z, const void *m, size_t n, double score);
+/* Change the score of member m (a kv_de of z->d). */
+void kv_zset_update(kv_zset *z, kv_de *m, double score);
 /* Remove the member of this dict link (from kv_dict_link, found). */
 void kv_zset_del(kv_zset *z, kv_de **link);
 static inline size_t kv_zset_len(const kv_zset *z) { return z->d.count; }
-/* 0-based rank of a node. */
-size_t kv_zset_rank(const kv_zset *z, const kv_zn *x);
-/* The node at a 0-based rank (< len). */
-kv_zn *kv_zset_at(const kv_zset *z, size_t rank);
+/* 0-based rank of member m. */
+size_t kv_zset_rank(const kv_zset *z, const kv_de *m);
+/* The entry at a 0-based rank (< len). */
+kv_zit kv_zset_at(const kv_zset *z, size_t rank);
+/* The least and the greatest entry (l NULL when empty). */
+kv_zit kv_zset_first(const kv_zset *z);
+kv_zit kv_zset_last(const kv_zset *z);
 /* A range of scores (min, max, each exclusive or not) or, when lex, of
  * members (lmin, lmax; an infinite end is "-" / "+" as in Redis, which
  * orders members this way only among equal scores). */
@@ -142,12 +178,12 @@ typedef struct kv_zrange {
     size_t lminn, lmaxn;
     int lmin_inf, lmax_inf; /* -1 "-", +1 "+", 0 a member */
 } kv_zrange;
-/* First node within r's lower bound (NULL if none or past the upper),
+/* First entry within r's lower bound (l NULL if none or past the upper),
  * and last within its upper bound. */
-kv_zn *kv_zset_first_in(const kv_zset *z, const kv_zrange *r);
-kv_zn *kv_zset_last_in(const kv_zset *z, const kv_zrange *r);
-bool kv_zrange_gte_min(const kv_zn *x, const kv_zrange *r);
-bool kv_zrange_lte_max(const kv_zn *x, const kv_zrange *r);
+kv_zit kv_zset_first_in(const kv_zset *z, const kv_zrange *r);
+kv_zit kv_zset_last_in(const kv_zset *z, const kv_zrange *r);
+bool kv_zrange_gte_min(double score, const kv_de *m, const kv_zrange *r);
+bool kv_zrange_lte_max(double score, const kv_de *m, const kv_zrange *r);
 
 /* --------------------------------------------------------------- keyspace */
 
