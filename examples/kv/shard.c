@@ -446,7 +446,8 @@ static int key_arg(const kv_ophdr *h)
 /* Before a batch runs, its first PREFETCH_OPS lookups are started: the
  * keys' buckets are prefetched, then the buckets' first entries, and for
  * a command on a hash or a set, its args[2] (a field, a member) in that
- * hash or set the same way. Each lookup in a large table misses the cache
+ * hash or set the same way, and for one on a sorted set its last argument
+ * when there are at most four (ZADD key score member, ZSCORE key member). Each lookup in a large table misses the cache
  * twice (bucket, entry); issued together they overlap, where one op after
  * another they would not (Redis 8 prefetches its io threads' batches the
  * same way). Ops with many arguments end the look-ahead: walking them
@@ -454,18 +455,19 @@ static int key_arg(const kv_ophdr *h)
 #define PREFETCH_OPS 16
 #define PREFETCH_MAX_ARGS 8
 typedef struct ahead {
-    kv_de *const *slot; /* the key's bucket */
-    const char *key, *sub;
-    uint32_t kn, subn;
+    kv_de *const *slot;       /* the key's bucket */
+    const char *key, *sub[2]; /* args[2]; args[3] when it is the last */
+    uint32_t kn, subn[2];
     uint64_t h;
 } ahead;
 
-/* The op's key and args[2] of a command; false if it overruns the batch. */
+/* The op's key and args[2..3] of a command; false if it overruns the
+ * batch. */
 static bool ahead_args(const kv_ophdr *h, const char **p, const char *end,
                        ahead *a)
 {
     int ki = key_arg(h);
-    a->key = a->sub = NULL;
+    a->key = a->sub[0] = a->sub[1] = NULL;
     for (uint32_t i = 0; i < h->nargs; i++) {
         const char *arg;
         uint32_t len;
@@ -474,9 +476,9 @@ static bool ahead_args(const kv_ophdr *h, const char **p, const char *end,
         if ((int)i == ki) {
             a->key = arg;
             a->kn = len;
-        } else if (h->op == OP_CMD && i == 2) {
-            a->sub = arg;
-            a->subn = len;
+        } else if (h->op == OP_CMD && (i == 2 || (i == 3 && h->nargs == 4))) {
+            a->sub[i - 2] = arg;
+            a->subn[i - 2] = len;
         }
     }
     return true;
@@ -505,15 +507,22 @@ static void prefetch_keys(kv_shard *sh, const char *p, const char *end)
     kv_de *const *sub[PREFETCH_OPS];
     unsigned m = 0;
     for (unsigned i = 0; i < n; i++) {
-        if (!a[i].sub)
+        if (!a[i].sub[0])
             continue;
         kv_de *e = *kv_dict_link(&sh->db.keys, a[i].key, a[i].kn, a[i].h);
+        const kv_dict *nd;
+        int j = 0; /* which argument is the field or member */
         if (e && (e->type == KV_T_HASH || e->type == KV_T_SET)) {
-            const kv_dict *nd = e->val;
-            sub[m] = &nd->b[kv_hash(a[i].sub, a[i].subn) & nd->mask];
-            __builtin_prefetch(sub[m]);
-            m++;
+            nd = e->val;
+        } else if (e && e->type == KV_T_ZSET) {
+            nd = &((const kv_zset *)e->val)->d;
+            j = a[i].sub[1] != NULL;
+        } else {
+            continue;
         }
+        sub[m] = &nd->b[kv_hash(a[i].sub[j], a[i].subn[j]) & nd->mask];
+        __builtin_prefetch(sub[m]);
+        m++;
     }
     for (unsigned i = 0; i < m; i++)
         __builtin_prefetch(*sub[i]);
