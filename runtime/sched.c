@@ -326,8 +326,9 @@ static void share(tpi_sched *s, uint64_t idle)
          * actor it talks to, or if it talks to none: that actor left here
          * would call it back at its next answer (tpi_sched_follow), and
          * each move of a socket costs system calls on both loops. */
-        tpi_actor *p = movable(a) ? claim_partner(s, a) : NULL;
-        if (!movable(a) || (!p && a->partner && a->ext && a->ext->resources)) {
+        bool can = movable(a);
+        tpi_actor *p = can ? claim_partner(s, a) : NULL;
+        if (!can || (!p && a->partner && a->ext && a->ext->resources)) {
             prev = n;
             n = next;
             continue;
