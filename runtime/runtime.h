@@ -100,6 +100,9 @@ struct tpi_sched {
     struct event *wake_ev;
     int wake_fd;
     _Atomic int wake_pending;
+    /* In the busy wait (runtime/sched.c, loop): it looks at wake_pending
+     * between polls, so a wake-up needs no eventfd write. */
+    _Atomic int spinning;
     int own_events; /* events of its own on its base (runtime/sched.c) */
     bool run_active;
     tpi_mpscq inject;       /* actors made ready by other threads */

@@ -202,9 +202,13 @@ static void write_wake_fd(tpi_sched *s)
 
 void tpi_sched_wake(tpi_sched *s)
 {
-    /* acq_rel: only the pusher that flips the flag writes the eventfd; the
-     * loop clears it before draining, so a later push writes again. */
-    if (!atomic_exchange_explicit(&s->wake_pending, 1, memory_order_acq_rel))
+    /* Only the pusher that flips the flag wakes s; the loop clears it
+     * before draining, so a later push wakes again. A spinning loop looks
+     * at the flag itself. seq_cst, the flip then the look at spinning,
+     * against loop()'s clear of spinning then its look at the flag: either
+     * we see it spinning and it sees the flag, or we write the eventfd. */
+    if (!atomic_exchange_explicit(&s->wake_pending, 1, memory_order_seq_cst) &&
+        !atomic_load_explicit(&s->spinning, memory_order_seq_cst))
         write_wake_fd(s);
 }
 
@@ -398,13 +402,9 @@ void tpi_sched_place(tpi_sched *s, tpi_actor *a, tpi_sched *to)
     tpi_sched_wake(to);
 }
 
-static void on_wake(evutil_socket_t fd, short what, void *arg)
+/* Woken (wake_pending seen set): the inject queue and the stop flags. */
+static void woken(tpi_sched *s)
 {
-    (void)what;
-    tpi_sched *s = arg;
-    uint64_t v;
-    while (read(fd, &v, sizeof v) < 0 && errno == EINTR)
-        ;
     /* seq_cst: the clear must precede our reads of the inject queue, so a
      * push we miss sees 0 and writes the eventfd again. */
     atomic_store_explicit(&s->wake_pending, 0, memory_order_seq_cst);
@@ -418,6 +418,15 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     if (atomic_load_explicit(&rt->world_stop, memory_order_relaxed))
         tpi_world_safepoint(s);
     drain_inject(s);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    uint64_t v;
+    while (read(fd, &v, sizeof v) < 0 && errno == EINTR)
+        ;
+    woken(arg);
 }
 
 /* Nothing else on s's loop: no socket, timer or signal event of anyone
@@ -610,6 +619,17 @@ void tpi_sched_fini(tpi_sched *s)
  * that shares it is not held up by a scheduler with nothing to do. Work is
  * told by the stuck watch's tick, which every batch and turn moves.
  * Returns as event_base_loop(base, 0) does: when the loop is broken. */
+/* The loop returns from its busy wait: a wake-up that counted on the spin
+ * gets its eventfd write, as if it had found the loop asleep (a later run
+ * of the loop reads it). seq_cst: see tpi_sched_wake. */
+static int spin_end(tpi_sched *s, int rc)
+{
+    atomic_store_explicit(&s->spinning, 0, memory_order_seq_cst);
+    if (atomic_load_explicit(&s->wake_pending, memory_order_seq_cst))
+        write_wake_fd(s);
+    return rc;
+}
+
 static int loop(tpi_sched *s)
 {
     if (!s->busy_wait_ns)
@@ -620,19 +640,36 @@ static int loop(tpi_sched *s)
     while (!(rc = event_base_loop(s->base, EVLOOP_ONCE)) &&
            !event_base_got_break(s->base)) {
         uint64_t since = 0;
+        /* seq_cst: see tpi_sched_wake. */
+        atomic_store_explicit(&s->spinning, 1, memory_order_seq_cst);
         for (;;) {
+            /* relaxed: a hint; woken's seq_cst clear orders the drain. A
+             * break made outside the loop lasts only until its next run,
+             * which clears it: ours to act on now. */
+            if (atomic_load_explicit(&s->wake_pending, memory_order_relaxed)) {
+                woken(s);
+                if (event_base_got_break(s->base))
+                    return spin_end(s, 0);
+            }
             uint64_t t = atomic_load_explicit(&s->tick, memory_order_relaxed);
             uint64_t now = tpi_now_ns();
             if (t != seen) {
                 seen = t;
                 since = now;
             } else if (now - since >= s->busy_wait_ns) {
-                break; /* also at once when the wake-up brought no work */
+                /* also at once when the wake-up brought no work. seq_cst:
+                 * see tpi_sched_wake; a flag set meanwhile is ours. */
+                atomic_store_explicit(&s->spinning, 0, memory_order_seq_cst);
+                if (!atomic_load_explicit(&s->wake_pending,
+                                          memory_order_seq_cst))
+                    break;
+                atomic_store_explicit(&s->spinning, 1, memory_order_seq_cst);
+                continue;
             }
             sched_yield();
             if ((rc = event_base_loop(s->base, EVLOOP_NONBLOCK)) != 0 ||
                 event_base_got_break(s->base))
-                return rc;
+                return spin_end(s, rc);
         }
     }
     return rc;

@@ -2,9 +2,10 @@
  * The scheduler loop serving sockets (runtime/sched.c, tpi_sched_init):
  * one poll per round of ready sockets, not one per event, sockets and
  * timers still served while actors are always runnable, and no poll at
- * all between batches while nothing else is on the loop. Polls are counted
- * by wrapping epoll_wait (libevent calls it through the PLT, so this
- * program's definition is the one it reaches). One scheduler thread.
+ * all between batches while nothing else is on the loop; the busy wait.
+ * Polls are counted by wrapping epoll_wait (libevent calls it through the
+ * PLT, so this program's definition is the one it reaches), wake-ups by
+ * wrapping write (eventfd writes). One scheduler thread.
  */
 #include "tp_test.h"
 #include "io/io_test.h"
@@ -40,6 +41,36 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
         last_nonblocking_ms = tpt_now_ms();
     }
     return f(epfd, events, maxevents, timeout);
+}
+
+/* Writes to an eventfd (a scheduler's wake-up), by any thread. */
+static _Atomic unsigned long wake_writes;
+
+static bool is_eventfd(int fd)
+{
+    char path[32], link[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, link, sizeof link - 1);
+    if (n < 0)
+        return false;
+    link[n] = 0;
+    return strcmp(link, "anon_inode:[eventfd]") == 0;
+}
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+    typedef ssize_t (*fn)(int, const void *, size_t);
+    static _Atomic(fn) real;
+    /* relaxed: every thread finds the same function. */
+    fn f = atomic_load_explicit(&real, memory_order_relaxed);
+    if (!f) {
+        f = (fn)dlsym(RTLD_NEXT, "write");
+        atomic_store_explicit(&real, f, memory_order_relaxed);
+    }
+    if (n == sizeof(uint64_t) && is_eventfd(fd))
+        /* relaxed: a count, read after the threads are joined. */
+        atomic_fetch_add_explicit(&wake_writes, 1, memory_order_relaxed);
+    return f(fd, buf, n);
 }
 
 enum { TAG_HELLO = 1, TAG_ECHOED, TAG_DONE, TAG_PING, TAG_TICK };
@@ -395,6 +426,9 @@ typedef struct pause {
     tp_runtime *rt;
     tp_pid self;
     int got;
+    unsigned busy_wait_us; /* run_fed's runtime */
+    unsigned long wakes;   /* eventfd writes while run_fed's sender sent */
+    int sent;              /* its sender is done */
 } pause_t;
 
 static double thread_cpu_ms(void)
@@ -484,6 +518,8 @@ static void *sender(void *arg)
         nanosleep(&gap, NULL);
         EXPECT_EQ(tp_runtime_send(p->rt, p->self, TAG_PING, NULL, 0), 0);
     }
+    /* release: our calls on rt are over before the runner frees it. */
+    __atomic_store_n(&p->sent, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -502,34 +538,68 @@ static int awake_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     return TP_HANDLED;
 }
 
+/* The run ends at the last message, maybe while its sender is still in
+ * tp_runtime_send: the runtime is freed once the sender is done. */
 static void *run_awake(void *arg)
 {
     pause_t *p = arg;
     tp_config cfg = one_thread();
-    cfg.busy_wait_us = 100000;
-    EXPECT_EQ(tpt_run(&cfg, awake_root, p, NULL, NULL), 0);
+    cfg.busy_wait_us = p->busy_wait_us;
+    tp_runtime *rt = NULL;
+    EXPECT_EQ(tp_runtime_new(&cfg, &rt), 0);
+    tpt_watchdog(1);
+    EXPECT_EQ(tp_run(rt, awake_root, p, NULL), 0);
+    tpt_watchdog(0);
+    /* acquire: pairs with the sender's release. */
+    while (!__atomic_load_n(&p->sent, __ATOMIC_ACQUIRE))
+        sched_yield();
+    tp_runtime_free(rt);
     return NULL;
+}
+
+/* SENDS messages from a plain thread, SEND_GAP_MS apart, to a runtime
+ * with this busy wait; the eventfd writes counted meanwhile in p->wakes. */
+static void run_fed(pause_t *p, unsigned busy_wait_us)
+{
+    memset(p, 0, sizeof *p);
+    p->busy_wait_us = busy_wait_us;
+    tpt_reset();
+    pthread_t runner, feeder;
+    assert_int_equal(pthread_create(&runner, NULL, run_awake, p), 0);
+    /* acquire: pairs with the root's release of self, after rt. */
+    while (!__atomic_load_n(&p->self, __ATOMIC_ACQUIRE))
+        sched_yield();
+    unsigned long w0 = atomic_load(&wake_writes);
+    assert_int_equal(pthread_create(&feeder, NULL, sender, p), 0);
+    pthread_join(feeder, NULL);
+    p->wakes = atomic_load(&wake_writes) - w0;
+    pthread_join(runner, NULL);
+    TPT_CHECK();
+    print_message("busy wait %u us: %lu non-blocking polls, %lu blocking, "
+                  "%lu eventfd writes over %d sends\n",
+                  busy_wait_us, p->nonblocking, p->blocking, p->wakes, SENDS);
+    assert_int_equal(p->got, SENDS);
 }
 
 static void test_busy_wait_restarts_with_work(void **unused)
 {
     (void)unused;
     static pause_t p;
-    memset(&p, 0, sizeof p);
-    tpt_reset();
-    pthread_t runner, feeder;
-    assert_int_equal(pthread_create(&runner, NULL, run_awake, &p), 0);
-    /* acquire: pairs with the root's release of self, after rt. */
-    while (!__atomic_load_n(&p.self, __ATOMIC_ACQUIRE))
-        sched_yield();
-    assert_int_equal(pthread_create(&feeder, NULL, sender, &p), 0);
-    pthread_join(feeder, NULL);
-    pthread_join(runner, NULL);
-    TPT_CHECK();
-    print_message("%lu non-blocking polls, %lu blocking over %d sends\n",
-                  p.nonblocking, p.blocking, SENDS);
-    assert_int_equal(p.got, SENDS);
+    run_fed(&p, 100000);
     assert_int_equal(p.blocking, 0);
+}
+
+/* A loop in its busy wait looks at the wake-up flag between polls: the
+ * senders do not write its eventfd (a system call each, and an event for
+ * the loop to read), where a sleeping loop needs one write per wake-up. */
+static void test_busy_wait_needs_no_wake_writes(void **unused)
+{
+    (void)unused;
+    static pause_t p;
+    run_fed(&p, 100000);
+    assert_true(p.wakes <= 2);
+    run_fed(&p, 0);
+    assert_true(p.wakes >= SENDS / 2);
 }
 
 int main(void)
@@ -541,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_busy_wait_then_sleep),
         cmocka_unit_test(test_busy_wait_off),
         cmocka_unit_test(test_busy_wait_restarts_with_work),
+        cmocka_unit_test(test_busy_wait_needs_no_wake_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
