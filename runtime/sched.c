@@ -608,17 +608,6 @@ void tpi_sched_fini(tpi_sched *s)
         event_base_free(s->base);
 }
 
-/* The loop, with the busy wait (tp_config.busy_wait_us): after a round
- * that ran actors it polls without blocking, and sleeps in the poll only
- * once busy_wait_ns have passed with no work. A loop asleep in epoll_wait
- * must be woken by whoever brings it work: the peer writing to one of its
- * sockets or another scheduler writing its eventfd pays for the wake-up
- * (on a VM an interrupt to another CPU, microseconds), and the work waits
- * until the thread is scheduled again. BEAM's schedulers wait the same way
- * (+sbwt). Each round of the wait yields the CPU, so a runnable thread
- * that shares it is not held up by a scheduler with nothing to do. Work is
- * told by the stuck watch's tick, which every batch and turn moves.
- * Returns as event_base_loop(base, 0) does: when the loop is broken. */
 /* The loop returns from its busy wait: a wake-up that counted on the spin
  * gets its eventfd write, as if it had found the loop asleep (a later run
  * of the loop reads it). seq_cst: see tpi_sched_wake. */
@@ -630,6 +619,17 @@ static int spin_end(tpi_sched *s, int rc)
     return rc;
 }
 
+/* The loop, with the busy wait (tp_config.busy_wait_us): after a round
+ * that ran actors it polls without blocking, and sleeps in the poll only
+ * once busy_wait_ns have passed with no work. A loop asleep in epoll_wait
+ * must be woken by whoever brings it work: the peer writing to one of its
+ * sockets or another scheduler writing its eventfd pays for the wake-up
+ * (on a VM an interrupt to another CPU, microseconds), and the work waits
+ * until the thread is scheduled again. BEAM's schedulers wait the same way
+ * (+sbwt). Each round of the wait yields the CPU, so a runnable thread
+ * that shares it is not held up by a scheduler with nothing to do. Work is
+ * told by the stuck watch's tick, which every batch and turn moves.
+ * Returns as event_base_loop(base, 0) does: when the loop is broken. */
 static int loop(tpi_sched *s)
 {
     if (!s->busy_wait_ns)

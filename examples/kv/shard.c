@@ -447,10 +447,10 @@ static int key_arg(const kv_ophdr *h)
  * keys' buckets are prefetched, then the buckets' first entries, and for
  * a command on a hash or a set, its args[2] (a field, a member) in that
  * hash or set the same way, and for one on a sorted set its last argument
- * when there are at most four (ZADD key score member, ZSCORE key member). Each lookup in a large table misses the cache
- * twice (bucket, entry); issued together they overlap, where one op after
- * another they would not (Redis 8 prefetches its io threads' batches the
- * same way). Ops with many arguments end the look-ahead: walking them
+ * when there are at most four (ZADD key score member, ZSCORE key member).
+ * Each lookup in a large table misses the cache twice (bucket, entry);
+ * issued together they overlap, where one op after another they would not
+ * (Redis 8 prefetches its io threads' batches the same way). Ops with many arguments end the look-ahead: walking them
  * would cost more than the misses it hides. */
 #define PREFETCH_OPS 16
 #define PREFETCH_MAX_ARGS 8

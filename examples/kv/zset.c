@@ -62,17 +62,23 @@ void kv_zset_free(kv_zset *z)
     free(z);
 }
 
+/* Member order (memcmp, then length) against a lex bound. */
+static int lexcmp(const kv_de *m, const char *b, size_t bn, int inf)
+{
+    if (inf)
+        return -inf;
+    size_t n = m->klen < bn ? m->klen : bn;
+    int c = memcmp(m->key, b, n);
+    return c ? c : (m->klen > bn) - (m->klen < bn);
+}
+
 /* Order of (s, m) against entry i of k (0: the same member). */
 static int cmp(double s, const kv_de *m, const kv_zkeys *k, uint32_t i)
 {
     if (s != k->score[i]) /* the same member has the same score */
         return s < k->score[i] ? -1 : 1;
     const kv_de *o = k->m[i];
-    if (m == o)
-        return 0;
-    size_t n = m->klen < o->klen ? m->klen : o->klen;
-    int c = memcmp(m->key, o->key, n);
-    return c ? c : (m->klen > o->klen) - (m->klen < o->klen);
+    return m == o ? 0 : lexcmp(m, o->key, o->klen, 0);
 }
 
 /* How many entries of k sort at or before (s, m). */
@@ -399,16 +405,6 @@ kv_zit kv_zset_first(const kv_zset *z)
 kv_zit kv_zset_last(const kv_zset *z)
 {
     return kv_zset_len(z) ? kv_zset_at(z, kv_zset_len(z) - 1) : (kv_zit){0};
-}
-
-/* Member order (memcmp, then length) against a lex bound. */
-static int lexcmp(const kv_de *m, const char *b, size_t bn, int inf)
-{
-    if (inf)
-        return -inf;
-    size_t n = m->klen < bn ? m->klen : bn;
-    int c = memcmp(m->key, b, n);
-    return c ? c : (m->klen > bn) - (m->klen < bn);
 }
 
 bool kv_zrange_gte_min(double s, const kv_de *m, const kv_zrange *r)
