@@ -55,8 +55,9 @@ typedef struct tp_node_opts {
     unsigned heartbeat_ms;  /**< heartbeat interval; default 1000 */
     unsigned misses;        /**< heartbeats missed before a node is down;
                                 default 3 */
-    size_t max_message;     /**< largest frame sent or accepted, at most the
-                                server's max_payload; default 1 MiB */
+    size_t max_message;     /**< largest frame sent or accepted; default
+                                1 MiB, lowered at connect to the server's
+                                max_payload */
     unsigned connect_timeout_ms; /**< to reach a server at run start;
                                       default 2000 */
 } tp_node_opts;

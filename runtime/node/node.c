@@ -636,11 +636,14 @@ static int node_start(tp_runtime *rt, void *state)
         return s == NATS_NO_MEMORY ? TP_ENOMEM : TP_ENOCONN;
     }
     atomic_store_explicit(&n->connected, true, memory_order_relaxed);
+    /* A frame the server would refuse is refused to its sender
+     * (TP_E2BIG) rather than lost at publish, which breaks every relation
+     * with its node. Set before any actor runs. */
     int64_t most = natsConnection_GetMaxPayload(n->nc);
+    if (most > 0 && (uint64_t)most < n->o.max_message)
+        n->o.max_message = (size_t)most;
     n->batch_max = BATCH_BYTES < n->o.max_message ? BATCH_BYTES
                                                   : n->o.max_message;
-    if (most > 0 && (uint64_t)most < n->batch_max)
-        n->batch_max = (size_t)most;
     n->creation = creation_draw();
     snprintf(n->probe_inbox, sizeof n->probe_inbox, "%s.probe.%s.*", n->prefix,
              n->o.name);

@@ -15,6 +15,7 @@
 #include "troupe/pool.h"
 #include "troupe/supervisor.h"
 
+#include <dlfcn.h>
 #include <stdatomic.h>
 
 #define CLUSTER "t"
@@ -59,6 +60,30 @@ static int stop_nats(void **state)
     (void)state;
     nt_nats_down();
     return 0;
+}
+
+/* Publishes larger than this fail as if the engine had refused them (0:
+ * none): natsConnection_Publish is wrapped (troupe is linked statically,
+ * so its calls reach this program's definition). */
+static _Atomic size_t fail_publish_over;
+
+natsStatus natsConnection_Publish(natsConnection *nc, const char *subj,
+                                  const void *data, int len)
+{
+    typedef natsStatus (*fn)(natsConnection *, const char *, const void *, int);
+    static _Atomic(fn) real;
+    /* relaxed: every thread finds the same function. */
+    fn f = atomic_load_explicit(&real, memory_order_relaxed);
+    if (!f) {
+        f = (fn)dlsym(RTLD_NEXT, "natsConnection_Publish");
+        atomic_store_explicit(&real, f, memory_order_relaxed);
+    }
+    /* relaxed: set before the run that reads it starts. */
+    size_t over =
+        atomic_load_explicit(&fail_publish_over, memory_order_relaxed);
+    if (over && len > 0 && (size_t)len > over)
+        return NATS_MAX_PAYLOAD;
+    return f(nc, subj, data, len);
 }
 
 /* ------------------------------------------------------------------ peer */
@@ -1532,13 +1557,15 @@ static void test_engine_restart(void **unused)
 
 /* ----------------------------------------- a frame that did not leave */
 
-/* A frame the server refuses (larger than its max_payload, which this
- * node's max_message exceeds) is lost like one the engine dropped: the
- * relations with its node break before a later message from this node
- * reaches an actor there, or anything that comes back after it: the
- * first pong comes after the DOWN. Before, the frame gave its number
- * back, so the next one went through as if nothing was lost, with the
- * monitor intact: the pong came and no DOWN. */
+/* A frame whose publish fails (here: the wrapped publish refuses frames
+ * over 128 KiB) is lost like one the engine dropped: the relations with
+ * its node break before a later message from this node reaches an actor
+ * there, or anything that comes back after it: the first pong comes
+ * after the DOWN. Before, the frame gave its number back, so the next one
+ * went through as if nothing was lost, with the monitor intact: the pong
+ * came and no DOWN. */
+#define LOST_PAYLOAD ((size_t)256 << 10)
+
 typedef struct lostpub {
     pid_t child;
     tp_pid root, server;
@@ -1556,7 +1583,7 @@ static int lostpub_root(tp_ctx *ctx, void *state, const tp_msg *msg)
             break;
         EXPECT_EQ(tp_monitor(ctx, l->server, &l->mon), 0);
         size_t len;
-        uint8_t *big = bin_payload(BIG_PAYLOAD, &len);
+        uint8_t *big = bin_payload(LOST_PAYLOAD, &len);
         EXPECT_EQ(tp_send(ctx, l->server, T_BIG, big, len), 0);
         free(big);
         EXPECT_EQ(tp_send(ctx, l->server, T_PING, NULL, 0), 0);
@@ -1593,7 +1620,11 @@ static void test_lost_publish_breaks(void **unused)
     static lostpub l;
     memset(&l, 0, sizeof l);
     tp_runtime *rt;
-    assert_int_equal(run_node_max("A", lostpub_root, &l, &rt, 4 << 20), 0);
+    atomic_store_explicit(&fail_publish_over, LOST_PAYLOAD / 2,
+                          memory_order_relaxed);
+    int rc = run_node("A", lostpub_root, &l, &rt);
+    atomic_store_explicit(&fail_publish_over, 0, memory_order_relaxed);
+    assert_int_equal(rc, 0);
     tp_node_stats st;
     tp_node_stats_get(rt, &st);
     tp_runtime_free(rt);
@@ -1608,8 +1639,11 @@ static void test_lost_publish_breaks(void **unused)
 /* A message that does not fit this node's max_message (1 MiB here) is
  * refused to its sender, TP_E2BIG, before anything is numbered: nothing
  * is lost, so no relation breaks, a call refused so leaves nothing
- * pending, and a reply refused so becomes TP_ENOREPLY. Before, the send returned 0 and the message became a dead
- * letter while later ones went through. */
+ * pending, and a reply refused so becomes TP_ENOREPLY. Before, the send
+ * returned 0 and the message became a dead letter while later ones went
+ * through. The same with a max_message larger than the server's
+ * max_payload (1 MiB): lowered to it at connect. Before, the frame was
+ * lost at publish and the relations with B broke. */
 typedef struct oversize {
     pid_t child;
     tp_pid root, server;
@@ -1660,13 +1694,13 @@ static int oversize_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     return TP_HANDLED;
 }
 
-static void test_oversize_refused(void **unused)
+static void oversize_refused(size_t max_message)
 {
-    (void)unused;
     tpt_reset();
     static oversize o;
     memset(&o, 0, sizeof o);
-    assert_int_equal(run_node("A", oversize_root, &o, NULL), 0);
+    assert_int_equal(run_node_max("A", oversize_root, &o, NULL, max_message),
+                     0);
     wait_child(o.child);
     TPT_CHECK();
     assert_true(o.echoed);
@@ -1675,6 +1709,18 @@ static void test_oversize_refused(void **unused)
     assert_int_equal(o.bigreply_status, TP_ENOREPLY);
     assert_false(o.late); /* the refused call left nothing pending */
     assert_false(o.down); /* nothing was lost: the monitor holds */
+}
+
+static void test_oversize_refused(void **unused)
+{
+    (void)unused;
+    oversize_refused(0);
+}
+
+static void test_oversize_for_server_refused(void **unused)
+{
+    (void)unused;
+    oversize_refused((size_t)4 << 20);
 }
 
 int main(int argc, char **argv)
@@ -1701,6 +1747,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_engine_restart),
         cmocka_unit_test(test_lost_publish_breaks),
         cmocka_unit_test(test_oversize_refused),
+        cmocka_unit_test(test_oversize_for_server_refused),
     };
     return cmocka_run_group_tests(tests, start_nats, stop_nats);
 }
