@@ -88,7 +88,7 @@ typedef struct tpi_conn {
     size_t high_water, output_limit;
     struct timeval stall; /* output_stall */
     bool reading, writing, over, paused_mb, paused_out, eof, closed_sent,
-        shut_wr, lingering;
+        shut_wr, lingering, add_failed;
     char peer[96];
 } tpi_conn;
 
@@ -135,24 +135,32 @@ static void conn_fail(tpi_conn *c, int code)
     send_closed(c, code);
 }
 
-static void set_event(struct event *ev, bool *on, bool want,
+/* Add or remove one of c's events. An event that cannot be added
+ * (epoll_ctl out of memory or of watches) fails the connection, from its
+ * own read callback made active (the callers here still use c); until
+ * then its events stay as they are, as a removal would cancel that. */
+static void set_event(tpi_conn *c, struct event *ev, bool *on, bool want,
                       const struct timeval *tv)
 {
-    if (*on == want)
+    if (*on == want || c->add_failed)
         return;
-    if (want)
-        event_add(ev, tv);
-    else
+    if (!want) {
         event_del(ev);
-    *on = want;
+        *on = false;
+    } else if (event_add(ev, tv) == 0) {
+        *on = true;
+    } else if (!c->add_failed) {
+        c->add_failed = true;
+        event_active(c->rev, EV_READ, 0);
+    }
 }
 
 static void update_read(tpi_conn *c)
 {
     if (c->fd < 0 || !c->rev || c->lingering) /* dropped, not booted yet */
         return;
-    set_event(c->rev, &c->reading, !(c->eof || c->paused_mb || c->paused_out),
-              NULL);
+    set_event(c, c->rev, &c->reading,
+              !(c->eof || c->paused_mb || c->paused_out), NULL);
 }
 
 /* The write event while the owner lives: added while output is pending,
@@ -163,11 +171,11 @@ static void update_write(tpi_conn *c)
     bool over = left > c->output_limit;
     if (left == 0 || over != c->over) {
         /* event_add keeps an old timeout when given none: start over. */
-        set_event(c->wev, &c->writing, false, NULL);
+        set_event(c, c->wev, &c->writing, false, NULL);
         c->over = over;
     }
     if (left > 0)
-        set_event(c->wev, &c->writing, true, over ? &c->stall : NULL);
+        set_event(c, c->wev, &c->writing, true, over ? &c->stall : NULL);
 }
 
 /* Pending output changed (the owner lives): the write event, and reading,
@@ -224,12 +232,19 @@ static void linger_readable(tpi_conn *c, short what)
         return;
     }
     c->eof = true; /* still flushing: finish when written */
-    set_event(c->rev, &c->reading, false, NULL);
+    set_event(c, c->rev, &c->reading, false, NULL);
 }
 
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     tpi_conn *c = arg;
+    if (c->add_failed) { /* set_event */
+        if (c->lingering)
+            linger_finish(c);
+        else
+            conn_fail(c, TP_ESYS);
+        return;
+    }
     if (c->lingering) {
         linger_readable(c, what);
         return;
@@ -290,7 +305,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     size_t left = evbuffer_get_length(c->out);
     if (c->lingering) {
         if (left == 0) {
-            set_event(c->wev, &c->writing, false, NULL);
+            set_event(c, c->wev, &c->writing, false, NULL);
             linger_flushed(c);
         }
         return;
@@ -299,14 +314,16 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The actor moves to another scheduler (its old home, between turns):
- * the events leave this loop, reading and writing as if paused. */
+ * the events leave this loop, reading and writing as if paused (a failed
+ * add's pending end too: conn_attach makes it again). */
 static void conn_detach(tpi_resource *r)
 {
     tpi_conn *c = (tpi_conn *)r;
     if (c->fd < 0 || !c->out) /* dropped, or not booted yet */
         return;
-    set_event(c->rev, &c->reading, false, NULL);
-    set_event(c->wev, &c->writing, false, NULL);
+    event_del(c->rev);
+    event_del(c->wev);
+    c->reading = c->writing = false;
 }
 
 /* On the new home, before the actor's next turn: the same events on its
@@ -318,6 +335,10 @@ static void conn_attach(tpi_resource *r, struct event_base *base)
         return;
     event_assign(c->rev, base, c->fd, EV_READ | EV_PERSIST, on_readable, c);
     event_assign(c->wev, base, c->fd, EV_WRITE | EV_PERSIST, on_writable, c);
+    if (c->add_failed) { /* its end had not run on the old loop */
+        event_active(c->rev, EV_READ, 0);
+        return;
+    }
     update_read(c);
     if (evbuffer_get_length(c->out) > 0)
         update_write(c);
@@ -373,12 +394,12 @@ static void conn_close(tpi_resource *r)
     c->linger.finish = linger_end;
     tpi_linger_add(c->rt, &c->linger);
     /* Re-add both events with the linger timeout. */
-    set_event(c->rev, &c->reading, false, NULL);
-    set_event(c->wev, &c->writing, false, NULL);
+    set_event(c, c->rev, &c->reading, false, NULL);
+    set_event(c, c->wev, &c->writing, false, NULL);
     if (!c->eof)
-        set_event(c->rev, &c->reading, true, &linger_tv);
+        set_event(c, c->rev, &c->reading, true, &linger_tv);
     if (evbuffer_get_length(c->out) > 0)
-        set_event(c->wev, &c->writing, true, &linger_tv);
+        set_event(c, c->wev, &c->writing, true, &linger_tv);
     else
         linger_flushed(c);
 }

@@ -5,8 +5,9 @@
  * connection actor keeps memory bounded while its client floods), the
  * output limit (a peer that reads gets a burst of any size, one that does
  * not is cut), and fd exhaustion (clients refused at once, counted, and
- * served again once fds free up). Clients run on plain threads and
- * report to the root with tp_runtime_send.
+ * served again once fds free up), a socket whose event cannot be added
+ * (the connection fails, the others go on). Clients run on plain threads
+ * and report to the root with tp_runtime_send.
  */
 #include "tp_test.h"
 #include "actors/actor.h"
@@ -14,7 +15,9 @@
 #include "io/io_test.h"
 #include "troupe/net.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1041,6 +1044,160 @@ static void test_conn_shared(void **unused)
         fail_msg("%s", s.detail);
 }
 
+/* ------------------------------------------- an event that cannot be added */
+
+/* The next fail_adds event_add calls for an event of fail_kind (EV_READ
+ * or EV_WRITE) on a connected socket fail as epoll_ctl does when out of
+ * memory or of watches: event_add is wrapped (troupe is linked
+ * statically, so its calls reach this program's definition). */
+static atomic_int fail_adds;
+static atomic_short fail_kind;
+
+static bool connected_socket(int fd)
+{
+    int listening = 1;
+    socklen_t len = sizeof listening;
+    return fd >= 0 &&
+           getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 &&
+           !listening;
+}
+
+int event_add(struct event *ev, const struct timeval *tv)
+{
+    typedef int (*fn)(struct event *, const struct timeval *);
+    static _Atomic(fn) real;
+    /* relaxed: every thread finds the same function. */
+    fn f = atomic_load_explicit(&real, memory_order_relaxed);
+    if (!f) {
+        f = (fn)dlsym(RTLD_NEXT, "event_add");
+        atomic_store_explicit(&real, f, memory_order_relaxed);
+    }
+    int n = atomic_load(&fail_adds);
+    if (n > 0 && (event_get_events(ev) & atomic_load(&fail_kind)) &&
+        connected_socket(event_get_fd(ev)) &&
+        atomic_compare_exchange_strong(&fail_adds, &n, n - 1)) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return f(ev, tv);
+}
+
+#define ADDFAIL_BURST ((size_t)16 << 20) /* more than one send() takes */
+
+static atomic_int addfail_failed; /* connections closed with TP_ESYS */
+
+/* Echo, except that a read starting with 'B' is answered with a burst. */
+static int addfail_conn(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    switch (tp_msg_tag(msg)) {
+    case TP_NET_DATA: {
+        const void *p;
+        size_t n;
+        EXPECT_EQ(tp_msg_scanf(msg, "y", &p, &n), 0);
+        char *burst = n && *(const char *)p == 'B' ? calloc(1, ADDFAIL_BURST)
+                                                   : NULL;
+        int rc = burst ? tp_conn_write(ctx, burst, ADDFAIL_BURST)
+                       : tp_conn_write(ctx, p, n);
+        free(burst);
+        EXPECT(rc == 0 || rc == TP_ESTATE);
+        break;
+    }
+    case TP_NET_CLOSED: {
+        int64_t code = 0;
+        EXPECT_EQ(tp_msg_int(msg, &code), 0);
+        if (code == TP_ESYS)
+            atomic_fetch_add(&addfail_failed, 1);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    }
+    return TP_HANDLED;
+}
+
+/* Bytes read from fd until the peer closed it, or -1 if it did not
+ * within 5 s. */
+static long read_to_end(int fd)
+{
+    static char buf[64 * 1024];
+    long total = 0;
+    double t0 = tpt_now_ms();
+    while (tpt_now_ms() - t0 < 5000) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r > 0)
+            total += r;
+        else if (r == 0 || errno != EINTR)
+            return total;
+    }
+    return -1;
+}
+
+static long addfail_read_end, addfail_write_end;
+static bool addfail_echoed;
+
+static void *addfail_client(void *arg)
+{
+    server *s = arg;
+    /* The new connection's read event. */
+    atomic_store(&fail_kind, EV_READ);
+    atomic_store(&fail_adds, 1);
+    int fd = connect_tcp(s->port);
+    addfail_read_end = fd < 0 ? -2 : read_to_end(fd);
+    close(fd);
+    /* The write event of a burst the socket did not take at once: read
+     * only once its add failed (reading, we could take it all). */
+    atomic_store(&fail_kind, EV_WRITE);
+    atomic_store(&fail_adds, 1);
+    fd = connect_tcp(s->port);
+    addfail_write_end = -2;
+    if (fd >= 0 && send(fd, "B", 1, MSG_NOSIGNAL) == 1) {
+        double t0 = tpt_now_ms();
+        while (atomic_load(&fail_adds) > 0 && tpt_now_ms() - t0 < 5000)
+            usleep(1000);
+        addfail_write_end = read_to_end(fd);
+    }
+    close(fd);
+    /* The next client is served. */
+    fd = connect_tcp(s->port);
+    char back[6] = {0};
+    addfail_echoed = fd >= 0 && send(fd, "hello", 5, MSG_NOSIGNAL) == 5 &&
+                     recv(fd, back, 5, MSG_WAITALL) == 5 &&
+                     memcmp(back, "hello", 5) == 0;
+    close(fd);
+    double t0 = tpt_now_ms();
+    while (atomic_load(&addfail_failed) < 2 && tpt_now_ms() - t0 < 5000)
+        usleep(1000);
+    client_done(s);
+    return NULL;
+}
+
+/* A socket event that cannot be added (epoll_ctl failing) fails that
+ * connection: its actor gets TP_NET_CLOSED with TP_ESYS and its client
+ * sees the close, when the read event is added at the connection's
+ * start and when the write event is added for output the socket did not
+ * take. Later clients are served. Before, the failure was ignored: the
+ * connection waited forever for events it did not have. */
+static void test_event_add_fails(void **unused)
+{
+    (void)unused;
+    static server s;
+    memset(&s, 0, sizeof s);
+    atomic_store(&addfail_failed, 0);
+    s.opts.conn_behavior = addfail_conn;
+    s.client = addfail_client;
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, server_root, &s, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(atomic_load(&fail_adds), 0); /* both failed */
+    assert_true(addfail_read_end == 0);
+    assert_true(addfail_write_end >= 0);
+    assert_true((size_t)addfail_write_end < ADDFAIL_BURST);
+    assert_true(addfail_echoed);
+    assert_int_equal(atomic_load(&addfail_failed), 2);
+}
+
 /* --------------------------------------------------------- API errors */
 
 static int bad_root(tp_ctx *ctx, void *state, const tp_msg *msg)
@@ -1088,6 +1245,7 @@ int main(void)
         cmocka_unit_test(test_emfile),
         cmocka_unit_test(test_conn_follows_owner),
         cmocka_unit_test(test_conn_shared),
+        cmocka_unit_test(test_event_add_fails),
         cmocka_unit_test(test_api_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
