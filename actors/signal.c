@@ -21,12 +21,17 @@ static int refs_add(tpi_refvec *rv, tp_ref ref, tp_pid pid)
     return 0;
 }
 
-static bool refs_del(tpi_refvec *rv, tp_ref ref, tp_pid *pid)
+/* Remove the entry with ref and, unless it is TP_PID_NONE, pid; its pid
+ * in *out. A ref is unique only in the runtime that made it: a signal
+ * from another node may carry a ref equal to one of ours, so a signal
+ * matches its sender too. */
+static bool refs_del(tpi_refvec *rv, tp_ref ref, tp_pid pid, tp_pid *out)
 {
     for (uint32_t i = 0; i < rv->n; i++)
-        if (rv->v[i].ref == ref) {
-            if (pid)
-                *pid = rv->v[i].pid;
+        if (rv->v[i].ref == ref &&
+            (pid == TP_PID_NONE || rv->v[i].pid == pid)) {
+            if (out)
+                *out = rv->v[i].pid;
             rv->v[i] = rv->v[--rv->n];
             return true;
         }
@@ -86,11 +91,12 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
         return false;
     case TPI_SIG_DEMONITOR:
         if (x)
-            refs_del(&x->watchers, m->ref, NULL);
+            refs_del(&x->watchers, m->ref, m->from, NULL);
         return false;
     case TP_TAG_DOWN:
-        /* Only monitors still active here; after tp_demonitor, dropped. */
-        return x && refs_del(&x->monitoring, m->ref, NULL);
+        /* Only monitors still active here; after tp_demonitor, dropped.
+         * It comes from the monitored actor (or on its behalf). */
+        return x && refs_del(&x->monitoring, m->ref, m->from, NULL);
     case TPI_SIG_EXIT: {
         tp_reason r;
         if (tp_msg_reason(m, &r) != 0)
@@ -201,7 +207,7 @@ int tp_monitor(tp_ctx *ctx, tp_pid pid, tp_ref *ref_out)
         return TP_ENOMEM;
     int rc = signal_to(a, pid, TPI_SIG_MONITOR, ref);
     if (rc) {
-        refs_del(&x->monitoring, ref, NULL);
+        refs_del(&x->monitoring, ref, TP_PID_NONE, NULL);
         return rc;
     }
     if (ref_out)
@@ -215,7 +221,7 @@ int tp_demonitor(tp_ctx *ctx, tp_ref ref)
     if (!a)
         return TP_ESTATE;
     tp_pid target;
-    if (!a->ext || !refs_del(&a->ext->monitoring, ref, &target))
+    if (!a->ext || !refs_del(&a->ext->monitoring, ref, TP_PID_NONE, &target))
         return TP_ENOENT;
     /* Out of memory leaves a stale watcher entry at the target; its DOWN
      * will find no monitor here and be dropped. */

@@ -12,7 +12,9 @@
 # (default build-kvbench, configured and built here).
 # Installs redis-server and redis-tools (Debian) when missing. Prints one
 # line per test and configuration: requests/s of redis-server, troupe-kv at
-# 1 and 2 threads, and the ratios troupe/redis and t2/t1; then the servers'
+# 1 and 2 threads, the ratios troupe/redis and t2/t1, and in how many
+# rounds t2 was below t1 (a pair measured in the same round, so a reading
+# that the host's drift between rounds does not move); then the servers'
 # CPU time per request (user + system, from /proc), which a machine busy
 # with other work disturbs less than requests/s, and redis-benchmark's own
 # (when it is about 1e6 / requests/s, the client used a whole CPU: it, not
@@ -99,6 +101,13 @@ median() { # values... ("-" if any is "-")
     END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
 
+below() { # values-a values-b (one per round, in round order) -> "k/n":
+  # the rounds in which a was below b, or "-"
+  case " $1 $2 " in *" - "*) echo -; return ;; esac
+  awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x); split(b, y)
+    for (i = 1; i <= n; i++) k += x[i] + 0 < y[i] + 0; printf "%d/%d", k, n }'
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
 declare -A R U C # R[test,config,server] = "requests/s ...", U: server CPU us/request, C: client's
@@ -120,8 +129,9 @@ for ((round = 0; round < ROUNDS; round++)); do
 done
 
 echo "redis-benchmark -n $N (x16 at -P 16) -r $KEYSPACE, median of $ROUNDS interleaved rounds; requests/s"
-printf '%-6s %-12s %12s %12s %12s %8s %8s %7s\n' test config redis-server \
-  troupe-t1 troupe-t2 t1/redis t2/redis t2/t1
+echo "(t2<t1: the rounds in which t2 was below t1, each pair from the same round)"
+printf '%-6s %-12s %12s %12s %12s %8s %8s %7s %6s\n' test config redis-server \
+  troupe-t1 troupe-t2 t1/redis t2/redis t2/t1 't2<t1'
 for cfg in "${CONFIGS[@]}"; do
   read -r c p <<<"$cfg"
   for t in "${TLIST[@]}"; do
@@ -131,9 +141,9 @@ for cfg in "${CONFIGS[@]}"; do
     t1=$(median ${R[$t,$cfg,t1]})
     # shellcheck disable=SC2086
     t2=$(median ${R[$t,$cfg,t2]})
-    printf '%-6s %-12s %12s %12s %12s %8s %8s %7s\n' "$t" "-c $c -P $p" \
+    printf '%-6s %-12s %12s %12s %12s %8s %8s %7s %6s\n' "$t" "-c $c -P $p" \
       "$rs" "$t1" "$t2" "$(ratio "$t1" "$rs")" "$(ratio "$t2" "$rs")" \
-      "$(ratio "$t2" "$t1")"
+      "$(ratio "$t2" "$t1")" "$(below "${R[$t,$cfg,t2]}" "${R[$t,$cfg,t1]}")"
   done
 done
 cpu_table() { # title name-of-array

@@ -741,22 +741,30 @@ typedef struct forged {
     bool answered;
 } forged;
 
-/* A frame from node `node` (seq) to A's actor `to`: tag, sender `from`
- * at node `from_node`. */
-static void raw_frame(natsConnection *nc, const char *node, uint64_t seq,
-                      tp_pid to, int32_t tag, const char *from_node)
+/* A frame from node `node` (seq) to A's actor `to`: tag and ref, sender
+ * `from` at node `from_node`. */
+static void raw_frame_ref(natsConnection *nc, const char *node, uint64_t seq,
+                          tp_pid to, int32_t tag, const char *from_node,
+                          tp_ref ref)
 {
     tpi_nframe f = {.kind = TPI_NF_MSG,
                     .seq = seq,
                     .to = to,
                     .from = {1ull << 32 | 1, from_node, strlen(from_node)},
-                    .tag = tag};
+                    .tag = tag,
+                    .ref = ref};
     tpi_nbuf b = {0};
     char subj[160];
     snprintf(subj, sizeof subj, "tp." CLUSTER ".n.A.%s", node);
     if (tpi_nframe_encode(&b, &f))
         natsConnection_Publish(nc, subj, b.p, (int)b.len);
     tp_free(b.p);
+}
+
+static void raw_frame(natsConnection *nc, const char *node, uint64_t seq,
+                      tp_pid to, int32_t tag, const char *from_node)
+{
+    raw_frame_ref(nc, node, seq, to, tag, from_node, 0);
 }
 
 /* Ends at once, after watching node B and making a call B holds. */
@@ -865,6 +873,95 @@ static void test_forged_senders_and_names(void **unused)
     assert_int_equal(g.z_rc, 0);
     assert_int_equal(g.after_sweep.relations, g.before.relations);
     assert_int_equal(g.after_sweep.calls_waiting, g.before.calls_waiting);
+}
+
+/* A ref is unique only in the runtime that made it: node E's refs count
+ * from 1 as A's do. E sends a DEMONITOR to A's actor T with the ref of
+ * W's monitor of T, and a DOWN with that ref to W: neither is E's
+ * monitor, so both are dropped, and when T is killed W gets its DOWN,
+ * from T. Before, a signal matched by ref alone: the DEMONITOR removed
+ * W's monitor from T and the DOWN ended it at W (W got a DOWN from E). */
+enum { T_MON_READY = 100, T_MON_PINGED, T_MON_DOWN, T_MON_GIVEUP };
+
+typedef struct refmatch {
+    natsConnection *raw;
+    tp_pid root, target, watcher;
+    tp_ref ref;
+    int pinged, downs;
+    tp_pid down_from;
+    bool killed, down_after_kill;
+} refmatch;
+
+/* T, and W which watches T; a T_PING (from E) is told to the root. */
+static int refmatch_actor(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    refmatch *g = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        if (tp_self(ctx) == g->target)
+            break;
+        EXPECT_EQ(tp_monitor(ctx, g->target, &g->ref), 0);
+        tp_send(ctx, g->root, T_MON_READY, NULL, 0);
+        break;
+    case T_PING: tp_send(ctx, g->root, T_MON_PINGED, NULL, 0); break;
+    case TP_TAG_DOWN:
+        g->downs++;
+        g->down_from = tp_msg_from(msg);
+        g->down_after_kill = g->killed;
+        tp_send(ctx, g->root, T_MON_DOWN, NULL, 0);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int refmatch_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    refmatch *g = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        g->root = tp_self(ctx);
+        tp_spawn_opts so = {.flags = TP_SPAWN_LINK}; /* end with the root */
+        EXPECT_EQ(tp_spawn(ctx, refmatch_actor, g, &so, &g->target), 0);
+        EXPECT_EQ(tp_spawn(ctx, refmatch_actor, g, &so, &g->watcher), 0);
+        break;
+    case T_MON_READY: /* T has W's monitor in its mailbox: E's turn */
+        raw_frame_ref(g->raw, "E", 1, g->target, TPI_SIG_DEMONITOR, "E",
+                      g->ref);
+        raw_frame_ref(g->raw, "E", 2, g->watcher, TP_TAG_DOWN, "E", g->ref);
+        raw_frame(g->raw, "E", 3, g->target, T_PING, "E");
+        raw_frame(g->raw, "E", 4, g->watcher, T_PING, "E");
+        natsConnection_Flush(g->raw);
+        tp_send_after(ctx, 5000, T_MON_GIVEUP, NULL, 0, NULL);
+        break;
+    case T_MON_PINGED: /* after E's signals, in order */
+        if (++g->pinged < 2)
+            break;
+        g->killed = true;
+        EXPECT_EQ(tp_kill(ctx, g->target), 0);
+        break;
+    case T_MON_DOWN:
+        if (!g->killed)
+            break; /* a forged one: the test fails; wait for the pings */
+        return tp_exit(ctx, TP_REASON_SHUTDOWN);
+    case T_MON_GIVEUP: return tp_exit(ctx, TP_REASON_SHUTDOWN);
+    }
+    return TP_HANDLED;
+}
+
+static void test_signals_match_sender(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static refmatch g;
+    memset(&g, 0, sizeof g);
+    assert_int_equal(natsConnection_ConnectTo(&g.raw, nt_nats.url), NATS_OK);
+    assert_int_equal(run_node("A", refmatch_root, &g, NULL), 0);
+    natsConnection_Destroy(g.raw);
+    TPT_CHECK();
+    assert_int_equal(g.pinged, 2);
+    assert_int_equal(g.downs, 1);
+    assert_true(g.down_after_kill);
+    assert_true(g.down_from == g.target);
 }
 
 /* ----------------------------------------------------- global names */
@@ -1736,6 +1833,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_url_list),
         cmocka_unit_test(test_hostile_frames),
         cmocka_unit_test(test_forged_senders_and_names),
+        cmocka_unit_test(test_signals_match_sender),
         cmocka_unit_test(test_global_names),
         cmocka_unit_test(test_names_after_run),
         cmocka_unit_test(test_unregister_unanswered),
