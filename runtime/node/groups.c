@@ -64,8 +64,10 @@ static void called(tpi_node *n, tp_pid caller, tp_ref ref)
     tpi_peer *p = (caller & TPI_PID_REMOTE)
                       ? tpi_node_peer_at(n, tpi_pid_slot(caller))
                       : NULL;
-    if (!p)
-        return; /* a caller of ours: no node between us */
+    if (!p) { /* a caller of ours: no node between us */
+        tpi_node_forget_call(n, caller, ref);
+        return;
+    }
     tpi_nframe f = {.kind = TPI_NF_CALLED,
                     .to = tpi_pid_at_node(caller),
                     .ref = ref};
@@ -136,8 +138,10 @@ static void on_group_answer(natsConnection *nc, natsSubscription *sub,
         tpi_envelope r = {.tag = TP_TAG_REPLY,
                           .ref = ref,
                           .status = TP_ENOPROC};
-        if (pid && ref && !(pid & TPI_PID_REMOTE))
+        if (pid && ref && !(pid & TPI_PID_REMOTE)) {
+            tpi_node_forget_call(n, pid, ref);
             tpi_svc_post(n->rt, pid, &r, false);
+        }
     }
     natsMsg_Destroy(msg);
 }
@@ -333,7 +337,10 @@ int tp_group_call(tp_ctx *ctx, const char *group, int32_t tag, const void *data,
     int rc = tp_oneshot_new(ctx, timeout_ms, &tx);
     if (rc)
         return rc;
-    if ((rc = publish(ctx, n, group, tag, data, len, tx.ref)) != 0) {
+    /* Kept before it leaves: its CALLED may come back at once. */
+    if ((rc = tpi_node_group_call(n, tp_self(ctx), tx.ref)) != 0 ||
+        (rc = publish(ctx, n, group, tag, data, len, tx.ref)) != 0) {
+        tpi_node_forget_call(n, tp_self(ctx), tx.ref);
         tpi_svc_oneshot_cancel(ctx, tx.ref);
         return rc;
     }

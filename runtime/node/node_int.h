@@ -231,7 +231,8 @@ typedef struct tpi_node {
     unsigned in_flight;
     bool closed_cb;
     /* Calls waiting for a reply from another node: local caller, ref, and
-     * in `remote` the slot of the node the request went to. */
+     * in `remote` the slot of the node the request went to (0: a group
+     * call no node has claimed yet). */
     pthread_mutex_t calls_lock;
     tpi_relvec calls;
     size_t batch_max; /* bytes of frames in one NATS message */
@@ -306,6 +307,12 @@ void tpi_node_peer_heard(tpi_node *n, tpi_peer *p);
 void tpi_node_leave(tpi_node *n);
 /* Forget the calls whose caller has ended (the ticker). */
 void tpi_node_sweep(tpi_node *n);
+/* A group call by caller (ref) is about to leave: kept with no node
+ * (remote 0) until the node serving it claims it with its CALLED frame,
+ * which is dropped for any call not kept so. 0 or TP_ENOMEM. */
+int tpi_node_group_call(tpi_node *n, tp_pid caller, tp_ref ref);
+/* The call (caller, ref) is answered or failed: no longer kept. */
+void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref);
 /* Relations that cross to other nodes (links, monitors both ways, node
  * monitors) and calls awaiting another node's reply, now. */
 void tpi_node_relations(tpi_node *n, uint64_t *relations, uint64_t *calls);

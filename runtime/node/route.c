@@ -158,11 +158,36 @@ static int note_call(tpi_node *n, tpi_peer *p, const tpi_envelope *e)
     return rc;
 }
 
-static void forget_call(tpi_node *n, tp_pid caller, tp_ref ref)
+void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref)
 {
     pthread_mutex_lock(&n->calls_lock);
     relvec_del(&n->calls, caller, 0, ref);
     pthread_mutex_unlock(&n->calls_lock);
+}
+
+int tpi_node_group_call(tpi_node *n, tp_pid caller, tp_ref ref)
+{
+    pthread_mutex_lock(&n->calls_lock);
+    int rc = tpi_relvec_add(&n->calls, caller, 0, ref);
+    pthread_mutex_unlock(&n->calls_lock);
+    return rc;
+}
+
+/* p says it serves our group call (caller, ref): the call is p's now
+ * (it fails when p goes down). False if no such call waits unclaimed. */
+static bool claim_call(tpi_node *n, tpi_peer *p, tp_pid caller, tp_ref ref)
+{
+    bool found = false;
+    pthread_mutex_lock(&n->calls_lock);
+    for (size_t i = 0; i < n->calls.n && !found; i++) {
+        tpi_rel *c = &n->calls.v[i];
+        if (c->local == caller && c->ref == ref && !c->remote) {
+            c->remote = p->slot;
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&n->calls_lock);
+    return found;
 }
 
 static int deliver(void *state, tp_pid from, tp_pid to, const tpi_envelope *e)
@@ -196,7 +221,7 @@ static int deliver(void *state, tp_pid from, tp_pid to, const tpi_envelope *e)
     }
     pthread_mutex_unlock(&p->lock);
     if (rc && e->request)
-        forget_call(n, e->reply_to, e->ref);
+        tpi_node_forget_call(n, e->reply_to, e->ref);
     return rc; /* 0, TP_ENOCONN, or refused unnumbered: ENOMEM, E2BIG */
 }
 
@@ -432,10 +457,8 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
     if (f->kind == TPI_NF_BREAK)
         return;
     if (f->kind == TPI_NF_CALLED) { /* p serves a group call of ours */
-        pthread_mutex_lock(&n->calls_lock);
-        /* (out of memory: it is noticed at its timeout only) */
-        (void)tpi_relvec_add(&n->calls, f->to, p->slot, f->ref);
-        pthread_mutex_unlock(&n->calls_lock);
+        if (!claim_call(n, p, f->to, f->ref))
+            atomic_fetch_add_explicit(&n->dropped, 1, memory_order_relaxed);
         return;
     }
     tp_pid from = tpi_node_pid_in(n, &f->from);
@@ -469,7 +492,7 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
         }
     }
     if (f->tag == TP_TAG_REPLY)
-        forget_call(n, f->to, f->ref);
+        tpi_node_forget_call(n, f->to, f->ref);
     tpi_envelope e = {.tag = (int32_t)f->tag,
                       .from = from,
                       .reply_to = reply_to,

@@ -743,6 +743,17 @@ typedef struct forged {
 
 /* A frame from node `node` (seq) to A's actor `to`: tag and ref, sender
  * `from` at node `from_node`. */
+static void raw_publish(natsConnection *nc, const char *node,
+                        const tpi_nframe *f)
+{
+    tpi_nbuf b = {0};
+    char subj[160];
+    snprintf(subj, sizeof subj, "tp." CLUSTER ".n.A.%s", node);
+    if (tpi_nframe_encode(&b, f))
+        natsConnection_Publish(nc, subj, b.p, (int)b.len);
+    tp_free(b.p);
+}
+
 static void raw_frame_ref(natsConnection *nc, const char *node, uint64_t seq,
                           tp_pid to, int32_t tag, const char *from_node,
                           tp_ref ref)
@@ -753,12 +764,7 @@ static void raw_frame_ref(natsConnection *nc, const char *node, uint64_t seq,
                     .from = {1ull << 32 | 1, from_node, strlen(from_node)},
                     .tag = tag,
                     .ref = ref};
-    tpi_nbuf b = {0};
-    char subj[160];
-    snprintf(subj, sizeof subj, "tp." CLUSTER ".n.A.%s", node);
-    if (tpi_nframe_encode(&b, &f))
-        natsConnection_Publish(nc, subj, b.p, (int)b.len);
-    tp_free(b.p);
+    raw_publish(nc, node, &f);
 }
 
 static void raw_frame(natsConnection *nc, const char *node, uint64_t seq,
@@ -962,6 +968,55 @@ static void test_signals_match_sender(void **unused)
     assert_int_equal(g.downs, 1);
     assert_true(g.down_after_kill);
     assert_true(g.down_from == g.target);
+}
+
+/* A CALLED frame (a node saying it serves a group call of ours) is taken
+ * only for a group call this node made and no node has claimed: E's 1,000
+ * for calls nobody made are dropped and counted, and keep nothing. Before,
+ * each was kept as a call waiting for E's reply, for as long as the
+ * caller lived: memory without bound, scanned at every reply. */
+#define CALLED_N 1000
+
+typedef struct calledflood {
+    natsConnection *raw;
+    tp_node_stats before, after;
+} calledflood;
+
+static int calledflood_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    calledflood *g = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        tp_node_stats_get(tp_ctx_runtime(ctx), &g->before);
+        for (uint64_t i = 1; i <= CALLED_N; i++) {
+            tpi_nframe f = {.kind = TPI_NF_CALLED,
+                            .seq = i,
+                            .to = tp_self(ctx),
+                            .ref = i};
+            raw_publish(g->raw, "E", &f);
+        }
+        raw_frame(g->raw, "E", CALLED_N + 1, tp_self(ctx), T_PING, "E");
+        natsConnection_Flush(g->raw);
+        break;
+    case T_PING: /* after every CALLED frame */
+        tp_node_stats_get(tp_ctx_runtime(ctx), &g->after);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_forged_called_dropped(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static calledflood g;
+    memset(&g, 0, sizeof g);
+    assert_int_equal(natsConnection_ConnectTo(&g.raw, nt_nats.url), NATS_OK);
+    assert_int_equal(run_node("A", calledflood_root, &g, NULL), 0);
+    natsConnection_Destroy(g.raw);
+    TPT_CHECK();
+    assert_int_equal(g.after.calls_waiting, g.before.calls_waiting);
+    assert_int_equal(g.after.dropped - g.before.dropped, CALLED_N);
 }
 
 /* ----------------------------------------------------- global names */
@@ -1308,6 +1363,7 @@ typedef struct groups {
     tp_ref nobody_ref;
     double t_nobody;
     int calls, from_local, from_remote, nobody_status;
+    uint64_t waiting; /* calls the node keeps at the end */
     bool done;
 } groups;
 
@@ -1363,6 +1419,9 @@ static int groups_root(tp_ctx *ctx, void *state, const tp_msg *msg)
                 g->done = true;
         }
         if (g->done && g->nobody_status) {
+            tp_node_stats st;
+            tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+            g->waiting = st.calls_waiting;
             kill(g->child, SIGKILL);
             tp_kill(ctx, g->local);
             return tp_exit(ctx, TP_REASON_NORMAL);
@@ -1426,7 +1485,9 @@ static void test_names_after_run(void **unused)
 }
 
 /* Members on two nodes: every call is answered by exactly one of them,
- * both get some; a group with no member fails a call at once. */
+ * both get some; a group with no member fails a call at once. The node
+ * keeps none of them once answered (by a member here, there, or by
+ * nobody). */
 static void test_groups(void **unused)
 {
     (void)unused;
@@ -1441,6 +1502,7 @@ static void test_groups(void **unused)
     assert_true(g.from_local > 0 && g.from_remote > 0);
     assert_int_equal(g.nobody_status, TP_ENOPROC);
     assert_true(g.t_nobody < 1000);
+    assert_int_equal(g.waiting, 0); /* every call answered is forgotten */
 }
 
 /* ------------------------------------------ remote spawn, supervision */
@@ -1834,6 +1896,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hostile_frames),
         cmocka_unit_test(test_forged_senders_and_names),
         cmocka_unit_test(test_signals_match_sender),
+        cmocka_unit_test(test_forged_called_dropped),
         cmocka_unit_test(test_global_names),
         cmocka_unit_test(test_names_after_run),
         cmocka_unit_test(test_unregister_unanswered),
