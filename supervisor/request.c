@@ -105,6 +105,8 @@ static void count_children(tp_ctx *ctx, tpi_sup *s, const tp_msg *msg)
         else
             workers++;
     }
+    if (s->spec.strategy == TP_SUP_SIMPLE_ONE_FOR_ONE)
+        specs = 1; /* its template, as OTP counts */
     void *buf;
     size_t len;
     if (tp_packf(&buf, &len, "[iuuuu]", 0, specs, active, sups, workers) == 0) {
@@ -203,7 +205,7 @@ void tpi_sup_handle_request(tp_ctx *ctx, tpi_sup *s, const tp_msg *msg)
             return;
         }
         if (c) { /* not running: no longer restarting either */
-            tpi_sup_cancel_restart(ctx, c);
+            tpi_sup_drop_restart(ctx, s, c);
             tpi_sup_child_stopped(c);
         }
         answer(ctx, msg, c ? 0 : TP_ENOENT, NULL);

@@ -103,6 +103,29 @@ void tpi_sup_cancel_restart(tp_ctx *ctx, tpi_sup_child *c)
     }
 }
 
+/* In one_for_all and rest_for_one, c's timer also restarts the members
+ * of its group that were stopped with it (tpi_sup_add_start_pending): it
+ * passes to the first of them, which starts the same ones but c. One that
+ * has a timer of its own starts them anyway. */
+void tpi_sup_drop_restart(tp_ctx *ctx, tpi_sup *s, tpi_sup_child *c)
+{
+    tp_sup_strategy st = s->spec.strategy;
+    if (c->timer && (st == TP_SUP_ONE_FOR_ALL || st == TP_SUP_REST_FOR_ONE)) {
+        size_t k = st == TP_SUP_ONE_FOR_ALL ? 0 : tpi_sup_kid_index(s, c) + 1;
+        for (; k < s->n; k++) {
+            tpi_sup_child *o = s->kids[k];
+            if (o == c || o->state != TP_CHILD_RESTARTING || o->doomed)
+                continue;
+            if (!o->timer) {
+                o->timer = c->timer;
+                c->timer = 0;
+            }
+            break;
+        }
+    }
+    tpi_sup_cancel_restart(ctx, c);
+}
+
 void tpi_sup_schedule_restart(tp_ctx *ctx, tpi_sup *s, tpi_sup_child *c,
                               unsigned delay)
 {

@@ -152,6 +152,9 @@ void tpi_sup_start_shutdown(tp_ctx *ctx, tpi_sup *s, tp_reason why,
 
 /* Cancel c's pending restart timer, if any. */
 void tpi_sup_cancel_restart(tp_ctx *ctx, tpi_sup_child *c);
+/* c, waiting to restart, waits no more (terminate_child): the members of
+ * its group that wait on its timer keep it. */
+void tpi_sup_drop_restart(tp_ctx *ctx, tpi_sup *s, tpi_sup_child *c);
 /* The running child c ended with why: forget it, restart it (and its
  * group) or shut down, by its restart type and the intensity. */
 void tpi_sup_child_exited(tp_ctx *ctx, tpi_sup *s, tpi_sup_child *c,

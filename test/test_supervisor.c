@@ -1178,10 +1178,11 @@ static void rq_next(tp_ctx *ctx, rq *q)
     }
     case 14: tp_sup_terminate_pid(ctx, q->simple, q->dyn[1], -1, r); break;
     case 15: tp_sup_which_children(ctx, q->simple, -1, r); break;
-    case 16: tp_sup_delete_child(ctx, q->simple, "x", -1, r); break;
-    case 17: tp_sup_stop(ctx, q->simple, -1, r); break;
-    case 18: tp_sup_stop(ctx, q->sup, -1, r); break;
-    case 19: tp_sup_which_children(ctx, q->sup, -1, r); break;
+    case 16: tp_sup_count_children(ctx, q->simple, -1, r); break;
+    case 17: tp_sup_delete_child(ctx, q->simple, "x", -1, r); break;
+    case 18: tp_sup_stop(ctx, q->simple, -1, r); break;
+    case 19: tp_sup_stop(ctx, q->sup, -1, r); break;
+    case 20: tp_sup_which_children(ctx, q->sup, -1, r); break;
     }
 }
 
@@ -1250,10 +1251,15 @@ static int requests_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
             RQ_CHECK(n == 2 && info[0].pid == q->dyn[0] &&
                      info[1].pid == q->dyn[2] && info[0].id[0] == '\0');
             break;
-        case 16: RQ_CHECK(tp_sup_reply_result(msg, NULL) == TP_ESTATE); break;
-        case 17: RQ_CHECK(tp_sup_reply_result(msg, NULL) == 0); break;
+        case 16: /* as OTP: one spec (the template), its children */
+            RQ_CHECK(tp_sup_reply_counts(msg, &c) == 0);
+            RQ_CHECK(c.specs == 1 && c.active == 2 && c.workers == 2 &&
+                     c.supervisors == 0);
+            break;
+        case 17: RQ_CHECK(tp_sup_reply_result(msg, NULL) == TP_ESTATE); break;
         case 18: RQ_CHECK(tp_sup_reply_result(msg, NULL) == 0); break;
-        case 19: /* the supervisor is gone: the call's own error */
+        case 19: RQ_CHECK(tp_sup_reply_result(msg, NULL) == 0); break;
+        case 20: /* the supervisor is gone: the call's own error */
             RQ_CHECK(tp_sup_reply_children(msg, NULL, 0, &n) == TP_ENOPROC);
             return tp_exit(ctx, TP_REASON_NORMAL);
         }
@@ -1276,8 +1282,107 @@ static void test_requests(void **u)
     tpt_result r;
     assert_int_equal(tpt_run(NULL, requests_ctl, &q, NULL, &r), 0);
     TPT_CHECK();
-    assert_int_equal(q.step, 19);
+    assert_int_equal(q.step, 20);
     assert_int_equal(r.stats.actors_alive, 0);
+}
+
+/* terminate_child on the child whose restart, delayed by the backoff,
+ * also restarts the members of its group stopped with it: they still
+ * restart when it is due, without it. Before, the timer was cancelled
+ * with the child and they stayed "restarting" for ever. */
+typedef struct tw {
+    int strategy, phase, mark;
+    tp_pid sup, b;
+    tp_ref ref;
+    wcfg cfg[3];
+    tp_child_info info[3];
+    size_t n;
+} tw;
+
+enum { TAG_TW_GIVEUP = 40 };
+
+static int tw_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    tw *t = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        g_ctl = tp_self(ctx);
+        EXPECT_EQ(tp_trap_exit(ctx, true), 0);
+        tp_child_spec kids[3] = {worker_spec("a", &t->cfg[0]),
+                                 worker_spec("b", &t->cfg[1]),
+                                 worker_spec("c", &t->cfg[2])};
+        tp_sup_spec spec;
+        tp_sup_spec_init(&spec);
+        spec.strategy = t->strategy;
+        spec.children = kids;
+        spec.n_children = 3;
+        spec.report = rec;
+        spec.backoff = (tp_sup_backoff){.min_ms = 100, .max_ms = 100};
+        EXPECT_EQ(tp_sup_start_link(ctx, &spec, &t->sup), 0);
+        return TP_HANDLED;
+    }
+    case TAG_EV: {
+        ev *e = this_ev(msg);
+        if (t->phase == 0 && count_ev(0, TP_SUP_EV_STARTED, 0) == 3) {
+            t->phase = 1;
+            for (int i = 0; i < nev; i++)
+                if (strcmp(evs[i].id, "b") == 0)
+                    t->b = evs[i].pid;
+            EXPECT_EQ(tp_send(ctx, t->b, TAG_CRASH, NULL, 0), 0);
+        } else if (t->phase == 1 && e->kind == TP_SUP_EV_RESTARTING) {
+            t->phase = 2; /* b's group is stopped, b's timer set */
+            t->mark = nev;
+            EXPECT_EQ(tp_sup_terminate_child(ctx, t->sup, "b", -1, &t->ref), 0);
+            tp_send_after(ctx, 5000, TAG_TW_GIVEUP, NULL, 0, NULL);
+        } else if (t->phase == 2 &&
+                   count_ev(t->mark, TP_SUP_EV_STARTED, 0) ==
+                       (t->strategy == TP_SUP_ONE_FOR_ALL ? 2 : 1)) {
+            t->phase = 3;
+            EXPECT_EQ(tp_sup_which_children(ctx, t->sup, -1, &t->ref), 0);
+        }
+        return TP_HANDLED;
+    }
+    case TAG_TW_GIVEUP:
+        if (t->phase == 2) {
+            t->phase = 3;
+            EXPECT_EQ(tp_sup_which_children(ctx, t->sup, -1, &t->ref), 0);
+        }
+        return TP_HANDLED;
+    case TP_TAG_REPLY:
+        if (tp_msg_ref(msg) != t->ref || t->phase != 3)
+            return TP_HANDLED;
+        EXPECT_EQ(tp_sup_reply_children(msg, t->info, 3, &t->n), 0);
+        t->phase = 4;
+        EXPECT_EQ(tp_sup_stop(ctx, t->sup, -1, NULL), 0);
+        return TP_HANDLED;
+    case TP_TAG_EXIT: /* the supervisor ended */
+        return t->phase == 4 ? tp_exit(ctx, TP_REASON_NORMAL) : TP_HANDLED;
+    }
+    return TP_HANDLED;
+}
+
+static void test_terminate_waiting_child(void **u)
+{
+    (void)u;
+    int strategies[2] = {TP_SUP_ONE_FOR_ALL, TP_SUP_REST_FOR_ONE};
+    for (int i = 0; i < 2; i++) {
+        static tw t;
+        memset(&t, 0, sizeof t);
+        t.strategy = strategies[i];
+        log_reset();
+        tpt_reset();
+        assert_int_equal(tpt_run(NULL, tw_ctl, &t, NULL, NULL), 0);
+        TPT_CHECK();
+        assert_int_equal(t.n, 3);
+        for (int k = 0; k < 3; k++) /* b stopped, the others back */
+            assert_int_equal(t.info[k].state,
+                             k == 1 ? TP_CHILD_STOPPED : TP_CHILD_RUNNING);
+        /* a restarted too in one_for_all: a second start */
+        assert_int_equal(t.cfg[0].starts,
+                         t.strategy == TP_SUP_ONE_FOR_ALL ? 2 : 1);
+        assert_int_equal(t.cfg[1].starts, 1);
+        assert_int_equal(t.cfg[2].starts, 2);
+    }
 }
 
 /* Bad specs are refused before anything is spawned. */
@@ -1741,6 +1846,7 @@ int main(void)
         cmocka_unit_test(test_backoff_growth_and_reset),
         cmocka_unit_test(test_backoff_jitter_seeded),
         cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_terminate_waiting_child),
         cmocka_unit_test(test_bad_specs),
         cmocka_unit_test(test_sigterm_orderly),
         cmocka_unit_test(test_second_signal_forces),

@@ -302,7 +302,7 @@ TP_API int tp_sup_reply_result(const tp_msg *reply, tp_pid *pid_out);
 
 /** count_children's answer (OTP's count_children). */
 typedef struct tp_sup_counts {
-    uint64_t specs;       /**< children (specs) */
+    uint64_t specs;       /**< children (specs); simple_one_for_one: 1 */
     uint64_t active;      /**< running */
     uint64_t supervisors; /**< of kind supervisor */
     uint64_t workers;     /**< of kind worker */
