@@ -150,6 +150,16 @@ void tpi_sup_restart_due(tp_ctx *ctx, tpi_sup *s, tp_timer id)
         c->timer = 0;
         if (c->state != TP_CHILD_RESTARTING)
             return;
+        if (s->spec.strategy == TP_SUP_ONE_FOR_ALL) {
+            /* The whole group again, as OTP retries: those an attempt
+             * that failed had started stop first. */
+            tpi_sup_job_begin(s, TPI_SUP_JOB_RESTART);
+            s->job.target = c;
+            s->job.then_start = true;
+            tpi_sup_stop_range(ctx, s, 0, s->n);
+            tpi_sup_job_run(ctx, s);
+            return;
+        }
         tpi_sup_job_begin(s, TPI_SUP_JOB_RESUME);
         s->job.target = c;
         tpi_sup_add_start_pending(s, c);

@@ -121,6 +121,7 @@ static void dump_log(void)
 typedef struct wcfg {
     int stubborn;   /* trap exits and ignore shutdown */
     int fail_from;  /* starts number >= this fail (0: never) */
+    int fail_at;    /* and this one */
     int crash_upto; /* starts number <= this crash at once */
     int crash_also; /* and this one too */
     int stable_at;  /* start number that stays up linger_ms, then crashes */
@@ -162,7 +163,8 @@ static int start_worker(tp_ctx *ctx, void *arg, const void *args,
 {
     wcfg *cfg = arg;
     cfg->starts++;
-    if (cfg->fail_from && cfg->starts >= cfg->fail_from)
+    if ((cfg->fail_from && cfg->starts >= cfg->fail_from) ||
+        cfg->starts == cfg->fail_at)
         return TP_EEXIST;
     wstate *w = malloc(sizeof *w);
     if (!w)
@@ -1385,6 +1387,85 @@ static void test_terminate_waiting_child(void **u)
     }
 }
 
+/* one_for_all: c crashes, and in the group's restart b fails to start
+ * once. The retry restarts the whole group again, as OTP does: a, which
+ * the failed attempt had started, is stopped and started once more (3
+ * starts). Before, the retry started only b and c and left that a. */
+typedef struct ra {
+    int phase, mark;
+    tp_pid sup;
+    wcfg cfg[3];
+    tp_ref ref;
+    tp_child_info info[3];
+    size_t n;
+} ra;
+
+static int ra_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    ra *r = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        g_ctl = tp_self(ctx);
+        EXPECT_EQ(tp_trap_exit(ctx, true), 0);
+        r->cfg[1].fail_at = 2; /* b's first restart */
+        tp_child_spec kids[3] = {worker_spec("a", &r->cfg[0]),
+                                 worker_spec("b", &r->cfg[1]),
+                                 worker_spec("c", &r->cfg[2])};
+        tp_sup_spec spec;
+        tp_sup_spec_init(&spec);
+        spec.strategy = TP_SUP_ONE_FOR_ALL;
+        spec.intensity = 10;
+        spec.children = kids;
+        spec.n_children = 3;
+        spec.report = rec;
+        EXPECT_EQ(tp_sup_start_link(ctx, &spec, &r->sup), 0);
+        return TP_HANDLED;
+    }
+    case TAG_EV:
+        if (r->phase == 0 && count_ev(0, TP_SUP_EV_STARTED, 0) == 3) {
+            r->phase = 1;
+            r->mark = nev;
+            for (int i = 0; i < nev; i++)
+                if (strcmp(evs[i].id, "c") == 0)
+                    EXPECT_EQ(tp_send(ctx, evs[i].pid, TAG_CRASH, NULL, 0), 0);
+        } else if (r->phase == 1 && this_ev(msg) >= &evs[r->mark] &&
+                   this_ev(msg)->kind == TP_SUP_EV_STARTED &&
+                   strcmp(this_ev(msg)->id, "c") == 0) {
+            r->phase = 2; /* the group is back */
+            EXPECT_EQ(tp_sup_which_children(ctx, r->sup, -1, &r->ref), 0);
+        }
+        return TP_HANDLED;
+    case TP_TAG_REPLY:
+        if (tp_msg_ref(msg) != r->ref)
+            return TP_HANDLED;
+        EXPECT_EQ(tp_sup_reply_children(msg, r->info, 3, &r->n), 0);
+        r->phase = 3;
+        EXPECT_EQ(tp_sup_stop(ctx, r->sup, -1, NULL), 0);
+        return TP_HANDLED;
+    case TP_TAG_EXIT:
+        return r->phase == 3 ? tp_exit(ctx, TP_REASON_NORMAL) : TP_HANDLED;
+    }
+    return TP_HANDLED;
+}
+
+static void test_retry_restarts_whole_group(void **u)
+{
+    (void)u;
+    static ra r;
+    memset(&r, 0, sizeof r);
+    log_reset();
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, ra_ctl, &r, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(r.cfg[0].starts, 3);
+    assert_int_equal(r.cfg[1].starts, 3);
+    assert_int_equal(r.cfg[2].starts, 2);
+    assert_int_equal(count_ev(0, TP_SUP_EV_START_FAILED, 0), 1);
+    assert_int_equal(r.n, 3);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(r.info[k].state, TP_CHILD_RUNNING);
+}
+
 /* Bad specs are refused before anything is spawned. */
 static int badspec_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
@@ -1847,6 +1928,7 @@ int main(void)
         cmocka_unit_test(test_backoff_jitter_seeded),
         cmocka_unit_test(test_requests),
         cmocka_unit_test(test_terminate_waiting_child),
+        cmocka_unit_test(test_retry_restarts_whole_group),
         cmocka_unit_test(test_bad_specs),
         cmocka_unit_test(test_sigterm_orderly),
         cmocka_unit_test(test_second_signal_forces),
