@@ -148,6 +148,10 @@ static void on_group_answer(natsConnection *nc, natsSubscription *sub,
 
 int tpi_groups_open(tpi_node *n)
 {
+    _Static_assert(TPI_PREFIX_MAX + sizeof ".gr." - 1 + TP_NODE_NAME_MAX +
+                           sizeof ".>" <=
+                       TPI_INBOX_MAX,
+                   "the group inbox fits");
     snprintf(n->group_inbox, sizeof n->group_inbox, "%s.gr.%s.>", n->prefix,
              n->o.name);
     return tpi_node_subscribe(n, &n->sub_group_ans, n->group_inbox, NULL,
@@ -295,7 +299,10 @@ static int publish(tp_ctx *ctx, tpi_node *n, const char *group, int32_t tag,
         return TP_EINVAL;
     tpi_nbuf b = {0};
     int rc = 0;
-    char subj[2 * TP_NODE_NAME_MAX + GROUP_NAME_MAX + 16], reply[160];
+    char subj[2 * TP_NODE_NAME_MAX + GROUP_NAME_MAX + 16], reply[TPI_REPLY_MAX];
+    _Static_assert(TPI_INBOX_MAX - 1 + 2 * sizeof "18446744073709551615" <=
+                       TPI_REPLY_MAX,
+                   "a group call's reply subject fits");
     snprintf(subj, sizeof subj, "%s.g.%s.%s", n->prefix, group, n->o.name);
     snprintf(reply, sizeof reply, "%.*s%" PRIu64 ".%" PRIu64,
              (int)strlen(n->group_inbox) - 1, n->group_inbox, (uint64_t)self,

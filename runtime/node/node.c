@@ -383,7 +383,9 @@ static void probe_and_check(tpi_node *n, uint64_t deadline_ns)
         if (late) { /* hung, or cut off: it may come back as it was */
             tpi_node_peer_down(n, p, false);
         } else if (up) {
-            char subj[2 * TP_NODE_NAME_MAX + 32], reply[160];
+            char subj[2 * TP_NODE_NAME_MAX + 32], reply[TPI_REPLY_MAX];
+            _Static_assert(TPI_INBOX_MAX - 1 + TP_NODE_NAME_MAX < TPI_REPLY_MAX,
+                           "a probe's reply subject fits");
             snprintf(subj, sizeof subj, "%s.alive.%s", n->prefix, p->name);
             snprintf(reply, sizeof reply, "%.*s%s",
                      (int)strlen(n->probe_inbox) - 1, n->probe_inbox, p->name);
@@ -645,6 +647,10 @@ static int node_start(tp_runtime *rt, void *state)
     n->batch_max = BATCH_BYTES < n->o.max_message ? BATCH_BYTES
                                                   : n->o.max_message;
     n->creation = creation_draw();
+    _Static_assert(TPI_PREFIX_MAX + sizeof ".probe." - 1 + TP_NODE_NAME_MAX +
+                           sizeof ".*" <=
+                       TPI_INBOX_MAX,
+                   "the probe inbox fits");
     snprintf(n->probe_inbox, sizeof n->probe_inbox, "%s.probe.%s.*", n->prefix,
              n->o.name);
     int rc = claim_name(n);

@@ -176,11 +176,18 @@ typedef struct tpi_group {
     size_t rr;
 } tpi_group;
 
+/* Subject lengths: "tp.<cluster>", an inbox of this node's with the
+ * longest names, and a reply subject made of an inbox, a peer's name or a
+ * pid and a ref (node.c and groups.c check their formats against these). */
+#define TPI_PREFIX_MAX (3 + TP_NODE_NAME_MAX)
+#define TPI_INBOX_MAX (TPI_PREFIX_MAX + TP_NODE_NAME_MAX + 16)
+#define TPI_REPLY_MAX (TPI_INBOX_MAX + TP_NODE_NAME_MAX + 48)
+
 typedef struct tpi_node {
     tp_runtime *rt;
     tp_node_opts o; /* strings point into strs */
     char *strs;
-    char prefix[TP_NODE_NAME_MAX + 8]; /* "tp.<cluster>" */
+    char prefix[TPI_PREFIX_MAX + 1]; /* "tp.<cluster>" */
     size_t name_len;
     uint64_t creation; /* this run's incarnation, random */
     struct __natsConnection *nc;
@@ -202,8 +209,8 @@ typedef struct tpi_node {
     pthread_mutex_t groups_lock;
     tpi_group **groups;
     size_t ngroups, capgroups;
-    char group_inbox[160];
-    char probe_inbox[128];
+    char group_inbox[TPI_INBOX_MAX]; /* "<prefix>.gr.<self>.>" */
+    char probe_inbox[TPI_INBOX_MAX]; /* "<prefix>.probe.<self>.*" */
     /* The peer table: slots 1..npeers (0 unused); entries never move or
      * go away while the node runs, so readers may keep a pointer. */
     pthread_mutex_t peers_lock; /* adding peers, name lookup */
