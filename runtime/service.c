@@ -9,6 +9,7 @@
 #include "runtime/alloc.h"
 #include "runtime/runtime.h"
 
+#include <signal.h>
 #include <string.h>
 
 /* ---------------------------------------------------------- state */
@@ -284,4 +285,14 @@ int tpi_svc_congest(tp_runtime *rt, tp_pid pid, bool on)
     if (!on)
         tpi_drained(rt, a);
     return 0;
+}
+
+/* ------------------------------------------------------------ SIGPIPE */
+
+void tpi_svc_no_sigpipe(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+        !(sa.sa_flags & SA_SIGINFO))
+        signal(SIGPIPE, SIG_IGN);
 }

@@ -228,6 +228,12 @@ unsigned tpi_svc_threads(tp_runtime *rt);
  * child). */
 int tpi_svc_place(tp_ctx *ctx, tp_pid pid, unsigned sched);
 
+/* A service about to write to a socket or pipe whose peer may vanish (a
+ * client, a worker process): SIGPIPE is ignored from now on, so that is
+ * an error on that one write, not the end of the process, unless the
+ * application installed a handler of its own. */
+void tpi_svc_no_sigpipe(void);
+
 /* Things that outlive their actor (a socket flushing its last bytes, a
  * worker not reaped yet). tp_runtime_free calls finish(l) for each one
  * still listed, after every actor is torn down; finish frees l. */

@@ -965,12 +965,7 @@ int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
     else
         snprintf(l->name, sizeof l->name, "%s port %u",
                  opts->host ? opts->host : "127.0.0.1", (unsigned)port);
-    /* A vanished peer must be an error on its connection, not the end of
-     * the process: ignore SIGPIPE unless the application chose. */
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
-        !(sa.sa_flags & SA_SIGINFO))
-        signal(SIGPIPE, SIG_IGN);
+    tpi_svc_no_sigpipe(); /* a vanished peer: an error on its connection */
     /* Out of fds already? Then it goes without the spare (and pauses
      * instead of refusing), which it takes again at its next accept. */
     l->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -214,8 +214,8 @@ static void chan_fail(iso_chan *c, int code, const char *what)
     if (code == TP_EPROTO)
         atomic_fetch_add_explicit(&tpi_iso_bad_frames, 1, memory_order_relaxed);
     chan_kill(c);
-    if (c->bev)
-        bufferevent_disable(c->bev, EV_READ);
+    if (c->bev) /* nothing more to or from a worker being killed */
+        bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     chan_reap_start(c);
 }
 
@@ -529,6 +529,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     iso_chan *c = arg;
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
         return;
+    if ((what & BEV_EVENT_WRITING) && !(what & BEV_EVENT_EOF)) {
+        /* It no longer reads (it is ending): what it wrote before still
+         * counts, its replies and its exit reason. Read on to its end. */
+        bufferevent_disable(bev, EV_WRITE);
+        return;
+    }
     if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
         c->truncated = true;
     bufferevent_disable(bev, EV_READ | EV_WRITE);
@@ -836,6 +842,7 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
         rc = TP_ENOMEM;
         goto fail;
     }
+    tpi_svc_no_sigpipe(); /* a dead worker: an error on its channel */
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         rc = TP_ESYS;
         goto fail;
@@ -868,8 +875,10 @@ int tpi_isolate_spawn(tp_ctx *ctx, const tp_isolate_opts *o,
      * channel pins it here, where the channel's events live. */
     c->pid = p->self = pid;
     if (tpi_svc_attach(ctx, pid, &c->res, NULL) != 0) {
-        /* The proxy finds no channel, and ends when told it died. */
+        /* The proxy finds no channel, and ends when told it died; its
+         * hook is not told (the caller learns from our error). */
         p->ch = NULL;
+        p->has_hook = false;
         c->proxy = NULL;
         tp_kill(ctx, pid);
         chan_close(&c->res);

@@ -327,6 +327,11 @@ int tp_isolate_main(int argc, char **argv)
     if ((long)getppid() != ppid)
         _exit(0);
     signal(SIGPIPE, SIG_IGN); /* a vanished parent is a write error */
+    /* The channel (dup2'd here without close-on-exec) must not outlive us
+     * in a program the behavior runs (system(), popen()): the parent
+     * learns of our death by its end of file. */
+    if (fd >= 0)
+        (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
     tp_behavior b;
     void *state;
     if (fd < 0 || tpi_isolate_lookup(name, &b, &state) != 0) {

@@ -64,6 +64,8 @@ enum {
     T_DONE,
     T_POLL,
     T_LEAK,
+    T_EXEC_SEGV,
+    T_GIVEUP,
 };
 
 /* ASan and TSan reserve terabytes of address space up front, so workers
@@ -194,6 +196,15 @@ static int tw(tp_ctx *ctx, void *state, const tp_msg *msg)
     case T_BLOCK: return block_on_fifo(msg);
     case T_COUNT: counted++; return TP_HANDLED;
     case T_COUNTED: return tp_reply_int(ctx, msg, counted);
+    case T_EXEC_SEGV: { /* start a program that outlives us; crash */
+        pid_t helper = fork();
+        if (helper == 0) {
+            execlp("sleep", "sleep", "30", (char *)NULL);
+            _exit(127);
+        }
+        tp_reply_int(ctx, msg, helper); /* leaves after this turn */
+        return tp_send_after(ctx, 10, T_SEGV, NULL, 0, NULL);
+    }
     }
     return TP_HANDLED;
 }
@@ -633,6 +644,120 @@ static void test_watchdog(void **unused)
     tp_isolate_stats st;
     tp_isolate_stats_get(&st);
     assert_true(st.watchdog >= 1);
+}
+
+/* A worker that dies with input still queued toward it (more than its
+ * socket holds): its death is an exit signal as always. Writing to its
+ * closed channel is an error on that channel only; before, it raised
+ * SIGPIPE and ended the whole program. */
+#define BACKLOG_MSGS 32
+#define BACKLOG_BYTES (64u << 10)
+
+typedef struct backlog {
+    tp_reason r;
+    char text[TP_REASON_TEXT_MAX + 1];
+} backlog;
+
+static int backlog_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    backlog *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_isolate_opts o = {.name = "tw", .flags = TP_SPAWN_LINK};
+        tp_pid w;
+        EXPECT_EQ(tp_isolate_spawn(ctx, &o, &w), 0);
+        /* It sleeps, then crashes at its next message; the rest waits. */
+        EXPECT_EQ(tp_call(ctx, w, T_SLEEP, "\x64", 1, 30000, NULL), 0);
+        EXPECT_EQ(tp_send(ctx, w, T_SEGV, NULL, 0), 0);
+        uint8_t *big = calloc(1, 5 + BACKLOG_BYTES);
+        big[0] = 0xc6; /* bin32 */
+        big[2] = (uint8_t)(BACKLOG_BYTES >> 16);
+        for (int i = 0; i < BACKLOG_MSGS; i++)
+            EXPECT_EQ(tp_send(ctx, w, T_COUNT, big, 5 + BACKLOG_BYTES), 0);
+        free(big);
+        return TP_HANDLED;
+    }
+    case TP_TAG_EXIT:
+        EXPECT_EQ(tp_msg_reason(msg, &s->r), 0);
+        snprintf(s->text, sizeof s->text, "%s", s->r.text ? s->r.text : "");
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_death_with_backlog(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static backlog s;
+    memset(&s, 0, sizeof s);
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, backlog_ctl, &s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(res.status, 0);
+    assert_int_equal(s.r.kind, TP_EXIT_ERROR);
+    if (!has(s.text, "killed by signal 11"))
+        fail_msg("reason \"%s\"", s.text);
+    assert_no_children();
+}
+
+/* A worker that started a program (system(), popen(), fork and exec)
+ * and then crashed: its death is seen at once, while that program still
+ * runs. The channel is close-on-exec in the worker; before, the program
+ * kept it open, so no end of file came until it ended. */
+typedef struct execd {
+    pid_t helper;
+    bool helper_alive;
+    char text[TP_REASON_TEXT_MAX + 1];
+} execd;
+
+static int execd_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    execd *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_isolate_opts o = {.name = "tw", .flags = TP_SPAWN_LINK};
+        tp_pid w;
+        EXPECT_EQ(tp_isolate_spawn(ctx, &o, &w), 0);
+        EXPECT_EQ(tp_call(ctx, w, T_EXEC_SEGV, NULL, 0, 30000, NULL), 0);
+        return tp_send_after(ctx, 10000, T_GIVEUP, NULL, 0, NULL);
+    }
+    case TP_TAG_REPLY: {
+        int64_t pid = 0;
+        if (tp_msg_status(msg) == 0 && tp_msg_int(msg, &pid) == 0)
+            s->helper = (pid_t)pid;
+        return TP_HANDLED;
+    }
+    case TP_TAG_EXIT: {
+        tp_reason r;
+        EXPECT_EQ(tp_msg_reason(msg, &r), 0);
+        snprintf(s->text, sizeof s->text, "%s", r.text ? r.text : "");
+        s->helper_alive = s->helper > 0 && kill(s->helper, 0) == 0;
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    case T_GIVEUP: return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_death_seen_while_its_program_runs(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static execd s;
+    memset(&s, 0, sizeof s);
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(NULL, execd_ctl, &s, &o, &res);
+    if (s.helper > 0)
+        kill(s.helper, SIGKILL); /* not our child: init reaps it */
+    TPT_CHECK();
+    assert_true(s.helper > 0);
+    if (!has(s.text, "killed by signal 11"))
+        fail_msg("reason \"%s\"", s.text);
+    assert_true(s.helper_alive);
+    assert_no_children();
 }
 
 static void test_rlimit_as(void **unused)
@@ -1420,6 +1545,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_worker_deaths),
         cmocka_unit_test(test_bad_frames),
         cmocka_unit_test(test_watchdog),
+        cmocka_unit_test(test_death_with_backlog),
+        cmocka_unit_test(test_death_seen_while_its_program_runs),
         cmocka_unit_test(test_rlimit_as),
         cmocka_unit_test(test_rlimit_cpu),
         cmocka_unit_test(test_hundred_restarts),
