@@ -495,11 +495,11 @@ int tp_receive_timeout(tp_ctx *ctx, int ms)
  * r and its state say. Returns r. */
 static inline int settle(tpi_actor *a, tpi_msg *m, int r)
 {
+    if (r < 0) /* first: a request it crashed on is answered TP_ENOPROC */
+        tpi_actor_set_exit(a, TP_REASON_ERROR(r, tp_strerror(r)));
     if (m->flags & TPI_MSG_REQUEST)
         tpi_reply_settle(a, m);
     tpi_msg_release(m);
-    if (r < 0)
-        tpi_actor_set_exit(a, TP_REASON_ERROR(r, tp_strerror(r)));
     if ((a->flags & (TPI_ACT_RTO | TPI_ACT_EXITING)) == TPI_ACT_RTO)
         tpi_rto_rearm(a);
     return r;

@@ -498,7 +498,7 @@ int tpi_resource_add(tpi_actor *a, tpi_resource *r); /* TP_ENOMEM */
 /* ---- actors/remote.c */
 /* Deliver m to a remote pid through the node service (or as a dead
  * letter). Consumes m. */
-int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m);
+int tpi_remote_deliver(tp_runtime *rt, tp_pid to, tpi_msg *m);
 /* An actor flagged TPI_ACT_ENDHOOK ended. */
 void tpi_remote_ended(tp_runtime *rt, tp_pid pid);
 /* A scheduler thread starts (on) or ends a batch of turns: sends to remote

@@ -163,9 +163,13 @@ static int call_msg(tpi_actor *a, tp_pid to, tpi_msg *m, int timeout_ms,
     m->reply_to = tpi_actor_pid(a);
     m->ref = ref;
     m->flags |= TPI_MSG_REQUEST;
+    if ((rc = tpi_send_own(a, to, m)) != 0) {
+        tpi_call_refused(a, ref); /* nothing left: no reply will come */
+        return rc;
+    }
     if (ref_out)
         *ref_out = ref;
-    return tpi_send_own(a, to, m);
+    return 0;
 }
 
 static int call_bytes(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
@@ -293,14 +297,17 @@ int tp_forward(tp_ctx *ctx, tp_pid to, const tp_msg *msg)
     if (!m)
         return TP_ENOMEM;
     m->from = msg->from;
-    if (tp_msg_wants_reply(msg)) {
+    bool request = tp_msg_wants_reply(msg);
+    if (request) {
         m->reply_to = msg->reply_to;
         m->ref = msg->ref;
         m->flags |= TPI_MSG_REQUEST;
-        ((tpi_msg *)msg)->flags |= TPI_MSG_REPLIED; /* `to` owns it now */
     }
     TPI_STAT(rt_of(a), sent, 1);
-    return tpi_deliver(rt_of(a), a, to, m);
+    int rc = tpi_deliver(rt_of(a), a, to, m);
+    if (!rc && request) /* `to` owns the obligation now; refused, it stays */
+        ((tpi_msg *)msg)->flags |= TPI_MSG_REPLIED;
+    return rc;
 }
 
 int tp_reply_send(tp_ctx *ctx, tp_reply_handle *r, const void *data, size_t len)

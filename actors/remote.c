@@ -44,7 +44,7 @@ void tpi_remote_ended(tp_runtime *rt, tp_pid pid)
         rt->remote->ended(rt->remote_state, pid);
 }
 
-int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
+int tpi_remote_deliver(tp_runtime *rt, tp_pid to, tpi_msg *m)
 {
     int rc = TP_ENOCONN;
     if (rt->remote) {
@@ -63,11 +63,9 @@ int tpi_remote_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     if (rc == 0 || rc == TP_E2BIG || rc == TP_ENOMEM) {
         /* Sent, or refused before it was numbered (too big for a frame,
          * out of memory): the sender is told, and nothing is lost that a
-         * later message could overtake. A call refused so gets no answer:
-         * its pending entry goes here, in the caller's turn, and tp_call
-         * returns the error. */
-        if (rc && from && (m->flags & TPI_MSG_REQUEST))
-            tpi_call_refused(from, m->ref);
+         * later message could overtake. A call refused so gets no answer
+         * (tp_call drops its pending entry); a forward's obligation stays
+         * with the forwarder. */
         tpi_msg_free(m);
         return rc;
     }

@@ -88,7 +88,7 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     if (rt->host) /* an isolated worker process sends over its channel */
         return tpi_host_route(rt->host, to, m);
     if (to & TPI_PID_REMOTE) /* an actor of another node */
-        return tpi_remote_deliver(rt, from, to, m);
+        return tpi_remote_deliver(rt, to, m);
     tpi_actor *a = tpi_table_slot(rt->table, to);
     if (!a) {
         if (to == TP_PID_NONE || (uint32_t)to == 0) {

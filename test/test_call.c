@@ -11,6 +11,8 @@
 
 enum { TAG_REQ = 1, TAG_NOW, TAG_TAKEN, TAG_DONE, TAG_STOP };
 
+#define ODD_PID ((tp_pid)1 << 32) /* index 0: no actor's, malformed */
+
 static void free_state(void *s) { free(s); }
 
 /* ------------------------------------------------------------ servers */
@@ -280,6 +282,42 @@ static int deadcall_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     return TP_HANDLED;
 }
 
+/* A call refused at once (a malformed pid) returns its error, leaves
+ * *ref_out alone, and no reply ever comes; before, its pending entry
+ * stayed and its timeout answered TP_ETIMEDOUT. */
+typedef struct refused {
+    int rc, replies;
+    tp_ref ref;
+} refused;
+
+static int refused_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    refused *r = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        r->ref = 12345;
+        r->rc = tp_call(ctx, ODD_PID, TAG_REQ, NULL, 0, 10, &r->ref);
+        /* well past the refused call's timeout */
+        return tp_send_after(ctx, 100, TAG_DONE, NULL, 0, NULL);
+    case TP_TAG_REPLY: r->replies++; break;
+    case TAG_DONE: return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_call_refused_leaves_nothing(void **unused)
+{
+    (void)unused;
+    static refused r;
+    memset(&r, 0, sizeof r);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, refused_root, &r, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(r.rc, TP_EINVAL);
+    assert_int_equal(r.ref, 12345);
+    assert_int_equal(r.replies, 0);
+}
+
 /* A call to a dead pid answers TP_ENOPROC (no timeout needed). */
 static void test_call_dead_pid(void **unused)
 {
@@ -298,11 +336,14 @@ static void test_call_dead_pid(void **unused)
 enum { TAG_FAIL_NOW = 40 };
 
 /* Fails with error 77: in the turn that handles the request, or at start
- * with the request still queued. */
+ * with the request still queued (at_start 1); or crashes (its behavior
+ * returns TP_EINVAL) in the request's turn (at_start 2). */
 static int failing_callee(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     int *at_start = state;
-    if ((tp_msg_tag(msg) == TP_TAG_START && *at_start) ||
+    if (tp_msg_tag(msg) == TAG_FAIL_NOW && *at_start == 2)
+        return TP_EINVAL;
+    if ((tp_msg_tag(msg) == TP_TAG_START && *at_start == 1) ||
         tp_msg_tag(msg) == TAG_FAIL_NOW)
         tp_exit(ctx, TP_REASON_ERROR(77, "callee failed"));
     return TP_HANDLED;
@@ -350,10 +391,11 @@ static int why_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 /* gen_server:call exits the caller with the callee's reason; tp_call
  * answers TP_ENOPROC (no payload) and the reason comes with the DOWN of a
  * monitor set before the call, whether the callee died handling the
- * request or with it still queued. */
+ * request (by tp_exit, or by returning an error: before, that answered
+ * TP_ENOREPLY) or with it still queued. */
 static void test_call_callee_reason_via_monitor(void **unused)
 {
-    for (int at_start = 0; at_start < 2; at_start++) {
+    for (int at_start = 0; at_start < 3; at_start++) {
         static why_call w;
         memset(&w, 0, sizeof w);
         w.at_start = at_start;
@@ -365,7 +407,7 @@ static void test_call_callee_reason_via_monitor(void **unused)
         assert_int_equal(w.reply_len, 0);
         assert_int_equal(w.downs, 1);
         assert_int_equal(w.down.kind, TP_EXIT_ERROR);
-        assert_int_equal(w.down.code, 77);
+        assert_int_equal(w.down.code, at_start == 2 ? TP_EINVAL : 77);
     }
 }
 
@@ -374,13 +416,15 @@ static void test_call_callee_reason_via_monitor(void **unused)
 /* A router forwards requests with tp_forward: the worker answers the
  * caller directly (the router never replies, so no TP_ENOREPLY), the
  * sender is the caller, and a request forwarded to a dead pid is answered
- * TP_ENOPROC by the runtime. */
+ * TP_ENOPROC by the runtime. A forward refused (a malformed pid) leaves
+ * the obligation with the router: unanswered, the caller gets
+ * TP_ENOREPLY (before, it got nothing). */
 typedef struct fwd {
     tp_pid root, router, worker, dead;
-    tp_ref ref_ok, ref_dead;
-    int replies, router_seen, forward_rc, bad_rc;
+    tp_ref ref_ok, ref_dead, ref_odd;
+    int replies, router_seen, forward_rc, bad_rc, odd_rc;
     int64_t value;
-    int status_ok, status_dead;
+    int status_ok, status_dead, status_odd;
     tp_pid seen_from;
 } fwd;
 
@@ -407,6 +451,10 @@ static int fwd_router(tp_ctx *ctx, void *state, const tp_msg *msg)
     case TAG_REQ:
         f->router_seen++;
         EXPECT_EQ(tp_msg_int(msg, &v), 0);
+        if (v == 3) {
+            f->odd_rc = tp_forward(ctx, ODD_PID, msg);
+            break;
+        }
         f->forward_rc = tp_forward(ctx, v == 1 ? f->worker : f->dead, msg);
         f->bad_rc = tp_forward(ctx, TP_PID_NONE, msg);
         break;
@@ -438,6 +486,8 @@ static int fwd_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         EXPECT_EQ(tp_call_int(ctx, f->router, TAG_REQ, 1, 5000, &f->ref_ok), 0);
         EXPECT_EQ(tp_call_int(ctx, f->router, TAG_REQ, 2, 5000, &f->ref_dead),
                   0);
+        EXPECT_EQ(tp_call_int(ctx, f->router, TAG_REQ, 3, 5000, &f->ref_odd),
+                  0);
         break;
     case TP_TAG_REPLY:
         f->replies++;
@@ -446,8 +496,10 @@ static int fwd_root(tp_ctx *ctx, void *state, const tp_msg *msg)
             EXPECT_EQ(tp_msg_int(msg, &f->value), 0);
         } else if (tp_msg_ref(msg) == f->ref_dead) {
             f->status_dead = tp_msg_status(msg);
+        } else if (tp_msg_ref(msg) == f->ref_odd) {
+            f->status_odd = tp_msg_status(msg);
         }
-        if (f->replies == 2) {
+        if (f->replies == 3) {
             tp_send(ctx, f->router, TAG_STOP, NULL, 0);
             tp_send(ctx, f->worker, TAG_STOP, NULL, 0);
             tp_exit(ctx, TP_REASON_NORMAL);
@@ -466,10 +518,12 @@ static void test_forward(void **unused)
     tpt_result res;
     assert_int_equal(tpt_run(NULL, fwd_root, &f, NULL, &res), 0);
     TPT_CHECK();
-    assert_int_equal(f.router_seen, 2);
+    assert_int_equal(f.router_seen, 3);
     assert_int_equal(f.forward_rc, 0);
     assert_int_equal(f.bad_rc, TP_EINVAL);
-    assert_int_equal(f.replies, 2); /* no extra TP_ENOREPLY from the router */
+    assert_int_equal(f.odd_rc, TP_EINVAL);
+    assert_int_equal(f.status_odd, TP_ENOREPLY);
+    assert_int_equal(f.replies, 3); /* no extra TP_ENOREPLY from the router */
     assert_int_equal(f.status_ok, 0);
     assert_int_equal(f.value, 2);
     assert_int_equal(f.status_dead, TP_ENOPROC);
@@ -1112,6 +1166,7 @@ int main(void)
         cmocka_unit_test(test_call_callee_dies),
         cmocka_unit_test(test_call_no_reply_and_deferred),
         cmocka_unit_test(test_call_dead_pid),
+        cmocka_unit_test(test_call_refused_leaves_nothing),
         cmocka_unit_test(test_call_callee_reason_via_monitor),
         cmocka_unit_test(test_forward),
         cmocka_unit_test(test_oneshot_value_once),
