@@ -122,6 +122,10 @@ static int give_back(tp_runtime *rt, tpi_actor *a, bool claimed,
 {
     tpi_actor_release_ext(a);
     a->behavior = NULL;
+    /* The caller frees its state itself; the slot's next actor must not. */
+    tpi_slot_cold *c = tpi_table_cold(rt->table, a, false);
+    if (c)
+        c->state_free = NULL;
     uint32_t gen = tpi_slot_gen(a);
     if (gen & 1u) /* made live already: free again (release, as at death) */
         tpi_slot_set_gen(a, tpi_gen_next(gen));

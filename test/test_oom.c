@@ -318,6 +318,62 @@ static void test_every_operation(void **state)
     assert_true(atomic_load(&failures) > 0);
 }
 
+/* -------------------------------------- a spawn that fails late */
+
+/* A spawn with a state_free that fails after its slot was set up (its
+ * link or counters cannot be allocated) leaves nothing on the slot: the
+ * actor that next takes it (an actor without a state_free, at once) must
+ * not call the failed spawn's. Before, it did. */
+static _Atomic int sf_calls;
+
+static void counted_free(void *state)
+{
+    (void)state;
+    atomic_fetch_add(&sf_calls, 1);
+}
+
+static int quitter(tp_ctx *ctx, void *st, const tp_msg *m)
+{
+    (void)st;
+    (void)m;
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int late_fail_root(tp_ctx *ctx, void *st, const tp_msg *m)
+{
+    int *failed = st;
+    if (tp_msg_tag(m) != TP_TAG_START)
+        return TP_HANDLED;
+    tp_spawn_opts so = {0, TP_SPAWN_LINK | TP_SPAWN_OBSERVE, counted_free};
+    for (int n = 0; n < 200; n++) {
+        tp_pid p;
+        arm(n, false);
+        int rc = tp_spawn(ctx, echo, NULL, &so, &p);
+        disarm();
+        if (rc == 0) { /* ends with its state_free: the one call */
+            EXPECT_EQ(tp_send(ctx, p, T_QUIT, NULL, 0), 0);
+            break;
+        }
+        EXPECT_EQ(rc, TP_ENOMEM);
+        (*failed)++;
+        EXPECT_EQ(tp_spawn(ctx, quitter, NULL, NULL, NULL), 0);
+    }
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void test_late_spawn_failure(void **state)
+{
+    (void)state;
+    tpt_reset();
+    atomic_store(&sf_calls, 0);
+    static int failed;
+    failed = 0;
+    assert_int_equal(tpt_run(NULL, late_fail_root, &failed, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_true(failed > 0);
+    assert_int_equal(atomic_load(&sf_calls), 1);
+}
+
 /* ------------------------------------------------------ socket accept */
 
 /* A client on another thread arms the hook, connects, sends a line and
@@ -464,6 +520,7 @@ int main(void)
     tp_set_allocator(t_alloc, t_realloc, t_free);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_operation),
+        cmocka_unit_test(test_late_spawn_failure),
         cmocka_unit_test(test_socket_accept),
         cmocka_unit_test(test_frame_decode),
     };
