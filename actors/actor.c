@@ -116,6 +116,16 @@ static bool live_from_outside(tp_runtime *rt)
     return true;
 }
 
+/* A used slot back to the table, unless its generations just wrapped
+ * (gen 0 again after 2^23 actors): the next pids would be those its first
+ * actors had, and a pid of an ended actor must never reach a later one.
+ * Such a slot is retired, never taken again (one slot per 2^23 spawns). */
+static void put_slot(tp_runtime *rt, tpi_actor *a)
+{
+    if (tpi_slot_gen(a) != 0)
+        tpi_table_put(rt->table, slot_cache(rt), a);
+}
+
 /* A slot taken for a spawn that fails after all: back to the table. */
 static int give_back(tp_runtime *rt, tpi_actor *a, bool claimed,
                      tpi_actor *parent)
@@ -131,7 +141,10 @@ static int give_back(tp_runtime *rt, tpi_actor *a, bool claimed,
         tpi_slot_set_gen(a, tpi_gen_next(gen));
     if (claimed) /* stale mail that came meanwhile, then the notes */
         unclaim(rt, a);
-    tpi_table_put(rt->table, slot_cache(rt), a);
+    if (gen & 1u)
+        put_slot(rt, a);
+    else /* never made live: its generation did not move */
+        tpi_table_put(rt->table, slot_cache(rt), a);
     if (!parent)
         tpi_runtime_actor_gone(rt);
     return TP_ENOMEM;
@@ -402,7 +415,7 @@ static void finalize(tpi_actor *a)
      * inline state (tp_spawn_inline) is the slot's memory. */
     if (sf)
         sf(state);
-    tpi_table_put(rt->table, slot_cache(rt), a);
+    put_slot(rt, a);
     tpi_runtime_actor_gone_on(tpi_sched_current()); /* in a turn (below) */
 }
 

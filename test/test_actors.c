@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 #include "tp_test.h"
+#include "actors/actor.h"    /* a slot's generation, for the wrap test */
+#include "runtime/runtime.h" /* its table */
 
 enum { TAG_GO = 1, TAG_CONT, TAG_DATA, TAG_FIN, TAG_READY };
 
@@ -302,6 +304,60 @@ static int names_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         break;
     }
     return TP_HANDLED;
+}
+
+/* A slot's generations wrap after 2^23 actors: the slot is then retired,
+ * so a pid of its first actor never names a later one. The slot is set
+ * two generations short of the wrap instead of 8 million spawns; one
+ * thread, so the slot a death frees is the next one taken. Before, the
+ * actor after the wrap got exactly the first actor's pid. */
+typedef struct wrap {
+    tp_pid first, last, after;
+    int phase;
+} wrap;
+
+static int wrap_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    wrap *w = state;
+    if (tp_msg_tag(msg) != TP_TAG_START && tp_msg_tag(msg) != TP_TAG_DOWN)
+        return TP_HANDLED;
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    switch (w->phase++) {
+    case 0: /* the slot's first actor */
+        EXPECT_EQ(tp_spawn(ctx, exit_on_go, NULL, NULL, &w->first), 0);
+        break;
+    case 1: { /* its last generation before the wrap */
+        tpi_actor *a = tpi_table_at(rt->table, tpi_pid_index(w->first));
+        tpi_slot_set_gen(a, TPI_GEN_MASK - 1);
+        EXPECT_EQ(tp_spawn(ctx, exit_on_go, NULL, NULL, &w->last), 0);
+        break;
+    }
+    default: /* after the wrap */
+        EXPECT_EQ(tp_spawn(ctx, exit_on_go, NULL, NULL, &w->after), 0);
+        EXPECT_EQ(tp_send(ctx, w->after, TAG_GO, NULL, 0), 0);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    tp_pid p = w->phase == 1 ? w->first : w->last;
+    EXPECT_EQ(tp_monitor(ctx, p, NULL), 0);
+    EXPECT_EQ(tp_send(ctx, p, TAG_GO, NULL, 0), 0);
+    return TP_HANDLED;
+}
+
+static void test_generation_wrap_retires_slot(void **unused)
+{
+    (void)unused;
+    static wrap w;
+    memset(&w, 0, sizeof w);
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.threads = 1;
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, wrap_root, &w, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal((uint32_t)w.last, (uint32_t)w.first); /* same slot */
+    assert_int_equal(w.last >> 32, TPI_GEN_MASK);
+    assert_true(w.after != TP_PID_NONE);
+    assert_true(w.after != w.first);
 }
 
 /* Erlang register/whereis/unregister; a name dies with its actor. */
@@ -948,6 +1004,7 @@ int main(void)
         cmocka_unit_test(test_run_status_and_root_reason),
         cmocka_unit_test(test_bad_input_in_actor),
         cmocka_unit_test(test_forged_pids),
+        cmocka_unit_test(test_generation_wrap_retires_slot),
         cmocka_unit_test(test_bad_input_runtime),
         cmocka_unit_test(test_foreign_senders_leak_nothing),
     };
