@@ -233,6 +233,20 @@ static void chan_free(iso_chan *c)
 
 /* ------------------------------------------------------------ reaping */
 
+/* Tell the proxy its worker died; out of memory, again shortly on the
+ * reap timer (no frame will come from a dead worker to retry it). */
+static void died_tell(iso_chan *c)
+{
+    if (c->died_sent)
+        return;
+    if (deliver(c, TPI_ISO_TAG_DIED, NULL, 0) != TP_ENOMEM) {
+        c->died_sent = true; /* told, or nobody left to tell */
+        return;
+    }
+    struct timeval tv = {0, 10000};
+    evtimer_add(c->reap_ev, &tv);
+}
+
 static void reaped(iso_chan *c, int status, bool known)
 {
     c->child = 0;
@@ -256,9 +270,7 @@ static void reaped(iso_chan *c, int status, bool known)
                 WEXITSTATUS(status));
     else
         set_why(c, TP_ESYS, "exited with status %d", WEXITSTATUS(status));
-    /* Out of memory: the proxy learns at its next frame. */
-    if (!c->died_sent && deliver(c, TPI_ISO_TAG_DIED, NULL, 0) == 0)
-        c->died_sent = true;
+    died_tell(c);
 }
 
 static bool reap_try(iso_chan *c)
@@ -284,6 +296,10 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     iso_chan *c = arg;
+    if (c->child == 0) { /* reaped; its death not told yet */
+        died_tell(c);
+        return;
+    }
     if (reap_try(c))
         return;
     if (!c->killed &&

@@ -214,9 +214,11 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
             break;
         tpi_frame f;
         const char *why = "bad frame length";
-        if (rc < 0 ||
-            tpi_frame_decode(evbuffer_pullup(wk.in, (ev_ssize_t)(4 + blen)) + 4,
-                             blen, &f, &why) != 0 ||
+        const unsigned char *frame = NULL;
+        if (rc == 0 &&
+            !(frame = evbuffer_pullup(wk.in, (ev_ssize_t)(4 + blen))))
+            why = "out of memory";
+        if (!frame || tpi_frame_decode(frame + 4, blen, &f, &why) != 0 ||
             (rc = take_frame(&f)) != 0) {
             fprintf(stderr, "troupe worker: bad frame from the parent: %s\n",
                     rc == TP_ENOMEM ? "out of memory" : why);
