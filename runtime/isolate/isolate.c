@@ -712,6 +712,15 @@ static void proxy_forward(tp_ctx *ctx, iso_proxy *p, const tp_msg *msg)
     const void *data = tp_msg_data(msg, &len);
     uint64_t ref = tp_msg_ref(msg);
     unsigned flags = 0;
+    if (len > TP_ISOLATE_FRAME_DEFAULT - TPI_FRAME_HEAD_MAX) {
+        /* More than a worker takes in a frame (a max_payload raised over
+         * 64 MiB): the worker would exit on it. Only this one is dropped,
+         * a request answered TP_E2BIG. */
+        tp_reply_handle *h = tp_reply_take(ctx, msg);
+        if (h)
+            (void)tpi_svc_reply_status(ctx, h, TP_E2BIG);
+        return;
+    }
     if (tp_msg_wants_reply(msg)) {
         /* Take the obligation: if the worker dies before answering, the
          * proxy's end answers it TP_ENOPROC. */

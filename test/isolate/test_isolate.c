@@ -760,6 +760,72 @@ static void test_death_seen_while_its_program_runs(void **unused)
     assert_no_children();
 }
 
+/* With max_payload raised over 64 MiB, a message larger than a worker
+ * takes in a frame is refused alone (a call: TP_E2BIG); the worker goes
+ * on (an echo after it is answered). Before, the worker read the frame,
+ * refused it and exited with status 3, losing all its work. */
+#define HUGE_BYTES ((size_t)65 << 20)
+
+typedef struct huge {
+    tp_pid w;
+    tp_ref big, small;
+    int big_status, small_status, exits;
+    bool done;
+} huge;
+
+static int huge_ctl(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    huge *s = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: {
+        tp_isolate_opts o = {.name = "tw", .flags = TP_SPAWN_LINK};
+        EXPECT_EQ(tp_isolate_spawn(ctx, &o, &s->w), 0);
+        uint8_t *big = calloc(1, 5 + HUGE_BYTES);
+        big[0] = 0xc6; /* bin32 */
+        big[1] = (uint8_t)(HUGE_BYTES >> 24);
+        big[2] = (uint8_t)(HUGE_BYTES >> 16);
+        EXPECT_EQ(tp_call(ctx, s->w, T_ECHO, big, 5 + HUGE_BYTES, 30000,
+                          &s->big),
+                  0);
+        free(big);
+        EXPECT_EQ(tp_call(ctx, s->w, T_ECHO, "\x01", 1, 30000, &s->small), 0);
+        return TP_HANDLED;
+    }
+    case TP_TAG_REPLY:
+        if (tp_msg_ref(msg) == s->big)
+            s->big_status = tp_msg_status(msg);
+        if (tp_msg_ref(msg) != s->small)
+            return TP_HANDLED;
+        s->small_status = tp_msg_status(msg);
+        s->done = true;
+        return tp_kill(ctx, s->w);
+    case TP_TAG_EXIT: /* the worker's, killed when done */
+        if (!s->done)
+            s->exits++;
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_message_over_worker_frame(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static huge s;
+    memset(&s, 0, sizeof s);
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.max_payload = 128u << 20;
+    tp_spawn_opts o = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_result res;
+    tpt_run(&cfg, huge_ctl, &s, &o, &res);
+    TPT_CHECK();
+    assert_int_equal(s.big_status, TP_E2BIG);
+    assert_int_equal(s.small_status, 0);
+    assert_int_equal(s.exits, 0); /* the worker did not end meanwhile */
+    assert_no_children();
+}
+
 static void test_rlimit_as(void **unused)
 {
     (void)unused;
@@ -1547,6 +1613,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_watchdog),
         cmocka_unit_test(test_death_with_backlog),
         cmocka_unit_test(test_death_seen_while_its_program_runs),
+        cmocka_unit_test(test_message_over_worker_frame),
         cmocka_unit_test(test_rlimit_as),
         cmocka_unit_test(test_rlimit_cpu),
         cmocka_unit_test(test_hundred_restarts),
