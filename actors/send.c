@@ -148,10 +148,13 @@ void tpi_dead_letter_why(tp_runtime *rt, tp_pid to, tpi_msg *m, tp_reason why)
     default:
         if (m->tag >= 0) {
             TPI_STAT(rt, dead_letters, 1);
-            if (tp_msg_wants_reply(m)) /* its node is gone, or it is */
+            /* Its node is gone, or it is (a local actor is, whatever
+             * reason it ended with: noconnection too). */
+            bool unreachable = why.kind == TP_EXIT_NOCONNECTION &&
+                               (to & TPI_PID_REMOTE);
+            if (tp_msg_wants_reply(m))
                 tpi_reply_status(rt, m->reply_to, m->ref,
-                                 why.kind == TP_EXIT_NOCONNECTION ? TP_ENOCONN
-                                                                  : TP_ENOPROC);
+                                 unreachable ? TP_ENOCONN : TP_ENOPROC);
         }
         break;
     }

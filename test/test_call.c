@@ -318,6 +318,44 @@ static void test_call_refused_leaves_nothing(void **unused)
     assert_int_equal(r.replies, 0);
 }
 
+/* A local callee that ends with reason noconnection (a link to an actor
+ * of a node that went down) with a request still queued: the request is
+ * answered TP_ENOPROC, the callee's end, not TP_ENOCONN, which says its
+ * node is unreachable (before, it was TP_ENOCONN). */
+static int ends_noconnection(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    (void)msg;
+    return tp_exit(ctx, (tp_reason){TP_EXIT_NOCONNECTION, 0, NULL});
+}
+
+static int noconn_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    int *status = state;
+    tp_pid p;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: /* the request is queued behind its start */
+        EXPECT_EQ(tp_spawn(ctx, ends_noconnection, NULL, NULL, &p), 0);
+        EXPECT_EQ(tp_call(ctx, p, TAG_REQ, NULL, 0, 5000, NULL), 0);
+        break;
+    case TP_TAG_REPLY:
+        *status = tp_msg_status(msg);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_call_local_callee_noconnection(void **unused)
+{
+    (void)unused;
+    static int status;
+    status = 1;
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, noconn_root, &status, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(status, TP_ENOPROC);
+}
+
 /* A call to a dead pid answers TP_ENOPROC (no timeout needed). */
 static void test_call_dead_pid(void **unused)
 {
@@ -1167,6 +1205,7 @@ int main(void)
         cmocka_unit_test(test_call_no_reply_and_deferred),
         cmocka_unit_test(test_call_dead_pid),
         cmocka_unit_test(test_call_refused_leaves_nothing),
+        cmocka_unit_test(test_call_local_callee_noconnection),
         cmocka_unit_test(test_call_callee_reason_via_monitor),
         cmocka_unit_test(test_forward),
         cmocka_unit_test(test_oneshot_value_once),
