@@ -141,6 +141,27 @@ void tpi_sup_schedule_restart(tp_ctx *ctx, tpi_sup *s, tpi_sup_child *c,
     }
 }
 
+/* Restart c (RESTARTING) after delay_ms, with its group: the rest of
+ * the group stops first, last started first (c itself has no step; a
+ * member killed for want of memory for its step restarts on its EXIT),
+ * then all start. */
+static void restart_group(tp_ctx *ctx, tpi_sup *s, tpi_sup_child *c,
+                          unsigned delay_ms)
+{
+    tpi_sup_job_begin(s, TPI_SUP_JOB_RESTART);
+    tpi_sup_job *j = &s->job;
+    j->target = c;
+    j->delay_ms = delay_ms;
+    j->then_start = true;
+    size_t from = s->n;
+    if (s->spec.strategy == TP_SUP_ONE_FOR_ALL)
+        from = 0;
+    else if (s->spec.strategy == TP_SUP_REST_FOR_ONE)
+        from = tpi_sup_kid_index(s, c);
+    tpi_sup_stop_range(ctx, s, from, s->n);
+    tpi_sup_job_run(ctx, s);
+}
+
 void tpi_sup_restart_due(tp_ctx *ctx, tpi_sup *s, tp_timer id)
 {
     for (size_t i = 0; i < s->n; i++) {
@@ -153,11 +174,7 @@ void tpi_sup_restart_due(tp_ctx *ctx, tpi_sup *s, tp_timer id)
         if (s->spec.strategy == TP_SUP_ONE_FOR_ALL) {
             /* The whole group again, as OTP retries: those an attempt
              * that failed had started stop first. */
-            tpi_sup_job_begin(s, TPI_SUP_JOB_RESTART);
-            s->job.target = c;
-            s->job.then_start = true;
-            tpi_sup_stop_range(ctx, s, 0, s->n);
-            tpi_sup_job_run(ctx, s);
+            restart_group(ctx, s, c, 0);
             return;
         }
         tpi_sup_job_begin(s, TPI_SUP_JOB_RESUME);
@@ -227,19 +244,5 @@ void tpi_sup_child_exited(tp_ctx *ctx, tpi_sup *s, tpi_sup_child *c,
     c->pid = TP_PID_NONE;
     c->state = TP_CHILD_RESTARTING;
     tp_observe_restart(ctx, pid); /* restart counters (troupe/observe.h) */
-    tpi_sup_job_begin(s, TPI_SUP_JOB_RESTART);
-    tpi_sup_job *j = &s->job;
-    j->target = c;
-    j->delay_ms = backoff_delay(s, c);
-    j->then_start = true;
-    /* the rest of its group stops first, last started first (c itself is
-     * RESTARTING: no step); one killed for want of memory for its step
-     * restarts on its EXIT */
-    size_t from = s->n;
-    if (s->spec.strategy == TP_SUP_ONE_FOR_ALL)
-        from = 0;
-    else if (s->spec.strategy == TP_SUP_REST_FOR_ONE)
-        from = tpi_sup_kid_index(s, c);
-    tpi_sup_stop_range(ctx, s, from, s->n);
-    tpi_sup_job_run(ctx, s);
+    restart_group(ctx, s, c, backoff_delay(s, c));
 }

@@ -450,8 +450,9 @@ static int key_arg(const kv_ophdr *h)
  * when there are at most four (ZADD key score member, ZSCORE key member).
  * Each lookup in a large table misses the cache twice (bucket, entry);
  * issued together they overlap, where one op after another they would not
- * (Redis 8 prefetches its io threads' batches the same way). Ops with many arguments end the look-ahead: walking them
- * would cost more than the misses it hides. */
+ * (Redis 8 prefetches its io threads' batches the same way). Ops with many
+ * arguments end the look-ahead: walking them would cost more than the
+ * misses it hides. */
 #define PREFETCH_OPS 16
 #define PREFETCH_MAX_ARGS 8
 typedef struct ahead {

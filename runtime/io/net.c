@@ -52,7 +52,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -149,7 +148,7 @@ static void set_event(tpi_conn *c, struct event *ev, bool *on, bool want,
         *on = false;
     } else if (event_add(ev, tv) == 0) {
         *on = true;
-    } else if (!c->add_failed) {
+    } else {
         c->add_failed = true;
         event_active(c->rev, EV_READ, 0);
     }

@@ -345,7 +345,7 @@ int tp_group_call(tp_ctx *ctx, const char *group, int32_t tag, const void *data,
     if (rc)
         return rc;
     /* Kept before it leaves: its CALLED may come back at once. */
-    if ((rc = tpi_node_group_call(n, tp_self(ctx), tx.ref)) != 0 ||
+    if ((rc = tpi_node_keep_call(n, tp_self(ctx), 0, tx.ref)) != 0 ||
         (rc = publish(ctx, n, group, tag, data, len, tx.ref)) != 0) {
         tpi_node_forget_call(n, tp_self(ctx), tx.ref);
         tpi_svc_oneshot_cancel(ctx, tx.ref);

@@ -314,10 +314,10 @@ void tpi_node_peer_heard(tpi_node *n, tpi_peer *p);
 void tpi_node_leave(tpi_node *n);
 /* Forget the calls whose caller has ended (the ticker). */
 void tpi_node_sweep(tpi_node *n);
-/* A group call by caller (ref) is about to leave: kept with no node
- * (remote 0) until the node serving it claims it with its CALLED frame,
- * which is dropped for any call not kept so. 0 or TP_ENOMEM. */
-int tpi_node_group_call(tpi_node *n, tp_pid caller, tp_ref ref);
+/* A call by caller (ref) is about to leave for the node in slot; slot 0
+ * for a group call, until the node serving it claims it with its CALLED
+ * frame (dropped for any call not kept so). 0 or TP_ENOMEM. */
+int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref);
 /* The call (caller, ref) is answered or failed: no longer kept. */
 void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref);
 /* Relations that cross to other nodes (links, monitors both ways, node

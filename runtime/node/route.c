@@ -152,10 +152,7 @@ static int note_call(tpi_node *n, tpi_peer *p, const tpi_envelope *e)
 {
     if (!e->request || (e->reply_to & TPI_PID_REMOTE))
         return 0;
-    pthread_mutex_lock(&n->calls_lock);
-    int rc = tpi_relvec_add(&n->calls, e->reply_to, p->slot, e->ref);
-    pthread_mutex_unlock(&n->calls_lock);
-    return rc;
+    return tpi_node_keep_call(n, e->reply_to, p->slot, e->ref);
 }
 
 void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref)
@@ -165,10 +162,10 @@ void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref)
     pthread_mutex_unlock(&n->calls_lock);
 }
 
-int tpi_node_group_call(tpi_node *n, tp_pid caller, tp_ref ref)
+int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref)
 {
     pthread_mutex_lock(&n->calls_lock);
-    int rc = tpi_relvec_add(&n->calls, caller, 0, ref);
+    int rc = tpi_relvec_add(&n->calls, caller, slot, ref);
     pthread_mutex_unlock(&n->calls_lock);
     return rc;
 }
