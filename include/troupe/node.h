@@ -56,8 +56,9 @@ typedef struct tp_node_opts {
     unsigned misses;        /**< heartbeats missed before a node is down;
                                 default 3 */
     size_t max_message;     /**< largest frame sent or accepted; default
-                                1 MiB, lowered at connect to the server's
-                                max_payload */
+                                1 MiB; frames sent are also kept to the
+                                max_payload of the server connected to
+                                (read again at each reconnect) */
     unsigned connect_timeout_ms; /**< to reach a server at run start;
                                       default 2000 */
 } tp_node_opts;
@@ -230,6 +231,9 @@ typedef struct tp_node_stats {
     uint64_t calls_waiting; /**< calls awaiting another node's reply (an
                                 entry goes with the reply, the node's
                                 end, or its caller's) */
+    uint64_t max_message;   /**< largest frame sent now: max_message, or
+                                the connected server's max_payload if
+                                lower */
 } tp_node_stats;
 
 /** Fill *out (any thread); zeros when rt is not a node. */

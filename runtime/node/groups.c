@@ -310,7 +310,7 @@ static int publish(tp_ctx *ctx, tpi_node *n, const char *group, int32_t tag,
     tpi_node_flush(n); /* what this actor sent before leaves before */
     if (!tpi_nframe_encode(&b, &f))
         rc = TP_ENOMEM;
-    else if (b.len > n->o.max_message)
+    else if (b.len > tpi_node_max_out(n))
         rc = TP_E2BIG;
     else if (natsConnection_PublishRequest(n->nc, subj, ref ? reply : NULL, b.p,
                                            (int)b.len) != NATS_OK)

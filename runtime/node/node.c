@@ -193,12 +193,14 @@ int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f, bool hold)
         return TP_ENOMEM;
     }
     size_t len = p->out.len - start;
-    if (len > n->o.max_message) {
+    size_t most = tpi_node_max_out(n);
+    size_t batch_max = BATCH_BYTES < most ? BATCH_BYTES : most;
+    if (len > most) {
         p->out.len = start;
         return TP_E2BIG;
     }
     p->seq_out = f->seq;
-    if (start && p->out.len > n->batch_max) {
+    if (start && p->out.len > batch_max) {
         /* Too many for one message: those before leave now, this one
          * starts the next. */
         p->out.len = start;
@@ -208,7 +210,7 @@ int tpi_node_send_locked(tpi_node *n, tpi_peer *p, tpi_nframe *f, bool hold)
         p->out.len = len;
     }
     p->out_n++;
-    if (hold && p->out.len < n->batch_max && hold_here(p))
+    if (hold && p->out.len < batch_max && hold_here(p))
         return 0;
     /* A frame that did not leave keeps its number: p sees the gap at our
      * next frame and breaks before that frame reaches an actor, and we
@@ -482,6 +484,18 @@ static void on_disconnected(natsConnection *nc, void *arg)
     atomic_store_explicit(&n->connected, false, memory_order_relaxed);
 }
 
+/* A frame the server would refuse is refused to its sender (TP_E2BIG)
+ * rather than lost at publish, which breaks every relation with its node:
+ * at connect, and at each reconnect, to a server that may allow less. */
+static void set_max_out(tpi_node *n)
+{
+    int64_t most = natsConnection_GetMaxPayload(n->nc);
+    size_t max = n->o.max_message;
+    if (most > 0 && (uint64_t)most < max)
+        max = (size_t)most;
+    atomic_store_explicit(&n->max_out, max, memory_order_relaxed);
+}
+
 /* Frames published while we were cut off are lost (NATS is at most once):
  * every relation with every node is broken, as Erlang does when a
  * connection drops; nodes come back up with their next heartbeat. */
@@ -490,6 +504,7 @@ static void on_reconnected(natsConnection *nc, void *arg)
     (void)nc;
     tpi_node *n = arg;
     atomic_fetch_add_explicit(&n->reconnects, 1, memory_order_relaxed);
+    set_max_out(n);
     atomic_store_explicit(&n->connected, true, memory_order_relaxed);
     atomic_store_explicit(&n->names_reclaim, true, memory_order_relaxed);
     tpi_names_poke(n);
@@ -638,14 +653,7 @@ static int node_start(tp_runtime *rt, void *state)
         return s == NATS_NO_MEMORY ? TP_ENOMEM : TP_ENOCONN;
     }
     atomic_store_explicit(&n->connected, true, memory_order_relaxed);
-    /* A frame the server would refuse is refused to its sender
-     * (TP_E2BIG) rather than lost at publish, which breaks every relation
-     * with its node. Set before any actor runs. */
-    int64_t most = natsConnection_GetMaxPayload(n->nc);
-    if (most > 0 && (uint64_t)most < n->o.max_message)
-        n->o.max_message = (size_t)most;
-    n->batch_max = BATCH_BYTES < n->o.max_message ? BATCH_BYTES
-                                                  : n->o.max_message;
+    set_max_out(n); /* before any actor runs */
     n->creation = creation_draw();
     _Static_assert(TPI_PREFIX_MAX + sizeof ".probe." - 1 + TP_NODE_NAME_MAX +
                            sizeof ".*" <=
@@ -881,6 +889,7 @@ void tp_node_stats_get(tp_runtime *rt, tp_node_stats *out)
     out->reconnects =
         atomic_load_explicit(&n->reconnects, memory_order_relaxed);
     out->rtt_us = atomic_load_explicit(&n->rtt_us, memory_order_relaxed);
+    out->max_message = tpi_node_max_out(n);
     tpi_node_relations(n, &out->relations, &out->calls_waiting);
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
     for (unsigned i = 1; i <= np; i++) {

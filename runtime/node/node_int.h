@@ -242,7 +242,12 @@ typedef struct tpi_node {
      * call no node has claimed yet). */
     pthread_mutex_t calls_lock;
     tpi_relvec calls;
-    size_t batch_max; /* bytes of frames in one NATS message */
+    /* The largest frame sent now: o.max_message (the user's), lowered to
+     * the max_payload of the server connected to, read again at each
+     * reconnect (servers of one cluster may differ). Relaxed: a sender
+     * racing a reconnect may use the old value; what it loses then is
+     * lost with the connection, whose relations break anyway. */
+    _Atomic size_t max_out;
     /* counters (relaxed atomics: statistics) */
     _Atomic uint64_t frames_out, frames_in, bytes_out, bytes_in, dropped,
         send_failed, reconnects, rtt_us;
@@ -272,6 +277,10 @@ void tpi_node_drop_out(tpi_node *n, tpi_peer *p);
  * before this thread blocks, or publishes outside the numbered frames. */
 void tpi_node_flush(void *state);
 void tpi_node_publish(tpi_node *n, const char *subject, const tpi_nbuf *b);
+static inline size_t tpi_node_max_out(tpi_node *n)
+{
+    return atomic_load_explicit(&n->max_out, memory_order_relaxed);
+}
 
 /* names.c, groups.c, spawn.c (all called with the connection up) */
 int tpi_names_open(tpi_node *n);

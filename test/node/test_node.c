@@ -1889,6 +1889,113 @@ static void test_oversize_for_server_refused(void **unused)
     oversize_refused((size_t)4 << 20);
 }
 
+/* ------------------------------- a reconnect to a server allowing less */
+
+/* After a reconnect to a server with a smaller max_payload (256 KiB
+ * here, 1 MiB before), a frame between the two is refused to its sender
+ * (TP_E2BIG) and nothing is published; one under it goes. Before, the
+ * limit read at the first connect stayed: the send returned 0, its
+ * publish failed and the relations with B broke. */
+#define SMALL_MAX ((size_t)256 << 10)
+
+typedef struct shrink {
+    pid_t child;
+    tp_pid root, server;
+    bool restarted, ponged;
+    uint64_t max_before, max_after, failed_before, failed_after;
+    int big_rc, fits_rc;
+} shrink;
+
+static const char *shrink_args[8];
+
+static int shrink_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    shrink *s = state;
+    tp_node_stats st;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: s->child = start_peer("B", tp_self(ctx)); break;
+    case T_HELLO:
+        if (!hello_in(ctx, msg, &s->root, &s->server) || s->restarted)
+            break;
+        tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+        s->max_before = st.max_message;
+        s->restarted = true;
+        nt_nats_kill();
+        nt_nats.args = shrink_args;
+        EXPECT_EQ(nt_nats_restart(), 0);
+        tp_send_after(ctx, 50, T_REPING, NULL, 0, NULL);
+        break;
+    case T_REPING: /* ping B once this node has reconnected */
+        if (s->ponged)
+            break;
+        tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+        if (st.reconnects >= 1)
+            tp_send(ctx, s->server, T_PING, NULL, 0);
+        tp_send_after(ctx, 50, T_REPING, NULL, 0, NULL);
+        break;
+    case T_PONG: { /* B is up again, through the new server */
+        if (s->ponged)
+            break;
+        s->ponged = true;
+        tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+        s->max_after = st.max_message;
+        s->failed_before = st.send_failed;
+        size_t len;
+        uint8_t *big = bin_payload(SMALL_MAX + 1024, &len);
+        s->big_rc = tp_send(ctx, s->server, T_BIG, big, len);
+        free(big);
+        big = bin_payload(SMALL_MAX / 2, &len);
+        s->fits_rc = tp_send(ctx, s->server, T_BIG, big, len);
+        free(big);
+        /* counted once published: at the latest when this batch ends */
+        tp_send_after(ctx, 20, T_GIVEUP, NULL, 0, NULL);
+        break;
+    }
+    case T_GIVEUP:
+        tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+        s->failed_after = st.send_failed;
+        kill(s->child, SIGKILL);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_smaller_server_after_reconnect(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static shrink s;
+    memset(&s, 0, sizeof s);
+    char conf[64];
+    snprintf(conf, sizeof conf, "/tmp/tp_node_small.%d.conf", (int)getpid());
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "max_payload: %zu\n", SMALL_MAX);
+    fclose(f);
+    const char *const *normal = nt_nats.args;
+    int n = 0;
+    for (; normal && normal[n] && n < 5; n++)
+        shrink_args[n] = normal[n];
+    shrink_args[n++] = "-c";
+    shrink_args[n++] = conf;
+    shrink_args[n] = NULL;
+    int rc = run_node_max("A", shrink_root, &s, NULL, 0);
+    /* the next tests get the server as it was */
+    nt_nats_kill();
+    nt_nats.args = normal;
+    assert_int_equal(nt_nats_restart(), 0);
+    unlink(conf);
+    assert_int_equal(rc, 0);
+    wait_child(s.child);
+    TPT_CHECK();
+    assert_true(s.ponged);
+    assert_int_equal(s.big_rc, TP_E2BIG);
+    assert_int_equal(s.fits_rc, 0);
+    assert_int_equal(s.failed_after, s.failed_before); /* none was lost */
+    assert_int_equal(s.max_before, (size_t)1 << 20);
+    assert_int_equal(s.max_after, SMALL_MAX);
+}
+
 int main(int argc, char **argv)
 {
     tp_node_register("kid", kid, NULL, NULL); /* in A and in every peer */
@@ -1916,6 +2023,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_lost_publish_breaks),
         cmocka_unit_test(test_oversize_refused),
         cmocka_unit_test(test_oversize_for_server_refused),
+        cmocka_unit_test(test_smaller_server_after_reconnect),
     };
     return cmocka_run_group_tests(tests, start_nats, stop_nats);
 }
