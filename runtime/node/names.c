@@ -171,13 +171,19 @@ static int claim(tpi_node *n, const char *name, tp_pid pid, uint64_t *rev)
     tpi_wpid w;
     uint64_t c;
     int rc = TP_EEXIST;
-    bool free =
-        !owner_of(n, kvEntry_Value(e), kvEntry_ValueLen(e), &cur, &w, &c) ||
-        !owner_alive(n, cur, &w, c);
-    /* Freed (or stale): ours now, unless someone was quicker. */
-    if (free && kvStore_Update(rev, n->kv, name, v, (int)len,
-                               kvEntry_Revision(e)) == NATS_OK)
+    bool known =
+        owner_of(n, kvEntry_Value(e), kvEntry_ValueLen(e), &cur, &w, &c);
+    if (s != NATS_ERR && known && cur == pid && c == n->creation) {
+        /* Ours: a create that timed out was applied. (NATS_ERR: it
+         * existed before, a second register of the same name.) */
+        if (rev)
+            *rev = kvEntry_Revision(e);
         rc = 0;
+    } else if ((!known || !owner_alive(n, cur, &w, c)) &&
+               kvStore_Update(rev, n->kv, name, v, (int)len,
+                              kvEntry_Revision(e)) == NATS_OK) {
+        rc = 0; /* freed (or stale): ours now, unless someone was quicker */
+    }
     kvEntry_Destroy(e);
     return rc;
 }
@@ -228,7 +234,7 @@ int tp_register_global(tp_ctx *ctx, const char *name)
             }
         }
         if (n->names.n < n->names.cap)
-            n->names.v[n->names.n++] = (tpi_gname){copy, self, false};
+            n->names.v[n->names.n++] = (tpi_gname){copy, self, false, false};
         else
             rc = TP_ENOMEM;
         pthread_mutex_unlock(&n->names_lock);
@@ -270,23 +276,26 @@ int tp_unregister_global(tp_ctx *ctx, const char *name)
     if (rc)
         return rc;
     tp_pid self = tp_self(ctx);
+    /* The entry stays on the list while the store is asked, marked: taken
+     * off and put back on failure, its place could be filled meanwhile by
+     * another thread's register. Only its owner, running here, or the
+     * names thread once the owner ended, take entries off. */
     pthread_mutex_lock(&n->names_lock);
-    char *held = take(n, name, self);
+    tpi_gname *g = find(n, name, self);
+    if (g)
+        g->releasing = true;
     pthread_mutex_unlock(&n->names_lock);
-    rc = held ? 0 : TP_ENOENT;
-    if (held) {
+    rc = g ? 0 : TP_ENOENT;
+    if (g) {
         tpi_node_flush(n); /* frames this thread holds leave before it blocks */
-        if (release(n, name, self)) {
-            tp_free(held);
-        } else {
-            /* The store did not answer, and may still hold the name for
-             * us: it stays on the list (the slot we freed is still there)
-             * and is freed when we end, or by another call. */
-            pthread_mutex_lock(&n->names_lock);
-            n->names.v[n->names.n++] = (tpi_gname){held, self, false};
-            pthread_mutex_unlock(&n->names_lock);
-            rc = TP_ENOCONN;
-        }
+        bool done = release(n, name, self);
+        pthread_mutex_lock(&n->names_lock);
+        char *held = done ? take(n, name, self) : NULL;
+        if (!done) /* the store may still hold it for us: freed as we end */
+            find(n, name, self)->releasing = false;
+        pthread_mutex_unlock(&n->names_lock);
+        tp_free(held);
+        rc = done ? 0 : TP_ENOCONN;
     }
     names_leave(n);
     return rc;
@@ -364,7 +373,10 @@ static void reclaim(tpi_node *n)
     tpi_gname *v = k ? tp_calloc(k * sizeof *v) : NULL;
     for (size_t i = 0; v && i < k; i++) {
         v[i] = n->names.v[i];
-        v[i].name = v[i].ended ? NULL : tpi_strndup(v[i].name, NAME_MAX_LEN);
+        /* one being released: settled at a later tick (again) */
+        v[i].name = v[i].ended || v[i].releasing
+                        ? NULL
+                        : tpi_strndup(v[i].name, NAME_MAX_LEN);
     }
     pthread_mutex_unlock(&n->names_lock);
     bool again = k && !v;
@@ -375,7 +387,8 @@ static void reclaim(tpi_node *n)
         if (!ending(n) && claim(n, v[i].name, v[i].pid, NULL) == 0) {
             pthread_mutex_lock(&n->names_lock);
             tpi_gname *g = find(n, v[i].name, v[i].pid);
-            bool kept = g && !g->ended; /* still held, its owner alive */
+            /* still held, its owner alive and not giving it up */
+            bool kept = g && !g->ended && !g->releasing;
             pthread_mutex_unlock(&n->names_lock);
             if (!kept)
                 release(n, v[i].name, v[i].pid);

@@ -163,7 +163,8 @@ typedef struct tpi_peer {
 typedef struct tpi_gname {
     char *name;
     tp_pid pid;
-    bool ended; /* its owner ended: the ticker frees it */
+    bool ended;     /* its owner ended: the ticker frees it */
+    bool releasing; /* its owner is unregistering it (not reclaimed) */
 } tpi_gname;
 
 /* A group with members on this node (groups.c); never freed while the

@@ -86,6 +86,49 @@ natsStatus natsConnection_Publish(natsConnection *nc, const char *subj,
     return f(nc, subj, data, len);
 }
 
+/* The store's answers, bent for one key at a time (kvStore_Get and
+ * kvStore_Create wrapped as natsConnection_Publish above):
+ *  - a Get of hold_get_key waits (5 s at most) until hold_other_done,
+ *    then fails as a store that did not answer;
+ *  - a Create of lie_create_key is made, then reported as timed out. */
+static _Atomic(const char *) hold_get_key, lie_create_key;
+static _Atomic bool hold_started, hold_other_done, hold_overlapped;
+
+#define REAL(name, type)                                                       \
+    static _Atomic(type) real_##name;                                          \
+    type f_##name = atomic_load_explicit(&real_##name, memory_order_relaxed);  \
+    if (!f_##name) {                                                           \
+        f_##name = (type)dlsym(RTLD_NEXT, #name);                              \
+        atomic_store_explicit(&real_##name, f_##name, memory_order_relaxed);   \
+    }
+
+natsStatus kvStore_Get(kvEntry **e, kvStore *kv, const char *key)
+{
+    typedef natsStatus (*fn)(kvEntry **, kvStore *, const char *);
+    REAL(kvStore_Get, fn)
+    /* seq_cst: the test's flags, few and slow */
+    const char *k = atomic_load(&hold_get_key);
+    if (!k || strcmp(k, key) != 0)
+        return f_kvStore_Get(e, kv, key);
+    atomic_store(&hold_started, true);
+    double t0 = tpt_now_ms();
+    while (!atomic_load(&hold_other_done) && tpt_now_ms() - t0 < 5000)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    atomic_store(&hold_overlapped, atomic_load(&hold_other_done));
+    return NATS_TIMEOUT;
+}
+
+natsStatus kvStore_Create(uint64_t *rev, kvStore *kv, const char *key,
+                          const void *data, int len)
+{
+    typedef natsStatus (*fn)(uint64_t *, kvStore *, const char *, const void *,
+                             int);
+    REAL(kvStore_Create, fn)
+    natsStatus st = f_kvStore_Create(rev, kv, key, data, len);
+    const char *k = atomic_load(&lie_create_key);
+    return st == NATS_OK && k && strcmp(k, key) == 0 ? NATS_TIMEOUT : st;
+}
+
 /* ------------------------------------------------------------------ peer */
 
 #define BIG_PAYLOAD ((size_t)2 << 20) /* the server's max_payload is 1 MiB */
@@ -224,13 +267,10 @@ static pid_t start_peer(const char *name, tp_pid parent)
 
 /* ------------------------------------------------------------- A's side */
 
-/* A runtime that is node A (or another name), run with root, with the
- * node's max_message (0: the default). */
-static int run_node_max(const char *name, tp_behavior root, void *state,
-                        tp_runtime **keep, size_t max_message)
+/* Make rt node `name` of the test's cluster, with the node's max_message
+ * (0: the default). */
+static void set_node(tp_runtime *rt, const char *name, size_t max_message)
 {
-    tp_runtime *rt;
-    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
     tp_node_opts o;
     tp_node_opts_init(&o);
     o.urls = nt_nats.url;
@@ -240,6 +280,15 @@ static int run_node_max(const char *name, tp_behavior root, void *state,
     if (max_message)
         o.max_message = max_message;
     assert_int_equal(tp_runtime_set_node(rt, &o), 0);
+}
+
+/* A runtime that is node A (or another name), run with root. */
+static int run_node_max(const char *name, tp_behavior root, void *state,
+                        tp_runtime **keep, size_t max_message)
+{
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    set_node(rt, name, max_message);
     tp_spawn_opts so = {.flags = TP_SPAWN_TRAP_EXIT};
     tpt_watchdog(1);
     int rc = tp_run(rt, root, state, &so);
@@ -1162,6 +1211,150 @@ static void test_unregister_unanswered(void **unused)
     assert_int_equal(u.whereis, TP_ENOENT);
 }
 
+/* An unregister the store does not answer while another thread
+ * registers: the entry stays on the node's list, marked, instead of
+ * leaving it and coming back. Before, it was taken off and put back
+ * without a capacity check after the other register had filled its
+ * place: a write past the list (ASan), and in a plain build every later
+ * register failed with TP_ENOMEM. X (8 names: the list is full) and Y
+ * are spawned from outside, so on two different schedulers. */
+typedef struct holdnames {
+    int reg[16], first, second, later[8], unreg[16], y;
+    _Atomic bool x_done;
+} holdnames;
+
+static int hold_x(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    holdnames *h = state;
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    char name[16];
+    for (int i = 0; i < 8; i++) {
+        snprintf(name, sizeof name, "x%d", i);
+        h->reg[i] = tp_register_global(ctx, name);
+    }
+    atomic_store(&hold_get_key, "x0");
+    h->first = tp_unregister_global(ctx, "x0"); /* Y registers meanwhile */
+    atomic_store(&hold_get_key, NULL);
+    for (int i = 8; i < 16; i++) {
+        snprintf(name, sizeof name, "x%d", i);
+        h->later[i - 8] = tp_register_global(ctx, name);
+    }
+    h->second = tp_unregister_global(ctx, "x0");
+    for (int i = 1; i < 16; i++) {
+        snprintf(name, sizeof name, "x%d", i);
+        h->unreg[i] = tp_unregister_global(ctx, name);
+    }
+    atomic_store(&h->x_done, true);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int hold_y(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    holdnames *h = state;
+    (void)msg;
+    if (!atomic_load(&hold_started)) { /* X is not inside the store yet */
+        tp_send_after(ctx, 2, T_POLL, NULL, 0, NULL);
+        return TP_HANDLED;
+    }
+    if (!atomic_load(&hold_other_done)) {
+        h->y = tp_register_global(ctx, "y");
+        atomic_store(&hold_other_done, true);
+    }
+    /* Y lives on until X is done: its end would free its place. */
+    if (!atomic_load(&h->x_done)) {
+        tp_send_after(ctx, 2, T_POLL, NULL, 0, NULL);
+        return TP_HANDLED;
+    }
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int hold_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    (void)msg;
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void test_unregister_unanswered_while_registering(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static holdnames h;
+    memset(&h, 0, sizeof h);
+    atomic_store(&hold_started, false);
+    atomic_store(&hold_other_done, false);
+    atomic_store(&hold_overlapped, false);
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.threads = 2; /* whatever TROUPE_THREADS says */
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(&cfg, &rt), 0);
+    set_node(rt, "A", 0);
+    /* round robin from outside: X on one scheduler, Y on the other */
+    assert_int_equal(tp_runtime_spawn(rt, hold_x, &h, NULL, NULL), 0);
+    assert_int_equal(tp_runtime_spawn(rt, hold_y, &h, NULL, NULL), 0);
+    tpt_watchdog(1);
+    assert_int_equal(tp_run(rt, hold_root, NULL, NULL), 0);
+    tpt_watchdog(0);
+    tp_runtime_free(rt);
+    TPT_CHECK();
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(h.reg[i], 0);
+    assert_true(atomic_load(&hold_overlapped)); /* Y registered meanwhile */
+    assert_int_equal(h.y, 0);
+    assert_int_equal(h.first, TP_ENOCONN);
+    assert_int_equal(h.second, 0);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(h.later[i], 0);
+    for (int i = 1; i < 16; i++)
+        assert_int_equal(h.unreg[i], 0);
+}
+
+/* A register whose create timed out although the store applied it: the
+ * name is the caller's (0, on the node's list, freed by unregister or
+ * the caller's end). Before: TP_EEXIST, with the name held in the store
+ * by the caller and never freed. A second register of a name already
+ * held stays TP_EEXIST. */
+typedef struct lie {
+    int reg, whereis, again, unreg, after;
+    tp_pid owner, self;
+} lie;
+
+static int lie_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    lie *l = state;
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    l->self = tp_self(ctx);
+    atomic_store(&lie_create_key, "lied");
+    l->reg = tp_register_global(ctx, "lied");
+    atomic_store(&lie_create_key, NULL);
+    l->whereis = tp_whereis_global(rt, "lied", &l->owner);
+    l->again = tp_register_global(ctx, "lied");
+    l->unreg = tp_unregister_global(ctx, "lied");
+    tp_pid none;
+    l->after = tp_whereis_global(rt, "lied", &none);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void test_register_create_timed_out(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static lie l;
+    memset(&l, 0, sizeof l);
+    assert_int_equal(run_node("A", lie_root, &l, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(l.reg, 0);
+    assert_int_equal(l.whereis, 0);
+    assert_true(l.owner == l.self);
+    assert_int_equal(l.again, TP_EEXIST);
+    assert_int_equal(l.unreg, 0);
+    assert_int_equal(l.after, TP_ENOENT);
+}
+
 /* The engine restarts, its in-memory bucket gone with it: the node
  * claims its live names again once it is back. */
 typedef struct reclaim {
@@ -2014,6 +2207,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_global_names),
         cmocka_unit_test(test_names_after_run),
         cmocka_unit_test(test_unregister_unanswered),
+        cmocka_unit_test(test_unregister_unanswered_while_registering),
+        cmocka_unit_test(test_register_create_timed_out),
         cmocka_unit_test(test_names_reclaimed),
         cmocka_unit_test(test_names_upkeep_keeps_beats),
         cmocka_unit_test(test_end_while_freeing_names),
