@@ -250,6 +250,38 @@ static void test_over_maxclients(void **unused)
     assert_int_equal(stop(&s, SIGTERM), 0);
 }
 
+/* A pattern of half a million "*?" (KEYS here; also SCAN MATCH, and a
+ * PSUBSCRIBE pattern against every PUBLISH) is matched without recursion.
+ * The recursive matcher took a stack frame per star: the server died of
+ * a stack overflow, on one authenticated client's command. */
+static void test_deep_pattern(void **unused)
+{
+    (void)unused;
+    server s = start((const char *[]){"--no-persist", NULL});
+    client *c = dial(s.port);
+    size_t n = 500000;
+    char *key = malloc(n + 1), *pat = malloc(2 * n + 1);
+    assert_non_null(key);
+    assert_non_null(pat);
+    memset(key, 'x', n);
+    key[n] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        pat[2 * i] = '*';
+        pat[2 * i + 1] = '?';
+    }
+    pat[2 * n] = '\0';
+    EXPECT_REPLY(c, "+OK", "SET", key, "v");
+    CMD(c, "KEYS", pat);
+    assert_true(strncmp(last, "[xxxxxxxx", 9) == 0);
+    pat[2 * n - 1] = 'y'; /* now nothing matches */
+    EXPECT_REPLY(c, "[]", "KEYS", pat);
+    EXPECT_REPLY(c, "+PONG", "PING");
+    free(key);
+    free(pat);
+    hangup(c);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+}
+
 int main(void)
 {
     if (kvt_setup() != 0)
@@ -261,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_client_memory_bound),
         cmocka_unit_test(test_huge_replies_read_slowly),
         cmocka_unit_test(test_over_maxclients),
+        cmocka_unit_test(test_deep_pattern),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

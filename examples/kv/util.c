@@ -272,95 +272,74 @@ bool kv_parse_i64(const char *p, size_t n, int64_t *out)
     return true;
 }
 
-/* Redis's stringmatchlen: * ? [set] [^set] [a-z] and \\ escapes, on bytes.
- * *skip is set once the rest of the pattern after a star matched nowhere:
- * then no earlier star can match either (a longer match would only start
- * the rest later), which keeps "*a*a*a*b" patterns linear per star rather
- * than exponential (Redis CVE-2022-36021). */
-static bool glob(const char *p, size_t pn, const char *s, size_t sn, bool *skip)
+/* One element of a pattern other than '*' (at p, pn > 0) against the byte
+ * c: whether it matches; *used: the pattern bytes it spans. Elements: ?
+ * [set] [^set] [a-z] (an unterminated class ends the pattern), \x, x. */
+static bool glob_one(const char *p, size_t pn, unsigned char c, size_t *used)
 {
-    while (pn && sn) {
-        switch (p[0]) {
-        case '*':
-            while (pn > 1 && p[1] == '*') {
-                p++;
-                pn--;
+    size_t i = 1;
+    bool ok;
+    switch (p[0]) {
+    case '?': ok = true; break;
+    case '[': {
+        bool neg = i < pn && p[i] == '^', match = false;
+        i += neg;
+        for (; i < pn && p[i] != ']'; i++) {
+            if (p[i] == '\\' && pn - i >= 2) {
+                match |= (unsigned char)p[++i] == c;
+            } else if (pn - i >= 3 && p[i + 1] == '-') {
+                unsigned char lo = (unsigned char)p[i],
+                              hi = (unsigned char)p[i + 2];
+                match |= lo <= hi ? c >= lo && c <= hi : c >= hi && c <= lo;
+                i += 2;
+            } else {
+                match |= (unsigned char)p[i] == c;
             }
-            if (pn == 1)
-                return true;
-            for (size_t i = 0; i < sn; i++) {
-                if (glob(p + 1, pn - 1, s + i, sn - i, skip))
-                    return true;
-                if (*skip)
-                    return false;
-            }
-            *skip = true;
-            return false;
-        case '?': break;
-        case '[': {
-            p++;
-            pn--;
-            bool neg = pn && p[0] == '^', match = false;
-            if (neg) {
-                p++;
-                pn--;
-            }
-            while (pn && p[0] != ']') {
-                if (p[0] == '\\' && pn >= 2) {
-                    p++;
-                    pn--;
-                    match |= p[0] == s[0];
-                } else if (pn >= 3 && p[1] == '-') {
-                    unsigned char lo = (unsigned char)p[0],
-                                  hi = (unsigned char)p[2],
-                                  c = (unsigned char)s[0];
-                    if (lo > hi) {
-                        unsigned char t = lo;
-                        lo = hi;
-                        hi = t;
-                    }
-                    match |= c >= lo && c <= hi;
-                    p += 2;
-                    pn -= 2;
-                } else {
-                    match |= p[0] == s[0];
-                }
-                p++;
-                pn--;
-            }
-            if (!pn) { /* unterminated: the class ends the pattern */
-                p--;
-                pn++;
-            }
-            if (match == neg)
-                return false;
-            break;
         }
-        case '\\':
-            if (pn >= 2) {
-                p++;
-                pn--;
-            }
-            /* fall through */
-        default:
-            if (p[0] != s[0])
-                return false;
-            break;
-        }
-        p++;
-        pn--;
-        s++;
-        sn--;
+        i += i < pn; /* the ']' */
+        ok = match != neg;
+        break;
     }
-    while (pn && p[0] == '*') {
-        p++;
-        pn--;
+    case '\\':
+        if (pn >= 2)
+            i = 2;
+        ok = (unsigned char)p[i - 1] == c;
+        break;
+    default: ok = (unsigned char)p[0] == c; break;
     }
-    return pn == 0 && sn == 0;
+    *used = i;
+    return ok;
 }
 
+/* Redis's stringmatchlen, on bytes, without recursion: a client's pattern
+ * of a million stars must not take a million stack frames. On a mismatch
+ * only the last star seen takes one more byte: every element between two
+ * stars spans one byte, so an earlier star taking more could only start
+ * the rest later, which the last star's retries already cover (and stays
+ * O(pattern x string), the bound of Redis's CVE-2022-36021 fix). */
 bool kv_glob(const char *p, size_t pn, const char *s, size_t sn)
 {
-    bool skip = false;
-    return glob(p, pn, s, sn, &skip);
+    size_t pi = 0, si = 0, star_p = SIZE_MAX, star_s = 0, used;
+    while (si < sn) {
+        if (pi < pn && p[pi] == '*') {
+            while (pi < pn && p[pi] == '*')
+                pi++;
+            if (pi == pn)
+                return true;
+            star_p = pi; /* the rest after it, tried from star_s on */
+            star_s = si;
+        } else if (pi < pn &&
+                   glob_one(p + pi, pn - pi, (unsigned char)s[si], &used)) {
+            pi += used;
+            si++;
+        } else if (star_p == SIZE_MAX) {
+            return false;
+        } else { /* the last star takes one more byte */
+            pi = star_p;
+            si = ++star_s;
+        }
+    }
+    while (pi < pn && p[pi] == '*')
+        pi++;
+    return pi == pn;
 }
