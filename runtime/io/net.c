@@ -17,8 +17,9 @@
  *    that reads keeps it from firing, however large the burst);
  *  - ending: when the actor ends, the resource is closed; pending output is
  *    then flushed by a "lingering" close (write, shutdown(SHUT_WR), discard
- *    input until EOF, at most LINGER_SECS idle) so that a last reply is not
- *    lost to an RST. Lingering sockets are on the runtime's linger list,
+ *    input until EOF) so that a last reply is not lost to an RST: for
+ *    LINGER_SECS at most, however the peer trickles bytes in or out (its
+ *    connection no longer counts against max_conns). Lingering sockets are on the runtime's linger list,
  *    so tp_runtime_free finishes them at the latest.
  * Connections are spread over the schedulers: the listener spawns each
  * connection actor with conn_boot as its behavior, attaches the socket and
@@ -58,6 +59,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { TAG_ACCEPT = 0x7fff0180 }; /* listener-internal, reserved range */
@@ -85,7 +87,8 @@ typedef struct tpi_conn {
     struct evbuffer *out; /* output the socket did not take yet; NULL
                              until conn_boot made the events */
     size_t high_water, output_limit;
-    struct timeval stall; /* output_stall */
+    struct timeval stall;      /* output_stall */
+    struct timespec linger_by; /* lingering: finished by then (monotonic) */
     bool reading, writing, over, paused_mb, paused_out, eof, closed_sent,
         shut_wr, lingering, add_failed;
     char peer[96];
@@ -217,9 +220,20 @@ static size_t bin_header(char *data, size_t n)
 static void linger_finish(tpi_conn *c);
 static void linger_flushed(tpi_conn *c);
 
+/* The linger is over: its events' timeouts only measure idleness, which
+ * a peer sending or taking a byte now and then would renew for ever. */
+static bool linger_over(const tpi_conn *c)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > c->linger_by.tv_sec ||
+           (now.tv_sec == c->linger_by.tv_sec &&
+            now.tv_nsec >= c->linger_by.tv_nsec);
+}
+
 static void linger_readable(tpi_conn *c, short what)
 {
-    if (what & EV_TIMEOUT) {
+    if ((what & EV_TIMEOUT) || linger_over(c)) {
         linger_finish(c);
         return;
     }
@@ -286,8 +300,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     tpi_conn *c = arg;
-    if (what & EV_TIMEOUT) { /* lingering, or stalled over the limit */
-        if (c->lingering)
+    if ((what & EV_TIMEOUT) || (c->lingering && linger_over(c))) {
+        if (c->lingering) /* lingering, or stalled over the limit */
             linger_finish(c);
         else
             cut_stalled(c);
@@ -390,6 +404,8 @@ static void conn_close(tpi_resource *r)
         return;
     }
     c->lingering = true;
+    clock_gettime(CLOCK_MONOTONIC, &c->linger_by);
+    c->linger_by.tv_sec += LINGER_SECS;
     c->linger.finish = linger_end;
     tpi_linger_add(c->rt, &c->linger);
     /* Re-add both events with the linger timeout. */

@@ -1200,6 +1200,70 @@ static void test_event_add_fails(void **unused)
 
 /* --------------------------------------------------------- API errors */
 
+/* ------------------------------------- a lingering close has a deadline */
+
+/* The connection actor ends on the client's first byte; the client keeps
+ * sending a byte every 250 ms. The socket lingers (shutdown(SHUT_WR), the
+ * input discarded) for LINGER_SECS (2 s) at most, then is closed: the
+ * client's sends fail. Before, each byte renewed the linger's idle
+ * timeout: the socket stayed open for as long as the client trickled,
+ * outside max_conns, and such clients could take every fd. */
+static int quit_conn(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) == TP_NET_DATA)
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static double trickle_eof_ms, trickle_closed_ms;
+
+static void *trickle_client(void *arg)
+{
+    server *s = arg;
+    int fd = connect_tcp(s->port);
+    double t0 = tpt_now_ms();
+    trickle_eof_ms = trickle_closed_ms = -1;
+    while (fd >= 0 && tpt_now_ms() - t0 < 10000) {
+        if (send(fd, "x", 1, MSG_NOSIGNAL) != 1) {
+            trickle_closed_ms = tpt_now_ms() - t0;
+            break;
+        }
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 250) > 0 && trickle_eof_ms < 0) {
+            char b;
+            if (recv(fd, &b, 1, 0) == 0) /* the server's shutdown */
+                trickle_eof_ms = tpt_now_ms() - t0;
+        } else if (trickle_eof_ms >= 0) {
+            usleep(250000); /* POLLIN stays set after EOF */
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    client_done(s);
+    return NULL;
+}
+
+static void test_linger_deadline(void **unused)
+{
+    (void)unused;
+    static server s;
+    memset(&s, 0, sizeof s);
+    s.opts.conn_behavior = quit_conn;
+    s.client = trickle_client;
+    tp_config cfg;
+    tp_config_init(&cfg);
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, server_root, &s, NULL, NULL), 0);
+    TPT_CHECK();
+    print_message("linger: EOF at %.0f ms, closed at %.0f ms\n", trickle_eof_ms,
+                  trickle_closed_ms);
+    assert_true(trickle_eof_ms >= 0);
+    assert_true(trickle_closed_ms > trickle_eof_ms);
+    /* 2 s after the EOF, plus a 250 ms byte to meet the closed socket */
+    assert_true(trickle_closed_ms - trickle_eof_ms < 6000);
+}
+
 static int bad_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     tp_listen_opts o = {0};
@@ -1246,6 +1310,7 @@ int main(void)
         cmocka_unit_test(test_conn_follows_owner),
         cmocka_unit_test(test_conn_shared),
         cmocka_unit_test(test_event_add_fails),
+        cmocka_unit_test(test_linger_deadline),
         cmocka_unit_test(test_api_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
