@@ -23,7 +23,8 @@ extern "C" {
  * returns 0 and sets *out and *out_len to the result payload — one
  * msgpack object in a buffer from the runtime's allocator (tp_packf), or
  * NULL and 0 for none; the runtime takes the buffer — or returns a
- * negative TP_E* code (then *out is ignored). It must not call functions
+ * negative TP_E* code (then *out is ignored: a buffer the job put there
+ * is still the job's to free). It must not call functions
  * that take a tp_ctx; tp_runtime_* functions and tp_oneshot_send with a
  * NULL ctx are allowed. */
 typedef int (*tp_blocking_fn)(void *arg, void **out, size_t *out_len);

@@ -26,7 +26,10 @@ typedef struct tpi_pool {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     tpi_job *head, *tail;
-    unsigned max, started, idle;
+    /* idle: threads waiting for a job; queued: jobs not taken yet. A
+     * thread counts as idle until it has the lock back after its wake-up,
+     * so jobs queued meanwhile are already promised to idle ones. */
+    unsigned max, started, idle, queued;
     bool stop;
     pthread_t threads[TP_BLOCKING_THREADS_MAX];
 } tpi_pool;
@@ -76,7 +79,8 @@ static tpi_pool *pool_get(tp_runtime *rt)
 }
 
 /* The job's result to its oneshot: out (from the allocator) moves into
- * the reply; a payload that is not valid msgpack answers TP_EPROTO. */
+ * the reply; a payload that could not be delivered (not valid msgpack,
+ * over max_payload, out of memory) answers why instead. */
 static void deliver(tp_runtime *rt, tpi_job *j, int status, void *out,
                     size_t len)
 {
@@ -84,11 +88,12 @@ static void deliver(tp_runtime *rt, tpi_job *j, int status, void *out,
     if (status == 0 && out && len) {
         e.data = out;
         e.len = len;
-        if (tpi_svc_post(rt, j->to, &e, true) == 0) {
+        int rc = tpi_svc_post(rt, j->to, &e, true);
+        if (rc == 0) {
             tp_free(out);
             return;
         }
-        e.status = TP_EPROTO; /* the job produced a bad payload */
+        e.status = rc;
     }
     e.data = NULL;
     e.len = 0;
@@ -114,17 +119,15 @@ static void *worker(void *arg)
         p->head = j->next;
         if (!p->head)
             p->tail = NULL;
+        p->queued--;
         pthread_mutex_unlock(&p->lock);
         void *out = NULL;
         size_t len = 0;
         int rc = j->fn(j->arg, &out, &len);
         if (rc > 0)
             rc = 0;
-        if (rc != 0) {
-            tp_free(out);
-            out = NULL;
-        }
-        deliver(rt, j, rc, out, rc == 0 ? len : 0);
+        /* On an error *out is the job's (troupe/pool.h): not freed here */
+        deliver(rt, j, rc, rc == 0 ? out : NULL, rc == 0 ? len : 0);
         tp_free(j);
         pthread_mutex_lock(&p->lock);
     }
@@ -167,8 +170,8 @@ int tp_spawn_blocking(tp_ctx *ctx, tp_blocking_fn fn, void *arg, int timeout_ms,
     }
     *j = (tpi_job){NULL, fn, arg, tx.pid, tx.ref};
     pthread_mutex_lock(&p->lock);
-    /* A new thread only when nobody idle can take the job. */
-    if (p->idle == 0 && p->started < p->max) {
+    /* A new thread only when no idle one is left for the job. */
+    if (p->idle <= p->queued && p->started < p->max) {
         if (pthread_create(&p->threads[p->started], NULL, worker, p) == 0)
             p->started++;
         else if (p->started == 0)
@@ -180,6 +183,7 @@ int tp_spawn_blocking(tp_ctx *ctx, tp_blocking_fn fn, void *arg, int timeout_ms,
         else
             p->head = j;
         p->tail = j;
+        p->queued++;
         pthread_cond_signal(&p->cond);
     }
     pthread_mutex_unlock(&p->lock);

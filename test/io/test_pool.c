@@ -8,6 +8,7 @@
 #include "tp_test.h"
 #include "troupe/pool.h"
 
+#include <semaphore.h>
 #include <stdatomic.h>
 
 enum { TAG_TICK = 1 };
@@ -205,12 +206,107 @@ static void test_errors_timeout_and_join(void **unused)
     assert_int_equal(tp_spawn_blocking(NULL, fails, NULL, -1, NULL), TP_ESTATE);
 }
 
+/* ------------------------------------------- a burst after a quiet time */
+
+/* One job ran, so one thread waits idle. Then A and B are submitted in
+ * one turn: A waits (2 s at most) for what B does. A new thread must start
+ * for B: the idle one is promised to A. Before, B saw that idle thread
+ * still counted (it counts until it has the lock back) and started none:
+ * B queued behind A, and A timed out. Also: a job that fails after
+ * freeing what it put in *out is not freed again (ASan: a double free). */
+static sem_t burst_sem;
+
+static int burst_a(void *arg, void **out, size_t *len)
+{
+    (void)arg;
+    (void)len;
+    *out = tp_alloc(8); /* then freed by the job itself on its error */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 2;
+    int rc = sem_timedwait(&burst_sem, &ts) == 0 ? 0 : TP_ETIMEDOUT;
+    tp_free(*out);
+    if (rc)
+        return rc;
+    *out = NULL;
+    return 0;
+}
+
+static int burst_b(void *arg, void **out, size_t *len)
+{
+    (void)arg;
+    (void)out;
+    (void)len;
+    sem_post(&burst_sem);
+    return 0;
+}
+
+static int freed_own(void *arg, void **out, size_t *len)
+{
+    (void)arg;
+    *out = tp_alloc(8);
+    *len = 1;
+    tp_free(*out); /* the contract: on an error *out is ignored */
+    return TP_ENOENT;
+}
+
+typedef struct burst {
+    tp_ref warm, a, b, own;
+    int a_status, own_status, n;
+} burst;
+
+static int burst_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    burst *b = state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_spawn_blocking(ctx, burst_b, NULL, -1, &b->warm), 0);
+        return TP_HANDLED;
+    }
+    if (tp_msg_tag(msg) != TP_TAG_REPLY)
+        return TP_HANDLED;
+    tp_ref ref = tp_msg_ref(msg);
+    if (ref == b->warm) {
+        sem_trywait(&burst_sem); /* the warm-up's post */
+        EXPECT_EQ(tp_spawn_blocking(ctx, burst_a, NULL, -1, &b->a), 0);
+        EXPECT_EQ(tp_spawn_blocking(ctx, burst_b, NULL, -1, &b->b), 0);
+        EXPECT_EQ(tp_spawn_blocking(ctx, freed_own, NULL, -1, &b->own), 0);
+        return TP_HANDLED;
+    }
+    if (ref == b->a)
+        b->a_status = tp_msg_status(msg);
+    if (ref == b->own)
+        b->own_status = tp_msg_status(msg);
+    if (++b->n == 3)
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static void test_burst_after_idle(void **unused)
+{
+    (void)unused;
+    static burst b;
+    memset(&b, 0, sizeof b);
+    sem_init(&burst_sem, 0, 0);
+    tpt_reset();
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    tpt_watchdog(1);
+    assert_int_equal(tp_run(rt, burst_root, &b, NULL), 0);
+    tpt_watchdog(0);
+    tp_runtime_free(rt);
+    sem_destroy(&burst_sem);
+    TPT_CHECK();
+    assert_int_equal(b.a_status, 0);
+    assert_int_equal(b.own_status, TP_ENOENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_results_and_liveness),
         cmocka_unit_test(test_fifo_one_thread),
         cmocka_unit_test(test_errors_timeout_and_join),
+        cmocka_unit_test(test_burst_after_idle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
