@@ -352,6 +352,8 @@ static void drain_mailbox(tp_runtime *rt, tp_pid pid, tp_reason why,
     for (tpi_msg *m; (m = (tpi_msg *)tpi_mailbox_pop(&a->mb));) {
         tp_pid to = rt ? tpi_pid_make(tpi_slot_index(a), m->to_gen)
                        : TP_PID_NONE;
+        if (rt && m->tag == TPI_SIG_EXIT)
+            tpi_exit_taken(rt, a, m);
         if (rt)
             tpi_obs_dead_letter(rt, to, m); /* issue 8 */
         if (!rt)
@@ -630,6 +632,8 @@ static __attribute__((noinline, cold)) void
 dispatch_dead(tpi_sched *s, tpi_actor *a, tpi_msg *m)
 {
     tp_pid to = tpi_pid_make(tpi_slot_index(a), m->to_gen);
+    if (m->tag == TPI_SIG_EXIT)
+        tpi_exit_taken(s->rt, a, m);
     tpi_obs_dead_letter(s->rt, to, m); /* issue 8 */
     tpi_dead_letter(s->rt, to, m);
 }

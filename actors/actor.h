@@ -39,6 +39,8 @@ enum {
      * dispatch tells a user message seen for the first time with one test
      * of the flags. */
     TPI_MSG_SYS = 1u << 10,
+    /* TPI_SIG_EXIT counted in its slot's exits (actors/send.c) */
+    TPI_MSG_COUNTED = 1u << 11,
 };
 
 struct tp_msg {
@@ -149,6 +151,9 @@ enum {
 typedef struct tpi_slot_cold {
     void (*state_free)(void *); /* the actor's, if it has one */
     struct tpi_actor *waiters;  /* actors paused on it (wait lock) */
+    /* Exit signals in the slot's mailbox (for any generation): an actor
+     * with one does not park on backpressure (actors/send.c). */
+    _Atomic uint32_t exits;
 } tpi_slot_cold;
 
 /* An actor lives in a slot of the table. Slots are never freed while the
@@ -525,6 +530,9 @@ void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target);
 void tpi_drained(tp_runtime *rt, tpi_actor *a);
 /* Resume a paused actor (its own mailbox overflowed, or a signal came). */
 void tpi_unpause(tp_runtime *rt, tpi_actor *a);
+/* An exit signal m is taken out of a's mailbox (handled, or a dead
+ * letter): uncounted (see tpi_pause). */
+void tpi_exit_taken(tp_runtime *rt, tpi_actor *a, tpi_msg *m);
 /* 0 if (data, len) may be sent: no payload, or one valid msgpack object
  * within max_payload; else TP_EINVAL or TP_E2BIG. */
 int tpi_payload_valid(tp_runtime *rt, const void *data, size_t len);

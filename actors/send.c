@@ -6,7 +6,8 @@
  * sender's own mailbox is over capacity. A paused actor keeps its mailbox's
  * scheduling flag, so pushes never queue it; it resumes when the target
  * drains below capacity or ends, or when its own mailbox overflows or an
- * exit signal arrives. A paused actor's mailbox is therefore never over
+ * exit signal arrives (or, counted in its slot, is already in its mailbox
+ * when it would park). A paused actor's mailbox is therefore never over
  * capacity, so a cycle of paused actors (each waiting on an overfull one)
  * cannot form: no deadlock, and no message is ever dropped. A congested
  * actor (tpi_svc_congest: its output is backed up) counts as full for its
@@ -83,6 +84,37 @@ static inline uint32_t push_here(tpi_sched *s, tpi_actor *a, tpi_msg *m)
     return push_here_clear(s, a, m, false);
 }
 
+/* An exit signal m for a is counted in a's slot before it is pushed
+ * (and marked, so only a counted one is uncounted when taken out): a
+ * pausing actor that sees the count does not park. Out of memory it goes
+ * uncounted; then only a sender that finds a parked resumes it. */
+static void exit_counted(tp_runtime *rt, tpi_actor *a, tpi_msg *m)
+{
+    tpi_slot_cold *c = tpi_table_cold(rt->table, a, true);
+    if (c) {
+        /* seq_cst: against the fence in tpi_pause (see tpi_deliver) */
+        atomic_fetch_add_explicit(&c->exits, 1, memory_order_seq_cst);
+        m->flags |= TPI_MSG_COUNTED;
+    }
+}
+
+void tpi_exit_taken(tp_runtime *rt, tpi_actor *a, tpi_msg *m)
+{
+    if (m->flags & TPI_MSG_COUNTED) {
+        m->flags &= ~(uint32_t)TPI_MSG_COUNTED;
+        /* relaxed: only a lower count; it stays >= the signals queued */
+        atomic_fetch_sub_explicit(&tpi_table_cold(rt->table, a, false)->exits,
+                                  1, memory_order_relaxed);
+    }
+}
+
+/* An exit signal waits in a's mailbox (after tpi_pause's fence). */
+static bool exit_waiting(tp_runtime *rt, tpi_actor *a)
+{
+    tpi_slot_cold *c = tpi_table_cold(rt->table, a, false);
+    return c && atomic_load_explicit(&c->exits, memory_order_relaxed) != 0;
+}
+
 int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
 {
     if (rt->host) /* an isolated worker process sends over its channel */
@@ -108,6 +140,8 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
         return 0;
     }
     int32_t tag = m->tag;
+    if (tag == TPI_SIG_EXIT)
+        exit_counted(rt, a, m);
     /* The local FIFO belongs to a's home thread; every other thread uses
      * the remote stack. */
     tpi_sched *s = tpi_sched_current();
@@ -120,7 +154,9 @@ int tpi_deliver(tp_runtime *rt, tpi_actor *from, tp_pid to, tpi_msg *m)
     if (tag >= 0 && full(a)) {
         on_full(rt, from, a, to);
     } else if (tag == TPI_SIG_EXIT &&
-               atomic_load_explicit(&a->paused, memory_order_relaxed)) {
+               atomic_load_explicit(&a->paused, memory_order_seq_cst)) {
+        /* seq_cst: after the count, against tpi_pause's fence: it saw
+         * the count and did not park, or we see it parked */
         tpi_unpause(rt, a);
     }
     return 0;
@@ -195,7 +231,8 @@ void tpi_pause(tp_runtime *rt, tpi_actor *a, tp_pid target)
          * flooding each other from two threads could both park. */
         atomic_thread_fence(memory_order_seq_cst);
         parked = tpi_slot_gen_acquire(t) == tpi_pid_gen(target) &&
-                 full_exact(t) && !over(&a->mb, tpi_mailbox_count(&a->mb));
+                 full_exact(t) && !over(&a->mb, tpi_mailbox_count(&a->mb)) &&
+                 !exit_waiting(rt, a);
         if (!parked) {
             for (tpi_actor **pp = &tc->waiters; *pp;
                  pp = &(*pp)->ext->wait_next)

@@ -98,6 +98,7 @@ bool tpi_signal_handle(tpi_actor *a, tpi_msg *m)
          * It comes from the monitored actor (or on its behalf). */
         return x && refs_del(&x->monitoring, m->ref, m->from, NULL);
     case TPI_SIG_EXIT: {
+        tpi_exit_taken(rt_of(a), a, m);
         tp_reason r;
         if (tp_msg_reason(m, &r) != 0)
             return false;

@@ -14,6 +14,7 @@
 #include "actors/actor.h"
 #include "mailbox/mailbox.h"
 #include "runtime/runtime.h"
+#include "runtime/service.h"
 #include "tp_test.h"
 #include "troupe/observe.h"
 
@@ -1060,6 +1061,112 @@ static void test_drain_resumes_no_late_pauser(void **unused)
     assert_true(SD.end.mailbox_hwm <= SD_CAP + SD_SENDERS);
 }
 
+/* ------------------------------- an exit signal during the pausing turn */
+
+/* A sends to T, which is congested (full for its senders), so A pauses
+ * once its turn ends; while that turn still runs, another thread sends A
+ * an exit signal. The sender finds A not paused yet, so it cannot resume
+ * it: A must see the signal itself and not park. Before, A parked with
+ * the signal in its mailbox until T drained (here: a 2 s timer), and a
+ * kill or a linked crash never reached an actor paused on a hung peer. */
+enum { E_READY = 200, E_UNCONGEST, E_GIVEUP };
+
+typedef struct exitpause {
+    tp_runtime *rt;
+    tp_pid root, t, a;
+    pthread_t killer;
+    atomic_int mid, sent;
+    bool down, down_before_uncongest, uncongested;
+    tp_reason why;
+} exitpause;
+
+static int ep_t(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    exitpause *e = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        EXPECT_EQ(tpi_svc_congest(e->rt, tp_self(ctx), true), 0);
+        EXPECT_EQ(tp_send(ctx, e->a, E_READY, NULL, 0), 0);
+        break;
+    case E_UNCONGEST:
+        EXPECT_EQ(tpi_svc_congest(e->rt, tp_self(ctx), false), 0);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static int ep_a(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    exitpause *e = state;
+    if (tp_msg_tag(msg) != E_READY)
+        return TP_HANDLED;
+    EXPECT_EQ(tp_send(ctx, e->t, 1, NULL, 0), 0); /* pauses A after */
+    atomic_store(&e->mid, 1);
+    double t0 = tpt_now_ms();
+    while (!atomic_load(&e->sent) && tpt_now_ms() - t0 < 10000)
+        sched_yield();
+    return TP_HANDLED;
+}
+
+static void *ep_killer(void *arg)
+{
+    exitpause *e = arg;
+    double t0 = tpt_now_ms();
+    while (!atomic_load(&e->mid) && tpt_now_ms() - t0 < 10000)
+        sched_yield();
+    EXPECT_EQ(tp_runtime_exit_signal(e->rt, e->a, TP_REASON_ERROR(1, "x")), 0);
+    atomic_store(&e->sent, 1);
+    return NULL;
+}
+
+static int ep_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    exitpause *e = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        e->rt = tp_ctx_runtime(ctx);
+        e->root = tp_self(ctx);
+        EXPECT_EQ(tp_spawn(ctx, ep_a, e, NULL, &e->a), 0);
+        EXPECT_EQ(tp_monitor(ctx, e->a, NULL), 0);
+        EXPECT_EQ(pthread_create(&e->killer, NULL, ep_killer, e), 0);
+        EXPECT_EQ(tp_spawn(ctx, ep_t, e, NULL, &e->t), 0);
+        tp_send_after(ctx, 2000, E_GIVEUP, NULL, 0, NULL);
+        break;
+    case TP_TAG_DOWN:
+        e->down = true;
+        e->down_before_uncongest = !e->uncongested;
+        EXPECT_EQ(tp_msg_reason(msg, &e->why), 0);
+        e->why.text = NULL;
+        /* fall through */
+    case E_GIVEUP:
+        if (!e->uncongested) {
+            e->uncongested = true;
+            tp_send(ctx, e->t, E_UNCONGEST, NULL, 0);
+        }
+        if (e->down) {
+            pthread_join(e->killer, NULL);
+            return tp_exit(ctx, TP_REASON_NORMAL);
+        }
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static void test_exit_signal_while_pausing(void **unused)
+{
+    (void)unused;
+    static exitpause e;
+    memset(&e, 0, sizeof e);
+    tp_config cfg;
+    tp_config_init(&cfg);
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, ep_root, &e, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_true(e.down);
+    assert_true(e.down_before_uncongest);
+    assert_int_equal(e.why.kind, TP_EXIT_ERROR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1075,6 +1182,7 @@ int main(void)
         cmocka_unit_test(test_blocking_send_capacity_exact),
         cmocka_unit_test(test_count_never_low_while_moving),
         cmocka_unit_test(test_drain_resumes_no_late_pauser),
+        cmocka_unit_test(test_exit_signal_while_pausing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
