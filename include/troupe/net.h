@@ -61,8 +61,10 @@ typedef struct tp_listen_opts {
     /** TCP port; 0 picks a free one (see tp_listen's port_out). */
     uint16_t port;
     /** Non-NULL: listen on a Unix-domain socket at this path instead of
-     * TCP (host and port are ignored). A stale socket file there is
-     * replaced; the file is removed when the listener ends. */
+     * TCP (host and port are ignored). A stale socket file there (no
+     * server accepts on it) is replaced; a live one is TP_ESYS with errno
+     * EADDRINUSE. The file is removed when the listener ends, unless
+     * another has replaced it meanwhile. */
     const char *unix_path;
     /** listen(2) backlog; 0 means 511. */
     int backlog;

@@ -548,6 +548,7 @@ typedef struct conn_ref {
 typedef struct tpi_listener {
     tp_listen_opts o; /* strings point to our copies */
     char *reject, *path;
+    struct stat path_st; /* the socket file we made (device, inode) */
     char name[96];
     int fd;
     int spare; /* an fd kept to give back when out of fds, or -1 */
@@ -591,7 +592,10 @@ static void listener_free(void *state)
         close(l->fd);
     if (l->spare >= 0)
         close(l->spare);
-    if (l->path)
+    /* Only the file we made: another server may have replaced it since */
+    struct stat st;
+    if (l->path && lstat(l->path, &st) == 0 && st.st_dev == l->path_st.st_dev &&
+        st.st_ino == l->path_st.st_ino)
         unlink(l->path);
     tp_free(l->path);
     tp_free(l->reject);
@@ -872,12 +876,25 @@ static int bind_socket(const tp_listen_opts *o, int *fd_out, uint16_t *port)
         if (n == 0 || n >= sizeof un.sun_path)
             return TP_EINVAL;
         memcpy(un.sun_path, o->unix_path, n + 1);
-        struct stat st;
-        if (lstat(o->unix_path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(o->unix_path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return TP_ESYS;
+        /* A socket file nobody listens on (its server died) is replaced;
+         * one a live server listens on is EADDRINUSE, not taken from it. */
+        struct stat st;
+        if (lstat(o->unix_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            if (connect(fd, (struct sockaddr *)&un, sizeof un) == 0 ||
+                errno == EAGAIN) {
+                close(fd);
+                errno = EADDRINUSE;
+                return TP_ESYS;
+            }
+            close(fd);
+            unlink(o->unix_path);
+            fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+            if (fd < 0)
+                return TP_ESYS;
+        }
         if (bind(fd, (struct sockaddr *)&un, sizeof un) != 0)
             goto fail;
     } else {
@@ -966,10 +983,12 @@ int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
         errno = e;
         return rc;
     }
-    if (o.unix_path && !(l->path = tpi_strndup(o.unix_path, 4096))) {
+    if (o.unix_path && (!(l->path = tpi_strndup(o.unix_path, 4096)) ||
+                        lstat(l->path, &l->path_st) != 0)) {
+        rc = l->path ? TP_ESYS : TP_ENOMEM;
         unlink(o.unix_path);
         listener_free(l);
-        return TP_ENOMEM;
+        return rc;
     }
     o.reject_msg = l->reject;
     o.unix_path = l->path;

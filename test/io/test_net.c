@@ -1264,6 +1264,68 @@ static void test_linger_deadline(void **unused)
     assert_true(trickle_closed_ms - trickle_eof_ms < 6000);
 }
 
+/* ---------------------------------------------------- unix socket files */
+
+/* A stale socket file (its server gone) is replaced; one a live listener
+ * accepts on is EADDRINUSE (before: unlinked and taken over, the live
+ * server left unreachable); a listener that ends removes the file only if
+ * it is still the one it made (before: another server's replacement). */
+static char unix_sock[64];
+static int unix_other = -1; /* the "other server" that replaced the file */
+static int unix_stale_rc, unix_live_rc, unix_live_errno;
+
+static int raw_listen_unix(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    if (fd >= 0 && (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+                    listen(fd, 4) != 0)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int unix_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    (void)msg;
+    tp_listen_opts o = {0};
+    o.conn_behavior = echo_conn;
+    o.unix_path = unix_sock;
+    close(raw_listen_unix(unix_sock)); /* its server died: a stale file */
+    tp_pid l1;
+    unix_stale_rc = tp_listen(ctx, &o, &l1, NULL);
+    errno = 0;
+    unix_live_rc = tp_listen(ctx, &o, NULL, NULL);
+    unix_live_errno = errno;
+    unlink(unix_sock); /* another server takes the path over */
+    unix_other = raw_listen_unix(unix_sock);
+    tp_exit_signal(ctx, l1, TP_REASON_SHUTDOWN);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void test_unix_socket_files(void **unused)
+{
+    (void)unused;
+    snprintf(unix_sock, sizeof unix_sock, "/tmp/tp_net_unix.%d.sock",
+             (int)getpid());
+    unlink(unix_sock);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, unix_root, NULL, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(unix_stale_rc, 0);
+    assert_int_equal(unix_live_rc, TP_ESYS);
+    assert_int_equal(unix_live_errno, EADDRINUSE);
+    assert_true(unix_other >= 0);
+    int c = connect_unix(unix_sock); /* the other server's file is there */
+    assert_true(c >= 0);
+    close(c);
+    close(unix_other);
+    unlink(unix_sock);
+}
+
 static int bad_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     tp_listen_opts o = {0};
@@ -1311,6 +1373,7 @@ int main(void)
         cmocka_unit_test(test_conn_shared),
         cmocka_unit_test(test_event_add_fails),
         cmocka_unit_test(test_linger_deadline),
+        cmocka_unit_test(test_unix_socket_files),
         cmocka_unit_test(test_api_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
