@@ -406,8 +406,11 @@ void tpi_sched_place(tpi_sched *s, tpi_actor *a, tpi_sched *to)
 static void woken(tpi_sched *s)
 {
     /* seq_cst: the clear must precede our reads of the inject queue, so a
-     * push we miss sees 0 and writes the eventfd again. */
-    atomic_store_explicit(&s->wake_pending, 0, memory_order_seq_cst);
+     * push we miss sees 0 and writes the eventfd again. An exchange, not
+     * a store: a read-modify-write continues the release sequences of the
+     * pushers' exchanges, which the queue's acquire reads rely on in the
+     * C11 model (same instruction on x86). */
+    (void)atomic_exchange_explicit(&s->wake_pending, 0, memory_order_seq_cst);
     tp_runtime *rt = s->rt;
     /* acquire: pairs with tpi_sched_stop_all's release. */
     if (atomic_load_explicit(&rt->stopping, memory_order_acquire)) {
