@@ -104,6 +104,15 @@ static void on_group_msg(natsConnection *nc, natsSubscription *sub,
                       .request = (f.flags & TPI_NFL_REQUEST) != 0,
                       .data = f.payload,
                       .len = f.len};
+    /* The sender's node is alive (its subject says which, as for frames):
+     * heard, so that the CALLED frame and the member's reply reach it even
+     * before its next heartbeat (after a reconnect, every node is down
+     * until heard). */
+    tpi_peer *from = (e.from & TPI_PID_REMOTE)
+                         ? tpi_node_peer_at(n, tpi_pid_slot(e.from))
+                         : NULL;
+    if (from)
+        tpi_node_peer_heard(n, from);
     pthread_mutex_lock(&n->groups_lock);
     tp_pid to = pick(n, g);
     pthread_mutex_unlock(&n->groups_lock);

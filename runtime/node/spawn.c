@@ -122,6 +122,18 @@ int tp_spawn_on(tp_ctx *ctx, const char *node, const char *name,
     natsMsg_Destroy(ans);
     if (rc)
         return rc;
+    /* The answer names an actor of the node asked, which is alive: heard,
+     * so that the link below reaches it even before its next heartbeat
+     * (after a reconnect, every node is down until heard; the link
+     * would fail with noconnection and leave the actor running). */
+    tpi_peer *p =
+        (pid & TPI_PID_REMOTE) ? tpi_node_peer_at(n, tpi_pid_slot(pid)) : NULL;
+    if (p ? p->name_len != strlen(node) ||
+                memcmp(p->name, node, p->name_len) != 0
+          : strcmp(node, n->o.name) != 0)
+        return TP_EPROTO; /* not an actor of the node asked */
+    if (p)
+        tpi_node_peer_heard(n, p);
     if ((flags & TP_SPAWN_LINK) && (rc = tp_link(ctx, pid)) != 0) {
         (void)tp_kill(ctx, pid); /* not left running, unlinked and unknown */
         return rc;

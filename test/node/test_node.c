@@ -268,15 +268,16 @@ static pid_t start_peer(const char *name, tp_pid parent)
 /* ------------------------------------------------------------- A's side */
 
 /* Make rt node `name` of the test's cluster, with the node's max_message
- * (0: the default). */
-static void set_node(tp_runtime *rt, const char *name, size_t max_message)
+ * and heartbeat interval (0: the defaults, HB_MS). */
+static void set_node(tp_runtime *rt, const char *name, size_t max_message,
+                     unsigned heartbeat_ms)
 {
     tp_node_opts o;
     tp_node_opts_init(&o);
     o.urls = nt_nats.url;
     o.name = name;
     o.cluster = CLUSTER;
-    o.heartbeat_ms = HB_MS;
+    o.heartbeat_ms = heartbeat_ms ? heartbeat_ms : HB_MS;
     if (max_message)
         o.max_message = max_message;
     assert_int_equal(tp_runtime_set_node(rt, &o), 0);
@@ -288,7 +289,7 @@ static int run_node_max(const char *name, tp_behavior root, void *state,
 {
     tp_runtime *rt;
     assert_int_equal(tp_runtime_new(NULL, &rt), 0);
-    set_node(rt, name, max_message);
+    set_node(rt, name, max_message, 0);
     tp_spawn_opts so = {.flags = TP_SPAWN_TRAP_EXIT};
     tpt_watchdog(1);
     int rc = tp_run(rt, root, state, &so);
@@ -1290,7 +1291,7 @@ static void test_unregister_unanswered_while_registering(void **unused)
     cfg.threads = 2; /* whatever TROUPE_THREADS says */
     tp_runtime *rt;
     assert_int_equal(tp_runtime_new(&cfg, &rt), 0);
-    set_node(rt, "A", 0);
+    set_node(rt, "A", 0, 0);
     /* round robin from outside: X on one scheduler, Y on the other */
     assert_int_equal(tp_runtime_spawn(rt, hold_x, &h, NULL, NULL), 0);
     assert_int_equal(tp_runtime_spawn(rt, hold_y, &h, NULL, NULL), 0);
@@ -2082,6 +2083,109 @@ static void test_oversize_for_server_refused(void **unused)
     oversize_refused((size_t)4 << 20);
 }
 
+/* ------------------------------ served before the next heartbeat came */
+
+/* Right after a reconnect (every node down until heard, A beating only
+ * every 2 s): a spawn on B as soon as B answers again succeeds, and a
+ * group call served by B as soon as A hears B again is answered. Both
+ * answers now mark their node heard (a spawn answer, a group message);
+ * this test does not catch the window in which that matters (each side's
+ * BREAK, sent as it hears the other, usually makes the other hear it
+ * first), it checks the paths work. */
+enum { T_RETRY = 120, T_CHECKED };
+
+typedef struct unheard {
+    pid_t child;
+    tp_pid root, server, kid;
+    int phase, tries, spawn_rc, call_status;
+    bool down_seen, answered;
+    tp_ref call;
+} unheard;
+
+static void unheard_restart(tp_ctx *ctx, unheard *u)
+{
+    u->phase++;
+    u->down_seen = false;
+    nt_nats_kill();
+    EXPECT_EQ(nt_nats_restart(), 0);
+    tp_send_after(ctx, 10, T_RETRY, NULL, 0, NULL);
+}
+
+static int unheard_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    unheard *u = state;
+    tp_node_stats st;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        u->child = start_peer("B", tp_self(ctx));
+        EXPECT_EQ(tp_monitor_node(ctx, "B", true), 0);
+        break;
+    case T_HELLO:
+        if (hello_in(ctx, msg, &u->root, &u->server) && u->phase == 0)
+            unheard_restart(ctx, u); /* phase 1 */
+        break;
+    case T_RETRY: /* phase 1: spawn on B as soon as B answers again */
+        if (u->phase != 1)
+            break;
+        tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+        int rc = TP_ENOCONN;
+        if (st.reconnects >= 1)
+            rc = tp_spawn_on(ctx, "B", "kid", NULL, 0, TP_SPAWN_LINK, &u->kid);
+        if (rc == TP_ENOCONN && ++u->tries < 1000) {
+            tp_send_after(ctx, 10, T_RETRY, NULL, 0, NULL);
+            break;
+        }
+        u->spawn_rc = rc;
+        tp_send_after(ctx, 100, T_CHECKED, NULL, 0, NULL);
+        break;
+    case T_CHECKED:
+        if (u->kid) {
+            tp_unlink(ctx, u->kid);
+            tp_kill(ctx, u->kid);
+        }
+        unheard_restart(ctx, u); /* phase 2 */
+        break;
+    case TP_TAG_NODEDOWN: u->down_seen = u->phase == 2; break;
+    case TP_TAG_NODEUP: /* phase 2: B is back */
+        if (u->phase == 2 && u->down_seen && !u->call) {
+            EXPECT_EQ(tp_group_call(ctx, "workers", T_WHO, NULL, 0, 1500,
+                                    &u->call),
+                      0);
+        }
+        break;
+    case TP_TAG_REPLY:
+        if (!u->call || tp_msg_ref(msg) != u->call)
+            break;
+        u->answered = true;
+        u->call_status = tp_msg_status(msg);
+        kill(u->child, SIGKILL);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_spawn_and_group_call_after_reconnect(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static unheard u;
+    memset(&u, 0, sizeof u);
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    set_node(rt, "A", 0, 2000);
+    tp_spawn_opts so = {.flags = TP_SPAWN_TRAP_EXIT};
+    tpt_watchdog(1);
+    int rc = tp_run(rt, unheard_root, &u, &so);
+    tpt_watchdog(0);
+    tp_runtime_free(rt);
+    wait_child(u.child);
+    assert_int_equal(rc, 0);
+    TPT_CHECK();
+    assert_int_equal(u.spawn_rc, 0);
+    assert_true(u.answered);
+    assert_int_equal(u.call_status, 0);
+}
+
 /* ------------------------------- a reconnect to a server allowing less */
 
 /* After a reconnect to a server with a smaller max_payload (256 KiB
@@ -2219,6 +2323,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_oversize_refused),
         cmocka_unit_test(test_oversize_for_server_refused),
         cmocka_unit_test(test_smaller_server_after_reconnect),
+        cmocka_unit_test(test_spawn_and_group_call_after_reconnect),
     };
     return cmocka_run_group_tests(tests, start_nats, stop_nats);
 }
