@@ -37,13 +37,6 @@
 #define BATCH_BYTES ((size_t)64 << 10) /* frames to one node per message */
 #define HELD_MAX 16 /* nodes one thread holds frames for in a batch */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void tp_node_opts_init(tp_node_opts *o)
 {
     if (!o)
@@ -354,7 +347,7 @@ static void on_probe_answer(natsConnection *nc, natsSubscription *sub,
             tpi_node_peer_down(n, p, true);
         } else if (p) { /* a round trip: keep a smoothed estimate */
             pthread_mutex_lock(&p->lock);
-            uint64_t rtt = (now_ns() - p->probe_sent_ns) / 1000u;
+            uint64_t rtt = (tpi_node_now_ns() - p->probe_sent_ns) / 1000u;
             pthread_mutex_unlock(&p->lock);
             uint64_t old =
                 atomic_load_explicit(&n->rtt_us, memory_order_relaxed);
@@ -369,7 +362,7 @@ static void on_probe_answer(natsConnection *nc, natsSubscription *sub,
 
 static void probe_and_check(tpi_node *n, uint64_t deadline_ns)
 {
-    uint64_t now = now_ns();
+    uint64_t now = tpi_node_now_ns();
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
     for (unsigned i = 1; i <= np; i++) {
         tpi_peer *p = n->peers[i];
@@ -418,7 +411,7 @@ static void *ticker(void *arg)
     pthread_mutex_lock(&n->tick_lock);
     while (!n->stopping) {
         pthread_mutex_unlock(&n->tick_lock);
-        uint64_t now = now_ns();
+        uint64_t now = tpi_node_now_ns();
         if (now >= next_beat) {
             publish_hb(n);
             tpi_node_sweep(n);
@@ -601,7 +594,7 @@ static uint64_t creation_draw(void)
     uint64_t c = 0;
     FILE *f = fopen("/dev/urandom", "rb");
     if (!f || fread(&c, sizeof c, 1, f) != 1)
-        c = now_ns() ^ ((uint64_t)getpid() << 32);
+        c = tpi_node_now_ns() ^ ((uint64_t)getpid() << 32);
     if (f)
         fclose(f);
     return c ? c : 1;

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 struct __natsConnection;
 struct __natsSubscription;
@@ -129,6 +130,7 @@ int tpi_spawn_ans_decode(struct tpi_node *n, const void *p, size_t len,
 typedef struct tpi_rel {
     tp_pid local, remote; /* remote in this runtime's form */
     tp_ref ref;           /* 0 for a link */
+    uint64_t until_ns;    /* calls: forgotten after (monotonic), 0: never */
 } tpi_rel;
 typedef struct tpi_relvec {
     tpi_rel *v;
@@ -255,6 +257,13 @@ typedef struct tpi_node {
     _Atomic bool connected;
 } tpi_node;
 
+static inline uint64_t tpi_node_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* node.c */
 tpi_node *tpi_node_of(tp_runtime *rt);
 /* The peer called name (created, down, if new); NULL if the table is
@@ -322,12 +331,15 @@ void tpi_node_peer_heard(tpi_node *n, tpi_peer *p);
 /* This node leaves: a LEAVE frame to every peer that is up, behind
  * whatever was sent to it before. */
 void tpi_node_leave(tpi_node *n);
-/* Forget the calls whose caller has ended (the ticker). */
+/* Forget the calls whose caller has ended or whose time is up (the
+ * ticker). */
 void tpi_node_sweep(tpi_node *n);
 /* A call by caller (ref) is about to leave for the node in slot; slot 0
  * for a group call, until the node serving it claims it with its CALLED
- * frame (dropped for any call not kept so). 0 or TP_ENOMEM. */
-int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref);
+ * frame (dropped for any call not kept so). until_ns: when its caller no
+ * longer waits (tpi_node_now_ns), 0 if unknown. 0 or TP_ENOMEM. */
+int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref,
+                       uint64_t until_ns);
 /* The call (caller, ref) is answered or failed: no longer kept. */
 void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref);
 /* Relations that cross to other nodes (links, monitors both ways, node

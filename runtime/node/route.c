@@ -40,7 +40,7 @@ int tpi_relvec_add(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref)
         v->v = nv;
         v->cap = cap;
     }
-    v->v[v->n++] = (tpi_rel){local, remote, ref};
+    v->v[v->n++] = (tpi_rel){local, remote, ref, 0};
     return 0;
 }
 
@@ -152,7 +152,7 @@ static int note_call(tpi_node *n, tpi_peer *p, const tpi_envelope *e)
 {
     if (!e->request || (e->reply_to & TPI_PID_REMOTE))
         return 0;
-    return tpi_node_keep_call(n, e->reply_to, p->slot, e->ref);
+    return tpi_node_keep_call(n, e->reply_to, p->slot, e->ref, 0);
 }
 
 void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref)
@@ -162,10 +162,13 @@ void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref)
     pthread_mutex_unlock(&n->calls_lock);
 }
 
-int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref)
+int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref,
+                       uint64_t until_ns)
 {
     pthread_mutex_lock(&n->calls_lock);
     int rc = tpi_relvec_add(&n->calls, caller, slot, ref);
+    if (!rc)
+        n->calls.v[n->calls.n - 1].until_ns = until_ns;
     pthread_mutex_unlock(&n->calls_lock);
     return rc;
 }
@@ -240,11 +243,15 @@ static void ended(void *state, tp_pid pid)
 
 void tpi_node_sweep(tpi_node *n)
 {
+    uint64_t now = tpi_node_now_ns();
     pthread_mutex_lock(&n->calls_lock);
     for (size_t i = 0; i < n->calls.n;) {
-        uint64_t q, cap;
-        if (tpi_svc_mailbox(n->rt, n->calls.v[i].local, &q, &cap) != 0)
-            n->calls.v[i] = n->calls.v[--n->calls.n]; /* its caller ended */
+        uint64_t q, cap, until = n->calls.v[i].until_ns;
+        /* its caller ended, or waits no more (a group call no node
+         * claimed or answered: a node may take calls and drop them) */
+        if ((until && until < now) ||
+            tpi_svc_mailbox(n->rt, n->calls.v[i].local, &q, &cap) != 0)
+            n->calls.v[i] = n->calls.v[--n->calls.n];
         else
             i++;
     }
@@ -361,10 +368,9 @@ static void send_break(tpi_node *n, tpi_peer *p)
 
 void tpi_node_peer_heard(tpi_node *n, tpi_peer *p)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = tpi_node_now_ns();
     pthread_mutex_lock(&p->lock);
-    p->last_hb_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    p->last_hb_ns = now;
     bool was_up = p->up;
     p->up = true;
     if (p->need_break)

@@ -2186,6 +2186,83 @@ static void test_spawn_and_group_call_after_reconnect(void **unused)
     assert_int_equal(u.call_status, 0);
 }
 
+/* ------------------------------------- group calls nobody ever answers */
+
+/* A client subscribed to a group's subject takes its calls and drops
+ * them (any NATS client allowed to subscribe can): each call times out at
+ * its caller, and the node forgets it within a heartbeat of its timeout.
+ * Before, a call no node claimed stayed kept for its caller's whole life
+ * (memory without bound, scanned at every reply). */
+#define SINK_CALLS 50
+
+typedef struct sink {
+    int timeouts, polls;
+    uint64_t waiting_after, waiting_at_end;
+} sink;
+
+enum { T_SINK_POLL = 130 };
+
+static int sink_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    sink *k = state;
+    tp_node_stats st;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        for (int i = 0; i < SINK_CALLS; i++)
+            EXPECT_EQ(tp_group_call(ctx, "sink", T_WHO, NULL, 0, 50, NULL), 0);
+        break;
+    case TP_TAG_REPLY:
+        if (tp_msg_status(msg) == TP_ETIMEDOUT && ++k->timeouts == SINK_CALLS) {
+            tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+            k->waiting_after = st.calls_waiting;
+            tp_send_after(ctx, 100, T_SINK_POLL, NULL, 0, NULL);
+        }
+        break;
+    case T_SINK_POLL: /* forgotten within a second and a beat or so */
+        tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+        k->waiting_at_end = st.calls_waiting;
+        if (st.calls_waiting && ++k->polls < 50) {
+            tp_send_after(ctx, 100, T_SINK_POLL, NULL, 0, NULL);
+            break;
+        }
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void drop_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                     void *arg)
+{
+    (void)nc;
+    (void)sub;
+    (void)arg;
+    natsMsg_Destroy(msg);
+}
+
+static void test_group_calls_dropped_forgotten(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    natsConnection *nc = NULL;
+    natsSubscription *sub = NULL;
+    assert_int_equal(natsConnection_ConnectTo(&nc, nt_nats.url), NATS_OK);
+    assert_int_equal(natsConnection_Subscribe(&sub, nc,
+                                              "tp." CLUSTER ".g.sink.*",
+                                              drop_msg, NULL),
+                     NATS_OK);
+    assert_int_equal(natsConnection_Flush(nc), NATS_OK);
+    static sink k;
+    memset(&k, 0, sizeof k);
+    int rc = run_node("A", sink_root, &k, NULL);
+    natsSubscription_Destroy(sub);
+    natsConnection_Destroy(nc);
+    assert_int_equal(rc, 0);
+    TPT_CHECK();
+    assert_int_equal(k.timeouts, SINK_CALLS);
+    assert_int_equal(k.waiting_after, SINK_CALLS); /* kept while waited */
+    assert_int_equal(k.waiting_at_end, 0);
+}
+
 /* ------------------------------- a reconnect to a server allowing less */
 
 /* After a reconnect to a server with a smaller max_payload (256 KiB
@@ -2324,6 +2401,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_oversize_for_server_refused),
         cmocka_unit_test(test_smaller_server_after_reconnect),
         cmocka_unit_test(test_spawn_and_group_call_after_reconnect),
+        cmocka_unit_test(test_group_calls_dropped_forgotten),
     };
     return cmocka_run_group_tests(tests, start_nats, stop_nats);
 }
