@@ -96,7 +96,7 @@ KV_CMD(hmget)
     if (!kv_typed(cx, KV_T_HASH, &e))
         return;
     kv_reply_arr(cx->r, cx->argc - 2);
-    for (uint32_t i = 2; i < cx->argc; i++)
+    for (uint32_t i = 2; i < cx->argc && !cx->r->over; i++)
         reply_field(cx, field(e, i, cx));
 }
 

@@ -162,7 +162,7 @@ KV_CMD(srandmember)
         while (n--) {
             kv_de *m = kv_dict_random(d, cx->rng);
             kv_buf_bulk(cx->r, m->key, m->klen);
-            if (cx->r->n - start > KV_MAX_PAYLOAD) {
+            if (cx->r->over || cx->r->n - start > KV_MAX_PAYLOAD) {
                 cx->r->n = start;
                 KV_ERR(cx, KV_TOOBIG);
                 return;

@@ -158,11 +158,16 @@ static inline tp_pid kv_shard_pid(const kv_server *s, unsigned i)
 typedef struct kv_buf {
     char *p;
     size_t n, cap;
+    /* max: if not 0, the buffer never grows past it; an add that would is
+     * dropped and sets over (a shard's reply under construction: a small
+     * command must not make it allocate without bound, shard.c). */
+    size_t max;
+    bool over;
 } kv_buf;
 
 void *kv_xrealloc(void *p, size_t n);
 /* Room for extra more bytes: true, or false when it could not grow in a
- * soft section. */
+ * soft section, or past b->max. */
 bool kv_buf_reserve(kv_buf *b, size_t extra);
 /* A soft section on this thread (one actor turn): kv_buf growth failures
  * do not abort; kv_soft_end says whether one happened (the caller then

@@ -121,8 +121,23 @@ static void reply_send(tp_ctx *ctx, kv_shard *sh, tp_pid to, int32_t tag)
     sh->rb.n = sh->rb.cap = 0;
 }
 
-/* Start a fragment; the reply value follows in sh->rb. Returns where. */
-static size_t frag_open(kv_shard *sh, uint32_t seq, uint32_t pos)
+/* The largest reply value in a fragment to `to`. A message holds less
+ * than split before a fragment, so a fragment of at most max - split
+ * always fits. */
+static size_t frag_room(tp_pid to)
+{
+    bool remote = tp_pid_is_remote(to);
+    size_t split = remote ? REMOTE_SPLIT : REPLY_SPLIT;
+    size_t max = remote ? KV_NODE_MAX_MESSAGE - NODE_SLACK : KV_MAX_PAYLOAD;
+    return max - split - BIN_HDR - FRAG_HDR;
+}
+
+/* Start a fragment for `to`; the reply value follows in sh->rb, which
+ * stops growing past what the fragment may hold (sh->rb.max: a command
+ * whose reply would be larger, such as HMGET of one field many times,
+ * stops there instead of allocating until the server aborts). Returns
+ * where. */
+static size_t frag_open(kv_shard *sh, uint32_t seq, uint32_t pos, tp_pid to)
 {
     if (sh->rb.n == 0)
         kv_bin_start(&sh->rb);
@@ -131,20 +146,20 @@ static size_t frag_open(kv_shard *sh, uint32_t seq, uint32_t pos)
     kv_put32(sh->rb.p + at, seq);
     kv_put32(sh->rb.p + at + 4, pos);
     sh->rb.n += FRAG_HDR;
+    sh->rb.max = sh->rb.n + frag_room(to);
     return at;
 }
 
 /* End the fragment started at `at` and send the message once it is big
- * enough. A message holds less than split before a fragment, so a
- * fragment of at most max - split always fits; a larger one becomes an
- * error. */
+ * enough. A fragment over its room becomes an error. */
 static void frag_close(tp_ctx *ctx, kv_shard *sh, size_t at, tp_pid to)
 {
-    bool remote = tp_pid_is_remote(to);
-    size_t split = remote ? REMOTE_SPLIT : REPLY_SPLIT;
-    size_t max = remote ? KV_NODE_MAX_MESSAGE - NODE_SLACK : KV_MAX_PAYLOAD;
+    size_t split = tp_pid_is_remote(to) ? REMOTE_SPLIT : REPLY_SPLIT;
     size_t len = sh->rb.n - at - FRAG_HDR;
-    if (len > max - split - BIN_HDR - FRAG_HDR) {
+    bool over = sh->rb.over || len > frag_room(to);
+    sh->rb.max = 0;
+    sh->rb.over = false;
+    if (over) {
         sh->rb.n = at + FRAG_HDR;
         kv_buf_str(&sh->rb, KV_TOOBIG);
         len = strlen(KV_TOOBIG);
@@ -351,7 +366,7 @@ static void run_cmd(tp_ctx *ctx, kv_shard *sh, const kv_ophdr *h, tp_pid from,
                     int64_t now)
 {
     const kv_keyed *k = kv_keyed_at((int)h->num);
-    size_t at = frag_open(sh, h->seq, h->pos);
+    size_t at = frag_open(sh, h->seq, h->pos, from);
     if (!k || h->nargs < 2) {
         kv_buf_str(&sh->rb, "-ERR bad keyed command\r\n");
     } else if (k->write && sh->frozen) {
@@ -375,6 +390,8 @@ static void run_cmd(tp_ctx *ctx, kv_shard *sh, const kv_ophdr *h, tp_pid from,
         k->run(&cx);
         if (cx.no_reply) {
             sh->rb.n = at; /* answered by another shard */
+            sh->rb.max = 0;
+            sh->rb.over = false;
             return;
         }
     }
@@ -388,7 +405,7 @@ static void run_op(tp_ctx *ctx, kv_shard *sh, const kv_ophdr *h, tp_pid from,
         run_cmd(ctx, sh, h, from, now);
         return;
     }
-    size_t at = frag_open(sh, h->seq, h->pos);
+    size_t at = frag_open(sh, h->seq, h->pos, from);
     if (is_write_op(h->op) && sh->frozen)
         kv_buf_str(&sh->rb, ERR_FROZEN);
     else if (h->op == OP_SCAN)

@@ -42,6 +42,10 @@ bool kv_soft_end(void)
 
 bool kv_buf_reserve(kv_buf *b, size_t extra)
 {
+    if (b->max && extra > b->max - b->n) {
+        b->over = true;
+        return false;
+    }
     if (b->cap - b->n >= extra)
         return true;
     if (extra > SIZE_MAX / 4 - b->n) {
