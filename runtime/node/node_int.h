@@ -63,7 +63,9 @@ static inline tp_pid tpi_pid_at_node(tp_pid remote)
  * node draws, which tells a restarted node from the one before. */
 enum {
     TPI_NF_MSG = 1,     /* a message or signal for one actor */
-    TPI_NF_BREAK = 2,   /* the sender lost frames from us: links broken */
+    TPI_NF_BREAK = 2,   /* the sender lost frames from us: links broken;
+                           ref: 1 + the last of our frames it broke with
+                           (0: all) */
     TPI_NF_HB = 3,      /* heartbeat */
     TPI_NF_LEAVE = 4,   /* the sender leaves (after all it sent us) */
     TPI_NF_GROUP = 5,   /* a message or call to a group (not numbered) */
@@ -130,7 +132,12 @@ int tpi_spawn_ans_decode(struct tpi_node *n, const void *p, size_t len,
 typedef struct tpi_rel {
     tp_pid local, remote; /* remote in this runtime's form */
     tp_ref ref;           /* 0 for a link */
-    uint64_t until_ns;    /* calls: forgotten after (monotonic), 0: never */
+    union {
+        uint64_t until_ns; /* calls: forgotten after (monotonic), 0: never */
+        /* links and our monitors: the number of our frame that made it
+         * (0: the other side's frame did); see route.c, BREAK */
+        uint64_t seq;
+    };
 } tpi_rel;
 typedef struct tpi_relvec {
     tpi_rel *v;

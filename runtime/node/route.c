@@ -11,7 +11,10 @@
  * broken. Frames to a node carry consecutive numbers (assigned with the
  * publish under the peer's lock); a receiver that sees a gap, or that
  * declared the sender down meanwhile, breaks every relation with it and
- * sends it a BREAK so that it breaks its side too.
+ * sends it a BREAK so that it breaks its side too. The BREAK names the
+ * last of the sender's frames it broke with: relations made by the
+ * sender's later frames (which it sent before it learnt of the break,
+ * say right after a reconnect) stand on both sides, so they stand.
  *
  * To break relations this side keeps, per peer, the ones that cross to
  * it: links, monitors both ways, and (node-wide) calls awaiting a reply.
@@ -40,7 +43,7 @@ int tpi_relvec_add(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref)
         v->v = nv;
         v->cap = cap;
     }
-    v->v[v->n++] = (tpi_rel){local, remote, ref, 0};
+    v->v[v->n++] = (tpi_rel){local, remote, ref, {0}};
     return 0;
 }
 
@@ -126,20 +129,41 @@ static int pid_unpack(void *state, const uint8_t *body, size_t len, tp_pid *out)
 
 /* ------------------------------------------------------------- out */
 
+/* The relation (local, remote, ref) in v is made by our frame numbered
+ * seq (tpi_relvec_add just kept or found it). */
+static void made_by(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref,
+                    uint64_t seq)
+{
+    for (size_t i = v->n; i-- > 0;)
+        if (v->v[i].local == local && v->v[i].remote == remote &&
+            v->v[i].ref == ref) {
+            v->v[i].seq = seq;
+            return;
+        }
+}
+
 /* Note, before it leaves, the relation a signal from local `from` to
- * remote `to` makes or ends (p's lock held). */
+ * remote `to` makes or ends (p's lock held). A relation it makes records
+ * the number its frame will have (tpi_node_send_locked). */
 static int note_out(tpi_node *n, tpi_peer *p, tp_pid from, tp_pid to,
                     const tpi_envelope *e)
 {
     (void)n;
+    int rc;
     switch (e->tag) {
-    case TPI_SIG_LINK: return tpi_relvec_add(&p->links, from, to, 0);
+    case TPI_SIG_LINK:
+        if ((rc = tpi_relvec_add(&p->links, from, to, 0)) == 0)
+            made_by(&p->links, from, to, 0, p->seq_out + 1);
+        return rc;
     case TPI_SIG_UNLINK: relvec_del(&p->links, from, to, 0); return 0;
     case TPI_SIG_EXIT:
         if (e->via_link)
             relvec_del(&p->links, from, to, 0);
         return 0;
-    case TPI_SIG_MONITOR: return tpi_relvec_add(&p->watching, from, to, e->ref);
+    case TPI_SIG_MONITOR:
+        if ((rc = tpi_relvec_add(&p->watching, from, to, e->ref)) == 0)
+            made_by(&p->watching, from, to, e->ref, p->seq_out + 1);
+        return rc;
     case TPI_SIG_DEMONITOR: relvec_del(&p->watching, from, 0, e->ref); return 0;
     case TP_TAG_DOWN: relvec_del(&p->watched, from, 0, e->ref); return 0;
     default: return 0;
@@ -278,15 +302,34 @@ const tpi_remote_ops tpi_node_remote_ops = {deliver, pid_pack, pid_unpack,
 
 /* -------------------------------------------------------------- down */
 
-/* Every relation with p ends: links and monitors as if its actors had
- * died with reason noconnection. p's lock held, so that no frame of p's
- * taken after this (another thread's, once p is back up) reaches an actor
+/* Take from v the relations to break: all but those our frames numbered
+ * above upto made (p broke with our frames up to upto only). */
+static tpi_relvec relvec_take_upto(tpi_relvec *v, uint64_t upto)
+{
+    tpi_relvec out = relvec_take(v);
+    for (size_t i = 0; i < out.n;) {
+        if (out.v[i].seq > upto &&
+            tpi_relvec_add(v, out.v[i].local, out.v[i].remote, out.v[i].ref) ==
+                0) {
+            v->v[v->n - 1].seq = out.v[i].seq; /* it stands */
+            out.v[i] = out.v[--out.n];
+        } else {
+            i++; /* (out of memory: broken, as before) */
+        }
+    }
+    return out;
+}
+
+/* Every relation with p ends (but those our frames numbered above upto
+ * made, UINT64_MAX: none): links and monitors as if its actors had died
+ * with reason noconnection. p's lock held, so that no frame of p's taken
+ * after this (another thread's, once p is back up) reaches an actor
  * before its exit signal or DOWN. */
-static void break_relations(tpi_node *n, tpi_peer *p)
+static void break_relations(tpi_node *n, tpi_peer *p, uint64_t upto)
 {
     tp_runtime *rt = n->rt;
-    tpi_relvec links = relvec_take(&p->links);
-    tpi_relvec watching = relvec_take(&p->watching);
+    tpi_relvec links = relvec_take_upto(&p->links, upto);
+    tpi_relvec watching = relvec_take_upto(&p->watching, upto);
     tpi_relvec watched = relvec_take(&p->watched);
     for (size_t i = 0; i < links.n; i++)
         tpi_svc_post_reason(rt, links.v[i].remote, links.v[i].local,
@@ -353,15 +396,15 @@ void tpi_node_peer_down(tpi_node *n, tpi_peer *p, bool gone)
         p->need_break = true;
     if (was_up)
         tell_watchers(n, p, TP_TAG_NODEDOWN);
-    break_relations(n, p);
+    break_relations(n, p, UINT64_MAX);
     pthread_mutex_unlock(&p->lock);
     tpi_names_poke(n); /* its global names are freed */
 }
 
-/* Send p a BREAK (p's lock held). */
-static void send_break(tpi_node *n, tpi_peer *p)
+/* Send p a BREAK (p's lock held): we broke with its frames up to upto. */
+static void send_break(tpi_node *n, tpi_peer *p, uint64_t upto)
 {
-    tpi_nframe f = {.kind = TPI_NF_BREAK, .to = 0};
+    tpi_nframe f = {.kind = TPI_NF_BREAK, .to = 0, .ref = upto + 1};
     p->need_break = false;
     (void)tpi_node_send_locked(n, p, &f, false);
 }
@@ -373,8 +416,8 @@ void tpi_node_peer_heard(tpi_node *n, tpi_peer *p)
     p->last_hb_ns = now;
     bool was_up = p->up;
     p->up = true;
-    if (p->need_break)
-        send_break(n, p);
+    if (p->need_break) /* the frames taken so far; later ones stand */
+        send_break(n, p, p->seq_in);
     if (!was_up)
         tell_watchers(n, p, TP_TAG_NODEUP);
     pthread_mutex_unlock(&p->lock);
@@ -417,7 +460,7 @@ static bool in_sequence(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
         /* It numbered frames for an earlier incarnation of us: they are
          * not for our actors. Count from here, and have it break. */
         p->seq_in = f->seq;
-        send_break(n, p);
+        send_break(n, p, f->seq);
         return false;
     }
     bool gap = p->seq_in != 0 && f->seq != p->seq_in + 1;
@@ -445,10 +488,12 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
     pthread_mutex_lock(&p->lock);
     bool take = in_sequence(n, p, f);
     bool broke = p->need_break; /* a gap, or we broke while it was down */
+    if (broke) /* with what came before f (f and later frames stand) */
+        send_break(n, p, f->seq - 1);
     if (broke)
-        send_break(n, p);
-    if (broke || (take && f->kind == TPI_NF_BREAK))
-        break_relations(n, p);
+        break_relations(n, p, UINT64_MAX);
+    else if (take && f->kind == TPI_NF_BREAK) /* ref 0: an older sender */
+        break_relations(n, p, f->ref ? f->ref - 1 : UINT64_MAX);
     pthread_mutex_unlock(&p->lock);
     if (!take)
         return;

@@ -2098,7 +2098,7 @@ typedef struct unheard {
     pid_t child;
     tp_pid root, server, kid;
     int phase, tries, spawn_rc, call_status;
-    bool down_seen, answered;
+    bool down_seen, answered, link_broke;
     tp_ref call;
 } unheard;
 
@@ -2136,7 +2136,7 @@ static int unheard_root(tp_ctx *ctx, void *state, const tp_msg *msg)
             break;
         }
         u->spawn_rc = rc;
-        tp_send_after(ctx, 100, T_CHECKED, NULL, 0, NULL);
+        tp_send_after(ctx, 500, T_CHECKED, NULL, 0, NULL);
         break;
     case T_CHECKED:
         if (u->kid) {
@@ -2145,6 +2145,13 @@ static int unheard_root(tp_ctx *ctx, void *state, const tp_msg *msg)
         }
         unheard_restart(ctx, u); /* phase 2 */
         break;
+    case TP_TAG_EXIT: {
+        tp_reason why;
+        if (u->kid && tp_msg_from(msg) == u->kid &&
+            tp_msg_reason(msg, &why) == 0 && why.kind == TP_EXIT_NOCONNECTION)
+            u->link_broke = true;
+        break;
+    }
     case TP_TAG_NODEDOWN: u->down_seen = u->phase == 2; break;
     case TP_TAG_NODEUP: /* phase 2: B is back */
         if (u->phase == 2 && u->down_seen && !u->call) {
@@ -2182,6 +2189,7 @@ static void test_spawn_and_group_call_after_reconnect(void **unused)
     assert_int_equal(rc, 0);
     TPT_CHECK();
     assert_int_equal(u.spawn_rc, 0);
+    assert_false(u.link_broke);
     assert_true(u.answered);
     assert_int_equal(u.call_status, 0);
 }
