@@ -214,7 +214,9 @@ static void process(tp_ctx *ctx, kv_conn *c, const char *p, size_t n,
         }
         off += used;
         if (c->argc) {
+            uint32_t tail = c->tail;
             kv_exec(ctx, c);
+            kv_slots_kept(c, tail);
             cmds++;
         }
     }

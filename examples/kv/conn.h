@@ -120,6 +120,10 @@ void kv_reply_int(kv_conn *c, int64_t v);
 /* One fragment (one RESP value) for slot seq, part pos. */
 void kv_deliver(kv_conn *c, uint32_t seq, uint32_t pos, const char *f,
                 size_t len);
+/* Count as held (the memory bound, the output budget) what was written
+ * into the buffers of slots from..tail by the connection itself: replies
+ * made at once wait there behind a pending one (a slow shard's). */
+void kv_slots_kept(kv_conn *c, uint32_t from);
 /* Move every complete slot at the head to the output, in order; true if
  * one of them closes the connection. */
 bool kv_slots_drain(tp_ctx *ctx, kv_conn *c);

@@ -114,6 +114,17 @@ static void keep(kv_conn *c, kv_slot *s, const char *f, size_t len)
     c->held += s->buf.n - was;
 }
 
+void kv_slots_kept(kv_conn *c, uint32_t from)
+{
+    for (uint32_t q = from; q != c->tail; q++) {
+        kv_slot *s = kv_slot_at(c, q);
+        if (s->buf.n > s->kept) {
+            c->held += s->buf.n - s->kept;
+            s->kept = s->buf.n;
+        }
+    }
+}
+
 static void unkeep(kv_conn *c, kv_slot *s)
 {
     c->held -= s->kept;
