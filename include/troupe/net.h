@@ -134,7 +134,8 @@ TP_API int tp_listen(tp_ctx *ctx, const tp_listen_opts *opts, tp_pid *pid_out,
  * (the caller keeps data); what the socket takes at once is written
  * before this returns. Returns 0 when queued; TP_ESTATE if the calling
  * actor is not a connection actor or its connection failed or was cut
- * (see output_limit); TP_ENOMEM. */
+ * (see output_limit); TP_ENOMEM (nothing was sent; or, if part was,
+ * the connection fails too: TP_NET_CLOSED with TP_ENOMEM follows). */
 TP_API int tp_conn_write(tp_ctx *ctx, const void *data, size_t len);
 
 /** From a connection actor: output bytes queued and not yet written to

@@ -464,8 +464,13 @@ int tp_conn_write(tp_ctx *ctx, const void *data, size_t len)
             return 0;
         }
     }
-    if (evbuffer_add(c->out, p, len) != 0)
+    if (evbuffer_add(c->out, p, len) != 0) {
+        /* Part of it left already: the peer would see the rest missing,
+         * or (the caller trying again) that part twice. */
+        if (p != data)
+            conn_fail(c, TP_ENOMEM);
         return TP_ENOMEM;
+    }
     output_changed(c);
     return 0;
 }

@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -1264,6 +1265,94 @@ static void test_linger_deadline(void **unused)
     assert_true(trickle_closed_ms - trickle_eof_ms < 6000);
 }
 
+/* ------------------------------------ a write cut short by out of memory */
+
+/* tp_conn_write sends what the socket takes at once and queues the rest;
+ * when queueing fails (out of memory) after part of the data left, the
+ * connection fails: the peer must not see the stream with a piece missing
+ * or, as the caller tries again, repeated. Before, the write returned
+ * TP_ENOMEM and the connection went on (the next write returned 0). */
+static atomic_int fail_buffer_adds; /* evbuffer_add of >= 1 MiB to fail */
+
+int evbuffer_add(struct evbuffer *buf, const void *data, size_t len)
+{
+    typedef int (*fn)(struct evbuffer *, const void *, size_t);
+    static _Atomic(fn) real;
+    /* relaxed: every thread finds the same function. */
+    fn f = atomic_load_explicit(&real, memory_order_relaxed);
+    if (!f) {
+        f = (fn)dlsym(RTLD_NEXT, "evbuffer_add");
+        atomic_store_explicit(&real, f, memory_order_relaxed);
+    }
+    int n = atomic_load(&fail_buffer_adds);
+    if (n > 0 && len >= ((size_t)1 << 20) &&
+        atomic_compare_exchange_strong(&fail_buffer_adds, &n, n - 1))
+        return -1;
+    return f(buf, data, len);
+}
+
+static int cut_first_rc, cut_second_rc;
+static atomic_int cut_closed_code, cut_written;
+
+static int cut_conn(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    switch (tp_msg_tag(msg)) {
+    case TP_NET_DATA: {
+        static char big[ADDFAIL_BURST];
+        atomic_store(&fail_buffer_adds, 1);
+        cut_first_rc = tp_conn_write(ctx, big, sizeof big);
+        atomic_store(&fail_buffer_adds, 0);
+        cut_second_rc = tp_conn_write(ctx, "x", 1);
+        atomic_store(&cut_written, 1);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    case TP_NET_CLOSED: {
+        int64_t code = 0;
+        EXPECT_EQ(tp_msg_int(msg, &code), 0);
+        atomic_store(&cut_closed_code, (int)code);
+        break;
+    }
+    }
+    return TP_HANDLED;
+}
+
+static long cut_read;
+
+static void *cut_client(void *arg)
+{
+    server *s = arg;
+    int fd = connect_tcp(s->port);
+    bool asked = fd >= 0 && send(fd, "B", 1, MSG_NOSIGNAL) == 1;
+    /* Not a byte read before the writes: the socket cannot take it all */
+    double t0 = tpt_now_ms();
+    while (asked && !atomic_load(&cut_written) && tpt_now_ms() - t0 < 10000)
+        usleep(1000);
+    cut_read = asked ? read_to_end(fd) : -2;
+    if (fd >= 0)
+        close(fd);
+    client_done(s);
+    return NULL;
+}
+
+static void test_write_cut_by_oom(void **unused)
+{
+    (void)unused;
+    static server s;
+    memset(&s, 0, sizeof s);
+    s.opts.conn_behavior = cut_conn;
+    s.client = cut_client;
+    atomic_store(&cut_written, 0);
+    tp_config cfg;
+    tp_config_init(&cfg);
+    tpt_reset();
+    assert_int_equal(tpt_run(&cfg, server_root, &s, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(cut_first_rc, TP_ENOMEM);
+    assert_int_equal(cut_second_rc, TP_ESTATE); /* the connection failed */
+    assert_true(cut_read >= 0 && (size_t)cut_read < ADDFAIL_BURST);
+}
+
 /* ---------------------------------------------------- unix socket files */
 
 /* A stale socket file (its server gone) is replaced; one a live listener
@@ -1374,6 +1463,7 @@ int main(void)
         cmocka_unit_test(test_event_add_fails),
         cmocka_unit_test(test_linger_deadline),
         cmocka_unit_test(test_unix_socket_files),
+        cmocka_unit_test(test_write_cut_by_oom),
         cmocka_unit_test(test_api_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
