@@ -220,8 +220,11 @@ static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     /* TP_TAG_START is not a queued message but a flag: no allocation per
      * spawn, and it is always the first thing handled. */
     a->flags |= TPI_ACT_START;
-    if (pid_out) /* before it can run elsewhere: it may read *pid_out */
-        *pid_out = pid;
+    /* before it can run elsewhere: it may read *pid_out. Atomic, relaxed:
+     * rt->root is one, which actors ending on other threads compare their
+     * pids with while tp_run spawns it (tpi_runtime_actor_ended). */
+    if (pid_out)
+        __atomic_store_n(pid_out, pid, __ATOMIC_RELAXED);
     a->sched = true; /* we queue it */
     /* release: every write above is made before the slot's home (or a
      * sender noting it) may look at it again. */

@@ -570,11 +570,14 @@ static int foreign_reserve(tp_runtime *rt, tpi_actor *a, tp_pid to, bool block)
      * with the fence in tpi_drained, which lowers the count (or clears
      * congested) before it reads fw_waiters. One of the two sees the
      * other, and a broadcast needs the lock we hold until we wait. (No
-     * fence here: GCC's ThreadSanitizer refuses them.) */
+     * fence here: GCC's ThreadSanitizer refuses them.) congested is read
+     * seq_cst too, for the same reason: its clear is a relaxed store
+     * before that fence, and a relaxed read here could miss it. */
     atomic_fetch_add(&rt->fw_waiters, 1);
     while (tpi_pid_gen(atomic_load(&a->id)) == tpi_pid_gen(to) &&
            atomic_load(&rt->state) == TPI_RT_RUNNING) {
-        if (!congested(a) && tpi_mailbox_reserve(&a->mb)) {
+        if (!atomic_load_explicit(&a->congested, memory_order_seq_cst) &&
+            tpi_mailbox_reserve(&a->mb)) {
             rc = 1;
             break;
         }

@@ -220,7 +220,10 @@ void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r)
                      offsetof(tpi_stats, exit_kinds) +
                          (size_t)r.kind * sizeof rt->stats.exit_kinds[0],
                      1);
-    if (tpi_actor_pid(a) == rt->root) {
+    /* relaxed: the root's own end comes after its spawn wrote it (its
+     * scheduling orders them); any other actor's pid differs from both
+     * the old and the new value (see spawn in actors/actor.c) */
+    if (tpi_actor_pid(a) == __atomic_load_n(&rt->root, __ATOMIC_RELAXED)) {
         rt->root_reason = r;
         if (r.text) {
             strncpy(rt->root_text, r.text, TP_REASON_TEXT_MAX);
