@@ -191,8 +191,11 @@ void kv_deliver(kv_conn *c, uint32_t seq, uint32_t pos, const char *f,
     case K_ARRAY:
     case K_RANDOM:
         if (pos < s->nparts) {
-            s->parts[pos] = (kv_part){s->buf.n, len};
+            size_t at = s->buf.n;
             keep(c, s, f, len);
+            /* Out of memory the add was dropped (and the client is closed
+             * at the turn's end): no part pointing past the buffer. */
+            s->parts[pos] = (kv_part){at, s->buf.n - at == len ? len : 0};
         }
         break;
     case K_MERGE: {
