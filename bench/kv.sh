@@ -56,6 +56,12 @@ cleanup() {
   rm -f "$CLIENT_OUT" "$CLIENT_TIME"
 }
 trap cleanup EXIT
+for s in "${SERVERS[@]}"; do # a server left on a port would be measured instead
+  if (exec 3<>"/dev/tcp/127.0.0.1/${PORT[$s]}") 2>/dev/null; then
+    echo "bench/kv.sh: port ${PORT[$s]} is taken (a server left running?)" >&2
+    exit 1
+  fi
+done
 redis-server --port "${PORT[redis]}" --bind 127.0.0.1 --save '' --appendonly no \
   --daemonize no >/dev/null &
 SPID[redis]=$!
@@ -69,6 +75,10 @@ for s in "${SERVERS[@]}"; do # wait until each answers
     redis-cli -p "${PORT[$s]}" ping 2>/dev/null | grep -q PONG && break
     sleep 0.1
   done
+  if ! kill -0 "${SPID[$s]}" 2>/dev/null; then
+    echo "bench/kv.sh: the $s server did not start" >&2
+    exit 1
+  fi
 done
 
 cpu_ticks() { # pid -> user + system clock ticks
