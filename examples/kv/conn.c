@@ -147,12 +147,32 @@ static bool write_out(tp_ctx *ctx, kv_conn *c, bool all_done)
     return true;
 }
 
+/* Look again soon whether the socket layer took output (it does not say
+ * when it drains): after 1 ms, up to 64 ms while a peer takes nothing,
+ * so a client that stopped reading costs ~16 wake-ups a second, not a
+ * thousand. */
+#define TICK_SHIFT_MAX 6
+
 static void tick_later(tp_ctx *ctx, kv_conn *c)
 {
     if (c->ticking)
         return;
-    if (tp_send_after(ctx, 1, KV_TAG_CONN_TICK, NULL, 0, NULL) == 0)
+    if (tp_send_after(ctx, 1 << c->tick_shift, KV_TAG_CONN_TICK, NULL, 0,
+                      NULL) == 0)
         c->ticking = true;
+}
+
+static void on_tick(tp_ctx *ctx, kv_conn *c)
+{
+    size_t pend = tp_conn_pending(ctx);
+    if (pend && pend == c->tick_pend) {
+        if (c->tick_shift < TICK_SHIFT_MAX)
+            c->tick_shift++;
+    } else {
+        c->tick_shift = 0;
+    }
+    c->tick_pend = pend;
+    c->ticking = false;
 }
 
 /* Move complete replies out, write what can be, end when due. */
@@ -302,7 +322,7 @@ int kv_conn_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
         flush(ctx, c);
         break;
     case KV_TAG_CONN_TICK:
-        c->ticking = false;
+        on_tick(ctx, c);
         if (c->held_input && !c->closing)
             process(ctx, c, c->ib.p, c->ib.n, true);
         else

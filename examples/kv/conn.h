@@ -93,6 +93,11 @@ typedef struct kv_conn {
     struct kv_dict *subs, *psubs; /* channels, patterns (pubsub.c) */
     size_t sub_bytes;             /* their memory, roughly */
     const char *last_cmd;         /* static name, for CLIENT LIST */
+    /* the tick's delay is 1 << tick_shift ms: doubled while the peer
+     * takes nothing (tick_pend: the socket layer's pending output at the
+     * last tick), 1 ms again once it takes some */
+    uint8_t tick_shift;
+    size_t tick_pend;
     bool authed, closing, peer_closed, exited, ticking, held_input, oom,
         close_after_out;
     char errbuf[64];
