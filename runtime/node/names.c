@@ -209,6 +209,15 @@ static bool release(tpi_node *n, const char *name, tp_pid pid)
     return done;
 }
 
+/* The list's entry of name for pid (names lock held), or NULL. */
+static tpi_gname *find(tpi_node *n, const char *name, tp_pid pid)
+{
+    for (size_t i = 0; i < n->names.n; i++)
+        if (n->names.v[i].pid == pid && strcmp(n->names.v[i].name, name) == 0)
+            return &n->names.v[i];
+    return NULL;
+}
+
 int tp_register_global(tp_ctx *ctx, const char *name)
 {
     tp_runtime *rt = tp_ctx_runtime(ctx);
@@ -217,6 +226,15 @@ int tp_register_global(tp_ctx *ctx, const char *name)
     if (rc)
         return rc;
     tp_pid self = tp_self(ctx);
+    /* Held already (the store's answer could not tell, were the create
+     * to time out: the value is ours either way). */
+    pthread_mutex_lock(&n->names_lock);
+    bool held = find(n, name, self) != NULL;
+    pthread_mutex_unlock(&n->names_lock);
+    if (held) {
+        names_leave(n);
+        return TP_EEXIST;
+    }
     char *copy = tpi_strndup(name, NAME_MAX_LEN);
     rc = copy ? tpi_svc_watch_end(ctx) : TP_ENOMEM; /* freed as we end */
     if (!rc) {
@@ -245,15 +263,6 @@ int tp_register_global(tp_ctx *ctx, const char *name)
     if (rc)
         tp_free(copy);
     return rc;
-}
-
-/* The list's entry of name for pid (names lock held), or NULL. */
-static tpi_gname *find(tpi_node *n, const char *name, tp_pid pid)
-{
-    for (size_t i = 0; i < n->names.n; i++)
-        if (n->names.v[i].pid == pid && strcmp(n->names.v[i].name, name) == 0)
-            return &n->names.v[i];
-    return NULL;
 }
 
 /* Take name's entry for pid off the list (names lock held): its name, to
