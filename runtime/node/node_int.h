@@ -72,7 +72,8 @@ enum {
     TPI_NF_SPAWN = 6,   /* a spawn request: [1, 6, name, args] */
     TPI_NF_SPAWNED = 7, /* its answer: [1, 7, status, pid] */
     TPI_NF_CALLED = 8,  /* a group call (to, ref) is served here: numbered,
-                           so it arrives before the reply behind it */
+                           so it arrives before the reply behind it; to 0:
+                           nothing, a number to show a gap (route.c) */
 };
 enum { TPI_NFL_REQUEST = 1, TPI_NFL_VIA_LINK = 2 };
 

@@ -490,10 +490,19 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
     bool broke = p->need_break; /* a gap, or we broke while it was down */
     if (broke) /* with what came before f (f and later frames stand) */
         send_break(n, p, f->seq - 1);
-    if (broke)
+    if (broke) {
         break_relations(n, p, UINT64_MAX);
-    else if (take && f->kind == TPI_NF_BREAK) /* ref 0: an older sender */
-        break_relations(n, p, f->ref ? f->ref - 1 : UINT64_MAX);
+    } else if (take && f->kind == TPI_NF_BREAK) { /* ref 0: an older one */
+        uint64_t upto = f->ref ? f->ref - 1 : UINT64_MAX;
+        break_relations(n, p, upto);
+        /* Relations our later frames made stand, but those frames may be
+         * lost (p broke when it heard us, before taking any): a numbered
+         * frame now shows p any gap, and p breaks again up to it. */
+        if (upto < p->seq_out) {
+            tpi_nframe sync = {.kind = TPI_NF_CALLED, .to = 0, .ref = 0};
+            (void)tpi_node_send_locked(n, p, &sync, false);
+        }
+    }
     pthread_mutex_unlock(&p->lock);
     if (!take)
         return;
@@ -505,7 +514,7 @@ void tpi_node_frame_in(tpi_node *n, tpi_peer *p, const tpi_nframe *f)
     if (f->kind == TPI_NF_BREAK)
         return;
     if (f->kind == TPI_NF_CALLED) { /* p serves a group call of ours */
-        if (!claim_call(n, p, f->to, f->ref))
+        if (f->to && !claim_call(n, p, f->to, f->ref)) /* 0: a sync */
             atomic_fetch_add_explicit(&n->dropped, 1, memory_order_relaxed);
         return;
     }
