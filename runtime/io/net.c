@@ -18,8 +18,9 @@
  *  - ending: when the actor ends, the resource is closed; pending output is
  *    then flushed by a "lingering" close (write, shutdown(SHUT_WR), discard
  *    input until EOF) so that a last reply is not lost to an RST: for
- *    LINGER_SECS at most, however the peer trickles bytes in or out (its
- *    connection no longer counts against max_conns). Lingering sockets are on the runtime's linger list,
+ *    LINGER_SECS at most, plus a second per LINGER_RATE bytes left to
+ *    write, however the peer trickles bytes in or out (its connection no
+ *    longer counts against max_conns). Lingering sockets are on the runtime's linger list,
  *    so tp_runtime_free finishes them at the latest.
  * Connections are spread over the schedulers: the listener spawns each
  * connection actor with conn_boot as its behavior, attaches the socket and
@@ -71,6 +72,7 @@ enum { TAG_ACCEPT = 0x7fff0180 }; /* listener-internal, reserved range */
 #define BACKOFF_FIRST_MS 10u
 #define BACKOFF_MAX_MS 1000u
 #define LINGER_SECS 2
+#define LINGER_RATE ((size_t)64 << 10) /* bytes a second, at least */
 #define READS_PER_EVENT 16
 
 /* ------------------------------------------------------------ connections */
@@ -404,8 +406,12 @@ static void conn_close(tpi_resource *r)
         return;
     }
     c->lingering = true;
+    /* 2 s, and a second more per LINGER_RATE bytes still to write: a
+     * slow reader gets its last replies, one that takes a byte now and
+     * then does not keep the socket for ever. */
     clock_gettime(CLOCK_MONOTONIC, &c->linger_by);
-    c->linger_by.tv_sec += LINGER_SECS;
+    c->linger_by.tv_sec += LINGER_SECS +
+                           (time_t)(evbuffer_get_length(c->out) / LINGER_RATE);
     c->linger.finish = linger_end;
     tpi_linger_add(c->rt, &c->linger);
     /* Re-add both events with the linger timeout. */
