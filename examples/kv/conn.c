@@ -162,6 +162,7 @@ static void tick_later(tp_ctx *ctx, kv_conn *c)
         c->ticking = true;
 }
 
+/* A tick: did the peer take anything since the last one's writes? */
 static void on_tick(tp_ctx *ctx, kv_conn *c)
 {
     size_t pend = tp_conn_pending(ctx);
@@ -171,7 +172,6 @@ static void on_tick(tp_ctx *ctx, kv_conn *c)
     } else {
         c->tick_shift = 0;
     }
-    c->tick_pend = pend;
     c->ticking = false;
 }
 
@@ -327,6 +327,8 @@ int kv_conn_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
             process(ctx, c, c->ib.p, c->ib.n, true);
         else
             flush(ctx, c);
+        if (!c->exited)
+            c->tick_pend = tp_conn_pending(ctx); /* after this tick's writes */
         break;
     case TP_TAG_DOWN:
         kv_route_down(c, tp_msg_ref(msg));
