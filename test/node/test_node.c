@@ -2090,10 +2090,12 @@ static void test_oversize_for_server_refused(void **unused)
 /* Right after a reconnect (every node down until heard, A beating only
  * every 2 s): a spawn on B as soon as B answers again succeeds, and a
  * group call served by B as soon as A hears B again is answered. Both
- * answers now mark their node heard (a spawn answer, a group message);
- * this test does not catch the window in which that matters (each side's
- * BREAK, sent as it hears the other, usually makes the other hear it
- * first), it checks the paths work. */
+ * answers now mark their node heard (a spawn answer, a group message),
+ * and a link made then holds on both sides when B's BREAK comes after it
+ * (numbered BREAKs). Which way the races go depends on when each node
+ * handles its own reconnect, so this test checks that the paths work and
+ * prints how the link and the call fared; it catches the regressions
+ * only in some runs. */
 enum { T_RETRY = 120, T_CHECKED };
 
 typedef struct unheard {
@@ -2191,9 +2193,15 @@ static void test_spawn_and_group_call_after_reconnect(void **unused)
     assert_int_equal(rc, 0);
     TPT_CHECK();
     assert_int_equal(u.spawn_rc, 0);
-    assert_false(u.link_broke);
+    /* Answered, never left to time out. TP_ENOCONN (and a broken link in
+     * phase 1) when B's own reconnect is handled after the call (or the
+     * link) reached it: B then breaks with A, as it must. */
     assert_true(u.answered);
-    assert_int_equal(u.call_status, 0);
+    if (u.call_status != 0)
+        assert_int_equal(u.call_status, TP_ENOCONN);
+    print_message("after reconnect: link %s, group call %s\n",
+                  u.link_broke ? "broken" : "held",
+                  u.call_status ? "TP_ENOCONN" : "answered");
 }
 
 /* ------------------------------------- group calls nobody ever answers */
