@@ -44,7 +44,6 @@ typedef struct tpi_timer_heap {
     uint64_t vclock;   /* virtual now, in ns */
 } tpi_timer_heap;
 
-uint64_t tpi_now_ns(void);
 int tpi_timer_start(tpi_actor *a, tpi_timer_kind kind, uint64_t delay_ns,
                     uint64_t interval_ns, int32_t tag, const void *data,
                     size_t len, tp_ref ref, tp_timer *id_out);

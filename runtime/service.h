@@ -252,6 +252,9 @@ void tpi_linger_remove(tp_runtime *rt, tpi_linger *l);
  * when out of memory (runtime/alloc.c). */
 char *tpi_strndup(const char *s, size_t max);
 
+/* The monotonic clock in nanoseconds (runtime/timer.c). */
+uint64_t tpi_now_ns(void);
+
 /* Load n big-endian bytes at p (n = 0..8). */
 uint64_t tpi_be(const uint8_t *p, int n);
 /* Decode one msgpack integer at p (avail bytes): *used bytes; a value above

@@ -60,7 +60,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 enum { TAG_ACCEPT = 0x7fff0180 }; /* listener-internal, reserved range */
@@ -89,8 +88,8 @@ typedef struct tpi_conn {
     struct evbuffer *out; /* output the socket did not take yet; NULL
                              until conn_boot made the events */
     size_t high_water, output_limit;
-    struct timeval stall;      /* output_stall */
-    struct timespec linger_by; /* lingering: finished by then (monotonic) */
+    struct timeval stall; /* output_stall */
+    uint64_t linger_by;   /* lingering: finished by then (tpi_now_ns) */
     bool reading, writing, over, paused_mb, paused_out, eof, closed_sent,
         shut_wr, lingering, add_failed;
     char peer[96];
@@ -226,11 +225,7 @@ static void linger_flushed(tpi_conn *c);
  * a peer sending or taking a byte now and then would renew for ever. */
 static bool linger_over(const tpi_conn *c)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > c->linger_by.tv_sec ||
-           (now.tv_sec == c->linger_by.tv_sec &&
-            now.tv_nsec >= c->linger_by.tv_nsec);
+    return tpi_now_ns() >= c->linger_by;
 }
 
 static void linger_readable(tpi_conn *c, short what)
@@ -409,9 +404,9 @@ static void conn_close(tpi_resource *r)
     /* 2 s, and a second more per LINGER_RATE bytes still to write: a
      * slow reader gets its last replies, one that takes a byte now and
      * then does not keep the socket for ever. */
-    clock_gettime(CLOCK_MONOTONIC, &c->linger_by);
-    c->linger_by.tv_sec += LINGER_SECS +
-                           (time_t)(evbuffer_get_length(c->out) / LINGER_RATE);
+    c->linger_by = tpi_now_ns() +
+                   (LINGER_SECS + evbuffer_get_length(c->out) / LINGER_RATE) *
+                       (uint64_t)1000000000u;
     c->linger.finish = linger_end;
     tpi_linger_add(c->rt, &c->linger);
     /* Re-add both events with the linger timeout. */

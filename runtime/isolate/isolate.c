@@ -55,7 +55,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -125,13 +124,6 @@ struct iso_chan {
 static void chan_reap_start(iso_chan *c);
 
 /* ------------------------------------------------------------ helpers */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Kill a worker and wait for it (no loop left to wait on, or a spawn
  * undone): the kill makes it short. */
@@ -302,8 +294,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     }
     if (reap_try(c))
         return;
-    if (!c->killed &&
-        now_ns() - c->reap_start_ns >= (uint64_t)CLOSE_GRACE_MS * 1000000u) {
+    if (!c->killed && tpi_now_ns() - c->reap_start_ns >=
+                          (uint64_t)CLOSE_GRACE_MS * 1000000u) {
         set_why(c, TP_EPROTO, "protocol error: worker closed its channel");
         chan_kill(c);
     }
@@ -320,7 +312,7 @@ static void chan_reap_start(iso_chan *c)
     if (c->reaping || c->child <= 0)
         return;
     c->reaping = true;
-    c->reap_start_ns = now_ns();
+    c->reap_start_ns = tpi_now_ns();
     on_reap(-1, 0, c);
 }
 

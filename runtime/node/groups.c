@@ -61,9 +61,7 @@ static tp_pid pick(tpi_node *n, tpi_group *g)
  * member can reply (nats.c's thread). */
 static void called(tpi_node *n, tp_pid caller, tp_ref ref)
 {
-    tpi_peer *p = (caller & TPI_PID_REMOTE)
-                      ? tpi_node_peer_at(n, tpi_pid_slot(caller))
-                      : NULL;
+    tpi_peer *p = tpi_node_peer_of(n, caller);
     if (!p) { /* a caller of ours: no node between us */
         tpi_node_forget_call(n, caller, ref);
         return;
@@ -108,9 +106,7 @@ static void on_group_msg(natsConnection *nc, natsSubscription *sub,
      * heard, so that the CALLED frame and the member's reply reach it even
      * before its next heartbeat (after a reconnect, every node is down
      * until heard). */
-    tpi_peer *from = (e.from & TPI_PID_REMOTE)
-                         ? tpi_node_peer_at(n, tpi_pid_slot(e.from))
-                         : NULL;
+    tpi_peer *from = tpi_node_peer_of(n, e.from);
     if (from)
         tpi_node_peer_heard(n, from);
     pthread_mutex_lock(&n->groups_lock);
@@ -355,7 +351,7 @@ int tp_group_call(tp_ctx *ctx, const char *group, int32_t tag, const void *data,
         return rc;
     /* Kept before it leaves: its CALLED may come back at once. Until its
      * timeout (and a second): then its caller has had TP_ETIMEDOUT. */
-    uint64_t until = tpi_node_now_ns() + (uint64_t)timeout_ms * 1000000u +
+    uint64_t until = tpi_now_ns() + (uint64_t)timeout_ms * 1000000u +
                      1000000000u;
     if ((rc = tpi_node_keep_call(n, tp_self(ctx), 0, tx.ref, until)) != 0 ||
         (rc = publish(ctx, n, group, tag, data, len, tx.ref)) != 0) {

@@ -64,6 +64,13 @@ tpi_peer *tpi_node_peer_at(tpi_node *n, unsigned slot)
     return slot >= 1 && slot <= np ? n->peers[slot] : NULL;
 }
 
+tpi_peer *tpi_node_peer_of(tpi_node *n, tp_pid pid)
+{
+    /* a local pid's high bits are its generation, not a slot */
+    return (pid & TPI_PID_REMOTE) ? tpi_node_peer_at(n, tpi_pid_slot(pid))
+                                  : NULL;
+}
+
 tpi_peer *tpi_node_peer_find(tpi_node *n, const char *name, size_t len)
 {
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
@@ -347,7 +354,7 @@ static void on_probe_answer(natsConnection *nc, natsSubscription *sub,
             tpi_node_peer_down(n, p, true);
         } else if (p) { /* a round trip: keep a smoothed estimate */
             pthread_mutex_lock(&p->lock);
-            uint64_t rtt = (tpi_node_now_ns() - p->probe_sent_ns) / 1000u;
+            uint64_t rtt = (tpi_now_ns() - p->probe_sent_ns) / 1000u;
             pthread_mutex_unlock(&p->lock);
             uint64_t old =
                 atomic_load_explicit(&n->rtt_us, memory_order_relaxed);
@@ -362,7 +369,7 @@ static void on_probe_answer(natsConnection *nc, natsSubscription *sub,
 
 static void probe_and_check(tpi_node *n, uint64_t deadline_ns)
 {
-    uint64_t now = tpi_node_now_ns();
+    uint64_t now = tpi_now_ns();
     unsigned np = atomic_load_explicit(&n->npeers, memory_order_acquire);
     for (unsigned i = 1; i <= np; i++) {
         tpi_peer *p = n->peers[i];
@@ -411,7 +418,7 @@ static void *ticker(void *arg)
     pthread_mutex_lock(&n->tick_lock);
     while (!n->stopping) {
         pthread_mutex_unlock(&n->tick_lock);
-        uint64_t now = tpi_node_now_ns();
+        uint64_t now = tpi_now_ns();
         if (now >= next_beat) {
             publish_hb(n);
             tpi_node_sweep(n);
@@ -594,7 +601,7 @@ static uint64_t creation_draw(void)
     uint64_t c = 0;
     FILE *f = fopen("/dev/urandom", "rb");
     if (!f || fread(&c, sizeof c, 1, f) != 1)
-        c = tpi_node_now_ns() ^ ((uint64_t)getpid() << 32);
+        c = tpi_now_ns() ^ ((uint64_t)getpid() << 32);
     if (f)
         fclose(f);
     return c ? c : 1;

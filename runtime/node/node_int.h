@@ -11,7 +11,6 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <time.h>
 
 struct __natsConnection;
 struct __natsSubscription;
@@ -265,19 +264,14 @@ typedef struct tpi_node {
     _Atomic bool connected;
 } tpi_node;
 
-static inline uint64_t tpi_node_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* node.c */
 tpi_node *tpi_node_of(tp_runtime *rt);
 /* The peer called name (created, down, if new); NULL if the table is
  * full, the name is bad or ours. vouch: the name comes from a heartbeat or
  * this runtime's code, not only from the wire (TPI_NODE_UNHEARD_MAX). */
 tpi_peer *tpi_node_peer(tpi_node *n, const char *name, size_t len, bool vouch);
+/* The peer a remote pid names (NULL for a local pid, or no such slot). */
+tpi_peer *tpi_node_peer_of(tpi_node *n, tp_pid pid);
 /* An existing peer called name, or NULL. */
 tpi_peer *tpi_node_peer_find(tpi_node *n, const char *name, size_t len);
 tpi_peer *tpi_node_peer_at(tpi_node *n, unsigned slot);
@@ -345,7 +339,7 @@ void tpi_node_sweep(tpi_node *n);
 /* A call by caller (ref) is about to leave for the node in slot; slot 0
  * for a group call, until the node serving it claims it with its CALLED
  * frame (dropped for any call not kept so). until_ns: when its caller no
- * longer waits (tpi_node_now_ns), 0 if unknown. 0 or TP_ENOMEM. */
+ * longer waits (tpi_now_ns), 0 if unknown. 0 or TP_ENOMEM. */
 int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref,
                        uint64_t until_ns);
 /* The call (caller, ref) is answered or failed: no longer kept. */

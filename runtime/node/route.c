@@ -24,7 +24,6 @@
 #include "runtime/node/node_int.h"
 
 #include <string.h>
-#include <time.h>
 
 static const tp_reason noconnection = {TP_EXIT_NOCONNECTION, 0, NULL};
 
@@ -267,7 +266,7 @@ static void ended(void *state, tp_pid pid)
 
 void tpi_node_sweep(tpi_node *n)
 {
-    uint64_t now = tpi_node_now_ns();
+    uint64_t now = tpi_now_ns();
     pthread_mutex_lock(&n->calls_lock);
     for (size_t i = 0; i < n->calls.n;) {
         uint64_t q, cap, until = n->calls.v[i].until_ns;
@@ -411,7 +410,7 @@ static void send_break(tpi_node *n, tpi_peer *p, uint64_t upto)
 
 void tpi_node_peer_heard(tpi_node *n, tpi_peer *p)
 {
-    uint64_t now = tpi_node_now_ns();
+    uint64_t now = tpi_now_ns();
     pthread_mutex_lock(&p->lock);
     p->last_hb_ns = now;
     bool was_up = p->up;

@@ -126,8 +126,7 @@ int tp_spawn_on(tp_ctx *ctx, const char *node, const char *name,
      * so that the link below reaches it even before its next heartbeat
      * (after a reconnect, every node is down until heard; the link
      * would fail with noconnection and leave the actor running). */
-    tpi_peer *p =
-        (pid & TPI_PID_REMOTE) ? tpi_node_peer_at(n, tpi_pid_slot(pid)) : NULL;
+    tpi_peer *p = tpi_node_peer_of(n, pid);
     if (p ? p->name_len != strlen(node) ||
                 memcmp(p->name, node, p->name_len) != 0
           : strcmp(node, n->o.name) != 0)
