@@ -106,23 +106,22 @@ void kv_reply_int(kv_conn *c, int64_t v) { kv_buf_int(kv_reply_buf(c), v); }
 
 /* A fragment waits in its slot: counted as held (for the memory bound
  * and the output budget) until the slot leaves. */
+static void count_kept(kv_conn *c, kv_slot *s)
+{
+    c->held += s->buf.n - s->kept;
+    s->kept = s->buf.n;
+}
+
 static void keep(kv_conn *c, kv_slot *s, const char *f, size_t len)
 {
-    size_t was = s->buf.n;
     kv_buf_add(&s->buf, f, len);
-    s->kept += s->buf.n - was;
-    c->held += s->buf.n - was;
+    count_kept(c, s);
 }
 
 void kv_slots_kept(kv_conn *c, uint32_t from)
 {
-    for (uint32_t q = from; q != c->tail; q++) {
-        kv_slot *s = kv_slot_at(c, q);
-        if (s->buf.n > s->kept) {
-            c->held += s->buf.n - s->kept;
-            s->kept = s->buf.n;
-        }
-    }
+    for (uint32_t q = from; q != c->tail; q++)
+        count_kept(c, kv_slot_at(c, q));
 }
 
 static void unkeep(kv_conn *c, kv_slot *s)
