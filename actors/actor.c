@@ -616,6 +616,9 @@ static __attribute__((noinline)) bool wanted(tpi_sched *s, tpi_actor *a,
         bool give = tpi_pending_take(a, m->ref);
         if (!give && !(m->flags & TPI_MSG_SYNTH))
             TPI_STAT(s->rt, late_replies, 1);
+        else if (give && (m->flags & TPI_MSG_SYNTH) &&
+                 m->status == TP_ETIMEDOUT)
+            tpi_remote_call_expired(s->rt, tpi_actor_pid(a), m->ref);
         return give;
     }
     if (m->tag == TP_TAG_TIMEOUT) {

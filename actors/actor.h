@@ -506,6 +506,8 @@ int tpi_resource_add(tpi_actor *a, tpi_resource *r); /* TP_ENOMEM */
 int tpi_remote_deliver(tp_runtime *rt, tp_pid to, tpi_msg *m);
 /* An actor flagged TPI_ACT_ENDHOOK ended. */
 void tpi_remote_ended(tp_runtime *rt, tp_pid pid);
+/* The call (caller, ref) timed out: the node service keeps nothing for it. */
+void tpi_remote_call_expired(tp_runtime *rt, tp_pid caller, tp_ref ref);
 /* A scheduler thread starts (on) or ends a batch of turns: sends to remote
  * pids in between may leave together at its end (actors/remote.c). */
 void tpi_remote_batch(tp_runtime *rt, bool on);

@@ -44,6 +44,12 @@ void tpi_remote_ended(tp_runtime *rt, tp_pid pid)
         rt->remote->ended(rt->remote_state, pid);
 }
 
+void tpi_remote_call_expired(tp_runtime *rt, tp_pid caller, tp_ref ref)
+{
+    if (rt->remote && rt->remote->call_expired)
+        rt->remote->call_expired(rt->remote_state, caller, ref);
+}
+
 int tpi_remote_deliver(tp_runtime *rt, tp_pid to, tpi_msg *m)
 {
     int rc = TP_ENOCONN;

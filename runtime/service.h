@@ -168,6 +168,9 @@ typedef struct tpi_remote_ops {
      * held back on this thread meanwhile (it may hold while
      * tpi_svc_batching is true there, to send many as one). */
     void (*flush)(void *state);
+    /* The call (caller, ref) timed out at its caller (its thread; must not
+     * block): a reply will be dropped as late, so keep nothing for it. */
+    void (*call_expired)(void *state, tp_pid caller, tp_ref ref);
 } tpi_remote_ops;
 
 /* True on a scheduler thread of rt while it runs a batch of turns, at

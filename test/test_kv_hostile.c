@@ -195,6 +195,54 @@ static void test_client_memory_bound(void **unused)
     unlink(log);
 }
 
+/* Client names count in a client's memory: clients naming themselves
+ * with 4 MiB each (one at a time, so no query buffer is large for long)
+ * are closed once the names take the total over --maxmemory-clients
+ * (16 MiB here). Before, a name was counted nowhere: any number of
+ * clients could each keep one as large as a bulk may be. */
+static void test_client_names_counted(void **unused)
+{
+    char log[sizeof dbfile + 16];
+    snprintf(log, sizeof log, "%s.name.log", dbfile);
+    server s =
+        start_logged((const char *[]){"--no-persist", "--maxmemory-clients",
+                                      "16m", NULL},
+                     log);
+    enum { N = 12, NAME = 4 << 20 };
+    char *name = malloc(NAME);
+    assert_non_null(name);
+    memset(name, 'n', NAME);
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$%d\r\n",
+             NAME);
+    client *cs[N];
+    int named = 0, gone = 0;
+    for (int i = 0; i < N; i++) {
+        cs[i] = dial(s.port);
+        send_raw(cs[i], hdr, strlen(hdr));
+        send_raw(cs[i], name, NAME);
+        send_raw(cs[i], "\r\n", 2);
+        reply_into(cs[i], last, sizeof last);
+        if (strcmp(last, "+OK") == 0 &&
+            strcmp(CMD(cs[i], "PING"), "+PONG") == 0)
+            named++;
+        else
+            gone++;
+    }
+    free(name);
+    if (gone == 0)
+        fail_msg("%d clients kept 4 MiB names under a 16 MiB bound", named);
+    assert_in_range(named, 1, 4);
+    assert_true(log_has(log, "over maxmemory-clients"));
+    client *c = dial(s.port);
+    EXPECT_REPLY(c, "+PONG", "PING");
+    hangup(c);
+    for (int i = 0; i < N; i++)
+        hangup(cs[i]);
+    assert_int_equal(stop(&s, SIGTERM), 0);
+    unlink(log);
+}
+
 /* 16 replies of 4 MB pipelined (64 MB, twice the socket layer's output
  * limit), read slowly: every byte arrives, the client is not cut. */
 static void test_huge_replies_read_slowly(void **unused)
@@ -335,6 +383,7 @@ int main(void)
         cmocka_unit_test(test_trickled_arguments),
         cmocka_unit_test(test_unauthenticated_limits),
         cmocka_unit_test(test_client_memory_bound),
+        cmocka_unit_test(test_client_names_counted),
         cmocka_unit_test(test_huge_replies_read_slowly),
         cmocka_unit_test(test_over_maxclients),
         cmocka_unit_test(test_deep_pattern),

@@ -175,6 +175,8 @@ static void client_kill(tp_ctx *ctx, kv_conn *c)
 
 void kv_client_rename(kv_conn *c, char *name)
 {
+    /* in the client's memory, as Redis counts it */
+    c->name_bytes = c->info && name ? strlen(name) : 0;
     pthread_mutex_lock(&lock);
     char *old = c->info ? c->info->name : name;
     if (c->info)

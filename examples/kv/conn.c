@@ -78,7 +78,8 @@ static void drop(tp_ctx *ctx, kv_conn *c, const char *why)
 static size_t usage(tp_ctx *ctx, const kv_conn *c)
 {
     return c->ib.cap + c->out.cap + c->held + tp_conn_pending(ctx) +
-           c->argcap * sizeof(kv_arg) + c->cap * sizeof(kv_slot) + c->sub_bytes;
+           c->argcap * sizeof(kv_arg) + c->cap * sizeof(kv_slot) +
+           c->sub_bytes + c->name_bytes;
 }
 
 /* Would extra more bytes for this client take the total over the bound? */

@@ -92,6 +92,7 @@ typedef struct kv_conn {
     size_t mem;     /* what this client counts in srv->client_mem */
     struct kv_dict *subs, *psubs; /* channels, patterns (pubsub.c) */
     size_t sub_bytes;             /* their memory, roughly */
+    size_t name_bytes;            /* CLIENT SETNAME's name */
     const char *last_cmd;         /* static name, for CLIENT LIST */
     /* the tick's delay is 1 << tick_shift ms: doubled while the peer
      * takes nothing (tick_pend: the socket layer's pending output at the

@@ -350,10 +350,8 @@ int tp_group_call(tp_ctx *ctx, const char *group, int32_t tag, const void *data,
     if (rc)
         return rc;
     /* Kept before it leaves: its CALLED may come back at once. Until its
-     * timeout (and a second): then its caller has had TP_ETIMEDOUT. */
-    uint64_t until = tpi_now_ns() + (uint64_t)timeout_ms * 1000000u +
-                     1000000000u;
-    if ((rc = tpi_node_keep_call(n, tp_self(ctx), 0, tx.ref, until)) != 0 ||
+     * reply or its timeout (call_expired, route.c). */
+    if ((rc = tpi_node_keep_call(n, tp_self(ctx), 0, tx.ref)) != 0 ||
         (rc = publish(ctx, n, group, tag, data, len, tx.ref)) != 0) {
         tpi_node_forget_call(n, tp_self(ctx), tx.ref);
         tpi_svc_oneshot_cancel(ctx, tx.ref);

@@ -132,12 +132,9 @@ int tpi_spawn_ans_decode(struct tpi_node *n, const void *p, size_t len,
 typedef struct tpi_rel {
     tp_pid local, remote; /* remote in this runtime's form */
     tp_ref ref;           /* 0 for a link */
-    union {
-        uint64_t until_ns; /* calls: forgotten after (monotonic), 0: never */
-        /* links and our monitors: the number of our frame that made it
-         * (0: the other side's frame did); see route.c, BREAK */
-        uint64_t seq;
-    };
+    /* links and our monitors: the number of our frame that made it (0:
+     * the other side's frame did); see route.c, BREAK */
+    uint64_t seq;
 } tpi_rel;
 typedef struct tpi_relvec {
     tpi_rel *v;
@@ -333,15 +330,13 @@ void tpi_node_peer_heard(tpi_node *n, tpi_peer *p);
 /* This node leaves: a LEAVE frame to every peer that is up, behind
  * whatever was sent to it before. */
 void tpi_node_leave(tpi_node *n);
-/* Forget the calls whose caller has ended or whose time is up (the
- * ticker). */
+/* Forget the calls whose caller has ended (the ticker). */
 void tpi_node_sweep(tpi_node *n);
 /* A call by caller (ref) is about to leave for the node in slot; slot 0
  * for a group call, until the node serving it claims it with its CALLED
- * frame (dropped for any call not kept so). until_ns: when its caller no
- * longer waits (tpi_now_ns), 0 if unknown. 0 or TP_ENOMEM. */
-int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref,
-                       uint64_t until_ns);
+ * frame (dropped for any call not kept so). Kept until its reply, its
+ * timeout at the caller, or the caller's end. 0 or TP_ENOMEM. */
+int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref);
 /* The call (caller, ref) is answered or failed: no longer kept. */
 void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref);
 /* Relations that cross to other nodes (links, monitors both ways, node

@@ -42,7 +42,7 @@ int tpi_relvec_add(tpi_relvec *v, tp_pid local, tp_pid remote, tp_ref ref)
         v->v = nv;
         v->cap = cap;
     }
-    v->v[v->n++] = (tpi_rel){local, remote, ref, {0}};
+    v->v[v->n++] = (tpi_rel){local, remote, ref, 0};
     return 0;
 }
 
@@ -175,7 +175,7 @@ static int note_call(tpi_node *n, tpi_peer *p, const tpi_envelope *e)
 {
     if (!e->request || (e->reply_to & TPI_PID_REMOTE))
         return 0;
-    return tpi_node_keep_call(n, e->reply_to, p->slot, e->ref, 0);
+    return tpi_node_keep_call(n, e->reply_to, p->slot, e->ref);
 }
 
 void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref)
@@ -185,13 +185,10 @@ void tpi_node_forget_call(tpi_node *n, tp_pid caller, tp_ref ref)
     pthread_mutex_unlock(&n->calls_lock);
 }
 
-int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref,
-                       uint64_t until_ns)
+int tpi_node_keep_call(tpi_node *n, tp_pid caller, unsigned slot, tp_ref ref)
 {
     pthread_mutex_lock(&n->calls_lock);
     int rc = tpi_relvec_add(&n->calls, caller, slot, ref);
-    if (!rc)
-        n->calls.v[n->calls.n - 1].until_ns = until_ns;
     pthread_mutex_unlock(&n->calls_lock);
     return rc;
 }
@@ -266,14 +263,10 @@ static void ended(void *state, tp_pid pid)
 
 void tpi_node_sweep(tpi_node *n)
 {
-    uint64_t now = tpi_now_ns();
     pthread_mutex_lock(&n->calls_lock);
     for (size_t i = 0; i < n->calls.n;) {
-        uint64_t q, cap, until = n->calls.v[i].until_ns;
-        /* its caller ended, or waits no more (a group call no node
-         * claimed or answered: a node may take calls and drop them) */
-        if ((until && until < now) ||
-            tpi_svc_mailbox(n->rt, n->calls.v[i].local, &q, &cap) != 0)
+        uint64_t q, cap;
+        if (tpi_svc_mailbox(n->rt, n->calls.v[i].local, &q, &cap) != 0)
             n->calls.v[i] = n->calls.v[--n->calls.n];
         else
             i++;
@@ -296,8 +289,17 @@ void tpi_node_relations(tpi_node *n, uint64_t *relations, uint64_t *calls)
     pthread_mutex_unlock(&n->calls_lock);
 }
 
-const tpi_remote_ops tpi_node_remote_ops = {deliver, pid_pack, pid_unpack,
-                                            ended, tpi_node_flush};
+/* A call timed out at its caller: a remote callee that holds it for good
+ * (or a node that drops it) would otherwise keep its entry for the
+ * caller's whole life. */
+static void call_expired(void *state, tp_pid caller, tp_ref ref)
+{
+    tpi_node_forget_call(state, caller, ref);
+}
+
+const tpi_remote_ops tpi_node_remote_ops = {deliver,        pid_pack,
+                                            pid_unpack,     ended,
+                                            tpi_node_flush, call_expired};
 
 /* -------------------------------------------------------------- down */
 
