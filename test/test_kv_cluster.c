@@ -360,6 +360,96 @@ static void test_big_replies_across_nodes(void **unused)
     hangup(c);
 }
 
+/* A node of the cluster that is not troupe-kv (node "x", run here) sends
+ * node a's shards what only a's own coordinator sends: KV_TAG_SNAPSHOT
+ * 1, "freeze and send me your data". The shards drop it: no part comes
+ * back and writes go on. Before, any node could freeze every shard of
+ * another (all writes refused) and get a copy of its data, sent with a
+ * raw pointer of a's heap; a forged KV_TAG_PART made a's coordinator
+ * free any address. The shards' pids come from a's directory, which
+ * answers any node's hello (CL_HELLO, 100 in examples/kv/cluster.c). */
+typedef struct forger {
+    int hello_status, parts, sent;
+    bool waited;
+} forger;
+
+enum { FORGE_HELLO = 100, FORGE_WAITED = 200 };
+
+static int forger_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    forger *f = state;
+    tp_runtime *rt = tp_ctx_runtime(ctx);
+    tp_pid dir;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START: EXPECT_EQ(tp_monitor_node(ctx, "a", true), 0); break;
+    case TP_TAG_NODEUP: /* a heard from: it can be called */
+        EXPECT_EQ(tp_whereis_global(rt, "kv.a", &dir), 0);
+        EXPECT_EQ(tp_call(ctx, dir, FORGE_HELLO, NULL, 0, 5000, NULL), 0);
+        break;
+    case TP_TAG_REPLY: {
+        uint64_t per;
+        const char *members;
+        const void *ids;
+        size_t members_len, ids_len;
+        int64_t uptime;
+        f->hello_status = tp_msg_status(msg);
+        if (f->hello_status ||
+            tp_msg_scanf(msg, "[u S l y]", &per, &members, &members_len,
+                         &uptime, &ids, &ids_len) != 0)
+            return tp_exit(ctx, TP_REASON_NORMAL);
+        for (size_t i = 0; i + 8 <= ids_len; i += 8) {
+            tp_pid shard;
+            EXPECT_EQ(tp_node_pid(rt, "a", kv_get64((const char *)ids + i),
+                                  &shard),
+                      0);
+            EXPECT_EQ(tp_send_int(ctx, shard, KV_TAG_SNAPSHOT, 1), 0);
+            f->sent++;
+        }
+        /* A part would come back within a round trip: wait a few. */
+        tp_send_after(ctx, 500, FORGE_WAITED, NULL, 0, NULL);
+        break;
+    }
+    case KV_TAG_PART: f->parts++; break;
+    case FORGE_WAITED: f->waited = true; return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_forged_from_another_node(void **unused)
+{
+    (void)unused;
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    tp_node_opts o;
+    tp_node_opts_init(&o);
+    o.urls = nt_nats.url;
+    o.name = "x";
+    o.cluster = "kv";
+    assert_int_equal(tp_runtime_set_node(rt, &o), 0);
+    forger f = {0};
+    tpt_watchdog(1);
+    int rc = tp_run(rt, forger_root, &f, NULL);
+    tpt_watchdog(0);
+    tp_runtime_free(rt);
+    assert_int_equal(rc, 0);
+    TPT_CHECK();
+    assert_int_equal(f.hello_status, 0);
+    assert_int_equal(f.sent, 2); /* SHARDS */
+    assert_true(f.waited);
+    assert_int_equal(f.parts, 0);
+    /* a's shards still take writes, from every node */
+    char key[32];
+    for (unsigned n = 0; n < 3; n++) {
+        key_of(0,
+               n == 0   ? "forged-a"
+               : n == 1 ? "forged-b"
+                        : "forged-c",
+               key, sizeof key);
+        cli_set(n, key);
+        cli_get(n, key);
+    }
+}
+
 static void test_killed_node_and_back(void **unused)
 {
     (void)unused;
@@ -436,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_every_key_from_every_node),
         cmocka_unit_test(test_rename_across_nodes),
         cmocka_unit_test(test_big_replies_across_nodes),
+        cmocka_unit_test(test_forged_from_another_node),
         cmocka_unit_test(test_killed_node_and_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -310,7 +310,7 @@ static void on_start(tp_ctx *ctx, kv_conn *c)
 int kv_conn_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     kv_conn *c = state;
-    if (c->exited)
+    if (c->exited || kv_forged(msg))
         return TP_HANDLED;
     kv_soft_begin();
     switch (tp_msg_tag(msg)) {

@@ -17,6 +17,7 @@
 
 #include <troupe.h>
 #include <troupe/net.h>
+#include <troupe/node.h>
 #include <troupe/pool.h>
 
 #include <stdatomic.h>
@@ -202,6 +203,22 @@ static inline void kv_put32(char *p, uint32_t v)
     for (int i = 0; i < 4; i++)
         p[i] = (char)(v >> (8 * i));
 }
+/* A message with a tag only this node's own actors send (admin,
+ * snapshots, timers, kills, pubsub) that did not come from one of them:
+ * another node's frames may address any pid here (a KV_TAG_PART would
+ * make the coordinator free any address, a KV_TAG_SNAPSHOT freeze a
+ * shard), so such a message is dropped. Other nodes send only batches,
+ * replies and moves. */
+static inline bool kv_forged(const tp_msg *m)
+{
+    int32_t t = tp_msg_tag(m);
+    bool own = t == KV_TAG_ADMIN ||
+               (t >= KV_TAG_SNAPSHOT && t <= KV_TAG_SWEEP) ||
+               (t >= KV_TAG_CONN_TICK && t <= KV_TAG_CHANNEL);
+    tp_pid from = tp_msg_from(m);
+    return own && (from == TP_PID_NONE || tp_pid_is_remote(from));
+}
+
 static inline uint32_t kv_get32(const char *p)
 {
     uint32_t v = 0;

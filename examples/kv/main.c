@@ -209,6 +209,8 @@ static int coordinator(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     kv_coord *co = state;
     kv_server *srv = co->srv;
+    if (kv_forged(msg))
+        return TP_HANDLED;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: {
         srv->coord = tp_self(ctx);

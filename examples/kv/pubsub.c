@@ -204,6 +204,8 @@ static int channel(tp_ctx *ctx, void *state, const tp_msg *msg)
     uint64_t num, num2;
     const void *a, *b;
     size_t an, bn;
+    if (kv_forged(msg))
+        return TP_HANDLED;
     switch (tp_msg_tag(msg)) {
     case KV_TAG_CHANNEL:
         if (tp_msg_scanf(msg, CFMT, &op, &pid, &num, &num2, &a, &an, &b, &bn) !=
@@ -489,6 +491,8 @@ static int registry(tp_ctx *ctx, void *state, const tp_msg *msg)
     size_t nn, xn;
     uint64_t seq;
     tp_pid from = tp_msg_from(msg);
+    if (kv_forged(msg))
+        return TP_HANDLED;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START: tp_register(ctx, "kv-pubsub"); break;
     case KV_TAG_PUBSUB:

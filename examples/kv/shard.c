@@ -438,6 +438,8 @@ static bool next_arg(const char **p, const char *end, const char **a,
 static bool read_args(kv_shard *sh, const kv_ophdr *h, const char **p,
                       const char *end)
 {
+    if (h->nargs > (size_t)(end - *p) / 4) /* each takes 4 bytes at least */
+        return false;
     if (h->nargs > sh->avcap) {
         sh->avcap = h->nargs;
         sh->av = kv_xrealloc(sh->av, sh->avcap * sizeof *sh->av);
@@ -869,6 +871,8 @@ static void snapshot(tp_ctx *ctx, kv_shard *sh, const tp_msg *msg)
 int kv_shard_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     kv_shard *sh = state;
+    if (kv_forged(msg))
+        return TP_HANDLED;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START:
         return tp_send_interval(ctx, 100, KV_TAG_SWEEP, NULL, 0, NULL);
