@@ -107,11 +107,11 @@ static void visit_stopped(void *arg)
     tpi_table_each(v->rt->table, v->fn, v->arg);
 }
 
-static void visit_all(tp_runtime *rt, void (*fn)(tpi_actor *, void *),
-                      void *arg)
+/* 0, or TP_ETIMEDOUT (a scheduler stuck in a handler: nothing read). */
+static int visit_all(tp_runtime *rt, void (*fn)(tpi_actor *, void *), void *arg)
 {
     visit v = {rt, fn, arg};
-    tpi_svc_stopped(rt, visit_stopped, &v);
+    return tpi_svc_stopped(rt, visit_stopped, &v);
 }
 
 /* A live actor's slot (safe readers only): its behavior is cleared when
@@ -192,7 +192,9 @@ int tp_actor_info_get(tp_runtime *rt, tp_pid pid, tp_actor_info *out)
     if (!a)
         return TP_ENOPROC;
     read_one r = {a, pid, out, 0, false};
-    tpi_svc_stopped(rt, read_stopped, &r);
+    int rc = tpi_svc_stopped(rt, read_stopped, &r);
+    if (rc)
+        return rc;
     if (r.live)
         return 0;
     uint32_t gen = r.gen;
@@ -236,8 +238,8 @@ int tp_actors_each(tp_runtime *rt, tp_actor_visit_fn fn, void *arg)
     if (!tpi_svc_may_read(rt))
         return TP_ESTATE;
     each_ctx e = {fn, arg, 0, false};
-    visit_all(rt, each_one, &e);
-    return e.n;
+    int rc = visit_all(rt, each_one, &e);
+    return rc ? rc : e.n;
 }
 
 void tp_runtime_stats_ex(tp_runtime *rt, tp_stats_ex *out)
@@ -298,7 +300,9 @@ int tpi_svc_collect(tp_runtime *rt, tp_pid skip, size_t max,
                     tp_actor_info **out, size_t *n_out, size_t *total_out)
 {
     collect_acc c = {NULL, 0, 0, max, 0, skip, false};
-    visit_all(rt, collect_one, &c);
+    int rc = visit_all(rt, collect_one, &c);
+    if (rc)
+        return rc;
     if (c.nomem) {
         tpi_free(c.v);
         return TP_ENOMEM;

@@ -72,7 +72,11 @@ int tp_runtime_new(const tp_config *cfg, tp_runtime **out)
     pthread_mutex_init(&rt->fw_lock, NULL);
     pthread_cond_init(&rt->fw_cond, NULL);
     pthread_mutex_init(&rt->world_lock, NULL);
-    pthread_cond_init(&rt->world_cond, NULL);
+    pthread_condattr_t ca; /* a stopper's deadline is monotonic */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rt->world_cond, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = tpi_table_new(&rt->table);
     if (!rc)
         rc = tpi_names_new(&rt->names);

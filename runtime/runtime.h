@@ -222,8 +222,12 @@ static inline void tpi_sched_tick(tpi_sched *s, int32_t tag)
 /* ---- runtime/world.c: stop the world */
 /* Park every other scheduler at a safe point (between turns), so the
  * caller may read any actor's state; a scheduler thread of rt only (it is
- * one of those counted). Nothing to do with one scheduler. */
-void tpi_world_stop(tp_runtime *rt);
+ * one of those counted). Nothing to do with one scheduler. 0, or
+ * TP_ETIMEDOUT when one has not parked within TPI_WORLD_WAIT_MS (a
+ * handler that runs on, stuck): then nothing is stopped, and the others
+ * run on rather than wait with the stopper. */
+#define TPI_WORLD_WAIT_MS 1000
+int tpi_world_stop(tp_runtime *rt);
 void tpi_world_resume(tp_runtime *rt);
 /* A scheduler at a safe point: park if the world is being stopped. */
 void tpi_world_safepoint(tpi_sched *s);

@@ -101,15 +101,17 @@ struct event_base *tpi_svc_main_base(tp_runtime *rt)
 
 tp_ref tpi_svc_ref(tp_runtime *rt) { return tpi_ref_new(rt); }
 
-void tpi_svc_stopped(tp_runtime *rt, void (*fn)(void *arg), void *arg)
+int tpi_svc_stopped(tp_runtime *rt, void (*fn)(void *arg), void *arg)
 {
     tpi_sched *s = tpi_sched_current();
     bool stop = s && s->rt == rt; /* else rt is not running */
-    if (stop)
-        tpi_world_stop(rt);
+    int rc = stop ? tpi_world_stop(rt) : 0;
+    if (rc)
+        return rc;
     fn(arg);
     if (stop)
         tpi_world_resume(rt);
+    return 0;
 }
 
 /* ------------------------------------------------------- messages */

@@ -71,13 +71,16 @@ tp_ref tpi_svc_ref(tp_runtime *rt);
 
 /* Run fn(arg) at a safe point: with every other scheduler of rt parked
  * between two turns, so fn may read any actor's state. On a scheduler
- * thread of rt, or while rt is not running (then fn runs at once). */
-void tpi_svc_stopped(tp_runtime *rt, void (*fn)(void *arg), void *arg);
+ * thread of rt, or while rt is not running (then fn runs at once). 0, or
+ * TP_ETIMEDOUT when a scheduler stuck in a handler would not park (fn did
+ * not run). */
+int tpi_svc_stopped(tp_runtime *rt, void (*fn)(void *arg), void *arg);
 
 /* Describe rt's live actors (skipping skip), at most max of them, into a
  * new array from the allocator (tp_free it; *out may be NULL when *n_out
  * is 0); *total_out (may be NULL) gets how many lived. Where
- * tpi_svc_may_read allows; stops the world meanwhile. TP_ENOMEM. */
+ * tpi_svc_may_read allows; stops the world meanwhile. TP_ENOMEM,
+ * TP_ETIMEDOUT (tpi_svc_stopped). */
 int tpi_svc_collect(tp_runtime *rt, tp_pid skip, size_t max,
                     tp_actor_info **out, size_t *n_out, size_t *total_out);
 /* "<slot.generation>" for pid into buf (>= 24 bytes); returns buf. */

@@ -41,7 +41,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         tpi_send_reason(rt, TP_PID_NONE, rt->root, TPI_SIG_EXIT,
                         TP_REASON_SHUTDOWN, 0, 0);
     else { /* every actor's state: the other schedulers park meanwhile */
-        tpi_world_stop(rt);
+        /* A handler stuck on another scheduler: try until it returns (the
+         * others run between tries). */
+        while (tpi_world_stop(rt) != 0)
+            ;
         tpi_table_each(rt->table, kill_live, rt);
         tpi_world_resume(rt);
     }

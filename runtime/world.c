@@ -4,9 +4,14 @@
  * threads running those actors. The stopper raises world_stop and wakes
  * every scheduler; each parks at its next safe point — between two batches,
  * or in its wake-up callback — until the stopper resumes them. Safe points
- * are checked with one relaxed load per batch of turns.
+ * are checked with one relaxed load per batch of turns. A scheduler stuck
+ * in a handler never reaches one: the stopper gives up after a while and
+ * lets the parked ones go, so one stuck actor and a dump or a scrape do
+ * not freeze every scheduler.
  */
 #include "runtime/runtime.h"
+
+#include <time.h>
 
 void tpi_world_enter(tpi_sched *s)
 {
@@ -44,16 +49,25 @@ void tpi_world_safepoint(tpi_sched *s)
     pthread_mutex_unlock(&rt->world_lock);
 }
 
-void tpi_world_stop(tp_runtime *rt)
+/* World lock held: the world runs again (the stopper is done, or gave
+ * up). */
+static void release(tp_runtime *rt)
+{
+    rt->world_owner = NULL;
+    atomic_store_explicit(&rt->world_stop, 0, memory_order_relaxed);
+    pthread_cond_broadcast(&rt->world_cond);
+}
+
+int tpi_world_stop(tp_runtime *rt)
 {
     tpi_sched *me = tpi_sched_current();
     if (rt->nsched == 1) /* we are the only one running actors */
-        return;
+        return 0;
     pthread_mutex_lock(&rt->world_lock);
     if (me && rt->world_owner == me) { /* a reader inside a reader */
         rt->world_depth++;
         pthread_mutex_unlock(&rt->world_lock);
-        return;
+        return 0;
     }
     /* Another stopper first: we are one of those it waits for. */
     while (rt->world_owner)
@@ -65,11 +79,24 @@ void tpi_world_stop(tp_runtime *rt)
     for (unsigned i = 0; i < rt->nsched; i++)
         if (&rt->scheds[i] != me)
             tpi_sched_wake(&rt->scheds[i]);
+    struct timespec until; /* world_cond waits on CLOCK_MONOTONIC */
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += TPI_WORLD_WAIT_MS / 1000;
+    until.tv_nsec += (TPI_WORLD_WAIT_MS % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
     pthread_mutex_lock(&rt->world_lock);
     /* Every running scheduler but us (at a safe point ourselves). */
-    while (rt->world_parked + 1 < rt->world_running)
-        pthread_cond_wait(&rt->world_cond, &rt->world_lock);
+    int rc = 0;
+    while (rt->world_parked + 1 < rt->world_running && rc == 0)
+        rc = pthread_cond_timedwait(&rt->world_cond, &rt->world_lock, &until);
+    bool stopped = rt->world_parked + 1 >= rt->world_running;
+    if (!stopped)
+        release(rt);
     pthread_mutex_unlock(&rt->world_lock);
+    return stopped ? 0 : TP_ETIMEDOUT;
 }
 
 void tpi_world_resume(tp_runtime *rt)
@@ -82,8 +109,6 @@ void tpi_world_resume(tp_runtime *rt)
         pthread_mutex_unlock(&rt->world_lock);
         return;
     }
-    rt->world_owner = NULL;
-    atomic_store_explicit(&rt->world_stop, 0, memory_order_relaxed);
-    pthread_cond_broadcast(&rt->world_cond);
+    release(rt);
     pthread_mutex_unlock(&rt->world_lock);
 }

@@ -302,8 +302,11 @@ static void on_dump_signal(evutil_socket_t sig, short what, void *arg)
     tp_runtime *rt = arg;
     tpi_obs *o = tpi_obs_get(rt);
     FILE *out = o->sig_out ? o->sig_out : stderr;
-    if (dump_now(rt, out, TP_PID_NONE) != 0)
-        fputs("troupe: dump failed: out of memory\n", out);
+    int rc = dump_now(rt, out, TP_PID_NONE);
+    if (rc == TP_ETIMEDOUT) /* the stuck report names the actor */
+        fputs("troupe: no dump: a scheduler is stuck in a handler\n", out);
+    else if (rc)
+        fprintf(out, "troupe: dump failed: %s\n", tp_strerror(rc));
 }
 
 int tp_runtime_dump_on_signal(tp_runtime *rt, int signo, FILE *out)

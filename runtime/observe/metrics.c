@@ -190,7 +190,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         rc = TP_ENOMEM;
     if (rc) {
         free(text);
-        evhttp_send_error(req, HTTP_INTERNAL, tp_strerror(rc));
+        /* TP_ETIMEDOUT: a scheduler stuck in a handler; try again later */
+        evhttp_send_error(req,
+                          rc == TP_ETIMEDOUT ? HTTP_SERVUNAVAIL : HTTP_INTERNAL,
+                          tp_strerror(rc));
         return;
     }
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",

@@ -10,9 +10,12 @@
 #include "troupe/observe.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -828,6 +831,102 @@ static void test_metrics_out_of_fds(void **state)
     assert_true(paused >= 1);
 }
 
+/* ------------------------------------------ a reader and a stuck handler */
+
+/* An actor stuck in a handler on one scheduler, and readers of actor
+ * state (tp_actor_info_get stops the world) spawned on both: the one on
+ * the other scheduler gives up with TP_ETIMEDOUT after about a second and
+ * its scheduler runs on; the stuck handler returns once a reader has its
+ * answer. Before, the reader waited for the stuck handler (and every
+ * parked scheduler with it): here until the handler's own 10 s limit. */
+enum { TAG_STUCK_GO = 90 };
+
+static struct {
+    sem_t release; /* posted by each reader: the stuck actor may go */
+    atomic_int in; /* the stuck actor is in its handler */
+    atomic_int timed_out, answered, gave_up;
+    tp_pid stuck;
+} ST;
+
+static int st_stuck(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) != TAG_STUCK_GO)
+        return TP_HANDLED;
+    atomic_store(&ST.in, 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    while (sem_timedwait(&ST.release, &ts) != 0)
+        if (errno != EINTR) {
+            atomic_store(&ST.gave_up, 1);
+            break;
+        }
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int st_reader(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) != TP_TAG_START)
+        return TP_HANDLED;
+    tp_actor_info info;
+    int rc = tp_actor_info_get(tp_ctx_runtime(ctx), ST.stuck, &info);
+    atomic_fetch_add(rc == TP_ETIMEDOUT ? &ST.timed_out : &ST.answered, 1);
+    sem_post(&ST.release);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int st_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) == TP_TAG_START) {
+        EXPECT_EQ(tp_spawn(ctx, st_stuck, NULL, NULL, &ST.stuck), 0);
+        EXPECT_EQ(tp_send(ctx, ST.stuck, TAG_STUCK_GO, NULL, 0), 0);
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+/* Once the stuck actor is in its handler: two readers, placed round robin
+ * (one on each scheduler). */
+static void *st_spawner(void *arg)
+{
+    tp_runtime *rt = arg;
+    while (!atomic_load(&ST.in))
+        sched_yield();
+    for (int i = 0; i < 2; i++)
+        EXPECT_EQ(tp_runtime_spawn(rt, st_reader, NULL, NULL, NULL), 0);
+    return NULL;
+}
+
+static void test_read_beside_stuck_handler(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    memset(&ST, 0, sizeof ST);
+    sem_init(&ST.release, 0, 0);
+    tp_config cfg;
+    tp_config_init(&cfg);
+    cfg.threads = 2;
+    cfg.stuck_ms = 0; /* no reports: the stuck actor is meant */
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(&cfg, &rt), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, st_spawner, rt), 0);
+    tpt_watchdog(1);
+    int rc = tp_run(rt, st_root, NULL, NULL);
+    tpt_watchdog(0);
+    pthread_join(th, NULL);
+    tp_runtime_free(rt);
+    sem_destroy(&ST.release);
+    assert_int_equal(rc, 0);
+    TPT_CHECK();
+    assert_int_equal(atomic_load(&ST.gave_up), 0);
+    assert_int_equal(atomic_load(&ST.timed_out) + atomic_load(&ST.answered), 2);
+    assert_true(atomic_load(&ST.timed_out) >= 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -836,6 +935,7 @@ int main(void)
         cmocka_unit_test(test_dump_tree),
         cmocka_unit_test(test_metrics_endpoint),
         cmocka_unit_test(test_metrics_out_of_fds),
+        cmocka_unit_test(test_read_beside_stuck_handler),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
