@@ -527,6 +527,30 @@ static inline int settle(tpi_actor *a, tpi_msg *m, int r)
     return r;
 }
 
+int tpi_deferred_forget(tpi_actor *a, tp_ref ref, bool timer)
+{
+    int dropped = 0;
+    if (!a->ext)
+        return 0;
+    tpi_msglist *lists[] = {&a->ext->stash, &a->ext->replay};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        tpi_msglist keep = {NULL, NULL};
+        for (tpi_msg *m; (m = tpi_msglist_pop(lists[i]));) {
+            bool of_timer = (m->flags & TPI_MSG_TIMER) != 0;
+            if (m->ref == ref && of_timer == timer &&
+                (timer || m->tag == TP_TAG_DOWN)) {
+                tpi_msg_free(m);
+                dropped++;
+            } else
+                tpi_msglist_push(&keep, m);
+        }
+        *lists[i] = keep;
+    }
+    if (!a->ext->replay.head)
+        a->flags &= ~(uint32_t)TPI_ACT_REPLAY;
+    return dropped;
+}
+
 /* handle, after a behavior call that deferred m or changed behavior. */
 static int handle_kept(tpi_actor *a, tpi_msg *m, int r, bool became)
 {

@@ -461,6 +461,10 @@ void tpi_msg_depot_flush(void);
 tpi_msg *tpi_msg_reason_new(int32_t tag, tp_reason r);
 void tpi_msglist_push(tpi_msglist *l, tpi_msg *m);
 tpi_msg *tpi_msglist_pop(tpi_msglist *l);
+/* Owner thread: drop a's deferred messages (kept with TP_DEFER, or being
+ * offered again) that cannot come any more: the DOWN of monitor ref
+ * (timer false), the messages of timer ref (timer true). How many. */
+int tpi_deferred_forget(tpi_actor *a, tp_ref ref, bool timer);
 /* Prepend all of src to dst, emptying src. */
 void tpi_msglist_prepend(tpi_msglist *dst, tpi_msglist *src);
 

@@ -223,7 +223,9 @@ int tp_demonitor(tp_ctx *ctx, tp_ref ref)
         return TP_ESTATE;
     tp_pid target;
     if (!a->ext || !refs_del(&a->ext->monitoring, ref, TP_PID_NONE, &target))
-        return TP_ENOENT;
+        /* Its DOWN came and was deferred: dropped, as Erlang's
+         * demonitor(Ref, [flush]) drops one left in the mailbox. */
+        return tpi_deferred_forget(a, ref, false) ? 0 : TP_ENOENT;
     /* Out of memory leaves a stale watcher entry at the target; its DOWN
      * will find no monitor here and be dropped. */
     signal_to(a, target, TPI_SIG_DEMONITOR, ref);

@@ -519,8 +519,10 @@ TP_API int tp_trap_exit(tp_ctx *ctx, bool on);
  * with TP_EXIT_NOPROC, if it already has). */
 TP_API int tp_monitor(tp_ctx *ctx, tp_pid pid, tp_ref *ref_out);
 
-/** Remove a monitor; no DOWN for it is delivered after this returns.
- * TP_ENOENT if ref is not an active monitor of this actor. */
+/** Remove a monitor; no DOWN for it is delivered after this returns (one
+ * that came and was deferred with TP_DEFER is dropped, as Erlang's
+ * demonitor with flush). TP_ENOENT if ref is neither an active monitor of
+ * this actor nor one whose DOWN it deferred. */
 TP_API int tp_demonitor(tp_ctx *ctx, tp_ref ref);
 
 /* ------------------------------------------------------------------ timers */
@@ -535,8 +537,9 @@ TP_API int tp_send_interval(tp_ctx *ctx, unsigned ms, int32_t tag,
                             const void *data, size_t len, tp_timer *id_out);
 
 /** Cancel a timer of this actor; once this returns, it delivers nothing
- * more (a message already queued for it is dropped). TP_ENOENT if it was
- * already delivered (one-shot) or is unknown. */
+ * more (a message already queued for it is dropped, and an interval's
+ * ticks deferred with TP_DEFER too). TP_ENOENT if it was already
+ * delivered (one-shot) or is unknown. */
 TP_API int tp_timer_cancel(tp_ctx *ctx, tp_timer id);
 
 /** The runtime's timer clock in milliseconds (monotonic; virtual time in

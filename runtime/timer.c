@@ -376,5 +376,6 @@ int tp_timer_cancel(tp_ctx *ctx, tp_timer id)
     if (!t || (t->kind != TPI_TIMER_ONCE && t->kind != TPI_TIMER_INTERVAL))
         return TP_ENOENT;
     tpi_timer_cancel(a, id);
+    tpi_deferred_forget(a, id, true); /* an interval's ticks deferred */
     return 0;
 }

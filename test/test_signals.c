@@ -511,6 +511,62 @@ static void test_no_down_after_demonitor(void **unused)
     }
 }
 
+/* A DOWN deferred (the actor busy with something else), then the monitor
+ * removed and the behavior changed: tp_demonitor answers 0 and the DOWN
+ * is not offered again, as Erlang's demonitor(Ref, [flush]) drops a DOWN
+ * left in the mailbox. Before, tp_demonitor answered TP_ENOENT and the
+ * DOWN came back after tp_become. */
+typedef struct defdown {
+    tp_pid t;
+    tp_ref ref;
+    int deferred, demonitor_rc, downs_after;
+} defdown;
+
+static int defdown_ready(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    defdown *d = state;
+    if (tp_msg_tag(msg) == TP_TAG_DOWN)
+        d->downs_after++;
+    else if (tp_msg_tag(msg) == TAG_FIN)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int defdown_busy(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    defdown *d = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        EXPECT_EQ(tp_spawn(ctx, idle, NULL, NULL, &d->t), 0);
+        EXPECT_EQ(tp_monitor(ctx, d->t, &d->ref), 0);
+        EXPECT_EQ(tp_send(ctx, d->t, TAG_STOP_ERROR, NULL, 0), 0);
+        break;
+    case TP_TAG_DOWN: /* not now: after the probe */
+        d->deferred++;
+        EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_PROBE, NULL, 0), 0);
+        return TP_DEFER;
+    case TAG_PROBE:
+        d->demonitor_rc = tp_demonitor(ctx, d->ref);
+        EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_FIN, NULL, 0), 0);
+        EXPECT_EQ(tp_become(ctx, defdown_ready), 0);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static void test_demonitor_drops_deferred_down(void **unused)
+{
+    (void)unused;
+    static defdown d;
+    memset(&d, 0, sizeof d);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, defdown_busy, &d, NULL, NULL), 0);
+    TPT_CHECK();
+    assert_int_equal(d.deferred, 1);
+    assert_int_equal(d.demonitor_rc, 0);
+    assert_int_equal(d.downs_after, 0);
+}
+
 /* --------------------------------------------------- links to dead pids */
 
 typedef struct deadlink {
@@ -1011,6 +1067,7 @@ int main(void)
         cmocka_unit_test(test_exit_with_kill_reason),
         cmocka_unit_test(test_monitor_downs_and_noproc),
         cmocka_unit_test(test_no_down_after_demonitor),
+        cmocka_unit_test(test_demonitor_drops_deferred_down),
         cmocka_unit_test(test_link_dead_pid_noproc),
         cmocka_unit_test(test_spawn_link_and_unlink),
         cmocka_unit_test(test_monitor_and_link_right_after_spawn),

@@ -214,6 +214,58 @@ static void test_interval_then_cancel(void **unused)
     assert_int_equal(r.stats.timers_active, 0);
 }
 
+/* ------------------------------------------- deferred ticks, then cancel */
+
+/* An actor busy with something else defers an interval's ticks, then
+ * cancels the interval and changes behavior: the deferred ticks are not
+ * offered again (nothing more after the cancel). Before, they came back
+ * after tp_become. */
+typedef struct deferrer {
+    tp_timer tick;
+    int deferred, ticks_after;
+} deferrer;
+
+static int deferrer_ready(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    deferrer *d = state;
+    if (tp_msg_tag(msg) == TAG_TICK)
+        d->ticks_after++;
+    else if (tp_msg_tag(msg) == TAG_SENTINEL)
+        tp_exit(ctx, TP_REASON_NORMAL);
+    return TP_HANDLED;
+}
+
+static int deferrer_busy(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    deferrer *d = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        EXPECT_EQ(tp_send_interval(ctx, 1, TAG_TICK, NULL, 0, &d->tick), 0);
+        break;
+    case TAG_TICK:
+        if (++d->deferred < 3)
+            return TP_DEFER;
+        EXPECT_EQ(tp_timer_cancel(ctx, d->tick), 0);
+        after(ctx, 20, TAG_SENTINEL);
+        EXPECT_EQ(tp_become(ctx, deferrer_ready), 0);
+        break;
+    }
+    return TP_HANDLED;
+}
+
+static void test_cancel_drops_deferred_ticks(void **unused)
+{
+    (void)unused;
+    static deferrer d;
+    tpt_result r;
+    memset(&d, 0, sizeof d);
+    tpt_reset();
+    assert_int_equal(tpt_run(NULL, deferrer_busy, &d, NULL, &r), 0);
+    TPT_CHECK();
+    assert_int_equal(d.deferred, 3);
+    assert_int_equal(d.ticks_after, 0);
+}
+
 /* -------------------------------------------------------- receive timeout */
 
 typedef struct idler {
@@ -379,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_send_after_delay),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_interval_then_cancel),
+        cmocka_unit_test(test_cancel_drops_deferred_ticks),
         cmocka_unit_test(test_receive_timeout),
         cmocka_unit_test(test_timers_of_dead_actor),
         cmocka_unit_test(test_timer_arguments_and_ownership),
