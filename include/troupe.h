@@ -527,8 +527,10 @@ TP_API int tp_demonitor(tp_ctx *ctx, tp_ref ref);
 
 /* ------------------------------------------------------------------ timers */
 
-/** Deliver a message with tag and a copy of data to this actor after ms.
- * Timers belong to the actor that sets them and die with it. */
+/** Deliver a message with tag and a copy of data to this actor after ms
+ * (at most INT_MAX: a larger one is TP_EINVAL, as a negative delay
+ * converted would be). Timers belong to the actor that sets them and die
+ * with it. */
 TP_API int tp_send_after(tp_ctx *ctx, unsigned ms, int32_t tag,
                          const void *data, size_t len, tp_timer *id_out);
 

@@ -12,6 +12,7 @@
 #include "runtime/runtime.h"
 
 #include <event2/event.h>
+#include <limits.h>
 #include <string.h>
 #include <time.h>
 
@@ -344,7 +345,9 @@ static int user_timer(tp_ctx *ctx, tpi_timer_kind kind, unsigned ms,
     tpi_actor *a = tpi_ctx_actor(ctx);
     if (!a)
         return TP_ESTATE;
-    if (tag < 0 || (kind == TPI_TIMER_INTERVAL && ms == 0))
+    /* Over INT_MAX is a negative int converted (a "time left" gone below
+     * 0): a timer for 49 days instead of one now. */
+    if (tag < 0 || ms > INT_MAX || (kind == TPI_TIMER_INTERVAL && ms == 0))
         return TP_EINVAL;
     int rc = tpi_payload_valid(tpi_actor_rt(a), data, len);
     if (rc)

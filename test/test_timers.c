@@ -7,6 +7,8 @@
  */
 #include "tp_test.h"
 
+#include <limits.h>
+
 enum {
     TAG_A = 1,
     TAG_B,
@@ -397,6 +399,12 @@ static int args_root(tp_ctx *ctx, void *state, const tp_msg *msg)
     tp_pid p;
     if (tp_msg_tag(msg) == TP_TAG_START) {
         EXPECT_EQ(tp_send_interval(ctx, 0, TAG_TICK, NULL, 0, &id), TP_EINVAL);
+        /* a negative delay converted to unsigned */
+        EXPECT_EQ(tp_send_after(ctx, (unsigned)-5, TAG_A, NULL, 0, &id),
+                  TP_EINVAL);
+        EXPECT_EQ(tp_send_interval(ctx, (unsigned)INT_MAX + 1, TAG_TICK, NULL,
+                                   0, &id),
+                  TP_EINVAL);
         EXPECT_EQ(tp_send_after(ctx, 5, -3, NULL, 0, &id), TP_EINVAL);
         EXPECT_EQ(tp_send_after(ctx, 5, TAG_A, "\xc1", 1, &id), TP_EINVAL);
         EXPECT_EQ(tp_send_after(ctx, 5, TAG_A, NULL, 4, &id), TP_EINVAL);
