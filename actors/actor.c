@@ -150,11 +150,11 @@ static int give_back(tp_runtime *rt, tpi_actor *a, bool claimed,
     return TP_ENOMEM;
 }
 
-/* tpi_spawn; with init, the state is len bytes copied from it into the
- * slot's inline state block (tp_spawn_inline). */
-static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
-                 const void *init, size_t len, const tp_spawn_opts *opts,
-                 tp_pid *pid_out)
+/* spawn, on one of rt's scheduler threads or with readers of every
+ * actor's state kept out (tpi_world_foreign_enter). */
+static int spawn_in(tp_runtime *rt, tpi_actor *parent, tp_behavior b,
+                    void *state, const void *init, size_t len,
+                    const tp_spawn_opts *opts, tp_pid *pid_out)
 {
     if (!b)
         return TP_EINVAL;
@@ -235,6 +235,21 @@ static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
     else
         tpi_sched_ready(a);
     return 0;
+}
+
+/* tpi_spawn; with init, the state is len bytes copied from it into the
+ * slot's inline state block (tp_spawn_inline). */
+static int spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,
+                 const void *init, size_t len, const tp_spawn_opts *opts,
+                 tp_pid *pid_out)
+{
+    tpi_sched *cur = tpi_sched_current();
+    if (cur && cur->rt == rt) /* readers stop this thread at safe points */
+        return spawn_in(rt, parent, b, state, init, len, opts, pid_out);
+    tpi_world_foreign_enter(rt);
+    int rc = spawn_in(rt, parent, b, state, init, len, opts, pid_out);
+    tpi_world_foreign_leave(rt);
+    return rc;
 }
 
 int tpi_spawn(tp_runtime *rt, tpi_actor *parent, tp_behavior b, void *state,

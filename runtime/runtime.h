@@ -229,6 +229,11 @@ static inline void tpi_sched_tick(tpi_sched *s, int32_t tag)
 #define TPI_WORLD_WAIT_MS 1000
 int tpi_world_stop(tp_runtime *rt);
 void tpi_world_resume(tp_runtime *rt);
+/* A thread that is not one of rt's schedulers sets up an actor's slot (a
+ * spawn): it waits while the world is stopped, and a stopper waits for it
+ * to leave, so readers never see a slot half made. */
+void tpi_world_foreign_enter(tp_runtime *rt);
+void tpi_world_foreign_leave(tp_runtime *rt);
 /* A scheduler at a safe point: park if the world is being stopped. */
 void tpi_world_safepoint(tpi_sched *s);
 /* A scheduler enters or leaves its loop (stoppers wait only for running
@@ -259,6 +264,7 @@ struct tp_runtime {
     unsigned world_parked;       /* schedulers parked (world lock) */
     unsigned world_depth;        /* nested stops by the owner (world lock) */
     unsigned world_running;      /* schedulers in their loop (world lock) */
+    unsigned world_foreign;      /* other threads spawning (world lock) */
     struct tpi_monitor *monitor; /* runtime/monitor.c, while running */
     /* Actors alive, plus TPI_LIVE_RUN once tp_run has begun: one word, so
      * a spawn from outside and the end of the run are ordered. */

@@ -58,11 +58,34 @@ static void release(tp_runtime *rt)
     pthread_cond_broadcast(&rt->world_cond);
 }
 
+void tpi_world_foreign_enter(tp_runtime *rt)
+{
+    pthread_mutex_lock(&rt->world_lock);
+    while (rt->world_owner)
+        pthread_cond_wait(&rt->world_cond, &rt->world_lock);
+    rt->world_foreign++;
+    pthread_mutex_unlock(&rt->world_lock);
+}
+
+void tpi_world_foreign_leave(tp_runtime *rt)
+{
+    pthread_mutex_lock(&rt->world_lock);
+    rt->world_foreign--;
+    pthread_cond_broadcast(&rt->world_cond); /* a stopper waits for it */
+    pthread_mutex_unlock(&rt->world_lock);
+}
+
+/* World lock held: every running scheduler but the stopper parked, and
+ * no other thread in the middle of a spawn. */
+static bool all_stopped(const tp_runtime *rt)
+{
+    return rt->world_parked + 1 >= rt->world_running && !rt->world_foreign;
+}
+
 int tpi_world_stop(tp_runtime *rt)
 {
+    /* With one scheduler too: other threads may be spawning. */
     tpi_sched *me = tpi_sched_current();
-    if (rt->nsched == 1) /* we are the only one running actors */
-        return 0;
     pthread_mutex_lock(&rt->world_lock);
     if (me && rt->world_owner == me) { /* a reader inside a reader */
         rt->world_depth++;
@@ -90,9 +113,9 @@ int tpi_world_stop(tp_runtime *rt)
     pthread_mutex_lock(&rt->world_lock);
     /* Every running scheduler but us (at a safe point ourselves). */
     int rc = 0;
-    while (rt->world_parked + 1 < rt->world_running && rc == 0)
+    while (!all_stopped(rt) && rc == 0)
         rc = pthread_cond_timedwait(&rt->world_cond, &rt->world_lock, &until);
-    bool stopped = rt->world_parked + 1 >= rt->world_running;
+    bool stopped = all_stopped(rt);
     if (!stopped)
         release(rt);
     pthread_mutex_unlock(&rt->world_lock);
@@ -101,8 +124,6 @@ int tpi_world_stop(tp_runtime *rt)
 
 void tpi_world_resume(tp_runtime *rt)
 {
-    if (rt->nsched == 1)
-        return;
     pthread_mutex_lock(&rt->world_lock);
     if (rt->world_depth) {
         rt->world_depth--;

@@ -8,6 +8,7 @@
 #include "tp_test.h"
 
 #include "troupe/observe.h"
+#include "actors/actor.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -839,13 +840,14 @@ static void test_metrics_out_of_fds(void **state)
  * its scheduler runs on; the stuck handler returns once a reader has its
  * answer. Before, the reader waited for the stuck handler (and every
  * parked scheduler with it): here until the handler's own 10 s limit. */
-enum { TAG_STUCK_GO = 90 };
+enum { TAG_STUCK_GO = 90, TAG_READ_DONE };
 
 static struct {
     sem_t release; /* posted by each reader: the stuck actor may go */
     atomic_int in; /* the stuck actor is in its handler */
     atomic_int timed_out, answered, gave_up;
-    tp_pid stuck;
+    tp_pid root, stuck;
+    int reads; /* the root's */
 } ST;
 
 static int st_stuck(tp_ctx *ctx, void *state, const tp_msg *msg)
@@ -874,17 +876,20 @@ static int st_reader(tp_ctx *ctx, void *state, const tp_msg *msg)
     int rc = tp_actor_info_get(tp_ctx_runtime(ctx), ST.stuck, &info);
     atomic_fetch_add(rc == TP_ETIMEDOUT ? &ST.timed_out : &ST.answered, 1);
     sem_post(&ST.release);
+    EXPECT_EQ(tp_send(ctx, ST.root, TAG_READ_DONE, NULL, 0), 0);
     return tp_exit(ctx, TP_REASON_NORMAL);
 }
 
 static int st_root(tp_ctx *ctx, void *state, const tp_msg *msg)
 {
     (void)state;
+    /* It lives until both readers are done: the run goes on meanwhile. */
     if (tp_msg_tag(msg) == TP_TAG_START) {
+        ST.root = tp_self(ctx);
         EXPECT_EQ(tp_spawn(ctx, st_stuck, NULL, NULL, &ST.stuck), 0);
         EXPECT_EQ(tp_send(ctx, ST.stuck, TAG_STUCK_GO, NULL, 0), 0);
+    } else if (tp_msg_tag(msg) == TAG_READ_DONE && ++ST.reads == 2)
         return tp_exit(ctx, TP_REASON_NORMAL);
-    }
     return TP_HANDLED;
 }
 
@@ -927,6 +932,82 @@ static void test_read_beside_stuck_handler(void **unused)
     assert_true(atomic_load(&ST.timed_out) >= 1);
 }
 
+/* -------------------------------------- readers beside spawns from outside */
+
+/* A thread outside the runtime spawns actors (tp_runtime_spawn) while an
+ * actor walks every actor's state again and again: each walk sees whole
+ * actors only (odd generations: live pids). Before, a spawn from outside
+ * did not stop with the world: a walk could list a slot being set up
+ * (even generation, its last occupant's parent), a data race TSan sees. */
+#define OS_SPAWNS 3000
+enum { TAG_WALK = 91 };
+
+static struct {
+    atomic_int done;
+    int walks, half_made;
+    pthread_t spawner;
+} OS;
+
+static int os_short(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    (void)msg;
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static int os_visit(const tp_actor_info *info, void *arg)
+{
+    (void)arg;
+    if (!(tpi_pid_gen(info->pid) & 1))
+        OS.half_made++;
+    return 0;
+}
+
+static void *os_spawn_all(void *arg)
+{
+    tp_runtime *rt = arg;
+    for (int i = 0; i < OS_SPAWNS; i++)
+        EXPECT_EQ(tp_runtime_spawn(rt, os_short, NULL, NULL, NULL), 0);
+    atomic_store(&OS.done, 1);
+    return NULL;
+}
+
+static int os_walker(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    if (tp_msg_tag(msg) == TP_TAG_START)
+        EXPECT_EQ(pthread_create(&OS.spawner, NULL, os_spawn_all,
+                                 tp_ctx_runtime(ctx)),
+                  0);
+    else if (tp_msg_tag(msg) != TAG_WALK)
+        return TP_HANDLED;
+    bool last = atomic_load(&OS.done); /* then one walk after the spawns */
+    EXPECT(tp_actors_each(tp_ctx_runtime(ctx), os_visit, NULL) >= 1);
+    OS.walks++;
+    if (last)
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    EXPECT_EQ(tp_send(ctx, tp_self(ctx), TAG_WALK, NULL, 0), 0);
+    return TP_HANDLED;
+}
+
+static void test_read_beside_outside_spawns(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    memset(&OS, 0, sizeof OS);
+    tp_runtime *rt;
+    assert_int_equal(tp_runtime_new(NULL, &rt), 0);
+    tpt_watchdog(1);
+    int rc = tp_run(rt, os_walker, NULL, NULL);
+    tpt_watchdog(0);
+    pthread_join(OS.spawner, NULL);
+    tp_runtime_free(rt);
+    assert_int_equal(rc, 0);
+    TPT_CHECK();
+    assert_true(OS.walks >= 1);
+    assert_int_equal(OS.half_made, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -936,6 +1017,7 @@ int main(void)
         cmocka_unit_test(test_metrics_endpoint),
         cmocka_unit_test(test_metrics_out_of_fds),
         cmocka_unit_test(test_read_beside_stuck_handler),
+        cmocka_unit_test(test_read_beside_outside_spawns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
