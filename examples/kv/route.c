@@ -98,24 +98,33 @@ static void fail_ops(kv_conn *c, unsigned sh, const kv_buf *ops, size_t from,
                    (size_t)n);
 }
 
-/* The pid's node is elsewhere: watch it, and remember the batch's ops. */
-static void track_remote(tp_ctx *ctx, kv_conn *c, unsigned sh, tp_pid pid)
+/* The pid's node is elsewhere: watch it before the batch leaves, so that
+ * a batch lost on the way breaks the monitor (a node breaks what frames
+ * before a gap made; a monitor made after the lost batch would stay, and
+ * the batch's ops wait for ever). 0, or TP_ENOPROC. */
+static int watch_remote(tp_ctx *ctx, kv_conn *c, unsigned sh, tp_pid pid)
 {
     kv_route *r = &c->route[sh];
-    if (r->mon_pid != pid) {
-        /* A new pid for the shard: what the old one had is lost. */
-        if (r->mon_pid != TP_PID_NONE) {
-            tp_demonitor(ctx, r->mon);
-            fail_ops(c, sh, &r->pending, r->pend_off, TP_ENOPROC);
-        }
-        r->pending.n = r->counts.n = r->pend_off = r->count_off = 0;
-        r->mon_pid = TP_PID_NONE;
-        if (tp_monitor(ctx, pid, &r->mon) != 0) {
-            fail_ops(c, sh, &r->ops, 0, TP_ENOPROC);
-            return;
-        }
-        r->mon_pid = pid;
+    if (r->mon_pid == pid)
+        return 0;
+    /* A new pid for the shard: what the old one had is lost. */
+    if (r->mon_pid != TP_PID_NONE) {
+        tp_demonitor(ctx, r->mon);
+        fail_ops(c, sh, &r->pending, r->pend_off, TP_ENOPROC);
     }
+    r->pending.n = r->counts.n = r->pend_off = r->count_off = 0;
+    r->mon_pid = TP_PID_NONE;
+    if (tp_monitor(ctx, pid, &r->mon) != 0)
+        return TP_ENOPROC;
+    r->mon_pid = pid;
+    return 0;
+}
+
+/* A batch left for a shard on another node: remember its ops (failed if
+ * the monitor fires first). */
+static void track_remote(kv_conn *c, unsigned sh)
+{
+    kv_route *r = &c->route[sh];
     kv_buf_add(&r->pending, r->ops.p, r->ops.n);
     char cnt[4];
     kv_put32(cnt, (uint32_t)(r->ops.n / 8));
@@ -133,6 +142,8 @@ void kv_send_batches(tp_ctx *ctx, kv_conn *c)
         tp_pid pid = kv_shard_pid(c->srv, i);
         bool remote = pid != TP_PID_NONE && tp_pid_is_remote(pid);
         int rc = pid == TP_PID_NONE ? TP_ENOPROC : 0;
+        if (!rc && remote)
+            rc = watch_remote(ctx, c, i, pid);
         if (!rc) {
             /* The buffer moves into the message (no copy), whatever the
              * result. */
@@ -144,7 +155,7 @@ void kv_send_batches(tp_ctx *ctx, kv_conn *c)
         if (rc)
             fail_ops(c, i, &r->ops, 0, rc);
         else if (remote)
-            track_remote(ctx, c, i, pid);
+            track_remote(c, i);
         r->ops.n = 0;
     }
 }
