@@ -489,6 +489,66 @@ static void test_killed_node_and_back(void **unused)
         assert_int_equal(stop(&nodes[n], SIGTERM), 0);
 }
 
+/* The cluster again on a server with a 256 KiB max_payload (1 MiB by
+ * default): a reply from a shard on another node is split below the
+ * node's limit in force, so a 100 KB value still crosses, and one too big
+ * for a message between nodes answers the "too large" error at once.
+ * Before, shards split for 1 MiB messages whatever the server allowed:
+ * a 300 KB reply was refused at publish, lost, and the client waited for
+ * ever. */
+static void test_smaller_server(void **unused)
+{
+    (void)unused;
+    char conf[64];
+    snprintf(conf, sizeof conf, "/tmp/troupe-kv-small.%d.conf", (int)getpid());
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "max_payload: %d\n", 256 << 10);
+    fclose(f);
+    const char *const *normal = nt_nats.args;
+    static const char *args[16];
+    int n = 0;
+    for (; normal && normal[n] && n < 12; n++)
+        args[n] = normal[n];
+    args[n++] = "-c";
+    args[n++] = conf;
+    args[n] = NULL;
+    nt_nats_kill();
+    nt_nats.args = args;
+    assert_int_equal(nt_nats_restart(), 0);
+    for (unsigned i = 0; i < 3; i++) { /* empty: the probes are unset */
+        unlink(dbfiles[i]);
+        start_node(i, SHARDS);
+    }
+    await_cluster();
+    static char mid[(100 << 10) + 1], big[(300 << 10) + 1];
+    memset(mid, 'm', sizeof mid - 1);
+    memset(big, 'b', sizeof big - 1);
+    char kmid[32], kbig[32];
+    key_of(0, "mid", kmid, sizeof kmid);
+    key_of(0, "big", kbig, sizeof kbig);
+    client *home = dial(nodes[0].port), *far = dial(nodes[1].port);
+    EXPECT_REPLY(home, "+OK", "SET", kmid, mid);
+    EXPECT_REPLY(home, "+OK", "SET", kbig, big);
+    static char got[sizeof big + 16]; /* "$" and the value */
+    cmdv(far, 2, (const char *[]){"GET", kmid});
+    reply_into(far, got, sizeof got);
+    assert_int_equal(strlen(got), 1 + sizeof mid - 1);
+    assert_true(strstr(CMD(far, "GET", kbig), "too large") != NULL);
+    EXPECT_REPLY(far, "+PONG", "PING");
+    cmdv(home, 2, (const char *[]){"GET", kbig}); /* local: no node limit */
+    reply_into(home, got, sizeof got);
+    assert_int_equal(strlen(got), 1 + sizeof big - 1);
+    hangup(far);
+    hangup(home);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(stop(&nodes[i], SIGTERM), 0);
+    nt_nats_kill(); /* teardown's server as it was */
+    nt_nats.args = normal;
+    assert_int_equal(nt_nats_restart(), 0);
+    unlink(conf);
+}
+
 static int setup(void **unused)
 {
     (void)unused;
@@ -528,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_big_replies_across_nodes),
         cmocka_unit_test(test_forged_from_another_node),
         cmocka_unit_test(test_killed_node_and_back),
+        cmocka_unit_test(test_smaller_server),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -57,8 +57,10 @@ enum {
  * an error for a single reply that would not fit. */
 #define KV_MAX_PAYLOAD ((size_t)1 << 31)
 /* The largest frame between nodes in cluster mode (cluster.c sets the
- * node's max_message to it): nats-server's default max_payload. A shard
- * splits its replies to a connection on another node below it. */
+ * node's max_message to it): nats-server's default max_payload. The node
+ * lowers it to a server's smaller max_payload; shards read the limit in
+ * force (tp_node_stats.max_message) and split their replies to a
+ * connection on another node below that. */
 #define KV_NODE_MAX_MESSAGE ((size_t)1 << 20)
 
 /* Shard operations. GET SET DEL EXISTS: one key of MGET, MSET, DEL,

@@ -6,8 +6,8 @@
  * sampling), takes values moved to it by RENAME on another shard, and
  * serializes itself for snapshots.
  *
- * Replies leave in messages below KV_MAX_PAYLOAD (KV_NODE_MAX_MESSAGE to a
- * connection on another node): a batch's fragments are split over several
+ * Replies leave in messages below KV_MAX_PAYLOAD (the node's limit in
+ * force, at most KV_NODE_MAX_MESSAGE, to a connection on another node): a batch's fragments are split over several
  * messages, the last one KV_TAG_REPLIES (sent even when empty, so that
  * the connection counts one per batch) and the others
  * KV_TAG_MORE_REPLIES, and a single reply that could not fit in one is
@@ -41,6 +41,7 @@ struct kv_shard {
     kv_pending *pend; /* values RENAME sent to other shards, in flight */
     size_t npend, cappend;
     uint64_t move_id;
+    size_t node_max; /* largest message to another node now (cluster) */
 };
 
 /* A reply message is sent once it holds this much (or at the batch end):
@@ -48,7 +49,6 @@ struct kv_shard {
  * the message with its addresses (NODE_SLACK covers them). */
 #define REPLY_SPLIT ((size_t)1 << 20)
 #define NODE_SLACK ((size_t)4096)
-#define REMOTE_SPLIT ((KV_NODE_MAX_MESSAGE - NODE_SLACK) / 2)
 #define BIN_HDR 5
 #define FRAG_HDR 12
 
@@ -121,15 +121,39 @@ static void reply_send(tp_ctx *ctx, kv_shard *sh, tp_pid to, int32_t tag)
     sh->rb.n = sh->rb.cap = 0;
 }
 
+/* The node's limit on a message to another node, now: read at start and
+ * at each sweep (a reconnect to a server with a smaller max_payload
+ * lowers it). At least 4 * NODE_SLACK, which a server allowing less
+ * could not carry kv's frames anyway. */
+static void read_node_max(tp_ctx *ctx, kv_shard *sh)
+{
+    tp_node_stats st;
+    if (!tp_node_name(tp_ctx_runtime(ctx)))
+        return;
+    tp_node_stats_get(tp_ctx_runtime(ctx), &st);
+    size_t max = st.max_message ? (size_t)st.max_message : KV_NODE_MAX_MESSAGE;
+    sh->node_max = max - NODE_SLACK > 3 * NODE_SLACK ? max - NODE_SLACK
+                                                     : 3 * NODE_SLACK;
+}
+
+/* The largest message to `to`. */
+static size_t reply_max(const kv_shard *sh, tp_pid to)
+{
+    return tp_pid_is_remote(to) ? sh->node_max : KV_MAX_PAYLOAD;
+}
+
+/* A message to `to` is sent once it holds this much. */
+static size_t reply_split(const kv_shard *sh, tp_pid to)
+{
+    return tp_pid_is_remote(to) ? sh->node_max / 2 : REPLY_SPLIT;
+}
+
 /* The largest reply value in a fragment to `to`. A message holds less
  * than split before a fragment, so a fragment of at most max - split
  * always fits. */
-static size_t frag_room(tp_pid to)
+static size_t frag_room(const kv_shard *sh, tp_pid to)
 {
-    bool remote = tp_pid_is_remote(to);
-    size_t split = remote ? REMOTE_SPLIT : REPLY_SPLIT;
-    size_t max = remote ? KV_NODE_MAX_MESSAGE - NODE_SLACK : KV_MAX_PAYLOAD;
-    return max - split - BIN_HDR - FRAG_HDR;
+    return reply_max(sh, to) - reply_split(sh, to) - BIN_HDR - FRAG_HDR;
 }
 
 /* Start a fragment for `to`; the reply value follows in sh->rb, which
@@ -146,7 +170,7 @@ static size_t frag_open(kv_shard *sh, uint32_t seq, uint32_t pos, tp_pid to)
     kv_put32(sh->rb.p + at, seq);
     kv_put32(sh->rb.p + at + 4, pos);
     sh->rb.n += FRAG_HDR;
-    sh->rb.max = sh->rb.n + frag_room(to);
+    sh->rb.max = sh->rb.n + frag_room(sh, to);
     return at;
 }
 
@@ -154,9 +178,9 @@ static size_t frag_open(kv_shard *sh, uint32_t seq, uint32_t pos, tp_pid to)
  * enough. A fragment over its room becomes an error. */
 static void frag_close(tp_ctx *ctx, kv_shard *sh, size_t at, tp_pid to)
 {
-    size_t split = tp_pid_is_remote(to) ? REMOTE_SPLIT : REPLY_SPLIT;
+    size_t split = reply_split(sh, to);
     size_t len = sh->rb.n - at - FRAG_HDR;
-    bool over = sh->rb.over || len > frag_room(to);
+    bool over = sh->rb.over || len > frag_room(sh, to);
     sh->rb.max = 0;
     sh->rb.over = false;
     if (over) {
@@ -875,10 +899,14 @@ int kv_shard_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
         return TP_HANDLED;
     switch (tp_msg_tag(msg)) {
     case TP_TAG_START:
+        read_node_max(ctx, sh);
         return tp_send_interval(ctx, 100, KV_TAG_SWEEP, NULL, 0, NULL);
     case KV_TAG_BATCH: return run_batch(ctx, sh, msg);
     case KV_TAG_MOVE: on_move(ctx, sh, msg); break;
-    case KV_TAG_SWEEP: sweep(sh); break;
+    case KV_TAG_SWEEP:
+        read_node_max(ctx, sh);
+        sweep(sh);
+        break;
     case KV_TAG_SNAPSHOT: snapshot(ctx, sh, msg); break;
     case KV_TAG_THAW: sh->frozen = false; break;
     default: break;
