@@ -96,8 +96,11 @@ static void dump_line(FILE *out, const tp_actor_info *i, unsigned depth,
     char b[32];
     fprintf(out, "%*s%s", (int)(depth * 2), "",
             tpi_pidstr(i->pid, b, sizeof b));
-    if (i->name[0])
-        fprintf(out, " \"%s\"", i->name);
+    if (i->name[0]) { /* one line per actor, whatever its name holds */
+        fputs(" \"", out);
+        tpi_obs_quote(out, i->name);
+        fputc('"', out);
+    }
     if (i->mailbox_cap == UINT64_MAX)
         fprintf(out, " mbox %" PRIu64 "/unbounded", i->mailbox_len);
     else

@@ -24,16 +24,47 @@
  * a few hundred). */
 #define METRICS_HEADERS_MAX 8192
 
-/* A label value: backslash, double quote and newline escaped. */
-static void label(FILE *out, const char *s)
+/* The length of the UTF-8 sequence at s (1 to 4), 0 if s starts none
+ * (a stray, overlong or surrogate byte). */
+static size_t utf8_len(const unsigned char *s)
 {
-    for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
+    unsigned c = s[0];
+    size_t n = c < 0x80                 ? 1
+               : c >= 0xc2 && c < 0xe0  ? 2
+               : (c >> 4) == 0xe        ? 3
+               : c >= 0xf0 && c <= 0xf4 ? 4
+                                        : 0;
+    for (size_t i = 1; i < n; i++) /* the terminating NUL stops it */
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if (n == 3) {
+        unsigned v = (c & 0x0fu) << 12 | (s[1] & 0x3fu) << 6 | (s[2] & 0x3fu);
+        if (v < 0x800 || (v >= 0xd800 && v <= 0xdfff))
+            return 0;
+    } else if (n == 4) {
+        unsigned v = (c & 0x07u) << 18 | (s[1] & 0x3fu) << 12;
+        if (v < 0x10000 || v > 0x10ffff)
+            return 0;
+    }
+    return n;
+}
+
+void tpi_obs_quote(FILE *out, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = utf8_len(p);
+        if (!n) {
+            fputs("\xef\xbf\xbd", out); /* U+FFFD for a byte that is not */
+            p++;
+            continue;
+        }
+        if (*p == '\\' || *p == '"')
             fputc('\\', out);
-        if (*s == '\n')
+        if (*p == '\n')
             fputs("\\n", out);
         else
-            fputc(*s, out);
+            fwrite(p, 1, n, out);
+        p += n;
     }
 }
 
@@ -55,7 +86,7 @@ static void actor_labels(FILE *out, const tp_actor_info *i)
 {
     char b[32];
     fprintf(out, "{pid=\"%s\",name=\"", tpi_pidstr(i->pid, b, sizeof b));
-    label(out, i->name);
+    tpi_obs_quote(out, i->name);
     fprintf(out, "\",parent=\"%s\"}",
             i->parent ? tpi_pidstr(i->parent, b, sizeof b) : "");
 }

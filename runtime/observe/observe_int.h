@@ -33,5 +33,9 @@ int tpi_obs_setup(tp_runtime *rt, size_t slot, tpi_obs **out);
 void tpi_metrics_stop(tpi_obs *o);
 /* rt's state if made, else NULL. */
 tpi_obs *tpi_obs_get(tp_runtime *rt);
+/* s as a Prometheus label value (also the dump's names): backslash,
+ * double quote and newline escaped, a byte that is not UTF-8 written as
+ * U+FFFD (a scrape with one fails whole). */
+void tpi_obs_quote(FILE *out, const char *s);
 
 #endif

@@ -832,6 +832,53 @@ static void test_metrics_out_of_fds(void **state)
     assert_true(paused >= 1);
 }
 
+/* ------------------------------------------------ names that are not text */
+
+/* A name is any bytes: in the metrics page it is a label value whose
+ * quote, backslash and newline are escaped and whose bytes that are not
+ * UTF-8 become U+FFFD (Prometheus refuses a whole scrape over one); the
+ * dump escapes it the same way, one line per actor. Before, the name went
+ * out raw: a stray byte broke every scrape, a newline the dump's lines. */
+static struct {
+    char *metrics, *dump;
+    size_t mlen, dlen;
+} NM;
+
+static int nm_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    (void)state;
+    (void)msg;
+    EXPECT_EQ(tp_register(ctx, "q\"b\\n\nx\xff\xc0\xafy\xe2\x82\xac"), 0);
+    FILE *f = open_memstream(&NM.metrics, &NM.mlen);
+    EXPECT_EQ(tp_runtime_metrics_write(tp_ctx_runtime(ctx), f), 0);
+    fclose(f);
+    f = open_memstream(&NM.dump, &NM.dlen);
+    EXPECT_EQ(tp_runtime_dump(tp_ctx_runtime(ctx), f), 0);
+    fclose(f);
+    return tp_exit(ctx, TP_REASON_NORMAL);
+}
+
+static void test_names_quoted(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    memset(&NM, 0, sizeof NM);
+    assert_int_equal(tpt_run(NULL, nm_root, NULL, NULL, NULL), 0);
+    TPT_CHECK();
+    /* "\xff" and the overlong "\xc0\xaf": U+FFFD each; the euro sign kept */
+    const char *want = "name=\"q\\\"b\\\\n\\nx\xef\xbf\xbd\xef\xbf\xbd\xef\xbf"
+                       "\xbdy\xe2\x82\xac\"";
+    bool metrics_ok = strstr(NM.metrics, want) != NULL &&
+                      !memchr(NM.metrics, 0xff, NM.mlen);
+    bool dump_ok = strstr(NM.dump, want + 5) != NULL;
+    if (!metrics_ok || !dump_ok)
+        print_message("metrics:\n%s\ndump:\n%s\n", NM.metrics, NM.dump);
+    free(NM.metrics);
+    free(NM.dump);
+    assert_true(metrics_ok);
+    assert_true(dump_ok);
+}
+
 /* ------------------------------------------ a reader and a stuck handler */
 
 /* An actor stuck in a handler on one scheduler, and readers of actor
@@ -1016,6 +1063,7 @@ int main(void)
         cmocka_unit_test(test_dump_tree),
         cmocka_unit_test(test_metrics_endpoint),
         cmocka_unit_test(test_metrics_out_of_fds),
+        cmocka_unit_test(test_names_quoted),
         cmocka_unit_test(test_read_beside_stuck_handler),
         cmocka_unit_test(test_read_beside_outside_spawns),
     };
