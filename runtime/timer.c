@@ -121,8 +121,9 @@ static void rearm(tpi_timer_heap *h)
     uint64_t d = due > now ? due - now : 0;
     struct timeval tv = {(time_t)(d / 1000000000u),
                          (suseconds_t)((d % 1000000000u + 999) / 1000)};
-    evtimer_add(h->ev, &tv);
-    h->armed_ns = due;
+    /* Not armed (out of memory in libevent's heap): the next change tries
+     * again, where a recorded deadline would have skipped it. */
+    h->armed_ns = evtimer_add(h->ev, &tv) == 0 ? due : 0;
 }
 
 void tpi_timer_heap_free(tpi_timer_heap *h)
