@@ -217,6 +217,8 @@ static int spawn_in(tp_runtime *rt, tpi_actor *parent, tp_behavior b,
     if (parent) /* counted at parent's scheduler (runtime/runtime.h) */
         tpi_runtime_actor_born(tpi_sched_current());
     TPI_STAT(rt, spawned, 1);
+    if (a->flags & TPI_ACT_OBS)
+        TPI_STAT(rt, observed, 1);
     /* TP_TAG_START is not a queued message but a flag: no allocation per
      * spawn, and it is always the first thing handled. */
     a->flags |= TPI_ACT_START;

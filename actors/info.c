@@ -256,6 +256,8 @@ void tp_runtime_stats_ex(tp_runtime *rt, tp_stats_ex *out)
                 atomic_load_explicit(&st->exit_kinds[k], memory_order_relaxed);
         out->restarts +=
             atomic_load_explicit(&st->restarts, memory_order_relaxed);
+        out->observed +=
+            atomic_load_explicit(&st->observed, memory_order_relaxed);
     }
 }
 

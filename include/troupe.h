@@ -1,7 +1,9 @@
 /** @file
  * troupe — an Erlang-style actor runtime for C.
  *
- * One public header. Every function returns 0 (TP_OK) or a negative TP_E*
+ * The main public header: it includes troupe/supervisor.h, net.h, pool.h,
+ * isolate.h and observe.h; the node API needs <troupe/node.h> as well.
+ * Every function returns 0 (TP_OK) or a negative TP_E*
  * code unless its comment says otherwise; tp_strerror() names the code.
  * Functions that take a tp_ctx may only be called from inside a behavior,
  * with the ctx that behavior was given, during that call; elsewhere they
@@ -66,8 +68,9 @@ TP_API const char *tp_strerror(int err);
 
 /* ------------------------------------------------------------------- types */
 
-/** An actor id: slot index in the low 32 bits, slot generation in the high
- * 32. A pid is a value; a pid of an ended actor never reaches a later actor
+/** An actor id: slot index + 1 in the low 32 bits (so 0 is never a pid),
+ * slot generation (modulo 2^24) in the high 32; a pid of another node's
+ * actor (troupe/node.h) has bit 63 set. A pid is a value; a pid of an ended actor never reaches a later actor
  * that reuses its slot. 0 is never a valid pid. */
 typedef uint64_t tp_pid;
 #define TP_PID_NONE ((tp_pid)0) /**< no actor; never a valid pid */
@@ -190,8 +193,10 @@ typedef struct tp_config {
 /** Fill cfg with the defaults. */
 TP_API void tp_config_init(tp_config *cfg);
 
-/** Create a runtime. cfg may be NULL for the defaults. On error *out is
- * untouched. */
+/** Create a runtime. cfg may be NULL for the defaults. TP_EINVAL for a
+ * NULL out, mailbox_capacity, batch or max_payload 0, max_payload over
+ * UINT32_MAX, threads over 64 or busy_wait_us over 1000000. On error *out
+ * is untouched. */
 TP_API int tp_runtime_new(const tp_config *cfg, tp_runtime **out);
 
 /** Free a runtime that is not running. Actors spawned but never run are
@@ -231,7 +236,8 @@ TP_API int tp_runtime_root_reason(tp_runtime *rt, tp_reason *out);
 
 /** Spawn from outside any actor: before tp_run, or from another thread
  * while it runs (placed on the schedulers round robin). Ownership of state
- * as for tp_spawn. Flags may include TP_SPAWN_TRAP_EXIT only. TP_ESTATE
+ * as for tp_spawn. Flags may include TP_SPAWN_TRAP_EXIT and
+ * TP_SPAWN_OBSERVE (troupe/observe.h); TP_SPAWN_LINK is TP_EINVAL. TP_ESTATE
  * once the run is over, including a spawn that races the end of the run:
  * then the actor was never counted and tp_run does not wait for it. */
 TP_API int tp_runtime_spawn(tp_runtime *rt, tp_behavior b, void *state,
@@ -256,7 +262,8 @@ TP_API int tp_runtime_try_send(tp_runtime *rt, tp_pid to, int32_t tag,
  * limit). On 0, *reply / *reply_len hold a copy of the reply's payload from
  * the runtime's allocator (free with tp_free; NULL/0 for an empty payload).
  * Otherwise returns TP_ETIMEDOUT, TP_ENOPROC (callee dead or ended before
- * replying), TP_ENOREPLY, TP_EINVAL, TP_E2BIG, TP_ENOMEM, or TP_ESTATE when
+ * replying), TP_ENOREPLY, TP_ENOCONN (a remote callee's node unreachable),
+ * TP_EINVAL, TP_E2BIG, TP_ENOMEM, or TP_ESTATE when
  * rt is not running or the caller is a scheduler thread running a behavior
  * (on any error *reply and *reply_len are untouched). reply/reply_len may be
  * NULL to discard. The callee sees a short-lived proxy actor as
@@ -371,7 +378,8 @@ TP_API int tp_become(tp_ctx *ctx, tp_behavior b);
  * is taken or this actor already has one. Released when the actor ends. */
 TP_API int tp_register(tp_ctx *ctx, const char *name);
 
-/** Release this actor's name. TP_ENOENT if name is not this actor's. */
+/** Release this actor's name. TP_ENOENT if name is not this actor's;
+ * TP_EINVAL for a NULL, empty or too long (over 63 bytes) name. */
 TP_API int tp_unregister(tp_ctx *ctx, const char *name);
 
 /* ---------------------------------------------------------------- messages */
@@ -404,14 +412,17 @@ TP_API int32_t tp_msg_tag(const tp_msg *msg);
 TP_API tp_pid tp_msg_from(const tp_msg *msg);
 /** The reference of a reply, DOWN (monitor ref) or timer message (timer id). */
 TP_API tp_ref tp_msg_ref(const tp_msg *msg);
-/** For TP_TAG_REPLY: 0, or TP_ETIMEDOUT, TP_ENOPROC, TP_ENOREPLY; 0 for
- * every other message. */
+/** For TP_TAG_REPLY: 0, or TP_ETIMEDOUT, TP_ENOPROC, TP_ENOREPLY,
+ * TP_ENOCONN (a remote callee's node unreachable), or for a blocking job
+ * its own code or why its payload was refused (TP_EINVAL, TP_E2BIG,
+ * TP_ENOMEM); 0 for every other message; TP_EINVAL for NULL. */
 TP_API int tp_msg_status(const tp_msg *msg);
 /** The payload bytes (NULL and 0 when there is none). */
 TP_API const void *tp_msg_data(const tp_msg *msg, size_t *len);
 /** Read a payload that is one msgpack integer. TP_EPROTO if it is not. */
 TP_API int tp_msg_int(const tp_msg *msg, int64_t *out);
-/** Read a payload by format (see tp_unpackf). */
+/** Read a payload by format (see tp_unpackf); TP_EINVAL for a NULL msg or
+ * fmt or a malformed fmt. */
 TP_API int tp_msg_scanf(const tp_msg *msg, const char *fmt, ...);
 /** The reason of a TP_TAG_EXIT or TP_TAG_DOWN message; text is valid while
  * the message is. */
@@ -434,11 +445,16 @@ TP_API int tp_msg_reason(const tp_msg *msg, tp_reason *out);
  * consumed, else TP_EPROTO.
  */
 /** Pack a payload into a new buffer (*out, *len) from the runtime's
- * allocator; free it with tp_free() or hand it to tp_send_move(). */
+ * allocator; free it with tp_free() or hand it to tp_send_move().
+ * TP_EINVAL (NULL out, len or fmt, a malformed format or more than one
+ * top-level value, a NULL S/y pointer with a length), TP_E2BIG (a str or
+ * bin over UINT32_MAX bytes), TP_ENOMEM. */
 TP_API int tp_packf(void **out, size_t *len, const char *fmt, ...);
 /** tp_packf with a va_list. */
 TP_API int tp_vpackf(void **out, size_t *len, const char *fmt, va_list ap);
-/** Unpack a payload by format; TP_EPROTO if it does not match. */
+/** Unpack a payload by format; TP_EPROTO if it does not match, TP_EINVAL
+ * for a NULL fmt, NULL data with len > 0, or a malformed fmt. Values are
+ * stored as read: on error, earlier ones may be written. */
 TP_API int tp_unpackf(const void *data, size_t len, const char *fmt, ...);
 /** tp_unpackf with a va_list. */
 TP_API int tp_vunpackf(const void *data, size_t len, const char *fmt,
@@ -453,8 +469,9 @@ TP_API int tp_payload_check(const void *data, size_t len);
  * TP_TAG_REPLY message with tp_msg_ref() == *ref_out. Its status is 0 with
  * the reply's payload; TP_ETIMEDOUT after timeout_ms (< 0: no timeout);
  * TP_ENOPROC if the callee is dead or ends before replying; TP_ENOREPLY if
- * it dropped the request. A reply after the timeout is dropped and counted
- * as late, never delivered. The caller keeps data. */
+ * it dropped the request; TP_ENOCONN if a remote callee's node goes down
+ * or cannot be reached. A reply after the timeout is dropped and counted
+ * as late, never delivered. The caller keeps data; ref_out may be NULL. */
 TP_API int tp_call(tp_ctx *ctx, tp_pid to, int32_t tag, const void *data,
                    size_t len, int timeout_ms, tp_ref *ref_out);
 

@@ -219,6 +219,8 @@ int tp_runtime_spawn(tp_runtime *rt, tp_behavior b, void *state,
 void tpi_runtime_actor_ended(tp_runtime *rt, tpi_actor *a, tp_reason r)
 {
     TPI_STAT(rt, exited, 1);
+    if (a->flags & TPI_ACT_OBS)
+        TPI_STAT(rt, observed, -1);
     if (r.kind >= TP_EXIT_NORMAL && r.kind <= TP_EXIT_KIND_MAX) /* issue 8 */
         tpi_stat_add(rt,
                      offsetof(tpi_stats, exit_kinds) +

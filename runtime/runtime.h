@@ -67,6 +67,9 @@ typedef struct tpi_stats {
     _Atomic uint64_t sent, spawned, exited, dead_letters, late_replies, timers;
     /* issue 8: exits by tp_exit_kind, restarts (actors/info.c) */
     _Atomic uint64_t exit_kinds[TP_EXIT_KIND_MAX + 1], restarts;
+    /* observed actors born minus ended here (wraps below 0 per thread;
+     * the sum over threads is right) */
+    _Atomic uint64_t observed;
 } tpi_stats;
 
 #define TPI_STAT(rt, field, d)                                                 \

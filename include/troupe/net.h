@@ -45,9 +45,12 @@ enum {
     /** The connection is over for reading; the payload is one msgpack
      * int: 0 when the peer closed its side (EOF; writes are still
      * allowed, the peer may be waiting for a reply), TP_ESYS when the
-     * connection failed (reset, error: writes now return TP_ESTATE), or
-     * TP_E2BIG when it was cut for a peer that stopped reading with more
-     * than output_limit bytes pending (writes now return TP_ESTATE).
+     * connection failed (reset, error, a socket the loop could not watch,
+     * received bytes that could not be delivered), TP_E2BIG when it was
+     * cut for a peer that stopped reading with more than output_limit
+     * bytes pending, or TP_ENOMEM when a tp_conn_write that had written
+     * part of its bytes could not queue the rest. After a non-zero code
+     * writes return TP_ESTATE.
      * Delivered at most once, after every TP_NET_DATA. The actor usually
      * ends on it. */
     TP_NET_CLOSED = 0x7fff0101

@@ -39,8 +39,9 @@ extern "C" {
  * name. Strings are copied by tp_runtime_set_node. */
 typedef struct tp_node_opts {
     const char *urls;       /**< NATS servers, comma-separated
-                              ("nats://127.0.0.1:4222,nats://..."); the
-                              client fails over between them */
+                              ("nats://127.0.0.1:4222,nats://..."), at
+                              most 16; the client fails over between
+                              them */
     const char *name;       /**< this node's name, unique in the cluster */
     const char *cluster;    /**< the cluster (namespace of subjects); default
                               "troupe" */
@@ -157,9 +158,11 @@ TP_API int tp_group_send(tp_ctx *ctx, const char *group, int32_t tag,
                          const void *data, size_t len);
 /** Call one member: the reply comes as TP_TAG_REPLY with *ref_out, status
  * 0 or the member's TP_ENOREPLY/TP_ENOPROC, TP_ENOPROC at once when the
- * group has no member anywhere, TP_ETIMEDOUT after timeout_ms (>= 0). A
- * member whose node goes down mid-call is noticed by the timeout only,
- * so timeout_ms < 0 is TP_EINVAL. */
+ * group has no member anywhere, TP_ENOCONN at once when the serving node
+ * goes down after telling this node it has the call, TP_ETIMEDOUT after
+ * timeout_ms. A serving node that dies before telling is noticed by the
+ * timeout only, so timeout_ms < 0 is TP_EINVAL (there is no call without
+ * a timeout). */
 TP_API int tp_group_call(tp_ctx *ctx, const char *group, int32_t tag,
                          const void *data, size_t len, int timeout_ms,
                          tp_ref *ref_out);
@@ -187,7 +190,9 @@ TP_API int tp_node_register(const char *name, tp_behavior b,
  * with reason noproc). Blocks the caller for one request to that node.
  * Returns 0 and *pid_out, TP_ENOCONN (no such node, or it is down),
  * TP_ENOENT (nothing registered under name there), TP_ETIMEDOUT, TP_ESTATE
- * (not a node), TP_EINVAL, TP_ENOMEM.
+ * (not a node), TP_EINVAL, TP_ENOMEM, TP_EPROTO (a malformed answer). If
+ * the link fails after the spawn, the actor is killed and the link's
+ * error returned.
  */
 TP_API int tp_spawn_on(tp_ctx *ctx, const char *node, const char *name,
                        const void *args, size_t len, unsigned flags,

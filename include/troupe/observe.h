@@ -93,8 +93,9 @@ typedef struct tp_actor_info {
  * many messages it missed); otherwise TP_ENOPROC.
  *
  * Returns 0; TP_EINVAL for NULL arguments; TP_ENOPROC; TP_ESTATE when
- * called from a thread that is not rt's scheduler while rt runs. On error
- * *out is untouched.
+ * called from a thread that is not rt's scheduler while rt runs;
+ * TP_ETIMEDOUT when another scheduler, stuck in a behavior, did not stop
+ * at a safe point within 1 s (nothing read). On error *out is untouched.
  * *Threads:* from a behavior of rt (its scheduler thread), or from any
  * thread while rt is not running (before tp_run or after it returned).
  */
@@ -109,8 +110,8 @@ typedef int (*tp_actor_visit_fn)(const tp_actor_info *info, void *arg);
  * must not spawn, end or send: it runs between turns or inside the
  * calling behavior.
  *
- * Returns the number of actors visited (>= 0), TP_EINVAL, or TP_ESTATE
- * (threads as for tp_actor_info_get).
+ * Returns the number of actors visited (>= 0), TP_EINVAL, TP_ESTATE or
+ * TP_ETIMEDOUT (as for tp_actor_info_get).
  */
 TP_API int tp_actors_each(tp_runtime *rt, tp_actor_visit_fn fn, void *arg);
 
@@ -118,8 +119,9 @@ TP_API int tp_actors_each(tp_runtime *rt, tp_actor_visit_fn fn, void *arg);
 typedef struct tp_stats_ex {
     tp_stats base; /**< as tp_runtime_stats */
     /** actors ended, by tp_exit_kind (indexed by TP_EXIT_NORMAL to
-     * TP_EXIT_NOPROC; TP_EXIT_KILL is never used: a kill ends as
-     * TP_EXIT_KILLED). They add up to base.actors_exited. */
+     * TP_EXIT_KIND_MAX, TP_EXIT_NOCONNECTION included; TP_EXIT_KILL is
+     * never used: a kill ends as TP_EXIT_KILLED). They add up to
+     * base.actors_exited. */
     uint64_t exited_by_kind[TP_EXIT_KIND_MAX + 1];
     uint64_t restarts; /**< tp_observe_restart calls */
     uint64_t observed; /**< observed actors alive */
@@ -129,7 +131,7 @@ typedef struct tp_stats_ex {
 TP_API void tp_runtime_stats_ex(tp_runtime *rt, tp_stats_ex *out);
 
 /** A short stable name for an exit kind ("normal", "shutdown", "kill",
- * "killed", "error", "noproc"), or "unknown". */
+ * "killed", "error", "noproc", "noconnection"), or "unknown". */
 TP_API const char *tp_exit_kind_name(tp_exit_kind kind);
 
 /**
@@ -154,9 +156,9 @@ TP_API int tp_observe_restart(tp_ctx *ctx, tp_pid child);
  * spawned/exited counters, not in the dump), and the call blocks until
  * it is written, or returns TP_ESTATE if the run ended first.
  *
- * Returns 0; TP_EINVAL for NULL arguments; TP_ENOMEM; TP_ESTATE after
- * tp_runtime_free has begun or when the run ended before the dump. out is
- * flushed, never closed.
+ * Returns 0; TP_EINVAL for NULL arguments; TP_ENOMEM; TP_ETIMEDOUT (as
+ * for tp_actor_info_get); TP_ESTATE after tp_runtime_free has begun or
+ * when the run ended before the dump. out is flushed, never closed.
  * *Threads:* any.
  */
 TP_API int tp_runtime_dump(tp_runtime *rt, FILE *out);
@@ -203,7 +205,9 @@ TP_API int tp_runtime_serve_metrics(tp_runtime *rt, const char *host,
 
 /**
  * Write the /metrics text to out (the same text the endpoint serves).
- * Returns 0, TP_EINVAL, or TP_ESTATE (threads as for tp_actor_info_get).
+ * Returns 0, TP_EINVAL, TP_ESTATE or TP_ETIMEDOUT (threads as for
+ * tp_actor_info_get), TP_ENOMEM (nothing written), or TP_ESYS when
+ * flushing out fails (part of the text may be written).
  */
 TP_API int tp_runtime_metrics_write(tp_runtime *rt, FILE *out);
 

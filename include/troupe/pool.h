@@ -37,8 +37,9 @@ TP_API int tp_runtime_set_blocking_threads(tp_runtime *rt, unsigned n);
 
 /** Run fn(arg) on the blocking pool. The result comes back to this actor
  * as a TP_TAG_REPLY message with tp_msg_ref() == *ref_out: status 0 with
- * fn's payload, or fn's negative return code as the status, or
- * TP_ETIMEDOUT if timeout_ms >= 0 elapsed first (the late result is then
+ * fn's payload, or fn's negative return code as the status, or why its
+ * payload was refused (TP_EINVAL: not one msgpack object, TP_E2BIG: over
+ * max_payload, TP_ENOMEM), or TP_ETIMEDOUT if timeout_ms >= 0 elapsed first (the late result is then
  * dropped and counted in late_replies). Jobs start in submission order
  * (FIFO); with one thread they also finish in that order. The runtime
  * never runs fn on the scheduler thread. tp_runtime_free waits for every

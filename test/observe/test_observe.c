@@ -228,6 +228,9 @@ static int obs_root(tp_ctx *ctx, void *st, const tp_msg *m)
             EXPECT_EQ(tp_actor_info_get(rt, tp_self(ctx), &info), 0);
             EXPECT(!info.observed);
             EXPECT_EQ(info.handled, 0);
+            tp_stats_ex sx; /* w[0] is the one observed actor alive */
+            tp_runtime_stats_ex(rt, &sx);
+            EXPECT_EQ(sx.observed, 1);
         } else {
             EXPECT_EQ(tp_actor_info_get(rt, w[1], &info), 0);
             EXPECT(!info.observed);
