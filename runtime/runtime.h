@@ -225,7 +225,7 @@ static inline void tpi_sched_tick(tpi_sched *s, int32_t tag)
 /* ---- runtime/world.c: stop the world */
 /* Park every other scheduler at a safe point (between turns), so the
  * caller may read any actor's state; a scheduler thread of rt only (it is
- * one of those counted). Nothing to do with one scheduler. 0, or
+ * one of those counted). 0, or
  * TP_ETIMEDOUT when one has not parked within TPI_WORLD_WAIT_MS (a
  * handler that runs on, stuck): then nothing is stopped, and the others
  * run on rather than wait with the stopper. */
@@ -262,13 +262,14 @@ struct tp_runtime {
     /* runtime/world.c; world_stop is read by every scheduler every turn */
     _Alignas(64) pthread_mutex_t world_lock;
     pthread_cond_t world_cond;
-    _Atomic int world_stop;      /* a stopper is waiting or running */
-    tpi_sched *world_owner;      /* who stopped it (world lock) */
-    unsigned world_parked;       /* schedulers parked (world lock) */
-    unsigned world_depth;        /* nested stops by the owner (world lock) */
-    unsigned world_running;      /* schedulers in their loop (world lock) */
-    unsigned world_foreign;      /* other threads spawning (world lock) */
-    struct tpi_monitor *monitor; /* runtime/monitor.c, while running */
+    _Atomic int world_stop;         /* a stopper is waiting or running */
+    tpi_sched *world_owner;         /* who stopped it (world lock) */
+    unsigned world_parked;          /* schedulers parked (world lock) */
+    unsigned world_depth;           /* nested stops by the owner (world lock) */
+    unsigned world_running;         /* schedulers in their loop (world lock) */
+    unsigned world_foreign;         /* other threads spawning (world lock) */
+    unsigned world_foreign_waiting; /* ... waiting to (world lock) */
+    struct tpi_monitor *monitor;    /* runtime/monitor.c, while running */
     /* Actors alive, plus TPI_LIVE_RUN once tp_run has begun: one word, so
      * a spawn from outside and the end of the run are ordered. */
     _Alignas(64) _Atomic uint64_t live;

@@ -14,12 +14,33 @@
 
 #include <event2/event.h>
 #include <signal.h>
+#include <stdio.h>
 
 static void kill_live(tpi_actor *a, void *arg)
 {
     if (a->behavior)
         tpi_send_reason(arg, TP_PID_NONE, tpi_actor_pid(a), TPI_SIG_EXIT,
                         TP_REASON_KILL, 0, 0);
+}
+
+/* The forced shutdown: kill every actor, with the other schedulers
+ * parked. While one is stuck in a handler, try again in 100 ms from this
+ * loop (which meanwhile serves its own actors, signals and sockets), not
+ * in a loop that would hold the world for the stuck handler's whole run. */
+static void kill_all(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tp_runtime *rt = arg;
+    if (tpi_world_stop(rt) != 0) {
+        struct timeval again = {0, 100000};
+        if (event_base_once(rt->scheds[0].base, -1, EV_TIMEOUT, kill_all, rt,
+                            &again) != 0)
+            fputs("troupe: cannot kill the actors (out of memory)\n", stderr);
+        return;
+    }
+    tpi_table_each(rt->table, kill_live, rt);
+    tpi_world_resume(rt);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -40,14 +61,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     if (next == 1)
         tpi_send_reason(rt, TP_PID_NONE, rt->root, TPI_SIG_EXIT,
                         TP_REASON_SHUTDOWN, 0, 0);
-    else { /* every actor's state: the other schedulers park meanwhile */
-        /* A handler stuck on another scheduler: try until it returns (the
-         * others run between tries). */
-        while (tpi_world_stop(rt) != 0)
-            ;
-        tpi_table_each(rt->table, kill_live, rt);
-        tpi_world_resume(rt);
-    }
+    else /* every actor's state: the other schedulers park meanwhile */
+        kill_all(-1, 0, rt);
 }
 
 int tp_refuse_shutdown(tp_ctx *ctx)

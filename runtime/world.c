@@ -38,6 +38,7 @@ static void park(tp_runtime *rt)
     while (rt->world_owner)
         pthread_cond_wait(&rt->world_cond, &rt->world_lock);
     rt->world_parked--;
+    pthread_cond_broadcast(&rt->world_cond); /* a next stopper waits */
 }
 
 void tpi_world_safepoint(tpi_sched *s)
@@ -61,9 +62,12 @@ static void release(tp_runtime *rt)
 void tpi_world_foreign_enter(tp_runtime *rt)
 {
     pthread_mutex_lock(&rt->world_lock);
+    rt->world_foreign_waiting++; /* the next stopper lets it in first */
     while (rt->world_owner)
         pthread_cond_wait(&rt->world_cond, &rt->world_lock);
+    rt->world_foreign_waiting--;
     rt->world_foreign++;
+    pthread_cond_broadcast(&rt->world_cond); /* a next stopper waits */
     pthread_mutex_unlock(&rt->world_lock);
 }
 
@@ -92,9 +96,15 @@ int tpi_world_stop(tp_runtime *rt)
         pthread_mutex_unlock(&rt->world_lock);
         return 0;
     }
-    /* Another stopper first: we are one of those it waits for. */
-    while (rt->world_owner)
-        park(rt);
+    /* Another stopper first: we are one of those it waits for. Then the
+     * schedulers the last stop parked leave (each runs a batch before its
+     * next safe point) and waiting spawners get in: readers stopping the
+     * world again and again must not starve them. */
+    while (rt->world_owner || rt->world_parked || rt->world_foreign_waiting)
+        if (rt->world_owner)
+            park(rt);
+        else
+            pthread_cond_wait(&rt->world_cond, &rt->world_lock);
     rt->world_owner = me;
     /* relaxed: the flag only makes schedulers take the lock. */
     atomic_store_explicit(&rt->world_stop, 1, memory_order_relaxed);

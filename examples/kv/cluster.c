@@ -423,7 +423,11 @@ static int directory_behavior(tp_ctx *ctx, void *state, const tp_msg *msg)
     int rc = 0;
     unsigned i;
     int64_t v;
-    switch (tp_msg_tag(msg)) {
+    int32_t tag = tp_msg_tag(msg);
+    if ((tag == CL_RETRY || tag == CL_REGISTER) &&
+        tp_msg_from(msg) != tp_self(ctx))
+        return TP_HANDLED; /* its own timers' (kv_forged, kv.h) */
+    switch (tag) {
     case TP_TAG_START:
         tp_register(ctx, "kv-cluster"); /* named in dumps */
         for (i = 0; i < n_members && !rc; i++)

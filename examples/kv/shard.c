@@ -123,8 +123,8 @@ static void reply_send(tp_ctx *ctx, kv_shard *sh, tp_pid to, int32_t tag)
 
 /* The node's limit on a message to another node, now: read at start and
  * at each sweep (a reconnect to a server with a smaller max_payload
- * lowers it). At least 4 * NODE_SLACK, which a server allowing less
- * could not carry kv's frames anyway. */
+ * lowers it), less NODE_SLACK for the frame's addresses; at least
+ * 3 * NODE_SLACK (a server allowing less cannot carry kv's frames). */
 static void read_node_max(tp_ctx *ctx, kv_shard *sh)
 {
     tp_node_stats st;
@@ -132,8 +132,7 @@ static void read_node_max(tp_ctx *ctx, kv_shard *sh)
         return;
     tp_node_stats_get(tp_ctx_runtime(ctx), &st);
     size_t max = st.max_message ? (size_t)st.max_message : KV_NODE_MAX_MESSAGE;
-    sh->node_max = max - NODE_SLACK > 3 * NODE_SLACK ? max - NODE_SLACK
-                                                     : 3 * NODE_SLACK;
+    sh->node_max = max > 4 * NODE_SLACK ? max - NODE_SLACK : 3 * NODE_SLACK;
 }
 
 /* The largest message to `to`. */
