@@ -147,7 +147,8 @@ TP_API int tp_send_global(tp_ctx *ctx, const char *name, int32_t tag,
  * queue groups pick the node, the node picks a member in turn). A member
  * leaves with tp_group_leave or when it ends. Once this returns, the
  * membership is known to the server. Returns TP_ESTATE (not a node),
- * TP_EINVAL, TP_ENOCONN, TP_ENOMEM.
+ * TP_EINVAL, TP_ENOCONN (the server did not confirm the subscription in
+ * 2 s: not a member), TP_ENOMEM.
  */
 TP_API int tp_group_join(tp_ctx *ctx, const char *group);
 /** Leave the group; TP_ENOENT if this node has no such group. */

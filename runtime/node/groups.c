@@ -235,8 +235,12 @@ done:
      * the answer). */
     if (subscribe)
         tpi_node_flush(n); /* frames this thread holds leave before it blocks */
-    if (subscribe && natsConnection_FlushTimeout(n->nc, 2000) != NATS_OK)
+    if (subscribe && natsConnection_FlushTimeout(n->nc, 2000) != NATS_OK) {
+        /* Not confirmed: not a member either (the subscription goes with
+         * the last member), as the error says. */
+        (void)tp_group_leave(ctx, group);
         rc = TP_ENOCONN;
+    }
     return rc;
 }
 

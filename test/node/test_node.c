@@ -86,6 +86,24 @@ natsStatus natsConnection_Publish(natsConnection *nc, const char *subj,
     return f(nc, subj, data, len);
 }
 
+/* natsConnection_FlushTimeout fails (the server's confirmation "lost")
+ * while fail_flush is set. */
+static _Atomic bool fail_flush;
+
+natsStatus natsConnection_FlushTimeout(natsConnection *nc, int64_t ms)
+{
+    typedef natsStatus (*fn)(natsConnection *, int64_t);
+    static _Atomic(fn) real;
+    /* relaxed: every thread finds the same function. */
+    fn f = atomic_load_explicit(&real, memory_order_relaxed);
+    if (!f) {
+        f = (fn)dlsym(RTLD_NEXT, "natsConnection_FlushTimeout");
+        atomic_store_explicit(&real, f, memory_order_relaxed);
+    }
+    /* seq_cst: the test's flag, set and read rarely */
+    return atomic_load(&fail_flush) ? NATS_TIMEOUT : f(nc, ms);
+}
+
 /* The store's answers, bent for one key at a time (kvStore_Get and
  * kvStore_Create wrapped as natsConnection_Publish above):
  *  - a Get of hold_get_key waits (5 s at most) until hold_other_done,
@@ -2273,6 +2291,54 @@ static void test_group_calls_dropped_forgotten(void **unused)
     assert_int_equal(k.waiting_after, 0);
 }
 
+/* -------------------------------------- a join the server did not confirm */
+
+/* tp_group_join whose subscription the server does not confirm in time
+ * (the flush fails) answers TP_ENOCONN, and the actor is not a member: a
+ * call to the group finds nobody (TP_ENOPROC), and a join afterwards
+ * works. Before, the error came with the membership kept: the actor got
+ * the group's calls although join had failed. */
+typedef struct unconfirmed {
+    int join_rc, call_status, rejoin_rc, calls_seen;
+    tp_ref ref;
+} unconfirmed;
+
+static int unconfirmed_root(tp_ctx *ctx, void *state, const tp_msg *msg)
+{
+    unconfirmed *u = state;
+    switch (tp_msg_tag(msg)) {
+    case TP_TAG_START:
+        atomic_store(&fail_flush, true);
+        u->join_rc = tp_group_join(ctx, "unconfirmed");
+        atomic_store(&fail_flush, false);
+        EXPECT_EQ(tp_group_call(ctx, "unconfirmed", T_WHO, NULL, 0, 5000,
+                                &u->ref),
+                  0);
+        break;
+    case T_WHO: u->calls_seen++; break; /* a member after all */
+    case TP_TAG_REPLY:
+        u->call_status = tp_msg_status(msg);
+        u->rejoin_rc = tp_group_join(ctx, "unconfirmed");
+        return tp_exit(ctx, TP_REASON_NORMAL);
+    }
+    return TP_HANDLED;
+}
+
+static void test_join_unconfirmed(void **unused)
+{
+    (void)unused;
+    tpt_reset();
+    static unconfirmed u;
+    memset(&u, 0, sizeof u);
+    int rc = run_node("A", unconfirmed_root, &u, NULL);
+    assert_int_equal(rc, 0);
+    TPT_CHECK();
+    assert_int_equal(u.join_rc, TP_ENOCONN);
+    assert_int_equal(u.calls_seen, 0);
+    assert_int_equal(u.call_status, TP_ENOPROC);
+    assert_int_equal(u.rejoin_rc, 0);
+}
+
 /* ------------------------------ calls a live node never answers */
 
 /* B's server takes each call and never answers it (T_HOLD): each times
@@ -2475,6 +2541,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_spawn_and_group_call_after_reconnect),
         cmocka_unit_test(test_group_calls_dropped_forgotten),
         cmocka_unit_test(test_unanswered_calls_forgotten),
+        cmocka_unit_test(test_join_unconfirmed),
     };
     return cmocka_run_group_tests(tests, start_nats, stop_nats);
 }
