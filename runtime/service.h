@@ -17,6 +17,7 @@
 #include "troupe/observe.h"
 
 #include <pthread.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -260,6 +261,9 @@ char *tpi_strndup(const char *s, size_t max);
 
 /* The monotonic clock in nanoseconds (runtime/timer.c). */
 uint64_t tpi_now_ns(void);
+/* The time ns from now on clock, for pthread_cond_timedwait (whose
+ * condition waits on that clock). */
+struct timespec tpi_timespec_in(clockid_t clock, uint64_t ns);
 
 /* Load n big-endian bytes at p (n = 0..8). */
 uint64_t tpi_be(const uint8_t *p, int n);

@@ -25,6 +25,19 @@ uint64_t tpi_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+struct timespec tpi_timespec_in(clockid_t clock, uint64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec += (long)(ns % 1000000000u);
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
 uint64_t tpi_clock_ns(tpi_timer_heap *h)
 {
     return h->virtual_time ? h->vclock : tpi_now_ns();

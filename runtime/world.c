@@ -112,14 +112,9 @@ int tpi_world_stop(tp_runtime *rt)
     for (unsigned i = 0; i < rt->nsched; i++)
         if (&rt->scheds[i] != me)
             tpi_sched_wake(&rt->scheds[i]);
-    struct timespec until; /* world_cond waits on CLOCK_MONOTONIC */
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += TPI_WORLD_WAIT_MS / 1000;
-    until.tv_nsec += (TPI_WORLD_WAIT_MS % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    /* world_cond waits on CLOCK_MONOTONIC */
+    struct timespec until =
+        tpi_timespec_in(CLOCK_MONOTONIC, TPI_WORLD_WAIT_MS * 1000000ull);
     pthread_mutex_lock(&rt->world_lock);
     /* Every running scheduler but us (at a safe point ourselves). */
     int rc = 0;

@@ -398,14 +398,7 @@ static void probe_and_check(tpi_node *n, uint64_t deadline_ns)
 
 void tpi_node_wait(tpi_node *n, pthread_cond_t *c, uint64_t ns)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec += (long)(ns % 1000000000u);
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = tpi_timespec_in(CLOCK_REALTIME, ns);
     pthread_cond_timedwait(c, &n->tick_lock, &ts);
 }
 

@@ -283,13 +283,7 @@ int tp_runtime_dump(tp_runtime *rt, FILE *out)
      * torn down unrun by tp_runtime_free, which lets go of q). */
     pthread_mutex_lock(&q->mu);
     while (!q->done && tpi_svc_phase(rt) == TPI_PHASE_RUNNING) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = tpi_timespec_in(CLOCK_REALTIME, 20 * 1000000u);
         pthread_cond_timedwait(&q->cv, &q->mu, &ts);
     }
     rc = q->done ? q->rc : TP_ESTATE;
